@@ -1,0 +1,5 @@
+"""Entry point for ``python -m emma``."""
+
+from .cli import main
+
+main()

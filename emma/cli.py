@@ -1,0 +1,236 @@
+"""Command line: ``python -m emma train | evaluate | predict``.
+
+Flags fill the `TrainConfig` dataclass, optionally over a JSON config file (``--config``).
+User errors (missing files, bad data, bad flags) print one line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import click
+
+from .checkpoint import CheckpointError
+from .data import DataError, Split, read_descriptions, read_instances, read_split, select
+
+
+def _fail_cleanly(fn):
+    """Turn the library's user-facing errors into ClickException (one line, exit code 1)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (DataError, CheckpointError, ValueError) as e:
+            raise click.ClickException(str(e)) from None
+
+    return wrapper
+
+
+def _load_instances(paths) -> list:
+    instances = []
+    for p in paths:
+        instances.extend(read_instances(p))
+    return instances
+
+
+def _split_or_none(path) -> Split | None:
+    return read_split(path) if path else None
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log at DEBUG level.")
+def cli(verbose: bool) -> None:
+    """EMMA: zero-shot relation extraction by multi-grained matching.
+
+    Example:
+
+        python -m emma predict --descriptions rels.json --text "Apple was founded by Steve Jobs." --head Apple --tail "Steve Jobs"
+    """
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        import transformers
+
+        transformers.logging.set_verbosity_error()  # weight-loading reports are noise here
+
+
+@cli.command()
+@click.option("--data", "data", multiple=True, required=True, type=click.Path(), help="Training file(s); repeat the flag for several.")
+@click.option("--descriptions", required=True, type=click.Path(), help="Relation descriptions file.")
+@click.option("--split", type=click.Path(), help="rel2id split file: train on its 'train' relations, validate on 'eval'.")
+@click.option("--output", required=True, type=click.Path(), help="Checkpoint folder to write.")
+@click.option("--config", "config_file", type=click.Path(exists=True), help="JSON file of TrainConfig fields; flags override it.")
+@click.option("--encoder", help="Base encoder path or name (default: the packaged all-MiniLM-L6-v2).")
+@click.option("--epochs", type=int)
+@click.option("--max-steps", type=int, help="Stop after this many optimizer steps.")
+@click.option("--max-per-relation", type=int, help="Cap training instances per relation.")
+@click.option("--k", type=int, help="Candidates reranked by the classifier (paper: 2).")
+@click.option("--batch-size", type=int, help="Instances (of distinct relations) per batch.")
+@click.option("--lr", type=float)
+@click.option("--warmup-steps", type=int)
+@click.option("--seed", type=int)
+@click.option("--max-length", type=int, help="Instance window in word pieces.")
+@click.option("--eval-every", type=int, help="Score the split's eval relations every N steps.")
+@click.option("--save-every", type=int, help="Also save a resumable checkpoint every N steps.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]))
+@click.option("--description-pooling", type=click.Choice(["attention", "cls"]), help="'cls' is the no-virtual-entity ablation.")
+@click.option("--no-classifier", is_flag=True, default=None, help="Recall only (ablation).")
+@click.option("--resume", is_flag=True, help="Continue from the output folder's training state.")
+def train(data, descriptions, split, output, config_file, resume, no_classifier, **flags) -> None:
+    """Train EMMA and write a checkpoint folder.
+
+    Example:
+
+        python -m emma train --data ../shared/data/fewrel/val_wiki.json \\
+            --descriptions ../shared/data/fewrel/pid2name.json --output runs/demo --max-steps 50
+    """
+    _train(data, descriptions, split, output, config_file, resume, no_classifier, flags)
+
+
+@_fail_cleanly
+def _train(data, descriptions, split, output, config_file, resume, no_classifier, flags) -> None:
+    from .train import TrainConfig, train as run_training
+
+    values = json.loads(Path(config_file).read_text()) if config_file else {}
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = set(values) - known
+    if unknown:
+        raise click.ClickException(f"{config_file}: unknown keys {sorted(unknown)}; valid: {sorted(known)}")
+    values.update({k: v for k, v in flags.items() if v is not None})
+    if no_classifier:
+        values["use_classifier"] = False
+    config = TrainConfig(**values)
+    instances = _load_instances(data)
+    descs = read_descriptions(descriptions)
+    sp = _split_or_none(split)
+    dev = None
+    if sp is not None:
+        train_instances = select(instances, sp.train, f"{split} (train)")
+        eval_instances = [i for i in instances if i.relation in set(sp.eval)]
+        if eval_instances:
+            dev = (eval_instances, {r: descs[r] for r in sp.eval if r in descs})
+        instances = train_instances
+    folder = run_training(config, instances, descs, output, resume=resume, dev=dev)
+    click.echo(str(folder))
+
+
+@cli.command()
+@click.option("--checkpoint", type=click.Path(), help="Checkpoint folder (default: the shipped one).")
+@click.option("--data", "data", multiple=True, required=True, type=click.Path(), help="Labelled file(s).")
+@click.option("--descriptions", required=True, type=click.Path(), help="Relation descriptions file.")
+@click.option("--split", type=click.Path(), help="rel2id split file: evaluate on its 'test' relations.")
+@click.option("--k", type=int, help="Must match the checkpoint's k (its classifier reads exactly k candidates).")
+@click.option("--max-per-relation", type=int, help="Evaluate on at most N instances per relation (seeded).")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True)
+@click.option("--output", type=click.Path(), help="Also write the JSON report here.")
+@click.option("--markdown", is_flag=True, help="Print a markdown table to stderr too.")
+def evaluate(checkpoint, data, descriptions, split, k, max_per_relation, precision, output, markdown) -> None:
+    """Score recall-only and full EMMA (macro P/R/F1) on a zero-shot test set.
+
+    Prints one JSON object with keys recall_only and emma (precision, recall, f1 in percent),
+    n_instances and n_relations. Without --split every described relation in the data is a candidate.
+
+    Example:
+
+        python -m emma evaluate --checkpoint checkpoints/emma-minilm --data ../shared/data/fewrel/val_wiki.json \\
+            --descriptions ../shared/data/fewrel/pid2name.json --split ../shared/data/splits/fewrel_rel2id/fewrel_rel2id_15_ori.json
+    """
+    _evaluate(checkpoint, data, descriptions, split, k, max_per_relation, precision, output, markdown)
+
+
+@_fail_cleanly
+def _evaluate(checkpoint, data, descriptions, split, k, max_per_relation, precision, output, markdown) -> None:
+    from .data import cap_per_relation
+    from .evaluate import evaluate as run_evaluation
+    from .evaluate import markdown_table
+    from .pipeline import Extractor
+
+    instances = _load_instances(data)
+    descs = read_descriptions(descriptions)
+    sp = _split_or_none(split)
+    if sp is not None:
+        relations = list(sp.test)
+        instances = select(instances, relations, f"{split} (test)")
+    else:
+        present = {i.relation for i in instances}
+        relations = [r for r in descs if r in present]
+        instances = [i for i in instances if i.relation in set(relations)]
+    missing = [r for r in relations if r not in descs]
+    if missing:
+        raise DataError(f"{descriptions}: no description for {', '.join(missing[:10])}")
+    if not instances:
+        raise DataError("no instance of a described relation in the data")
+    instances = cap_per_relation(instances, max_per_relation)
+    ex = Extractor.load(checkpoint, precision=precision)
+    if k is not None and k != ex.config.k:
+        raise click.ClickException(f"--k {k}: this checkpoint's classifier was trained for k={ex.config.k}")
+    ex.set_relations({r: descs[r] for r in relations})
+    report = run_evaluation(ex, instances, progress=True)
+    report["protocol"] = {
+        "checkpoint": checkpoint or "default",
+        "data": list(data),
+        "descriptions": descriptions,
+        "split": split,
+        "max_per_relation": max_per_relation,
+        "precision": ex.precision,
+        "device": str(ex.device),
+    }
+    text = json.dumps(report, indent=2)
+    click.echo(text)
+    if output:
+        Path(output).write_text(text + "\n")
+    if markdown:
+        click.echo(markdown_table(report), err=True)
+
+
+@cli.command()
+@click.option("--checkpoint", type=click.Path(), help="Checkpoint folder (default: the shipped one).")
+@click.option("--descriptions", required=True, type=click.Path(), help="Relation descriptions file (the candidate relations).")
+@click.option("--text", required=True, help="The sentence.")
+@click.option("--head", required=True, help="Head entity text (its first occurrence is used).")
+@click.option("--tail", required=True, help="Tail entity text.")
+@click.option("--top-k", type=int, default=5, show_default=True, help="Recall scores to print.")
+def predict(checkpoint, descriptions, text, head, tail, top_k) -> None:
+    """Predict the relation between two entities of a sentence; prints JSON.
+
+    Example:
+
+        python -m emma predict --descriptions ../shared/data/fewrel/pid2name.json \\
+            --text "Apple was founded by Steve Jobs." --head Apple --tail "Steve Jobs"
+    """
+    _predict(checkpoint, descriptions, text, head, tail, top_k)
+
+
+@_fail_cleanly
+def _predict(checkpoint, descriptions, text, head, tail, top_k) -> None:
+    from .features import find_entity
+    from .pipeline import Extractor
+
+    head_span = find_entity(text, head)
+    tail_span = find_entity(text, tail, avoid=head_span)
+    ex = Extractor.load(checkpoint)
+    ex.set_relations(read_descriptions(descriptions))
+    p = ex.predict(text, head_span, tail_span, top_k=top_k)
+    click.echo(json.dumps({
+        "label": p.label,
+        "description": ex.relations[p.label],
+        "score": p.score,
+        "recall": p.recall,
+        "candidates": p.candidates,
+        "probabilities": p.probabilities,
+        "reranked": p.reranked,
+        "note": p.note,
+    }, indent=2))
+
+
+def main() -> None:  # pragma: no cover - entry point
+    cli(prog_name="python -m emma")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,330 @@
+"""Data: one `Instance` type, readers for the formats EMMA's datasets come in, and relation splits.
+
+Zero-shot relation extraction trains on some relations and tests on others never seen in
+training (EMMA paper, section 4.1). Everything downstream of this module sees only
+`Instance`, `dict[relation id -> description text]` and `Split`, whatever the source format.
+
+Readers (gzip is handled transparently by file name):
+- FewRel: ``{relation: [{"tokens", "h": [name, id, [[tok idx, ...], ...]], "t": ...}]}``
+- RE-Matching list: ``[{"token", "h": {"pos": [start, end)}, "t": ..., "relation"}]``
+- JSONL: one ``{"tokens", "head": [start, end), "tail": [start, end), "relation"}`` per line
+- Wiki-ZSL RelationPrompt JSONL: ``{"triplets": [{"tokens", "head": [idx...], "tail": [...], "label_id"}]}``
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+logger = logging.getLogger(__name__)
+
+Span = tuple[int, int]
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file and the record."""
+
+
+@dataclass(frozen=True)
+class Instance:
+    """A sentence with a head and a tail entity.
+
+    Args:
+        tokens: the words of the sentence.
+        head: token span of the head entity, ``(start, end)`` with ``end`` exclusive.
+        tail: token span of the tail entity, same convention.
+        relation: gold relation id, or ``None`` when unknown (at prediction time).
+
+    Example:
+        >>> Instance(("Paris", "is", "in", "France"), (0, 1), (3, 4), "P17")
+    """
+
+    tokens: tuple[str, ...]
+    head: Span
+    tail: Span
+    relation: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tokens", tuple(self.tokens))
+        object.__setattr__(self, "head", (int(self.head[0]), int(self.head[1])))
+        object.__setattr__(self, "tail", (int(self.tail[0]), int(self.tail[1])))
+        problem = self.problem()
+        if problem:
+            raise DataError(problem)
+
+    def problem(self) -> str | None:
+        """Return a sentence describing what is wrong with this instance, or None."""
+        n = len(self.tokens)
+        if n == 0:
+            return "the sentence has no tokens"
+        for name, (s, e) in (("head", self.head), ("tail", self.tail)):
+            if not (0 <= s < e <= n):
+                return f"{name} span {[s, e]} is outside the {n} tokens (end is exclusive)"
+        if self.head == self.tail:
+            return f"head and tail are the same span {list(self.head)}"
+        return None
+
+    @property
+    def head_text(self) -> str:
+        return " ".join(self.tokens[self.head[0] : self.head[1]])
+
+    @property
+    def tail_text(self) -> str:
+        return " ".join(self.tokens[self.tail[0] : self.tail[1]])
+
+    def to_json(self) -> dict:
+        """The JSONL record this project reads back with `read_instances`."""
+        return {"tokens": list(self.tokens), "head": list(self.head), "tail": list(self.tail), "relation": self.relation}
+
+
+@dataclass(frozen=True)
+class Split:
+    """Relation ids for training, model selection ("eval") and zero-shot testing; disjoint."""
+
+    train: tuple[str, ...]
+    eval: tuple[str, ...]
+    test: tuple[str, ...]
+    name: str = ""
+
+
+# --------------------------------------------------------------------------- file helpers
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def _load(path: str | Path) -> tuple[Path, object]:
+    """Load JSON, or JSONL (returned as a list), from a possibly gzipped file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    with _open_text(path) as f:
+        text = f.read()
+    stripped = text.lstrip()
+    try:
+        return path, json.loads(stripped)
+    except json.JSONDecodeError:
+        pass
+    records = []
+    for line_no, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}: line {line_no} is neither JSON nor JSONL ({e.msg})") from None
+    return path, records
+
+
+def _span_from_indices(indices: Sequence[int], where: str) -> Span:
+    """FewRel lists token indices of an occurrence; they are contiguous."""
+    if not indices:
+        raise DataError(f"{where}: empty entity occurrence")
+    idx = sorted(int(i) for i in indices)
+    if idx != list(range(idx[0], idx[-1] + 1)):
+        raise DataError(f"{where}: entity token indices {idx} are not contiguous")
+    return idx[0], idx[-1] + 1
+
+
+def _make(tokens, head, tail, relation, where: str) -> Instance:
+    try:
+        return Instance(tuple(tokens), tuple(head), tuple(tail), None if relation is None else str(relation))
+    except DataError as e:
+        raise DataError(f"{where}: {e}") from None
+    except (TypeError, ValueError, IndexError) as e:
+        raise DataError(f"{where}: malformed record ({e})") from None
+
+
+# --------------------------------------------------------------------------- instances
+
+
+def read_instances(path: str | Path) -> list[Instance]:
+    """Read instances from any supported format (detected from the content).
+
+    Args:
+        path: a ``.json``, ``.jsonl`` or gzipped file in one of the formats in the module docstring.
+
+    Returns:
+        The instances in file order.
+
+    Raises:
+        DataError: naming the file and record when a record is malformed.
+    """
+    path, data = _load(path)
+    if isinstance(data, dict):
+        return _read_fewrel(path, data)
+    if isinstance(data, list):
+        if not data:
+            return []
+        first = data[0]
+        if isinstance(first, dict) and "triplets" in first:
+            return _read_relationprompt(path, data)
+        if isinstance(first, dict) and "token" in first:
+            return _read_rematching(path, data)
+        if isinstance(first, dict) and "tokens" in first:
+            return _read_jsonl(path, data)
+    raise DataError(f"{path}: unrecognised instance format (expected FewRel, RE-Matching or JSONL records)")
+
+
+def _read_fewrel(path: Path, data: dict) -> list[Instance]:
+    out = []
+    for relation, records in data.items():
+        if not isinstance(records, list):
+            raise DataError(f"{path}: relation {relation!r} should map to a list of instances")
+        for i, r in enumerate(records):
+            where = f"{path}: relation {relation} record {i}"
+            try:
+                head = _span_from_indices(r["h"][2][0], where)
+                tail = _span_from_indices(r["t"][2][0], where)
+                tokens = r["tokens"]
+            except (KeyError, IndexError, TypeError) as e:
+                raise DataError(f"{where}: malformed FewRel record ({e!r})") from None
+            out.append(_make(tokens, head, tail, relation, where))
+    return out
+
+
+def _read_rematching(path: Path, data: list) -> list[Instance]:
+    out = []
+    for i, r in enumerate(data):
+        where = f"{path}: record {i}"
+        try:
+            out.append(_make(r["token"], r["h"]["pos"], r["t"]["pos"], r.get("relation"), where))
+        except (KeyError, TypeError) as e:
+            raise DataError(f"{where}: malformed RE-Matching record ({e!r})") from None
+    return out
+
+
+def _read_jsonl(path: Path, data: list) -> list[Instance]:
+    out = []
+    for i, r in enumerate(data):
+        where = f"{path}: record {i}"
+        try:
+            out.append(_make(r["tokens"], r["head"], r["tail"], r.get("relation"), where))
+        except (KeyError, TypeError) as e:
+            raise DataError(f"{where}: malformed JSONL record ({e!r})") from None
+    return out
+
+
+def _read_relationprompt(path: Path, data: list) -> list[Instance]:
+    out = []
+    for i, r in enumerate(data):
+        for j, t in enumerate(r["triplets"]):
+            where = f"{path}: record {i} triplet {j}"
+            try:
+                head = _span_from_indices(t["head"], where)
+                tail = _span_from_indices(t["tail"], where)
+                out.append(_make(t["tokens"], head, tail, t.get("label_id") or t.get("label"), where))
+            except (KeyError, TypeError) as e:
+                raise DataError(f"{where}: malformed triplet ({e!r})") from None
+    return out
+
+
+def write_jsonl(instances: Iterable[Instance], path: str | Path) -> None:
+    """Write instances as JSONL records that `read_instances` reads back."""
+    with open(path, "w", encoding="utf-8") as f:
+        for inst in instances:
+            f.write(json.dumps(inst.to_json(), ensure_ascii=False) + "\n")
+
+
+# --------------------------------------------------------------------------- descriptions
+
+
+def read_descriptions(path: str | Path) -> dict[str, str]:
+    """Read relation descriptions as ``{relation id: text}``.
+
+    Accepts ``{id: "text"}``, ``pid2name.json`` (``{id: [name, description]}``, rendered as
+    "name: description") and the processed list format (``[{"relation", "description": [tokens]}]``,
+    rendered as the joined tokens).
+    """
+    path, data = _load(path)
+    out: dict[str, str] = {}
+    if isinstance(data, dict):
+        for rel, value in data.items():
+            if isinstance(value, str):
+                text = value
+            elif isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value):
+                text = f"{value[0]}: {value[1]}"
+            else:
+                raise DataError(f"{path}: relation {rel!r}: expected a string or [name, description]")
+            out[str(rel)] = text.strip()
+    elif isinstance(data, list):
+        for i, r in enumerate(data):
+            try:
+                desc = r["description"]
+                out[str(r["relation"])] = (" ".join(desc) if isinstance(desc, list) else str(desc)).strip()
+            except (KeyError, TypeError):
+                raise DataError(f"{path}: record {i}: expected {{'relation', 'description'}}") from None
+    else:
+        raise DataError(f"{path}: unrecognised description format")
+    for rel, text in out.items():
+        if not text:
+            raise DataError(f"{path}: relation {rel!r} has an empty description")
+    return out
+
+
+# --------------------------------------------------------------------------- splits
+
+
+def read_split(path: str | Path) -> Split:
+    """Read a ``{dataset}_rel2id_{m}_{seed}.json`` file: ``{"train": {pid: idx}, "eval": ..., "test": ...}``."""
+    path, data = _load(path)
+    if not isinstance(data, dict) or not {"train", "test"} <= set(data):
+        raise DataError(f"{path}: a split file needs 'train' and 'test' (and optionally 'eval')")
+    parts = {k: tuple(str(r) for r in data.get(k, {})) for k in ("train", "eval", "test")}
+    seen: dict[str, str] = {}
+    for part, rels in parts.items():
+        for r in rels:
+            if r in seen:
+                raise DataError(f"{path}: relation {r} is in both {seen[r]!r} and {part!r}")
+            seen[r] = part
+    return Split(parts["train"], parts["eval"], parts["test"], name=path.name)
+
+
+def random_split(relations: Iterable[str], m: int, seed: int, n_eval: int = 0) -> Split:
+    """Seeded random split for datasets without split files: m test, n_eval eval, the rest train."""
+    rels = sorted(set(relations))
+    if not 0 < m + n_eval < len(rels):
+        raise ValueError(f"m={m} test + {n_eval} eval relations leave no training relation among {len(rels)}")
+    random.Random(seed).shuffle(rels)
+    return Split(tuple(rels[m + n_eval :]), tuple(rels[m : m + n_eval]), tuple(rels[:m]), name=f"random_{m}_{seed}")
+
+
+def check_relations(instances: Sequence[Instance], descriptions: dict[str, str], source: str = "data") -> None:
+    """Raise DataError if an instance's relation has no description."""
+    missing = sorted({i.relation for i in instances if i.relation is not None} - set(descriptions))
+    if missing:
+        raise DataError(f"{source}: relations without a description: {', '.join(missing[:10])}")
+
+
+def select(instances: Sequence[Instance], relations: Iterable[str], source: str = "split") -> list[Instance]:
+    """Keep the instances of the given relations; every relation must occur in the data."""
+    wanted = set(relations)
+    present = {i.relation for i in instances}
+    unknown = sorted(wanted - present)
+    if unknown:
+        raise DataError(f"{source}: relations not found in the data: {', '.join(unknown[:10])}")
+    return [i for i in instances if i.relation in wanted]
+
+
+def cap_per_relation(instances: Sequence[Instance], cap: int | None, seed: int = 0) -> list[Instance]:
+    """At most `cap` instances per relation, chosen at random with a fixed seed."""
+    if not cap:
+        return list(instances)
+    by_rel: dict[str | None, list[Instance]] = {}
+    for inst in instances:
+        by_rel.setdefault(inst.relation, []).append(inst)
+    rng = random.Random(seed)
+    out = []
+    for rel in sorted(by_rel, key=str):
+        group = by_rel[rel]
+        out.extend(group if len(group) <= cap else rng.sample(group, cap))
+    return out

@@ -1,0 +1,92 @@
+"""Evaluation: macro precision / recall / F1 exactly as ZS-BERT, RE-Matching and EMMA compute them.
+
+For gold relations G and predictions ŷ over n instances:
+
+    P_r = |{i: ŷ_i = r and y_i = r}| / |{i: ŷ_i = r}|   (0 when r is never predicted)
+    R_r = |{i: ŷ_i = r and y_i = r}| / |{i: y_i = r}|
+    P   = Σ_{r∈G} P_r / |{distinct predicted labels}|
+    R   = Σ_{r∈G} R_r / |G|
+    F1  = 2PR / (P + R)
+
+Note the precision denominator: the number of distinct *predicted* labels, not |G| (the
+reference `compute_macro_PRF`). In the zero-shot protocol every prediction is one of the test
+relations, so the two coincide unless some relation is never predicted. We also report accuracy
+and the mean of per-relation F1 ("per_class_f1"), which has no such quirk.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from .data import Instance
+from .pipeline import Extractor
+
+
+def macro_prf(gold: Sequence[str], predicted: Sequence[str]) -> dict[str, float]:
+    """Macro P/R/F1 (percent) as in the reference code, plus accuracy and mean per-class F1.
+
+    Args:
+        gold: gold labels.
+        predicted: predicted labels, same length.
+
+    Example:
+        >>> macro_prf(["a", "a", "b"], ["a", "b", "b"])["f1"]
+        75.0
+    """
+    if len(gold) != len(predicted):
+        raise ValueError(f"{len(gold)} gold labels but {len(predicted)} predictions")
+    if not gold:
+        raise ValueError("nothing to evaluate")
+    relations = sorted(set(gold))
+    sum_p = sum_r = sum_f = 0.0
+    for r in relations:
+        tp = sum(1 for g, p in zip(gold, predicted) if p == r and g == r)
+        n_pred = sum(1 for p in predicted if p == r)
+        n_gold = sum(1 for g in gold if g == r)
+        p_r = tp / n_pred if n_pred else 0.0
+        r_r = tp / n_gold
+        sum_p += p_r
+        sum_r += r_r
+        sum_f += 2 * p_r * r_r / (p_r + r_r) if p_r + r_r else 0.0
+    precision = sum_p / len(set(predicted))
+    recall = sum_r / len(relations)
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    accuracy = sum(g == p for g, p in zip(gold, predicted)) / len(gold)
+    return {
+        "precision": 100 * precision,
+        "recall": 100 * recall,
+        "f1": 100 * f1,
+        "accuracy": 100 * accuracy,
+        "per_class_f1": 100 * sum_f / len(relations),
+    }
+
+
+def evaluate(extractor: Extractor, instances: Sequence[Instance], progress: bool = False) -> dict:
+    """Score recall-only and full EMMA on labelled instances against the extractor's relation set.
+
+    Returns:
+        {"recall_only": metrics, "emma": metrics, "n_instances", "n_relations", "k", "reranked"},
+        metrics as in `macro_prf`. Instances whose relation is not in the relation set are an error.
+    """
+    unknown = sorted({i.relation for i in instances} - set(extractor.relations))
+    if unknown:
+        raise ValueError(f"gold relations missing from the relation set: {', '.join(map(str, unknown[:10]))}")
+    preds = extractor.predict_batch(instances, top_k=extractor.config.k, progress=progress)
+    gold = [i.relation for i in instances]
+    return {
+        "recall_only": macro_prf(gold, [p.recall_label for p in preds]),
+        "emma": macro_prf(gold, [p.label for p in preds]),
+        "n_instances": len(instances),
+        "n_relations": len(extractor.relations),
+        "k": extractor.config.k,
+        "reranked": all(p.reranked for p in preds),
+    }
+
+
+def markdown_table(report: dict) -> str:
+    """A small markdown table of a report from `evaluate`."""
+    rows = ["| method | P | R | F1 | accuracy | per-class F1 |", "|---|---|---|---|---|---|"]
+    for key, label in (("recall_only", "recall only"), ("emma", "EMMA (recall + rerank)")):
+        m = report[key]
+        rows.append(f"| {label} | {m['precision']:.2f} | {m['recall']:.2f} | {m['f1']:.2f} | {m['accuracy']:.2f} | {m['per_class_f1']:.2f} |")
+    return "\n".join(rows)

@@ -1,0 +1,321 @@
+"""Inference: the public `Extractor` API (what the workbench, evaluation and benchmarks call).
+
+EMMA's efficiency argument (paper section 3.1): description vectors are computed once and kept in
+a `RelationIndex`, so recall is one encoder pass for the sentence plus a matrix product, and a new
+relation costs one encoder pass for its description. Only the top-k relations go through the
+cross-encoder.
+
+Example:
+    >>> ex = Extractor.load()                      # the shipped checkpoint, CUDA if present
+    >>> ex.set_relations({"founded by": "founded by: founder or co-founder of this organization"})
+    >>> text = "Apple was founded by Steve Jobs."
+    >>> p = ex.predict(text, head=(0, 5), tail=(21, 31))
+    >>> p.label, p.recall[:3], p.candidates, p.probabilities
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .checkpoint import load_checkpoint
+from .data import Instance, Span
+from .features import collate_pairs, collate_single, encode_descriptions, encode_instances, instance_from_text
+from .model import Emma
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """"auto": fp16 on CUDA, bf16 on a CPU with native bf16 (AVX512-BF16 or AMX), else fp32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}; choose one of {PRECISIONS}")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "fp16"
+    if device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return "bf16"
+    return "fp32"
+
+
+def autocast(device: torch.device, precision: str):
+    """Mixed-precision context for inference; weights stay float32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@dataclass
+class Prediction:
+    """What `Extractor.predict` returns for one instance.
+
+    Attributes:
+        label: the predicted relation (the classifier's pick, or recall's top-1 if not reranked).
+        score: the classifier probability of `label`, or its recall cosine when not reranked.
+        recall: [(relation, cosine)] sorted by cosine, all relations (or the top `top_k`).
+        candidates: the k relations sent to the classifier, in recall order.
+        probabilities: classifier probabilities aligned with `candidates` (empty if not reranked).
+        reranked: whether the classifier ran.
+        recall_label: recall's top-1 relation (differs from `label` when the classifier corrected it).
+        attention: {relation: {"tokens": [...], "head": [...], "tail": [...]}} for each candidate:
+            the two virtual-entity pooling weights over the description's word pieces.
+        note: why the classifier did not run, if it did not.
+        timings_ms: {"encode": …, "recall": …, "rerank": …} wall time per stage (batched calls share them).
+    """
+
+    label: str
+    score: float
+    recall: list[tuple[str, float]]
+    candidates: list[str]
+    probabilities: list[float]
+    reranked: bool
+    recall_label: str
+    attention: dict[str, dict] = field(default_factory=dict)
+    note: str = ""
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class RelationIndex:
+    """Precomputed description vectors, one row per relation, normalised and on the model's device."""
+
+    names: list[str] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    token_ids: list[list[int]] = field(default_factory=list)  # for the classifier's pairs
+    tokens: list[list[str]] = field(default_factory=list)  # word pieces, for display
+    head_weights: list[list[float]] = field(default_factory=list)
+    tail_weights: list[list[float]] = field(default_factory=list)
+    vectors: torch.Tensor | None = None  # (N, 3d) unit rows
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def position(self, name: str) -> int:
+        try:
+            return self.names.index(name)
+        except ValueError:
+            raise KeyError(name) from None
+
+
+class Extractor:
+    """Zero-shot relation extraction with a trained EMMA checkpoint.
+
+    Args:
+        model: a trained `Emma` (eval mode, on its device).
+        tokenizer: its tokenizer, markers added.
+        precision: "auto" (fp16 on CUDA, bf16 on CPUs with native bf16, else fp32), "fp32", "bf16", "fp16".
+        batch_size: sentences per encoder batch in `predict_batch`.
+    """
+
+    def __init__(self, model: Emma, tokenizer, precision: str = "auto", batch_size: int = 64) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.config = model.config
+        self.device = next(model.parameters()).device
+        self.precision = resolve_precision(precision, self.device)
+        self.batch_size = batch_size
+        self.index = RelationIndex()
+        self.checkpoint: str = ""
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, device: str | None = None, precision: str = "auto") -> "Extractor":
+        """Load a checkpoint folder (None: the shipped one) onto `device` (None: CUDA if present, else CPU)."""
+        model, tokenizer = load_checkpoint(path, device)
+        ex = cls(model, tokenizer, precision=precision)
+        ex.checkpoint = str(path) if path is not None else "default"
+        return ex
+
+    # ------------------------------------------------------------------ relations
+
+    @property
+    def relations(self) -> dict[str, str]:
+        """{name: description} currently in the index, in insertion order."""
+        return dict(zip(self.index.names, self.index.texts))
+
+    def set_relations(self, relations: dict[str, str], progress: bool = False) -> None:
+        """Replace the relation set; each description is encoded once."""
+        _check_relations(relations)
+        self.index = RelationIndex()
+        self._append(list(relations), list(relations.values()), progress)
+
+    def add_relation(self, name: str, description: str, replace: bool = False) -> None:
+        """Add one relation (one encoder pass, no retraining). `replace=True` updates an existing one."""
+        name, description = (name or "").strip(), (description or "").strip()
+        _check_relations({name: description})
+        if name in self.index.names:
+            if not replace:
+                raise ValueError(f"a relation named {name!r} already exists")
+            self.remove_relation(name)
+        for other, text in self.relations.items():
+            if text == description:
+                raise ValueError(f"relation {other!r} already has this description")
+        self._append([name], [description], progress=False)
+
+    def remove_relation(self, name: str) -> None:
+        """Remove a relation by name; ValueError if there is none."""
+        try:
+            i = self.index.position(name)
+        except KeyError:
+            raise ValueError(f"no relation named {name!r}") from None
+        idx = self.index
+        for lst in (idx.names, idx.texts, idx.token_ids, idx.tokens, idx.head_weights, idx.tail_weights):
+            del lst[i]
+        idx.vectors = torch.cat([idx.vectors[:i], idx.vectors[i + 1 :]]) if len(idx.names) else None
+
+    @torch.inference_mode()
+    def encode_descriptions(self, texts: Sequence[str], progress: bool = False):
+        """Encode description texts → (unit vectors (N, 3d), token ids, word pieces, head weights, tail weights)."""
+        enc = encode_descriptions(self.tokenizer, texts, self.config.max_description_length)
+        order = sorted(range(len(texts)), key=lambda i: len(enc.ids[i]))  # length-sorted: less padding
+        vectors = [None] * len(texts)
+        head_w, tail_w = [None] * len(texts), [None] * len(texts)
+        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        for batch in tqdm(batches, desc="encoding descriptions", disable=not progress):
+            inputs = collate_single(self.tokenizer, [enc.ids[i] for i in batch])
+            inputs = {k: v.to(self.device) for k, v in inputs.items()}
+            with autocast(self.device, self.precision):
+                out = self.model.recall.encode_descriptions(**inputs)
+            vecs = F.normalize(out.vectors.float(), dim=-1)
+            for row, i in enumerate(batch):
+                n = len(enc.ids[i])
+                vectors[i] = vecs[row]
+                head_w[i] = out.head_weights[row, 1 : n + 1].float().cpu().tolist()  # drop [CLS]; content only
+                tail_w[i] = out.tail_weights[row, 1 : n + 1].float().cpu().tolist()
+        matrix = torch.stack(vectors) if vectors else torch.empty(0, self.model.recall.dim, device=self.device)
+        return matrix, enc.ids, enc.tokens, head_w, tail_w
+
+    def _append(self, names: list[str], texts: list[str], progress: bool) -> None:
+        if not names:
+            return
+        vectors, ids, tokens, head_w, tail_w = self.encode_descriptions(texts, progress)
+        idx = self.index
+        idx.names += names
+        idx.texts += texts
+        idx.token_ids += ids
+        idx.tokens += tokens
+        idx.head_weights += head_w
+        idx.tail_weights += tail_w
+        idx.vectors = vectors if idx.vectors is None else torch.cat([idx.vectors, vectors])
+
+    # ------------------------------------------------------------------ prediction
+
+    def predict(self, text: str, head: Span, tail: Span, top_k: int | None = None) -> Prediction:
+        """Predict the relation between two character spans (end exclusive) of `text`.
+
+        Args:
+            top_k: how many recall scores to keep in `Prediction.recall` (None: all relations).
+        """
+        return self.predict_batch([instance_from_text(text, head, tail)], top_k=top_k)[0]
+
+    def predict_tokens(self, tokens: Sequence[str], head: Span, tail: Span, top_k: int | None = None) -> Prediction:
+        """Predict for a tokenized sentence with token spans (end exclusive)."""
+        return self.predict_batch([Instance(tuple(tokens), head, tail)], top_k=top_k)[0]
+
+    @torch.inference_mode()
+    def predict_batch(
+        self, instances: Iterable[Instance], top_k: int | None = None, rerank: bool = True, progress: bool = False
+    ) -> list[Prediction]:
+        """Predict many instances in length-sorted batches; results in input order.
+
+        Args:
+            rerank: False for recall only (the "onlyRecall" setting).
+            top_k: recall scores kept per prediction (None: all).
+        """
+        instances = list(instances)
+        if len(self.index) == 0:
+            raise ValueError("no relations to choose from; add some with set_relations or add_relation")
+        enc = encode_instances(self.tokenizer, instances, self.config.max_length)
+        order = sorted(range(len(instances)), key=lambda i: len(enc.ids[i]))
+        results: list[Prediction | None] = [None] * len(instances)
+        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        for batch in tqdm(batches, desc="predicting", disable=not progress):
+            for i, p in zip(batch, self._predict_ids(enc, batch, top_k, rerank)):
+                results[i] = p
+        return results
+
+    def _predict_ids(self, enc, batch: list[int], top_k: int | None, rerank: bool) -> list[Prediction]:
+        t0 = time.perf_counter()
+        inputs = collate_single(self.tokenizer, [enc.ids[i] for i in batch])
+        head = torch.tensor([enc.head_marker[i] + 1 for i in batch], device=self.device)  # +1 for [CLS]
+        tail = torch.tensor([enc.tail_marker[i] + 1 for i in batch], device=self.device)
+        with autocast(self.device, self.precision):
+            vecs = self.model.recall.encode_instances(
+                inputs["input_ids"].to(self.device), inputs["attention_mask"].to(self.device), head, tail
+            )  # (B, 3d)
+        t1 = time.perf_counter()
+        scores = F.normalize(vecs.float(), dim=-1) @ self.index.vectors.T  # (B, N)
+        n = len(self.index)
+        keep = n if top_k is None else min(top_k, n)
+        k = self.config.k
+        top_scores, top_idx = scores.topk(max(keep, min(k, n)), dim=1)
+        top_scores, top_idx = top_scores.cpu().tolist(), top_idx.cpu().tolist()
+        t2 = time.perf_counter()
+
+        can_rerank = rerank and self.model.classifier is not None and n >= k
+        probs: list[list[float]] = [[] for _ in batch]
+        if can_rerank:
+            firsts = [enc.ids[i] for i in batch for _ in range(k)]
+            seconds = [self.index.token_ids[j] for row in top_idx for j in row[:k]]
+            pairs = {key: v.to(self.device) for key, v in collate_pairs(self.tokenizer, firsts, seconds).items()}
+            with autocast(self.device, self.precision):
+                logits = self.model.classifier(**pairs)  # (B, k)
+            probs = torch.softmax(logits.float(), dim=-1).cpu().tolist()
+        t3 = time.perf_counter()
+        timings = {"encode": (t1 - t0) * 1e3, "recall": (t2 - t1) * 1e3, "rerank": (t3 - t2) * 1e3}
+
+        if not can_rerank:
+            note = (
+                "recall only (rerank off)" if not rerank
+                else "this checkpoint has no classifier" if self.model.classifier is None
+                else f"only {n} relation(s): the classifier needs k={k}, so recall decides"
+            )
+        out = []
+        names = self.index.names
+        for row, (s_row, i_row) in enumerate(zip(top_scores, top_idx)):
+            candidates = [names[j] for j in i_row[: min(k, n)]]
+            recall = [(names[j], float(s)) for j, s in zip(i_row[:keep], s_row[:keep])]
+            if can_rerank:
+                best = max(range(k), key=lambda c: probs[row][c])
+                label, score = candidates[best], probs[row][best]
+            else:
+                label, score = candidates[0], s_row[0]
+            out.append(
+                Prediction(
+                    label=label,
+                    score=float(score),
+                    recall=recall,
+                    candidates=candidates,
+                    probabilities=[float(p) for p in probs[row]],
+                    reranked=can_rerank,
+                    recall_label=candidates[0],
+                    attention={c: self.attention(c) for c in candidates},
+                    note="" if can_rerank else note,
+                    timings_ms=dict(timings),
+                )
+            )
+        return out
+
+    def attention(self, relation: str) -> dict:
+        """The two virtual-entity pooling weights over a relation's description word pieces."""
+        i = self.index.position(relation)
+        return {"tokens": self.index.tokens[i], "head": self.index.head_weights[i], "tail": self.index.tail_weights[i]}
+
+
+def _check_relations(relations: dict[str, str]) -> None:
+    for name, text in relations.items():
+        if not name or not str(name).strip():
+            raise ValueError("a relation name is empty")
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"the description of relation {name!r} is empty")
