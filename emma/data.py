@@ -109,11 +109,12 @@ def _load(path: str | Path) -> tuple[Path, object]:
         raise DataError(f"{path}: no such file")
     with _open_text(path) as f:
         text = f.read()
-    stripped = text.lstrip()
-    try:
-        return path, json.loads(stripped)
-    except json.JSONDecodeError:
-        pass
+    # A one-line JSONL file is also valid JSON (a dict); the extension says it is a list of records.
+    if not path.name.endswith((".jsonl", ".jsonl.gz")):
+        try:
+            return path, json.loads(text.lstrip())
+        except json.JSONDecodeError:
+            pass
     records = []
     for line_no, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -160,6 +161,8 @@ def read_instances(path: str | Path) -> list[Instance]:
         DataError: naming the file and record when a record is malformed.
     """
     path, data = _load(path)
+    if isinstance(data, dict) and {"tokens", "token", "triplets"} & set(data):
+        data = [data]  # a file holding one record
     if isinstance(data, dict):
         return _read_fewrel(path, data)
     if isinstance(data, list):
@@ -214,14 +217,25 @@ def _read_jsonl(path: Path, data: list) -> list[Instance]:
     return out
 
 
+def _first_run(indices: Sequence[int]) -> list[int]:
+    """RelationPrompt lists the token indices of every mention together ([0, 1, 19, 20]): keep the first mention."""
+    idx = sorted(int(i) for i in indices)
+    end = min(1, len(idx))
+    while end < len(idx) and idx[end] == idx[end - 1] + 1:
+        end += 1
+    return idx[:end]
+
+
 def _read_relationprompt(path: Path, data: list) -> list[Instance]:
     out = []
     for i, r in enumerate(data):
+        if not isinstance(r, dict) or not isinstance(r.get("triplets"), list):
+            raise DataError(f"{path}: record {i}: expected {{'triplets': [...]}}")
         for j, t in enumerate(r["triplets"]):
             where = f"{path}: record {i} triplet {j}"
             try:
-                head = _span_from_indices(t["head"], where)
-                tail = _span_from_indices(t["tail"], where)
+                head = _span_from_indices(_first_run(t["head"]), where)
+                tail = _span_from_indices(_first_run(t["tail"]), where)
                 out.append(_make(t["tokens"], head, tail, t.get("label_id") or t.get("label"), where))
             except (KeyError, TypeError) as e:
                 raise DataError(f"{where}: malformed triplet ({e!r})") from None
@@ -292,7 +306,7 @@ def read_split(path: str | Path) -> Split:
 def random_split(relations: Iterable[str], m: int, seed: int, n_eval: int = 0) -> Split:
     """Seeded random split for datasets without split files: m test, n_eval eval, the rest train."""
     rels = sorted(set(relations))
-    if not 0 < m + n_eval < len(rels):
+    if m < 1 or n_eval < 0 or m + n_eval >= len(rels):
         raise ValueError(f"m={m} test + {n_eval} eval relations leave no training relation among {len(rels)}")
     random.Random(seed).shuffle(rels)
     return Split(tuple(rels[m + n_eval :]), tuple(rels[m : m + n_eval]), tuple(rels[:m]), name=f"random_{m}_{seed}")
