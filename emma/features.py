@@ -55,10 +55,11 @@ def marker_ids(tokenizer) -> tuple[int, int, int, int]:
 
 def marked_words(inst: Instance) -> list[str]:
     """The sentence's words with the four markers inserted around the entity spans."""
-    inserts: dict[int, list[str]] = {}
+    inserts: dict[int, list[tuple]] = {}
     (hs, he), (ts, te) = inst.head, inst.tail
-    # At the same position a closing marker goes before an opening one, so adjacent spans stay nested right.
-    for pos, marker, order in ((hs, "[E_h]", 1), (he, "[/E_h]", 0), (ts, "[E_t]", 1), (te, "[/E_t]", 0)):
+    # At one position closing markers go before opening ones (adjacent spans do not cross), the span
+    # that started later closes first and the span that ends later opens first (nested spans nest).
+    for pos, marker, order in ((hs, "[E_h]", (1, -he)), (he, "[/E_h]", (0, -hs)), (ts, "[E_t]", (1, -te)), (te, "[/E_t]", (0, -ts))):
         inserts.setdefault(pos, []).append((order, marker))
     words: list[str] = []
     for i in range(len(inst.tokens) + 1):
