@@ -81,6 +81,8 @@ def hard_negatives(scores: torch.Tensor, targets: torch.Tensor, excluded: torch.
         masked = masked.masked_fill(excluded, float("-inf"))
     masked[rows, targets] = float("-inf")
     negatives = masked.topk(k - 1, dim=1).indices  # (B, k-1)
+    # Fewer eligible descriptions than k−1 would make topk pick excluded ones (or the target) silently.
+    assert bool(torch.isfinite(masked.gather(1, negatives)).all()), f"fewer than k−1={k - 1} eligible negatives in a row"
     candidates = torch.cat([targets[:, None], negatives], dim=1)  # (B, k)
     order = scores.detach().gather(1, candidates).argsort(dim=1, descending=True, stable=True)
     return candidates.gather(1, order)
