@@ -1,0 +1,210 @@
+"""The command line through click's CliRunner: help, predict, evaluate, train, clean errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from emma.cli import cli
+from emma.data import write_jsonl
+from emma.evaluate import evaluate
+from emma.pipeline import Extractor
+
+COMMANDS = ["train", "evaluate", "predict"]
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+@pytest.fixture
+def files(tmp_path, toy_instances, toy_descriptions):
+    data = tmp_path / "toy.jsonl"
+    write_jsonl(toy_instances, data)
+    desc = tmp_path / "descriptions.json"
+    desc.write_text(json.dumps(toy_descriptions))
+    return {"data": str(data), "descriptions": str(desc), "dir": tmp_path}
+
+
+def _assert_clean_error(result, *fragments):
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("Error: "), result.output
+    for fragment in fragments:
+        assert fragment in last, last
+
+
+# ----------------------------------------------------------------------------- help
+
+
+def test_group_help_lists_every_command(runner):
+    result = runner.invoke(cli, ["--help"])
+    assert result.exit_code == 0
+    for command in COMMANDS:
+        assert command in result.output
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_with_an_example(runner, command):
+    result = runner.invoke(cli, [command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert f"Usage: cli {command}" in result.output or "Usage:" in result.output
+    assert "Example:" in result.output and f"python -m emma {command}" in result.output
+
+
+def test_python_dash_m_entry_point():
+    result = subprocess.run([sys.executable, "-m", "emma", "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "Usage: python -m emma" in result.stdout and "evaluate" in result.stdout
+
+
+# ----------------------------------------------------------------------------- predict
+
+
+def test_predict_prints_json(runner, tiny_checkpoint, files, toy_descriptions):
+    result = runner.invoke(cli, ["predict", "--checkpoint", tiny_checkpoint, "--descriptions", files["descriptions"],
+                                 "--text", "Apple was founded by Steve Jobs.", "--head", "apple", "--tail", "Steve Jobs",
+                                 "--top-k", "3"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["label"] in toy_descriptions and out["description"] == toy_descriptions[out["label"]]
+    assert len(out["recall"]) == 3 and [r for r, _ in out["recall"]][:2] == out["candidates"]
+    assert out["reranked"] is True and len(out["probabilities"]) == 2
+    assert sum(out["probabilities"]) == pytest.approx(1.0, abs=1e-5)
+    assert out["label"] in out["candidates"] and out["score"] == pytest.approx(max(out["probabilities"]))
+
+
+def test_predict_unknown_entity_is_a_clean_error(runner, tiny_checkpoint, files):
+    result = runner.invoke(cli, ["predict", "--checkpoint", tiny_checkpoint, "--descriptions", files["descriptions"],
+                                 "--text", "Apple was founded by Steve Jobs.", "--head", "Microsoft", "--tail", "Steve Jobs"])
+    _assert_clean_error(result, "'Microsoft' does not occur")
+
+
+def test_predict_missing_checkpoint_is_a_clean_error(runner, files, tmp_path):
+    result = runner.invoke(cli, ["predict", "--checkpoint", str(tmp_path / "nothing"), "--descriptions", files["descriptions"],
+                                 "--text", "Apple was founded by Steve Jobs.", "--head", "Apple", "--tail", "Steve Jobs"])
+    _assert_clean_error(result, "no such checkpoint folder")
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+
+def test_evaluate_prints_and_writes_the_report(runner, tiny_checkpoint, files, tiny_extractor, toy_instances):
+    out_file = files["dir"] / "report.json"
+    result = runner.invoke(cli, ["evaluate", "--checkpoint", tiny_checkpoint, "--data", files["data"],
+                                 "--descriptions", files["descriptions"], "--precision", "fp32",
+                                 "--output", str(out_file), "--markdown"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["n_instances"] == 12 and report["n_relations"] == 4 and report["k"] == 2
+    for key in ("recall_only", "emma"):
+        assert {"precision", "recall", "f1"} <= set(report[key])
+        assert all(0 <= report[key][m] <= 100 for m in ("precision", "recall", "f1"))
+    assert json.loads(out_file.read_text()) == report
+    assert report["protocol"]["checkpoint"] == tiny_checkpoint and report["protocol"]["precision"] == "fp32"
+    assert "| recall only |" in result.stderr
+    # the same numbers as the Python API
+    expected = evaluate(tiny_extractor, toy_instances)
+    assert report["emma"] == pytest.approx(expected["emma"]) and report["recall_only"] == pytest.approx(expected["recall_only"])
+
+
+def test_evaluate_with_split_and_cap(runner, tiny_checkpoint, files):
+    split = files["dir"] / "toy_rel2id_3_0.json"
+    split.write_text(json.dumps({"train": {"founded by": 0}, "eval": {}, "test": {"born in": 0, "capital of": 1, "member of": 2}}))
+    result = runner.invoke(cli, ["evaluate", "--checkpoint", tiny_checkpoint, "--data", files["data"], "--descriptions",
+                                 files["descriptions"], "--split", str(split), "--max-per-relation", "2", "--precision", "fp32"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["n_relations"] == 3 and report["n_instances"] == 6 and report["protocol"]["split"] == str(split)
+
+
+def test_evaluate_split_with_unknown_relation(runner, tiny_checkpoint, files):
+    split = files["dir"] / "bad_split.json"
+    split.write_text(json.dumps({"train": {}, "test": {"born in": 0, "P999": 1}}))
+    result = runner.invoke(cli, ["evaluate", "--checkpoint", tiny_checkpoint, "--data", files["data"],
+                                 "--descriptions", files["descriptions"], "--split", str(split)])
+    _assert_clean_error(result, "bad_split.json (test)", "P999")
+
+
+def test_evaluate_k_mismatch(runner, tiny_checkpoint, files):
+    result = runner.invoke(cli, ["evaluate", "--checkpoint", tiny_checkpoint, "--data", files["data"],
+                                 "--descriptions", files["descriptions"], "--k", "3"])
+    _assert_clean_error(result, "--k 3", "k=2")
+
+
+@pytest.mark.parametrize(
+    "content, fragments",
+    [
+        (None, ["missing.jsonl: no such file"]),
+        ('{"tokens": ["a", "b"], "head": [0, 1], "tail": [1, 2], "relation": "born in"}\n'
+         '{"tokens": ["a", "b"], "head": [0, 1], "tail": [1, 9], "relation": "born in"}\n', ["bad.jsonl: record 1", "outside"]),
+        ('{"tokens": ["a", "b"], "head": [0, 1], "tail": [0, 1], "relation": "born in"}\n', ["bad.jsonl: record 0", "same span"]),
+        ("this is not json\n", ["bad.jsonl: line 1 is neither JSON nor JSONL"]),
+    ],
+)
+def test_evaluate_bad_data_file(runner, tiny_checkpoint, files, content, fragments):
+    path = files["dir"] / ("missing.jsonl" if content is None else "bad.jsonl")
+    if content is not None:
+        path.write_text(content)
+    result = runner.invoke(cli, ["evaluate", "--checkpoint", tiny_checkpoint, "--data", str(path),
+                                 "--descriptions", files["descriptions"]])
+    _assert_clean_error(result, *fragments)
+    assert len(result.output.strip().splitlines()) == 1  # one line, nothing else
+
+
+def test_evaluate_bad_descriptions_file(runner, tiny_checkpoint, files):
+    desc = files["dir"] / "bad_desc.json"
+    desc.write_text(json.dumps({"born in": ["only a name"]}))
+    result = runner.invoke(cli, ["evaluate", "--checkpoint", tiny_checkpoint, "--data", files["data"], "--descriptions", str(desc)])
+    _assert_clean_error(result, "bad_desc.json", "born in")
+
+
+def test_missing_required_option(runner):
+    result = runner.invoke(cli, ["evaluate", "--data", "x.json"])
+    assert result.exit_code == 2 and "Missing option '--descriptions'" in result.output and "Traceback" not in result.output
+
+
+# ----------------------------------------------------------------------------- train
+
+
+def test_train_writes_a_loadable_checkpoint(runner, tiny_encoder_dir, files, toy_instances):
+    out = files["dir"] / "run"
+    result = runner.invoke(cli, ["train", "--data", files["data"], "--descriptions", files["descriptions"], "--output", str(out),
+                                 "--encoder", tiny_encoder_dir, "--max-steps", "2", "--batch-size", "4", "--precision", "fp32",
+                                 "--max-length", "32", "--warmup-steps", "0"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().splitlines()[-1] == str(out)
+    ex = Extractor.load(out, device="cpu", precision="fp32")
+    assert ex.config.max_length == 32 and ex.config.k == 2
+    meta = json.loads((out / "training.json").read_text())
+    assert meta["step"] == 2 and meta["config"]["batch_size"] == 4
+    ex.set_relations({"a": "founded by: founder", "b": "place of birth"})
+    assert ex.predict_batch(toy_instances[:1])[0].reranked
+
+
+def test_train_config_file_and_its_errors(runner, tiny_encoder_dir, files):
+    config = files["dir"] / "config.json"
+    config.write_text(json.dumps({"encoder": tiny_encoder_dir, "max_steps": 1, "batch_size": 2, "precision": "fp32",
+                                  "max_length": 32, "colour": "red"}))
+    result = runner.invoke(cli, ["train", "--data", files["data"], "--descriptions", files["descriptions"],
+                                 "--output", str(files["dir"] / "r"), "--config", str(config)])
+    _assert_clean_error(result, "unknown keys ['colour']")
+    config.write_text(json.dumps({"encoder": tiny_encoder_dir, "max_steps": 1, "batch_size": 2, "precision": "fp32"}))
+    result = runner.invoke(cli, ["train", "--data", files["data"], "--descriptions", files["descriptions"],
+                                 "--output", str(files["dir"] / "r"), "--config", str(config), "--batch-size", "1"])
+    _assert_clean_error(result, "batch_size=1")  # the flag overrides the file
+
+
+def test_train_bad_inputs(runner, tiny_encoder_dir, files):
+    desc = files["dir"] / "partial.json"
+    desc.write_text(json.dumps({"born in": "place of birth"}))
+    result = runner.invoke(cli, ["train", "--data", files["data"], "--descriptions", str(desc),
+                                 "--output", str(files["dir"] / "r"), "--encoder", tiny_encoder_dir, "--max-steps", "1"])
+    _assert_clean_error(result, "relations without a description")
