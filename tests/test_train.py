@@ -1,0 +1,219 @@
+"""Joint training on the tiny model: batches, loss going down, checkpoints, resume, clipping, determinism."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import emma.train as train_module
+from emma.checkpoint import load_checkpoint
+from emma.data import Instance
+from emma.train import STATE_FILE, TrainConfig, relation_batches, train
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    """`Accelerator` keeps process-wide state; start every test from scratch."""
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    yield
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    PartialState._reset_state()
+    torch.use_deterministic_algorithms(False)
+
+
+def _config(encoder, **overrides):
+    values = dict(encoder=encoder, batch_size=4, lr=1e-3, warmup_steps=0, max_length=32, max_description_length=24,
+                  precision="fp32", seed=1)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def _log(folder):
+    return [json.loads(line) for line in (Path(folder) / "train_log.jsonl").read_text().splitlines()]
+
+
+def _weights(folder):
+    return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)["model"]
+
+
+def _max_diff(a, b):
+    return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+
+
+# ----------------------------------------------------------------------------- batches
+
+
+def test_relation_batches_have_distinct_relations_and_are_deterministic():
+    relations = [f"r{i % 7}" for i in range(60)] + ["big"] * 20
+    batches = relation_batches(relations, batch_size=4, seed=3)
+    assert batches == relation_batches(relations, batch_size=4, seed=3)
+    assert batches != relation_batches(relations, batch_size=4, seed=4)
+    seen = [i for b in batches for i in b]
+    assert len(seen) == len(set(seen))  # no instance twice
+    for b in batches:
+        assert 2 <= len(b) <= 4
+        assert len({relations[i] for i in b}) == len(b)  # distinct relations in a batch
+    # only what cannot form a batch of two distinct relations is left out
+    left = [relations[i] for i in set(range(len(relations))) - set(seen)]
+    assert len(set(left)) <= 1
+    assert len(seen) >= 70
+
+
+def test_relation_batches_min_relations():
+    relations = ["a", "a", "a", "b", "c"]
+    batches = relation_batches(relations, batch_size=3, seed=0, min_relations=3)
+    assert all(len(b) == 3 for b in batches) and len(batches) == 1
+
+
+# ----------------------------------------------------------------------------- config
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(batch_size=1), "batch_size=1"),
+        (dict(epochs=0), "epochs must be at least 1"),
+        (dict(precision="half"), "precision='half'"),
+    ],
+)
+def test_train_config_validation(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**kwargs)
+
+
+def test_training_needs_two_relations(tiny_encoder_dir, toy_instances, toy_descriptions, tmp_path):
+    one = [i for i in toy_instances if i.relation == "born in"]
+    with pytest.raises(ValueError, match="at least max\\(2, k=2\\) relations, the data has 1"):
+        train(_config(tiny_encoder_dir, max_steps=1), one, toy_descriptions, tmp_path / "x")
+
+
+# ----------------------------------------------------------------------------- training runs
+
+
+def test_a_few_steps_lower_the_loss_and_write_a_checkpoint(tiny_encoder_dir, toy_instances, toy_descriptions, tmp_path):
+    config = _config(tiny_encoder_dir, max_steps=24, lr=2e-3)
+    folder = train(config, toy_instances, toy_descriptions, tmp_path / "run")
+    log = _log(folder)
+    assert [r["step"] for r in log] == list(range(1, 25))
+    losses = [r["loss"] for r in log]
+    assert sum(losses[-4:]) / 4 < 0.7 * sum(losses[:4]) / 4, losses
+    assert all(r["loss"] == pytest.approx(r["recall_loss"] + r["rerank_loss"], rel=1e-4) for r in log)
+
+    model, tokenizer = load_checkpoint(folder, device="cpu")
+    assert model.config.max_length == 32 and model.config.k == 2 and model.classifier is not None
+    meta = json.loads((folder / "training.json").read_text())
+    assert meta["step"] == 24 and meta["instances"] == 12 and meta["relations"] == 4 and meta["processes"] == 1
+    state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=False)
+    assert state["step"] == 24 and {"model", "optimizer", "scheduler", "config"} <= set(state)
+    # the checkpoint is the trained weights (fp16 on disk)
+    saved = {k: v for k, v in model.state_dict().items()}
+    assert _max_diff(saved, state["model"]) < 5e-3
+
+
+def test_recall_only_training(tiny_encoder_dir, toy_instances, toy_descriptions, tmp_path):
+    folder = train(_config(tiny_encoder_dir, max_steps=2, use_classifier=False), toy_instances, toy_descriptions, tmp_path / "r")
+    assert all(r["rerank_loss"] == 0 for r in _log(folder))
+    model, _ = load_checkpoint(folder, device="cpu")
+    assert model.classifier is None
+
+
+def test_epochs_and_cap(tiny_encoder_dir, toy_instances, toy_descriptions, tmp_path):
+    config = _config(tiny_encoder_dir, epochs=2, max_per_relation=2)
+    folder = train(config, toy_instances, toy_descriptions, tmp_path / "e")
+    meta = json.loads((folder / "training.json").read_text())
+    # two instances of each of four relations, batches of four distinct relations: two steps per epoch
+    assert meta["instances"] == 8 and meta["step"] == 4
+    assert {r["epoch"] for r in _log(folder)} == {0, 1}
+
+
+def test_deterministic_on_cpu(tiny_encoder_dir, toy_instances, toy_descriptions, tmp_path):
+    config = _config(tiny_encoder_dir, max_steps=3)
+    a = _weights(train(config, toy_instances, toy_descriptions, tmp_path / "a"))
+    b = _weights(train(config, toy_instances, toy_descriptions, tmp_path / "b"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["loss"] for r in _log(tmp_path / "a")] == [r["loss"] for r in _log(tmp_path / "b")]
+    c = _weights(train(_config(tiny_encoder_dir, max_steps=3, seed=2), toy_instances, toy_descriptions, tmp_path / "c"))
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_resume_continues_from_the_saved_step(tiny_encoder_dir, toy_instances, toy_descriptions, tmp_path, monkeypatch):
+    config = _config(tiny_encoder_dir, max_steps=5, batch_size=2, save_every=2, eval_every=3)
+    straight = train(config, toy_instances, toy_descriptions, tmp_path / "straight")
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("interrupted after step 3")
+
+    monkeypatch.setattr(train_module, "_dev_scores", crash)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, toy_instances, toy_descriptions, tmp_path / "resumed", dev=(toy_instances, toy_descriptions))
+    state = torch.load(tmp_path / "resumed" / STATE_FILE, map_location="cpu", weights_only=False)
+    assert state["step"] == 2  # the last save before the interruption
+    monkeypatch.undo()
+
+    resumed = train(config, toy_instances, toy_descriptions, tmp_path / "resumed", resume=True)
+    assert json.loads((resumed / "training.json").read_text())["step"] == 5
+    log = _log(resumed)
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5]  # step 3 died before it was logged, then ran again
+    straight_log = _log(straight)
+    assert [r["loss"] for r in log] == pytest.approx([r["loss"] for r in straight_log], rel=1e-5)
+    a, b = _weights(straight), _weights(resumed)
+    assert _max_diff(a, b) < 1e-6
+
+
+def test_resume_without_state_starts_fresh(tiny_encoder_dir, toy_instances, toy_descriptions, tmp_path):
+    folder = train(_config(tiny_encoder_dir, max_steps=1), toy_instances, toy_descriptions, tmp_path / "f", resume=True)
+    assert [r["step"] for r in _log(folder)] == [1]
+
+
+def test_gradients_are_clipped_before_the_step(tiny_encoder_dir, toy_instances, toy_descriptions, tmp_path, monkeypatch):
+    norms = []
+    original = torch.optim.AdamW.step
+
+    def step(self, *args, **kwargs):
+        grads = [p.grad.flatten() for g in self.param_groups for p in g["params"] if p.grad is not None]
+        norms.append(torch.cat(grads).norm().item())
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+    train(_config(tiny_encoder_dir, max_steps=3, max_grad_norm=0.05), toy_instances, toy_descriptions, tmp_path / "clip")
+    assert len(norms) == 3 and all(n <= 0.05 * (1 + 1e-4) for n in norms), norms
+    monkeypatch.undo()
+
+    # and the clip changes what the step does: with a tiny norm AdamW's epsilon dominates, parameters barely move
+    start = _weights(train(_config(tiny_encoder_dir, max_steps=1, lr=0.0), toy_instances, toy_descriptions, tmp_path / "0"))
+    free = _weights(train(_config(tiny_encoder_dir, max_steps=1, weight_decay=0.0, max_grad_norm=1e9),
+                          toy_instances, toy_descriptions, tmp_path / "free"))
+    tiny = _weights(train(_config(tiny_encoder_dir, max_steps=1, weight_decay=0.0, max_grad_norm=1e-9),
+                          toy_instances, toy_descriptions, tmp_path / "tiny"))
+    moved = lambda w: sum((w[k] - start[k]).abs().sum().item() for k in start)  # noqa: E731  total L1 movement
+    moved_free, moved_tiny = moved(free), moved(tiny)
+    assert _max_diff(free, start) > 5e-4 and moved_tiny < 0.01 * moved_free, (moved_free, moved_tiny)
+
+
+@pytest.mark.xfail(strict=True, reason="train.py train(): a second call in one process with another precision fails, "
+                   "because accelerate's process-wide AcceleratorState keeps the first call's mixed_precision")
+def test_train_twice_in_one_process_with_different_precision(tiny_encoder_dir, toy_instances, toy_descriptions, tmp_path):
+    train(_config(tiny_encoder_dir, max_steps=1), toy_instances, toy_descriptions, tmp_path / "fp32")
+    train(_config(tiny_encoder_dir, max_steps=1, precision="bf16"), toy_instances, toy_descriptions, tmp_path / "bf16")
+
+
+def test_instances_of_one_relation_never_share_a_batch(tiny_encoder_dir, toy_descriptions, tmp_path, monkeypatch):
+    # four instances of "born in" and one of each other relation: batches must still hold distinct relations
+    instances = [Instance(("a", "b", "c"), (0, 1), (2, 3), "born in")] * 4 + [
+        Instance(("x", "y", "z"), (0, 1), (2, 3), r) for r in toy_descriptions if r != "born in"
+    ]
+    seen = []
+    original = train_module.JointObjective.forward
+
+    def forward(self, batch):
+        seen.append(batch["relation_ids"].tolist())
+        return original(self, batch)
+
+    monkeypatch.setattr(train_module.JointObjective, "forward", forward)
+    train(_config(tiny_encoder_dir, epochs=1), instances, toy_descriptions, tmp_path / "d")
+    assert seen and all(len(set(b)) == len(b) for b in seen)
