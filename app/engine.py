@@ -1,0 +1,149 @@
+"""One shared `Extractor` serving many sessions, each with its own relation set.
+
+EMMA encodes each relation description once (paper section 3.1: the description vectors are
+precomputed, so a new relation costs one encoder pass). The workbench keeps that property across
+users: a process-wide cache maps a description *text* to its encoded row (vector, word pieces,
+the two virtual-entity attention heads). A session's relation set is plain data ({name: text}
+in `gr.State`); at prediction time `Engine.index` assembles a `RelationIndex` for exactly that
+set from cached rows (encoding only texts never seen before) and `Engine.predict` runs the shared
+model on a shallow per-call view of the `Extractor` carrying that index. The shared Extractor and
+its model are never mutated, so sessions cannot see each other's relations and calls need no lock.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+import emma
+from emma import Extractor, Prediction, RelationIndex
+
+logger = logging.getLogger(__name__)
+
+MAX_SENTENCE_CHARS = 2000
+MAX_CACHED_TEXTS = 20000
+MARKERS_AND_SPECIALS = 6  # [CLS], [SEP] and the four entity markers
+
+
+@dataclass(frozen=True)
+class _Row:
+    vector: torch.Tensor  # (3d,) unit vector on the model's device
+    token_ids: list[int]
+    tokens: list[str]
+    head_weights: list[float]
+    tail_weights: list[float]
+
+
+class Engine:
+    """The shared model plus the description cache.
+
+    Args:
+        extractor: a loaded `Extractor`; its own relation index is left alone.
+        checkpoint_id: recorded with every feedback row (default: folder name and weights hash).
+
+    Example:
+        >>> engine = Engine(Extractor.load("checkpoints/emma-minilm"))
+        >>> engine.predict("Apple was founded by Steve Jobs.", (0, 5), (21, 31),
+        ...                {"founded by": "founded by: founder of this organization"}).label
+    """
+
+    def __init__(self, extractor: Extractor, checkpoint_id: str | None = None) -> None:
+        self.extractor = extractor
+        self.checkpoint_id = checkpoint_id or describe_checkpoint(extractor.checkpoint)
+        self._cache: OrderedDict[str, _Row] = OrderedDict()
+        self._pinned: set[str] = set()
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ sizes
+
+    @property
+    def k(self) -> int:
+        """How many recall candidates the classifier reranks."""
+        return self.extractor.config.k
+
+    @property
+    def sentence_window(self) -> int:
+        """Word pieces of the sentence the encoder reads (entity markers and [CLS]/[SEP] excluded)."""
+        return self.extractor.config.max_length - MARKERS_AND_SPECIALS
+
+    @property
+    def description_window(self) -> int:
+        return self.extractor.config.max_description_length - 2
+
+    def count_pieces(self, text: str) -> int:
+        return len(self.extractor.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    # ------------------------------------------------------------------ descriptions
+
+    def encode(self, texts: list[str], pin: bool = False) -> None:
+        """Make sure every text is in the cache (one encoder pass for the new ones)."""
+        with self._lock:
+            missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+            if missing:
+                vectors, ids, tokens, head_w, tail_w = self.extractor.encode_descriptions(missing, progress=len(missing) > 100)
+                for i, text in enumerate(missing):
+                    self._cache[text] = _Row(vectors[i], ids[i], tokens[i], head_w[i], tail_w[i])
+            if pin:
+                self._pinned.update(texts)
+            for text in texts:
+                self._cache.move_to_end(text)
+            self._evict()
+
+    def _evict(self) -> None:
+        while len(self._cache) > MAX_CACHED_TEXTS:
+            oldest = next((t for t in self._cache if t not in self._pinned), None)
+            if oldest is None:
+                return
+            del self._cache[oldest]
+
+    def index(self, relations: dict[str, str]) -> RelationIndex:
+        """A `RelationIndex` over {name: text}, in that order, built from cached rows."""
+        if not relations:
+            raise ValueError("no relations to choose from")
+        texts = list(relations.values())
+        self.encode(texts)
+        with self._lock:
+            rows = [self._cache[t] for t in texts]
+        return RelationIndex(
+            names=list(relations),
+            texts=texts,
+            token_ids=[r.token_ids for r in rows],
+            tokens=[r.tokens for r in rows],
+            head_weights=[r.head_weights for r in rows],
+            tail_weights=[r.tail_weights for r in rows],
+            vectors=torch.stack([r.vector for r in rows]),  # (N, 3d)
+        )
+
+    # ------------------------------------------------------------------ prediction
+
+    def predict(self, text: str, head: tuple[int, int], tail: tuple[int, int], relations: dict[str, str]) -> Prediction:
+        """Predict over `relations` only; the full recall ranking is kept."""
+        t0 = time.perf_counter()
+        index = self.index(relations)
+        index_ms = (time.perf_counter() - t0) * 1e3
+        view = copy.copy(self.extractor)  # shares model and tokenizer; only `index` differs
+        view.index = index
+        prediction = view.predict(text, head=head, tail=tail, top_k=None)
+        prediction.timings_ms = {"descriptions": index_ms, **prediction.timings_ms}
+        return prediction
+
+
+def describe_checkpoint(path: str | Path | None) -> str:
+    """"folder@sha256-prefix of model.safetensors" (or the folder alone when the file is absent)."""
+    folder = Path(path) if path and path != "default" else Path(emma.DEFAULT_CHECKPOINT)
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        return folder.name
+    digest = hashlib.sha256()
+    with open(weights, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return f"{folder.name}@{digest.hexdigest()[:12]}"

@@ -1,0 +1,579 @@
+"""Event handlers of the workbench: plain methods returning values, tables and plotly figures.
+
+`Workbench` holds what every session shares (the `Engine` with the one loaded model, the `Store`,
+the catalogue); everything per user arrives as arguments (the session dict from `gr.State`) and
+leaves as return values, so handlers can be called directly in tests. Bad input raises `gr.Error`
+with one plain sentence (through `BadInput`), before anything is written.
+
+Who owns a session's relations and feedback ("owner"): the logged-in user ("user:NAME") when the
+app runs with --auth; otherwise a random id kept in the browser's localStorage ("browser:ID",
+so a reload or a server restart finds the same relations); for an API client without a page load,
+its session ("session:HASH").
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import functools
+import json
+import logging
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+import emma
+from emma import DataError, instance_from_text
+
+from . import plots
+from .catalogue import Catalogue
+from .engine import MAX_SENTENCE_CHARS, Engine
+from .session import (
+    BadInput,
+    check_relation,
+    highlighted,
+    new_session,
+    parse_relation_set,
+    relation_text,
+    relations_in_force,
+    resolve_entities,
+    resolve_entity,
+    selection_span,
+    sentence_case,
+    shown,
+    with_enabled,
+    with_user_relation,
+    without_user_relation,
+)
+from .storage import Store
+
+logger = logging.getLogger(__name__)
+
+VERDICTS = ("correct", "wrong")
+MAX_NOTE_CHARS = 2000
+JSON_RECALL_TOP = 20  # recall entries stored with each feedback row
+
+
+def user_errors(fn):
+    """Turn `BadInput` into `gr.Error` (shown as a toast; the event's outputs stay unchanged)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except BadInput as e:
+            raise gr.Error(str(e), print_exception=False) from None
+
+    return wrapper
+
+
+def warn(message: str) -> None:
+    """A recoverable problem: a yellow toast in the UI, a Python warning elsewhere."""
+    gr.Warning(message)
+
+
+class Workbench:
+    """Shared resources plus all handlers.
+
+    Args:
+        engine: the shared model and description cache.
+        store: the SQLite store.
+        catalogue: the default relation catalogue.
+        examples: example sentences (see `catalogue.load_examples`).
+    """
+
+    def __init__(self, engine: Engine, store: Store, catalogue: Catalogue, examples: list[dict] | None = None) -> None:
+        self.engine = engine
+        self.store = store
+        self.catalogue = catalogue
+        self.examples = examples or []
+        engine.encode([e.text for e in catalogue.entries], pin=True)
+
+    # ------------------------------------------------------------------ sessions
+
+    def new_session(self) -> dict:
+        return new_session(self.catalogue)
+
+    def open_session(self, owner: str) -> dict:
+        """A session for `owner` with the relations saved for them."""
+        session = self.new_session()
+        session["owner"] = owner
+        enabled = self.store.workspace(owner)
+        if enabled is not None:
+            session["enabled"] = [label for label in enabled if label in self.catalogue.by_label]
+        session["user"] = self.store.user_relations(owner)
+        if session["user"]:
+            self.engine.encode([relation_text(n, d) for n, d in session["user"].items()])
+        return session
+
+    def load(self, browser_id: str | None, request: gr.Request = None) -> tuple[dict, str]:
+        """Page load: find the owner (login name, else this browser's id) and their saved relations."""
+        username = getattr(request, "username", None) if request is not None else None
+        browser_id = browser_id if isinstance(browser_id, str) and browser_id else uuid.uuid4().hex
+        owner = f"user:{username}" if username else f"browser:{browser_id}"
+        return self.open_session(owner), browser_id
+
+    def _owned(self, session: dict | None, request: gr.Request | None) -> dict:
+        """The session with an owner (API clients never fire the page-load event)."""
+        if session and session.get("owner"):
+            return session
+        username = getattr(request, "username", None) if request is not None else None
+        if username:
+            return self.open_session(f"user:{username}")
+        session_hash = getattr(request, "session_hash", None) if request is not None else None
+        fresh = copy.deepcopy(session) if session else self.new_session()
+        fresh["owner"] = f"session:{session_hash or uuid.uuid4().hex}"
+        return fresh
+
+    def relations(self, session: dict) -> dict[str, str]:
+        return relations_in_force(session, self.catalogue)
+
+    # ------------------------------------------------------------------ marking entities
+
+    def remember_selection(self, sentence: str, evt: gr.SelectData) -> list[int] | None:
+        """Textbox select event → the selected character span (or None)."""
+        span = selection_span(sentence or "", evt.index, evt.value)
+        return list(span) if span else None
+
+    def mark(self, role: str, sentence: str, selection: list[int] | None, head: str, tail: str, spans: dict | None):
+        """Head / Tail button: the current selection becomes that entity. Returns (head, tail, spans)."""
+        spans = dict(spans or {})
+        sentence = sentence or ""
+        if not selection or selection[1] > len(sentence) or not sentence[selection[0] : selection[1]].strip():
+            warn(f"Select some words of the sentence first, then press {role.capitalize()}.")
+            return head, tail, spans
+        s, e = selection
+        other = "tail" if role == "head" else "head"
+        if spans.get(other) and s < spans[other][1] and spans[other][0] < e:
+            warn(f"That selection overlaps the {other} entity; select other words.")
+            return head, tail, spans
+        spans[role] = [s, e]
+        text = sentence[s:e]
+        return (text, tail, spans) if role == "head" else (head, text, spans)
+
+    def forget_head(self, spans: dict | None) -> dict:
+        """The head was typed by hand: drop its marked span (the typed text is looked up instead)."""
+        return {k: v for k, v in (spans or {}).items() if k != "head"}
+
+    def forget_tail(self, spans: dict | None) -> dict:
+        return {k: v for k, v in (spans or {}).items() if k != "tail"}
+
+    def clear_marks(self) -> tuple[str, str, dict, None]:
+        return "", "", {}, None
+
+    def example_spans(self, sentence: str, head: str, tail: str) -> dict:
+        """The exact spans of a clicked example (looked up by its text)."""
+        for ex in self.examples:
+            if ex["text"] == sentence and ex["head_text"] == head and ex["tail_text"] == tail:
+                return {"head": list(ex["head"]), "tail": list(ex["tail"])}
+        return {}
+
+    def mark_head(self, sentence, selection, head, tail, spans):
+        return self.mark("head", sentence, selection, head, tail, spans)
+
+    def mark_tail(self, sentence, selection, head, tail, spans):
+        return self.mark("tail", sentence, selection, head, tail, spans)
+
+    def preview(self, sentence: str, head: str, tail: str, spans: dict | None) -> tuple[dict, str]:
+        """The marked sentence and a hint (no toasts: this runs while the user types)."""
+        if not (sentence or "").strip():
+            return highlighted("", None, None), "Type or paste a sentence, or pick an example below."
+        try:
+            h, t = resolve_entities(sentence, head, tail, spans)
+        except BadInput as e:
+            return highlighted(sentence, *self._partial_marks(sentence, head, tail, spans)), str(e)
+        hint = "Ready: press Predict."
+        n = self.engine.count_pieces(sentence)
+        if n > self.engine.sentence_window:
+            hint = (f"Ready, but the sentence has {n} word pieces and the model reads {self.engine.sentence_window}: "
+                    "only the words nearest the entities are used.")
+        return highlighted(sentence, h, t), hint
+
+    @staticmethod
+    def _partial_marks(sentence, head, tail, spans):
+        """Whatever entities can be marked while the other one is still missing or wrong."""
+        spans = spans or {}
+        marks = []
+        for role, typed, avoid in (("head", head, None), ("tail", tail, "head")):
+            try:
+                marks.append(resolve_entity(sentence, role, typed, spans.get(role), avoid=marks[0] if avoid else None))
+            except BadInput:
+                marks.append(None)
+        return marks
+
+    # ------------------------------------------------------------------ prediction
+
+    @user_errors
+    def predict(self, sentence: str, head: str, tail: str, spans: dict | None, session: dict, request: gr.Request = None):
+        """Predict the relation between head and tail with this session's relations.
+
+        Returns (prediction as a JSON-able dict, session with the prediction kept for feedback).
+        """
+        t0 = time.perf_counter()
+        session = self._owned(session, request)
+        sentence = sentence or ""
+        if len(sentence) > MAX_SENTENCE_CHARS:
+            raise BadInput(f"The sentence has {len(sentence)} characters; the workbench takes at most {MAX_SENTENCE_CHARS}.")
+        h, t = resolve_entities(sentence, head, tail, spans)
+        relations = self.relations(session)
+        if not relations:
+            raise BadInput("No relation is switched on; enable some in the Relations tab or add your own.")
+        warnings_ = []
+        n = self.engine.count_pieces(sentence)
+        if n > self.engine.sentence_window:
+            warnings_.append(f"The sentence has {n} word pieces but the model reads {self.engine.sentence_window}; "
+                             "only the words nearest the entities were used.")
+            warn(warnings_[-1])
+        try:
+            instance = instance_from_text(sentence, h, t)
+            prediction = self.engine.predict(sentence, h, t, relations)
+        except DataError as e:
+            raise BadInput(sentence_case(str(e))) from None
+        timings = {**prediction.timings_ms, "total": (time.perf_counter() - t0) * 1e3}
+        record = prediction_record(sentence, h, t, instance, prediction, relations, self.engine.checkpoint_id, timings, warnings_)
+        session = copy.deepcopy(session)
+        session["last"] = record
+        return public_record(record), session
+
+    def show_prediction(self, session: dict):
+        """Everything the Predict tab shows about the last prediction."""
+        record = (session or {}).get("last")
+        if not record:
+            return (None, None, "", None, None, None, "", gr.update())
+        summary = summary_text(record)
+        label_value = ({c["relation"]: c["probability"] for c in record["candidates_detail"]} if record["reranked"]
+                       else record["label"])
+        choices = list(record["relations"])
+        return (
+            highlighted(record["sentence"], tuple(record["head"]), tuple(record["tail"])),
+            label_value,
+            summary,
+            plots.recall_figure(record),
+            plots.rerank_table(record),
+            plots.attention_figure(record),
+            plots.latency_text(record),
+            gr.update(choices=choices, value=None),
+        )
+
+    # ------------------------------------------------------------------ catalogue
+
+    def catalogue_view(self, query: str, session: dict):
+        """(checkbox group update, table of matches, count line) for a search query."""
+        matches = self.catalogue.search(query)
+        enabled = set(session["enabled"])
+        choices = [(f"{e.label} · {e.id} · {e.source}", e.label) for e in matches]
+        value = [e.label for e in matches if e.label in enabled]
+        table = pd.DataFrame(
+            [{"on": "✔" if e.label in enabled else "", "relation": e.label, "id": e.id, "source": e.source, "description": e.text}
+             for e in matches],
+            columns=["on", "relation", "id", "source", "description"],
+        )
+        return gr.update(choices=choices, value=value), table, self.count_text(session, len(matches))
+
+    def relation_views(self, query: str, session: dict):
+        """Everything the Relations tab shows: catalogue checkboxes, catalogue table, count, your relations."""
+        return (*self.catalogue_view(query, session), self.user_relations_view(session))
+
+    def count_text(self, session: dict, matches: int | None = None) -> str:
+        n_cat = len(session["enabled"])
+        n_user = len(session["user"])
+        shown_part = f" · {matches} match the search" if matches is not None and matches != len(self.catalogue) else ""
+        return (f"**{n_cat + n_user} relations in force**: {n_cat} of {len(self.catalogue)} catalogue relations "
+                f"and {n_user} of your own{shown_part}.")
+
+    @user_errors
+    def set_shown_enabled(self, selected: list[str], query: str, session: dict, request: gr.Request = None) -> dict:
+        """The checkbox group changed: the shown relations become `selected`; hidden ones keep their state."""
+        session = self._owned(session, request)
+        shown_labels = {e.label for e in self.catalogue.search(query)}
+        keep = [label for label in session["enabled"] if label not in shown_labels] + list(selected or [])
+        return self._save_enabled(with_enabled(session, self.catalogue, keep))
+
+    @user_errors
+    def switch_shown(self, on: bool, query: str, session: dict, request: gr.Request = None) -> dict:
+        session = self._owned(session, request)
+        shown_labels = [e.label for e in self.catalogue.search(query)]
+        if on:
+            keep = session["enabled"] + shown_labels
+        else:
+            keep = [label for label in session["enabled"] if label not in set(shown_labels)]
+        return self._save_enabled(with_enabled(session, self.catalogue, keep))
+
+    def enable_shown(self, query, session, request: gr.Request = None):
+        return self.switch_shown(True, query, session, request)
+
+    def disable_shown(self, query, session, request: gr.Request = None):
+        return self.switch_shown(False, query, session, request)
+
+    @user_errors
+    def reset_catalogue(self, session: dict, request: gr.Request = None) -> dict:
+        session = self._owned(session, request)
+        return self._save_enabled(with_enabled(session, self.catalogue, self.catalogue.defaults()))
+
+    def _save_enabled(self, session: dict) -> dict:
+        self.store.save_workspace(session["owner"], session["enabled"])
+        return session
+
+    # ------------------------------------------------------------------ user relations
+
+    @user_errors
+    def add_relation(self, name: str, description: str, session: dict, request: gr.Request = None) -> tuple[dict, str]:
+        """Add a relation of your own; it is live at once (one encoder pass). Returns (session, status)."""
+        return self._save_relation(name, description, session, request, editing=False)
+
+    @user_errors
+    def edit_relation(self, name: str, description: str, session: dict, request: gr.Request = None) -> tuple[dict, str]:
+        """Change the description of one of your relations. Returns (session, status)."""
+        return self._save_relation(name, description, session, request, editing=True)
+
+    def _save_relation(self, name, description, session, request, editing: bool):
+        session = self._owned(session, request)
+        name, description, text = check_relation(session, self.catalogue, name, description, editing)
+        n = self.engine.count_pieces(text)
+        self.engine.encode([text])  # encode before saving: an encoder failure saves nothing
+        self.store.save_user_relation(session["owner"], name, description, text)
+        session = with_user_relation(session, name, description)
+        total = len(self.relations(session))
+        status = f"{'Updated' if editing else 'Added'} '{name}'; {total} relations in force."
+        if n > self.engine.description_window:
+            status += f" Only its first {self.engine.description_window} of {n} word pieces are read."
+            warn(f"The description of {shown(name)} is long: the model reads only its first {self.engine.description_window} word pieces.")
+        return session, status
+
+    @user_errors
+    def delete_relation(self, name: str, session: dict, request: gr.Request = None) -> tuple[dict, str]:
+        """Delete one of your relations. Returns (session, status)."""
+        session = self._owned(session, request)
+        session = without_user_relation(session, name)
+        name = " ".join(name.split())
+        self.store.delete_user_relation(session["owner"], name)
+        return session, f"Deleted '{name}'; {len(self.relations(session))} relations in force."
+
+    def user_relations_view(self, session: dict) -> pd.DataFrame:
+        rows = [{"relation": n, "description": d, "text the model reads": relation_text(n, d)} for n, d in session["user"].items()]
+        return pd.DataFrame(rows, columns=["relation", "description", "text the model reads"])
+
+    def pick_user_relation(self, session: dict, evt: gr.SelectData) -> tuple[str, str]:
+        """Clicking a row of your relations puts it into the form for editing."""
+        row = evt.row_value or []
+        name = row[0] if row else ""
+        return name, session["user"].get(name, "")
+
+    def export_relations(self, session: dict) -> str:
+        """The relations in force as {name: text} JSON (the `--descriptions` format of `python -m emma train`)."""
+        folder = Path(tempfile.mkdtemp(prefix="emma-relations-"))
+        path = folder / "relations.json"
+        path.write_text(json.dumps(self.relations(session), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        return str(path)
+
+    @user_errors
+    def import_relations(self, path: str | None, session: dict, request: gr.Request = None) -> tuple[dict, str]:
+        """Load a relation set: its catalogue relations become the enabled ones, the rest your own."""
+        session = self._owned(session, request)
+        if not path:
+            raise BadInput("Choose a JSON file to import.")
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            raise BadInput("The file is not valid JSON.") from None
+        enabled, user = parse_relation_set(data, self.catalogue)
+        trial = with_enabled(session, self.catalogue, enabled)
+        trial["user"] = {n: d for n, d in trial["user"].items() if n not in user}
+        for name, description in user.items():
+            check_relation(trial, self.catalogue, name, description, editing=False)
+            trial = with_user_relation(trial, name, description)
+        texts = {n: relation_text(n, d) for n, d in user.items()}
+        self.engine.encode(list(texts.values()))
+        self.store.replace_user_relations(trial["owner"], {n: (user[n], texts[n]) for n in user}, trial["enabled"])
+        return trial, (f"Imported {len(enabled)} catalogue and {len(user)} own relations; "
+                       f"{len(self.relations(trial))} relations in force.")
+
+    # ------------------------------------------------------------------ feedback
+
+    @user_errors
+    def feedback(self, verdict: str, correct_relation: str | None, note: str | None, session: dict, request: gr.Request = None) -> str:
+        """Save a judgement of the last prediction. Returns a status line."""
+        session = self._owned(session, request)
+        record = session.get("last")
+        if not record:
+            raise BadInput("Predict a relation first; feedback refers to the last prediction.")
+        verdict = (verdict or "").strip().lower()
+        if verdict not in VERDICTS:
+            raise BadInput("Choose whether the prediction was correct or wrong.")
+        label = " ".join((correct_relation or "").split()) or None
+        note = (note or "").strip() or None
+        if label and len(label) > 100:
+            raise BadInput("The relation name is longer than 100 characters.")
+        if note and len(note) > MAX_NOTE_CHARS:
+            raise BadInput(f"The note is longer than {MAX_NOTE_CHARS} characters.")
+        if verdict == "correct":
+            if label and label != record["label"]:
+                raise BadInput("You marked the prediction correct but chose another relation; choose Wrong, or clear the relation.")
+            label = record["label"]
+        elif label == record["label"]:
+            raise BadInput("You marked the prediction wrong but chose the predicted relation; choose the correct one.")
+        now_relations = self.relations(session)
+        label_text = (record["relations"].get(label) or now_relations.get(label)) if label else None
+        row = feedback_row(record, session["owner"], verdict, label, label_text, note)
+        row_id = self.store.add_feedback(row, record["relations"])
+        what = f"the correct relation is '{label}'" if label else "correct relation not given"
+        return f"Saved feedback #{row_id}: {verdict} ({what})."
+
+    def feedback_view(self, verdict: str, contains: str, everyone: bool, session: dict) -> pd.DataFrame:
+        frame = self._feedback_frame(verdict, contains, everyone, session)
+        columns = ["id", "created", "verdict", "sentence", "head_text", "tail_text", "predicted", "score", "user_label", "note", "owner", "checkpoint"]
+        return frame[columns].fillna("")
+
+    def _feedback_frame(self, verdict, contains, everyone, session) -> pd.DataFrame:
+        owner = None if everyone else (session or {}).get("owner") or "-"
+        return self.store.feedback(owner=owner, verdict=verdict if verdict in VERDICTS else None, contains=contains or "")
+
+    def export_feedback(self, verdict: str, contains: str, everyone: bool, session: dict) -> tuple[list[str], str]:
+        """Write the filtered rows as FewRel-style JSONL, the labels' descriptions, and CSV. Returns (paths, status)."""
+        frame = self._feedback_frame(verdict, contains, everyone, session)
+        folder = Path(tempfile.mkdtemp(prefix="emma-feedback-"))
+        paths = write_feedback_exports(frame, folder, self.store)
+        labelled = sum(1 for line in open(paths[0], encoding="utf-8") if line.strip())
+        skipped = len(frame) - labelled
+        status = f"Exported {labelled} labelled rows to JSONL and {len(frame)} rows to CSV."
+        if skipped:
+            status += f" {skipped} rows marked wrong without a correct relation are only in the CSV."
+        return [str(p) for p in paths], status
+
+
+# ---------------------------------------------------------------------- records
+
+
+def prediction_record(sentence, head, tail, instance, prediction, relations, checkpoint, timings, warnings_) -> dict:
+    """Everything about one prediction, as plain JSON-able data (kept in the session, stored with feedback)."""
+    rank = {name: i + 1 for i, (name, _) in enumerate(prediction.recall)}
+    scores = dict(prediction.recall)
+    cls_rank = {}
+    if prediction.reranked:
+        order = sorted(range(len(prediction.candidates)), key=lambda i: -prediction.probabilities[i])
+        cls_rank = {prediction.candidates[i]: r + 1 for r, i in enumerate(order)}
+    detail = []
+    for i, name in enumerate(prediction.candidates):
+        detail.append({
+            "relation": name,
+            "recall_rank": rank[name],
+            "recall_score": float(scores[name]),
+            "classifier_rank": cls_rank.get(name),
+            "probability": float(prediction.probabilities[i]) if prediction.reranked else None,
+            "attention": prediction.attention.get(name, {"tokens": [], "head": [], "tail": []}),
+        })
+    return {
+        "sentence": sentence,
+        "head": list(head),
+        "tail": list(tail),
+        "head_text": sentence[head[0] : head[1]],
+        "tail_text": sentence[tail[0] : tail[1]],
+        "tokens": list(instance.tokens),
+        "head_tokens": list(instance.head),
+        "tail_tokens": list(instance.tail),
+        "label": prediction.label,
+        "score": float(prediction.score),
+        "recall_label": prediction.recall_label,
+        "reranked": bool(prediction.reranked),
+        "note": prediction.note,
+        "candidates": list(prediction.candidates),
+        "candidates_detail": detail,
+        "recall": [[name, float(s)] for name, s in prediction.recall],
+        "n_relations": len(relations),
+        "relations": dict(relations),
+        "checkpoint": checkpoint,
+        "timings_ms": {k: round(v, 2) for k, v in timings.items()},
+        "warnings": list(warnings_),
+    }
+
+
+def public_record(record: dict) -> dict:
+    """What /predict returns: the record without the (large) relation texts."""
+    return {k: v for k, v in record.items() if k != "relations"}
+
+
+def summary_text(record: dict) -> str:
+    label = record["label"]
+    if record["reranked"]:
+        top = record["candidates_detail"]
+        mine = next(c for c in top if c["relation"] == label)
+        text = f"Predicted '{label}' with classifier probability {mine['probability']:.2f}."
+        if label != record["recall_label"]:
+            text += f" Recall ranked it #{mine['recall_rank']}; the classifier preferred it over '{record['recall_label']}'."
+        else:
+            text += " Recall and classifier agree."
+    else:
+        text = f"Predicted '{label}' by recall alone (cosine {record['score']:.3f}): {record['note']}."
+    return text + f" Head: '{record['head_text']}', tail: '{record['tail_text']}'."
+
+
+def feedback_row(record: dict, owner: str, verdict: str, label: str | None, label_text: str | None, note: str | None) -> dict:
+    return {
+        "owner": owner,
+        "checkpoint": record["checkpoint"],
+        "emma_version": emma.__version__,
+        "sentence": record["sentence"],
+        "head_start": record["head"][0],
+        "head_end": record["head"][1],
+        "tail_start": record["tail"][0],
+        "tail_end": record["tail"][1],
+        "head_text": record["head_text"],
+        "tail_text": record["tail_text"],
+        "tokens": json.dumps(record["tokens"], ensure_ascii=False),
+        "head_tokens": json.dumps(record["head_tokens"]),
+        "tail_tokens": json.dumps(record["tail_tokens"]),
+        "predicted": record["label"],
+        "score": record["score"],
+        "recall_label": record["recall_label"],
+        "reranked": int(record["reranked"]),
+        "candidates": json.dumps([{k: v for k, v in c.items() if k != "attention"} for c in record["candidates_detail"]], ensure_ascii=False),
+        "recall": json.dumps(record["recall"][:JSON_RECALL_TOP], ensure_ascii=False),
+        "verdict": verdict,
+        "user_label": label,
+        "user_label_description": label_text,
+        "predicted_description": record["relations"].get(record["label"]),
+        "note": note,
+    }
+
+
+def write_feedback_exports(frame: pd.DataFrame, folder: Path, store: Store) -> list[Path]:
+    """feedback.jsonl (rows with a known relation, FewRel-style), descriptions.json, feedback.csv.
+
+    Each JSONL line carries FewRel's ``tokens``/``h``/``t`` fields plus ``head``/``tail``/``relation``,
+    so `python -m emma train --data feedback.jsonl --descriptions descriptions.json` reads it.
+    """
+    jsonl, descs, csv_path = folder / "feedback.jsonl", folder / "descriptions.json", folder / "feedback.csv"
+    descriptions: dict[str, str] = {}
+    set_cache: dict[str, dict] = {}
+    with open(jsonl, "w", encoding="utf-8") as f:
+        for row in frame.sort_values("id").to_dict("records"):
+            label = row["user_label"]
+            if not isinstance(label, str) or not label:
+                continue
+            tokens = json.loads(row["tokens"])
+            hs, he = json.loads(row["head_tokens"])
+            ts, te = json.loads(row["tail_tokens"])
+            f.write(json.dumps({
+                "tokens": tokens,
+                "h": [row["head_text"], "", [list(range(hs, he))]],
+                "t": [row["tail_text"], "", [list(range(ts, te))]],
+                "relation": label,
+                "head": [hs, he],
+                "tail": [ts, te],
+                "feedback_id": int(row["id"]),
+            }, ensure_ascii=False) + "\n")
+            text = row["user_label_description"]
+            if not isinstance(text, str) or not text:
+                if row["relation_set_id"] not in set_cache:
+                    set_cache[row["relation_set_id"]] = store.relation_set(row["relation_set_id"])
+                text = set_cache[row["relation_set_id"]].get(label)
+            if isinstance(text, str) and text:
+                descriptions.setdefault(label, text)
+    descs.write_text(json.dumps(descriptions, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    frame.to_csv(csv_path, index=False, quoting=csv.QUOTE_NONNUMERIC)
+    return [jsonl, descs, csv_path]
+

@@ -1,0 +1,125 @@
+"""Figures and tables of one prediction (the "explain" half of the workbench).
+
+EMMA predicts in two stages (paper section 3): *recall* compares the sentence vector with every
+description vector (cosine) and keeps the top k; the *classifier* reads the sentence with each of
+those k descriptions and picks one. Its description vectors pool the description's word pieces
+with two attention heads, one per virtual entity (head / tail, section 3.2); the heatmap shows
+those weights. Every function takes the plain `dict` stored in the session (see
+`handlers.prediction_record`), so figures can be redrawn without the model.
+
+Relation names and description tokens are user text: plotly renders a small subset of HTML in
+labels, so they are escaped before use.
+"""
+
+from __future__ import annotations
+
+import html
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+RECALL_BARS = 15
+CANDIDATE_COLOR = "#e8710a"
+OTHER_COLOR = "#9aa0a6"
+
+
+def _t(text: str, limit: int = 60) -> str:
+    text = str(text)
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return html.escape(text, quote=False)
+
+
+def recall_figure(record: dict, bars: int = RECALL_BARS) -> go.Figure:
+    """Horizontal bars of the top recall cosines; the k candidates sent to the classifier in orange."""
+    recall = record["recall"][: max(bars, len(record["candidates"]))]
+    candidates = set(record["candidates"])
+    names = [name for name, _ in recall]
+    fig = go.Figure()
+    for is_candidate, legend in ((True, f"top-{len(candidates)}: sent to the classifier"), (False, "not sent")):
+        rows = [(i, n, s) for i, (n, s) in enumerate(recall) if (n in candidates) == is_candidate]
+        fig.add_bar(
+            x=[s for _, _, s in rows],
+            y=[i for i, _, _ in rows],
+            orientation="h",
+            name=legend,
+            marker_color=CANDIDATE_COLOR if is_candidate else OTHER_COLOR,
+            text=[f"{s:.3f}" for _, _, s in rows],
+            textposition="outside",
+            hovertext=[_t(n, 200) for _, n, _ in rows],
+            hoverinfo="text+x",
+        )
+    ticks = [f"{i + 1}. {_t(n)}" + (" ★" if n == record["label"] else "") for i, n in enumerate(names)]
+    fig.update_yaxes(tickvals=list(range(len(names))), ticktext=ticks, autorange="reversed")
+    fig.update_xaxes(title_text="cosine similarity of sentence and description (recall score)")
+    fig.update_layout(
+        title=dict(text=f"Recall: top {len(names)} of {record['n_relations']} relations (★ = final prediction)", font_size=14),
+        height=120 + 24 * len(names),
+        margin=dict(l=10, r=30, t=50, b=40),
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0),
+        barmode="overlay",
+        bargap=0.25,
+    )
+    return fig
+
+
+def rerank_table(record: dict) -> pd.DataFrame:
+    """Recall rank → classifier rank for the k candidates, with both scores."""
+    rows = []
+    for c in record["candidates_detail"]:
+        rows.append({
+            "relation": c["relation"],
+            "recall rank": c["recall_rank"],
+            "recall score": round(c["recall_score"], 4),
+            "classifier rank": c["classifier_rank"] if c["classifier_rank"] is not None else "–",
+            "classifier probability": round(c["probability"], 4) if c["probability"] is not None else "–",
+            "final": "✔ predicted" if c["relation"] == record["label"] else "",
+        })
+    columns = ["relation", "recall rank", "recall score", "classifier rank", "classifier probability", "final"]
+    frame = pd.DataFrame(rows, columns=columns)
+    if record["reranked"]:
+        frame = frame.sort_values("classifier rank", kind="stable").reset_index(drop=True)
+    return frame
+
+
+def attention_figure(record: dict) -> go.Figure:
+    """One heatmap per candidate: rows = head / tail virtual entity, columns = description word pieces."""
+    cands = record["candidates_detail"]
+    titles = []
+    for c in cands:
+        prob = f", classifier p = {c['probability']:.2f}" if c["probability"] is not None else ""
+        titles.append(f"{c['recall_rank']}. {_t(c['relation'])}{prob}")
+    fig = make_subplots(rows=len(cands), cols=1, subplot_titles=titles, vertical_spacing=min(0.25, 0.6 / max(1, len(cands))))
+    zmax = max((max(w) for c in cands for w in (c["attention"]["head"], c["attention"]["tail"]) if w), default=1.0)
+    for i, c in enumerate(cands, start=1):
+        att = c["attention"]
+        tokens = [_t(tok, 20) for tok in att["tokens"]]
+        fig.add_trace(
+            go.Heatmap(
+                z=[att["head"], att["tail"]],
+                x=list(range(len(tokens))),
+                y=["head entity", "tail entity"],
+                coloraxis="coloraxis",
+                customdata=[tokens, tokens],
+                hovertemplate="%{y} · %{customdata}: %{z:.3f}<extra></extra>",
+            ),
+            row=i,
+            col=1,
+        )
+        fig.update_xaxes(tickvals=list(range(len(tokens))), ticktext=tokens, tickangle=-45, row=i, col=1)
+    fig.update_layout(
+        title=dict(text="Which description words each virtual entity attends to (darker = more weight)", font_size=14),
+        coloraxis=dict(colorscale="Blues", cmin=0, cmax=zmax, colorbar=dict(title="weight")),
+        height=90 + 190 * len(cands),
+        margin=dict(l=10, r=10, t=70, b=10),
+    )
+    return fig
+
+
+def latency_text(record: dict) -> str:
+    """Per-stage wall time as one line (numbers only, safe for Markdown)."""
+    t = record["timings_ms"]
+    labels = {"descriptions": "descriptions", "encode": "encode sentence", "recall": "recall", "rerank": "classifier", "total": "total"}
+    parts = [f"{labels.get(k, k)} {v:.1f} ms" for k, v in t.items()]
+    return "**Latency** (server): " + " · ".join(parts)

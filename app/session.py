@@ -1,0 +1,231 @@
+"""Per-session state and the checks on what a user types; no gradio, no model.
+
+A session is a plain dict kept in `gr.State` (one copy per browser tab or API client):
+
+    {"owner": "user:ann" | "browser:…" | "session:…" | None,
+     "enabled": [catalogue labels switched on],
+     "user": {name: description},          # the user's own relations
+     "last": {...} | None}                 # the last prediction, what feedback refers to
+
+Everything here returns new values instead of mutating, so a rejected input leaves the session as
+it was. Bad input raises `BadInput` with one plain sentence for the UI.
+"""
+
+from __future__ import annotations
+
+import copy
+import html
+
+from emma import DataError, find_entity, instance_from_text
+
+from .catalogue import Catalogue
+
+MAX_NAME_CHARS = 100
+MAX_DESCRIPTION_CHARS = 1000
+MAX_USER_RELATIONS = 500
+
+
+class BadInput(ValueError):
+    """User input the workbench refuses; the message is one sentence meant for the user."""
+
+
+def new_session(catalogue: Catalogue) -> dict:
+    return {"owner": None, "enabled": catalogue.defaults(), "user": {}, "last": None}
+
+
+def shown(text: str, limit: int = 80) -> str:
+    """User text quoted for a message: shortened, and HTML-escaped because toasts render HTML."""
+    text = " ".join(str(text).split())
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return html.escape(f"'{text}'", quote=False)
+
+
+def sentence_case(message: str) -> str:
+    message = message.strip()
+    message = message[:1].upper() + message[1:]
+    return message if message.endswith((".", "?", "!")) else message + "."
+
+
+# ------------------------------------------------------------------ relations
+
+
+def relation_text(name: str, description: str) -> str:
+    """What the encoder reads: "name: description", the form of the catalogue and of the training data."""
+    description = description.strip()
+    if description.lower().startswith(name.lower() + ":"):
+        return description
+    return f"{name}: {description}"
+
+
+def relations_in_force(session: dict, catalogue: Catalogue) -> dict[str, str]:
+    """{name: text}: the enabled catalogue relations (catalogue order), then the user's own."""
+    enabled = set(session["enabled"])
+    out = {e.label: e.text for e in catalogue.entries if e.label in enabled}
+    for name, description in session["user"].items():
+        out[name] = relation_text(name, description)
+    return out
+
+
+def check_relation(session: dict, catalogue: Catalogue, name: str, description: str, editing: bool) -> tuple[str, str, str]:
+    """Validate a new or edited user relation; returns (name, description, text) stripped."""
+    name = " ".join((name or "").split())
+    description = (description or "").strip()
+    if not name:
+        raise BadInput("Give the relation a name.")
+    if len(name) > MAX_NAME_CHARS:
+        raise BadInput(f"The relation name is longer than {MAX_NAME_CHARS} characters.")
+    if not description:
+        raise BadInput("The description is empty; say in words how the head entity relates to the tail entity.")
+    if len(description) > MAX_DESCRIPTION_CHARS:
+        raise BadInput(f"The description is longer than {MAX_DESCRIPTION_CHARS} characters.")
+    if name in catalogue.by_label:
+        raise BadInput(f"{shown(name)} is a catalogue relation; choose another name for your own.")
+    if editing and name not in session["user"]:
+        raise BadInput(f"You have no relation named {shown(name)} to edit.")
+    if not editing and name in session["user"]:
+        raise BadInput(f"You already have a relation named {shown(name)}; press Save changes to edit it.")
+    if not editing and len(session["user"]) >= MAX_USER_RELATIONS:
+        raise BadInput(f"You have {MAX_USER_RELATIONS} relations already; delete some first.")
+    text = relation_text(name, description)
+    for other, other_text in relations_in_force(session, catalogue).items():
+        if other != name and other_text.split(":", 1)[-1].strip().lower() == text.split(":", 1)[-1].strip().lower():
+            raise BadInput(f"Relation {shown(other)} already has this description; describe the new one differently.")
+    return name, description, text
+
+
+def with_user_relation(session: dict, name: str, description: str) -> dict:
+    out = copy.deepcopy(session)
+    out["user"][name] = description
+    return out
+
+
+def without_user_relation(session: dict, name: str) -> dict:
+    name = " ".join((name or "").split())
+    if name not in session["user"]:
+        raise BadInput(f"You have no relation named {shown(name)}." if name else "Choose one of your relations to delete.")
+    out = copy.deepcopy(session)
+    del out["user"][name]
+    return out
+
+
+def with_enabled(session: dict, catalogue: Catalogue, enabled: list[str]) -> dict:
+    unknown = [label for label in enabled if label not in catalogue.by_label]
+    if unknown:
+        raise BadInput(f"{shown(unknown[0])} is not in the catalogue.")
+    out = copy.deepcopy(session)
+    keep = set(enabled)
+    out["enabled"] = [e.label for e in catalogue.entries if e.label in keep]
+    return out
+
+
+def parse_relation_set(data: object, catalogue: Catalogue) -> tuple[list[str], dict[str, str]]:
+    """Read an imported relation set: {name: description} (as exported) or pid2name {id: [name, description]}.
+
+    Returns (catalogue labels to enable, {name: description} of the user's relations). A name whose
+    text equals its catalogue entry's enables that entry; anything else becomes a user relation.
+    """
+    if not isinstance(data, dict) or not data:
+        raise BadInput("The file should hold a JSON object {relation name: description}.")
+    enabled, user = [], {}
+    texts: dict[str, str] = {}
+    for key, value in data.items():
+        if isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value):
+            name, description = value[0], value[1]
+        elif isinstance(value, str):
+            name, description = str(key), value
+        else:
+            raise BadInput(f"The entry {shown(key)} should map to a description string.")
+        name = " ".join(name.split())
+        if not name or not description.strip():
+            raise BadInput(f"The entry {shown(key)} has an empty name or description.")
+        description = description.strip()
+        if description.lower().startswith(name.lower() + ":"):  # exported sets hold "name: description"
+            description = description[len(name) + 1 :].strip()
+        text = relation_text(name, description)
+        entry = catalogue.by_label.get(name)
+        if entry is not None and entry.text in (text, value if isinstance(value, str) else None):
+            enabled.append(name)
+        elif entry is not None:
+            raise BadInput(f"{shown(name)} is a catalogue relation with another description; rename it in the file.")
+        else:
+            if len(name) > MAX_NAME_CHARS or len(description) > MAX_DESCRIPTION_CHARS:
+                raise BadInput(f"The entry {shown(name)} is too long.")
+            user[name] = description
+        body = text.split(":", 1)[-1].strip().lower()
+        if body in texts:
+            raise BadInput(f"{shown(texts[body])} and {shown(name)} have the same description.")
+        texts[body] = name
+    if len(user) > MAX_USER_RELATIONS:
+        raise BadInput(f"The file holds more than {MAX_USER_RELATIONS} new relations.")
+    return enabled, user
+
+
+# ------------------------------------------------------------------ entities
+
+
+def utf16_to_index(text: str, offset: int) -> int:
+    """Convert a browser (UTF-16 code unit) offset into a Python string index."""
+    units = 0
+    for i, ch in enumerate(text):
+        if units >= offset:
+            return i
+        units += 2 if ord(ch) > 0xFFFF else 1
+    return len(text)
+
+
+def selection_span(text: str, index: list[int] | tuple[int, int], value: str | None) -> tuple[int, int] | None:
+    """The selected character span of `text` from a Textbox select event, whitespace trimmed."""
+    if not text or index is None or len(index) != 2:
+        return None
+    s, e = int(index[0]), int(index[1])
+    if text[s:e] != value and value is not None:
+        s, e = utf16_to_index(text, s), utf16_to_index(text, e)
+    s, e = max(0, min(s, e)), min(len(text), max(s, e))
+    while s < e and text[s].isspace():
+        s += 1
+    while e > s and text[e - 1].isspace():
+        e -= 1
+    return (s, e) if s < e else None
+
+
+def resolve_entity(sentence: str, role: str, typed: str, marked, avoid: tuple[int, int] | None = None) -> tuple[int, int]:
+    """Character span of one entity.
+
+    A span marked from a selection is used while the sentence still has that text there; otherwise
+    the typed entity string is looked up (first occurrence, case-insensitive, not overlapping `avoid`).
+    """
+    typed = (typed or "").strip()
+    if marked and typed and sentence[marked[0] : marked[1]].strip() == typed:
+        return int(marked[0]), int(marked[1])
+    if not typed:
+        raise BadInput(f"Mark the {role} entity: select it in the sentence and press {role.capitalize()}, or type it.")
+    try:
+        return find_entity(sentence, typed, avoid=avoid)
+    except DataError:
+        if avoid is not None and typed.lower() in sentence.lower():
+            raise BadInput("The head and tail entities overlap; mark two separate spans.") from None
+        raise BadInput(f"The {role} entity {shown(typed)} does not occur in the sentence.") from None
+
+
+def resolve_entities(sentence: str, head_text: str, tail_text: str, spans: dict | None) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Character spans (end exclusive) of head and tail, checked the way the model will read them."""
+    sentence = sentence or ""
+    if not sentence.strip():
+        raise BadInput("Enter a sentence first.")
+    spans = spans or {}
+    head = resolve_entity(sentence, "head", head_text, spans.get("head"))
+    tail = resolve_entity(sentence, "tail", tail_text, spans.get("tail"), avoid=head)
+    if head[0] < tail[1] and tail[0] < head[1]:
+        raise BadInput("The head and tail entities overlap; mark two separate spans.")
+    try:
+        instance_from_text(sentence, head, tail)
+    except DataError as e:
+        raise BadInput(sentence_case(str(e))) from None
+    return head, tail
+
+
+def highlighted(sentence: str, head: tuple[int, int] | None, tail: tuple[int, int] | None) -> dict:
+    """HighlightedText value: the sentence with HEAD and TAIL entities (whitespace kept in the segments)."""
+    entities = [{"entity": label, "start": span[0], "end": span[1]} for label, span in (("HEAD", head), ("TAIL", tail)) if span]
+    return {"text": sentence or "", "entities": entities}

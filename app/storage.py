@@ -1,0 +1,242 @@
+"""SQLite storage for the workbench: user relations, per-user settings, feedback.
+
+Gradio runs handlers on a pool of worker threads, and a sqlite3 connection (hence a sqlite-utils
+`Database`) may not be shared across threads. So every call opens its own connection with a busy
+timeout, on a database in WAL mode (readers never block the one writer), and closes it again.
+Writes happen inside `db.atomic()`, so a failed call leaves nothing half-written. The schema is a
+list of sqlite-utils `Migrations`, applied when the store opens.
+
+Tables:
+    settings        key/value (the secret that encrypts each browser's workspace id)
+    workspaces      owner -> enabled catalogue labels (JSON list)
+    user_relations  (owner, name) -> description, text the encoder reads
+    relation_sets   content-addressed relation sets ({name: text} JSON), one per distinct set
+    feedback        one row per judgement, with everything needed to reproduce and retrain
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import secrets
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+import pandas as pd
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+BUSY_TIMEOUT_S = 30.0
+
+migrations = Migrations("emma-workbench")
+
+
+@migrations()
+def m001_initial(db: Database) -> None:
+    db["settings"].create({"key": str, "value": str}, pk="key")
+    db["workspaces"].create({"owner": str, "enabled": str, "updated": str}, pk="owner")
+    db["user_relations"].create(
+        {"owner": str, "name": str, "description": str, "text": str, "created": str, "updated": str},
+        pk=("owner", "name"),
+    )
+    db["relation_sets"].create({"id": str, "relations": str, "size": int, "created": str}, pk="id")
+    db["feedback"].create(
+        {
+            "id": int,
+            "created": str,  # ISO 8601, UTC
+            "owner": str,
+            "checkpoint": str,
+            "emma_version": str,
+            "sentence": str,
+            "head_start": int,  # character offsets, end exclusive
+            "head_end": int,
+            "tail_start": int,
+            "tail_end": int,
+            "head_text": str,
+            "tail_text": str,
+            "tokens": str,  # JSON list: the words the model saw
+            "head_tokens": str,  # JSON [start, end) over tokens
+            "tail_tokens": str,
+            "predicted": str,
+            "score": float,
+            "recall_label": str,
+            "reranked": int,
+            "candidates": str,  # JSON [{relation, recall_rank, recall_score, classifier_rank, probability}]
+            "recall": str,  # JSON [[relation, cosine], ...] top of the recall ranking
+            "verdict": str,  # "correct" | "wrong"
+            "user_label": str,  # the correct relation (None: wrong, but the user did not say which)
+            "user_label_description": str,
+            "predicted_description": str,
+            "note": str,
+            "relation_set_id": str,
+            "n_relations": int,
+        },
+        pk="id",
+        not_null={"created", "owner", "sentence", "predicted", "verdict", "relation_set_id"},
+    )
+    db["feedback"].create_index(["owner"])
+    db["feedback"].create_index(["created"])
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def relation_set_id(relations: dict[str, str]) -> str:
+    """Content hash of an ordered {name: text} set (the same set always gets the same id)."""
+    blob = json.dumps(list(relations.items()), ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+class Store:
+    """The workbench database at `path` (created and migrated on open).
+
+    Example:
+        >>> store = Store(tmp_path / "workbench.db")
+        >>> store.save_user_relation("user:ann", "founded by", "founder of it", "founded by: founder of it")
+        >>> store.user_relations("user:ann")
+        {'founded by': 'founder of it'}
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.connect() as db:
+            db.enable_wal()
+            migrations.apply(db)
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[Database]:
+        """A fresh connection for this call only (sqlite3 connections stay on their thread)."""
+        conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S)
+        try:
+            yield Database(conn)
+        finally:
+            conn.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Database]:
+        """A fresh connection holding the write lock from the start (BEGIN IMMEDIATE).
+
+        A deferred transaction that reads first and writes later fails at once with "database is
+        locked" when another connection wrote in between (WAL snapshot conflict, no busy wait);
+        taking the lock up front makes writers queue on the busy timeout instead. sqlite-utils
+        calls inside run in `db.atomic()` savepoints of this transaction.
+        """
+        with self.connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                with db.atomic():
+                    yield db
+            except BaseException:
+                db.conn.rollback()
+                raise
+            db.conn.commit()
+
+    # ------------------------------------------------------------------ settings
+
+    def secret(self, key: str = "browser_state_secret") -> str:
+        """A random secret created once per database (survives restarts)."""
+        with self.transaction() as db:
+            rows = list(db["settings"].rows_where("key = ?", [key]))
+            if rows:
+                return rows[0]["value"]
+            value = secrets.token_urlsafe(24)
+            db["settings"].insert({"key": key, "value": value})
+            return value
+
+    # ------------------------------------------------------------------ relations
+
+    def workspace(self, owner: str) -> list[str] | None:
+        """The owner's enabled catalogue labels, or None when never saved."""
+        with self.connect() as db:
+            rows = list(db["workspaces"].rows_where("owner = ?", [owner]))
+        return json.loads(rows[0]["enabled"]) if rows else None
+
+    def save_workspace(self, owner: str, enabled: list[str]) -> None:
+        with self.transaction() as db:
+            db["workspaces"].upsert({"owner": owner, "enabled": json.dumps(enabled), "updated": now()}, pk="owner")
+
+    def user_relations(self, owner: str) -> dict[str, str]:
+        """{name: description} of the owner's relations, oldest first."""
+        with self.connect() as db:
+            rows = db["user_relations"].rows_where("owner = ?", [owner], order_by="created, rowid")
+            return {r["name"]: r["description"] for r in rows}
+
+    def save_user_relation(self, owner: str, name: str, description: str, text: str) -> None:
+        """Insert or update one relation (the creation time of an edited one is kept)."""
+        stamp = now()
+        with self.transaction() as db:
+            table = db["user_relations"]
+            old = list(table.rows_where("owner = ? and name = ?", [owner, name]))
+            created = old[0]["created"] if old else stamp
+            table.upsert(
+                {"owner": owner, "name": name, "description": description, "text": text, "created": created, "updated": stamp},
+                pk=("owner", "name"),
+            )
+
+    def replace_user_relations(self, owner: str, relations: dict[str, tuple[str, str]], enabled: list[str]) -> None:
+        """Write several relations ({name: (description, text)}) and the enabled set in one transaction."""
+        stamp = now()
+        with self.transaction() as db:
+            for name, (description, text) in relations.items():
+                old = list(db["user_relations"].rows_where("owner = ? and name = ?", [owner, name]))
+                created = old[0]["created"] if old else stamp
+                db["user_relations"].upsert(
+                    {"owner": owner, "name": name, "description": description, "text": text, "created": created, "updated": stamp},
+                    pk=("owner", "name"),
+                )
+            db["workspaces"].upsert({"owner": owner, "enabled": json.dumps(enabled), "updated": stamp}, pk="owner")
+
+    def delete_user_relation(self, owner: str, name: str) -> None:
+        with self.transaction() as db:
+            db.execute("delete from user_relations where owner = ? and name = ?", [owner, name])
+
+    # ------------------------------------------------------------------ feedback
+
+    def add_feedback(self, row: dict, relations: dict[str, str]) -> int:
+        """Insert one feedback row and its relation set (stored once per distinct set); returns the row id."""
+        set_id = relation_set_id(relations)
+        with self.transaction() as db:
+            db["relation_sets"].insert(
+                {"id": set_id, "relations": json.dumps(relations, ensure_ascii=False), "size": len(relations), "created": now()},
+                pk="id",
+                ignore=True,
+            )
+            table = db["feedback"]
+            table.insert({**row, "relation_set_id": set_id, "n_relations": len(relations), "created": row.get("created") or now()})
+            return table.last_pk
+
+    def relation_set(self, set_id: str) -> dict[str, str]:
+        with self.connect() as db:
+            rows = list(db["relation_sets"].rows_where("id = ?", [set_id]))
+        if not rows:
+            raise KeyError(set_id)
+        return json.loads(rows[0]["relations"])
+
+    def feedback(self, owner: str | None = None, verdict: str | None = None, contains: str = "") -> pd.DataFrame:
+        """Feedback rows, newest first, optionally only one owner's, one verdict, or matching text."""
+        where, params = [], []
+        if owner is not None:
+            where.append("owner = ?")
+            params.append(owner)
+        if verdict:
+            where.append("verdict = ?")
+            params.append(verdict)
+        if contains and contains.strip():
+            like = f"%{contains.strip().lower()}%"
+            where.append("(lower(sentence) like ? or lower(predicted) like ? or lower(coalesce(user_label, '')) like ? or lower(coalesce(note, '')) like ?)")
+            params += [like] * 4
+        sql = "select * from feedback" + (" where " + " and ".join(where) if where else "") + " order by id desc"
+        with self.connect() as db:
+            columns = [c.name for c in db["feedback"].columns]
+            rows = db.execute(sql, params).fetchall()
+        frame = pd.DataFrame(rows, columns=columns)
+        return frame.astype(object).where(frame.notna(), None)  # SQL NULL stays None, not NaN
+
+    def count_feedback(self) -> int:
+        with self.connect() as db:
+            return db["feedback"].count

@@ -1,0 +1,380 @@
+"""Workbench handlers called directly (no server): marking, prediction, relations, feedback, exports."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+import pytest
+
+import emma
+from app import plots
+from app.catalogue import Catalogue, load_examples
+from app.engine import Engine
+from app.handlers import Workbench
+from app.session import BadInput, resolve_entities, selection_span, utf16_to_index
+from app.storage import Store
+
+SENTENCE = "Apple was founded by Steve Jobs in 1976 ."
+
+
+@pytest.fixture
+def wb(tiny_extractor, toy_descriptions, tmp_path):
+    return Workbench(Engine(tiny_extractor), Store(tmp_path / "wb.db"), Catalogue.from_descriptions(toy_descriptions), load_examples())
+
+
+@pytest.fixture
+def session(wb):
+    return wb.open_session("user:ann")
+
+
+def predict(wb, session, sentence=SENTENCE, head="Apple", tail="Steve Jobs", spans=None):
+    return wb.predict(sentence, head, tail, spans or {}, session)
+
+
+# ---------------------------------------------------------------------- entities
+
+
+def test_resolve_entities_uses_marked_span_then_typed_text():
+    text = "Paris is in Paris , France ."
+    assert resolve_entities(text, "Paris", "France", {}) == ((0, 5), (20, 26))
+    assert resolve_entities(text, "Paris", "France", {"head": [12, 17]}) == ((12, 17), (20, 26))
+    # The tail avoids the head: the same word twice is two entities.
+    assert resolve_entities(text, "Paris", "paris", {}) == ((0, 5), (12, 17))
+    # A stale span (the sentence changed) falls back to the typed text.
+    assert resolve_entities("Rome is in Italy .", "Rome", "Italy", {"head": [12, 17]}) == ((0, 4), (11, 16))
+
+
+@pytest.mark.parametrize("sentence, head, tail, spans, message", [
+    ("", "a", "b", {}, "Enter a sentence first."),
+    (SENTENCE, "Google", "Steve Jobs", {}, "The head entity 'Google' does not occur in the sentence."),
+    (SENTENCE, "Apple", "", {}, "Mark the tail entity"),
+    (SENTENCE, "Apple", "Apple", {}, "overlap"),
+    (SENTENCE, "Steve Jobs", "Jobs", {"head": [21, 31], "tail": [27, 31]}, "overlap"),
+])
+def test_resolve_entities_refuses_bad_marks(sentence, head, tail, spans, message):
+    with pytest.raises(BadInput, match=message):
+        resolve_entities(sentence, head, tail, spans)
+
+
+def test_selection_span_trims_and_converts_browser_offsets():
+    assert selection_span("Apple was founded", [0, 6], "Apple ") == (0, 5)
+    text = "😀 Apple"  # the emoji is 2 UTF-16 units in the browser, 1 character in Python
+    assert utf16_to_index(text, 3) == 2
+    assert selection_span(text, [3, 8], "Apple") == (2, 7)
+    assert selection_span("abc", [1, 1], "") is None
+
+
+def test_mark_buttons_and_preview(wb):
+    head, tail, spans = wb.mark_head(SENTENCE, [0, 5], "", "", {})
+    assert (head, spans) == ("Apple", {"head": [0, 5]})
+    head, tail, spans = wb.mark_tail(SENTENCE, [21, 31], head, tail, spans)
+    assert tail == "Steve Jobs" and spans["tail"] == [21, 31]
+    value, hint = wb.preview(SENTENCE, head, tail, spans)
+    assert value == {"text": SENTENCE, "entities": [{"entity": "HEAD", "start": 0, "end": 5}, {"entity": "TAIL", "start": 21, "end": 31}]}
+    assert hint.startswith("Ready")
+    # The segments HighlightedText receives keep their spaces.
+    segments = gr.HighlightedText().postprocess(value).model_dump()
+    assert "".join(s["token"] for s in segments) == SENTENCE
+    with pytest.warns(UserWarning, match="Select some words"):
+        assert wb.mark_head(SENTENCE, None, head, tail, spans) == (head, tail, spans)
+    with pytest.warns(UserWarning, match="overlaps the tail"):
+        wb.mark_head(SENTENCE, [27, 31], head, tail, spans)
+    value, hint = wb.preview(SENTENCE, "Apple", "Google", {})
+    assert hint == "The tail entity 'Google' does not occur in the sentence."
+    assert value["entities"] == [{"entity": "HEAD", "start": 0, "end": 5}]
+
+
+def test_example_spans_are_exact(wb):
+    ex = wb.examples[0]
+    assert wb.example_spans(ex["text"], ex["head_text"], ex["tail_text"]) == {"head": ex["head"], "tail": ex["tail"]}
+    assert resolve_entities(ex["text"], ex["head_text"], ex["tail_text"], {}) == (tuple(ex["head"]), tuple(ex["tail"]))
+
+
+# ---------------------------------------------------------------------- prediction
+
+
+def test_predict_returns_record_and_keeps_it_for_feedback(wb, session, toy_descriptions):
+    before = json.dumps(session, sort_keys=True)
+    record, new = predict(wb, session)
+    assert json.dumps(session, sort_keys=True) == before, "the input session must not be mutated"
+    assert record["label"] in toy_descriptions
+    assert [name for name, _ in record["recall"]] and len(record["recall"]) == 4
+    assert record["recall"] == sorted(record["recall"], key=lambda r: -r[1])
+    assert len(record["candidates"]) == wb.engine.k == 2
+    assert record["reranked"] and abs(sum(c["probability"] for c in record["candidates_detail"]) - 1) < 1e-4
+    assert sorted(c["classifier_rank"] for c in record["candidates_detail"]) == [1, 2]
+    att = record["candidates_detail"][0]["attention"]
+    assert len(att["tokens"]) == len(att["head"]) == len(att["tail"]) > 0
+    assert set(record["timings_ms"]) >= {"encode", "recall", "rerank", "total"}
+    assert (record["head"], record["tail"], record["head_text"]) == ([0, 5], [21, 31], "Apple")
+    assert "relations" not in record and new["last"]["relations"] == toy_descriptions
+    json.dumps(record)  # the API returns it as JSON
+
+
+def test_predict_matches_the_library(wb, session, tiny_extractor):
+    record, _ = predict(wb, session)
+    direct = tiny_extractor.predict(SENTENCE, head=(0, 5), tail=(21, 31))
+    assert record["label"] == direct.label
+    assert record["recall"][0][0] == direct.recall[0][0]
+    assert record["score"] == pytest.approx(direct.score, abs=1e-5)
+
+
+def test_show_prediction_builds_every_panel(wb, session):
+    _, session = predict(wb, session)
+    marked, label, summary, recall_fig, table, attention_fig, latency, dropdown = wb.show_prediction(session)
+    assert [e["entity"] for e in marked["entities"]] == ["HEAD", "TAIL"]
+    assert set(label) == set(session["last"]["candidates"])
+    assert summary.startswith("Predicted '")
+    assert list(table["recall rank"]) and table.loc[0, "classifier rank"] == 1
+    assert len(attention_fig.data) == 2 and all(len(t.z) == 2 for t in attention_fig.data)
+    assert sum(len(t.x) for t in recall_fig.data) == 4
+    assert "ms" in latency and dropdown["choices"]
+
+
+@pytest.mark.parametrize("sentence, head, tail, message", [
+    ("   ", "a", "b", "Enter a sentence first."),
+    (SENTENCE, "Google", "Steve Jobs", "does not occur"),
+    (SENTENCE, "Apple", "Apple", "overlap"),
+    ("x" * 2001, "x", "x", "at most 2000"),
+])
+def test_predict_bad_input_is_a_plain_error(wb, session, sentence, head, tail, message):
+    with pytest.raises(gr.Error, match=message):
+        predict(wb, session, sentence, head, tail)
+
+
+def test_predict_without_relations(wb, session):
+    session = {**session, "enabled": []}
+    with pytest.raises(gr.Error, match="No relation is switched on"):
+        predict(wb, session)
+
+
+def test_long_sentence_warns_and_still_predicts(wb, session):
+    sentence = "Apple was founded by Steve Jobs " + "and many other people " * 40 + "."
+    with pytest.warns(UserWarning, match="word pieces"):
+        record, _ = predict(wb, session, sentence)
+    assert record["warnings"]
+
+
+def test_user_text_in_messages_is_escaped(wb, session):
+    with pytest.raises(gr.Error) as e:
+        predict(wb, session, SENTENCE, "<b>x</b>", "Apple")
+    assert "<b>" not in str(e.value) and "&lt;b&gt;" in str(e.value)
+
+
+# ---------------------------------------------------------------------- relations
+
+
+def test_add_relation_is_ranked_and_persisted(wb, session, tiny_extractor, tmp_path, toy_descriptions):
+    session, status = wb.add_relation("employer", "person who works for this organization", session)
+    assert status.startswith("Added 'employer'; 5 relations")
+    record, _ = predict(wb, session)
+    assert "employer" in [name for name, _ in record["recall"]]
+    # Survives a restart: a new Workbench on the same database file.
+    again = Workbench(Engine(tiny_extractor), Store(tmp_path / "wb.db"), Catalogue.from_descriptions(toy_descriptions))
+    assert again.open_session("user:ann")["user"] == {"employer": "person who works for this organization"}
+    assert again.open_session("user:bob")["user"] == {}
+
+
+def test_relation_text_is_name_colon_description(wb, session):
+    session, _ = wb.add_relation("employer", "employer: person who works for it", session)
+    assert wb.relations(session)["employer"] == "employer: person who works for it"
+    session, _ = wb.add_relation("sibling", "brother or sister", session)
+    assert wb.relations(session)["sibling"] == "sibling: brother or sister"
+
+
+@pytest.mark.parametrize("name, description, message", [
+    ("", "x", "Give the relation a name."),
+    ("employer", "   ", "The description is empty"),
+    ("born in", "anything", "is a catalogue relation"),
+    ("birthplace", "most specific known birth location of a person", "already has this description"),
+    ("employer2", "person who works for this organization", "already has this description"),
+    ("employer", "other words", "already have a relation named"),
+])
+def test_add_relation_refuses_bad_input_and_saves_nothing(wb, session, name, description, message):
+    session, _ = wb.add_relation("employer", "person who works for this organization", session)
+    with pytest.raises(gr.Error, match=message):
+        wb.add_relation(name, description, session)
+    assert wb.store.user_relations("user:ann") == {"employer": "person who works for this organization"}
+
+
+def test_edit_and_delete_relation(wb, session):
+    session, _ = wb.add_relation("employer", "person who works for this organization", session)
+    session, status = wb.edit_relation("employer", "organization that pays this person", session)
+    assert status.startswith("Updated") and session["user"]["employer"] == "organization that pays this person"
+    with pytest.raises(gr.Error, match="no relation named 'boss'"):
+        wb.edit_relation("boss", "x", session)
+    session, status = wb.delete_relation("employer", session)
+    assert session["user"] == {} and wb.store.user_relations("user:ann") == {}
+    with pytest.raises(gr.Error, match="no relation named"):
+        wb.delete_relation("employer", session)
+
+
+def test_sessions_do_not_share_relations(wb):
+    ann, bob = wb.open_session("user:ann"), wb.open_session("user:bob")
+    ann, _ = wb.add_relation("employer", "person who works for this organization", ann)
+    bob = wb.set_shown_enabled(["born in"], "", bob)
+    rec_ann, _ = predict(wb, ann)
+    rec_bob, _ = predict(wb, bob)
+    assert {n for n, _ in rec_ann["recall"]} == {"founded by", "born in", "capital of", "member of", "employer"}
+    assert {n for n, _ in rec_bob["recall"]} == {"born in"}
+    assert "only 1 relation" in rec_bob["note"]
+    # The shared Extractor is never touched.
+    assert set(wb.engine.extractor.relations) == {"founded by", "born in", "capital of", "member of"}
+    assert wb.open_session("user:bob")["enabled"] == ["born in"]
+
+
+def test_catalogue_search_and_switches(wb, session):
+    update, table, count = wb.catalogue_view("birth", session)
+    assert update["choices"] == [("born in · born in · custom", "born in")] and list(table["relation"]) == ["born in"]
+    session = wb.set_shown_enabled([], "birth", session)  # untick the only shown one
+    assert session["enabled"] == ["founded by", "capital of", "member of"]
+    session = wb.disable_shown("", session)
+    assert session["enabled"] == []
+    session = wb.enable_shown("capital", session)
+    assert session["enabled"] == ["capital of"]
+    session = wb.reset_catalogue(session)
+    assert len(session["enabled"]) == 4
+    assert "4 relations in force" in wb.count_text(session)
+
+
+def test_real_catalogue_loads_and_encodes(tiny_extractor, tmp_path):
+    cat = Catalogue.load()
+    assert len(cat) == 193 and len(cat.defaults()) == 135
+    assert sum(e.source == "FewRel" for e in cat.entries) == 80
+    wb = Workbench(Engine(tiny_extractor), Store(tmp_path / "wb.db"), cat, load_examples())
+    ex = wb.examples[0]
+    record, _ = wb.predict(ex["text"], ex["head_text"], ex["tail_text"], {}, wb.open_session("user:x"))
+    assert record["n_relations"] == 135 and len(record["recall"]) == 135
+
+
+def test_import_export_relation_set_roundtrip(wb, session, tmp_path):
+    session, _ = wb.add_relation("employer", "person who works for this organization", session)
+    session = wb.disable_shown("capital", session)
+    exported = json.loads(Path(wb.export_relations(session)).read_text())
+    assert list(exported) == ["founded by", "born in", "member of", "employer"]
+    assert emma.read_descriptions(wb.export_relations(session)) == exported  # usable as --descriptions
+    other = wb.open_session("user:bob")
+    other, status = wb.import_relations(wb.export_relations(session), other)
+    assert wb.relations(other) == exported and "Imported 3 catalogue and 1 own" in status
+    assert wb.open_session("user:bob")["user"] == {"employer": "person who works for this organization"}
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"a": "same words", "b": "same words"}))
+    with pytest.raises(gr.Error, match="same description"):
+        wb.import_relations(str(bad), wb.open_session("user:carl"))
+    bad.write_text("not json")
+    with pytest.raises(gr.Error, match="not valid JSON"):
+        wb.import_relations(str(bad), wb.open_session("user:carl"))
+    assert wb.store.user_relations("user:carl") == {}
+
+
+# ---------------------------------------------------------------------- feedback
+
+
+def test_feedback_row_has_everything_to_reproduce(wb, session):
+    session, _ = wb.add_relation("employer", "person who works for this organization", session)
+    record, session = predict(wb, session)
+    status = wb.feedback("wrong", "employer", "not really", session) if record["label"] != "employer" else \
+        wb.feedback("wrong", "founded by", "not really", session)
+    assert status.startswith("Saved feedback #1: wrong")
+    row = wb.store.feedback().iloc[0].to_dict()
+    assert row["owner"] == "user:ann" and row["sentence"] == SENTENCE
+    assert (row["head_start"], row["head_end"], row["tail_start"], row["tail_end"]) == (0, 5, 21, 31)
+    assert (row["head_text"], row["tail_text"]) == ("Apple", "Steve Jobs")
+    assert row["predicted"] == record["label"] and row["verdict"] == "wrong" and row["note"] == "not really"
+    assert json.loads(row["candidates"])[0]["relation"] == record["candidates"][0]
+    assert json.loads(row["recall"])[0][0] == record["recall"][0][0]
+    assert row["checkpoint"] == wb.engine.checkpoint_id and "@" in row["checkpoint"]
+    assert row["created"].endswith("+00:00")
+    relations = wb.store.relation_set(row["relation_set_id"])
+    assert relations["employer"] == "employer: person who works for this organization" and len(relations) == 5
+    assert row["user_label_description"] == relations[row["user_label"]]
+    tokens = json.loads(row["tokens"])
+    hs, he = json.loads(row["head_tokens"])
+    assert tokens[hs:he] == ["Apple"]
+
+
+def test_feedback_bad_input_saves_nothing(wb, session):
+    with pytest.raises(gr.Error, match="Predict a relation first"):
+        wb.feedback("correct", None, None, session)
+    record, session = predict(wb, session)
+    with pytest.raises(gr.Error, match="correct or wrong"):
+        wb.feedback(None, None, None, session)
+    with pytest.raises(gr.Error, match="chose the predicted relation"):
+        wb.feedback("wrong", record["label"], None, session)
+    other = next(n for n, _ in record["recall"] if n != record["label"])
+    with pytest.raises(gr.Error, match="marked the prediction correct but chose another"):
+        wb.feedback("correct", other, None, session)
+    with pytest.raises(gr.Error, match="note is longer"):
+        wb.feedback("correct", None, "x" * 3000, session)
+    assert wb.store.count_feedback() == 0
+    wb.feedback("correct", None, None, session)
+    wb.feedback("wrong", None, None, session)  # wrong, correct relation unknown
+    wb.feedback("wrong", "a brand new relation", None, session)
+    rows = wb.store.feedback()
+    assert list(rows["user_label"]) == ["a brand new relation", None, record["label"]]
+
+
+def test_feedback_view_filters_and_exports(wb, session, tmp_path):
+    sentences = [("Paris is the capital and largest city of France .", "Paris", "France"),
+                 ("Marie Curie was born in Warsaw in 1867 .", "Marie Curie", "Warsaw"),
+                 (SENTENCE, "Apple", "Steve Jobs")]
+    for (sentence, head, tail), (verdict, label) in zip(sentences, [("correct", None), ("wrong", "born in"), ("wrong", None)]):
+        record, session = predict(wb, session, sentence, head, tail)
+        if label == record["label"]:
+            label = next(n for n, _ in record["recall"] if n != label)
+        wb.feedback(verdict, label, "n", session)
+    wb.feedback("correct", None, None, {**wb.open_session("user:bob"), "last": session["last"]})
+    assert len(wb.feedback_view("all", "", False, session)) == 3
+    assert len(wb.feedback_view("all", "", True, session)) == 4
+    assert len(wb.feedback_view("wrong", "", False, session)) == 2
+    assert list(wb.feedback_view("all", "warsaw", False, session)["head_text"]) == ["Marie Curie"]
+    paths, status = wb.export_feedback("all", "", False, session)
+    jsonl, descriptions, csv_file = map(Path, paths)
+    assert status.startswith("Exported 2 labelled rows") and "1 rows marked wrong" in status
+    instances = emma.read_instances(jsonl)
+    assert len(instances) == 2 and instances[0].tokens[instances[0].head[0]] == "Paris"
+    line = json.loads(jsonl.read_text().splitlines()[0])
+    assert line["h"][2] == [[0]] and line["relation"] == instances[0].relation
+    descs = emma.read_descriptions(descriptions)
+    assert set(descs) == {i.relation for i in instances}
+    assert len(pd.read_csv(csv_file)) == 3
+
+
+def test_store_is_safe_across_threads(tmp_path):
+    store = Store(tmp_path / "t.db")
+    relations = {"r": "r: x"}
+    base = {"owner": "o", "sentence": "s", "predicted": "r", "verdict": "correct"}
+
+    def work(i):
+        for j in range(25):
+            store.add_feedback({**base, "note": f"{i}-{j}"}, relations)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.count_feedback() == 200
+    assert Store(tmp_path / "t.db").count_feedback() == 200  # migrations are idempotent on reopen
+    assert store.secret() == Store(tmp_path / "t.db").secret()
+
+
+# ---------------------------------------------------------------------- plots
+
+
+def test_plots_escape_user_text(wb, session):
+    session, _ = wb.add_relation("<b>bold</b>", "<i>x</i> a made up relation", session)
+    session = wb.disable_shown("", session)
+    session, _ = wb.add_relation("other", "another made up relation", session)
+    _, session = predict(wb, session)
+    record = session["last"]
+    fig = plots.recall_figure(record)
+    ticks = fig.layout.yaxis.ticktext
+    assert any("&lt;b&gt;bold&lt;/b&gt;" in t for t in ticks) and not any("<b>" in t for t in ticks)
+    att = plots.attention_figure(record)
+    assert all("<b>" not in a.text for a in att.layout.annotations)
+    assert len(plots.rerank_table(record)) == 2
