@@ -151,3 +151,19 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "fewrel" / "val_wiki.json").is_file():
         pytest.skip("../shared/data is not present")
     return SHARED_DATA
+
+
+@pytest.fixture
+def fresh_accelerate():
+    """Reset accelerate's process-wide state and torch's determinism flag after a test that trains.
+
+    `emma.train.train` builds an `Accelerator`, whose state is process-wide, and switches on
+    deterministic algorithms; without a reset one training test would configure the next.
+    """
+    yield
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    PartialState._reset_state()
+    torch.use_deterministic_algorithms(False)

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -14,7 +15,18 @@ from emma.data import write_jsonl
 from emma.evaluate import evaluate
 from emma.pipeline import Extractor
 
+def _command_paths(group, prefix=()):
+    """Every command and subcommand of the click group, as argument lists."""
+    out = []
+    for name, command in sorted(group.commands.items()):
+        out.append([*prefix, name])
+        if isinstance(command, click.Group):
+            out.extend(_command_paths(command, (*prefix, name)))
+    return out
+
+
 COMMANDS = ["train", "evaluate", "predict"]
+ALL_COMMANDS = _command_paths(cli)
 
 
 @pytest.fixture
@@ -51,12 +63,20 @@ def test_group_help_lists_every_command(runner):
         assert command in result.output
 
 
-@pytest.mark.parametrize("command", COMMANDS)
-def test_every_command_has_help_with_an_example(runner, command):
-    result = runner.invoke(cli, [command, "--help"])
+@pytest.mark.parametrize("path", ALL_COMMANDS, ids=" ".join)
+def test_every_command_has_help_with_an_example(runner, path):
+    result = runner.invoke(cli, [*path, "--help"])
     assert result.exit_code == 0, result.output
-    assert f"Usage: cli {command}" in result.output or "Usage:" in result.output
-    assert "Example:" in result.output and f"python -m emma {command}" in result.output
+    assert "Usage:" in result.output
+    command = cli
+    for name in path:
+        command = command.commands[name]
+    if not isinstance(command, click.Group):  # a group's help lists its commands; each command shows an example
+        assert "Example:" in result.output and f"python -m emma {' '.join(path)}" in result.output
+
+
+def test_the_documented_commands_exist():
+    assert set(COMMANDS) <= set(cli.commands)
 
 
 def test_python_dash_m_entry_point():
@@ -174,6 +194,7 @@ def test_missing_required_option(runner):
 # ----------------------------------------------------------------------------- train
 
 
+@pytest.mark.usefixtures("fresh_accelerate")
 def test_train_writes_a_loadable_checkpoint(runner, tiny_encoder_dir, files, toy_instances):
     out = files["dir"] / "run"
     result = runner.invoke(cli, ["train", "--data", files["data"], "--descriptions", files["descriptions"], "--output", str(out),
@@ -189,6 +210,7 @@ def test_train_writes_a_loadable_checkpoint(runner, tiny_encoder_dir, files, toy
     assert ex.predict_batch(toy_instances[:1])[0].reranked
 
 
+@pytest.mark.usefixtures("fresh_accelerate")
 def test_train_config_file_and_its_errors(runner, tiny_encoder_dir, files):
     config = files["dir"] / "config.json"
     config.write_text(json.dumps({"encoder": tiny_encoder_dir, "max_steps": 1, "batch_size": 2, "precision": "fp32",
@@ -202,6 +224,7 @@ def test_train_config_file_and_its_errors(runner, tiny_encoder_dir, files):
     _assert_clean_error(result, "batch_size=1")  # the flag overrides the file
 
 
+@pytest.mark.usefixtures("fresh_accelerate")
 def test_train_bad_inputs(runner, tiny_encoder_dir, files):
     desc = files["dir"] / "partial.json"
     desc.write_text(json.dumps({"born in": "place of birth"}))

@@ -13,17 +13,7 @@ from emma.checkpoint import load_checkpoint
 from emma.data import Instance
 from emma.train import STATE_FILE, TrainConfig, relation_batches, train
 
-
-@pytest.fixture(autouse=True)
-def _fresh_accelerate_state():
-    """`Accelerator` keeps process-wide state; start every test from scratch."""
-    from accelerate.state import AcceleratorState, GradientState, PartialState
-
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    PartialState._reset_state()
-    torch.use_deterministic_algorithms(False)
+pytestmark = pytest.mark.usefixtures("fresh_accelerate")
 
 
 def _config(encoder, **overrides):
