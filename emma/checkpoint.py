@@ -96,7 +96,7 @@ def read_config(directory: str | Path) -> tuple[EmmaConfig, dict]:
         data = json.loads(path.read_text())
         encoder_config = data.pop("encoder_config")
         return EmmaConfig.from_dict(data), encoder_config
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:  # AttributeError: not an object
         raise CheckpointError(f"{path}: corrupt or from another version ({e})") from None
 
 

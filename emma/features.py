@@ -196,12 +196,13 @@ def find_entity(text: str, entity: str, avoid: Span | None = None) -> Span:
     """Character span of the first occurrence of `entity` in `text` (case-insensitive), not overlapping `avoid`."""
     if not entity or not entity.strip():
         raise DataError("an entity is empty")
-    needle = entity.strip().lower()
-    hay = text.lower()
-    start = hay.find(needle)
-    while start != -1:
-        span = (start, start + len(needle))
+    # A case-insensitive regex, not str.lower(): lower() can change the length of a string ("İ"), which
+    # would shift every offset after it.
+    pattern = re.compile(re.escape(entity.strip()), re.IGNORECASE)
+    match = pattern.search(text)
+    while match:
+        span = match.span()
         if avoid is None or not (span[0] < avoid[1] and avoid[0] < span[1]):
             return span
-        start = hay.find(needle, start + 1)
+        match = pattern.search(text, match.start() + 1)
     raise DataError(f"the entity {entity.strip()!r} does not occur in the sentence")

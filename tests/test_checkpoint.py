@@ -127,7 +127,7 @@ def test_missing_config(broken):
         load_checkpoint(broken, device="cpu")
 
 
-@pytest.mark.parametrize("text", ["{not json", '{"k": 2}', '{"encoder_config": {}, "k": 2, "colour": 1}', '{"encoder_config": {}, "k": 0}'])
+@pytest.mark.parametrize("text", ["{not json", "null", "[1]", '"text"', '{"k": 2}', '{"encoder_config": {}, "k": 2, "colour": 1}', '{"encoder_config": {}, "k": 0}'])
 def test_corrupt_config(broken, text):
     (broken / CONFIG_FILE).write_text(text)
     with pytest.raises(CheckpointError, match=rf"{broken / CONFIG_FILE}: corrupt"):

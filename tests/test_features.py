@@ -220,6 +220,13 @@ def test_find_entity():
         find_entity(text, " ")
 
 
+def test_find_entity_offsets_survive_case_folding():
+    text = "İstanbul is in Turkey."  # "İ".lower() is two characters
+    assert find_entity(text, "turkey") == (15, 21)
+    assert find_entity(text, "İSTANBUL") == (0, 8)
+    assert find_entity("a.b a+b", "A+B") == (4, 7)  # the entity is literal text, not a pattern
+
+
 def test_find_entity_feeds_instance_from_text():
     text = "Marie Curie was born in Warsaw."
     head = find_entity(text, "marie curie")
