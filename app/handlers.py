@@ -147,8 +147,10 @@ class Workbench:
             warn(f"Select some words of the sentence first, then press {role.capitalize()}.")
             return head, tail, spans
         s, e = selection
-        other = "tail" if role == "head" else "head"
-        if spans.get(other) and s < spans[other][1] and spans[other][0] < e:
+        other, other_text = ("tail", tail) if role == "head" else ("head", head)
+        o = spans.get(other)
+        still_marked = o and sentence[o[0] : o[1]].strip() == (other_text or "").strip()  # not left over from another sentence
+        if still_marked and s < o[1] and o[0] < e:
             warn(f"That selection overlaps the {other} entity; select other words.")
             return head, tail, spans
         spans[role] = [s, e]

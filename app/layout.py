@@ -83,7 +83,7 @@ def build_demo(wb: Workbench) -> gr.Blocks:
                         hint = gr.Textbox(show_label=False, interactive=False, lines=1, elem_id="mark-hint", container=False)
                         predict_btn = gr.Button("Predict the relation", variant="primary", elem_id="predict")
                     with gr.Column(scale=2):
-                        label = gr.Label(label="Prediction (classifier probability over the top-k candidates)", elem_id="label")
+                        label = gr.Label(label="Prediction", elem_id="label")
                         summary = gr.Textbox(label="In words", interactive=False, lines=3, elem_id="summary")
                         latency = gr.Markdown(elem_id="latency")
                         with gr.Accordion("Give feedback on this prediction", open=True):
@@ -169,10 +169,12 @@ def build_demo(wb: Workbench) -> gr.Blocks:
             wb.relation_views, [search, session], relation_outputs, **private
         ).then(wb.preview, [sentence, head, tail, spans], [marked, hint], **quiet)
 
-        sentence.select(wb.remember_selection, [sentence], [selection], trigger_mode="always_last", **quiet)
-        head_btn.click(wb.mark_head, [sentence, selection, head, tail, spans], [head, tail, spans], **quiet).then(
+        # One queue slot for selecting and marking, so a Head/Tail click never overtakes the selection before it.
+        marking = dict(concurrency_id="marking", concurrency_limit=1, **quiet)
+        sentence.select(wb.remember_selection, [sentence], [selection], **marking)
+        head_btn.click(wb.mark_head, [sentence, selection, head, tail, spans], [head, tail, spans], **marking).then(
             wb.preview, [sentence, head, tail, spans], [marked, hint], **quiet)
-        tail_btn.click(wb.mark_tail, [sentence, selection, head, tail, spans], [head, tail, spans], **quiet).then(
+        tail_btn.click(wb.mark_tail, [sentence, selection, head, tail, spans], [head, tail, spans], **marking).then(
             wb.preview, [sentence, head, tail, spans], [marked, hint], **quiet)
         clear_btn.click(wb.clear_marks, None, [head, tail, spans, selection], **quiet)
         head.input(wb.forget_head, [spans], [spans], **quiet)

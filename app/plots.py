@@ -47,12 +47,18 @@ def recall_figure(record: dict, bars: int = RECALL_BARS) -> go.Figure:
             marker_color=CANDIDATE_COLOR if is_candidate else OTHER_COLOR,
             text=[f"{s:.3f}" for _, _, s in rows],
             textposition="outside",
+            cliponaxis=False,
             hovertext=[_t(n, 200) for _, n, _ in rows],
             hoverinfo="text+x",
         )
     ticks = [f"{i + 1}. {_t(n)}" + (" ★" if n == record["label"] else "") for i, n in enumerate(names)]
     fig.update_yaxes(tickvals=list(range(len(names))), ticktext=ticks, autorange="reversed")
-    fig.update_xaxes(title_text="cosine similarity of sentence and description (recall score)")
+    scores = [s for _, s in recall]
+    low, high = min(scores), max(scores)
+    pad = max(0.02, 0.15 * (high - low))
+    # Cosines of a trained model often sit close together; zoom the axis so their differences show.
+    fig.update_xaxes(title_text="cosine similarity of sentence and description (recall score; axis zoomed)",
+                     range=[max(-1.0, low - pad), min(1.0, high + pad)])
     fig.update_layout(
         title=dict(text=f"Recall: top {len(names)} of {record['n_relations']} relations (★ = final prediction)", font_size=14),
         height=120 + 24 * len(names),
@@ -108,6 +114,7 @@ def attention_figure(record: dict) -> go.Figure:
             col=1,
         )
         fig.update_xaxes(tickvals=list(range(len(tokens))), ticktext=tokens, tickangle=-45, row=i, col=1)
+        fig.update_yaxes(autorange="reversed", row=i, col=1)  # head entity on top
     fig.update_layout(
         title=dict(text="Which description words each virtual entity attends to (darker = more weight)", font_size=14),
         coloraxis=dict(colorscale="Blues", cmin=0, cmax=zmax, colorbar=dict(title="weight")),

@@ -88,10 +88,20 @@ def check_relation(session: dict, catalogue: Catalogue, name: str, description: 
     if not editing and len(session["user"]) >= MAX_USER_RELATIONS:
         raise BadInput(f"You have {MAX_USER_RELATIONS} relations already; delete some first.")
     text = relation_text(name, description)
+    mine = {_norm(description), _norm(_body(text))}
     for other, other_text in relations_in_force(session, catalogue).items():
-        if other != name and other_text.split(":", 1)[-1].strip().lower() == text.split(":", 1)[-1].strip().lower():
+        if other != name and mine & {_norm(other_text), _norm(_body(other_text))}:
             raise BadInput(f"Relation {shown(other)} already has this description; describe the new one differently.")
     return name, description, text
+
+
+def _body(text: str) -> str:
+    """The description part of "name: description"."""
+    return text.split(":", 1)[-1]
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())
 
 
 def with_user_relation(session: dict, name: str, description: str) -> dict:

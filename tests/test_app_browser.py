@@ -1,0 +1,125 @@
+"""The workbench in a real browser: Debian's Chromium driven by Playwright (never a downloaded browser).
+
+Skips when /usr/bin/chromium or the playwright package is missing, except under CI=true, where the
+test is required and fails instead. Set EMMA_SCREENSHOT=path to also keep the final screenshot.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from app.catalogue import Catalogue, load_examples
+from app.engine import Engine
+from app.handlers import Workbench
+from app.layout import build_demo, launch
+from app.storage import Store
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SENTENCE = "Apple was founded by Steve Jobs in 1976 in California."
+TIMEOUT_MS = 30_000
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def _require_browser():
+    missing = None
+    if not CHROMIUM.is_file():
+        missing = f"{CHROMIUM} is not installed (apt-get install chromium)"
+    else:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError:
+            missing = "the playwright package is not installed"
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"browser test required under CI: {missing}")
+        pytest.skip(missing)
+
+
+def select(page, elem_id: str, start: int, end: int) -> None:
+    """Select characters [start, end) of a textbox the way a user does (fires the select event)."""
+    page.locator(f"#{elem_id} textarea").evaluate(
+        "(el, [s, e]) => { el.focus(); el.setSelectionRange(s, e); el.dispatchEvent(new Event('select', {bubbles: true})); }",
+        [start, end],
+    )
+
+
+def test_browser_mark_add_relation_predict_feedback(tiny_extractor, tmp_path):
+    _require_browser()
+    from playwright.sync_api import expect, sync_playwright
+
+    store = Store(tmp_path / "workbench.db")
+    demo = build_demo(Workbench(Engine(tiny_extractor), store, Catalogue.load(), load_examples()))
+    _, url, _ = launch(demo, port=None, prevent_thread_lock=True, quiet=True)
+    screenshot = tmp_path / "workbench.png"
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(url)
+            sentence = page.locator("#sentence textarea")
+            sentence.wait_for()
+            sentence.fill(SENTENCE)
+
+            # Mark the entities by selecting them in the sentence.
+            select(page, "sentence", 0, 5)
+            page.wait_for_timeout(300)  # the select event reaches the server before the click
+            page.click("#mark-head")
+            expect(page.locator("#head textarea")).to_have_value("Apple")
+            select(page, "sentence", 21, 31)
+            page.wait_for_timeout(300)
+            page.click("#mark-tail")
+            expect(page.locator("#tail textarea")).to_have_value("Steve Jobs")
+            expect(page.locator("#mark-hint textarea")).to_have_value("Ready: press Predict.")
+            expect(page.locator("#marked")).to_contain_text("HEAD")
+            expect(page.locator("#marked")).to_contain_text("TAIL")
+
+            # Add a relation of our own on the Relations tab.
+            page.get_by_role("tab", name="Relations").click()
+            page.locator("#rel-name textarea").fill("works at")
+            page.locator("#rel-desc textarea").fill("person who is employed by this organization")
+            page.click("#add-relation")
+            expect(page.locator("#relation-status textarea")).to_have_value("Added 'works at'; 136 relations in force.")
+            expect(page.locator("#user-relations")).to_contain_text("works at")
+
+            # Predict and wait for the charts.
+            page.get_by_role("tab", name="Predict").click()
+            page.click("#predict")
+            page.locator("#recall-plot .js-plotly-plot").wait_for()
+            page.locator("#attention-plot .js-plotly-plot").wait_for()
+            expect(page.locator("#summary textarea")).to_have_value(re.compile(r"^Predicted '"))
+            expect(page.locator("#rerank")).to_contain_text("classifier rank")
+            expect(page.locator("#latency")).to_contain_text("ms")
+            predicted = page.locator("#summary textarea").input_value().split("'")[1]
+            correct = "works at" if predicted != "works at" else "founded by"
+
+            # Feedback: wrong, the correct relation is ours (unless the model already chose it).
+            page.locator("#verdict").get_by_text("Wrong").click()
+            relation = page.locator("#correct-relation input")
+            relation.fill(correct)
+            relation.press("Enter")
+            page.locator("#note textarea").fill("browser test")
+            page.click("#submit-feedback")
+            expect(page.locator("#feedback-status textarea")).to_have_value(re.compile(r"^Saved feedback #1: wrong"))
+            page.screenshot(path=str(screenshot), full_page=True)
+            browser.close()
+    finally:
+        demo.close()
+
+    rows = store.feedback()
+    assert len(rows) == 1
+    row = rows.iloc[0]
+    assert (row["sentence"], row["head_start"], row["head_end"], row["tail_start"], row["tail_end"]) == (SENTENCE, 0, 5, 21, 31)
+    assert (row["verdict"], row["note"], row["owner"][:8]) == ("wrong", "browser test", "browser:")
+    assert row["user_label"] == correct != row["predicted"]
+    assert "works at" in store.relation_set(row["relation_set_id"])
+    assert screenshot.stat().st_size > 10_000
+    if os.environ.get("EMMA_SCREENSHOT"):
+        shutil.copy(screenshot, os.environ["EMMA_SCREENSHOT"])

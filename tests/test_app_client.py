@@ -1,0 +1,122 @@
+"""The workbench launched on 127.0.0.1 and driven through its named API with gradio_client."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import pytest
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+
+from app.catalogue import Catalogue, load_examples
+from app.engine import Engine
+from app.handlers import Workbench
+from app.layout import build_demo, launch
+from app.storage import Store
+
+SENTENCE = "Apple was founded by Steve Jobs in 1976."
+
+
+@contextlib.contextmanager
+def serve(workbench: Workbench):
+    """Launch the app in this process (prevent_thread_lock) and close it afterwards."""
+    demo = build_demo(workbench)
+    _, url, _ = launch(demo, port=None, prevent_thread_lock=True, quiet=True)
+    try:
+        yield url
+    finally:
+        demo.close()
+
+
+@pytest.fixture
+def server(tiny_extractor, tmp_path):
+    """(url, store) of a workbench on the tiny model and the real catalogue, with a fresh database."""
+    store = Store(tmp_path / "workbench.db")
+    wb = Workbench(Engine(tiny_extractor), store, Catalogue.load(), load_examples())
+    with serve(wb) as url:
+        yield url, store
+
+
+def client(url: str) -> Client:
+    return Client(url, verbose=False, download_files=False)
+
+
+def test_predict_add_relation_feedback(server):
+    url, store = server
+    c = client(url)
+    record = c.predict(sentence=SENTENCE, head="Apple", tail="Steve Jobs", api_name="/predict")
+    assert record["n_relations"] == 135 and len(record["recall"]) == 135
+    assert record["label"] in {name for name, _ in record["recall"]}
+    assert (record["head"], record["tail"]) == ([0, 5], [21, 31])
+
+    status = c.predict(name="works at", description="person who is employed by this organization", api_name="/add_relation")
+    assert status == "Added 'works at'; 136 relations in force."
+    record = c.predict(sentence=SENTENCE, head="Apple", tail="Steve Jobs", api_name="/predict")
+    ranks = [name for name, _ in record["recall"]]
+    assert record["n_relations"] == 136 and "works at" in ranks
+
+    # Another client (another user) does not see it.
+    other = client(url).predict(sentence=SENTENCE, head="Apple", tail="Steve Jobs", api_name="/predict")
+    assert other["n_relations"] == 135 and "works at" not in {n for n, _ in other["recall"]}
+
+    label = "works at" if record["label"] != "works at" else "founded by"
+    status = c.predict(verdict="wrong", correct_relation=label, note="from the API test", api_name="/feedback")
+    assert status.startswith("Saved feedback #1: wrong")
+    rows = store.feedback()
+    assert len(rows) == 1
+    row = rows.iloc[0]
+    assert (row["sentence"], row["head_text"], row["tail_text"], row["user_label"]) == (SENTENCE, "Apple", "Steve Jobs", label)
+    assert row["owner"].startswith("session:") and row["n_relations"] == 136
+    assert "works at" in store.relation_set(row["relation_set_id"])
+
+    c.predict(name="works at", description="person paid by this organization", api_name="/edit_relation")
+    assert store.user_relations(row["owner"]) == {"works at": "person paid by this organization"}
+    assert c.predict(name="works at", api_name="/delete_relation").startswith("Deleted 'works at'; 135")
+    assert store.user_relations(row["owner"]) == {}
+
+
+@pytest.mark.parametrize("endpoint, kwargs, message", [
+    ("/predict", dict(sentence="", head="Apple", tail="Steve Jobs"), "Enter a sentence first."),
+    ("/predict", dict(sentence=SENTENCE, head="Google", tail="Steve Jobs"), "The head entity 'Google' does not occur in the sentence."),
+    ("/predict", dict(sentence=SENTENCE, head="Steve Jobs", tail="Jobs"), "The head and tail entities overlap"),
+    ("/predict", dict(sentence="word " * 500, head="word", tail="word"), "at most 2000"),
+    ("/add_relation", dict(name="works at", description=" "), "The description is empty"),
+    ("/add_relation", dict(name="twin", description="country: sovereign state of this item; don't use on humans"),
+     "Relation 'country' already has this description"),
+    ("/add_relation", dict(name="country", description="land"), "'country' is a catalogue relation"),
+    ("/feedback", dict(verdict="correct", correct_relation="", note=""), "Predict a relation first"),
+])
+def test_bad_input_gives_an_error_and_no_rows(server, endpoint, kwargs, message):
+    url, store = server
+    with pytest.raises(AppError, match=message):
+        client(url).predict(**kwargs, api_name=endpoint)
+    assert store.count_feedback() == 0
+    with store.connect() as db:
+        assert db["user_relations"].count == 0
+
+
+@pytest.mark.slow
+def test_concurrent_clients_lose_no_feedback(server):
+    """8 clients at once, each submitting 25 feedback rows: all 200 arrive."""
+    url, store = server
+    errors = []
+
+    def annotate(i: int) -> None:
+        try:
+            c = client(url)
+            c.predict(sentence=SENTENCE, head="Apple", tail="Steve Jobs", api_name="/predict")
+            for j in range(25):
+                c.predict(verdict="correct", correct_relation="", note=f"client {i} row {j}", api_name="/feedback")
+        except Exception as e:  # collected and reported below: a thread's exception would be lost
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=annotate, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=240)
+    assert not errors
+    rows = store.feedback()
+    assert len(rows) == 200
+    assert len(set(rows["note"])) == 200 and rows["owner"].nunique() == 8
