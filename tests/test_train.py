@@ -269,6 +269,31 @@ if args["objective"]:
         result["local_only"] = loss(inst, desc[rank], torch.arange(2), same_relation_mask(b["relation_ids"], b["relation_ids"], torch.arange(2))).item()
         result["masked_pairs"] = int(mask.sum())
 
+    # Gradients flow back through the gather: the rank-averaged gradients (what DDP applies) equal the
+    # gradient of the mean loss computed in one process over both batches. Recall only, to isolate it.
+    torch.manual_seed(0)
+    recall_only = Emma.from_encoder(EmmaConfig(max_length=32, max_description_length=24, temperature=0.1,
+                                               use_classifier=False), len(tokenizer), pretrained=args["encoder"]).eval()
+    JointObjective(recall_only, world_size=2, rank=rank)(batches[rank]).loss.backward()
+    grads = {n: p.grad.clone() for n, p in recall_only.named_parameters() if p.grad is not None}
+    for g in grads.values():
+        torch.distributed.all_reduce(g)
+        g /= 2
+    recall_only.zero_grad()
+    enc_r = recall_only.recall
+    all_desc = torch.cat([enc_r.encode_descriptions(x["desc_input_ids"], x["desc_attention_mask"], x["desc_content_mask"]).vectors
+                          for x in batches])
+    reference = 0
+    for r, x in enumerate(batches):
+        inst = enc_r.encode_instances(x["input_ids"], x["attention_mask"], x["head_marker"], x["tail_marker"])
+        t = torch.arange(2) + 2 * r
+        reference = reference + InfoNCELoss(0.1)(inst, all_desc, t, same_relation_mask(x["relation_ids"], all_rel, t)) / 2
+    reference.backward()
+    result["grad_params"] = len(grads)
+    result["grad_max_err"] = max((grads[n] - p.grad).abs().max().item() for n, p in recall_only.named_parameters() if n in grads)
+    result["grad_scale"] = max(p.grad.abs().max().item() for n, p in recall_only.named_parameters() if n in grads)
+    result["pool_grad"] = recall_only.recall.head_pool.score.weight.grad.abs().sum().item()
+
 # 2. The training loop for two steps: record how many descriptions each InfoNCE call contrasts.
 seen = []
 original = InfoNCELoss.forward
@@ -329,6 +354,9 @@ def test_two_processes_gather_negatives(tiny_encoder_dir, toy_instances, toy_des
         assert r["recall_loss"] != pytest.approx(r["local_only"], rel=1e-3)
         # "born in" is on both ranks: each rank masks the other rank's copy of its own relation
         assert r["masked_pairs"] == 1
+        # gradients through the differentiable gather match the single-process gradient of the mean loss
+        assert r["grad_params"] > 10 and r["pool_grad"] > 0
+        assert r["grad_max_err"] <= 1e-4 * r["grad_scale"] + 1e-7, (r["grad_max_err"], r["grad_scale"])
         # in the training loop every InfoNCE call saw B instances against 2·B descriptions, targets offset by rank
         assert len(r["infonce_calls"]) == 2
         for n_inst, n_desc, targets in r["infonce_calls"]:
