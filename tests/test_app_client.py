@@ -120,3 +120,23 @@ def test_concurrent_clients_lose_no_feedback(server):
     rows = store.feedback()
     assert len(rows) == 200
     assert len(set(rows["note"])) == 200 and rows["owner"].nunique() == 8
+
+
+def test_login_keeps_relations_per_user_across_restarts(tiny_extractor, tmp_path):
+    """With --auth, a user's relations belong to the login and survive a server restart."""
+    db = tmp_path / "workbench.db"
+    for restart in range(2):
+        wb = Workbench(Engine(tiny_extractor), Store(db), Catalogue.load(), load_examples())
+        demo = build_demo(wb)
+        _, url, _ = launch(demo, port=None, prevent_thread_lock=True, quiet=True, auth=[("ann", "pw1"), ("bob", "pw2")])
+        try:
+            ann = Client(url, auth=("ann", "pw1"), verbose=False)
+            if restart == 0:
+                ann.predict(name="works at", description="person who is employed by this organization", api_name="/add_relation")
+            record = ann.predict(sentence=SENTENCE, head="Apple", tail="Steve Jobs", api_name="/predict")
+            assert record["n_relations"] == 136 and "works at" in {n for n, _ in record["recall"]}
+            bob = Client(url, auth=("bob", "pw2"), verbose=False)
+            assert bob.predict(sentence=SENTENCE, head="Apple", tail="Steve Jobs", api_name="/predict")["n_relations"] == 135
+        finally:
+            demo.close()
+    assert Store(db).user_relations("user:ann") == {"works at": "person who is employed by this organization"}

@@ -378,3 +378,23 @@ def test_plots_escape_user_text(wb, session):
     att = plots.attention_figure(record)
     assert all("<b>" not in a.text for a in att.layout.annotations)
     assert len(plots.rerank_table(record)) == 2
+
+
+def test_load_finds_the_owner(wb):
+    class Request:  # what gr.Request offers the handler
+        username = None
+        session_hash = "abc"
+
+    session, browser_id = wb.load(None, Request())
+    assert len(browser_id) == 32 and session["owner"] == f"browser:{browser_id}"
+    session, _ = wb.add_relation("sibling", "brother or sister", session)
+    again, same_id = wb.load(browser_id, Request())  # reload, or a restarted server: same browser id
+    assert same_id == browser_id and again["user"] == {"sibling": "brother or sister"}
+    Request.username = "ann"
+    assert wb.load(browser_id, Request())[0]["owner"] == "user:ann"
+    # An API client never loads the page: its session gets an owner at its first call.
+    record, session = wb.predict(SENTENCE, "Apple", "Steve Jobs", {}, wb.new_session(), Request())
+    assert session["owner"] == "user:ann"
+    Request.username = None
+    _, session = wb.predict(SENTENCE, "Apple", "Steve Jobs", {}, wb.new_session(), Request())
+    assert session["owner"] == "session:abc"
