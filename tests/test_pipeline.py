@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from emma.data import DataError, Instance
+from emma.data import DataError
 from emma.features import collate_single, encode_instances
 from emma.pipeline import Extractor, Prediction, autocast, resolve_precision
 

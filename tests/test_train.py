@@ -303,7 +303,7 @@ def forward(self, instances_, descriptions_, targets_, false_negatives=None):
 InfoNCELoss.forward = forward
 config = TrainConfig(encoder=args["encoder"], batch_size=2, max_steps=2, lr=1e-3, warmup_steps=0, max_length=32,
                      max_description_length=24, precision="fp32", seed=1)
-folder = train(config, instances, descriptions, args["output"])
+train(config, instances, descriptions, args["output"])
 InfoNCELoss.forward = original
 result["infonce_calls"] = seen
 Path(args["results"], f"rank{rank}.json").write_text(json.dumps(result))
