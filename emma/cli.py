@@ -80,6 +80,7 @@ def cli(verbose: bool) -> None:
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]))
 @click.option("--description-pooling", type=click.Choice(["attention", "cls"]), help="'cls' is the no-virtual-entity ablation.")
 @click.option("--no-classifier", is_flag=True, default=None, help="Recall only (ablation).")
+@click.option("--freeze-word-embeddings", is_flag=True, default=None, help="Keep the base vocabulary's embeddings fixed (markers still learn).")
 @click.option("--resume", is_flag=True, help="Continue from the output folder's training state.")
 def train(data, descriptions, split, output, config_file, resume, no_classifier, **flags) -> None:
     """Train EMMA and write a checkpoint folder.
@@ -226,6 +227,107 @@ def _predict(checkpoint, descriptions, text, head, tail, top_k) -> None:
         "reranked": p.reranked,
         "note": p.note,
     }, indent=2))
+
+
+@cli.command()
+@click.option("--results", type=click.Path(), default="results/experiments.jsonl", show_default=True, help="Results file (JSON lines) to append to.")
+@click.option("--data-dir", type=click.Path(), help="Folder holding fewrel/, wikizsl/ and splits/ (default: ../shared/data).")
+@click.option("--dataset", type=click.Choice(["fewrel", "wikizsl"]), help="One run: dataset (else the whole plan).")
+@click.option("--m", type=int, help="One run: number of unseen test relations (5, 10, 15).")
+@click.option("--seed", "split_seed", help="One run: split seed (ori, 40, 41, ...).")
+@click.option("--variant", type=click.Choice(["full", "no_virtual", "no_classifier", "no_both", "untrained"]), default="full", show_default=True)
+@click.option("--k", type=int, default=2, show_default=True)
+@click.option("--max-per-relation", type=int, default=300, show_default=True, help="Training budget: instances per relation.")
+@click.option("--epochs", type=int, default=1, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--lr", type=float, default=5e-5, show_default=True)
+@click.option("--deadline", type=float, help="Plan mode: start no run that would end after this many seconds.")
+def experiment(results, data_dir, dataset, m, split_seed, variant, k, max_per_relation, epochs, batch_size, lr, deadline) -> None:
+    """Run the paper's protocol: train per split on its train relations, test on its unseen ones.
+
+    With --dataset/--m/--seed, one run; without, the whole plan (main table, ablations, k sweep,
+    untrained floor), most important first. Runs already in --results are skipped; interrupted
+    training resumes. Render the table with `python -m emma table`.
+
+    Example:
+
+        python -m emma experiment --dataset fewrel --m 15 --seed ori --max-per-relation 100
+    """
+    _experiment(results, data_dir, dataset, m, split_seed, variant, k, max_per_relation, epochs, batch_size, lr, deadline)
+
+
+@_fail_cleanly
+def _experiment(results, data_dir, dataset, m, split_seed, variant, k, max_per_relation, epochs, batch_size, lr, deadline) -> None:
+    from .experiments import DEFAULT_DATA_DIR, RunSpec, default_plan, run, run_plan
+
+    data = Path(data_dir) if data_dir else DEFAULT_DATA_DIR
+    if not (data / "splits").is_dir():
+        raise click.ClickException(f"{data}: no splits/ folder; point --data-dir at the shared data")
+    budget = dict(max_per_relation=max_per_relation, epochs=epochs, batch_size=batch_size, lr=lr)
+    if dataset or m or split_seed:
+        if not (dataset and m and split_seed):
+            raise click.ClickException("one run needs --dataset, --m and --seed together")
+        record = run(RunSpec(dataset, m, split_seed, variant, k=k, **budget), data_dir=data, results=Path(results))
+        click.echo(json.dumps(record, indent=2) if record else "already done")
+    else:
+        n = run_plan(default_plan(budget), deadline_s=deadline, data_dir=data, results=Path(results))
+        click.echo(f"{n} run(s) done; results in {results}")
+
+
+@cli.command()
+@click.option("--results", type=click.Path(exists=True), default="results/experiments.jsonl", show_default=True)
+@click.option("--output", type=click.Path(), help="Write the markdown here too.")
+def table(results, output) -> None:
+    """Render the evaluation tables (markdown) from a results file.
+
+    Example:
+
+        python -m emma table --results results/experiments.jsonl --output results/RESULTS.md
+    """
+    from .experiments import render_table
+
+    text = render_table(Path(results))
+    click.echo(text)
+    if output:
+        Path(output).write_text(text + "\n")
+
+
+@cli.group()
+def portable() -> None:
+    """Move a checkpoint trained with --freeze-word-embeddings as small shards (base vocabulary rows left out)."""
+
+
+@portable.command("export")
+@click.argument("checkpoint", type=click.Path(exists=True))
+@click.argument("output", type=click.Path())
+def portable_export(checkpoint, output) -> None:
+    """Write CHECKPOINT as shards of at most 15 MB into OUTPUT.
+
+    Example:
+
+        python -m emma portable export runs/shipped /tmp/out
+    """
+    from .checkpoint import save_portable
+
+    for p in _fail_cleanly(save_portable)(checkpoint, output):
+        click.echo(str(p))
+
+
+@portable.command("import")
+@click.argument("portable_dir", type=click.Path(exists=True))
+@click.argument("output", type=click.Path())
+def portable_import(portable_dir, output) -> None:
+    """Rebuild a full checkpoint in OUTPUT from shards plus the packaged base encoder.
+
+    Example:
+
+        python -m emma portable import /tmp/out checkpoints/emma-minilm
+    """
+    from .checkpoint import restore_portable
+
+    click.echo(str(_fail_cleanly(restore_portable)(portable_dir, output)))
+
+
 
 
 def main() -> None:  # pragma: no cover - entry point

@@ -64,6 +64,10 @@ class TrainConfig:
     description_pooling: str = "attention"
     use_classifier: bool = True
     precision: str = "auto"  # "auto": bf16 where the hardware supports it, else fp32
+    # Keep the base vocabulary's embeddings fixed (the four marker rows still learn). Then a
+    # trained model differs from its base encoder only outside the word embeddings, which is
+    # what lets a model trained on a remote GPU come back here in under 64 MB (see experiments.py).
+    freeze_word_embeddings: bool = False
     random_init: dict | None = None  # an encoder config for random weights (tests), instead of pretrained
 
     def __post_init__(self) -> None:
@@ -246,7 +250,11 @@ def train(
     steps_per_epoch = len(epoch_batches(0))
     total_steps = config.max_steps or steps_per_epoch * config.epochs
     epochs = math.ceil(total_steps / max(1, steps_per_epoch))
+    if config.freeze_word_embeddings:
+        _freeze_word_embeddings(model, tokenizer)
     decay = ["bias", "LayerNorm.weight", "layer_norm", "norm.weight"]
+    if config.freeze_word_embeddings:
+        decay.append("word_embeddings")  # weight decay would move the frozen rows
     groups = [
         {"params": [p for n, p in model.named_parameters() if not any(d in n for d in decay)], "weight_decay": config.weight_decay},
         {"params": [p for n, p in model.named_parameters() if any(d in n for d in decay)], "weight_decay": 0.0},
@@ -338,6 +346,18 @@ def train(
             log.close()
     accelerator.end_training()
     return output
+
+
+def _freeze_word_embeddings(model: Emma, tokenizer) -> None:
+    """Zero the gradient of every word-embedding row but the entity markers'."""
+    from .features import marker_ids
+
+    encoders = [model.recall.encoder] + ([model.classifier.encoder] if model.classifier is not None else [])
+    for encoder in encoders:
+        weight = encoder.get_input_embeddings().weight
+        keep = torch.zeros(weight.shape[0], 1)
+        keep[list(marker_ids(tokenizer))] = 1.0
+        weight.register_hook(lambda grad, keep=keep: grad * keep.to(grad.device, grad.dtype))
 
 
 def _prior_time(output: Path) -> float:
