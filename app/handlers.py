@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import csv
 import functools
+import html
 import json
 import logging
 import tempfile
@@ -91,7 +92,12 @@ class Workbench:
         self.store = store
         self.catalogue = catalogue
         self.examples = examples or []
+        # Exported files live in one folder removed when the process ends (Gradio serves copies from its cache).
+        self._exports = tempfile.TemporaryDirectory(prefix="emma-workbench-exports-")
         engine.encode([e.text for e in catalogue.entries], pin=True)
+
+    def _export_folder(self) -> Path:
+        return Path(tempfile.mkdtemp(dir=self._exports.name))
 
     # ------------------------------------------------------------------ sessions
 
@@ -187,7 +193,8 @@ class Workbench:
         try:
             h, t = resolve_entities(sentence, head, tail, spans)
         except BadInput as e:
-            return highlighted(sentence, *self._partial_marks(sentence, head, tail, spans)), str(e)
+            # The hint box shows plain text; the message was HTML-escaped for toasts.
+            return highlighted(sentence, *self._partial_marks(sentence, head, tail, spans)), html.unescape(str(e))
         hint = "Ready: press Predict."
         n = self.engine.count_pieces(sentence)
         if n > self.engine.sentence_window:
@@ -367,8 +374,7 @@ class Workbench:
 
     def export_relations(self, session: dict) -> str:
         """The relations in force as {name: text} JSON (the `--descriptions` format of `python -m emma train`)."""
-        folder = Path(tempfile.mkdtemp(prefix="emma-relations-"))
-        path = folder / "relations.json"
+        path = self._export_folder() / "relations.json"
         path.write_text(json.dumps(self.relations(session), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         return str(path)
 
@@ -437,8 +443,7 @@ class Workbench:
     def export_feedback(self, verdict: str, contains: str, everyone: bool, session: dict) -> tuple[list[str], str]:
         """Write the filtered rows as FewRel-style JSONL, the labels' descriptions, and CSV. Returns (paths, status)."""
         frame = self._feedback_frame(verdict, contains, everyone, session)
-        folder = Path(tempfile.mkdtemp(prefix="emma-feedback-"))
-        paths = write_feedback_exports(frame, folder, self.store)
+        paths = write_feedback_exports(frame, self._export_folder(), self.store)
         labelled = sum(1 for line in open(paths[0], encoding="utf-8") if line.strip())
         skipped = len(frame) - labelled
         status = f"Exported {labelled} labelled rows to JSONL and {len(frame)} rows to CSV."

@@ -50,7 +50,8 @@ tail (two "virtual entities"). Each row shows how much weight each word of the d
 def build_demo(wb: Workbench) -> gr.Blocks:
     """The workbench UI over a `Workbench` (model, store, catalogue shared by all sessions)."""
     first = wb.examples[0] if wb.examples else None
-    with gr.Blocks(title="EMMA workbench", analytics_enabled=False) as demo:
+    # delete_cache: Gradio's copies of uploaded and exported files (annotation data) go after an hour.
+    with gr.Blocks(title="EMMA workbench", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         session = gr.State(wb.new_session())
         spans = gr.State({"head": first["head"], "tail": first["tail"]} if first else {})
         selection = gr.State(None)

@@ -83,6 +83,7 @@ def test_mark_buttons_and_preview(wb):
         assert wb.mark_head(SENTENCE, None, head, tail, spans) == (head, tail, spans)
     with pytest.warns(UserWarning, match="overlaps the tail"):
         wb.mark_head(SENTENCE, [27, 31], head, tail, spans)
+    assert wb.preview(SENTENCE, "<i>x</i>", "Apple", {})[1] == "The head entity '<i>x</i>' does not occur in the sentence."
     value, hint = wb.preview(SENTENCE, "Apple", "Google", {})
     assert hint == "The tail entity 'Google' does not occur in the sentence."
     assert value["entities"] == [{"entity": "HEAD", "start": 0, "end": 5}]
