@@ -5,7 +5,7 @@ description vector (cosine) and keeps the top k; the *classifier* reads the sent
 those k descriptions and picks one. Its description vectors pool the description's word pieces
 with two attention heads, one per virtual entity (head / tail, section 3.2); the heatmap shows
 those weights. Every function takes the plain `dict` stored in the session (see
-`handlers.prediction_record`), so figures can be redrawn without the model.
+`records.prediction_record`), so figures can be redrawn without the model.
 
 Relation names and description tokens are user text: plotly renders a small subset of HTML in
 labels, so they are escaped before use.

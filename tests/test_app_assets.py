@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -53,9 +54,6 @@ def test_detokenize_spans():
 
 
 def test_app_py_arguments(monkeypatch, tmp_path, capsys):
-    import app as app_package  # noqa: F401  (the package, not app.py)
-    import importlib.util
-
     spec = importlib.util.spec_from_file_location("app_script", REPO / "app.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)

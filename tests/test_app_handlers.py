@@ -399,3 +399,15 @@ def test_load_finds_the_owner(wb):
     Request.username = None
     _, session = wb.predict(SENTENCE, "Apple", "Steve Jobs", {}, wb.new_session(), Request())
     assert session["owner"] == "session:abc"
+
+
+def test_user_relation_table_and_picking_a_row(wb, session):
+    session, _ = wb.add_relation("sibling", "brother or sister", session)
+    checkboxes, catalogue_table, count, user_table = wb.relation_views("", session)
+    assert list(user_table["relation"]) == ["sibling"] and user_table.loc[0, "text the model reads"] == "sibling: brother or sister"
+    assert len(catalogue_table) == 4 and "5 relations in force" in count
+
+    class Select:  # what gr.SelectData carries for a Dataframe row click
+        row_value = ["sibling", "brother or sister", "sibling: brother or sister"]
+
+    assert wb.pick_user_relation(session, Select()) == ("sibling", "brother or sister")

@@ -1,0 +1,152 @@
+"""Plain-data records of a prediction and of a feedback row, and the feedback exports.
+
+A prediction is kept as JSON-able data (in the session, returned by /predict, stored with
+feedback), so everything shown can be redrawn and every judgement reproduced without the model:
+sentence, character and token spans, the full recall ranking, the k candidates with both scores
+and the attention weights, the relation set in force, the checkpoint id and per-stage timings.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pandas as pd
+
+import emma
+
+from .storage import Store
+
+JSON_RECALL_TOP = 20  # recall entries stored with each feedback row
+
+
+def prediction_record(sentence, head, tail, instance, prediction, relations, checkpoint, timings, warnings_) -> dict:
+    """Everything about one prediction, as plain JSON-able data (kept in the session, stored with feedback)."""
+    rank = {name: i + 1 for i, (name, _) in enumerate(prediction.recall)}
+    scores = dict(prediction.recall)
+    cls_rank = {}
+    if prediction.reranked:
+        order = sorted(range(len(prediction.candidates)), key=lambda i: -prediction.probabilities[i])
+        cls_rank = {prediction.candidates[i]: r + 1 for r, i in enumerate(order)}
+    detail = []
+    for i, name in enumerate(prediction.candidates):
+        detail.append({
+            "relation": name,
+            "recall_rank": rank[name],
+            "recall_score": float(scores[name]),
+            "classifier_rank": cls_rank.get(name),
+            "probability": float(prediction.probabilities[i]) if prediction.reranked else None,
+            "attention": prediction.attention.get(name, {"tokens": [], "head": [], "tail": []}),
+        })
+    return {
+        "sentence": sentence,
+        "head": list(head),
+        "tail": list(tail),
+        "head_text": sentence[head[0] : head[1]],
+        "tail_text": sentence[tail[0] : tail[1]],
+        "tokens": list(instance.tokens),
+        "head_tokens": list(instance.head),
+        "tail_tokens": list(instance.tail),
+        "label": prediction.label,
+        "score": float(prediction.score),
+        "recall_label": prediction.recall_label,
+        "reranked": bool(prediction.reranked),
+        "note": prediction.note,
+        "candidates": list(prediction.candidates),
+        "candidates_detail": detail,
+        "recall": [[name, float(s)] for name, s in prediction.recall],
+        "n_relations": len(relations),
+        "relations": dict(relations),
+        "checkpoint": checkpoint,
+        "timings_ms": {k: round(v, 2) for k, v in timings.items()},
+        "warnings": list(warnings_),
+    }
+
+
+def public_record(record: dict) -> dict:
+    """What /predict returns: the record without the (large) relation texts."""
+    return {k: v for k, v in record.items() if k != "relations"}
+
+
+def summary_text(record: dict) -> str:
+    label = record["label"]
+    if record["reranked"]:
+        top = record["candidates_detail"]
+        mine = next(c for c in top if c["relation"] == label)
+        text = f"Predicted '{label}' with classifier probability {mine['probability']:.2f}."
+        if label != record["recall_label"]:
+            text += f" Recall ranked it #{mine['recall_rank']}; the classifier preferred it over '{record['recall_label']}'."
+        else:
+            text += " Recall and classifier agree."
+    else:
+        text = f"Predicted '{label}' by recall alone (cosine {record['score']:.3f}): {record['note']}."
+    return text + f" Head: '{record['head_text']}', tail: '{record['tail_text']}'."
+
+
+def feedback_row(record: dict, owner: str, verdict: str, label: str | None, label_text: str | None, note: str | None) -> dict:
+    return {
+        "owner": owner,
+        "checkpoint": record["checkpoint"],
+        "emma_version": emma.__version__,
+        "sentence": record["sentence"],
+        "head_start": record["head"][0],
+        "head_end": record["head"][1],
+        "tail_start": record["tail"][0],
+        "tail_end": record["tail"][1],
+        "head_text": record["head_text"],
+        "tail_text": record["tail_text"],
+        "tokens": json.dumps(record["tokens"], ensure_ascii=False),
+        "head_tokens": json.dumps(record["head_tokens"]),
+        "tail_tokens": json.dumps(record["tail_tokens"]),
+        "predicted": record["label"],
+        "score": record["score"],
+        "recall_label": record["recall_label"],
+        "reranked": int(record["reranked"]),
+        "candidates": json.dumps([{k: v for k, v in c.items() if k != "attention"} for c in record["candidates_detail"]], ensure_ascii=False),
+        "recall": json.dumps(record["recall"][:JSON_RECALL_TOP], ensure_ascii=False),
+        "verdict": verdict,
+        "user_label": label,
+        "user_label_description": label_text,
+        "predicted_description": record["relations"].get(record["label"]),
+        "note": note,
+    }
+
+
+def write_feedback_exports(frame: pd.DataFrame, folder: Path, store: Store) -> list[Path]:
+    """feedback.jsonl (rows with a known relation, FewRel-style), descriptions.json, feedback.csv.
+
+    Each JSONL line carries FewRel's ``tokens``/``h``/``t`` fields plus ``head``/``tail``/``relation``,
+    so `python -m emma train --data feedback.jsonl --descriptions descriptions.json` reads it.
+    """
+    jsonl, descs, csv_path = folder / "feedback.jsonl", folder / "descriptions.json", folder / "feedback.csv"
+    descriptions: dict[str, str] = {}
+    set_cache: dict[str, dict] = {}
+    with open(jsonl, "w", encoding="utf-8") as f:
+        for row in frame.sort_values("id").to_dict("records"):
+            label = row["user_label"]
+            if not isinstance(label, str) or not label:
+                continue
+            tokens = json.loads(row["tokens"])
+            hs, he = json.loads(row["head_tokens"])
+            ts, te = json.loads(row["tail_tokens"])
+            f.write(json.dumps({
+                "tokens": tokens,
+                "h": [row["head_text"], "", [list(range(hs, he))]],
+                "t": [row["tail_text"], "", [list(range(ts, te))]],
+                "relation": label,
+                "head": [hs, he],
+                "tail": [ts, te],
+                "feedback_id": int(row["id"]),
+            }, ensure_ascii=False) + "\n")
+            text = row["user_label_description"]
+            if not isinstance(text, str) or not text:
+                if row["relation_set_id"] not in set_cache:
+                    set_cache[row["relation_set_id"]] = store.relation_set(row["relation_set_id"])
+                text = set_cache[row["relation_set_id"]].get(label)
+            if isinstance(text, str) and text:
+                descriptions.setdefault(label, text)
+    descs.write_text(json.dumps(descriptions, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    frame.to_csv(csv_path, index=False, quoting=csv.QUOTE_NONNUMERIC)
+    return [jsonl, descs, csv_path]
+
