@@ -81,8 +81,10 @@ def cli(verbose: bool) -> None:
 @click.option("--description-pooling", type=click.Choice(["attention", "cls"]), help="'cls' is the no-virtual-entity ablation.")
 @click.option("--no-classifier", is_flag=True, default=None, help="Recall only (ablation).")
 @click.option("--freeze-word-embeddings", is_flag=True, default=None, help="Keep the base vocabulary's embeddings fixed (markers still learn).")
+@click.option("--init-checkpoint", type=click.Path(exists=True), help="Start from this trained checkpoint instead of the base encoder.")
+@click.option("--no-train-recall", is_flag=True, default=None, help="Freeze the recall encoder; train only the classifier.")
 @click.option("--resume", is_flag=True, help="Continue from the output folder's training state.")
-def train(data, descriptions, split, output, config_file, resume, no_classifier, **flags) -> None:
+def train(data, descriptions, split, output, config_file, resume, no_classifier, no_train_recall, **flags) -> None:
     """Train EMMA and write a checkpoint folder.
 
     Example:
@@ -90,6 +92,8 @@ def train(data, descriptions, split, output, config_file, resume, no_classifier,
         python -m emma train --data ../shared/data/fewrel/val_wiki.json \\
             --descriptions ../shared/data/fewrel/pid2name.json --output runs/demo --max-steps 50
     """
+    if no_train_recall:
+        flags["train_recall"] = False
     _train(data, descriptions, split, output, config_file, resume, no_classifier, flags)
 
 
