@@ -245,8 +245,9 @@ def _predict(checkpoint, descriptions, text, head, tail, top_k) -> None:
 @click.option("--epochs", type=int, default=1, show_default=True)
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--lr", type=float, default=5e-5, show_default=True)
+@click.option("--eval-per-relation", type=int, help="Test on at most N instances per unseen relation (seeded; default all).")
 @click.option("--deadline", type=float, help="Plan mode: start no run that would end after this many seconds.")
-def experiment(results, data_dir, dataset, m, split_seed, variant, k, max_per_relation, epochs, batch_size, lr, deadline) -> None:
+def experiment(results, data_dir, dataset, m, split_seed, variant, k, max_per_relation, epochs, batch_size, lr, eval_per_relation, deadline) -> None:
     """Run the paper's protocol: train per split on its train relations, test on its unseen ones.
 
     With --dataset/--m/--seed, one run; without, the whole plan (main table, ablations, k sweep,
@@ -257,17 +258,17 @@ def experiment(results, data_dir, dataset, m, split_seed, variant, k, max_per_re
 
         python -m emma experiment --dataset fewrel --m 15 --seed ori --max-per-relation 100
     """
-    _experiment(results, data_dir, dataset, m, split_seed, variant, k, max_per_relation, epochs, batch_size, lr, deadline)
+    _experiment(results, data_dir, dataset, m, split_seed, variant, k, max_per_relation, epochs, batch_size, lr, eval_per_relation, deadline)
 
 
 @_fail_cleanly
-def _experiment(results, data_dir, dataset, m, split_seed, variant, k, max_per_relation, epochs, batch_size, lr, deadline) -> None:
+def _experiment(results, data_dir, dataset, m, split_seed, variant, k, max_per_relation, epochs, batch_size, lr, eval_per_relation, deadline) -> None:
     from .experiments import DEFAULT_DATA_DIR, RunSpec, default_plan, run, run_plan
 
     data = Path(data_dir) if data_dir else DEFAULT_DATA_DIR
     if not (data / "splits").is_dir():
         raise click.ClickException(f"{data}: no splits/ folder; point --data-dir at the shared data")
-    budget = dict(max_per_relation=max_per_relation, epochs=epochs, batch_size=batch_size, lr=lr)
+    budget = dict(max_per_relation=max_per_relation, epochs=epochs, batch_size=batch_size, lr=lr, eval_per_relation=eval_per_relation)
     if dataset or m or split_seed:
         if not (dataset and m and split_seed):
             raise click.ClickException("one run needs --dataset, --m and --seed together")
