@@ -367,3 +367,27 @@ def test_real_wikizsl_relationprompt_file(shared_data, tmp_path):
     assert {i.relation for i in instances} <= {"P106", "P571", "P241", "P706", "P466"}
     multi = instances[sum(len(json.loads(line)["triplets"]) for line in lines[:554])]
     assert multi.tail_text == "His jockey"  # [0, 1, 19, 20]: two mentions, the first is kept
+
+
+def test_skip_invalid_drops_only_the_broken_records(tmp_path, caplog):
+    from emma.data import read_instances
+
+    path = tmp_path / "mixed.jsonl"
+    path.write_text(
+        '{"tokens": ["a", "b", "c"], "head": [0, 1], "tail": [2, 3], "relation": "r"}\n'
+        '{"tokens": ["a", "b"], "head": [0, 1], "tail": [0, 1], "relation": "r"}\n'
+        '{"tokens": ["x", "y"], "head": [0, 1], "tail": [1, 2], "relation": "s"}\n'
+    )
+    with pytest.raises(DataError, match="record 1"):
+        read_instances(path)
+    kept = read_instances(path, skip_invalid=True)
+    assert [i.relation for i in kept] == ["r", "s"]
+    assert "skipped 1 invalid record" in caplog.text and "record 1" in caplog.text
+
+
+def test_skip_invalid_reads_the_real_wikizsl_sample(shared_data):
+    from emma.data import read_instances
+
+    kept = read_instances(shared_data / "wikizsl" / "partial" / "relationprompt_wiki_dev_5rel.jsonl.gz", skip_invalid=True)
+    assert len(kept) == 5864 - 3
+    assert {i.relation for i in kept} == {"P106", "P571", "P241", "P706", "P466"}
