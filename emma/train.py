@@ -292,6 +292,8 @@ def train(
     ]
     optimizer = torch.optim.AdamW(groups, lr=config.lr)
     scheduler = get_linear_schedule_with_warmup(optimizer, min(config.warmup_steps, total_steps // 2), total_steps)
+    stages = [[p for p in part.parameters() if p.requires_grad] for part in (model.recall, model.classifier) if part is not None]
+    stages = [params for params in stages if params]
     objective = JointObjective(model, world, rank, train_recall=config.train_recall)
     objective, optimizer = accelerator.prepare(objective, optimizer)
 
@@ -348,7 +350,10 @@ def train(
                 with accelerator.autocast():
                     out = objective(batch)
                 accelerator.backward(out.loss)
-                accelerator.clip_grad_norm_(objective.parameters(), config.max_grad_norm)  # clip before the step
+                # Clip before the step, each stage on its own: one global norm would let the classifier's
+                # (often larger) gradients shrink the recall encoder's updates, though the two share nothing.
+                for stage in stages:
+                    accelerator.clip_grad_norm_(stage, config.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)

@@ -171,7 +171,8 @@ def test_gradients_are_clipped_before_the_step(tiny_encoder_dir, toy_instances, 
 
     monkeypatch.setattr(torch.optim.AdamW, "step", step)
     train(_config(tiny_encoder_dir, max_steps=3, max_grad_norm=0.05), toy_instances, toy_descriptions, tmp_path / "clip")
-    assert len(norms) == 3 and all(n <= 0.05 * (1 + 1e-4) for n in norms), norms
+    # recall and classifier are clipped separately, each to 0.05, so together at most 0.05·√2
+    assert len(norms) == 3 and all(n <= 0.05 * 2 ** 0.5 * (1 + 1e-4) for n in norms), norms
     monkeypatch.undo()
 
     # and the clip changes what the step does: with a tiny norm AdamW's epsilon dominates, parameters barely move
