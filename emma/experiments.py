@@ -51,7 +51,8 @@ class RunSpec:
     max_length: int = 128
     eval_per_relation: int | None = None
     train_seed: int = 42
-    # 2: the classifier's candidate slots are shuffled in training. Protocol-1 records (before that
+    # 2: the classifier's candidate slots are shuffled in training and each stage is clipped on its own.
+    # Protocol-1 records (before that
     # fix) have valid recall-only numbers, but their classifier had learned to pick recall's top-1.
     protocol: int = 2
 
