@@ -333,6 +333,8 @@ def portable_import(portable_dir, output) -> None:
     click.echo(str(_fail_cleanly(restore_portable)(portable_dir, output)))
 
 
+from .bench import bench as _bench  # noqa: E402
+cli.add_command(_bench)
 
 
 def main() -> None:  # pragma: no cover - entry point

@@ -89,7 +89,12 @@ class Prediction:
 
 @dataclass
 class RelationIndex:
-    """Precomputed description vectors, one row per relation, normalised and on the model's device."""
+    """Precomputed description vectors, one row per relation, normalised once and on the model's device.
+
+    `vectors` is a view of a buffer that grows geometrically, so adding a relation writes one row
+    (amortised O(d)) instead of copying the whole (N, 3d) matrix; rows already written never change,
+    so a view taken earlier stays valid. `position` is a dict look-up, not a scan of `names`.
+    """
 
     names: list[str] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
@@ -98,15 +103,61 @@ class RelationIndex:
     head_weights: list[list[float]] = field(default_factory=list)
     tail_weights: list[list[float]] = field(default_factory=list)
     vectors: torch.Tensor | None = None  # (N, 3d) unit rows
+    _buffer: torch.Tensor | None = field(default=None, repr=False, compare=False)
+    _positions: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.names)
 
     def position(self, name: str) -> int:
-        try:
-            return self.names.index(name)
-        except ValueError:
-            raise KeyError(name) from None
+        """Row of relation `name`; KeyError if absent."""
+        i = self._positions.get(name)
+        if i is None or i >= len(self.names) or self.names[i] != name:
+            self._positions = {n: j for j, n in enumerate(self.names)}  # the lists changed: re-map once
+            i = self._positions.get(name)
+            if i is None:
+                raise KeyError(name)
+        return i
+
+    def append(self, names, texts, token_ids, tokens, head_weights, tail_weights, vectors: torch.Tensor) -> None:
+        """Add relations; `vectors` (M, 3d) must already be unit rows on the index's device."""
+        m, n = len(names), len(self.names)
+        assert vectors.shape[0] == m, f"{vectors.shape[0]} vectors for {m} relations"
+        assert self.vectors is None or self.vectors.shape[0] == n, "vectors and names disagree"
+        buf = self._buffer
+        is_view = buf is not None and self.vectors is not None and self.vectors.data_ptr() == buf.data_ptr()
+        if (
+            buf is None or buf.shape[0] < n + m or (n and not is_view)
+            or buf.device != vectors.device or buf.dtype != vectors.dtype or buf.shape[1] != vectors.shape[1]
+        ):
+            buf = torch.empty(max(n + m, 2 * n, 16), vectors.shape[1], dtype=vectors.dtype, device=vectors.device)
+            if n:
+                buf[:n] = self.vectors
+            self._buffer = buf
+        buf[n : n + m] = vectors
+        self.vectors = buf[: n + m]  # (N, 3d)
+        for lst, new in zip(
+            (self.names, self.texts, self.token_ids, self.tokens, self.head_weights, self.tail_weights),
+            (names, texts, token_ids, tokens, head_weights, tail_weights),
+        ):
+            lst.extend(new)
+        for j, name in enumerate(names, start=n):
+            self._positions[name] = j
+
+    def remove(self, i: int) -> None:
+        """Drop row `i` (copies the matrix once; removal is rare)."""
+        for lst in (self.names, self.texts, self.token_ids, self.tokens, self.head_weights, self.tail_weights):
+            del lst[i]
+        self._positions = {}
+        if len(self.names):
+            self._buffer = torch.cat([self.vectors[:i], self.vectors[i + 1 :]])
+            self.vectors = self._buffer[:]
+        else:
+            self._buffer = self.vectors = None
+
+    def scores(self, queries: torch.Tensor) -> torch.Tensor:
+        """(B, 3d) instance vectors → (B, N) cosine similarities (float32, exact)."""
+        return F.normalize(queries.float(), dim=-1) @ self.vectors.T  # (B, N)
 
 
 class Extractor:
@@ -117,6 +168,11 @@ class Extractor:
         tokenizer: its tokenizer, markers added.
         precision: "auto" (fp16 on CUDA, bf16 on CPUs with native bf16, else fp32), "fp32", "bf16", "fp16".
         batch_size: sentences per encoder batch in `predict_batch`.
+
+    Attributes:
+        rerank_batch_size: sentences per classifier call (their k pairs each), regrouped by pair length;
+            None: the whole batch. Small on CPU, where splitting a batch costs nothing but saves padding
+            (descriptions differ in length much more than length-sorted sentences do).
     """
 
     def __init__(self, model: Emma, tokenizer, precision: str = "auto", batch_size: int = 64) -> None:
@@ -126,6 +182,7 @@ class Extractor:
         self.device = next(model.parameters()).device
         self.precision = resolve_precision(precision, self.device)
         self.batch_size = batch_size
+        self.rerank_batch_size: int | None = None if self.device.type == "cuda" else 16
         self.index = RelationIndex()
         self.checkpoint: str = ""
 
@@ -169,59 +226,58 @@ class Extractor:
             i = self.index.position(name)
         except KeyError:
             raise ValueError(f"no relation named {name!r}") from None
-        idx = self.index
-        for lst in (idx.names, idx.texts, idx.token_ids, idx.tokens, idx.head_weights, idx.tail_weights):
-            del lst[i]
-        idx.vectors = torch.cat([idx.vectors[:i], idx.vectors[i + 1 :]]) if len(idx.names) else None
+        self.index.remove(i)
 
     @torch.inference_mode()
     def encode_descriptions(self, texts: Sequence[str], progress: bool = False):
-        """Encode description texts → (unit vectors (N, 3d), token ids, word pieces, head weights, tail weights)."""
+        """Encode description texts → (unit vectors (N, 3d), token ids, word pieces, head weights, tail weights).
+
+        Length-sorted batches (little padding); one device-to-host copy of the pooling weights per batch.
+        """
         enc = encode_descriptions(self.tokenizer, texts, self.config.max_description_length)
         order = sorted(range(len(texts)), key=lambda i: len(enc.ids[i]))  # length-sorted: less padding
-        vectors = [None] * len(texts)
+        matrix = torch.empty(len(texts), self.model.recall.dim, device=self.device)  # (N, 3d)
         head_w, tail_w = [None] * len(texts), [None] * len(texts)
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         for batch in tqdm(batches, desc="encoding descriptions", disable=not progress):
             inputs = collate_single(self.tokenizer, [enc.ids[i] for i in batch])
-            inputs = {k: v.to(self.device) for k, v in inputs.items()}
+            inputs = {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}
             with autocast(self.device, self.precision):
                 out = self.model.recall.encode_descriptions(**inputs)
-            vecs = F.normalize(out.vectors.float(), dim=-1)
+            matrix[torch.tensor(batch, device=self.device)] = F.normalize(out.vectors.float(), dim=-1)
+            heads, tails = out.head_weights.float().cpu(), out.tail_weights.float().cpu()  # (B, L)
             for row, i in enumerate(batch):
                 n = len(enc.ids[i])
-                vectors[i] = vecs[row]
-                head_w[i] = out.head_weights[row, 1 : n + 1].float().cpu().tolist()  # drop [CLS]; content only
-                tail_w[i] = out.tail_weights[row, 1 : n + 1].float().cpu().tolist()
-        matrix = torch.stack(vectors) if vectors else torch.empty(0, self.model.recall.dim, device=self.device)
+                head_w[i] = heads[row, 1 : n + 1].tolist()  # drop [CLS]; content only
+                tail_w[i] = tails[row, 1 : n + 1].tolist()
         return matrix, enc.ids, enc.tokens, head_w, tail_w
 
     def _append(self, names: list[str], texts: list[str], progress: bool) -> None:
         if not names:
             return
         vectors, ids, tokens, head_w, tail_w = self.encode_descriptions(texts, progress)
-        idx = self.index
-        idx.names += names
-        idx.texts += texts
-        idx.token_ids += ids
-        idx.tokens += tokens
-        idx.head_weights += head_w
-        idx.tail_weights += tail_w
-        idx.vectors = vectors if idx.vectors is None else torch.cat([idx.vectors, vectors])
+        self.index.append(names, texts, ids, tokens, head_w, tail_w, vectors)
 
     # ------------------------------------------------------------------ prediction
 
-    def predict(self, text: str, head: Span, tail: Span, top_k: int | None = None) -> Prediction:
+    def predict(self, text: str, head: Span, tail: Span, top_k: int | None = None, rerank: bool = True) -> Prediction:
         """Predict the relation between two character spans (end exclusive) of `text`.
+
+        The workbench's call: one encoder pass for the sentence, a product with the stored
+        description matrix, and k classifier pairs built from stored description ids (nothing
+        about the relation catalogue is encoded or tokenized again).
 
         Args:
             top_k: how many recall scores to keep in `Prediction.recall` (None: all relations).
+            rerank: False for recall only.
         """
-        return self.predict_batch([instance_from_text(text, head, tail)], top_k=top_k)[0]
+        return self.predict_batch([instance_from_text(text, head, tail)], top_k=top_k, rerank=rerank)[0]
 
-    def predict_tokens(self, tokens: Sequence[str], head: Span, tail: Span, top_k: int | None = None) -> Prediction:
+    def predict_tokens(
+        self, tokens: Sequence[str], head: Span, tail: Span, top_k: int | None = None, rerank: bool = True
+    ) -> Prediction:
         """Predict for a tokenized sentence with token spans (end exclusive)."""
-        return self.predict_batch([Instance(tuple(tokens), head, tail)], top_k=top_k)[0]
+        return self.predict_batch([Instance(tuple(tokens), head, tail)], top_k=top_k, rerank=rerank)[0]
 
     @torch.inference_mode()
     def predict_batch(
@@ -250,28 +306,41 @@ class Extractor:
         inputs = collate_single(self.tokenizer, [enc.ids[i] for i in batch])
         head = torch.tensor([enc.head_marker[i] + 1 for i in batch], device=self.device)  # +1 for [CLS]
         tail = torch.tensor([enc.tail_marker[i] + 1 for i in batch], device=self.device)
+        ids = inputs["input_ids"].to(self.device, non_blocking=True)  # (B, L)
+        mask = inputs["attention_mask"].to(self.device, non_blocking=True)  # (B, L)
         with autocast(self.device, self.precision):
-            vecs = self.model.recall.encode_instances(
-                inputs["input_ids"].to(self.device), inputs["attention_mask"].to(self.device), head, tail
-            )  # (B, 3d)
+            vecs = self.model.recall.encode_instances(ids, mask, head, tail)  # (B, 3d)
         t1 = time.perf_counter()
-        scores = F.normalize(vecs.float(), dim=-1) @ self.index.vectors.T  # (B, N)
+        scores = self.index.scores(vecs)  # (B, N): one matrix product against the precomputed rows
         n = len(self.index)
         keep = n if top_k is None else min(top_k, n)
         k = self.config.k
-        top_scores, top_idx = scores.topk(max(keep, min(k, n)), dim=1)
+        width = max(keep, min(k, n))
+        if width == n:  # every score is kept: a sort is cheaper than topk(n)
+            top_scores, top_idx = scores.sort(dim=1, descending=True)  # (B, N)
+        else:
+            top_scores, top_idx = scores.topk(width, dim=1)  # (B, width), exact
         top_scores, top_idx = top_scores.cpu().tolist(), top_idx.cpu().tolist()
         t2 = time.perf_counter()
 
         can_rerank = rerank and self.model.classifier is not None and n >= k
         probs: list[list[float]] = [[] for _ in batch]
         if can_rerank:
-            firsts = [enc.ids[i] for i in batch for _ in range(k)]
-            seconds = [self.index.token_ids[j] for row in top_idx for j in row[:k]]
-            pairs = {key: v.to(self.device) for key, v in collate_pairs(self.tokenizer, firsts, seconds).items()}
-            with autocast(self.device, self.precision):
-                logits = self.model.classifier(**pairs)  # (B, k)
-            probs = torch.softmax(logits.float(), dim=-1).cpu().tolist()
+            # Descriptions were tokenized once, when added; only the k pairs per sentence are collated.
+            # Sentences are regrouped by their longest pair so that each classifier call pads little.
+            token_ids = self.index.token_ids
+            longest = [max(len(token_ids[j]) for j in row[:k]) + len(enc.ids[i]) for i, row in zip(batch, top_idx)]
+            rows = sorted(range(len(batch)), key=longest.__getitem__)
+            step = self.rerank_batch_size or len(batch)
+            for c in range(0, len(rows), step):
+                sub = rows[c : c + step]
+                firsts = [enc.ids[batch[r]] for r in sub for _ in range(k)]
+                seconds = [token_ids[j] for r in sub for j in top_idx[r][:k]]
+                pairs = {key: v.to(self.device, non_blocking=True) for key, v in collate_pairs(self.tokenizer, firsts, seconds).items()}
+                with autocast(self.device, self.precision):
+                    logits = self.model.classifier(**pairs)  # (b, k)
+                for r, p in zip(sub, torch.softmax(logits.float(), dim=-1).cpu().tolist()):
+                    probs[r] = p
         t3 = time.perf_counter()
         timings = {"encode": (t1 - t0) * 1e3, "recall": (t2 - t1) * 1e3, "rerank": (t3 - t2) * 1e3}
 
@@ -284,8 +353,9 @@ class Extractor:
         out = []
         names = self.index.names
         for row, (s_row, i_row) in enumerate(zip(top_scores, top_idx)):
-            candidates = [names[j] for j in i_row[: min(k, n)]]
-            recall = [(names[j], float(s)) for j, s in zip(i_row[:keep], s_row[:keep])]
+            cand_idx = i_row[: min(k, n)]
+            candidates = [names[j] for j in cand_idx]
+            recall = list(zip([names[j] for j in i_row[:keep]], s_row[:keep]))
             if can_rerank:
                 best = max(range(k), key=lambda c: probs[row][c])
                 label, score = candidates[best], probs[row][best]
@@ -300,7 +370,7 @@ class Extractor:
                     probabilities=[float(p) for p in probs[row]],
                     reranked=can_rerank,
                     recall_label=candidates[0],
-                    attention={c: self.attention(c) for c in candidates},
+                    attention={names[j]: self._attention_at(j) for j in cand_idx},
                     note="" if can_rerank else note,
                     timings_ms=dict(timings),
                 )
@@ -309,8 +379,11 @@ class Extractor:
 
     def attention(self, relation: str) -> dict:
         """The two virtual-entity pooling weights over a relation's description word pieces."""
-        i = self.index.position(relation)
-        return {"tokens": self.index.tokens[i], "head": self.index.head_weights[i], "tail": self.index.tail_weights[i]}
+        return self._attention_at(self.index.position(relation))
+
+    def _attention_at(self, i: int) -> dict:
+        idx = self.index
+        return {"tokens": idx.tokens[i], "head": idx.head_weights[i], "tail": idx.tail_weights[i]}
 
 
 def _check_relations(relations: dict[str, str]) -> None:

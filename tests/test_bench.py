@@ -1,0 +1,212 @@
+"""The benchmark: relation sets and sentences, the all-pairs baseline's scoring, the command end to end.
+
+Nothing here asserts a timing: benchmarks are measured, not tested.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from emma.bench import (
+    AllPairs,
+    BenchConfig,
+    headline,
+    instance_text,
+    reference_scores,
+    relation_sets,
+    synthetic_descriptions,
+    tournament_winner,
+)
+from emma.cli import cli
+from emma.data import write_jsonl
+from emma.features import collate_pairs, encode_instances
+
+ROW_KEYS = {"method", "n_relations", "sentences_per_s", "latency_p50_ms", "latency_p95_ms", "f1", "peak_memory_mb", "index_build_s"}
+REPORT_KEYS = {"results", "machine", "threads", "device", "k", "precision", "headline"}
+
+
+def first_feature(k: int, d: int):
+    """A stand-in classifier head whose logit for each slot is that slot's first feature."""
+    return lambda x: x.view(-1, k, d)[..., 0]
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+@pytest.mark.parametrize("n", [1, 2, 7, 10])
+def test_reference_and_tournament_pick_the_best_under_a_monotone_head(k, n):
+    torch.manual_seed(n * 10 + k)
+    states = torch.randn(n, 4)
+    best = int(states[:, 0].argmax())
+    scores = reference_scores(first_feature(k, 4), states, k)
+    assert scores.shape == (n,)
+    assert int(scores.argmax()) == best
+    assert torch.equal(scores.argsort(), states[:, 0].argsort()), "the reference score ranks every relation"
+    assert tournament_winner(first_feature(k, 4), states, k) == best
+
+
+def test_reference_score_cancels_slot_bias():
+    """A head that always prefers slot 0 must not favour any relation."""
+    k, d = 2, 3
+    states = torch.randn(5, d)
+    biased = lambda x: first_feature(k, d)(x) + torch.tensor([5.0, 0.0])  # noqa: E731
+    assert torch.allclose(reference_scores(biased, states, k), reference_scores(first_feature(k, d), states, k), atol=1e-5)
+
+
+def test_all_pairs_states_are_what_the_classifier_reads(tiny_extractor, toy_instances):
+    """Pair states through AllPairs equal the classifier's own: its MLP on them gives its logits."""
+    ex = tiny_extractor
+    clf = ex.model.classifier
+    scorer = AllPairs(ex)
+    enc = encode_instances(ex.tokenizer, toy_instances[:1], ex.config.max_length)
+    firsts, seconds = [enc.ids[0]] * 2, ex.index.token_ids[:2]
+    states = scorer.pair_states(firsts, seconds)  # (2, d)
+    with torch.inference_mode():
+        logits = clf(**collate_pairs(ex.tokenizer, firsts, seconds))  # (1, 2)
+        assert torch.allclose(clf.mlp(states.reshape(1, -1)), logits, atol=1e-5)
+        alone = torch.cat([scorer.pair_states([f], [s]) for f, s in zip(firsts, seconds)])
+    assert torch.allclose(states, alone, atol=1e-5), "batching pairs must not change their states"
+
+
+@pytest.mark.parametrize("score", ["reference", "tournament"])
+def test_all_pairs_predicts_a_relation_of_the_set(tiny_extractor, toy_instances, score):
+    labels = AllPairs(tiny_extractor, score=score, max_pairs=10).predict(toy_instances)  # groups of 2 sentences
+    assert len(labels) == len(toy_instances)
+    assert set(labels) <= set(tiny_extractor.relations)
+    assert labels == AllPairs(tiny_extractor, score=score).predict(toy_instances)
+
+
+def test_all_pairs_reference_ignores_relation_order(tiny_extractor, toy_instances, toy_descriptions):
+    forward = AllPairs(tiny_extractor).predict(toy_instances)
+    tiny_extractor.set_relations(dict(reversed(list(toy_descriptions.items()))))
+    assert AllPairs(tiny_extractor).predict(toy_instances) == forward
+
+
+def test_synthetic_descriptions_are_distinct_and_seeded(toy_descriptions):
+    made = synthetic_descriptions(toy_descriptions, 30, seed=3)
+    assert len(made) == 30 and list(made)[0] == "synthetic-00000"
+    assert len(set(made.values())) == 30
+    assert not set(made.values()) & set(toy_descriptions.values())
+    assert made == synthetic_descriptions(toy_descriptions, 30, seed=3)
+    assert synthetic_descriptions(toy_descriptions, 0) == {}
+
+
+def test_relation_sets_keep_gold_relations_among_the_candidates(toy_instances, toy_descriptions):
+    descriptions = {**toy_descriptions, "spouse": "spouse: the subject has the object as husband or wife",
+                    "sibling": "sibling: the subject and the object have a parent in common"}
+    small, full, big = relation_sets(toy_instances, descriptions, (2, 5, 12), limit=6, pool=["sibling"], seed=0)
+    assert len(small.relations) == 2 and small.n_synthetic == 0
+    assert small.relations.keys() <= toy_descriptions.keys()
+    assert all(i.relation in small.relations for i in small.instances) and len(small.instances) == 6
+    assert list(full.relations)[:4] == list(big.relations)[:4] and set(list(full.relations)[:4]) == set(toy_descriptions)
+    assert list(full.relations)[4] == "sibling", "the pool fills before other descriptions"
+    assert big.n_synthetic == 6 and len(big.relations) == 12
+    assert all(s.labelled for s in (small, full, big))
+    assert {i.relation for i in big.instances} == set(toy_descriptions), "sampling stays balanced over relations"
+
+
+def test_instance_text_gives_character_spans(toy_instances):
+    inst = toy_instances[0]
+    text, head, tail = instance_text(inst)
+    assert text[head[0] : head[1]] == inst.head_text and text[tail[0] : tail[1]] == inst.tail_text
+
+
+def test_headline_compares_with_the_ideal_ratio():
+    rows = [{"method": "emma", "n_relations": 15, "sentences_per_s": 40.0},
+            {"method": "all_pairs", "n_relations": 15, "sentences_per_s": 10.0, "estimated": False},
+            {"method": "recall_only", "n_relations": 15, "sentences_per_s": 90.0}]
+    (h,) = headline(rows, k=2)
+    assert h["speedup"] == 4.0 and h["ideal"] == 5.0 and h["fraction_of_ideal"] == pytest.approx(0.8)
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="choose from"):
+        BenchConfig(methods=("emma", "brute"))
+    with pytest.raises(ValueError, match="positive"):
+        BenchConfig(relations=(0,))
+    with pytest.raises(ValueError, match="choose one of"):
+        BenchConfig(all_pairs_score="vote")
+
+
+def test_bench_help():
+    result = CliRunner().invoke(cli, ["bench", "--help"])
+    assert result.exit_code == 0
+    assert "Example" in result.output and "--relations" in result.output
+
+
+def write_toy(tmp_path, instances, descriptions):
+    data, descs = tmp_path / "toy.jsonl", tmp_path / "descriptions.json"
+    write_jsonl(instances, data)
+    descs.write_text(json.dumps(descriptions))
+    return str(data), str(descs)
+
+
+def test_bench_end_to_end_on_the_tiny_checkpoint(tiny_checkpoint, tmp_path, toy_instances, toy_descriptions):
+    data, descs = write_toy(tmp_path, toy_instances, toy_descriptions)
+    out, plot = tmp_path / "bench.json", tmp_path / "bench.html"
+    result = CliRunner().invoke(cli, [
+        "bench", "--checkpoint", tiny_checkpoint, "--data", data, "--descriptions", descs, "--relations", "3,20",
+        "--limit", "8", "--latency-sentences", "3", "--threads", "1", "--device", "cpu",
+        "--output", str(out), "--plot", str(plot),
+    ])
+    assert result.exit_code == 0, result.output
+    assert "| n relations | method |" in result.output
+    report = json.loads(out.read_text())
+    assert REPORT_KEYS <= set(report)
+    assert report["threads"] == 1 and report["device"] == "cpu" and report["k"] == 2
+    assert {(r["method"], r["n_relations"]) for r in report["results"]} == {
+        (m, n) for m in ("emma", "recall_only", "all_pairs") for n in (3, 20)}
+    for row in report["results"]:
+        assert ROW_KEYS <= set(row), row
+        assert row["sentences_per_s"] > 0 and row["peak_memory_mb"] > 0 and row["index_build_s"] >= 0
+        assert row["latency_p50_ms"] <= row["latency_p95_ms"]
+        assert row["f1"] is not None and 0 <= row["f1"] <= 100
+        assert row["n_sentences"] == 8
+    assert [h["n_relations"] for h in report["headline"]] == [3, 20]
+    assert plot.is_file() and "<html>" in plot.read_text()[:200].lower()
+
+
+def test_bench_samples_all_pairs_beyond_its_budget(tiny_checkpoint, tmp_path, toy_instances, toy_descriptions):
+    data, descs = write_toy(tmp_path, toy_instances, toy_descriptions)
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(cli, [
+        "bench", "--checkpoint", tiny_checkpoint, "--data", data, "--descriptions", descs, "--relations", "20",
+        "--limit", "8", "--latency-sentences", "2", "--all-pairs-budget", "50", "--methods", "emma,all_pairs",
+        "--output", str(out),
+    ])
+    assert result.exit_code == 0, result.output
+    emma, all_pairs = json.loads(out.read_text())["results"]
+    assert emma["method"] == "emma" and not emma["estimated"] and emma["f1"] is not None
+    assert all_pairs["estimated"] and all_pairs["n_sentences"] == 2 and all_pairs["f1"] is None
+    assert "estimated from a sample" in result.output
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--relations", "5,x"], "comma-separated integers"),
+    (["--methods", "emma,brute"], "choose from"),
+    (["--limit", "0"], "limit=0"),
+])
+def test_bench_bad_flags_fail_in_one_line(tiny_checkpoint, tmp_path, toy_instances, toy_descriptions, flags, message):
+    data, descs = write_toy(tmp_path, toy_instances, toy_descriptions)
+    result = CliRunner().invoke(cli, ["bench", "--checkpoint", tiny_checkpoint, "--data", data, "--descriptions", descs, *flags])
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_bench_on_fewrel(shared_data, tiny_checkpoint, tmp_path):
+    """The real data layout: FewRel val sentences, pid2name descriptions, the FewRel 80 as pool."""
+    fewrel = shared_data / "fewrel"
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(cli, [
+        "bench", "--checkpoint", tiny_checkpoint, "--data", str(fewrel / "val_wiki.json"),
+        "--descriptions", str(fewrel / "pid2name.json"),
+        "--pool", str(fewrel / "relation_description" / "fewrel_relation_description.json"),
+        "--relations", "3,20", "--limit", "8", "--latency-sentences", "2", "--output", str(out),
+    ])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["results"]
+    assert all(r["f1"] is not None for r in rows)
+    assert {r["n_synthetic"] for r in rows} == {0}

@@ -1,0 +1,224 @@
+"""The inference fast path keeps its answers.
+
+Exact top-k equals a brute-force reference (each sentence and description encoded alone, no
+batching, no index); relations added one by one score exactly as a rebuilt index; batched and
+single predictions agree; a single prediction encodes one sentence and nothing of the catalogue;
+bf16 (and fp16 on CUDA) stays close to fp32. CUDA cases run when a GPU is present.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from emma.bench import instance_text, synthetic_descriptions
+from emma.features import collate_single, encode_descriptions, encode_instances
+from emma.model import cosine_scores
+from emma.pipeline import Extractor, RelationIndex, resolve_precision
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def catalogue(toy_descriptions, count: int = 60) -> dict[str, str]:
+    """The toy relations plus made-up ones, so top-k has something to choose from."""
+    return {**toy_descriptions, **synthetic_descriptions(toy_descriptions, count - len(toy_descriptions), seed=1)}
+
+
+@torch.inference_mode()
+def brute_force(ex: Extractor, instances, descriptions: dict[str, str]) -> torch.Tensor:
+    """(B, N) cosine scores with every description and sentence encoded on its own, fp32."""
+    model, tok = ex.model, ex.tokenizer
+    enc = encode_descriptions(tok, list(descriptions.values()), ex.config.max_description_length)
+    descs = []
+    for ids in enc.ids:
+        inputs = {k: v.to(ex.device) for k, v in collate_single(tok, [ids]).items()}
+        descs.append(model.recall.encode_descriptions(**inputs).vectors[0])
+    sents = []
+    enc = encode_instances(tok, instances, ex.config.max_length)
+    for i in range(len(instances)):
+        inputs = collate_single(tok, [enc.ids[i]])
+        h = torch.tensor([enc.head_marker[i] + 1], device=ex.device)
+        t = torch.tensor([enc.tail_marker[i] + 1], device=ex.device)
+        sents.append(model.recall.encode_instances(inputs["input_ids"].to(ex.device), inputs["attention_mask"].to(ex.device), h, t)[0])
+    return cosine_scores(torch.stack(sents), torch.stack(descs)).cpu()  # (B, N)
+
+
+def assert_same_ranking(names: list[str], scores: list[float], ref_names: list[str], ref_scores: torch.Tensor, tol: float = 1e-5):
+    """Equal scores; equal order wherever the reference scores are not tied within `tol`."""
+    assert torch.allclose(torch.tensor(scores), ref_scores.float(), atol=tol), (scores, ref_scores)
+    for i in range(len(names)):
+        tied = (i > 0 and ref_scores[i - 1] - ref_scores[i] < tol) or (i + 1 < len(names) and ref_scores[i] - ref_scores[i + 1] < tol)
+        if not tied:
+            assert names[i] == ref_names[i], f"rank {i}: {names[i]} != {ref_names[i]}"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("top_k", [3, None])
+def test_topk_equals_brute_force(tiny_checkpoint, toy_instances, toy_descriptions, device, top_k):
+    ex = Extractor.load(tiny_checkpoint, device=device, precision="fp32")
+    ex.batch_size = 5  # several batches, each padded differently
+    rels = catalogue(toy_descriptions)
+    ex.set_relations(rels)
+    ref = brute_force(ex, toy_instances, rels)  # (B, N)
+    names = list(rels)
+    width = len(names) if top_k is None else top_k
+    for row, pred in enumerate(ex.predict_batch(toy_instances, top_k=top_k)):
+        ref_scores, ref_idx = ref[row].topk(width)
+        assert len(pred.recall) == width
+        assert_same_ranking([n for n, _ in pred.recall], [s for _, s in pred.recall], [names[j] for j in ref_idx], ref_scores)
+        assert pred.candidates == [n for n, _ in pred.recall[: ex.config.k]]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_appended_relations_score_like_a_rebuilt_index(tiny_checkpoint, toy_instances, toy_descriptions, device):
+    rels = catalogue(toy_descriptions, 40)
+    items = list(rels.items())
+    grown = Extractor.load(tiny_checkpoint, device=device, precision="fp32")
+    grown.set_relations(dict(items[:5]))
+    first_rows = grown.index.vectors
+    snapshot = first_rows.clone()
+    for name, text in items[5:]:  # one at a time: the buffer grows past 16 and 32 rows
+        grown.add_relation(name, text)
+    rebuilt = Extractor.load(tiny_checkpoint, device=device, precision="fp32")
+    rebuilt.set_relations(rels)
+
+    assert grown.index.names == rebuilt.index.names
+    assert grown.index.vectors.shape == (len(rels), grown.model.recall.dim)
+    assert torch.allclose(grown.index.vectors, rebuilt.index.vectors, atol=1e-5)
+    assert torch.equal(first_rows, snapshot), "appending must not change rows already handed out"
+    for a, b in zip(grown.index.head_weights, rebuilt.index.head_weights):
+        assert torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-5)
+    assert grown.index.token_ids == rebuilt.index.token_ids
+    for p, q in zip(grown.predict_batch(toy_instances), rebuilt.predict_batch(toy_instances)):
+        assert_same_ranking([n for n, _ in p.recall], [s for _, s in p.recall], [n for n, _ in q.recall], torch.tensor([s for _, s in q.recall]))
+        assert torch.allclose(torch.tensor(p.probabilities), torch.tensor(q.probabilities), atol=1e-5)
+
+
+def test_remove_and_re_add_keep_positions_consistent(tiny_extractor, toy_descriptions, toy_instances):
+    ex = tiny_extractor
+    before = ex.index.vectors.clone()
+    ex.remove_relation("born in")
+    assert "born in" not in ex.relations
+    assert ex.index.vectors.shape[0] == len(ex.index) == 3
+    assert torch.equal(ex.index.vectors, before[[0, 2, 3]])
+    for i, name in enumerate(ex.index.names):
+        assert ex.index.position(name) == i
+    with pytest.raises(KeyError):
+        ex.index.position("born in")
+    ex.add_relation("born in", toy_descriptions["born in"])
+    assert ex.index.position("born in") == 3
+    assert torch.allclose(ex.index.vectors[3], before[1], atol=1e-6)
+    assert all(p.label in ex.relations for p in ex.predict_batch(toy_instances))
+    for name in list(ex.relations):
+        ex.remove_relation(name)
+    assert ex.index.vectors is None and len(ex.index) == 0
+    ex.add_relation("born in", toy_descriptions["born in"])
+    assert ex.index.vectors.shape[0] == 1
+
+
+def test_index_position_follows_lists_edited_elsewhere():
+    index = RelationIndex(names=["a", "b", "c"])
+    assert index.position("c") == 2
+    index.names.remove("a")  # a caller editing the public lists directly
+    assert index.position("c") == 1
+    with pytest.raises(KeyError):
+        index.position("a")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("rerank_batch_size", [None, 3])
+def test_batched_and_single_predictions_agree(tiny_checkpoint, toy_instances, toy_descriptions, device, rerank_batch_size):
+    ex = Extractor.load(tiny_checkpoint, device=device, precision="fp32")
+    ex.set_relations(catalogue(toy_descriptions, 20))
+    ex.batch_size = 8  # a full and a partial batch, the classifier's pairs regrouped in threes or not at all
+    ex.rerank_batch_size = rerank_batch_size
+    batched = ex.predict_batch(toy_instances)
+    for inst, b in zip(toy_instances, batched):
+        text, head, tail = instance_text(inst)
+        for single in (ex.predict_tokens(inst.tokens, inst.head, inst.tail), ex.predict(text, head, tail)):
+            assert_same_ranking([n for n, _ in single.recall], [s for _, s in single.recall], [n for n, _ in b.recall],
+                                torch.tensor([s for _, s in b.recall]))
+            assert torch.allclose(torch.tensor(single.probabilities), torch.tensor(b.probabilities), atol=1e-5)
+            if b.probabilities and abs(b.probabilities[0] - b.probabilities[1]) > 1e-4:
+                assert single.label == b.label
+            assert single.attention == b.attention
+
+
+class CountingTokenizer:
+    """Delegates to a tokenizer and records how many texts each call tokenizes."""
+
+    def __init__(self, tokenizer) -> None:
+        self._tok = tokenizer
+        self.calls: list[int] = []
+
+    def __call__(self, texts, *args, **kwargs):
+        self.calls.append(len(texts) if isinstance(texts, list) else 1)
+        return self._tok(texts, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._tok, name)
+
+    def __len__(self) -> int:
+        return len(self._tok)
+
+
+def test_single_prediction_touches_nothing_of_the_catalogue(tiny_extractor, toy_descriptions, monkeypatch):
+    ex = tiny_extractor
+    ex.set_relations(catalogue(toy_descriptions, 30))
+    counting = CountingTokenizer(ex.tokenizer)
+    ex.tokenizer = counting
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("descriptions were encoded or tokenized again during prediction")
+
+    monkeypatch.setattr("emma.pipeline.encode_descriptions", forbidden)
+    monkeypatch.setattr(ex.model.recall, "encode_descriptions", forbidden)
+    p = ex.predict("Apple was founded by Steve Jobs in 1976 .", head=(0, 5), tail=(21, 31))
+    assert p.reranked and len(p.recall) == 30
+    assert counting.calls == [1], "one sentence, and only it, is tokenized"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_half_precision_stays_close_to_fp32(tiny_checkpoint, toy_instances, toy_descriptions, device):
+    half = "fp16" if device == "cuda" else "bf16"
+    rels = catalogue(toy_descriptions, 20)
+    exact = Extractor.load(tiny_checkpoint, device=device, precision="fp32")
+    fast = Extractor.load(tiny_checkpoint, device=device, precision=half)
+    assert fast.precision == half
+    for ex in (exact, fast):
+        ex.set_relations(rels)
+    cos = torch.nn.functional.cosine_similarity(exact.index.vectors, fast.index.vectors, dim=-1)
+    assert cos.min() > 0.999, cos.min()
+    for p, q in zip(exact.predict_batch(toy_instances), fast.predict_batch(toy_instances)):
+        ps, qs = dict(p.recall), dict(q.recall)
+        assert max(abs(ps[n] - qs[n]) for n in ps) < 0.01
+        assert torch.allclose(torch.tensor(p.probabilities), torch.tensor(q.probabilities), atol=0.02) or p.candidates != q.candidates
+
+
+def test_auto_precision_is_half_where_the_hardware_has_it():
+    cpu = resolve_precision("auto", torch.device("cpu"))
+    native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert cpu == ("bf16" if native else "fp32")
+    assert resolve_precision("auto", torch.device("cuda")) == "fp16"
+    with pytest.raises(ValueError, match="choose one of"):
+        resolve_precision("int8", torch.device("cpu"))
+
+
+@pytest.mark.slow
+def test_half_precision_on_the_real_encoder(packaged_encoder, tmp_path, toy_instances, toy_descriptions):
+    """The packaged MiniLM (real weights): bf16 embeddings match fp32 to cosine ≥ 0.999, same top-k."""
+    from emma.checkpoint import load_tokenizer, save_checkpoint
+    from emma.model import Emma, EmmaConfig
+
+    tok = load_tokenizer(packaged_encoder)
+    save_checkpoint(Emma.from_encoder(EmmaConfig(encoder="minilm"), len(tok), pretrained=packaged_encoder), tok, tmp_path / "ckpt")
+    exact = Extractor.load(tmp_path / "ckpt", device="cpu", precision="fp32")
+    fast = Extractor.load(tmp_path / "ckpt", device="cpu", precision="bf16")
+    for ex in (exact, fast):
+        ex.set_relations(toy_descriptions)
+    cos = torch.nn.functional.cosine_similarity(exact.index.vectors, fast.index.vectors, dim=-1)
+    assert cos.min() > 0.999, cos.min()
+    for p, q in zip(exact.predict_batch(toy_instances), fast.predict_batch(toy_instances)):
+        ps, qs = dict(p.recall), dict(q.recall)
+        assert max(abs(ps[n] - qs[n]) for n in ps) < 0.01
+        assert p.recall_label == q.recall_label or abs(p.recall[0][1] - p.recall[1][1]) < 0.01
