@@ -32,10 +32,10 @@ def _fail_cleanly(fn):
     return wrapper
 
 
-def _load_instances(paths) -> list:
+def _load_instances(paths, skip_invalid: bool = False) -> list:
     instances = []
     for p in paths:
-        instances.extend(read_instances(p))
+        instances.extend(read_instances(p, skip_invalid=skip_invalid))
     return instances
 
 
@@ -134,7 +134,8 @@ def _train(data, descriptions, split, output, config_file, resume, no_classifier
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True)
 @click.option("--output", type=click.Path(), help="Also write the JSON report here.")
 @click.option("--markdown", is_flag=True, help="Print a markdown table to stderr too.")
-def evaluate(checkpoint, data, descriptions, split, k, max_per_relation, precision, output, markdown) -> None:
+@click.option("--skip-invalid", is_flag=True, help="Drop broken records (logged) instead of stopping at the first.")
+def evaluate(checkpoint, data, descriptions, split, k, max_per_relation, precision, output, markdown, skip_invalid) -> None:
     """Score recall-only and full EMMA (macro P/R/F1) on a zero-shot test set.
 
     Prints one JSON object with keys recall_only and emma (precision, recall, f1 in percent),
@@ -145,17 +146,17 @@ def evaluate(checkpoint, data, descriptions, split, k, max_per_relation, precisi
         python -m emma evaluate --checkpoint checkpoints/emma-minilm --data ../shared/data/fewrel/val_wiki.json \\
             --descriptions ../shared/data/fewrel/pid2name.json --split ../shared/data/splits/fewrel_rel2id/fewrel_rel2id_15_ori.json
     """
-    _evaluate(checkpoint, data, descriptions, split, k, max_per_relation, precision, output, markdown)
+    _evaluate(checkpoint, data, descriptions, split, k, max_per_relation, precision, output, markdown, skip_invalid)
 
 
 @_fail_cleanly
-def _evaluate(checkpoint, data, descriptions, split, k, max_per_relation, precision, output, markdown) -> None:
+def _evaluate(checkpoint, data, descriptions, split, k, max_per_relation, precision, output, markdown, skip_invalid) -> None:
     from .data import cap_per_relation
     from .evaluate import evaluate as run_evaluation
     from .evaluate import markdown_table
     from .pipeline import Extractor
 
-    instances = _load_instances(data)
+    instances = _load_instances(data, skip_invalid)
     descs = read_descriptions(descriptions)
     sp = _split_or_none(split)
     if sp is not None:
