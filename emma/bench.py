@@ -68,8 +68,8 @@ class BenchConfig:
             it the sentences are sub-sampled and the row is flagged "estimated" (F1 then null).
         all_pairs_score: "reference" or "tournament" (see the module docstring).
         latency_top_k: `top_k` of the timed `Extractor.predict` calls (None: every recall score).
-        batch_size: sentences per encoder batch (the all-pairs baseline batches batch_size × k pairs,
-            as many as EMMA's rerank batch).
+        batch_size: sentences per encoder batch (the all-pairs baseline makes classifier calls of the
+            same size as EMMA's rerank).
         warmup: untimed passes before each timed run (each: one batch, then the latency sentences one
             by one), so kernels for the sentence lengths at hand exist, as in a long-running workbench.
         seed: sentence sampling, relation choice and synthetic descriptions.
@@ -256,7 +256,8 @@ class AllPairs:
     Args:
         extractor: an `Extractor` with a classifier and relations set.
         score: "reference" or "tournament" (module docstring).
-        pair_batch: pairs per cross-encoder call (default: batch_size × k, EMMA's rerank batch).
+        pair_batch: pairs per cross-encoder call (default: as many as EMMA's classifier calls take,
+            `rerank_batch_size` (else `batch_size`) × k; small calls pad least and run fastest on CPU).
         max_pairs: pairs whose states are held at once (sentences are grouped to stay under it).
     """
 
@@ -268,7 +269,7 @@ class AllPairs:
         self.ex = extractor
         self.score = score
         self.k = extractor.config.k
-        self.pair_batch = pair_batch or extractor.batch_size * self.k
+        self.pair_batch = pair_batch or (extractor.rerank_batch_size or extractor.batch_size) * self.k
         self.max_pairs = max_pairs
 
     @torch.inference_mode()

@@ -182,7 +182,7 @@ class Extractor:
         self.device = next(model.parameters()).device
         self.precision = resolve_precision(precision, self.device)
         self.batch_size = batch_size
-        self.rerank_batch_size: int | None = None if self.device.type == "cuda" else 16
+        self.rerank_batch_size: int | None = None if self.device.type == "cuda" else 8
         self.index = RelationIndex()
         self.checkpoint: str = ""
 
