@@ -5,6 +5,12 @@ a `RelationIndex`, so recall is one encoder pass for the sentence plus a matrix 
 relation costs one encoder pass for its description. Only the top-k relations go through the
 cross-encoder.
 
+The fast path (measured by `emma.bench`): inference mode; length-sorted batches padded to their
+longest member; classifier calls regrouped by pair length; the description matrix normalised once,
+kept on the model's device, grown one row per added relation; exact top-k by one matrix product
+(at 10,000 relations about 3 ms per sentence on one CPU core, so no approximate index); bf16 autocast
+on CPUs with native bf16, fp16 on CUDA.
+
 Example:
     >>> ex = Extractor.load()                      # the shipped checkpoint, CUDA if present
     >>> ex.set_relations({"founded by": "founded by: founder or co-founder of this organization"})
