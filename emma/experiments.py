@@ -54,7 +54,8 @@ class RunSpec:
     # 2: the classifier's candidate slots are shuffled in training and each stage is clipped on its own.
     # Protocol-1 records (before that
     # fix) have valid recall-only numbers, but their classifier had learned to pick recall's top-1.
-    protocol: int = 2
+    protocol: int = 3  # 3: fresh heads at head_lr 1e-3, warm-up capped at 10% of the run
+    head_lr: float | None = 1e-3
 
     def __post_init__(self) -> None:
         if self.dataset not in ("fewrel", "wikizsl"):
@@ -125,7 +126,7 @@ def run(spec: RunSpec, data_dir: Path = DEFAULT_DATA_DIR, results: Path = REPO_R
         record["train"] = None
     else:
         cfg = TrainConfig(
-            epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, seed=spec.train_seed, k=spec.k,
+            epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, head_lr=spec.head_lr, seed=spec.train_seed, k=spec.k,
             max_per_relation=spec.max_per_relation, max_length=spec.max_length,
             description_pooling="cls" if spec.variant in ("no_virtual", "no_both") else "attention",
             use_classifier=spec.variant not in ("no_classifier", "no_both"),

@@ -50,6 +50,7 @@ class TrainConfig:
     max_steps: int | None = None
     batch_size: int = 32
     lr: float = 5e-5
+    head_lr: float | None = 1e-3  # pooling heads and rerank MLP (randomly initialised); None: same as lr
     warmup_steps: int = 100
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
@@ -286,12 +287,9 @@ def train(
     decay = ["bias", "LayerNorm.weight", "layer_norm", "norm.weight"]
     if config.freeze_word_embeddings:
         decay.append("word_embeddings")  # weight decay would move the frozen rows
-    groups = [
-        {"params": [p for n, p in model.named_parameters() if p.requires_grad and not any(d in n for d in decay)], "weight_decay": config.weight_decay},
-        {"params": [p for n, p in model.named_parameters() if p.requires_grad and any(d in n for d in decay)], "weight_decay": 0.0},
-    ]
-    optimizer = torch.optim.AdamW(groups, lr=config.lr)
-    scheduler = get_linear_schedule_with_warmup(optimizer, min(config.warmup_steps, total_steps // 2), total_steps)
+    optimizer = torch.optim.AdamW(_param_groups(model, config, decay), lr=config.lr)
+    # Warm-up is capped at a tenth of a short run (100 warm-up steps of a 189-step run left half of it at low lr).
+    scheduler = get_linear_schedule_with_warmup(optimizer, min(config.warmup_steps, max(1, total_steps // 10)), total_steps)
     stages = [[p for p in part.parameters() if p.requires_grad] for part in (model.recall, model.classifier) if part is not None]
     stages = [params for params in stages if params]
     objective = JointObjective(model, world, rank, train_recall=config.train_recall)
@@ -384,6 +382,23 @@ def train(
         torch.use_deterministic_algorithms(was_deterministic)
     accelerator.end_training()
     return output
+
+
+def _param_groups(model: Emma, config: TrainConfig, no_decay: list[str]) -> list[dict]:
+    """AdamW groups: pretrained encoder weights at `lr`; the freshly initialised heads (pooling, rerank MLP)
+    at `head_lr`, since at an encoder's fine-tuning rate a random head barely moves in a short run."""
+    groups: dict[tuple, list] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        fresh = ".encoder." not in f".{name}"
+        decays = not any(d in name for d in no_decay)
+        groups.setdefault((fresh, decays), []).append(p)
+    return [
+        {"params": params, "lr": (config.head_lr or config.lr) if fresh else config.lr,
+         "weight_decay": config.weight_decay if decays else 0.0}
+        for (fresh, decays), params in sorted(groups.items())
+    ]
 
 
 def _freeze_word_embeddings(model: Emma, tokenizer) -> None:

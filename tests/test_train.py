@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("fresh_accelerate")
 
 
 def _config(encoder, **overrides):
-    values = dict(encoder=encoder, batch_size=4, lr=1e-3, warmup_steps=0, max_length=32, max_description_length=24,
+    values = dict(encoder=encoder, batch_size=4, lr=1e-3, head_lr=None, warmup_steps=0, max_length=32, max_description_length=24,
                   precision="fp32", seed=1)
     values.update(overrides)
     return TrainConfig(**values)
@@ -409,3 +409,13 @@ def test_continue_from_checkpoint_training_only_the_classifier(tiny_encoder_dir,
     assert all(torch.equal(b[k], a[k]) for k in b if k.startswith("recall."))
     assert any(not torch.equal(b[k], a[k]) for k in b if k.startswith("classifier."))
     assert all(r["rerank_loss"] > 0 for r in _log(second))
+
+
+def test_fresh_heads_get_their_own_learning_rate(tiny_encoder_dir, toy_instances, toy_descriptions, tmp_path):
+    # lr 0 for the pretrained encoders, head_lr for the randomly initialised pooling and rerank heads
+    start = _weights(train(_config(tiny_encoder_dir, max_steps=1, lr=0.0), toy_instances, toy_descriptions, tmp_path / "0"))
+    after = _weights(train(_config(tiny_encoder_dir, max_steps=2, lr=0.0, head_lr=1e-2, weight_decay=0.0),
+                           toy_instances, toy_descriptions, tmp_path / "heads"))
+    moved = {k for k in start if not torch.equal(start[k], after[k])}
+    assert moved and all(".encoder." not in f".{k}" for k in moved), sorted(moved)
+    assert {"recall.head_pool.score.weight", "classifier.mlp.0.weight"} <= moved
