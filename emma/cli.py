@@ -248,7 +248,8 @@ def _predict(checkpoint, descriptions, text, head, tail, top_k) -> None:
 @click.option("--lr", type=float, default=5e-5, show_default=True)
 @click.option("--eval-per-relation", type=int, help="Test on at most N instances per unseen relation (seeded; default all).")
 @click.option("--deadline", type=float, help="Plan mode: start no run that would end after this many seconds.")
-def experiment(results, data_dir, dataset, m, split_seed, variant, k, max_per_relation, epochs, batch_size, lr, eval_per_relation, deadline) -> None:
+@click.option("--keep-checkpoint", is_flag=True, help="Keep each run's model under runs/ (deleted by default).")
+def experiment(results, data_dir, dataset, m, split_seed, variant, k, max_per_relation, epochs, batch_size, lr, eval_per_relation, deadline, keep_checkpoint) -> None:
     """Run the paper's protocol: train per split on its train relations, test on its unseen ones.
 
     With --dataset/--m/--seed, one run; without, the whole plan (main table, ablations, k sweep,
@@ -259,11 +260,11 @@ def experiment(results, data_dir, dataset, m, split_seed, variant, k, max_per_re
 
         python -m emma experiment --dataset fewrel --m 15 --seed ori --max-per-relation 100
     """
-    _experiment(results, data_dir, dataset, m, split_seed, variant, k, max_per_relation, epochs, batch_size, lr, eval_per_relation, deadline)
+    _experiment(results, data_dir, dataset, m, split_seed, variant, k, max_per_relation, epochs, batch_size, lr, eval_per_relation, deadline, keep_checkpoint)
 
 
 @_fail_cleanly
-def _experiment(results, data_dir, dataset, m, split_seed, variant, k, max_per_relation, epochs, batch_size, lr, eval_per_relation, deadline) -> None:
+def _experiment(results, data_dir, dataset, m, split_seed, variant, k, max_per_relation, epochs, batch_size, lr, eval_per_relation, deadline, keep_checkpoint) -> None:
     from .experiments import DEFAULT_DATA_DIR, RunSpec, default_plan, run, run_plan
 
     data = Path(data_dir) if data_dir else DEFAULT_DATA_DIR
@@ -273,10 +274,11 @@ def _experiment(results, data_dir, dataset, m, split_seed, variant, k, max_per_r
     if dataset or m or split_seed:
         if not (dataset and m and split_seed):
             raise click.ClickException("one run needs --dataset, --m and --seed together")
-        record = run(RunSpec(dataset, m, split_seed, variant, k=k, **budget), data_dir=data, results=Path(results))
+        record = run(RunSpec(dataset, m, split_seed, variant, k=k, **budget), data_dir=data, results=Path(results),
+                     keep_checkpoint=keep_checkpoint)
         click.echo(json.dumps(record, indent=2) if record else "already done")
     else:
-        n = run_plan(default_plan(budget), deadline_s=deadline, data_dir=data, results=Path(results))
+        n = run_plan(default_plan(budget), deadline_s=deadline, data_dir=data, results=Path(results), keep_checkpoint=keep_checkpoint)
         click.echo(f"{n} run(s) done; results in {results}")
 
 

@@ -140,6 +140,7 @@ def run(spec: RunSpec, data_dir: Path = DEFAULT_DATA_DIR, results: Path = REPO_R
         ex.set_relations({r: descriptions[r] for r in test_rels})
         report = evaluate(ex, test)
         record["recall_only"], record["emma"] = report["recall_only"], report["emma"] if ex.model.classifier is not None else None
+        record["emma_fused"] = report["emma_fused"] if ex.model.classifier is not None else None
         if not keep_checkpoint:
             shutil.rmtree(run_dir, ignore_errors=True)
     record.update({"wall_time_s": round(time.perf_counter() - t0, 1), "host": platform.node(),

@@ -74,3 +74,19 @@ def test_evaluate_rejects_relations_outside_the_index(tiny_extractor, toy_instan
     stray = Instance(("a", "b"), (0, 1), (1, 2), "unknown relation")
     with pytest.raises(ValueError, match="gold relations missing from the relation set: unknown relation"):
         evaluate(tiny_extractor, [*toy_instances[:2], stray])
+
+
+def test_fused_label_weighs_classifier_against_recall_confidence():
+    from emma.evaluate import fused_label
+    from emma.pipeline import Prediction
+
+    def pred(probs):
+        return Prediction(label="?", score=0.0, recall=[("a", 0.50), ("b", 0.49)], candidates=["a", "b"],
+                          probabilities=probs, reranked=True, recall_label="a")
+
+    # recall prefers a by exp(0.01 / 0.02) ≈ 1.65 : 1
+    assert fused_label(pred([0.2, 0.8]), 0.02) == "b"   # 0.2·0.62 < 0.8·0.38: a confident classifier overrides
+    assert fused_label(pred([0.45, 0.55]), 0.02) == "a"  # 0.45·0.62 > 0.55·0.38: a hesitant one does not
+    unranked = Prediction(label="a", score=0.5, recall=[("a", 0.5)], candidates=["a"], probabilities=[],
+                          reranked=False, recall_label="a")
+    assert fused_label(unranked, 0.02) == "a"
