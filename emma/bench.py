@@ -659,7 +659,8 @@ def figure(report: dict):
             fig.add_trace({"type": "scatter", "mode": "lines+markers", "x": x, "y": f1, "name": f"{LABELS[method]}: macro F1",
                            "line": {"color": COLORS[method], "dash": "dot" if method == "all_pairs" else "solid"},
                            "connectgaps": False}, secondary_y=True)
-    heads = ", ".join(f"n={h['n_relations']}: {h['speedup']:.0f}× (ideal {h['ideal']:.0f}×)" for h in report["headline"])
+    x_ = lambda v: f"{v:.1f}×" if v < 10 else f"{v:.0f}×"  # noqa: E731
+    heads = ", ".join(f"n={h['n_relations']}: {x_(h['speedup'])} (ideal {x_(h['ideal'])})" for h in report["headline"])
     fig.update_layout(
         title={"text": f"EMMA vs all-pairs — {report['device']}, {report['threads']} thread(s), {report['precision']}, k={report['k']}"
                + (f"<br><sup>throughput ratio {heads}</sup>" if heads else ""), "font": {"size": 14}},
@@ -667,7 +668,7 @@ def figure(report: dict):
         width=1000, height=560,
     )
     fig.update_yaxes(title_text="runtime per sentence, batched (ms, log)", type="log", secondary_y=False)
-    fig.update_yaxes(title_text="macro F1 (%)", range=[0, 100], secondary_y=True)
+    fig.update_yaxes(title_text="macro F1 (%)", range=[0, 105], tickmode="linear", tick0=0, dtick=20, showgrid=False, secondary_y=True)
     return fig
 
 
