@@ -217,13 +217,13 @@ class Extractor:
         """Add one relation (one encoder pass, no retraining). `replace=True` updates an existing one."""
         name, description = (name or "").strip(), (description or "").strip()
         _check_relations({name: description})
-        if name in self.index.names:
-            if not replace:
-                raise ValueError(f"a relation named {name!r} already exists")
-            self.remove_relation(name)
+        if name in self.index.names and not replace:
+            raise ValueError(f"a relation named {name!r} already exists")
         for other, text in self.relations.items():
-            if text == description:
+            if text == description and other != name:
                 raise ValueError(f"relation {other!r} already has this description")
+        if name in self.index.names:  # only once the new one is known to be acceptable
+            self.remove_relation(name)
         self._append([name], [description], progress=False)
 
     def remove_relation(self, name: str) -> None:
