@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 MAX_SENTENCE_CHARS = 2000
 MAX_CACHED_TEXTS = 20000
+MAX_CACHED_INDEXES = 16
 MARKERS_AND_SPECIALS = 6  # [CLS], [SEP] and the four entity markers
 
 
@@ -61,6 +62,9 @@ class Engine:
         self._cache: OrderedDict[str, _Row] = OrderedDict()
         self._pinned: set[str] = set()
         self._lock = threading.Lock()
+        # Assembled indexes per relation set: a session predicting again with unchanged relations
+        # skips stacking N rows (about 33 ms at 10,000 relations). Rows for a text never change.
+        self._indexes: OrderedDict[tuple, RelationIndex] = OrderedDict()
 
     # ------------------------------------------------------------------ sizes
 
@@ -108,11 +112,16 @@ class Engine:
         """A `RelationIndex` over {name: text}, in that order, built from cached rows."""
         if not relations:
             raise ValueError("no relations to choose from")
+        key = tuple(relations.items())
+        with self._lock:
+            if key in self._indexes:
+                self._indexes.move_to_end(key)
+                return self._indexes[key]
         texts = list(relations.values())
         self.encode(texts)
         with self._lock:
             rows = [self._cache[t] for t in texts]
-        return RelationIndex(
+        index = RelationIndex(
             names=list(relations),
             texts=texts,
             token_ids=[r.token_ids for r in rows],
@@ -121,6 +130,11 @@ class Engine:
             tail_weights=[r.tail_weights for r in rows],
             vectors=torch.stack([r.vector for r in rows]),  # (N, 3d)
         )
+        with self._lock:
+            self._indexes[key] = index
+            while len(self._indexes) > MAX_CACHED_INDEXES:
+                self._indexes.popitem(last=False)
+        return index
 
     # ------------------------------------------------------------------ prediction
 

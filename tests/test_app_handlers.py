@@ -9,6 +9,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 import pytest
+import torch
 
 import emma
 from app import plots
@@ -411,3 +412,13 @@ def test_user_relation_table_and_picking_a_row(wb, session):
         row_value = ["sibling", "brother or sister", "sibling: brother or sister"]
 
     assert wb.pick_user_relation(session, Select()) == ("sibling", "brother or sister")
+
+
+def test_engine_reuses_the_index_of_an_unchanged_relation_set(tiny_extractor, toy_descriptions):
+    engine = Engine(tiny_extractor)
+    first = engine.index(toy_descriptions)
+    assert engine.index(dict(toy_descriptions)) is first  # same set: no re-stacking
+    changed = {**toy_descriptions, "works for": "employer: organization a person works for"}
+    other = engine.index(changed)
+    assert other is not first and other.names[-1] == "works for"
+    assert torch.equal(other.vectors[: len(first)], first.vectors)
