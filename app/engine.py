@@ -12,7 +12,6 @@ its model are never mutated, so sessions cannot see each other's relations and c
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import logging
 import threading
@@ -143,8 +142,7 @@ class Engine:
         t0 = time.perf_counter()
         index = self.index(relations)
         index_ms = (time.perf_counter() - t0) * 1e3
-        view = copy.copy(self.extractor)  # shares model and tokenizer; only `index` differs
-        view.index = index
+        view = self.extractor.with_index(index)  # shares model and tokenizer; only the index differs
         prediction = view.predict(text, head=head, tail=tail, top_k=None)
         prediction.timings_ms = {"descriptions": index_ms, **prediction.timings_ms}
         return prediction

@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import time
 from dataclasses import dataclass, field
@@ -199,6 +200,16 @@ class Extractor:
         ex = cls(model, tokenizer, precision=precision)
         ex.checkpoint = str(path) if path is not None else "default"
         return ex
+
+    def with_index(self, index: RelationIndex) -> "Extractor":
+        """A view of this extractor that predicts over `index`, sharing the model and tokenizer.
+
+        For serving many users with different relation sets from one loaded model: neither this
+        extractor nor `index` is modified by predicting through the view.
+        """
+        view = copy.copy(self)
+        view.index = index
+        return view
 
     # ------------------------------------------------------------------ relations
 

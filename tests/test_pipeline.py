@@ -225,3 +225,15 @@ def test_replace_may_keep_its_own_description(tiny_extractor, toy_descriptions):
     ex = tiny_extractor
     ex.add_relation("born in", toy_descriptions["born in"], replace=True)  # same text: not a duplicate of itself
     assert ex.relations["born in"] == toy_descriptions["born in"] and len(ex.relations) == len(toy_descriptions)
+
+
+def test_with_index_predicts_over_another_relation_set_without_touching_either(tiny_extractor, toy_descriptions):
+    from emma.pipeline import Extractor
+
+    other = Extractor(tiny_extractor.model, tiny_extractor.tokenizer, precision="fp32")
+    other.set_relations({"born in": toy_descriptions["born in"], "capital of": toy_descriptions["capital of"]})
+    view = tiny_extractor.with_index(other.index)
+    p = view.predict("Marie Curie was born in Warsaw .", (0, 11), (24, 30))
+    assert {name for name, _ in p.recall} == {"born in", "capital of"}
+    assert tiny_extractor.relations == toy_descriptions and len(other.relations) == 2
+    assert view.model is tiny_extractor.model
