@@ -61,6 +61,11 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device(device)
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), where bf16 autocast pays off."""
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 def load_tokenizer(name_or_path: str):
     tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     add_markers(tokenizer)
@@ -163,14 +168,11 @@ def save_portable(directory: str | Path, output: str | Path, base_encoder: str |
     """
     from .features import marker_ids
 
-    from transformers import AutoModel
-
     model, tokenizer = load_checkpoint(directory, device="cpu")
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     markers = list(marker_ids(tokenizer))
-    base = AutoModel.from_pretrained(base_encoder or default_encoder(), add_pooling_layer=False, dtype=torch.float32)
-    base_rows = base.get_input_embeddings().weight.detach().half().float()
+    base_rows = _base_word_embeddings(base_encoder).half().float()
     for key, value in model.state_dict().items():
         if key.endswith(_WORD_EMB) and not torch.equal(value[: base_rows.shape[0]], base_rows):
             raise CheckpointError(f"{directory}: {key} differs from the base encoder's; train with freeze_word_embeddings")
@@ -200,6 +202,14 @@ def save_portable(directory: str | Path, output: str | Path, base_encoder: str |
     return paths
 
 
+def _base_word_embeddings(base_encoder: str | None) -> torch.Tensor:
+    """The base encoder's word-embedding matrix (vocab, d), float32."""
+    from transformers import AutoModel
+
+    base = AutoModel.from_pretrained(base_encoder or default_encoder(), add_pooling_layer=False, dtype=torch.float32)
+    return base.get_input_embeddings().weight.detach()
+
+
 def _small_files(directory) -> list[str]:
     return sorted(p.name for p in Path(directory).iterdir()
                   if p.is_file() and p.suffix in (".json", ".md", ".txt") and p.name != CONFIG_FILE and p.stat().st_size < 4 * 2**20)
@@ -207,15 +217,12 @@ def _small_files(directory) -> list[str]:
 
 def restore_portable(portable: str | Path, output: str | Path, base_encoder: str | None = None) -> Path:
     """Rebuild a full checkpoint folder from `save_portable` shards plus the base encoder's word embeddings."""
-    from transformers import AutoModel
-
     portable = Path(portable)
     meta = json.loads((portable / PORTABLE_FILE).read_text())
     state = {}
     for i in range(meta["shards"]):
         state.update(load_file(str(portable / f"portable-{i:02d}.safetensors")))
-    base = AutoModel.from_pretrained(base_encoder or default_encoder(), add_pooling_layer=False, dtype=torch.float32)
-    base_rows = base.get_input_embeddings().weight.detach()
+    base_rows = _base_word_embeddings(base_encoder)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     for name, text in meta["files"].items():

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .checkpoint import load_checkpoint
+from .checkpoint import cpu_has_bf16, load_checkpoint
 from .data import Instance, Span
 from .features import collate_pairs, collate_single, encode_descriptions, encode_instances, instance_from_text
 from .model import Emma
@@ -51,7 +51,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         return precision
     if device.type == "cuda":
         return "fp16"
-    if device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if device.type == "cpu" and cpu_has_bf16():
         return "bf16"
     return "fp32"
 

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import default_encoder, load_tokenizer, save_checkpoint
+from .checkpoint import cpu_has_bf16, default_encoder, load_tokenizer, save_checkpoint
 from .data import Instance
 from .features import collate_pairs, collate_single, encode_descriptions, encode_instances
 from .losses import InfoNCELoss, hard_negatives, same_relation_mask
@@ -202,7 +202,7 @@ def _mixed_precision(precision: str, cuda: bool) -> str:
         return precision
     if cuda:
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported() else "no"
+    return "bf16" if cpu_has_bf16() else "no"
 
 
 def train(
