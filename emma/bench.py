@@ -274,14 +274,11 @@ class AllPairs:
 
     @torch.inference_mode()
     def pair_states(self, firsts: list[list[int]], seconds: list[list[int]]) -> torch.Tensor:
-        """[CLS] states (P, d), float32, of "[CLS] first [SEP] second [SEP]" pairs, as the classifier reads them."""
+        """States (P, F), float32, of "[CLS] first [SEP] second [SEP]" pairs, as the classifier's MLP reads them."""
         ex, clf = self.ex, self.ex.model.classifier
         pairs = {key: v.to(ex.device, non_blocking=True) for key, v in collate_pairs(ex.tokenizer, firsts, seconds).items()}
-        if getattr(clf.encoder.config, "type_vocab_size", 2) < 2:
-            pairs["token_type_ids"] = None  # as RerankClassifier.forward does
         with autocast(ex.device, ex.precision):
-            hidden = clf.encoder(**pairs).last_hidden_state  # (P, L, d)
-        return hidden[:, 0].float()  # (P, d)
+            return clf.pair_features(**pairs).float()  # (P, F)
 
     @torch.inference_mode()
     def predict(self, instances: Sequence[Instance]) -> list[str]:
@@ -299,15 +296,20 @@ class AllPairs:
             rows = list(range(g0, min(g0 + group, len(instances))))
             pairs = [(i, r) for i in rows for r in range(n)]
             order = sorted(range(len(pairs)), key=lambda p: len(enc.ids[pairs[p][0]]) + len(descs[pairs[p][1]]))
-            states = torch.empty(len(pairs), mlp[0].in_features // self.k, device=ex.device)  # (G·n, d)
+            states = None  # (G·n, F), allocated on the first chunk
             for c in range(0, len(order), self.pair_batch):
                 chunk = order[c : c + self.pair_batch]
                 firsts = [enc.ids[pairs[p][0]] for p in chunk]
                 seconds = [descs[pairs[p][1]] for p in chunk]
-                states[torch.tensor(chunk, device=ex.device)] = self.pair_states(firsts, seconds)
+                chunk_states = self.pair_states(firsts, seconds)
+                if states is None:
+                    states = chunk_states.new_empty(len(pairs), chunk_states.shape[-1])
+                states[torch.tensor(chunk, device=ex.device)] = chunk_states
             states = states.view(len(rows), n, -1)  # (G, n, d)
             for g in range(len(rows)):
-                if self.score == "reference":
+                if ex.model.classifier.config.classifier_head == "shared":
+                    best = int(mlp(states[g]).squeeze(-1).argmax())  # a per-pair score: exact, no comparator needed
+                elif self.score == "reference":
                     best = int(reference_scores(mlp, states[g], self.k).argmax())
                 else:
                     best = tournament_winner(mlp, states[g], self.k)

@@ -80,6 +80,10 @@ def cli(verbose: bool) -> None:
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]))
 @click.option("--description-pooling", type=click.Choice(["attention", "cls"]), help="'cls' is the no-virtual-entity ablation.")
 @click.option("--no-classifier", is_flag=True, default=None, help="Recall only (ablation).")
+@click.option("--classifier-head", type=click.Choice(["concat", "shared"]),
+              help="'concat': one MLP over the k pair states (paper); 'shared': each pair scored alone.")
+@click.option("--classifier-features", type=click.Choice(["cls", "cls_entities"]),
+              help="Pair state: h[CLS] (paper) or h[CLS] ⊕ h[E_h] ⊕ h[E_t].")
 @click.option("--freeze-word-embeddings", is_flag=True, default=None, help="Keep the base vocabulary's embeddings fixed (markers still learn).")
 @click.option("--init-checkpoint", type=click.Path(exists=True), help="Start from this trained checkpoint instead of the base encoder.")
 @click.option("--no-train-recall", is_flag=True, default=None, help="Freeze the recall encoder; train only the classifier.")
@@ -99,6 +103,7 @@ def train(data, descriptions, split, output, config_file, resume, no_classifier,
 
 @_fail_cleanly
 def _train(data, descriptions, split, output, config_file, resume, no_classifier, flags) -> None:
+    from .model import EmmaConfig
     from .train import TrainConfig, train as run_training
 
     values = json.loads(Path(config_file).read_text()) if config_file else {}
@@ -106,10 +111,17 @@ def _train(data, descriptions, split, output, config_file, resume, no_classifier
     unknown = set(values) - known
     if unknown:
         raise click.ClickException(f"{config_file}: unknown keys {sorted(unknown)}; valid: {sorted(known)}")
-    values.update({k: v for k, v in flags.items() if v is not None})
+    model = dict(values.get("model") or {})
+    architecture = {f.name for f in fields(EmmaConfig)} - {"encoder"}  # --encoder is the path to start from
+    for key, value in flags.items():
+        if value is not None:
+            (model if key in architecture else values)[key] = value
     if no_classifier:
-        values["use_classifier"] = False
-    config = TrainConfig(**values)
+        model["use_classifier"] = False
+    try:
+        config = TrainConfig(**{**values, "model": EmmaConfig.from_dict(model)})
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
     instances = _load_instances(data)
     descs = read_descriptions(descriptions)
     sp = _split_or_none(split)

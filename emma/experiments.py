@@ -99,6 +99,7 @@ def run(spec: RunSpec, data_dir: Path = DEFAULT_DATA_DIR, results: Path = REPO_R
         runs_dir: Path = REPO_ROOT / "runs", keep_checkpoint: bool = False) -> dict | None:
     """Train and evaluate one run, append its record to `results`; None if it was already there."""
     from .evaluate import evaluate
+    from .model import EmmaConfig
     from .pipeline import Extractor
     from .train import TrainConfig, train
 
@@ -126,10 +127,11 @@ def run(spec: RunSpec, data_dir: Path = DEFAULT_DATA_DIR, results: Path = REPO_R
         record["train"] = None
     else:
         cfg = TrainConfig(
-            epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, head_lr=spec.head_lr, seed=spec.train_seed, k=spec.k,
-            max_per_relation=spec.max_per_relation, max_length=spec.max_length,
-            description_pooling="cls" if spec.variant in ("no_virtual", "no_both") else "attention",
-            use_classifier=spec.variant not in ("no_classifier", "no_both"),
+            model=EmmaConfig(k=spec.k, max_length=spec.max_length,
+                             description_pooling="cls" if spec.variant in ("no_virtual", "no_both") else "attention",
+                             use_classifier=spec.variant not in ("no_classifier", "no_both")),
+            epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, head_lr=spec.head_lr, seed=spec.train_seed,
+            max_per_relation=spec.max_per_relation,
         )
         run_dir = runs_dir / spec.name
         train(cfg, select(instances, train_rels), descriptions, run_dir, resume=True)

@@ -133,14 +133,20 @@ def collate_single(tokenizer, rows: list[list[int]]) -> dict[str, torch.Tensor]:
 
 
 def collate_pairs(tokenizer, firsts: list[list[int]], seconds: list[list[int]]) -> dict[str, torch.Tensor]:
-    """[CLS] first [SEP] second [SEP] with token type ids, padded: the cross-encoder's input."""
+    """[CLS] first [SEP] second [SEP] with token type ids, padded: the cross-encoder's input.
+
+    `firsts` are marked instances; `head_marker`/`tail_marker` give the positions of [E_h]/[E_t] in each pair.
+    """
     cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    h_open, _, t_open, _ = marker_ids(tokenizer)
     rows = [[cls, *a, sep, *b, sep] for a, b in zip(firsts, seconds)]
     ids, mask = _pad(rows, tokenizer.pad_token_id)
     types = torch.zeros_like(ids)
     for i, a in enumerate(firsts):
         types[i, len(a) + 2 : len(rows[i])] = 1
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types,
+            "head_marker": torch.tensor([a.index(h_open) + 1 for a in firsts], dtype=torch.long),
+            "tail_marker": torch.tensor([a.index(t_open) + 1 for a in firsts], dtype=torch.long)}
 
 
 # --------------------------------------------------------------------------- raw text

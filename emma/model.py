@@ -22,6 +22,8 @@ from transformers import AutoConfig, AutoModel
 
 FORMAT_VERSION = 1
 DESCRIPTION_POOLINGS = ("attention", "cls")
+CLASSIFIER_HEADS = ("concat", "shared")
+CLASSIFIER_FEATURES = ("cls", "cls_entities")
 
 
 @dataclass
@@ -39,6 +41,12 @@ class EmmaConfig:
             3d instance vector).
         use_classifier: False for the "without classifier" ablation (recall only).
         classifier_hidden: hidden width of the rerank MLP (0 means the encoder's hidden size).
+        classifier_head: "concat" (the paper: one MLP over the k concatenated pair states → k logits)
+            or "shared" (one MLP scores each pair state alone → 1 logit each, softmax over the k).
+            The shared scorer cannot depend on slot order, so it needs no slot shuffling to learn to
+            read, and it accepts any k at inference.
+        classifier_features: what each pair contributes: "cls" (h[CLS], the paper) or
+            "cls_entities" (h[CLS] ⊕ h[E_h] ⊕ h[E_t] of the pair, as recall's instance vector).
     """
 
     encoder: str = ""
@@ -49,6 +57,9 @@ class EmmaConfig:
     description_pooling: str = "attention"
     use_classifier: bool = True
     classifier_hidden: int = 0
+    # Defaults are the paper's and what checkpoints written before these fields existed used.
+    classifier_head: str = "concat"
+    classifier_features: str = "cls"
     version: int = FORMAT_VERSION
     markers: list[str] = field(default_factory=lambda: ["[E_h]", "[/E_h]", "[E_t]", "[/E_t]"])
 
@@ -57,6 +68,10 @@ class EmmaConfig:
             raise ValueError(f"k must be at least 1, got {self.k}")
         if self.description_pooling not in DESCRIPTION_POOLINGS:
             raise ValueError(f"description_pooling={self.description_pooling!r}; choose one of {DESCRIPTION_POOLINGS}")
+        if self.classifier_head not in CLASSIFIER_HEADS:
+            raise ValueError(f"classifier_head={self.classifier_head!r}; choose one of {CLASSIFIER_HEADS}")
+        if self.classifier_features not in CLASSIFIER_FEATURES:
+            raise ValueError(f"classifier_features={self.classifier_features!r}; choose one of {CLASSIFIER_FEATURES}")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
         if self.max_length < 8 or self.max_description_length < 3:
@@ -169,18 +184,42 @@ class RerankClassifier(nn.Module):
         self.config = config
         self.encoder = encoder
         dim = encoder.config.hidden_size
+        features = dim * (3 if config.classifier_features == "cls_entities" else 1)
         hidden = config.classifier_hidden or dim
-        self.mlp = nn.Sequential(nn.Linear(config.k * dim, hidden), nn.GELU(), nn.Linear(hidden, config.k))
+        if config.classifier_head == "concat":
+            self.mlp = nn.Sequential(nn.Linear(config.k * features, hidden), nn.GELU(), nn.Linear(hidden, config.k))
+        else:
+            self.mlp = nn.Sequential(nn.Linear(features, hidden), nn.GELU(), nn.Linear(hidden, 1))
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
-        """(B·k, L) pair inputs, candidates of one instance adjacent → (B, k) logits."""
-        k = self.config.k
-        assert input_ids.shape[0] % k == 0, f"{input_ids.shape[0]} pairs is not a multiple of k={k}"
+    def pair_features(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor,
+        head_marker: torch.Tensor,
+        tail_marker: torch.Tensor,
+    ) -> torch.Tensor:
+        """(P, L) pair inputs (as `collate_pairs` makes them) → (P, F) states the MLP reads, one per pair."""
         if getattr(self.encoder.config, "type_vocab_size", 2) < 2:
             token_type_ids = None  # e.g. RoBERTa has one segment embedding only
-        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
-        cls = out.last_hidden_state[:, 0]  # (B·k, d)
-        return self.mlp(cls.reshape(-1, k * cls.shape[-1]))  # (B, k)
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
+        feats = hidden[:, 0]  # (P, d)
+        if self.config.classifier_features == "cls_entities":
+            rows = torch.arange(hidden.shape[0], device=hidden.device)
+            feats = torch.cat([feats, hidden[rows, head_marker], hidden[rows, tail_marker]], dim=-1)  # (P, 3d)
+        return feats
+
+    def logits(self, feats: torch.Tensor) -> torch.Tensor:
+        """(B·k, F) pair states, the k candidates of one instance adjacent → (B, k) logits."""
+        k = self.config.k
+        assert feats.shape[0] % k == 0, f"{feats.shape[0]} pairs is not a multiple of k={k}"
+        if self.config.classifier_head == "concat":
+            return self.mlp(feats.reshape(-1, k * feats.shape[-1]))  # (B, k)
+        return self.mlp(feats).reshape(-1, k)  # (B, k): each pair scored alone
+
+    def forward(self, **pairs: torch.Tensor) -> torch.Tensor:
+        """`collate_pairs` output for B·k pairs, candidates of one instance adjacent → (B, k) logits."""
+        return self.logits(self.pair_features(**pairs))
 
 
 class Emma(nn.Module):
@@ -205,6 +244,24 @@ class Emma(nn.Module):
         """
         make = lambda: _build_encoder(pretrained, encoder_config, vocab_size)  # noqa: E731
         return cls(config, make(), make() if config.use_classifier else None)
+
+    def with_new_classifier(
+        self, config: EmmaConfig, vocab_size: int, pretrained: str | None = None, encoder_config: dict | None = None
+    ) -> "Emma":
+        """This model's trained recall stage with a fresh classifier (from `pretrained` or `encoder_config`).
+
+        For training in two stages: recall first, then the classifier on recall's hard negatives.
+        `config` must keep this model's recall settings; its classifier fields are the new ones.
+        """
+        recall_fields = ("max_length", "max_description_length", "temperature", "description_pooling", "markers")
+        changed = [f for f in recall_fields if getattr(config, f) != getattr(self.config, f)]
+        if changed:
+            raise ValueError(f"with_new_classifier keeps the recall stage, so its settings must not change: {changed}")
+        if not config.use_classifier:
+            raise ValueError("with_new_classifier needs a config with use_classifier=True")
+        model = Emma(config, self.recall.encoder, _build_encoder(pretrained, encoder_config, vocab_size))
+        model.recall.load_state_dict(self.recall.state_dict())
+        return model
 
     def encoder_config(self) -> dict:
         """The base encoder's architecture, saved so a checkpoint loads without the original weights."""

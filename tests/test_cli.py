@@ -199,13 +199,13 @@ def test_train_writes_a_loadable_checkpoint(runner, tiny_encoder_dir, files, toy
     out = files["dir"] / "run"
     result = runner.invoke(cli, ["train", "--data", files["data"], "--descriptions", files["descriptions"], "--output", str(out),
                                  "--encoder", tiny_encoder_dir, "--max-steps", "2", "--batch-size", "4", "--precision", "fp32",
-                                 "--max-length", "32", "--warmup-steps", "0"])
+                                 "--max-length", "32", "--warmup-steps", "0", "--classifier-head", "shared"])
     assert result.exit_code == 0, result.output
     assert result.stdout.strip().splitlines()[-1] == str(out)
     ex = Extractor.load(out, device="cpu", precision="fp32")
-    assert ex.config.max_length == 32 and ex.config.k == 2
+    assert ex.config.max_length == 32 and ex.config.k == 2 and ex.config.classifier_head == "shared"
     meta = json.loads((out / "training.json").read_text())
-    assert meta["step"] == 2 and meta["config"]["batch_size"] == 4
+    assert meta["step"] == 2 and meta["config"]["batch_size"] == 4 and meta["config"]["model"]["max_length"] == 32
     ex.set_relations({"a": "founded by: founder", "b": "place of birth"})
     assert ex.predict_batch(toy_instances[:1])[0].reranked
 
@@ -214,10 +214,14 @@ def test_train_writes_a_loadable_checkpoint(runner, tiny_encoder_dir, files, toy
 def test_train_config_file_and_its_errors(runner, tiny_encoder_dir, files):
     config = files["dir"] / "config.json"
     config.write_text(json.dumps({"encoder": tiny_encoder_dir, "max_steps": 1, "batch_size": 2, "precision": "fp32",
-                                  "max_length": 32, "colour": "red"}))
+                                  "model": {"max_length": 32}, "colour": "red"}))
     result = runner.invoke(cli, ["train", "--data", files["data"], "--descriptions", files["descriptions"],
                                  "--output", str(files["dir"] / "r"), "--config", str(config)])
     _assert_clean_error(result, "unknown keys ['colour']")
+    config.write_text(json.dumps({"encoder": tiny_encoder_dir, "model": {"max_length": 32, "shade": 1}}))
+    result = runner.invoke(cli, ["train", "--data", files["data"], "--descriptions", files["descriptions"],
+                                 "--output", str(files["dir"] / "r"), "--config", str(config)])
+    _assert_clean_error(result, "unknown EmmaConfig keys: ['shade']")
     config.write_text(json.dumps({"encoder": tiny_encoder_dir, "max_steps": 1, "batch_size": 2, "precision": "fp32"}))
     result = runner.invoke(cli, ["train", "--data", files["data"], "--descriptions", files["descriptions"],
                                  "--output", str(files["dir"] / "r"), "--config", str(config), "--batch-size", "1"])

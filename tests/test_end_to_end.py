@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from emma.cli import cli
 from emma.data import read_descriptions, read_instances
 from emma.evaluate import evaluate
+from emma.model import EmmaConfig
 from emma.pipeline import Extractor
 from emma.train import TrainConfig, train
 
@@ -40,8 +41,8 @@ def test_train_save_load_predict_evaluate(fewrel_subset, packaged_encoder, tmp_p
     descriptions = read_descriptions(fewrel_subset["descriptions"])
     assert len(train_instances) == TRAIN_RELATIONS * PER_RELATION and len(test_instances) == TEST_RELATIONS * PER_RELATION
 
-    config = TrainConfig(encoder=packaged_encoder, max_steps=2, batch_size=TRAIN_RELATIONS, lr=2e-5, warmup_steps=0,
-                         max_length=64, max_description_length=32, precision="fp32")
+    config = TrainConfig(model=EmmaConfig(max_length=64, max_description_length=32), encoder=packaged_encoder, max_steps=2,
+                         batch_size=TRAIN_RELATIONS, lr=2e-5, warmup_steps=0, precision="fp32")
     folder = train(config, train_instances, descriptions, tmp_path / "ckpt")
     log = [json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2] and all(0 < r["loss"] < 100 for r in log)

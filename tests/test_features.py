@@ -149,12 +149,16 @@ def test_collate_single_masks(tokenizer):
 
 
 def test_collate_pairs_segments(tokenizer):
-    batch = collate_pairs(tokenizer, [[5, 6], [7]], [[8], [9, 10, 11]])
+    h, hc, t, tc = marker_ids(tokenizer)
+    first_a, first_b = [t, 5, tc, h, 6, hc], [h, 7, hc, t, tc]
+    batch = collate_pairs(tokenizer, [first_a, first_b], [[8], [9, 10]])
     cls, sep, pad = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
-    assert batch["input_ids"].tolist() == [[cls, 5, 6, sep, 8, sep, pad], [cls, 7, sep, 9, 10, 11, sep]]
-    assert batch["token_type_ids"].tolist() == [[0, 0, 0, 0, 1, 1, 0], [0, 0, 0, 1, 1, 1, 1]]
-    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 1, 1, 0], [1] * 7]
+    assert batch["input_ids"].tolist() == [[cls, *first_a, sep, 8, sep], [cls, *first_b, sep, 9, 10, sep]]
+    assert batch["token_type_ids"].tolist() == [[0] * 8 + [1, 1], [0] * 7 + [1, 1, 1]]
+    assert batch["attention_mask"].tolist() == [[1] * 10, [1] * 10]
     assert batch["input_ids"].dtype == torch.long
+    # The classifier reads the markers' states in the pair: [CLS] shifts them by one.
+    assert batch["head_marker"].tolist() == [4, 1] and batch["tail_marker"].tolist() == [1, 4]
 
 
 # ----------------------------------------------------------------------------- raw text

@@ -177,6 +177,51 @@ def test_classifier_logits_shape(tiny_model, toy_instances, toy_descriptions, k)
         classifier(**{key: v[: 3 * k - 1] for key, v in pairs.items()})
 
 
+@pytest.mark.parametrize("features", ["cls", "cls_entities"])
+def test_shared_classifier_scores_each_pair_alone(tiny_model, toy_instances, toy_descriptions, features):
+    model, tokenizer = tiny_model
+    config = dataclasses.replace(model.config, k=3, classifier_head="shared", classifier_features=features)
+    classifier = RerankClassifier(config, model.classifier.encoder).eval()
+    assert classifier.mlp[-1].out_features == 1
+    inst = encode_instances(tokenizer, toy_instances[:2], 64).ids
+    desc = encode_descriptions(tokenizer, list(toy_descriptions.values())[:3], 32).ids
+    pairs = collate_pairs(tokenizer, [i for i in inst for _ in range(3)], [d for _ in inst for d in desc])
+    with torch.no_grad():
+        logits = classifier(**pairs)  # (2, 3)
+        flipped = classifier(**collate_pairs(tokenizer, [i for i in inst for _ in range(3)], [d for _ in inst for d in desc[::-1]]))
+        feats = classifier.pair_features(**pairs)
+    assert feats.shape == (6, 32 * (3 if features == "cls_entities" else 1))
+    # Permutation-equivariant: reversing the candidates reverses the logits, whatever the slot.
+    torch.testing.assert_close(flipped, logits.flip(1), atol=1e-5, rtol=1e-5)
+
+
+def test_entity_features_read_the_marker_states(tiny_model, toy_instances, toy_descriptions):
+    model, tokenizer = tiny_model
+    config = dataclasses.replace(model.config, classifier_features="cls_entities")
+    classifier = RerankClassifier(config, model.classifier.encoder).eval()
+    inst = encode_instances(tokenizer, toy_instances[:1], 64).ids
+    desc = encode_descriptions(tokenizer, list(toy_descriptions.values())[:2], 32).ids
+    pairs = collate_pairs(tokenizer, [inst[0]] * 2, desc)
+    with torch.no_grad():
+        hidden = classifier.encoder(input_ids=pairs["input_ids"], attention_mask=pairs["attention_mask"],
+                                    token_type_ids=pairs["token_type_ids"]).last_hidden_state
+        feats = classifier.pair_features(**pairs)
+    h, t = pairs["head_marker"][0], pairs["tail_marker"][0]
+    torch.testing.assert_close(feats[0], torch.cat([hidden[0, 0], hidden[0, h], hidden[0, t]]))
+
+
+def test_with_new_classifier_keeps_recall(tiny_encoder_dir, tiny_model):
+    model, tokenizer = tiny_model
+    recall_only = Emma(dataclasses.replace(model.config, use_classifier=False), model.recall.encoder, None)
+    recall_only.recall.load_state_dict(model.recall.state_dict())
+    config = dataclasses.replace(model.config, k=3, classifier_head="shared")
+    both = recall_only.with_new_classifier(config, len(tokenizer), pretrained=tiny_encoder_dir)
+    assert both.classifier is not None and both.config.k == 3 and both.classifier.config.classifier_head == "shared"
+    assert all(torch.equal(v, recall_only.recall.state_dict()[k]) for k, v in both.recall.state_dict().items())
+    with pytest.raises(ValueError, match="must not change: \\['max_length'\\]"):
+        recall_only.with_new_classifier(dataclasses.replace(config, max_length=40), len(tokenizer), pretrained=tiny_encoder_dir)
+
+
 def test_emma_layout(tiny_model):
     model, tokenizer = tiny_model
     assert model.recall.encoder is not model.classifier.encoder  # trained apart
@@ -210,6 +255,8 @@ def test_from_encoder_without_classifier_and_argument_checks(tiny_encoder_dir, t
         (dict(k=0), "k must be at least 1, got 0"),
         (dict(description_pooling="mean"), "description_pooling='mean'; choose one of \\('attention', 'cls'\\)"),
         (dict(temperature=0.0), "temperature must be positive, got 0.0"),
+        (dict(classifier_head="max"), "classifier_head='max'; choose one of \\('concat', 'shared'\\)"),
+        (dict(classifier_features="mean"), "classifier_features='mean'"),
         (dict(temperature=-1), "temperature must be positive"),
         (dict(max_length=4), "max_length=4"),
         (dict(max_description_length=2), "max_description_length=2"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,16 +12,22 @@ import torch
 import emma.train as train_module
 from emma.checkpoint import load_checkpoint
 from emma.data import Instance
+from emma.model import EmmaConfig
 from emma.train import STATE_FILE, TrainConfig, relation_batches, train
 
 pytestmark = pytest.mark.usefixtures("fresh_accelerate")
 
 
+ARCHITECTURE = {f.name for f in dataclasses.fields(EmmaConfig)} - {"encoder"}
+
+
 def _config(encoder, **overrides):
-    values = dict(encoder=encoder, batch_size=4, lr=1e-3, head_lr=None, warmup_steps=0, max_length=32, max_description_length=24,
-                  precision="fp32", seed=1)
-    values.update(overrides)
-    return TrainConfig(**values)
+    """A small TrainConfig; architecture fields (k, max_length, use_classifier, ...) go to its EmmaConfig."""
+    model = dict(max_length=32, max_description_length=24)
+    values = dict(encoder=encoder, batch_size=4, lr=1e-3, head_lr=None, warmup_steps=0, precision="fp32", seed=1)
+    for key, value in overrides.items():
+        (model if key in ARCHITECTURE else values)[key] = value
+    return TrainConfig(model=EmmaConfig(**model), **values)
 
 
 def _log(folder):
@@ -300,8 +307,8 @@ def forward(self, instances_, descriptions_, targets_, false_negatives=None):
     seen.append([instances_.shape[0], descriptions_.shape[0], targets_.tolist()])
     return original(self, instances_, descriptions_, targets_, false_negatives)
 InfoNCELoss.forward = forward
-config = TrainConfig(encoder=args["encoder"], batch_size=2, max_steps=2, lr=1e-3, warmup_steps=0, max_length=32,
-                     max_description_length=24, precision="fp32", seed=1)
+config = TrainConfig(model=EmmaConfig(max_length=32, max_description_length=24), encoder=args["encoder"], batch_size=2,
+                     max_steps=2, lr=1e-3, warmup_steps=0, precision="fp32", seed=1)
 train(config, instances, descriptions, args["output"])
 InfoNCELoss.forward = original
 result["infonce_calls"] = seen
@@ -408,6 +415,21 @@ def test_continue_from_checkpoint_training_only_the_classifier(tiny_encoder_dir,
     b, a = before.state_dict(), after.state_dict()
     assert all(torch.equal(b[k], a[k]) for k in b if k.startswith("recall."))
     assert any(not torch.equal(b[k], a[k]) for k in b if k.startswith("classifier."))
+    assert all(r["rerank_loss"] > 0 for r in _log(second))
+
+
+def test_two_stages_recall_then_a_new_classifier(tiny_encoder_dir, toy_instances, toy_descriptions, tmp_path):
+    first = train(_config(tiny_encoder_dir, max_steps=2, use_classifier=False), toy_instances, toy_descriptions, tmp_path / "recall")
+    before, _ = load_checkpoint(first, device="cpu")
+    assert before.classifier is None
+    second = train(_config(tiny_encoder_dir, max_steps=2, init_checkpoint=str(first), train_recall=False,
+                           classifier_head="shared", classifier_features="cls_entities"),
+                   toy_instances, toy_descriptions, tmp_path / "classifier")
+    after, _ = load_checkpoint(second, device="cpu")
+    assert after.classifier is not None and after.config.classifier_head == "shared"
+    assert after.config.classifier_features == "cls_entities"
+    b, a = before.state_dict(), after.state_dict()
+    assert all(torch.equal(b[k], a[k]) for k in b)  # recall untouched
     assert all(r["rerank_loss"] > 0 for r in _log(second))
 
 

@@ -1,0 +1,103 @@
+"""The evaluation protocol: one run trains on a split's train relations and tests on its unseen ones,
+appends one record, is skipped when repeated, and the table is rebuilt from the records."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+from emma.experiments import VARIANTS, RunSpec, default_plan, render_table, run
+
+pytestmark = pytest.mark.usefixtures("fresh_accelerate")
+
+
+@pytest.fixture
+def data_dir(tmp_path, toy_instances, toy_descriptions):
+    """A miniature ../shared/data: FewRel-format sentences, descriptions and one m=2 split file."""
+    root = tmp_path / "data"
+    (root / "fewrel" / "partial").mkdir(parents=True)
+    (root / "fewrel" / "relation_description").mkdir()
+    (root / "splits" / "fewrel_rel2id").mkdir(parents=True)
+    by_relation: dict[str, list] = {}
+    for inst in toy_instances:
+        by_relation.setdefault(inst.relation, []).append(
+            {"tokens": list(inst.tokens), "h": ["h", "Q1", [list(range(*inst.head))]], "t": ["t", "Q2", [list(range(*inst.tail))]]})
+    relations = sorted(by_relation)
+    # Sentences come from two files, as the real FewRel data does (validation file + reconstructed train file).
+    (root / "fewrel" / "val_wiki.json").write_text(json.dumps({r: by_relation[r] for r in relations[:2]}))
+    with gzip.open(root / "fewrel" / "partial" / "train_wiki_partial_union.json.gz", "wt") as f:
+        json.dump({r: by_relation[r] for r in relations[2:]}, f)
+    (root / "fewrel" / "relation_description" / "relation_description_processed.json").write_text(json.dumps(toy_descriptions))
+    split = {"train": {r: i for i, r in enumerate(relations[1:3])}, "test": {relations[0]: 0, relations[3]: 1}}
+    (root / "splits" / "fewrel_rel2id" / "fewrel_rel2id_2_ori.json").write_text(json.dumps(split))
+    return root, relations
+
+
+def _spec(**overrides) -> RunSpec:
+    values = dict(dataset="fewrel", m=2, seed="ori", max_per_relation=3, batch_size=2, max_length=32, lr=1e-3)
+    values.update(overrides)
+    return RunSpec(**values)
+
+
+def test_a_run_trains_on_train_relations_tests_on_unseen_ones_and_is_recorded_once(data_dir, tmp_path, tiny_encoder_dir, monkeypatch):
+    root, relations = data_dir
+    monkeypatch.setenv("EMMA_DEFAULT_ENCODER", tiny_encoder_dir)
+    results = tmp_path / "results.jsonl"
+    spec = _spec()
+    record = run(spec, data_dir=root, results=results, runs_dir=tmp_path / "runs")
+    assert record["test_relations"] == 2 and record["n_test"] == 6  # 3 sentences of each unseen relation
+    assert record["train"]["relations"] == 2 and record["train"]["steps"] >= 1
+    for stage in ("recall_only", "emma", "emma_fused"):
+        assert 0 <= record[stage]["f1"] <= 100
+    assert not (tmp_path / "runs" / spec.name).exists()  # checkpoints are deleted unless kept
+    lines = results.read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["key"] == spec.key
+    # The same spec again is skipped; a different budget is a different run.
+    assert run(spec, data_dir=root, results=results, runs_dir=tmp_path / "runs") is None
+    assert len(results.read_text().splitlines()) == 1
+
+
+def test_ablation_variants_build_the_matching_model(data_dir, tmp_path, tiny_encoder_dir, monkeypatch):
+    root, _ = data_dir
+    monkeypatch.setenv("EMMA_DEFAULT_ENCODER", tiny_encoder_dir)
+    results = tmp_path / "results.jsonl"
+    record = run(_spec(variant="no_both"), data_dir=root, results=results, runs_dir=tmp_path / "runs", keep_checkpoint=True)
+    assert record["emma"] is None and record["recall_only"]["f1"] >= 0
+    config = json.loads((tmp_path / "runs" / _spec(variant="no_both").name / "config.json").read_text())
+    assert config["use_classifier"] is False and config["description_pooling"] == "cls"
+    floor = run(_spec(variant="untrained"), data_dir=root, results=results, runs_dir=tmp_path / "runs")
+    assert floor["train"] is None and floor["emma"] is None
+
+
+def test_render_table_groups_splits_and_states_budgets(tmp_path):
+    results = tmp_path / "results.jsonl"
+
+    def record(seed, f1, variant="full", emma=True):
+        spec = _spec(m=15, seed=seed, variant=variant)
+        metrics = {"precision": f1, "recall": f1, "f1": f1}
+        return {"key": spec.key, "spec": spec.__dict__, "recall_only": metrics,
+                "emma": {**metrics, "f1": f1 + 1} if emma else None, "emma_fused": {**metrics, "f1": f1 + 2} if emma else None,
+                "train": {"steps": 10, "wall_time_s": 60.0, "device": "cpu"}}
+
+    rows = [record("ori", 70.0), record("40", 72.0), record("ori", 60.0, "no_classifier", emma=False)]
+    results.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    table = render_table(results)
+    full = next(line for line in table.splitlines() if "| full [p" in line)
+    cells = [c.strip() for c in full.strip("|").split("|")]
+    assert cells[3] == "2 (40,ori)" and cells[6] == "71.00 ± 1.41"  # recall-only F1 mean ± std over the 2 splits
+    assert cells[9] == "72.00 ± 1.41" and cells[10] == "73.00 ± 1.41" and cells[11] == "80.1"
+    assert "≤3/rel, 1 ep, 10 steps, 1.0 min (cpu)" in full
+    ablation = next(line for line in table.splitlines() if "| no_classifier [p" in line)
+    assert "60.00" in ablation and "| – | – | – |" in ablation
+
+
+def test_default_plan_puts_the_main_table_first_and_has_no_duplicates():
+    plan = default_plan()
+    assert len({s.key for s in plan}) == len(plan)
+    assert [(s.m, s.variant) for s in plan[:3]] == [(15, "full"), (10, "full"), (5, "full")]
+    assert {s.variant for s in plan} == set(VARIANTS)
+    assert {s.k for s in plan} == {2, 3, 4}
+    with pytest.raises(ValueError, match="variant='bigger'"):
+        RunSpec(variant="bigger")
