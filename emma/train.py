@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import cpu_has_bf16, default_encoder, load_tokenizer, save_checkpoint
 from .data import Instance
-from .features import collate_pairs, collate_single, encode_descriptions, encode_instances
+from .features import collate_pairs, collate_single, encode_descriptions, encode_instances, init_marker_embeddings
 from .losses import InfoNCELoss, hard_negatives, same_relation_mask
 from .model import Emma, EmmaConfig, cosine_scores
 
@@ -252,11 +252,16 @@ def train(
                            classifier_features=new.classifier_features, classifier_hidden=new.classifier_hidden)
             base = {"encoder_config": config.random_init} if config.random_init else {"pretrained": encoder}
             model = model.with_new_classifier(arch, len(tokenizer), **base)
+            init_marker_embeddings(model.classifier.encoder, tokenizer)
         model.train()
     elif config.random_init:
         model = Emma.from_encoder(config.model_config(), len(tokenizer), encoder_config=config.random_init)
     else:
         model = Emma.from_encoder(config.model_config(), len(tokenizer), pretrained=encoder)
+    if not config.init_checkpoint:
+        for part in (model.recall, model.classifier):
+            if part is not None:
+                init_marker_embeddings(part.encoder, tokenizer)
 
     arch = model.config  # from the checkpoint when continuing one
     enc_inst = encode_instances(tokenizer, instances, arch.max_length)

@@ -16,6 +16,7 @@ from emma.features import (
     find_entity,
     instance_from_text,
     marked_words,
+    init_marker_embeddings,
     marker_ids,
 )
 
@@ -40,6 +41,20 @@ def test_markers_are_single_special_token_ids(tokenizer):
     n = len(tokenizer)
     add_markers(tokenizer)
     assert len(tokenizer) == n and marker_ids(tokenizer) == ids  # idempotent
+
+
+def test_markers_start_from_distinct_pretrained_embeddings(tokenizer, tiny_encoder_dir):
+    from transformers import AutoModel
+
+    encoder = AutoModel.from_pretrained(tiny_encoder_dir)
+    encoder.resize_token_embeddings(len(tokenizer))
+    weight = encoder.get_input_embeddings().weight
+    h, hc, t, tc = marker_ids(tokenizer)
+    init_marker_embeddings(encoder, tokenizer)
+    at, hash_ = (tokenizer.convert_tokens_to_ids(x) for x in ("@", "#"))
+    assert torch.equal(weight[h], weight[at]) and torch.equal(weight[hc], weight[at])
+    assert torch.equal(weight[t], weight[hash_]) and torch.equal(weight[tc], weight[hash_])
+    assert not torch.allclose(weight[h], weight[t])  # head and tail are told apart from the first step
 
 
 def test_marker_ids_requires_markers(tiny_encoder_dir):
