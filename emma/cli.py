@@ -260,8 +260,14 @@ def _predict(checkpoint, descriptions, text, head, tail, top_k) -> None:
 @click.option("--lr", type=float, default=5e-5, show_default=True)
 @click.option("--eval-per-relation", type=int, help="Test on at most N instances per unseen relation (seeded; default all).")
 @click.option("--deadline", type=float, help="Plan mode: start no run that would end after this many seconds.")
+@click.option("--schedule", type=click.Choice(["two_stage", "joint"]), default="two_stage", show_default=True,
+              help="two_stage: recall first, then the classifier on frozen recall (the first stage is shared by runs "
+                   "that differ only in the classifier); joint: both at once, as the paper.")
+@click.option("--classifier-head", type=click.Choice(["concat", "shared"]), default="concat", show_default=True)
+@click.option("--classifier-features", type=click.Choice(["cls", "cls_entities"]), default="cls", show_default=True)
 @click.option("--keep-checkpoint", is_flag=True, help="Keep each run's model under runs/ (deleted by default).")
-def experiment(results, data_dir, dataset, m, split_seed, variant, k, max_per_relation, epochs, batch_size, lr, eval_per_relation, deadline, keep_checkpoint) -> None:
+def experiment(results, data_dir, dataset, m, split_seed, variant, k, max_per_relation, epochs, batch_size, lr, eval_per_relation, deadline,
+               schedule, classifier_head, classifier_features, keep_checkpoint) -> None:
     """Run the paper's protocol: train per split on its train relations, test on its unseen ones.
 
     With --dataset/--m/--seed, one run; without, the whole plan (main table, ablations, k sweep,
@@ -272,17 +278,20 @@ def experiment(results, data_dir, dataset, m, split_seed, variant, k, max_per_re
 
         python -m emma experiment --dataset fewrel --m 15 --seed ori --max-per-relation 100
     """
-    _experiment(results, data_dir, dataset, m, split_seed, variant, k, max_per_relation, epochs, batch_size, lr, eval_per_relation, deadline, keep_checkpoint)
+    _experiment(results, data_dir, dataset, m, split_seed, variant, k, max_per_relation, epochs, batch_size, lr, eval_per_relation, deadline,
+                schedule, classifier_head, classifier_features, keep_checkpoint)
 
 
 @_fail_cleanly
-def _experiment(results, data_dir, dataset, m, split_seed, variant, k, max_per_relation, epochs, batch_size, lr, eval_per_relation, deadline, keep_checkpoint) -> None:
+def _experiment(results, data_dir, dataset, m, split_seed, variant, k, max_per_relation, epochs, batch_size, lr, eval_per_relation, deadline,
+                schedule, classifier_head, classifier_features, keep_checkpoint) -> None:
     from .experiments import DEFAULT_DATA_DIR, RunSpec, default_plan, run, run_plan
 
     data = Path(data_dir) if data_dir else DEFAULT_DATA_DIR
     if not (data / "splits").is_dir():
         raise click.ClickException(f"{data}: no splits/ folder; point --data-dir at the shared data")
-    budget = dict(max_per_relation=max_per_relation, epochs=epochs, batch_size=batch_size, lr=lr, eval_per_relation=eval_per_relation)
+    budget = dict(max_per_relation=max_per_relation, epochs=epochs, batch_size=batch_size, lr=lr, eval_per_relation=eval_per_relation,
+                  schedule=schedule, classifier_head=classifier_head, classifier_features=classifier_features)
     if dataset or m or split_seed:
         if not (dataset and m and split_seed):
             raise click.ClickException("one run needs --dataset, --m and --seed together")

@@ -13,6 +13,7 @@ description embeddings, no training: the floor).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import platform
@@ -31,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
 VARIANTS = ("full", "no_virtual", "no_classifier", "no_both", "untrained")
+SCHEDULES = ("joint", "two_stage")
 PAPER_F1 = {("fewrel", 5): 94.67, ("fewrel", 10): 87.22, ("fewrel", 15): 80.10,
             ("wikizsl", 5): 90.98, ("wikizsl", 10): 85.27, ("wikizsl", 15): 78.07}
 
@@ -51,17 +53,29 @@ class RunSpec:
     max_length: int = 128
     eval_per_relation: int | None = None
     train_seed: int = 42
-    # 2: the classifier's candidate slots are shuffled in training and each stage is clipped on its own.
-    # Protocol-1 records (before that
-    # fix) have valid recall-only numbers, but their classifier had learned to pick recall's top-1.
-    protocol: int = 3  # 3: fresh heads at head_lr 1e-3, warm-up capped at 10% of the run
+    # Protocols (each fixed something that changes results; a record keeps the one it ran under):
+    # 1 first runs; 2 the classifier's candidate slots shuffled in training (in recall order it learned
+    # "pick slot 0": protocol-1 EMMA numbers are not valid, recall-only ones are), each stage clipped on
+    # its own; 3 fresh heads at head_lr 1e-3, warm-up capped at 10 % of the run; 4 entity markers start
+    # from the embeddings of "@"/"#" (before, all four started equal and stayed so), classifier head
+    # options, and the two-stage schedule.
+    protocol: int = 4
     head_lr: float | None = 1e-3
+    classifier_head: str = "concat"  # EmmaConfig.classifier_head
+    classifier_features: str = "cls"  # EmmaConfig.classifier_features
+    # "joint": recall and classifier trained together (the paper); "two_stage": recall first, then the
+    # classifier on the frozen recall's hard negatives. Two-stage runs share their first stage with
+    # every run that differs only in the classifier (k sweep, heads), and its recall-only numbers are
+    # exactly the "without classifier" ablation of the same budget.
+    schedule: str = "two_stage"
 
     def __post_init__(self) -> None:
         if self.dataset not in ("fewrel", "wikizsl"):
             raise ValueError(f"dataset={self.dataset!r}; choose fewrel or wikizsl")
         if self.variant not in VARIANTS:
             raise ValueError(f"variant={self.variant!r}; choose one of {VARIANTS}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule={self.schedule!r}; choose one of {SCHEDULES}")
 
     @property
     def key(self) -> str:
@@ -69,7 +83,24 @@ class RunSpec:
 
     @property
     def name(self) -> str:
-        return f"{self.dataset}_m{self.m}_{self.seed}_{self.variant}_k{self.k}_n{self.max_per_relation}_e{self.epochs}"
+        return f"{self.dataset}_m{self.m}_{self.seed}_{self.variant}_k{self.k}_n{self.max_per_relation}_e{self.epochs}_p{self.protocol}"
+
+    @property
+    def virtual_entities(self) -> bool:
+        return self.variant not in ("no_virtual", "no_both")
+
+    @property
+    def classifier(self) -> bool:
+        return self.variant not in ("no_classifier", "no_both", "untrained")
+
+    @property
+    def recall_stage_name(self) -> str:
+        """Folder of the first stage of a two-stage run: everything that shapes recall, nothing of the classifier."""
+        recall = {f: getattr(self, f) for f in ("dataset", "m", "seed", "max_per_relation", "epochs", "batch_size", "lr",
+                                                  "max_length", "train_seed", "protocol", "head_lr")}
+        digest = hashlib.sha1(json.dumps(recall, sort_keys=True).encode()).hexdigest()[:8]
+        pooling = "attention" if self.virtual_entities else "cls"
+        return f"{self.dataset}_m{self.m}_{self.seed}_recall-{pooling}_n{self.max_per_relation}_e{self.epochs}_{digest}"
 
 
 def dataset_files(dataset: str, data_dir: Path) -> tuple[list[Path], Path]:
@@ -126,24 +157,40 @@ def run(spec: RunSpec, data_dir: Path = DEFAULT_DATA_DIR, results: Path = REPO_R
         record["emma"] = None
         record["train"] = None
     else:
-        cfg = TrainConfig(
-            model=EmmaConfig(k=spec.k, max_length=spec.max_length,
-                             description_pooling="cls" if spec.variant in ("no_virtual", "no_both") else "attention",
-                             use_classifier=spec.variant not in ("no_classifier", "no_both")),
-            epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, head_lr=spec.head_lr, seed=spec.train_seed,
-            max_per_relation=spec.max_per_relation,
-        )
+        train_set = select(instances, train_rels)
+        budget = dict(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, head_lr=spec.head_lr, seed=spec.train_seed,
+                      max_per_relation=spec.max_per_relation)
+        model = EmmaConfig(k=spec.k, max_length=spec.max_length, use_classifier=spec.classifier,
+                           description_pooling="attention" if spec.virtual_entities else "cls",
+                           classifier_head=spec.classifier_head, classifier_features=spec.classifier_features)
         run_dir = runs_dir / spec.name
-        train(cfg, select(instances, train_rels), descriptions, run_dir, resume=True)
-        meta = json.loads((run_dir / "training.json").read_text())
-        record["train"] = {"steps": meta["step"], "instances": meta["instances"], "relations": meta["relations"],
-                           "wall_time_s": meta["wall_time_s"], "device": meta["device"], "mixed_precision": meta["mixed_precision"]}
+        stages = []
+        if spec.schedule == "two_stage":
+            # Stage 1, recall only, kept under runs/ for the other runs that share it.
+            recall_dir = runs_dir / spec.recall_stage_name
+            recall = EmmaConfig(max_length=spec.max_length, description_pooling=model.description_pooling, use_classifier=False)
+            train(TrainConfig(model=recall, **budget), train_set, descriptions, recall_dir, resume=True)
+            stages.append(recall_dir)
+            if spec.classifier:
+                train(TrainConfig(model=model, init_checkpoint=str(recall_dir), train_recall=False, **budget),
+                      train_set, descriptions, run_dir, resume=True)
+                stages.append(run_dir)
+            else:
+                run_dir = recall_dir
+        else:
+            train(TrainConfig(model=model, **budget), train_set, descriptions, run_dir, resume=True)
+            stages.append(run_dir)
+        metas = [json.loads((d / "training.json").read_text()) for d in stages]
+        record["train"] = {"steps": sum(m["step"] for m in metas), "instances": metas[0]["instances"],
+                           "relations": metas[0]["relations"], "wall_time_s": round(sum(m["wall_time_s"] for m in metas), 1),
+                           "device": metas[-1]["device"], "mixed_precision": metas[-1]["mixed_precision"],
+                           "stages": [{"folder": d.name, "steps": m["step"], "wall_time_s": m["wall_time_s"]} for d, m in zip(stages, metas)]}
         ex = Extractor.load(run_dir)
         ex.set_relations({r: descriptions[r] for r in test_rels})
         report = evaluate(ex, test)
         record["recall_only"], record["emma"] = report["recall_only"], report["emma"] if ex.model.classifier is not None else None
         record["emma_fused"] = report["emma_fused"] if ex.model.classifier is not None else None
-        if not keep_checkpoint:
+        if not keep_checkpoint and run_dir.name == spec.name:  # a shared first stage stays
             shutil.rmtree(run_dir, ignore_errors=True)
     record.update({"wall_time_s": round(time.perf_counter() - t0, 1), "host": platform.node(),
                    "device": "cuda" if torch.cuda.is_available() else "cpu", "threads": torch.get_num_threads(),
@@ -210,7 +257,8 @@ def render_table(results: Path) -> str:
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         s = r["spec"]
-        budget = (s["max_per_relation"], s["epochs"], s["batch_size"], s["lr"], s.get("eval_per_relation"), s.get("protocol", 1))
+        budget = (s["max_per_relation"], s["epochs"], s["batch_size"], s["lr"], s.get("eval_per_relation"), s.get("protocol", 1),
+                  s.get("schedule", "joint"), s.get("classifier_head", "concat"), s.get("classifier_features", "cls"))
         groups.setdefault((s["dataset"], s["m"], s["variant"], s["k"], budget), []).append(r)
 
     def row(key, recs, label):
@@ -230,11 +278,17 @@ def render_table(results: Path) -> str:
     header = ("| dataset | m | variant [protocol] | splits | recall-only P | R | F1 | EMMA P | R | F1 | fused F1 | paper EMMA F1 | training budget (mean per run) |\n"
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     def label(key) -> str:
-        text = key[2] if key[3] == 2 else f"{key[2]}, k={key[3]}"
-        if key[2] != "untrained":
-            text += f" [p{key[4][5]}]" + (" (classifier unshuffled: EMMA not valid)" if key[4][5] == 1 else "")
-        if key[4][4]:
-            text += f", test ≤{key[4][4]}/rel"
+        variant, k, (_, _, _, _, test_cap, protocol, schedule, head, features) = key[2], key[3], key[4]
+        text = variant if k == 2 else f"{variant}, k={k}"
+        if variant != "untrained":
+            tags = [f"p{protocol}"]
+            if protocol >= 4:
+                tags.append(schedule.replace("_", "-"))
+                if variant in ("full", "no_virtual"):
+                    tags.append(f"{head}/{features}")
+            text += f" [{', '.join(tags)}]" + (" (classifier unshuffled: EMMA not valid)" if protocol == 1 else "")
+        if test_cap:
+            text += f", test ≤{test_cap}/rel"
         return text
 
     main_rows = [row(k, v, label(k)) for k, v in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], VARIANTS.index(kv[0][2]), kv[0][3]))]
@@ -242,8 +296,11 @@ def render_table(results: Path) -> str:
              "Generated by `python -m emma table` from the results file; every run trains a fresh model on the",
              "split's train relations and tests on its m unseen relations. Macro P/R/F1 in percent (README: formula).",
              "Protocol: p1 = before the classifier's candidate slots were shuffled (its EMMA numbers are not valid,",
-             "recall-only ones are); p2 = shuffled slots, per-stage clipping; p3 = p2 + fresh heads at lr 1e-3, warm-up ≤ 10 %.",
-             "fused = classifier probability × recall softmax over the k candidates (not the paper's rule).", "",
+             "recall-only ones are); p2 = shuffled slots, per-stage clipping; p3 = p2 + fresh heads at lr 1e-3, warm-up ≤ 10 %;",
+             "p4 = p3 + entity markers initialised from '@'/'#' (before, all four started equal and stayed so), with the",
+             "schedule (joint, or two-stage: recall, then the classifier on frozen recall) and the classifier head",
+             "(concat = the paper's MLP over the k concatenated pair states, shared = each pair scored alone; cls or",
+             "cls_entities pair features). fused = classifier probability × recall softmax over the k candidates.", "",
              header, *main_rows, ""]
     return "\n".join(lines)
 

@@ -270,6 +270,9 @@ def train(
     relation_index = {r: i for i, r in enumerate(relations)}
     rel_list = [i.relation for i in instances]
     batch_size = min(config.batch_size, len(relations))
+    if model.classifier is not None and batch_size < arch.k:
+        raise ValueError(f"the classifier takes its k={arch.k} candidates from the batch's descriptions, "
+                         f"but batches hold only {batch_size} relations (batch_size={config.batch_size})")
     world, rank = accelerator.num_processes, accelerator.process_index
 
     def epoch_batches(epoch: int) -> list[list[int]]:
@@ -314,7 +317,7 @@ def train(
     elif resume:
         logger.info("nothing to resume in %s; starting fresh", output)
 
-    saved_at = -1
+    saved_at = step if step else -1  # a resumed run's files on disk are those of its step
 
     def save(epoch: int, batch_in_epoch: int) -> None:
         nonlocal saved_at

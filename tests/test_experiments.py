@@ -15,28 +15,34 @@ pytestmark = pytest.mark.usefixtures("fresh_accelerate")
 
 @pytest.fixture
 def data_dir(tmp_path, toy_instances, toy_descriptions):
-    """A miniature ../shared/data: FewRel-format sentences, descriptions and one m=2 split file."""
+    """A miniature ../shared/data: FewRel-format sentences of six relations, descriptions, one m=2 split file."""
     root = tmp_path / "data"
     (root / "fewrel" / "partial").mkdir(parents=True)
     (root / "fewrel" / "relation_description").mkdir()
     (root / "splits" / "fewrel_rel2id").mkdir(parents=True)
+    descriptions = dict(toy_descriptions)
     by_relation: dict[str, list] = {}
     for inst in toy_instances:
-        by_relation.setdefault(inst.relation, []).append(
-            {"tokens": list(inst.tokens), "h": ["h", "Q1", [list(range(*inst.head))]], "t": ["t", "Q2", [list(range(*inst.tail))]]})
+        record = {"tokens": list(inst.tokens), "h": ["h", "Q1", [list(range(*inst.head))]], "t": ["t", "Q2", [list(range(*inst.tail))]]}
+        by_relation.setdefault(inst.relation, []).append(record)
+        if inst.relation in ("born in", "capital of"):  # two more relations, so four can train with k up to 4
+            twin = f"{inst.relation} (twin)"
+            by_relation.setdefault(twin, []).append(record)
+            descriptions[twin] = descriptions[inst.relation] + " (a twin relation)"
     relations = sorted(by_relation)
     # Sentences come from two files, as the real FewRel data does (validation file + reconstructed train file).
-    (root / "fewrel" / "val_wiki.json").write_text(json.dumps({r: by_relation[r] for r in relations[:2]}))
+    (root / "fewrel" / "val_wiki.json").write_text(json.dumps({r: by_relation[r] for r in relations[:3]}))
     with gzip.open(root / "fewrel" / "partial" / "train_wiki_partial_union.json.gz", "wt") as f:
-        json.dump({r: by_relation[r] for r in relations[2:]}, f)
-    (root / "fewrel" / "relation_description" / "relation_description_processed.json").write_text(json.dumps(toy_descriptions))
-    split = {"train": {r: i for i, r in enumerate(relations[1:3])}, "test": {relations[0]: 0, relations[3]: 1}}
+        json.dump({r: by_relation[r] for r in relations[3:]}, f)
+    (root / "fewrel" / "relation_description" / "relation_description_processed.json").write_text(json.dumps(descriptions))
+    test = ["born in", "member of"]
+    split = {"train": {r: i for i, r in enumerate(r for r in relations if r not in test)}, "test": {r: i for i, r in enumerate(test)}}
     (root / "splits" / "fewrel_rel2id" / "fewrel_rel2id_2_ori.json").write_text(json.dumps(split))
     return root, relations
 
 
 def _spec(**overrides) -> RunSpec:
-    values = dict(dataset="fewrel", m=2, seed="ori", max_per_relation=3, batch_size=2, max_length=32, lr=1e-3)
+    values = dict(dataset="fewrel", m=2, seed="ori", max_per_relation=3, batch_size=4, max_length=32, lr=1e-3)
     values.update(overrides)
     return RunSpec(**values)
 
@@ -48,7 +54,7 @@ def test_a_run_trains_on_train_relations_tests_on_unseen_ones_and_is_recorded_on
     spec = _spec()
     record = run(spec, data_dir=root, results=results, runs_dir=tmp_path / "runs")
     assert record["test_relations"] == 2 and record["n_test"] == 6  # 3 sentences of each unseen relation
-    assert record["train"]["relations"] == 2 and record["train"]["steps"] >= 1
+    assert record["train"]["relations"] == 4 and record["train"]["steps"] >= 1
     for stage in ("recall_only", "emma", "emma_fused"):
         assert 0 <= record[stage]["f1"] <= 100
     assert not (tmp_path / "runs" / spec.name).exists()  # checkpoints are deleted unless kept
@@ -59,13 +65,34 @@ def test_a_run_trains_on_train_relations_tests_on_unseen_ones_and_is_recorded_on
     assert len(results.read_text().splitlines()) == 1
 
 
+def test_two_stage_runs_share_their_recall_stage(data_dir, tmp_path, tiny_encoder_dir, monkeypatch):
+    root, _ = data_dir
+    monkeypatch.setenv("EMMA_DEFAULT_ENCODER", tiny_encoder_dir)
+    results, runs = tmp_path / "results.jsonl", tmp_path / "runs"
+    k2 = run(_spec(classifier_head="shared"), data_dir=root, results=results, runs_dir=runs)
+    stage1 = runs / _spec().recall_stage_name
+    assert (stage1 / "model.safetensors").is_file()  # kept for the runs that share it
+    assert [s["folder"] for s in k2["train"]["stages"]] == [stage1.name, _spec(classifier_head="shared").name]
+    stamp = (stage1 / "training.json").read_text()
+    k3 = run(_spec(k=3, classifier_head="shared"), data_dir=root, results=results, runs_dir=runs)
+    assert (stage1 / "training.json").read_text() == stamp  # not trained again
+    assert k3["recall_only"] == k2["recall_only"]  # the same recall model
+    alone = run(_spec(variant="no_classifier"), data_dir=root, results=results, runs_dir=runs)
+    assert alone["recall_only"] == k2["recall_only"] and alone["emma"] is None
+    joint = run(_spec(schedule="joint"), data_dir=root, results=results, runs_dir=runs)
+    assert len(joint["train"]["stages"]) == 1 and joint["emma"] is not None
+    assert _spec().recall_stage_name != _spec(variant="no_virtual").recall_stage_name
+    assert _spec().recall_stage_name != _spec(max_per_relation=4).recall_stage_name
+
+
 def test_ablation_variants_build_the_matching_model(data_dir, tmp_path, tiny_encoder_dir, monkeypatch):
     root, _ = data_dir
     monkeypatch.setenv("EMMA_DEFAULT_ENCODER", tiny_encoder_dir)
     results = tmp_path / "results.jsonl"
-    record = run(_spec(variant="no_both"), data_dir=root, results=results, runs_dir=tmp_path / "runs", keep_checkpoint=True)
+    record = run(_spec(variant="no_both", schedule="joint"), data_dir=root, results=results, runs_dir=tmp_path / "runs",
+                 keep_checkpoint=True)
     assert record["emma"] is None and record["recall_only"]["f1"] >= 0
-    config = json.loads((tmp_path / "runs" / _spec(variant="no_both").name / "config.json").read_text())
+    config = json.loads((tmp_path / "runs" / _spec(variant="no_both", schedule="joint").name / "config.json").read_text())
     assert config["use_classifier"] is False and config["description_pooling"] == "cls"
     floor = run(_spec(variant="untrained"), data_dir=root, results=results, runs_dir=tmp_path / "runs")
     assert floor["train"] is None and floor["emma"] is None
@@ -88,7 +115,7 @@ def test_render_table_groups_splits_and_states_budgets(tmp_path):
     cells = [c.strip() for c in full.strip("|").split("|")]
     assert cells[3] == "2 (40,ori)" and cells[6] == "71.00 ± 1.41"  # recall-only F1 mean ± std over the 2 splits
     assert cells[9] == "72.00 ± 1.41" and cells[10] == "73.00 ± 1.41" and cells[11] == "80.1"
-    assert "≤3/rel, 1 ep, 10 steps, 1.0 min (cpu)" in full
+    assert "≤3/rel, 1 ep, 10 steps, 1.0 min (cpu)" in full and "[p4, two-stage, concat/cls]" in full
     ablation = next(line for line in table.splitlines() if "| no_classifier [p" in line)
     assert "60.00" in ablation and "| – | – | – |" in ablation
 

@@ -418,6 +418,11 @@ def test_continue_from_checkpoint_training_only_the_classifier(tiny_encoder_dir,
     assert all(r["rerank_loss"] > 0 for r in _log(second))
 
 
+def test_batches_must_hold_k_candidates(tiny_encoder_dir, toy_instances, toy_descriptions, tmp_path):
+    with pytest.raises(ValueError, match="k=3 candidates from the batch's descriptions, but batches hold only 2 relations"):
+        train(_config(tiny_encoder_dir, max_steps=1, k=3, batch_size=2), toy_instances, toy_descriptions, tmp_path / "r")
+
+
 def test_two_stages_recall_then_a_new_classifier(tiny_encoder_dir, toy_instances, toy_descriptions, tmp_path):
     first = train(_config(tiny_encoder_dir, max_steps=2, use_classifier=False), toy_instances, toy_descriptions, tmp_path / "recall")
     before, _ = load_checkpoint(first, device="cpu")
