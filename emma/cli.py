@@ -87,6 +87,8 @@ def cli(verbose: bool) -> None:
 @click.option("--freeze-word-embeddings", is_flag=True, default=None, help="Keep the base vocabulary's embeddings fixed (markers still learn).")
 @click.option("--init-checkpoint", type=click.Path(exists=True), help="Start from this trained checkpoint instead of the base encoder.")
 @click.option("--no-train-recall", is_flag=True, default=None, help="Freeze the recall encoder; train only the classifier.")
+@click.option("--classifier-init", type=click.Choice(["recall", "base"]),
+              help="A classifier added to a recall-only --init-checkpoint starts from its recall encoder (default) or the base one.")
 @click.option("--resume", is_flag=True, help="Continue from the output folder's training state.")
 def train(data, descriptions, split, output, config_file, resume, no_classifier, no_train_recall, **flags) -> None:
     """Train EMMA and write a checkpoint folder.
@@ -265,9 +267,11 @@ def _predict(checkpoint, descriptions, text, head, tail, top_k) -> None:
                    "that differ only in the classifier); joint: both at once, as the paper.")
 @click.option("--classifier-head", type=click.Choice(["concat", "shared"]), default="concat", show_default=True)
 @click.option("--classifier-features", type=click.Choice(["cls", "cls_entities"]), default="cls", show_default=True)
+@click.option("--classifier-init", type=click.Choice(["recall", "base"]), default="recall", show_default=True,
+              help="two_stage: the classifier starts from the trained recall encoder, or from the base encoder.")
 @click.option("--keep-checkpoint", is_flag=True, help="Keep each run's model under runs/ (deleted by default).")
 def experiment(results, data_dir, dataset, m, split_seed, variant, k, max_per_relation, epochs, batch_size, lr, eval_per_relation, deadline,
-               schedule, classifier_head, classifier_features, keep_checkpoint) -> None:
+               schedule, classifier_head, classifier_features, classifier_init, keep_checkpoint) -> None:
     """Run the paper's protocol: train per split on its train relations, test on its unseen ones.
 
     With --dataset/--m/--seed, one run; without, the whole plan (main table, ablations, k sweep,
@@ -279,19 +283,20 @@ def experiment(results, data_dir, dataset, m, split_seed, variant, k, max_per_re
         python -m emma experiment --dataset fewrel --m 15 --seed ori --max-per-relation 100
     """
     _experiment(results, data_dir, dataset, m, split_seed, variant, k, max_per_relation, epochs, batch_size, lr, eval_per_relation, deadline,
-                schedule, classifier_head, classifier_features, keep_checkpoint)
+                schedule, classifier_head, classifier_features, classifier_init, keep_checkpoint)
 
 
 @_fail_cleanly
 def _experiment(results, data_dir, dataset, m, split_seed, variant, k, max_per_relation, epochs, batch_size, lr, eval_per_relation, deadline,
-                schedule, classifier_head, classifier_features, keep_checkpoint) -> None:
+                schedule, classifier_head, classifier_features, classifier_init, keep_checkpoint) -> None:
     from .experiments import DEFAULT_DATA_DIR, RunSpec, default_plan, run, run_plan
 
     data = Path(data_dir) if data_dir else DEFAULT_DATA_DIR
     if not (data / "splits").is_dir():
         raise click.ClickException(f"{data}: no splits/ folder; point --data-dir at the shared data")
     budget = dict(max_per_relation=max_per_relation, epochs=epochs, batch_size=batch_size, lr=lr, eval_per_relation=eval_per_relation,
-                  schedule=schedule, classifier_head=classifier_head, classifier_features=classifier_features)
+                  schedule=schedule, classifier_head=classifier_head, classifier_features=classifier_features,
+                  classifier_init=classifier_init)
     if dataset or m or split_seed:
         if not (dataset and m and split_seed):
             raise click.ClickException("one run needs --dataset, --m and --seed together")

@@ -68,6 +68,7 @@ class RunSpec:
     # every run that differs only in the classifier (k sweep, heads), and its recall-only numbers are
     # exactly the "without classifier" ablation of the same budget.
     schedule: str = "two_stage"
+    classifier_init: str = "recall"  # two-stage only: TrainConfig.classifier_init
 
     def __post_init__(self) -> None:
         if self.dataset not in ("fewrel", "wikizsl"):
@@ -172,7 +173,8 @@ def run(spec: RunSpec, data_dir: Path = DEFAULT_DATA_DIR, results: Path = REPO_R
             train(TrainConfig(model=recall, **budget), train_set, descriptions, recall_dir, resume=True)
             stages.append(recall_dir)
             if spec.classifier:
-                train(TrainConfig(model=model, init_checkpoint=str(recall_dir), train_recall=False, **budget),
+                train(TrainConfig(model=model, init_checkpoint=str(recall_dir), train_recall=False,
+                                  classifier_init=spec.classifier_init, **budget),
                       train_set, descriptions, run_dir, resume=True)
                 stages.append(run_dir)
             else:
@@ -258,7 +260,8 @@ def render_table(results: Path) -> str:
     for r in records:
         s = r["spec"]
         budget = (s["max_per_relation"], s["epochs"], s["batch_size"], s["lr"], s.get("eval_per_relation"), s.get("protocol", 1),
-                  s.get("schedule", "joint"), s.get("classifier_head", "concat"), s.get("classifier_features", "cls"))
+                  s.get("schedule", "joint"), s.get("classifier_head", "concat"), s.get("classifier_features", "cls"),
+                  s.get("classifier_init", "base"))
         groups.setdefault((s["dataset"], s["m"], s["variant"], s["k"], budget), []).append(r)
 
     def row(key, recs, label):
@@ -278,14 +281,14 @@ def render_table(results: Path) -> str:
     header = ("| dataset | m | variant [protocol] | splits | recall-only P | R | F1 | EMMA P | R | F1 | fused F1 | paper EMMA F1 | training budget (mean per run) |\n"
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     def label(key) -> str:
-        variant, k, (_, _, _, _, test_cap, protocol, schedule, head, features) = key[2], key[3], key[4]
+        variant, k, (_, _, _, _, test_cap, protocol, schedule, head, features, init) = key[2], key[3], key[4]
         text = variant if k == 2 else f"{variant}, k={k}"
         if variant != "untrained":
             tags = [f"p{protocol}"]
             if protocol >= 4:
                 tags.append(schedule.replace("_", "-"))
                 if variant in ("full", "no_virtual"):
-                    tags.append(f"{head}/{features}")
+                    tags.append(f"{head}/{features}" + (f", classifier from {init}" if schedule == "two_stage" else ""))
             text += f" [{', '.join(tags)}]" + (" (classifier unshuffled: EMMA not valid)" if protocol == 1 else "")
         if test_cap:
             text += f", test ≤{test_cap}/rel"
@@ -300,7 +303,8 @@ def render_table(results: Path) -> str:
              "p4 = p3 + entity markers initialised from '@'/'#' (before, all four started equal and stayed so), with the",
              "schedule (joint, or two-stage: recall, then the classifier on frozen recall) and the classifier head",
              "(concat = the paper's MLP over the k concatenated pair states, shared = each pair scored alone; cls or",
-             "cls_entities pair features). fused = classifier probability × recall softmax over the k candidates.", "",
+             "cls_entities pair features; a two-stage classifier starts from the trained recall encoder or the base one).",
+             "fused = classifier probability × recall softmax over the k candidates.", "",
              header, *main_rows, ""]
     return "\n".join(lines)
 

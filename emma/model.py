@@ -13,6 +13,7 @@ logits, and the arg-max is the prediction.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
@@ -246,12 +247,16 @@ class Emma(nn.Module):
         return cls(config, make(), make() if config.use_classifier else None)
 
     def with_new_classifier(
-        self, config: EmmaConfig, vocab_size: int, pretrained: str | None = None, encoder_config: dict | None = None
+        self, config: EmmaConfig, vocab_size: int, pretrained: str | None = None, encoder_config: dict | None = None,
+        from_recall: bool = False,
     ) -> "Emma":
-        """This model's trained recall stage with a fresh classifier (from `pretrained` or `encoder_config`).
+        """This model's trained recall stage with a fresh classifier.
 
         For training in two stages: recall first, then the classifier on recall's hard negatives.
-        `config` must keep this model's recall settings; its classifier fields are the new ones.
+        The classifier's encoder is a copy of the trained recall encoder (`from_recall=True`: it
+        already tells head from tail and knows what relations look like), or else built from
+        `pretrained` or `encoder_config`. `config` must keep this model's recall settings; its
+        classifier fields are the new ones.
         """
         recall_fields = ("max_length", "max_description_length", "temperature", "description_pooling", "markers")
         changed = [f for f in recall_fields if getattr(config, f) != getattr(self.config, f)]
@@ -259,7 +264,8 @@ class Emma(nn.Module):
             raise ValueError(f"with_new_classifier keeps the recall stage, so its settings must not change: {changed}")
         if not config.use_classifier:
             raise ValueError("with_new_classifier needs a config with use_classifier=True")
-        model = Emma(config, self.recall.encoder, _build_encoder(pretrained, encoder_config, vocab_size))
+        encoder = copy.deepcopy(self.recall.encoder) if from_recall else _build_encoder(pretrained, encoder_config, vocab_size)
+        model = Emma(config, self.recall.encoder, encoder)
         model.recall.load_state_dict(self.recall.state_dict())
         return model
 

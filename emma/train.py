@@ -71,6 +71,9 @@ class TrainConfig:
     # (recall then only picks hard negatives), or to add a classifier to a recall-only checkpoint.
     init_checkpoint: str | None = None
     train_recall: bool = True
+    # Where a classifier added to a recall-only checkpoint starts: "recall" (a copy of its trained
+    # encoder) or "base" (the base encoder, as in joint training).
+    classifier_init: str = "recall"
     random_init: dict | None = None  # an encoder config for random weights (tests), instead of pretrained
 
     def __post_init__(self) -> None:
@@ -82,6 +85,8 @@ class TrainConfig:
             raise ValueError("epochs must be at least 1 (or set max_steps)")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise ValueError(f"precision={self.precision!r}; choose auto, fp32, bf16 or fp16")
+        if self.classifier_init not in ("recall", "base"):
+            raise ValueError(f"classifier_init={self.classifier_init!r}; choose recall or base")
 
     def model_config(self) -> EmmaConfig:
         """`model`, with the base encoder it starts from on record."""
@@ -250,9 +255,12 @@ def train(
             new = config.model
             arch = replace(model.config, use_classifier=True, k=new.k, classifier_head=new.classifier_head,
                            classifier_features=new.classifier_features, classifier_hidden=new.classifier_hidden)
-            base = {"encoder_config": config.random_init} if config.random_init else {"pretrained": encoder}
-            model = model.with_new_classifier(arch, len(tokenizer), **base)
-            init_marker_embeddings(model.classifier.encoder, tokenizer)
+            if config.classifier_init == "recall":
+                model = model.with_new_classifier(arch, len(tokenizer), from_recall=True)
+            else:
+                base = {"encoder_config": config.random_init} if config.random_init else {"pretrained": encoder}
+                model = model.with_new_classifier(arch, len(tokenizer), **base)
+                init_marker_embeddings(model.classifier.encoder, tokenizer)
         model.train()
     elif config.random_init:
         model = Emma.from_encoder(config.model_config(), len(tokenizer), encoder_config=config.random_init)

@@ -218,6 +218,9 @@ def test_with_new_classifier_keeps_recall(tiny_encoder_dir, tiny_model):
     both = recall_only.with_new_classifier(config, len(tokenizer), pretrained=tiny_encoder_dir)
     assert both.classifier is not None and both.config.k == 3 and both.classifier.config.classifier_head == "shared"
     assert all(torch.equal(v, recall_only.recall.state_dict()[k]) for k, v in both.recall.state_dict().items())
+    warm = recall_only.with_new_classifier(config, len(tokenizer), from_recall=True)
+    assert warm.classifier.encoder is not warm.recall.encoder  # a copy: the two train apart
+    assert all(torch.equal(v, recall_only.recall.encoder.state_dict()[k]) for k, v in warm.classifier.encoder.state_dict().items())
     with pytest.raises(ValueError, match="must not change: \\['max_length'\\]"):
         recall_only.with_new_classifier(dataclasses.replace(config, max_length=40), len(tokenizer), pretrained=tiny_encoder_dir)
 
