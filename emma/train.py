@@ -6,6 +6,10 @@ same-relation duplicates masked). The classifier reranks, for each instance, its
 and the k−1 descriptions recall scores highest among the others in the batch (hard negatives, in
 recall order), trained with cross-entropy. The two losses are summed.
 
+Two-stage training uses the same loop: train recall alone (``use_classifier=False``), then continue
+from that checkpoint with ``train_recall=False``: a classifier is added (its encoder a copy of the
+trained recall encoder, ``classifier_init="recall"``) and trained on the frozen recall's hard negatives.
+
 Runs on CPU, one GPU or several (``accelerate launch``) with the same code. Progress shows in
 tqdm; a checkpoint is written each epoch, and ``resume=True`` continues from the last saved step.
 """
