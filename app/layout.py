@@ -41,7 +41,8 @@ HELP_RECALL = """**Stage 1, recall.** The sentence (with its two entities) and e
 into vectors; each bar is how similar the sentence is to one description. The orange top-k go to stage 2."""
 
 HELP_RERANK = """**Stage 2, classifier.** A second model reads the sentence together with each of the k descriptions and
-gives probabilities. When its pick is not recall's #1, the classifier has corrected recall."""
+gives probabilities. Models that combine the two stages multiply them with recall's own confidence ("combined"), so a
+hesitant classifier does not overrule a sure recall. When the pick is not recall's #1, stage 2 has corrected recall."""
 
 HELP_ATTENTION = """**Why these descriptions?** Each description is summarised twice, once for the head entity and once for the
 tail (two "virtual entities"). Each row shows how much weight each word of the description got."""

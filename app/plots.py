@@ -80,11 +80,15 @@ def rerank_table(record: dict) -> pd.DataFrame:
             "recall score": round(c["recall_score"], 4),
             "classifier rank": c["classifier_rank"] if c["classifier_rank"] is not None else "–",
             "classifier probability": round(c["probability"], 4) if c["probability"] is not None else "–",
+            "combined (classifier × recall)": round(c["combined"], 4) if c.get("combined") is not None else "–",
             "final": "✔ predicted" if c["relation"] == record["label"] else "",
         })
-    columns = ["relation", "recall rank", "recall score", "classifier rank", "classifier probability", "final"]
+    columns = ["relation", "recall rank", "recall score", "classifier rank", "classifier probability",
+               "combined (classifier × recall)", "final"]
     frame = pd.DataFrame(rows, columns=columns)
-    if record["reranked"]:
+    if record.get("decision") == "fused":
+        frame = frame.sort_values("combined (classifier × recall)", ascending=False, kind="stable").reset_index(drop=True)
+    elif record["reranked"]:
         frame = frame.sort_values("classifier rank", kind="stable").reset_index(drop=True)
     return frame
 

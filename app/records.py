@@ -29,6 +29,7 @@ def prediction_record(sentence, head, tail, instance, prediction, relations, che
     if prediction.reranked:
         order = sorted(range(len(prediction.candidates)), key=lambda i: -prediction.probabilities[i])
         cls_rank = {prediction.candidates[i]: r + 1 for r, i in enumerate(order)}
+    fused = prediction.fused if prediction.reranked and prediction.fused else None
     detail = []
     for i, name in enumerate(prediction.candidates):
         detail.append({
@@ -37,6 +38,7 @@ def prediction_record(sentence, head, tail, instance, prediction, relations, che
             "recall_score": float(scores[name]),
             "classifier_rank": cls_rank.get(name),
             "probability": float(prediction.probabilities[i]) if prediction.reranked else None,
+            "combined": float(fused[i]) if fused else None,  # classifier × recall, renormalised
             "attention": prediction.attention.get(name, {"tokens": [], "head": [], "tail": []}),
         })
     return {
@@ -52,6 +54,7 @@ def prediction_record(sentence, head, tail, instance, prediction, relations, che
         "score": float(prediction.score),
         "recall_label": prediction.recall_label,
         "reranked": bool(prediction.reranked),
+        "decision": prediction.decision,
         "note": prediction.note,
         "candidates": list(prediction.candidates),
         "candidates_detail": detail,
@@ -74,11 +77,18 @@ def summary_text(record: dict) -> str:
     if record["reranked"]:
         top = record["candidates_detail"]
         mine = next(c for c in top if c["relation"] == label)
-        text = f"Predicted '{label}' with classifier probability {mine['probability']:.2f}."
-        if label != record["recall_label"]:
-            text += f" Recall ranked it #{mine['recall_rank']}; the classifier preferred it over '{record['recall_label']}'."
+        if record.get("decision") == "fused":
+            text = (f"Predicted '{label}': classifier probability {mine['probability']:.2f}, "
+                    f"{mine['combined']:.2f} combined with recall's confidence.")
+            who = "classifier and recall together preferred"
         else:
-            text += " Recall and classifier agree."
+            text = f"Predicted '{label}' with classifier probability {mine['probability']:.2f}."
+            who = "the classifier preferred"
+        if label != record["recall_label"]:
+            text += f" Recall ranked it #{mine['recall_rank']}; {who} it over '{record['recall_label']}'."
+        else:
+            text += " Recall and classifier agree." if mine["classifier_rank"] == 1 else (
+                f" The classifier preferred another candidate, but not surely enough to overrule recall.")
     else:
         text = f"Predicted '{label}' by recall alone (cosine {record['score']:.3f}): {record['note']}."
     return text + f" Head: '{record['head_text']}', tail: '{record['tail_text']}'."

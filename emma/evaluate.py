@@ -67,8 +67,10 @@ def evaluate(extractor: Extractor, instances: Sequence[Instance], progress: bool
     """Score recall-only and full EMMA on labelled instances against the extractor's relation set.
 
     Returns:
-        {"recall_only": metrics, "emma": metrics, "n_instances", "n_relations", "k", "reranked"},
-        metrics as in `macro_prf`. Instances whose relation is not in the relation set are an error.
+        {"recall_only", "emma" (the paper's rule: the classifier decides among the top k),
+        "emma_fused" (classifier × recall over the top k), "decision" (the extractor's own rule),
+        "n_instances", "n_relations", "k", "reranked"}, metrics as in `macro_prf`. Instances whose
+        relation is not in the relation set are an error.
     """
     unknown = sorted({i.relation for i in instances} - set(extractor.relations))
     if unknown:
@@ -77,8 +79,9 @@ def evaluate(extractor: Extractor, instances: Sequence[Instance], progress: bool
     gold = [i.relation for i in instances]
     return {
         "recall_only": macro_prf(gold, [p.recall_label for p in preds]),
-        "emma": macro_prf(gold, [p.label for p in preds]),
-        "emma_fused": macro_prf(gold, [fused_label(p, extractor.config.temperature) for p in preds]),
+        "emma": macro_prf(gold, [_pick(p, p.probabilities) for p in preds]),
+        "emma_fused": macro_prf(gold, [_pick(p, p.fused) for p in preds]),
+        "decision": extractor.config.decision,
         "n_instances": len(instances),
         "n_relations": len(extractor.relations),
         "k": extractor.config.k,
@@ -86,25 +89,17 @@ def evaluate(extractor: Extractor, instances: Sequence[Instance], progress: bool
     }
 
 
-def fused_label(prediction, temperature: float) -> str:
-    """Product of the two stages' beliefs over the k candidates: classifier probability × softmax(cos / τ).
-
-    The paper lets the classifier decide alone. With little training the classifier is barely
-    better than a coin between the top k, and this product lets recall's confidence count too;
-    reported beside the paper's rule, not instead of it.
-    """
+def _pick(prediction, scores) -> str:
+    """The candidate with the highest score, or recall's top-1 when the classifier did not run."""
     if not prediction.reranked:
-        return prediction.label
-    cos = dict(prediction.recall)
-    recall_logits = torch.tensor([cos[c] / temperature for c in prediction.candidates])
-    fused = torch.log(torch.tensor(prediction.probabilities).clamp_min(1e-12)) + torch.log_softmax(recall_logits, 0)
-    return prediction.candidates[int(fused.argmax())]
+        return prediction.recall_label
+    return prediction.candidates[max(range(len(scores)), key=scores.__getitem__)]
 
 
 def markdown_table(report: dict) -> str:
     """A small markdown table of a report from `evaluate`."""
     rows = ["| method | P | R | F1 | accuracy | per-class F1 |", "|---|---|---|---|---|---|"]
-    for key, label in (("recall_only", "recall only"), ("emma", "EMMA (recall + rerank)")):
+    for key, label in (("recall_only", "recall only"), ("emma", "EMMA (classifier decides)"), ("emma_fused", "EMMA fused (classifier × recall)")):
         m = report[key]
         rows.append(f"| {label} | {m['precision']:.2f} | {m['recall']:.2f} | {m['f1']:.2f} | {m['accuracy']:.2f} | {m['per_class_f1']:.2f} |")
     return "\n".join(rows)

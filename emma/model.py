@@ -25,6 +25,7 @@ FORMAT_VERSION = 1
 DESCRIPTION_POOLINGS = ("attention", "cls")
 CLASSIFIER_HEADS = ("concat", "shared")
 CLASSIFIER_FEATURES = ("cls", "cls_entities")
+DECISIONS = ("classifier", "fused")
 
 
 @dataclass
@@ -48,6 +49,9 @@ class EmmaConfig:
             read, and it accepts any k at inference.
         classifier_features: what each pair contributes: "cls" (h[CLS], the paper) or
             "cls_entities" (h[CLS] ⊕ h[E_h] ⊕ h[E_t] of the pair, as recall's instance vector).
+        decision: how the final label is picked among the k candidates: "classifier" (the paper:
+            the classifier's arg-max) or "fused" (classifier probability × softmax(cos/τ) of recall
+            over the k, so a hesitant classifier does not overrule a confident recall).
     """
 
     encoder: str = ""
@@ -61,6 +65,7 @@ class EmmaConfig:
     # Defaults are the paper's and what checkpoints written before these fields existed used.
     classifier_head: str = "concat"
     classifier_features: str = "cls"
+    decision: str = "classifier"
     version: int = FORMAT_VERSION
     markers: list[str] = field(default_factory=lambda: ["[E_h]", "[/E_h]", "[E_t]", "[/E_t]"])
 
@@ -73,6 +78,8 @@ class EmmaConfig:
             raise ValueError(f"classifier_head={self.classifier_head!r}; choose one of {CLASSIFIER_HEADS}")
         if self.classifier_features not in CLASSIFIER_FEATURES:
             raise ValueError(f"classifier_features={self.classifier_features!r}; choose one of {CLASSIFIER_FEATURES}")
+        if self.decision not in DECISIONS:
+            raise ValueError(f"decision={self.decision!r}; choose one of {DECISIONS}")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
         if self.max_length < 8 or self.max_description_length < 3:

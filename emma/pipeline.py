@@ -69,11 +69,15 @@ class Prediction:
     """What `Extractor.predict` returns for one instance.
 
     Attributes:
-        label: the predicted relation (the classifier's pick, or recall's top-1 if not reranked).
-        score: the classifier probability of `label`, or its recall cosine when not reranked.
+        label: the predicted relation: by the checkpoint's decision rule among the candidates (the
+            classifier's pick, or the fused pick), or recall's top-1 if not reranked.
+        score: the probability of `label` under that rule, or its recall cosine when not reranked.
         recall: [(relation, cosine)] sorted by cosine, all relations (or the top `top_k`).
         candidates: the k relations sent to the classifier, in recall order.
         probabilities: classifier probabilities aligned with `candidates` (empty if not reranked).
+        fused: classifier probability × recall softmax(cos/τ) over the candidates, renormalised
+            (empty if not reranked).
+        decision: which rule picked `label`: "classifier", "fused" (EmmaConfig.decision) or "recall".
         reranked: whether the classifier ran.
         recall_label: recall's top-1 relation (differs from `label` when the classifier corrected it).
         attention: {relation: {"tokens": [...], "head": [...], "tail": [...]}} for each candidate:
@@ -89,6 +93,8 @@ class Prediction:
     probabilities: list[float]
     reranked: bool
     recall_label: str
+    fused: list[float] = field(default_factory=list)
+    decision: str = "recall"
     attention: dict[str, dict] = field(default_factory=dict)
     note: str = ""
     timings_ms: dict[str, float] = field(default_factory=dict)
@@ -373,9 +379,12 @@ class Extractor:
             cand_idx = i_row[: min(k, n)]
             candidates = [names[j] for j in cand_idx]
             recall = list(zip([names[j] for j in i_row[:keep]], s_row[:keep]))
+            fused: list[float] = []
             if can_rerank:
-                best = max(range(k), key=lambda c: probs[row][c])
-                label, score = candidates[best], probs[row][best]
+                fused = fuse(probs[row], s_row[:k], self.config.temperature)
+                rule = fused if self.config.decision == "fused" else probs[row]
+                best = max(range(k), key=rule.__getitem__)
+                label, score = candidates[best], rule[best]
             else:
                 label, score = candidates[0], s_row[0]
             out.append(
@@ -387,6 +396,8 @@ class Extractor:
                     probabilities=[float(p) for p in probs[row]],
                     reranked=can_rerank,
                     recall_label=candidates[0],
+                    fused=fused,
+                    decision=self.config.decision if can_rerank else "recall",
                     attention={names[j]: self._attention_at(j) for j in cand_idx},
                     note="" if can_rerank else note,
                     timings_ms=dict(timings),
@@ -401,6 +412,17 @@ class Extractor:
     def _attention_at(self, i: int) -> dict:
         idx = self.index
         return {"tokens": idx.tokens[i], "head": idx.head_weights[i], "tail": idx.tail_weights[i]}
+
+
+def fuse(probabilities: Sequence[float], cosines: Sequence[float], temperature: float) -> list[float]:
+    """Both stages' beliefs over the k candidates: classifier probability × softmax(cos / τ), renormalised.
+
+    The paper lets the classifier decide alone. A classifier trained briefly is often less sure than
+    recall, and the product lets recall's confidence count too (EmmaConfig.decision = "fused").
+    """
+    log_recall = torch.log_softmax(torch.tensor([float(c) for c in cosines]) / temperature, dim=0)
+    log_cls = torch.log(torch.tensor([float(p) for p in probabilities]).clamp_min(1e-12))
+    return torch.softmax(log_cls + log_recall, dim=0).tolist()
 
 
 def _check_relations(relations: dict[str, str]) -> None:

@@ -422,3 +422,35 @@ def test_engine_reuses_the_index_of_an_unchanged_relation_set(tiny_extractor, to
     other = engine.index(changed)
     assert other is not first and other.names[-1] == "works for"
     assert torch.equal(other.vectors[: len(first)], first.vectors)
+
+
+def _two_candidate_record(decision: str) -> dict:
+    """A prediction record where recall ranks a first, the classifier prefers b, and the rule decides."""
+    from emma.pipeline import Prediction, fuse
+    from app.records import prediction_record
+    from emma.data import Instance
+
+    probs, cos = [0.45, 0.55], [0.50, 0.49]
+    fused = fuse(probs, cos, 0.02)  # recall's margin outweighs a hesitant classifier: a wins
+    label = "b" if decision == "classifier" else "a"
+    pred = Prediction(label=label, score=max(probs) if decision == "classifier" else max(fused), recall=list(zip("ab", cos)),
+                      candidates=["a", "b"], probabilities=probs, reranked=True, recall_label="a", fused=fused, decision=decision)
+    inst = Instance(("x", "y"), (0, 1), (1, 2))
+    return prediction_record("x y", (0, 1), (2, 3), inst, pred, {"a": "one", "b": "two"}, "ckpt", {"total": 1.0}, [])
+
+
+def test_records_and_panels_follow_the_checkpoints_decision_rule():
+    from app.records import summary_text
+
+    paper = _two_candidate_record("classifier")
+    assert paper["decision"] == "classifier" and paper["label"] == "b"
+    assert "the classifier preferred it over 'a'" in summary_text(paper)
+    assert plots.rerank_table(paper)["relation"].tolist() == ["b", "a"]  # classifier order
+
+    fused = _two_candidate_record("fused")
+    combined = {c["relation"]: c["combined"] for c in fused["candidates_detail"]}
+    assert combined["a"] > combined["b"] and sum(combined.values()) == pytest.approx(1.0)
+    text = summary_text(fused)
+    assert "combined with recall's confidence" in text and "not surely enough to overrule recall" in text
+    table = plots.rerank_table(fused)
+    assert table["relation"].tolist() == ["a", "b"] and table.loc[0, "final"] == "✔ predicted"

@@ -66,7 +66,7 @@ def test_evaluate_on_the_tiny_extractor(tiny_extractor, toy_instances):
     assert report["recall_only"] == macro_prf(gold, [p.recall_label for p in preds])
     assert report["emma"] == macro_prf(gold, [p.label for p in preds])
     table = markdown_table(report)
-    assert table.count("\n") == 3 and "recall only" in table and "EMMA" in table
+    assert table.count("\n") == 4 and "recall only" in table and "EMMA" in table and "fused" in table
     assert f"{report['emma']['f1']:.2f}" in table
 
 
@@ -76,17 +76,36 @@ def test_evaluate_rejects_relations_outside_the_index(tiny_extractor, toy_instan
         evaluate(tiny_extractor, [*toy_instances[:2], stray])
 
 
-def test_fused_label_weighs_classifier_against_recall_confidence():
-    from emma.evaluate import fused_label
-    from emma.pipeline import Prediction
+def test_fuse_weighs_classifier_against_recall_confidence():
+    from emma.pipeline import fuse
 
-    def pred(probs):
-        return Prediction(label="?", score=0.0, recall=[("a", 0.50), ("b", 0.49)], candidates=["a", "b"],
-                          probabilities=probs, reranked=True, recall_label="a")
+    # recall prefers a by exp(0.01 / 0.02) ≈ 1.65 : 1, i.e. softmax 0.62 : 0.38
+    confident = fuse([0.2, 0.8], [0.50, 0.49], 0.02)
+    assert confident[1] > confident[0]  # 0.2·0.62 < 0.8·0.38: a confident classifier overrides
+    hesitant = fuse([0.45, 0.55], [0.50, 0.49], 0.02)
+    assert hesitant[0] > hesitant[1]  # 0.45·0.62 > 0.55·0.38: a hesitant one does not
+    assert sum(hesitant) == pytest.approx(1.0)
+    assert hesitant[0] == pytest.approx(0.45 * 0.6225 / (0.45 * 0.6225 + 0.55 * 0.3775), rel=1e-3)
 
-    # recall prefers a by exp(0.01 / 0.02) ≈ 1.65 : 1
-    assert fused_label(pred([0.2, 0.8]), 0.02) == "b"   # 0.2·0.62 < 0.8·0.38: a confident classifier overrides
-    assert fused_label(pred([0.45, 0.55]), 0.02) == "a"  # 0.45·0.62 > 0.55·0.38: a hesitant one does not
-    unranked = Prediction(label="a", score=0.5, recall=[("a", 0.5)], candidates=["a"], probabilities=[],
-                          reranked=False, recall_label="a")
-    assert fused_label(unranked, 0.02) == "a"
+
+def test_the_decision_rule_picks_the_label_and_evaluate_reports_both(tiny_checkpoint, toy_instances, toy_descriptions):
+    import dataclasses
+
+    from emma.pipeline import Extractor
+
+    paper = Extractor.load(tiny_checkpoint, device="cpu", precision="fp32")
+    fused = Extractor.load(tiny_checkpoint, device="cpu", precision="fp32")
+    fused.model.config = dataclasses.replace(fused.model.config, decision="fused")
+    fused.config = fused.model.config
+    for ex in (paper, fused):
+        ex.set_relations(toy_descriptions)
+    a, b = paper.predict_batch(toy_instances), fused.predict_batch(toy_instances)
+    for p, q in zip(a, b):
+        assert p.probabilities == q.probabilities and p.fused == q.fused and len(p.fused) == 2
+        assert p.label == p.candidates[max(range(2), key=p.probabilities.__getitem__)] and p.score == max(p.probabilities)
+        assert q.label == q.candidates[max(range(2), key=q.fused.__getitem__)] and q.score == max(q.fused)
+    r1, r2 = evaluate(paper, toy_instances), evaluate(fused, toy_instances)
+    assert (r1["decision"], r2["decision"]) == ("classifier", "fused")
+    assert r1["emma"] == r2["emma"] and r1["emma_fused"] == r2["emma_fused"]  # both rules reported, whatever the checkpoint's
+    gold = [i.relation for i in toy_instances]
+    assert r2["emma_fused"] == macro_prf(gold, [q.label for q in b])
