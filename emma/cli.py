@@ -84,6 +84,8 @@ def cli(verbose: bool) -> None:
               help="'concat': one MLP over the k pair states (paper); 'shared': each pair scored alone.")
 @click.option("--classifier-features", type=click.Choice(["cls", "cls_entities"]),
               help="Pair state: h[CLS] (paper) or h[CLS] ⊕ h[E_h] ⊕ h[E_t].")
+@click.option("--decision", type=click.Choice(["classifier", "fused"]),
+              help="Final pick among the k: the classifier's (paper) or classifier × recall ('fused'). Saved with the checkpoint.")
 @click.option("--freeze-word-embeddings", is_flag=True, default=None, help="Keep the base vocabulary's embeddings fixed (markers still learn).")
 @click.option("--init-checkpoint", type=click.Path(exists=True), help="Start from this trained checkpoint instead of the base encoder.")
 @click.option("--no-train-recall", is_flag=True, default=None, help="Freeze the recall encoder; train only the classifier.")
@@ -265,8 +267,9 @@ def _predict(checkpoint, descriptions, text, head, tail, top_k) -> None:
 @click.option("--schedule", type=click.Choice(["two_stage", "joint"]), default="two_stage", show_default=True,
               help="two_stage: recall first, then the classifier on frozen recall (the first stage is shared by runs "
                    "that differ only in the classifier); joint: both at once, as the paper.")
-@click.option("--classifier-head", type=click.Choice(["concat", "shared"]), default="concat", show_default=True)
-@click.option("--classifier-features", type=click.Choice(["cls", "cls_entities"]), default="cls", show_default=True)
+@click.option("--classifier-head", type=click.Choice(["concat", "shared"]), default="shared", show_default=True,
+              help="concat: the paper's MLP over the k pair states; shared: each pair scored alone.")
+@click.option("--classifier-features", type=click.Choice(["cls", "cls_entities"]), default="cls_entities", show_default=True)
 @click.option("--classifier-init", type=click.Choice(["recall", "base"]), default="recall", show_default=True,
               help="two_stage: the classifier starts from the trained recall encoder, or from the base encoder.")
 @click.option("--keep-checkpoint", is_flag=True, help="Keep each run's model under runs/ (deleted by default).")

@@ -258,7 +258,8 @@ def train(
             # A recall-only checkpoint: add a fresh classifier (second stage of a two-stage run).
             new = config.model
             arch = replace(model.config, use_classifier=True, k=new.k, classifier_head=new.classifier_head,
-                           classifier_features=new.classifier_features, classifier_hidden=new.classifier_hidden)
+                           classifier_features=new.classifier_features, classifier_hidden=new.classifier_hidden,
+                           decision=new.decision)
             if config.classifier_init == "recall":
                 model = model.with_new_classifier(arch, len(tokenizer), from_recall=True)
             else:

@@ -115,7 +115,7 @@ def test_render_table_groups_splits_and_states_budgets(tmp_path):
     cells = [c.strip() for c in full.strip("|").split("|")]
     assert cells[3] == "2 (40,ori)" and cells[6] == "71.00 ± 1.41"  # recall-only F1 mean ± std over the 2 splits
     assert cells[9] == "72.00 ± 1.41" and cells[10] == "73.00 ± 1.41" and cells[11] == "80.1"
-    assert "≤3/rel, 1 ep, 10 steps, 1.0 min (cpu)" in full and "[p4, two-stage, concat/cls, classifier from recall]" in full
+    assert "≤3/rel, 1 ep, 10 steps, 1.0 min (cpu)" in full and "[p4, two-stage, shared/cls_entities, classifier from recall]" in full
     ablation = next(line for line in table.splitlines() if "| no_classifier [p" in line)
     assert "60.00" in ablation and "| – | – | – |" in ablation
 

@@ -428,11 +428,11 @@ def test_two_stages_recall_then_a_new_classifier(tiny_encoder_dir, toy_instances
     before, _ = load_checkpoint(first, device="cpu")
     assert before.classifier is None
     second = train(_config(tiny_encoder_dir, max_steps=2, init_checkpoint=str(first), train_recall=False,
-                           classifier_head="shared", classifier_features="cls_entities"),
+                           classifier_head="shared", classifier_features="cls_entities", decision="fused"),
                    toy_instances, toy_descriptions, tmp_path / "classifier")
     after, _ = load_checkpoint(second, device="cpu")
     assert after.classifier is not None and after.config.classifier_head == "shared"
-    assert after.config.classifier_features == "cls_entities"
+    assert after.config.classifier_features == "cls_entities" and after.config.decision == "fused"
     b, a = before.state_dict(), after.state_dict()
     assert all(torch.equal(b[k], a[k]) for k in b)  # recall untouched
     assert all(r["rerank_loss"] > 0 for r in _log(second))
