@@ -254,48 +254,79 @@ def _budget(spec: dict, records: list[dict]) -> str:
     return f"≤{spec['max_per_relation']}/rel, {spec['epochs']} ep, {steps:.0f} steps, {wall / 60:.1f} min ({dev})"
 
 
-def render_table(results: Path) -> str:
-    """Markdown tables (main, ablation, k sweep) from a results file: mean ± std over splits."""
-    records = [json.loads(line) for line in results.read_text().splitlines() if line.strip()] if results.is_file() else []
+def _records(results: Path) -> list[dict]:
+    return [json.loads(line) for line in results.read_text().splitlines() if line.strip()] if results.is_file() else []
+
+
+def _stats(values: list[float]) -> dict | None:
+    if not values:
+        return None
+    return {"mean": round(statistics.mean(values), 2), "std": round(statistics.stdev(values), 2) if len(values) > 1 else None,
+            "values": [round(v, 2) for v in values]}
+
+
+def summarize(results: Path) -> list[dict]:
+    """One entry per table row: runs that differ only in the split seed, with mean/std of each metric.
+
+    Each entry: dataset, m, variant, k, label (as in the table), splits, protocol, schedule, classifier
+    settings, budget (text), paper_f1, and {"precision", "recall", "f1"} stats for recall_only, emma
+    and emma_fused (None where the variant has no classifier). This is what metrics.json holds.
+    """
     groups: dict[tuple, list[dict]] = {}
-    for r in records:
+    for r in _records(results):
         s = r["spec"]
         budget = (s["max_per_relation"], s["epochs"], s["batch_size"], s["lr"], s.get("eval_per_relation"), s.get("protocol", 1),
                   s.get("schedule", "joint"), s.get("classifier_head", "concat"), s.get("classifier_features", "cls"),
                   s.get("classifier_init", "base"))
         groups.setdefault((s["dataset"], s["m"], s["variant"], s["k"], budget), []).append(r)
+    out = []
+    for key in sorted(groups, key=lambda k: (k[0], k[1], VARIANTS.index(k[2]), k[3], k[4][5])):
+        recs = groups[key]
+        ds, m, variant, k, (per_rel, epochs, batch, lr, test_cap, protocol, schedule, head, features, init) = key
+        entry = {"dataset": ds, "m": m, "variant": variant, "k": k, "label": _label(key),
+                 "splits": sorted(str(r["spec"]["seed"]) for r in recs), "protocol": protocol, "schedule": schedule,
+                 "classifier": {"head": head, "features": features, "init": init},
+                 "test_per_relation": test_cap, "budget": _budget(recs[0]["spec"], recs), "paper_f1": PAPER_F1.get((ds, m))}
+        for stage in ("recall_only", "emma", "emma_fused"):
+            valid = [r[stage] for r in recs if r.get(stage)] if not (stage != "recall_only" and protocol == 1) else []
+            entry[stage] = {metric: _stats([v[metric] for v in valid if metric in v]) for metric in ("precision", "recall", "f1")} if valid else None
+        out.append(entry)
+    return out
 
-    def row(key, recs, label):
-        rec_p = [r["recall_only"]["precision"] for r in recs]
-        rec_r = [r["recall_only"]["recall"] for r in recs]
-        rec_f = [r["recall_only"]["f1"] for r in recs]
-        emma = [r["emma"] for r in recs if r.get("emma")]
-        ds, m = key[0], key[1]
-        seeds = ",".join(sorted(str(r["spec"]["seed"]) for r in recs))
-        paper = PAPER_F1.get((ds, m), "")
-        cells = [ds, str(m), label, f"{len(recs)} ({seeds})", _mean_std(rec_p), _mean_std(rec_r), _mean_std(rec_f),
-                 _mean_std([e["precision"] for e in emma]), _mean_std([e["recall"] for e in emma]), _mean_std([e["f1"] for e in emma]),
-                 _mean_std([r["emma_fused"]["f1"] for r in recs if r.get("emma_fused")]),
-                 str(paper), _budget(recs[0]["spec"], recs)]
-        return "| " + " | ".join(cells) + " |"
 
+def _label(key: tuple) -> str:
+    variant, k, (_, _, _, _, test_cap, protocol, schedule, head, features, init) = key[2], key[3], key[4]
+    text = variant if k == 2 else f"{variant}, k={k}"
+    if variant != "untrained":
+        tags = [f"p{protocol}"]
+        if protocol >= 4:
+            tags.append(schedule.replace("_", "-"))
+            if variant in ("full", "no_virtual"):
+                tags.append(f"{head}/{features}" + (f", classifier from {init}" if schedule == "two_stage" else ""))
+        text += f" [{', '.join(tags)}]" + (" (classifier unshuffled: EMMA not valid)" if protocol == 1 else "")
+    if test_cap:
+        text += f", test ≤{test_cap}/rel"
+    return text
+
+
+def _cell(stats: dict | None) -> str:
+    if not stats:
+        return "–"
+    return f"{stats['mean']:.2f}" if stats["std"] is None else f"{stats['mean']:.2f} ± {stats['std']:.2f}"
+
+
+def render_table(results: Path) -> str:
+    """The markdown table of `summarize(results)`: mean ± std over splits."""
+    rows = []
+    for e in summarize(results):
+        rec, emma, fused = e["recall_only"], e["emma"] or {}, e["emma_fused"] or {}
+        cells = [e["dataset"], str(e["m"]), e["label"], f"{len(e['splits'])} ({','.join(e['splits'])})",
+                 _cell(rec["precision"]), _cell(rec["recall"]), _cell(rec["f1"]),
+                 _cell(emma.get("precision")), _cell(emma.get("recall")), _cell(emma.get("f1")), _cell(fused.get("f1")),
+                 str(e["paper_f1"] or ""), e["budget"]]
+        rows.append("| " + " | ".join(cells) + " |")
     header = ("| dataset | m | variant [protocol] | splits | recall-only P | R | F1 | EMMA P | R | F1 | fused F1 | paper EMMA F1 | training budget (mean per run) |\n"
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    def label(key) -> str:
-        variant, k, (_, _, _, _, test_cap, protocol, schedule, head, features, init) = key[2], key[3], key[4]
-        text = variant if k == 2 else f"{variant}, k={k}"
-        if variant != "untrained":
-            tags = [f"p{protocol}"]
-            if protocol >= 4:
-                tags.append(schedule.replace("_", "-"))
-                if variant in ("full", "no_virtual"):
-                    tags.append(f"{head}/{features}" + (f", classifier from {init}" if schedule == "two_stage" else ""))
-            text += f" [{', '.join(tags)}]" + (" (classifier unshuffled: EMMA not valid)" if protocol == 1 else "")
-        if test_cap:
-            text += f", test ≤{test_cap}/rel"
-        return text
-
-    main_rows = [row(k, v, label(k)) for k, v in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], VARIANTS.index(kv[0][2]), kv[0][3]))]
     lines = ["# Evaluation results", "",
              "Generated by `python -m emma table` from the results file; every run trains a fresh model on the",
              "split's train relations and tests on its m unseen relations. Macro P/R/F1 in percent (README: formula).",
@@ -305,8 +336,9 @@ def render_table(results: Path) -> str:
              "schedule (joint, or two-stage: recall, then the classifier on frozen recall) and the classifier head",
              "(concat = the paper's MLP over the k concatenated pair states, shared = each pair scored alone; cls or",
              "cls_entities pair features; a two-stage classifier starts from the trained recall encoder or the base one).",
-             "fused = classifier probability × recall softmax over the k candidates.", "",
-             header, *main_rows, ""]
+             "EMMA = the classifier decides among recall's top k (the paper's rule); fused = classifier probability ×",
+             "recall softmax over the k candidates.", "",
+             header, *rows, ""]
     return "\n".join(lines)
 
 

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from emma.experiments import VARIANTS, RunSpec, default_plan, render_table, run
+from emma.experiments import VARIANTS, RunSpec, default_plan, render_table, run, summarize
 
 pytestmark = pytest.mark.usefixtures("fresh_accelerate")
 
@@ -118,6 +118,11 @@ def test_render_table_groups_splits_and_states_budgets(tmp_path):
     assert "≤3/rel, 1 ep, 10 steps, 1.0 min (cpu)" in full and "[p4, two-stage, shared/cls_entities, classifier from recall]" in full
     ablation = next(line for line in table.splitlines() if "| no_classifier [p" in line)
     assert "60.00" in ablation and "| – | – | – |" in ablation
+    rows = summarize(results)  # what metrics.json holds: the same numbers
+    full_row = next(r for r in rows if r["variant"] == "full")
+    assert full_row["splits"] == ["40", "ori"] and full_row["recall_only"]["f1"] == {"mean": 71.0, "std": 1.41, "values": [70.0, 72.0]}
+    assert full_row["emma_fused"]["f1"]["mean"] == 73.0 and full_row["paper_f1"] == 80.1
+    assert next(r for r in rows if r["variant"] == "no_classifier")["emma"] is None
 
 
 def test_default_plan_puts_the_main_table_first_and_has_no_duplicates():
@@ -128,3 +133,22 @@ def test_default_plan_puts_the_main_table_first_and_has_no_duplicates():
     assert {s.k for s in plan} == {2, 3, 4}
     with pytest.raises(ValueError, match="variant='bigger'"):
         RunSpec(variant="bigger")
+
+
+def test_table_command_writes_markdown_and_metrics(tmp_path):
+    from click.testing import CliRunner
+
+    from emma.cli import cli
+
+    spec = _spec(m=15)
+    metrics = {"precision": 70.0, "recall": 70.0, "f1": 70.0}
+    record = {"key": spec.key, "spec": spec.__dict__, "recall_only": metrics, "emma": metrics, "emma_fused": metrics,
+              "train": {"steps": 10, "wall_time_s": 60.0, "device": "cpu"}}
+    results = tmp_path / "results.jsonl"
+    results.write_text(json.dumps(record) + "\n")
+    result = CliRunner().invoke(cli, ["table", "--results", str(results), "--output", str(tmp_path / "R.md"),
+                                      "--metrics", str(tmp_path / "metrics.json")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "R.md").read_text().strip() == render_table(results).strip()
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written["rows"] == json.loads(json.dumps(summarize(results))) and "python -m emma table" in written["note"]
