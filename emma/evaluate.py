@@ -69,6 +69,7 @@ def evaluate(extractor: Extractor, instances: Sequence[Instance], progress: bool
     Returns:
         {"recall_only", "emma" (the paper's rule: the classifier decides among the top k),
         "emma_fused" (classifier × recall over the top k), "decision" (the extractor's own rule),
+        "top_k" (how often gold reaches the candidates and each rule's accuracy there),
         "n_instances", "n_relations", "k", "reranked"}, metrics as in `macro_prf`. Instances whose
         relation is not in the relation set are an error.
     """
@@ -82,10 +83,30 @@ def evaluate(extractor: Extractor, instances: Sequence[Instance], progress: bool
         "emma": macro_prf(gold, [_pick(p, p.probabilities) for p in preds]),
         "emma_fused": macro_prf(gold, [_pick(p, p.fused) for p in preds]),
         "decision": extractor.config.decision,
+        "top_k": _top_k_diagnostics(preds, gold),
         "n_instances": len(instances),
         "n_relations": len(extractor.relations),
         "k": extractor.config.k,
         "reranked": all(p.reranked for p in preds),
+    }
+
+
+def _top_k_diagnostics(preds, gold) -> dict:
+    """Why EMMA does or does not beat recall: how often the gold relation reaches the k candidates, and
+    how often each rule picks it when it does (percent). The classifier can only help if its
+    accuracy there exceeds recall's own top-1 accuracy there."""
+    inside = [(p, g) for p, g in zip(preds, gold) if p.reranked and g in p.candidates]
+    reranked = sum(p.reranked for p in preds)
+    if not inside:
+        return {"gold_in_top_k": 0.0 if reranked else None, "n_gold_in_top_k": 0}
+    return {
+        "gold_in_top_k": 100 * len(inside) / reranked,
+        "n_gold_in_top_k": len(inside),
+        "accuracy_when_gold_in_top_k": {
+            "recall": 100 * sum(p.recall_label == g for p, g in inside) / len(inside),
+            "classifier": 100 * sum(_pick(p, p.probabilities) == g for p, g in inside) / len(inside),
+            "fused": 100 * sum(_pick(p, p.fused) == g for p, g in inside) / len(inside),
+        },
     }
 
 

@@ -193,6 +193,7 @@ def run(spec: RunSpec, data_dir: Path = DEFAULT_DATA_DIR, results: Path = REPO_R
         report = evaluate(ex, test)
         record["recall_only"], record["emma"] = report["recall_only"], report["emma"] if ex.model.classifier is not None else None
         record["emma_fused"] = report["emma_fused"] if ex.model.classifier is not None else None
+        record["top_k"] = report["top_k"] if ex.model.classifier is not None else None
         if not keep_checkpoint and run_dir.name == spec.name:  # a shared first stage stays
             shutil.rmtree(run_dir, ignore_errors=True)
     record.update({"wall_time_s": round(time.perf_counter() - t0, 1), "host": platform.node(),

@@ -109,3 +109,10 @@ def test_the_decision_rule_picks_the_label_and_evaluate_reports_both(tiny_checkp
     assert r1["emma"] == r2["emma"] and r1["emma_fused"] == r2["emma_fused"]  # both rules reported, whatever the checkpoint's
     gold = [i.relation for i in toy_instances]
     assert r2["emma_fused"] == macro_prf(gold, [q.label for q in b])
+    inside = [(p, g) for p, g in zip(a, gold) if g in p.candidates]
+    diag = r1["top_k"]
+    assert diag["n_gold_in_top_k"] == len(inside) and diag["gold_in_top_k"] == pytest.approx(100 * len(inside) / len(gold))
+    if inside:
+        acc = diag["accuracy_when_gold_in_top_k"]
+        assert acc["recall"] == pytest.approx(100 * sum(p.recall_label == g for p, g in inside) / len(inside))
+        assert acc["classifier"] == pytest.approx(100 * sum(p.label == g for p, g in inside) / len(inside))
