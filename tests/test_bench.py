@@ -84,6 +84,27 @@ def test_all_pairs_reference_ignores_relation_order(tiny_extractor, toy_instance
     assert AllPairs(tiny_extractor).predict(toy_instances) == forward
 
 
+def test_all_pairs_with_a_shared_head_scores_every_pair_exactly(tiny_extractor, toy_instances):
+    """A per-pair scorer needs no comparator: all-pairs picks the relation whose pair scores highest."""
+    import copy
+    import dataclasses
+
+    from emma.model import RerankClassifier
+
+    ex = copy.copy(tiny_extractor)
+    ex.model = copy.deepcopy(tiny_extractor.model)
+    config = dataclasses.replace(ex.model.config, classifier_head="shared", classifier_features="cls_entities")
+    ex.model.classifier = RerankClassifier(config, ex.model.classifier.encoder).eval()
+    labels = AllPairs(ex).predict(toy_instances[:3])
+    enc = encode_instances(ex.tokenizer, toy_instances[:3], ex.config.max_length)
+    n = len(ex.index)
+    with torch.inference_mode():
+        for i, label in enumerate(labels):
+            pairs = collate_pairs(ex.tokenizer, [enc.ids[i]] * n, ex.index.token_ids)
+            scores = ex.model.classifier.mlp(ex.model.classifier.pair_features(**pairs)).squeeze(-1)
+            assert label == ex.index.names[int(scores.argmax())]
+
+
 def test_synthetic_descriptions_are_distinct_and_seeded(toy_descriptions):
     made = synthetic_descriptions(toy_descriptions, 30, seed=3)
     assert len(made) == 30 and list(made)[0] == "synthetic-00000"
