@@ -88,7 +88,7 @@ def summary_text(record: dict) -> str:
             text += f" Recall ranked it #{mine['recall_rank']}; {who} it over '{record['recall_label']}'."
         else:
             text += " Recall and classifier agree." if mine["classifier_rank"] == 1 else (
-                f" The classifier preferred another candidate, but not surely enough to overrule recall.")
+                " The classifier preferred another candidate, but not surely enough to overrule recall.")
     else:
         text = f"Predicted '{label}' by recall alone (cosine {record['score']:.3f}): {record['note']}."
     return text + f" Head: '{record['head_text']}', tail: '{record['tail_text']}'."

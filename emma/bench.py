@@ -289,31 +289,30 @@ class AllPairs:
             raise ValueError("no relations to choose from")
         enc = encode_instances(ex.tokenizer, instances, ex.config.max_length)
         descs = ex.index.token_ids
-        mlp = ex.model.classifier.mlp
+        clf = ex.model.classifier
+        mlp = clf.mlp
+        shared = clf.config.classifier_head == "shared"
+        width = mlp[0].in_features // (1 if shared else self.k)  # F: one pair's state
+        if shared:  # a per-pair score: exact, no comparator needed
+            pick = lambda states: int(mlp(states).squeeze(-1).argmax())  # noqa: E731
+        elif self.score == "reference":
+            pick = lambda states: int(reference_scores(mlp, states, self.k).argmax())  # noqa: E731
+        else:
+            pick = lambda states: tournament_winner(mlp, states, self.k)  # noqa: E731
         group = max(1, self.max_pairs // n)
         labels = []
         for g0 in range(0, len(instances), group):
             rows = list(range(g0, min(g0 + group, len(instances))))
             pairs = [(i, r) for i in rows for r in range(n)]
             order = sorted(range(len(pairs)), key=lambda p: len(enc.ids[pairs[p][0]]) + len(descs[pairs[p][1]]))
-            states = None  # (G·n, F), allocated on the first chunk
+            states = torch.empty(len(pairs), width, device=ex.device)  # (G·n, F)
             for c in range(0, len(order), self.pair_batch):
                 chunk = order[c : c + self.pair_batch]
                 firsts = [enc.ids[pairs[p][0]] for p in chunk]
                 seconds = [descs[pairs[p][1]] for p in chunk]
-                chunk_states = self.pair_states(firsts, seconds)
-                if states is None:
-                    states = chunk_states.new_empty(len(pairs), chunk_states.shape[-1])
-                states[torch.tensor(chunk, device=ex.device)] = chunk_states
-            states = states.view(len(rows), n, -1)  # (G, n, d)
-            for g in range(len(rows)):
-                if ex.model.classifier.config.classifier_head == "shared":
-                    best = int(mlp(states[g]).squeeze(-1).argmax())  # a per-pair score: exact, no comparator needed
-                elif self.score == "reference":
-                    best = int(reference_scores(mlp, states[g], self.k).argmax())
-                else:
-                    best = tournament_winner(mlp, states[g], self.k)
-                labels.append(ex.index.names[best])
+                states[torch.tensor(chunk, device=ex.device)] = self.pair_states(firsts, seconds)
+            states = states.view(len(rows), n, -1)  # (G, n, F)
+            labels.extend(ex.index.names[pick(states[g])] for g in range(len(rows)))
         return labels
 
 

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import torch
-
 from .data import Instance
 from .pipeline import Extractor
 

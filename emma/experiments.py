@@ -237,14 +237,6 @@ def untrained_recall(instances: list[Instance], descriptions: dict[str, str], en
 # ------------------------------------------------------------------------------ the table
 
 
-def _mean_std(values: list[float]) -> str:
-    if not values:
-        return "–"
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
-
-
 def _budget(spec: dict, records: list[dict]) -> str:
     trains = [r["train"] for r in records if r.get("train")]
     if not trains:
