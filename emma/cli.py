@@ -315,17 +315,19 @@ def _experiment(results, data_dir, dataset, m, split_seed, variant, k, max_per_r
 @click.option("--results", type=click.Path(exists=True), default="results/experiments.jsonl", show_default=True)
 @click.option("--output", type=click.Path(), help="Write the markdown here too.")
 @click.option("--metrics", type=click.Path(), help="Also write the rows as JSON (e.g. a checkpoint's metrics.json).")
-def table(results, output, metrics) -> None:
+@click.option("--title", default="Evaluation results", show_default=True, help="Heading of the markdown.")
+def table(results, output, metrics, title) -> None:
     """Render the evaluation tables (markdown) from a results file.
 
     Example:
 
         python -m emma table --results results/experiments.jsonl --output results/RESULTS.md \\
             --metrics checkpoints/emma-minilm/metrics.json
+        python -m emma table --results results/probes.jsonl --output results/PROBES.md --title "Budget and recipe probes"
     """
     from .experiments import render_table, summarize
 
-    text = render_table(Path(results))
+    text = render_table(Path(results), title)
     click.echo(text)
     if output:
         Path(output).write_text(text + "\n")

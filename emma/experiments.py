@@ -22,6 +22,7 @@ import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -78,6 +79,11 @@ class RunSpec:
             raise ValueError(f"variant={self.variant!r}; choose one of {VARIANTS}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule={self.schedule!r}; choose one of {SCHEDULES}")
+        if not self.classifier:
+            # Settings of a classifier this run does not have: blanked, so they neither split the
+            # run's identity (results key, table row) nor make a finished run look undone.
+            for field in ("classifier_head", "classifier_features", "classifier_init"):
+                object.__setattr__(self, field, None)
 
     @property
     def key(self) -> str:
@@ -162,9 +168,9 @@ def run(spec: RunSpec, data_dir: Path = DEFAULT_DATA_DIR, results: Path = REPO_R
         train_set = select(instances, train_rels)
         budget = dict(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, head_lr=spec.head_lr, seed=spec.train_seed,
                       max_per_relation=spec.max_per_relation)
+        head = dict(classifier_head=spec.classifier_head, classifier_features=spec.classifier_features) if spec.classifier else {}
         model = EmmaConfig(k=spec.k, max_length=spec.max_length, use_classifier=spec.classifier,
-                           description_pooling="attention" if spec.virtual_entities else "cls",
-                           classifier_head=spec.classifier_head, classifier_features=spec.classifier_features)
+                           description_pooling="attention" if spec.virtual_entities else "cls", **head)
         run_dir = runs_dir / spec.name
         stages = []
         if spec.schedule == "two_stage":
@@ -241,10 +247,14 @@ def _budget(spec: dict, records: list[dict]) -> str:
     trains = [r["train"] for r in records if r.get("train")]
     if not trains:
         return "no training"
+    per_rel = "all" if spec["max_per_relation"] is None else f"≤{spec['max_per_relation']}"
     steps = statistics.mean(t["steps"] for t in trains)
-    wall = statistics.mean(t["wall_time_s"] for t in trains)
-    dev = trains[0]["device"].split(":")[0]
-    return f"≤{spec['max_per_relation']}/rel, {spec['epochs']} ep, {steps:.0f} steps, {wall / 60:.1f} min ({dev})"
+    by_device: dict[str, list[float]] = {}
+    for t in trains:
+        by_device.setdefault(t["device"].split(":")[0], []).append(t["wall_time_s"])
+    walls = ", ".join(f"{statistics.mean(w) / 60:.1f} min ({dev}{f' ×{len(w)}' if len(by_device) > 1 else ''})"
+                      for dev, w in by_device.items())
+    return f"{per_rel}/rel, {spec['epochs']} ep, {steps:.0f} steps, {walls}"
 
 
 def _records(results: Path) -> list[dict]:
@@ -268,37 +278,69 @@ def summarize(results: Path) -> list[dict]:
     groups: dict[tuple, list[dict]] = {}
     for r in _records(results):
         s = r["spec"]
-        budget = (s["max_per_relation"], s["epochs"], s["batch_size"], s["lr"], s.get("eval_per_relation"), s.get("protocol", 1),
-                  s.get("schedule", "joint"), s.get("classifier_head", "concat"), s.get("classifier_features", "cls"),
-                  s.get("classifier_init", "base"))
+        has_classifier = s["variant"] in ("full", "no_virtual")
+        budget = Budget(s["max_per_relation"], s["epochs"], s["batch_size"], s["lr"], s.get("eval_per_relation"), s.get("protocol", 1),
+                        s.get("schedule", "joint"), s.get("classifier_head", "concat") if has_classifier else None,
+                        s.get("classifier_features", "cls") if has_classifier else None,
+                        s.get("classifier_init", "base") if has_classifier else None,
+                        s.get("train_seed", 42), s.get("max_length", 128), s.get("head_lr"))
         groups.setdefault((s["dataset"], s["m"], s["variant"], s["k"], budget), []).append(r)
     out = []
-    for key in sorted(groups, key=lambda k: (k[0], k[1], VARIANTS.index(k[2]), k[3], k[4][5])):
+    for key in sorted(groups, key=lambda k: (k[0], k[1], VARIANTS.index(k[2]), k[3], k[4].protocol, _extras(k[4]))):
         recs = groups[key]
-        ds, m, variant, k, (per_rel, epochs, batch, lr, test_cap, protocol, schedule, head, features, init) = key
+        ds, m, variant, k, b = key
         entry = {"dataset": ds, "m": m, "variant": variant, "k": k, "label": _label(key),
-                 "splits": sorted(str(r["spec"]["seed"]) for r in recs), "protocol": protocol, "schedule": schedule,
-                 "classifier": {"head": head, "features": features, "init": init},
-                 "test_per_relation": test_cap, "budget": _budget(recs[0]["spec"], recs), "paper_f1": PAPER_F1.get((ds, m))}
+                 "splits": sorted(str(r["spec"]["seed"]) for r in recs), "protocol": b.protocol, "schedule": b.schedule,
+                 "classifier": {"head": b.head, "features": b.features, "init": b.init} if b.head else None,
+                 "test_per_relation": b.test_cap, "budget": _budget(recs[0]["spec"], recs), "paper_f1": PAPER_F1.get((ds, m))}
         for stage in ("recall_only", "emma", "emma_fused"):
-            valid = [r[stage] for r in recs if r.get(stage)] if not (stage != "recall_only" and protocol == 1) else []
+            valid = [r[stage] for r in recs if r.get(stage)] if not (stage != "recall_only" and b.protocol == 1) else []
             entry[stage] = {metric: _stats([v[metric] for v in valid if metric in v]) for metric in ("precision", "recall", "f1")} if valid else None
         out.append(entry)
     return out
 
 
+class Budget(NamedTuple):
+    """Everything but the split seed that makes runs comparable: runs share a table row iff these match."""
+
+    per_relation: int | None
+    epochs: int
+    batch_size: int
+    lr: float
+    test_cap: int | None
+    protocol: int
+    schedule: str
+    head: str | None
+    features: str | None
+    init: str | None
+    train_seed: int
+    max_length: int
+    head_lr: float | None
+
+
+def _extras(b: Budget) -> str:
+    """The settings where a row departs from the protocol's defaults (RunSpec), for its label."""
+    d = RunSpec()
+    extras = [f"lr {b.lr:g}" if b.lr != d.lr else "", f"batch {b.batch_size}" if b.batch_size != d.batch_size else "",
+              f"train seed {b.train_seed}" if b.train_seed != d.train_seed else "",
+              f"max length {b.max_length}" if b.max_length != d.max_length else "",
+              ("heads at encoder lr" if b.head_lr is None else f"head lr {b.head_lr:g}") if b.protocol >= 3 and b.head_lr != d.head_lr else ""]
+    return ", ".join(e for e in extras if e)
+
+
 def _label(key: tuple) -> str:
-    variant, k, (_, _, _, _, test_cap, protocol, schedule, head, features, init) = key[2], key[3], key[4]
+    variant, k, b = key[2], key[3], key[4]
     text = variant if k == 2 else f"{variant}, k={k}"
     if variant != "untrained":
-        tags = [f"p{protocol}"]
-        if protocol >= 4:
-            tags.append(schedule.replace("_", "-"))
-            if variant in ("full", "no_virtual"):
-                tags.append(f"{head}/{features}" + (f", classifier from {init}" if schedule == "two_stage" else ""))
-        text += f" [{', '.join(tags)}]" + (" (classifier unshuffled: EMMA not valid)" if protocol == 1 else "")
-    if test_cap:
-        text += f", test ≤{test_cap}/rel"
+        tags = [f"p{b.protocol}"]
+        if b.protocol >= 4:
+            tags.append(b.schedule.replace("_", "-"))
+            if b.head:
+                tags.append(f"{b.head}/{b.features}" + (f", classifier from {b.init}" if b.schedule == "two_stage" else ""))
+        tags += [_extras(b)] if _extras(b) else []
+        text += f" [{', '.join(tags)}]" + (" (classifier unshuffled: EMMA not valid)" if b.protocol == 1 else "")
+    if b.test_cap:
+        text += f", test ≤{b.test_cap}/rel"
     return text
 
 
@@ -308,7 +350,7 @@ def _cell(stats: dict | None) -> str:
     return f"{stats['mean']:.2f}" if stats["std"] is None else f"{stats['mean']:.2f} ± {stats['std']:.2f}"
 
 
-def render_table(results: Path) -> str:
+def render_table(results: Path, title: str = "Evaluation results") -> str:
     """The markdown table of `summarize(results)`: mean ± std over splits."""
     rows = []
     for e in summarize(results):
@@ -320,8 +362,8 @@ def render_table(results: Path) -> str:
         rows.append("| " + " | ".join(cells) + " |")
     header = ("| dataset | m | variant [protocol] | splits | recall-only P | R | F1 | EMMA P | R | F1 | fused F1 | paper EMMA F1 | training budget (mean per run) |\n"
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    lines = ["# Evaluation results", "",
-             "Generated by `python -m emma table` from the results file; every run trains a fresh model on the",
+    lines = [f"# {title}", "",
+             f"Generated by `python -m emma table --results {results}` from the results file; every run trains a fresh model on the",
              "split's train relations and tests on its m unseen relations. Macro P/R/F1 in percent (README: formula).",
              "Protocol: p1 = before the classifier's candidate slots were shuffled (its EMMA numbers are not valid,",
              "recall-only ones are); p2 = shuffled slots, per-stage clipping; p3 = p2 + fresh heads at lr 1e-3, warm-up ≤ 10 %;",
@@ -330,7 +372,9 @@ def render_table(results: Path) -> str:
              "(concat = the paper's MLP over the k concatenated pair states, shared = each pair scored alone; cls or",
              "cls_entities pair features; a two-stage classifier starts from the trained recall encoder or the base one).",
              "EMMA = the classifier decides among recall's top k (the paper's rule); fused = classifier probability ×",
-             "recall softmax over the k candidates.", "",
+             "recall softmax over the k candidates. Wall times on cuda were measured with up to 8 runs sharing one GPU.",
+             "A row's settings in brackets after the protocol are where it departs from the defaults (lr 5e-5, batch 32,",
+             "train seed 42, max length 128, pooling heads at lr 1e-3).", "",
              header, *rows, ""]
     return "\n".join(lines)
 

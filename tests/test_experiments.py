@@ -108,18 +108,26 @@ def test_render_table_groups_splits_and_states_budgets(tmp_path):
                 "emma": {**metrics, "f1": f1 + 1} if emma else None, "emma_fused": {**metrics, "f1": f1 + 2} if emma else None,
                 "train": {"steps": 10, "wall_time_s": 60.0, "device": "cpu"}}
 
-    rows = [record("ori", 70.0), record("40", 72.0), record("ori", 60.0, "no_classifier", emma=False)]
+    on_gpu = {**record("40", 72.0), "train": {"steps": 10, "wall_time_s": 6.0, "device": "cuda:0"}}
+    other_seed = record("ori", 50.0)
+    other_seed["spec"]["train_seed"] = 7
+    rows = [record("ori", 70.0), on_gpu, record("ori", 60.0, "no_classifier", emma=False), other_seed]
     results.write_text("".join(json.dumps(r) + "\n" for r in rows))
     table = render_table(results)
-    full = next(line for line in table.splitlines() if "| full [p" in line)
+    full = next(line for line in table.splitlines() if "| full [p" in line and "train seed" not in line)
     cells = [c.strip() for c in full.strip("|").split("|")]
     assert cells[3] == "2 (40,ori)" and cells[6] == "71.00 ± 1.41"  # recall-only F1 mean ± std over the 2 splits
     assert cells[9] == "72.00 ± 1.41" and cells[10] == "73.00 ± 1.41" and cells[11] == "80.1"
-    assert "≤3/rel, 1 ep, 10 steps, 1.0 min (cpu)" in full and "[p4, two-stage, shared/cls_entities, classifier from recall]" in full
+    # The budget names each device's wall time; the label names where the run departs from the defaults.
+    assert "≤3/rel, 1 ep, 10 steps, 1.0 min (cpu ×1), 0.1 min (cuda ×1)" in full
+    assert "[p4, two-stage, shared/cls_entities, classifier from recall, lr 0.001, batch 4, max length 32]" in full
+    # Another training seed is another row, never averaged with the splits of the default seed.
+    seeded = next(line for line in table.splitlines() if "train seed 7" in line)
+    assert "| 1 (ori) |" in seeded and "50.00" in seeded
     ablation = next(line for line in table.splitlines() if "| no_classifier [p" in line)
     assert "60.00" in ablation and "| – | – | – |" in ablation
     rows = summarize(results)  # what metrics.json holds: the same numbers
-    full_row = next(r for r in rows if r["variant"] == "full")
+    full_row = next(r for r in rows if r["variant"] == "full" and "train seed" not in r["label"])
     assert full_row["splits"] == ["40", "ori"] and full_row["recall_only"]["f1"] == {"mean": 71.0, "std": 1.41, "values": [70.0, 72.0]}
     assert full_row["emma_fused"]["f1"]["mean"] == 73.0 and full_row["paper_f1"] == 80.1
     assert next(r for r in rows if r["variant"] == "no_classifier")["emma"] is None
@@ -152,3 +160,10 @@ def test_table_command_writes_markdown_and_metrics(tmp_path):
     assert (tmp_path / "R.md").read_text().strip() == render_table(results).strip()
     written = json.loads((tmp_path / "metrics.json").read_text())
     assert written["rows"] == json.loads(json.dumps(summarize(results))) and "python -m emma table" in written["note"]
+
+
+def test_classifier_settings_do_not_split_runs_without_a_classifier():
+    # A recall-only run is the same run whatever classifier head the command line named.
+    assert RunSpec(variant="no_classifier", classifier_head="concat").key == RunSpec(variant="no_classifier").key
+    assert RunSpec(variant="no_both").classifier_head is None
+    assert RunSpec(variant="full", classifier_head="concat").key != RunSpec(variant="full").key
