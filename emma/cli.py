@@ -258,12 +258,15 @@ def _predict(checkpoint, descriptions, text, head, tail, top_k) -> None:
 @click.option("--seed", "split_seed", help="One run: split seed (ori, 40, 41, ...).")
 @click.option("--variant", type=click.Choice(["full", "no_virtual", "no_classifier", "no_both", "untrained"]), default="full", show_default=True)
 @click.option("--k", type=int, default=2, show_default=True)
-@click.option("--max-per-relation", type=int, default=300, show_default=True, help="Training budget: instances per relation.")
+@click.option("--max-per-relation", type=int, default=300, show_default=True, help="Training budget: instances per relation (0: all).")
 @click.option("--epochs", type=int, default=1, show_default=True)
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--lr", type=float, default=5e-5, show_default=True)
 @click.option("--eval-per-relation", type=int, help="Test on at most N instances per unseen relation (seeded; default all).")
 @click.option("--deadline", type=float, help="Plan mode: start no run that would end after this many seconds.")
+@click.option("--train-seed", type=int, default=42, show_default=True, help="Seed of the training run (not of the split).")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="Plan mode: runs at once, in separate processes (a GPU that one run leaves mostly idle: 8 on an H200).")
 @click.option("--schedule", type=click.Choice(["two_stage", "joint"]), default="two_stage", show_default=True,
               help="two_stage: recall first, then the classifier on frozen recall (the first stage is shared by runs "
                    "that differ only in the classifier); joint: both at once, as the paper.")
@@ -274,7 +277,7 @@ def _predict(checkpoint, descriptions, text, head, tail, top_k) -> None:
               help="two_stage: the classifier starts from the trained recall encoder, or from the base encoder.")
 @click.option("--keep-checkpoint", is_flag=True, help="Keep each run's model under runs/ (deleted by default).")
 def experiment(results, data_dir, dataset, m, split_seed, variant, k, max_per_relation, epochs, batch_size, lr, eval_per_relation, deadline,
-               schedule, classifier_head, classifier_features, classifier_init, keep_checkpoint) -> None:
+               train_seed, workers, schedule, classifier_head, classifier_features, classifier_init, keep_checkpoint) -> None:
     """Run the paper's protocol: train per split on its train relations, test on its unseen ones.
 
     With --dataset/--m/--seed, one run; without, the whole plan (main table, ablations, k sweep,
@@ -286,18 +289,18 @@ def experiment(results, data_dir, dataset, m, split_seed, variant, k, max_per_re
         python -m emma experiment --dataset fewrel --m 15 --seed ori --max-per-relation 100
     """
     _experiment(results, data_dir, dataset, m, split_seed, variant, k, max_per_relation, epochs, batch_size, lr, eval_per_relation, deadline,
-                schedule, classifier_head, classifier_features, classifier_init, keep_checkpoint)
+                train_seed, workers, schedule, classifier_head, classifier_features, classifier_init, keep_checkpoint)
 
 
 @_fail_cleanly
 def _experiment(results, data_dir, dataset, m, split_seed, variant, k, max_per_relation, epochs, batch_size, lr, eval_per_relation, deadline,
-                schedule, classifier_head, classifier_features, classifier_init, keep_checkpoint) -> None:
+                train_seed, workers, schedule, classifier_head, classifier_features, classifier_init, keep_checkpoint) -> None:
     from .experiments import DEFAULT_DATA_DIR, RunSpec, default_plan, run, run_plan
 
     data = Path(data_dir) if data_dir else DEFAULT_DATA_DIR
     if not (data / "splits").is_dir():
         raise click.ClickException(f"{data}: no splits/ folder; point --data-dir at the shared data")
-    budget = dict(max_per_relation=max_per_relation, epochs=epochs, batch_size=batch_size, lr=lr, eval_per_relation=eval_per_relation,
+    budget = dict(max_per_relation=max_per_relation or None, train_seed=train_seed, epochs=epochs, batch_size=batch_size, lr=lr, eval_per_relation=eval_per_relation,
                   schedule=schedule, classifier_head=classifier_head, classifier_features=classifier_features,
                   classifier_init=classifier_init)
     if dataset or m or split_seed:
@@ -307,7 +310,9 @@ def _experiment(results, data_dir, dataset, m, split_seed, variant, k, max_per_r
                      keep_checkpoint=keep_checkpoint)
         click.echo(json.dumps(record, indent=2) if record else "already done")
     else:
-        n = run_plan(default_plan(budget), deadline_s=deadline, data_dir=data, results=Path(results), keep_checkpoint=keep_checkpoint)
+        if workers < 1:
+            raise click.ClickException(f"--workers {workers}: need at least 1")
+        n = run_plan(default_plan(budget), deadline_s=deadline, workers=workers, data_dir=data, results=Path(results), keep_checkpoint=keep_checkpoint)
         click.echo(f"{n} run(s) done; results in {results}")
 
 

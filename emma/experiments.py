@@ -16,10 +16,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing
+import os
 import platform
 import shutil
 import statistics
+import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -206,8 +210,12 @@ def run(spec: RunSpec, data_dir: Path = DEFAULT_DATA_DIR, results: Path = REPO_R
                    "device": "cuda" if torch.cuda.is_available() else "cpu", "threads": torch.get_num_threads(),
                    "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
     results.parent.mkdir(parents=True, exist_ok=True)
-    with open(results, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    # One write() on an O_APPEND file: runs in parallel processes can share one results file.
+    fd = os.open(results, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (json.dumps(record) + "\n").encode())
+    finally:
+        os.close(fd)
     return record
 
 
@@ -393,24 +401,68 @@ def default_plan(budget: dict | None = None) -> list[RunSpec]:
     return plan
 
 
-def run_plan(plan: list[RunSpec], deadline_s: float | None = None, **kwargs) -> int:
-    """Run the plan in order, skipping done runs, stopping before a deadline; returns runs done now."""
-    start = time.perf_counter()
+def plan_tasks(plan: list[RunSpec]) -> list[list[RunSpec]]:
+    """The plan's runs grouped by the first stage they share (plan order kept): one process runs a
+    group, so no two processes ever train, or wait for, the same stage."""
+    tasks: dict[str, list[RunSpec]] = {}
+    for spec in plan:
+        shares = spec.schedule == "two_stage" and spec.variant != "untrained"
+        tasks.setdefault(spec.recall_stage_name if shares else spec.key, []).append(spec)
+    return list(tasks.values())
+
+
+def run_plan(plan: list[RunSpec], deadline_s: float | None = None, workers: int = 1, **kwargs) -> int:
+    """Run the plan, skipping done runs, starting none that would end past the deadline; returns runs done now.
+
+    workers > 1 runs that many processes at once (each claims the next group of `plan_tasks`), for a GPU
+    that one small-batch run leaves mostly idle: 8 processes ran the whole table in 4 minutes on an H200.
+    With one worker the runs go in plan order, most important first.
+    """
+    deadline_at = time.time() + deadline_s if deadline_s is not None else None
+    with tempfile.TemporaryDirectory(prefix="emma-claims-") as claims:
+        if workers <= 1:
+            return _plan_worker([[spec] for spec in plan], Path(claims), deadline_at, None, kwargs)
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            jobs = [pool.submit(_plan_worker, plan_tasks(plan), Path(claims), deadline_at, threads, kwargs, f"worker {i}")
+                    for i in range(workers)]
+            return sum(job.result() for job in jobs)
+
+
+def _plan_worker(tasks: list[list[RunSpec]], claims: Path, deadline_at: float | None, threads: int | None, kwargs: dict,
+                 name: str | None = None) -> int:
+    """Claim tasks in order (mkdir is atomic), run their specs; returns runs done."""
+    if name:  # a spawned process: its own logging and its share of the CPU threads
+        logging.basicConfig(level=logging.INFO, format=f"[{name}] %(levelname)s %(name)s: %(message)s")
+    if threads:
+        torch.set_num_threads(threads)
     done = 0
     durations: list[float] = []
-    for spec in plan:
-        elapsed = time.perf_counter() - start
-        expected = statistics.mean(durations) if durations else 0.0
-        if deadline_s is not None and elapsed + 1.2 * expected > deadline_s:
-            logger.info("stopping before %s: deadline", spec.name)
-            break
-        t = time.perf_counter()
-        try:
-            if run(spec, **kwargs) is not None:
-                done += 1
-                if spec.variant != "untrained":
-                    durations.append(time.perf_counter() - t)
-        except Exception:  # one broken run must not lose the rest of the table
-            logger.exception("run %s failed", spec.name)
-    return done
 
+    def too_late(spec: RunSpec) -> bool:
+        expected = 1.2 * statistics.mean(durations) if durations else 0.0
+        if deadline_at is not None and time.time() + expected > deadline_at:
+            logger.info("stopping before %s: deadline", spec.name)
+            return True
+        return False
+
+    for index, task in enumerate(tasks):
+        if too_late(task[0]):
+            break
+        try:
+            (claims / str(index)).mkdir()
+        except FileExistsError:  # another worker has it
+            continue
+        for spec in task:
+            if spec is not task[0] and too_late(spec):
+                return done
+            t = time.perf_counter()
+            try:
+                if run(spec, **kwargs) is not None:
+                    done += 1
+                    if spec.variant != "untrained":
+                        durations.append(time.perf_counter() - t)
+            except Exception:  # one broken run must not lose the rest of the table
+                logger.exception("run %s failed", spec.name)
+    return done

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from emma.experiments import VARIANTS, RunSpec, default_plan, render_table, run, summarize
+from emma.experiments import VARIANTS, RunSpec, default_plan, plan_tasks, render_table, run, run_plan, summarize
 
 pytestmark = pytest.mark.usefixtures("fresh_accelerate")
 
@@ -167,3 +167,32 @@ def test_classifier_settings_do_not_split_runs_without_a_classifier():
     assert RunSpec(variant="no_classifier", classifier_head="concat").key == RunSpec(variant="no_classifier").key
     assert RunSpec(variant="no_both").classifier_head is None
     assert RunSpec(variant="full", classifier_head="concat").key != RunSpec(variant="full").key
+
+
+def test_plan_tasks_keep_runs_that_share_a_first_stage_together():
+    plan = [_spec(), _spec(m=5), _spec(variant="no_classifier"), _spec(k=3), _spec(variant="no_virtual"), _spec(variant="no_both"),
+            _spec(variant="untrained"), _spec(schedule="joint"), _spec(schedule="joint", k=3)]
+    tasks = plan_tasks(plan)
+    names = [[s.name for s in task] for task in tasks]
+    assert names[0] == [_spec().name, _spec(variant="no_classifier").name, _spec(k=3).name]
+    assert names[2] == [_spec(variant="no_virtual").name, _spec(variant="no_both").name]
+    assert sorted(s.key for task in tasks for s in task) == sorted(s.key for s in plan)
+    assert [len(t) for t in tasks[3:]] == [1, 1, 1]  # untrained and joint runs share nothing
+
+
+def test_parallel_workers_run_every_run_once_into_one_results_file(data_dir, tmp_path, tiny_encoder_dir, monkeypatch):
+    root, _ = data_dir
+    monkeypatch.setenv("EMMA_DEFAULT_ENCODER", tiny_encoder_dir)  # spawned workers inherit it
+    results = tmp_path / "results.jsonl"
+    plan = [_spec(), _spec(variant="no_classifier"), _spec(variant="no_both"), _spec(variant="untrained")]
+    assert run_plan(plan, workers=2, data_dir=root, results=results, runs_dir=tmp_path / "runs") == 4
+    records = [json.loads(line) for line in results.read_text().splitlines()]  # every line whole
+    assert sorted(r["key"] for r in records) == sorted(s.key for s in plan)
+    assert run_plan(plan, workers=2, data_dir=root, results=results, runs_dir=tmp_path / "runs") == 0  # all done
+
+
+def test_a_plan_past_its_deadline_starts_nothing(data_dir, tmp_path):
+    root, _ = data_dir
+    results = tmp_path / "results.jsonl"
+    assert run_plan([_spec()], deadline_s=0, data_dir=root, results=results, runs_dir=tmp_path / "runs") == 0
+    assert not results.exists()
