@@ -252,8 +252,7 @@ class Workbench:
         if not record:
             return (None, None, "", None, None, None, "", gr.update())
         summary = summary_text(record)
-        rule = "combined" if record.get("decision") == "fused" else "probability"
-        label_value = ({c["relation"]: c[rule] for c in record["candidates_detail"]} if record["reranked"]
+        label_value = ({c["relation"]: c["deciding_score"] for c in record["candidates_detail"]} if record["reranked"]
                        else record["label"])
         choices = list(record["relations"])
         return (

@@ -73,7 +73,10 @@ def recall_figure(record: dict, bars: int = RECALL_BARS) -> go.Figure:
 def rerank_table(record: dict) -> pd.DataFrame:
     """Recall rank → classifier rank for the k candidates, with both scores."""
     rows = []
-    for c in record["candidates_detail"]:
+    candidates = record["candidates_detail"]
+    if record["reranked"]:  # in the order the decision rule ranked them (stable: recall order breaks ties)
+        candidates = sorted(candidates, key=lambda c: -c["deciding_score"])
+    for c in candidates:
         rows.append({
             "relation": c["relation"],
             "recall rank": c["recall_rank"],
@@ -85,12 +88,7 @@ def rerank_table(record: dict) -> pd.DataFrame:
         })
     columns = ["relation", "recall rank", "recall score", "classifier rank", "classifier probability",
                "combined (classifier × recall)", "final"]
-    frame = pd.DataFrame(rows, columns=columns)
-    if record.get("decision") == "fused":
-        frame = frame.sort_values("combined (classifier × recall)", ascending=False, kind="stable").reset_index(drop=True)
-    elif record["reranked"]:
-        frame = frame.sort_values("classifier rank", kind="stable").reset_index(drop=True)
-    return frame
+    return pd.DataFrame(rows, columns=columns)
 
 
 def attention_figure(record: dict) -> go.Figure:

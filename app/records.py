@@ -30,6 +30,7 @@ def prediction_record(sentence, head, tail, instance, prediction, relations, che
         order = sorted(range(len(prediction.candidates)), key=lambda i: -prediction.probabilities[i])
         cls_rank = {prediction.candidates[i]: r + 1 for r, i in enumerate(order)}
     fused = prediction.fused if prediction.reranked and prediction.fused else None
+    deciding = (fused if prediction.decision == "fused" else prediction.probabilities) if prediction.reranked else None
     detail = []
     for i, name in enumerate(prediction.candidates):
         detail.append({
@@ -39,6 +40,8 @@ def prediction_record(sentence, head, tail, instance, prediction, relations, che
             "classifier_rank": cls_rank.get(name),
             "probability": float(prediction.probabilities[i]) if prediction.reranked else None,
             "combined": float(fused[i]) if fused else None,  # classifier × recall, renormalised
+            # The score the checkpoint's decision rule ranked by: one place that knows the rule.
+            "deciding_score": float(deciding[i]) if deciding else None,
             "attention": prediction.attention.get(name, {"tokens": [], "head": [], "tail": []}),
         })
     return {

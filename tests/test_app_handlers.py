@@ -446,6 +446,7 @@ def test_records_and_panels_follow_the_checkpoints_decision_rule():
     assert paper["decision"] == "classifier" and paper["label"] == "b"
     assert "the classifier preferred it over 'a'" in summary_text(paper)
     assert plots.rerank_table(paper)["relation"].tolist() == ["b", "a"]  # classifier order
+    assert [c["deciding_score"] for c in paper["candidates_detail"]] == [0.45, 0.55]  # what the Label panel shows
 
     fused = _two_candidate_record("fused")
     combined = {c["relation"]: c["combined"] for c in fused["candidates_detail"]}
@@ -454,3 +455,4 @@ def test_records_and_panels_follow_the_checkpoints_decision_rule():
     assert "combined with recall's confidence" in text and "not surely enough to overrule recall" in text
     table = plots.rerank_table(fused)
     assert table["relation"].tolist() == ["a", "b"] and table.loc[0, "final"] == "✔ predicted"
+    assert {c["relation"]: c["deciding_score"] for c in fused["candidates_detail"]} == combined

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from emma.experiments import VARIANTS, RunSpec, default_plan, plan_tasks, render_table, run, run_plan, summarize
+from emma.experiments import VARIANTS, RunSpec, default_plan, load_run_data, plan_tasks, render_table, run, run_plan, summarize
 
 pytestmark = pytest.mark.usefixtures("fresh_accelerate")
 
@@ -196,3 +196,29 @@ def test_a_plan_past_its_deadline_starts_nothing(data_dir, tmp_path):
     results = tmp_path / "results.jsonl"
     assert run_plan([_spec()], deadline_s=0, data_dir=root, results=results, runs_dir=tmp_path / "runs") == 0
     assert not results.exists()
+
+
+def test_wikizsl_sample_tests_on_its_relations_and_trains_on_fewrel_without_them(data_dir, tmp_path, tiny_encoder_dir, monkeypatch,
+                                                                                    toy_instances):
+    root, relations = data_dir
+    monkeypatch.setenv("EMMA_DEFAULT_ENCODER", tiny_encoder_dir)
+    # The sample: two relations, one of them also a FewRel relation; plus one broken record, as the real file has.
+    (root / "wikizsl" / "partial").mkdir(parents=True)
+    (root / "wikizsl" / "relation_description").mkdir()
+    triplets = [{"tokens": list(i.tokens), "head": list(range(*i.head)), "tail": list(range(*i.tail)),
+                 "label_id": "born in" if i.relation == "born in" else "W1"} for i in toy_instances if i.relation in ("born in", "member of")]
+    triplets.append({"tokens": ["a", "b"], "head": [0], "tail": [0], "label_id": "W1"})
+    with gzip.open(root / "wikizsl" / "partial" / "relationprompt_wiki_dev_5rel.jsonl.gz", "wt") as f:
+        f.write("".join(json.dumps({"triplets": [t]}) + "\n" for t in triplets))
+    wiki_descriptions = {"born in": "wiki: place of birth", "W1": "wiki: a relation FewRel does not have"}
+    (root / "wikizsl" / "relation_description" / "relation_description_processed.json").write_text(json.dumps(wiki_descriptions))
+
+    spec = RunSpec("wikizsl", 5, "sample", max_per_relation=3, batch_size=4, max_length=32, lr=1e-3)
+    data = load_run_data(spec, root)
+    assert data.test_descriptions == wiki_descriptions  # the sample's relations, with Wiki-ZSL's descriptions
+    assert len(data.test) == len(triplets) - 1  # the broken record is skipped, not fatal
+    assert {i.relation for i in data.train} == set(relations) - {"born in"}  # FewRel, without the sample's relations
+    record = run(spec, data_dir=root, results=tmp_path / "results.jsonl", runs_dir=tmp_path / "runs")
+    assert record["test_relations"] == 2 and record["train"]["relations"] == len(relations) - 1
+    with pytest.raises(ValueError, match="Wiki-ZSL sample"):
+        RunSpec("fewrel", 5, "sample")
