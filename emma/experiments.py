@@ -200,9 +200,9 @@ def run(spec: RunSpec, data_dir: Path = DEFAULT_DATA_DIR, results: Path = REPO_R
         logger.info("%s: already in %s", spec.name, results)
         return None
     data = load_run_data(spec, data_dir)
-    train_set, descriptions, test_rels = data.train, data.train_descriptions, list(data.test_descriptions)
+    train_set, descriptions = data.train, data.train_descriptions
     test = cap_per_relation(data.test, spec.eval_per_relation, seed=0)
-    record = {"key": spec.key, "spec": asdict(spec), "split": data.split_name, "test_relations": len(test_rels),
+    record = {"key": spec.key, "spec": asdict(spec), "split": data.split_name, "test_relations": len(data.test_descriptions),
               "test_relations_in_split": data.test_relations_in_split, "n_test": len(test)}
     t0 = time.perf_counter()
     if spec.variant == "untrained":
