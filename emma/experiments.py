@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
 WIKIZSL_SAMPLE = "sample"  # RunSpec.seed for the Wiki-ZSL sentences that exist here (see _wikizsl_sample)
 VARIANTS = ("full", "no_virtual", "no_classifier", "no_both", "untrained")
+CLASSIFIER_VARIANTS = ("full", "no_virtual")  # the variants that train and use a classifier
 SCHEDULES = ("joint", "two_stage")
 PAPER_F1 = {("fewrel", 5): 94.67, ("fewrel", 10): 87.22, ("fewrel", 15): 80.10,
             ("wikizsl", 5): 90.98, ("wikizsl", 10): 85.27, ("wikizsl", 15): 78.07}
@@ -106,7 +107,7 @@ class RunSpec:
 
     @property
     def classifier(self) -> bool:
-        return self.variant not in ("no_classifier", "no_both", "untrained")
+        return self.variant in CLASSIFIER_VARIANTS
 
     @property
     def recall_stage_name(self) -> str:
@@ -241,9 +242,9 @@ def run(spec: RunSpec, data_dir: Path = DEFAULT_DATA_DIR, results: Path = REPO_R
         ex = Extractor.load(run_dir)
         ex.set_relations(data.test_descriptions)
         report = evaluate(ex, test)
-        record["recall_only"], record["emma"] = report["recall_only"], report["emma"] if ex.model.classifier is not None else None
-        record["emma_fused"] = report["emma_fused"] if ex.model.classifier is not None else None
-        record["top_k"] = report["top_k"] if ex.model.classifier is not None else None
+        record["recall_only"] = report["recall_only"]
+        for stage in ("emma", "emma_fused", "top_k"):  # the classifier's numbers; None for recall-only runs
+            record[stage] = report[stage] if ex.model.classifier is not None else None
         if not keep_checkpoint and run_dir.name == spec.name:  # a shared first stage stays
             shutil.rmtree(run_dir, ignore_errors=True)
     record.update({"wall_time_s": round(time.perf_counter() - t0, 1), "host": platform.node(),
@@ -326,7 +327,7 @@ def summarize(results: Path) -> list[dict]:
     groups: dict[tuple, list[dict]] = {}
     for r in _records(results):
         s = r["spec"]
-        has_classifier = s["variant"] in ("full", "no_virtual")
+        has_classifier = s["variant"] in CLASSIFIER_VARIANTS
         budget = Budget(s["max_per_relation"], s["epochs"], s["batch_size"], s["lr"], s.get("eval_per_relation"), s.get("protocol", 1),
                         s.get("schedule", "joint"), s.get("classifier_head", "concat") if has_classifier else None,
                         s.get("classifier_features", "cls") if has_classifier else None,
@@ -387,7 +388,8 @@ def _label(key: tuple) -> str:
             tags.append(b.schedule.replace("_", "-"))
             if b.head:
                 tags.append(f"{b.head}/{b.features}" + (f", classifier from {b.init}" if b.schedule == "two_stage" else ""))
-        tags += [_extras(b)] if _extras(b) else []
+        extras = _extras(b)
+        tags += [extras] if extras else []
         text += f" [{', '.join(tags)}]" + (" (classifier unshuffled: EMMA not valid)" if b.protocol == 1 else "")
     if b.test_cap:
         text += f", test ≤{b.test_cap}/rel"
@@ -468,8 +470,9 @@ def run_plan(plan: list[RunSpec], deadline_s: float | None = None, workers: int 
             return _plan_worker([[spec] for spec in plan], Path(claims), deadline_at, None, kwargs)
         threads = max(1, (os.cpu_count() or 1) // workers)
         context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
+        tasks = plan_tasks(plan)
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            jobs = [pool.submit(_plan_worker, plan_tasks(plan), Path(claims), deadline_at, threads, kwargs, f"worker {i}")
+            jobs = [pool.submit(_plan_worker, tasks, Path(claims), deadline_at, threads, kwargs, f"worker {i}")
                     for i in range(workers)]
             return sum(job.result() for job in jobs)
 
