@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from .checkpoint import CheckpointError
+from .choices import PRECISIONS
 from .data import DataError, Instance, cap_per_relation, read_descriptions, read_instances
 from .evaluate import macro_prf
 from .features import collate_pairs, encode_descriptions, encode_instances
@@ -729,7 +730,7 @@ def _parse_methods(text: str) -> tuple[str, ...]:
 @click.option("--all-pairs-score", type=click.Choice(ALL_PAIRS_SCORES), default="reference", show_default=True, help="How the all-pairs baseline turns k-slot logits into one score per relation.")
 @click.option("--threads", type=int, help="torch intra-op threads (default: torch's).")
 @click.option("--device", help="cpu or cuda (default: CUDA when present).")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True)
 @click.option("--batch-size", type=int, default=BenchConfig.batch_size, show_default=True, help="Sentences per batch.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--output", type=click.Path(), help="Write the JSON report here.")

@@ -15,6 +15,8 @@ from pathlib import Path
 import click
 
 from .checkpoint import CheckpointError
+from .choices import (CLASSIFIER_FEATURES, CLASSIFIER_HEADS, CLASSIFIER_INITS, DATASETS, DECISIONS, DESCRIPTION_POOLINGS, PRECISIONS,
+                      SCHEDULES, VARIANTS)
 from .data import DataError, Split, read_descriptions, read_instances, read_split, select
 
 
@@ -77,19 +79,19 @@ def cli(verbose: bool) -> None:
 @click.option("--max-length", type=int, help="Instance window in word pieces.")
 @click.option("--eval-every", type=int, help="Score the split's eval relations every N steps.")
 @click.option("--save-every", type=int, help="Also save a resumable checkpoint every N steps.")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]))
-@click.option("--description-pooling", type=click.Choice(["attention", "cls"]), help="'cls' is the no-virtual-entity ablation.")
+@click.option("--precision", type=click.Choice(PRECISIONS))
+@click.option("--description-pooling", type=click.Choice(DESCRIPTION_POOLINGS), help="'cls' is the no-virtual-entity ablation.")
 @click.option("--no-classifier", is_flag=True, default=None, help="Recall only (ablation).")
-@click.option("--classifier-head", type=click.Choice(["concat", "shared"]),
+@click.option("--classifier-head", type=click.Choice(CLASSIFIER_HEADS),
               help="'concat': one MLP over the k pair states (paper); 'shared': each pair scored alone.")
-@click.option("--classifier-features", type=click.Choice(["cls", "cls_entities"]),
+@click.option("--classifier-features", type=click.Choice(CLASSIFIER_FEATURES),
               help="Pair state: h[CLS] (paper) or h[CLS] ⊕ h[E_h] ⊕ h[E_t].")
-@click.option("--decision", type=click.Choice(["classifier", "fused"]),
+@click.option("--decision", type=click.Choice(DECISIONS),
               help="Final pick among the k: the classifier's (paper) or classifier × recall ('fused'). Saved with the checkpoint.")
 @click.option("--freeze-word-embeddings", is_flag=True, default=None, help="Keep the base vocabulary's embeddings fixed (markers still learn).")
 @click.option("--init-checkpoint", type=click.Path(exists=True), help="Start from this trained checkpoint instead of the base encoder.")
 @click.option("--no-train-recall", is_flag=True, default=None, help="Freeze the recall encoder; train only the classifier.")
-@click.option("--classifier-init", type=click.Choice(["recall", "base"]),
+@click.option("--classifier-init", type=click.Choice(CLASSIFIER_INITS),
               help="A classifier added to a recall-only --init-checkpoint starts from its recall encoder (default) or the base one.")
 @click.option("--resume", is_flag=True, help="Continue from the output folder's training state.")
 def train(data, descriptions, split, output, config_file, resume, no_classifier, no_train_recall, **flags) -> None:
@@ -147,7 +149,7 @@ def _train(data, descriptions, split, output, config_file, resume, no_classifier
 @click.option("--split", type=click.Path(), help="rel2id split file: evaluate on its 'test' relations.")
 @click.option("--k", type=int, help="Must match the checkpoint's k (its classifier reads exactly k candidates).")
 @click.option("--max-per-relation", type=int, help="Evaluate on at most N instances per relation (seeded).")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True)
 @click.option("--output", type=click.Path(), help="Also write the JSON report here.")
 @click.option("--markdown", is_flag=True, help="Print a markdown table to stderr too.")
 @click.option("--skip-invalid", is_flag=True, help="Drop broken records (logged) instead of stopping at the first.")
@@ -253,10 +255,10 @@ def _predict(checkpoint, descriptions, text, head, tail, top_k) -> None:
 @cli.command()
 @click.option("--results", type=click.Path(), default="results/experiments.jsonl", show_default=True, help="Results file (JSON lines) to append to.")
 @click.option("--data-dir", type=click.Path(), help="Folder holding fewrel/, wikizsl/ and splits/ (default: ../shared/data).")
-@click.option("--dataset", type=click.Choice(["fewrel", "wikizsl"]), help="One run: dataset (else the whole plan).")
+@click.option("--dataset", type=click.Choice(DATASETS), help="One run: dataset (else the whole plan).")
 @click.option("--m", type=int, help="One run: number of unseen test relations (5, 10, 15).")
 @click.option("--seed", "split_seed", help="One run: split seed (ori, 40, 41, ...).")
-@click.option("--variant", type=click.Choice(["full", "no_virtual", "no_classifier", "no_both", "untrained"]), default="full", show_default=True)
+@click.option("--variant", type=click.Choice(VARIANTS), default="full", show_default=True)
 @click.option("--k", type=int, default=2, show_default=True)
 @click.option("--max-per-relation", type=int, default=300, show_default=True, help="Training budget: instances per relation (0: all).")
 @click.option("--epochs", type=int, default=1, show_default=True)
@@ -267,13 +269,13 @@ def _predict(checkpoint, descriptions, text, head, tail, top_k) -> None:
 @click.option("--train-seed", type=int, default=42, show_default=True, help="Seed of the training run (not of the split).")
 @click.option("--workers", type=int, default=1, show_default=True,
               help="Plan mode: runs at once, in separate processes (a GPU that one run leaves mostly idle: 8 on an H200).")
-@click.option("--schedule", type=click.Choice(["two_stage", "joint"]), default="two_stage", show_default=True,
+@click.option("--schedule", type=click.Choice(SCHEDULES), default="two_stage", show_default=True,
               help="two_stage: recall first, then the classifier on frozen recall (the first stage is shared by runs "
                    "that differ only in the classifier); joint: both at once, as the paper.")
-@click.option("--classifier-head", type=click.Choice(["concat", "shared"]), default="shared", show_default=True,
+@click.option("--classifier-head", type=click.Choice(CLASSIFIER_HEADS), default="shared", show_default=True,
               help="concat: the paper's MLP over the k pair states; shared: each pair scored alone.")
-@click.option("--classifier-features", type=click.Choice(["cls", "cls_entities"]), default="cls_entities", show_default=True)
-@click.option("--classifier-init", type=click.Choice(["recall", "base"]), default="recall", show_default=True,
+@click.option("--classifier-features", type=click.Choice(CLASSIFIER_FEATURES), default="cls_entities", show_default=True)
+@click.option("--classifier-init", type=click.Choice(CLASSIFIER_INITS), default="recall", show_default=True,
               help="two_stage: the classifier starts from the trained recall encoder, or from the base encoder.")
 @click.option("--keep-checkpoint", is_flag=True, help="Keep each run's model under runs/ (deleted by default).")
 def experiment(results, data_dir, dataset, m, split_seed, variant, k, max_per_relation, epochs, batch_size, lr, eval_per_relation, deadline,

@@ -31,15 +31,13 @@ from typing import NamedTuple
 import torch
 
 from .checkpoint import REPO_ROOT
+from .choices import CLASSIFIER_VARIANTS, DATASETS, SCHEDULES, VARIANTS, check_choice
 from .data import Instance, cap_per_relation, read_descriptions, read_instances, read_split, select
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
 WIKIZSL_SAMPLE = "sample"  # RunSpec.seed for the Wiki-ZSL sentences that exist here (see _wikizsl_sample)
-VARIANTS = ("full", "no_virtual", "no_classifier", "no_both", "untrained")
-CLASSIFIER_VARIANTS = ("full", "no_virtual")  # the variants that train and use a classifier
-SCHEDULES = ("joint", "two_stage")
 PAPER_F1 = {("fewrel", 5): 94.67, ("fewrel", 10): 87.22, ("fewrel", 15): 80.10,
             ("wikizsl", 5): 90.98, ("wikizsl", 10): 85.27, ("wikizsl", 15): 78.07}
 
@@ -79,12 +77,9 @@ class RunSpec:
     classifier_init: str = "recall"  # two-stage only: TrainConfig.classifier_init
 
     def __post_init__(self) -> None:
-        if self.dataset not in ("fewrel", "wikizsl"):
-            raise ValueError(f"dataset={self.dataset!r}; choose fewrel or wikizsl")
-        if self.variant not in VARIANTS:
-            raise ValueError(f"variant={self.variant!r}; choose one of {VARIANTS}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule={self.schedule!r}; choose one of {SCHEDULES}")
+        check_choice("dataset", self.dataset, DATASETS)
+        check_choice("variant", self.variant, VARIANTS)
+        check_choice("schedule", self.schedule, SCHEDULES)
         if self.seed == WIKIZSL_SAMPLE and (self.dataset, self.m) != ("wikizsl", 5):
             raise ValueError(f"seed={WIKIZSL_SAMPLE!r} is the Wiki-ZSL sample of 5 relations: use dataset='wikizsl', m=5")
         if not self.classifier:

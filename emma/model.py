@@ -21,11 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModel
 
+from .choices import CLASSIFIER_FEATURES, CLASSIFIER_HEADS, DECISIONS, DESCRIPTION_POOLINGS, check_choice
+
 FORMAT_VERSION = 1
-DESCRIPTION_POOLINGS = ("attention", "cls")
-CLASSIFIER_HEADS = ("concat", "shared")
-CLASSIFIER_FEATURES = ("cls", "cls_entities")
-DECISIONS = ("classifier", "fused")
 
 
 @dataclass
@@ -72,14 +70,10 @@ class EmmaConfig:
     def __post_init__(self) -> None:
         if self.k < 1:
             raise ValueError(f"k must be at least 1, got {self.k}")
-        if self.description_pooling not in DESCRIPTION_POOLINGS:
-            raise ValueError(f"description_pooling={self.description_pooling!r}; choose one of {DESCRIPTION_POOLINGS}")
-        if self.classifier_head not in CLASSIFIER_HEADS:
-            raise ValueError(f"classifier_head={self.classifier_head!r}; choose one of {CLASSIFIER_HEADS}")
-        if self.classifier_features not in CLASSIFIER_FEATURES:
-            raise ValueError(f"classifier_features={self.classifier_features!r}; choose one of {CLASSIFIER_FEATURES}")
-        if self.decision not in DECISIONS:
-            raise ValueError(f"decision={self.decision!r}; choose one of {DECISIONS}")
+        check_choice("description_pooling", self.description_pooling, DESCRIPTION_POOLINGS)
+        check_choice("classifier_head", self.classifier_head, CLASSIFIER_HEADS)
+        check_choice("classifier_features", self.classifier_features, CLASSIFIER_FEATURES)
+        check_choice("decision", self.decision, DECISIONS)
         if not self.temperature > 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
         if self.max_length < 8 or self.max_description_length < 3:

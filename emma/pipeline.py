@@ -34,19 +34,16 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .checkpoint import cpu_has_bf16, load_checkpoint
+from .choices import PRECISIONS, check_choice
 from .data import Instance, Span
 from .features import collate_pairs, collate_single, encode_descriptions, encode_instances, instance_from_text
 from .model import Emma
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
-
 def resolve_precision(precision: str, device: torch.device) -> str:
     """"auto": fp16 on CUDA, bf16 on a CPU with native bf16 (AVX512-BF16 or AMX), else fp32."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r}; choose one of {PRECISIONS}")
+    check_choice("precision", precision, PRECISIONS)
     if precision != "auto":
         return precision
     if device.type == "cuda":

@@ -31,6 +31,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .checkpoint import cpu_has_bf16, default_encoder, load_tokenizer, save_checkpoint
+from .choices import CLASSIFIER_INITS, PRECISIONS, check_choice
 from .data import Instance
 from .features import collate_pairs, collate_single, encode_descriptions, encode_instances, init_marker_embeddings
 from .losses import InfoNCELoss, hard_negatives, same_relation_mask
@@ -87,10 +88,8 @@ class TrainConfig:
             raise ValueError(f"batch_size={self.batch_size}: in-batch negatives need at least 2")
         if self.epochs < 1 and not self.max_steps:
             raise ValueError("epochs must be at least 1 (or set max_steps)")
-        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
-            raise ValueError(f"precision={self.precision!r}; choose auto, fp32, bf16 or fp16")
-        if self.classifier_init not in ("recall", "base"):
-            raise ValueError(f"classifier_init={self.classifier_init!r}; choose recall or base")
+        check_choice("precision", self.precision, PRECISIONS)
+        check_choice("classifier_init", self.classifier_init, CLASSIFIER_INITS)
 
     def model_config(self) -> EmmaConfig:
         """`model`, with the base encoder it starts from on record."""

@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from emma.experiments import VARIANTS, RunSpec, default_plan, load_run_data, plan_tasks, render_table, run, run_plan, summarize
+from emma.choices import VARIANTS
+from emma.experiments import RunSpec, default_plan, load_run_data, plan_tasks, render_table, run, run_plan, summarize
 
 pytestmark = pytest.mark.usefixtures("fresh_accelerate")
 

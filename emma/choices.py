@@ -1,0 +1,23 @@
+"""The enumerated settings of the library, in one place.
+
+The dataclasses validate against these and the command line offers them; this module imports
+nothing, so the command line can build its options without loading torch.
+"""
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # "auto": bf16 where the hardware has it, else fp32
+DESCRIPTION_POOLINGS = ("attention", "cls")  # "cls": the without-virtual-entities ablation
+CLASSIFIER_HEADS = ("concat", "shared")
+CLASSIFIER_FEATURES = ("cls", "cls_entities")
+DECISIONS = ("classifier", "fused")
+CLASSIFIER_INITS = ("recall", "base")  # where a classifier added to a recall-only checkpoint starts
+
+DATASETS = ("fewrel", "wikizsl")
+VARIANTS = ("full", "no_virtual", "no_classifier", "no_both", "untrained")
+CLASSIFIER_VARIANTS = ("full", "no_virtual")  # the variants that train and use a classifier
+SCHEDULES = ("joint", "two_stage")
+
+
+def check_choice(name: str, value, choices: tuple) -> None:
+    """Raise ValueError naming the setting and its choices when `value` is not one of them."""
+    if value not in choices:
+        raise ValueError(f"{name}={value!r}; choose one of {choices}")
