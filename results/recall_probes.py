@@ -77,7 +77,7 @@ def patch_segment_norm() -> None:
 
 
 def patch_all_negatives() -> None:
-    """Every train relation's description in every step's softmax (65 at m = 15), not only the batch's 32."""
+    """Every train relation's description in every step's softmax (60 at m = 15 `ori`), not only the batch's 32."""
     make_batch = train_module._make_batch
 
     def _make_batch(tokenizer, enc_inst, desc_ids, relation_index, instances, idx, device):
