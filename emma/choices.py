@@ -1,10 +1,10 @@
 """The enumerated settings of the library, in one place.
 
-The dataclasses validate against these and the command line offers them; this module imports
-nothing, so the command line can build its options without loading torch.
+The dataclasses validate against these and the command line offers them. It imports nothing, so
+every module can use it without an import cycle.
 """
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # "auto": bf16 where the hardware has it, else fp32
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # "auto": a half precision where the device runs one fast, else fp32
 DESCRIPTION_POOLINGS = ("attention", "cls")  # "cls": the without-virtual-entities ablation
 CLASSIFIER_HEADS = ("concat", "shared")
 CLASSIFIER_FEATURES = ("cls", "cls_entities")

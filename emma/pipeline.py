@@ -41,6 +41,7 @@ from .model import Emma
 
 logger = logging.getLogger(__name__)
 
+
 def resolve_precision(precision: str, device: torch.device) -> str:
     """"auto": fp16 on CUDA, bf16 on a CPU with native bf16 (AVX512-BF16 or AMX), else fp32."""
     check_choice("precision", precision, PRECISIONS)

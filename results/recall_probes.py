@@ -144,9 +144,12 @@ def main() -> None:
                         ("all_negatives", patch_all_negatives), ("zero_heads", patch_zero_heads)):
         if getattr(args, flag):
             patch()
-    data = load_run_data(RunSpec(m=15, seed="ori", variant="no_classifier"), DEFAULT_DATA_DIR)
-    config = train_module.TrainConfig(model=EmmaConfig(use_classifier=False), epochs=1, batch_size=32, lr=5e-5, head_lr=1e-3,
-                                      seed=args.train_seed, max_per_relation=300, freeze_word_embeddings=args.freeze_word_embeddings)
+    # The protocol's budget, from the run spec whose recall stage this is (no copy of its numbers here).
+    spec = RunSpec(m=15, seed="ori", variant="no_classifier", train_seed=args.train_seed)
+    data = load_run_data(spec, DEFAULT_DATA_DIR)
+    config = train_module.TrainConfig(model=EmmaConfig(max_length=spec.max_length, use_classifier=False), epochs=spec.epochs,
+                                      batch_size=spec.batch_size, lr=spec.lr, head_lr=spec.head_lr, seed=spec.train_seed,
+                                      max_per_relation=spec.max_per_relation, freeze_word_embeddings=args.freeze_word_embeddings)
     out = REPO / "runs" / "recall_probes" / args.name
     t0 = time.perf_counter()
     train_module.train(config, data.train, data.train_descriptions, out, resume=True)
