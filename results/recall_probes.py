@@ -35,8 +35,8 @@ sys.path.insert(0, str(REPO))
 import emma.losses as losses  # noqa: E402
 import emma.model as model_module  # noqa: E402
 import emma.train as train_module  # noqa: E402
-from emma.evaluate import evaluate  # noqa: E402
 from emma.data import cap_per_relation  # noqa: E402
+from emma.evaluate import evaluate  # noqa: E402
 from emma.experiments import DEFAULT_DATA_DIR, RunSpec, load_run_data  # noqa: E402
 from emma.features import collate_single  # noqa: E402
 from emma.model import EmmaConfig  # noqa: E402
@@ -185,11 +185,6 @@ def typed_descriptions(data_dir: Path, kind: str) -> dict[str, str]:
             for r in records}
 
 
-# Settings the library offers, passed through as they are (defaults: the protocol's, from RunSpec/TrainConfig).
-LIBRARY_OPTIONS = ("lr", "head_lr", "warmup_steps", "weight_decay", "max_grad_norm", "precision", "temperature",
-                   "description_pooling", "max_length", "max_description_length", "freeze_word_embeddings")
-
-
 def changes_label(changes: dict, defaults: dict) -> str:
     """The probe's departures from the control, e.g. "no dropout, lr=3e-05" (records predating an option lack its key)."""
     parts = []
@@ -290,7 +285,7 @@ def main() -> None:
         print(markdown_table(args.results, defaults) if args.table else summary_table(args.results, defaults))
         return
     if not args.name:
-        ap.error("give a run name (or --table)")
+        ap.error("give a run name (or --table, --summary)")
 
     for flag, patch in (("symmetric", patch_symmetric), ("segment_norm", patch_segment_norm),
                         ("all_negatives", patch_all_negatives), ("zero_heads", patch_zero_heads),
