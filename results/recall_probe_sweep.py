@@ -51,6 +51,8 @@ NOT_CANDIDATES = {"control", "control_fp32", "cls", "tau0.05"}
 CONFIRM_SEEDS = (1, 2, 3)
 # Second sweep (after PHASE1 found nothing above the control): the windows. The issue measured its budget
 # at length 64; ours cuts instances at 128 word pieces. Each (name, flags, seeds); no second phase.
+# (The control and len64 at seeds 4–11, in results/recall_probes.jsonl too, were then run directly:
+# `recall_probes.py gpu_len64_sN --max-length 64 --train-seed N`, and likewise gpu_control_sN.)
 WINDOWS = [
     ("len64", ["--max-length", "64"], (42, 1, 2, 3)),
     ("len96", ["--max-length", "96"], (42, 1)),
@@ -61,17 +63,16 @@ WINDOWS = [
 ]
 
 
-def run_probe(name: str, flags: list[str], seed: int, args, logs: Path) -> float:
+def run_probe(name: str, flags: list[str], seed: int, args, logs: Path) -> None:
     t = time.time()
-    cmd = [sys.executable, str(PROBE), f"{args.prefix}{name}_s{seed}", *flags, "--train-seed", str(seed),
-           "--data", str(args.data), "--results", str(args.results), "--runs", str(args.runs)]
-    if args.dry_run:
-        cmd += ["--dry-run", str(args.dry_run)]
+    cmd = [sys.executable, str(PROBE), f"{args.prefix}{name}_s{seed}", *flags, "--train-seed", str(seed), "--results", str(args.results)]
+    for option in ("data", "runs", "dry_run"):  # else recall_probes.py's own defaults
+        if getattr(args, option):
+            cmd += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false"}
     with open(logs / f"{name}_s{seed}.log", "w") as log:
         rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
     print(f"{time.strftime('%T')} {name} seed {seed}: rc {rc} in {time.time() - t:.0f} s", flush=True)
-    return time.time() - t
 
 
 def run_phase(jobs: list[tuple[str, list[str], int]], args, logs: Path, start: float, estimate: float) -> None:
@@ -99,8 +100,8 @@ def main() -> None:
     ap.add_argument("--plan", choices=("recipe", "windows"), default="recipe",
                     help="recipe: PHASE1 then its best at more seeds; windows: WINDOWS")
     ap.add_argument("--results", type=Path, required=True)
-    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
-    ap.add_argument("--runs", type=Path, default=REPO / "runs" / "recall_probes")
+    ap.add_argument("--data", type=Path, help="the data folder (default: recall_probes.py's, ../shared/data)")
+    ap.add_argument("--runs", type=Path, help="where run folders go (default: recall_probes.py's)")
     ap.add_argument("--logs", type=Path, default=Path("/tmp/recall_probe_logs"))
     ap.add_argument("--prefix", default="gpu_", help="put before every run name")
     ap.add_argument("--workers", type=int, default=len(PHASE1))
