@@ -43,11 +43,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")
     parser.add_argument("--auth", type=parse_auth, action="append", metavar="USER:PASSWORD",
                         help="require a login; repeat for several users. Each user's relations and feedback are kept apart.")
+    parser.add_argument("--admin", action="append", default=[], metavar="USER",
+                        help="a login (from --auth) who may view and export everyone's feedback; repeatable. "
+                             "Without it nobody sees another user's rows.")
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
     args = parser.parse_args(argv)
+    users = {user for user, _ in args.auth or []}
+    unknown = [a for a in args.admin if a not in users]
+    if unknown:
+        parser.error(f"--admin {unknown[0]} is not a login given with --auth; admins need a login")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        demo = create_app(args.checkpoint, args.db)
+        demo = create_app(args.checkpoint, args.db, admins=args.admin)
     except AppError as e:
         parser.exit(2, f"error: {e}\n")
     launch(demo, host=args.host, port=args.port, auth=args.auth, share=args.share)

@@ -17,29 +17,17 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 
 import emma
-from emma import Extractor, Prediction, RelationIndex
+from emma import DescriptionRow, Extractor, Prediction, RelationIndex, description_window, sentence_window
 
 logger = logging.getLogger(__name__)
 
 MAX_SENTENCE_CHARS = 2000
 MAX_CACHED_TEXTS = 20000
 MAX_CACHED_INDEXES = 16
-MARKERS_AND_SPECIALS = 6  # [CLS], [SEP] and the four entity markers
-
-
-@dataclass(frozen=True)
-class _Row:
-    vector: torch.Tensor  # (3d,) unit vector on the model's device
-    token_ids: list[int]
-    tokens: list[str]
-    head_weights: list[float]
-    tail_weights: list[float]
 
 
 class Engine:
@@ -58,7 +46,7 @@ class Engine:
     def __init__(self, extractor: Extractor, checkpoint_id: str | None = None) -> None:
         self.extractor = extractor
         self.checkpoint_id = checkpoint_id or describe_checkpoint(extractor.checkpoint)
-        self._cache: OrderedDict[str, _Row] = OrderedDict()
+        self._cache: OrderedDict[str, DescriptionRow] = OrderedDict()
         self._pinned: set[str] = set()
         self._lock = threading.Lock()
         # Assembled indexes per relation set: a session predicting again with unchanged relations
@@ -75,11 +63,11 @@ class Engine:
     @property
     def sentence_window(self) -> int:
         """Word pieces of the sentence the encoder reads (entity markers and [CLS]/[SEP] excluded)."""
-        return self.extractor.config.max_length - MARKERS_AND_SPECIALS
+        return sentence_window(self.extractor.config)
 
     @property
     def description_window(self) -> int:
-        return self.extractor.config.max_description_length - 2
+        return description_window(self.extractor.config)
 
     def count_pieces(self, text: str) -> int:
         return len(self.extractor.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -91,9 +79,8 @@ class Engine:
         with self._lock:
             missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
             if missing:
-                vectors, ids, tokens, head_w, tail_w = self.extractor.encode_descriptions(missing, progress=len(missing) > 100)
-                for i, text in enumerate(missing):
-                    self._cache[text] = _Row(vectors[i], ids[i], tokens[i], head_w[i], tail_w[i])
+                for text, row in zip(missing, self.extractor.encode_descriptions(missing, progress=len(missing) > 100)):
+                    self._cache[text] = row
             if pin:
                 self._pinned.update(texts)
             for text in texts:
@@ -120,15 +107,7 @@ class Engine:
         self.encode(texts)
         with self._lock:
             rows = [self._cache[t] for t in texts]
-        index = RelationIndex(
-            names=list(relations),
-            texts=texts,
-            token_ids=[r.token_ids for r in rows],
-            tokens=[r.tokens for r in rows],
-            head_weights=[r.head_weights for r in rows],
-            tail_weights=[r.tail_weights for r in rows],
-            vectors=torch.stack([r.vector for r in rows]),  # (N, 3d)
-        )
+        index = RelationIndex.build(list(relations), rows)
         with self._lock:
             self._indexes[key] = index
             while len(self._indexes) > MAX_CACHED_INDEXES:

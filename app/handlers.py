@@ -5,10 +5,11 @@ the catalogue); everything per user arrives as arguments (the session dict from 
 leaves as return values, so handlers can be called directly in tests. Bad input raises `gr.Error`
 with one plain sentence (through `BadInput`), before anything is written.
 
-Who owns a session's relations and feedback ("owner"): the logged-in user ("user:NAME") when the
-app runs with --auth; otherwise a random id kept in the browser's localStorage ("browser:ID",
-so a reload or a server restart finds the same relations); for an API client without a page load,
-its session ("session:HASH").
+Who owns a session's relations and feedback ("owner", see `identity`): the logged-in user
+("user:NAME") with --auth, checked on every event against the request, so a session hash taken
+from another user opens nothing of theirs; otherwise an HMAC of a random token the server gave the
+browser ("browser:HMAC", so a reload or a restart finds the same relations); for an API client
+without a page load, an HMAC of its session hash ("session:HMAC"). Only admins see others' rows.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import json
 import logging
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import gradio as gr
@@ -31,6 +31,7 @@ from emma import DataError, instance_from_text
 from . import plots
 from .catalogue import Catalogue
 from .engine import MAX_SENTENCE_CHARS, Engine
+from .identity import Identity, username
 from .records import feedback_row, prediction_record, public_record, summary_text, write_feedback_exports
 from .session import (
     BadInput,
@@ -83,13 +84,16 @@ class Workbench:
         store: the SQLite store.
         catalogue: the default relation catalogue.
         examples: example sentences (see `catalogue.load_examples`).
+        admins: logins that may view and export everyone's feedback (only meaningful with --auth).
     """
 
-    def __init__(self, engine: Engine, store: Store, catalogue: Catalogue, examples: list[dict] | None = None) -> None:
+    def __init__(self, engine: Engine, store: Store, catalogue: Catalogue, examples: list[dict] | None = None,
+                 admins=()) -> None:
         self.engine = engine
         self.store = store
         self.catalogue = catalogue
         self.examples = examples or []
+        self.identity = Identity(store.secret("owner_key"), admins)
         # Exported files live in one folder removed when the process ends (Gradio serves copies from its cache).
         self._exports = tempfile.TemporaryDirectory(prefix="emma-workbench-exports-")
         engine.encode([e.text for e in catalogue.entries], pin=True)
@@ -114,23 +118,34 @@ class Workbench:
             self.engine.encode([relation_text(n, d) for n, d in session["user"].items()])
         return session
 
-    def load(self, browser_id: str | None, request: gr.Request = None) -> tuple[dict, str]:
-        """Page load: find the owner (login name, else this browser's id) and their saved relations."""
-        username = getattr(request, "username", None) if request is not None else None
-        browser_id = browser_id if isinstance(browser_id, str) and browser_id else uuid.uuid4().hex
-        owner = f"user:{username}" if username else f"browser:{browser_id}"
-        return self.open_session(owner), browser_id
+    def load(self, token: str | None, request: gr.Request = None):
+        """Page load: find the owner (login name, else this browser's token) and their saved relations.
+
+        Returns (session, the browser's token, update showing "Everyone's feedback" to admins only).
+        A token the server did not issue in its format is replaced by a new one (a new workspace).
+        """
+        if not self.identity.valid_token(token):
+            token = self.identity.issue_token()
+        name = username(request)
+        owner = f"user:{name}" if name else self.identity.browser_owner(token)
+        return self.open_session(owner), token, gr.update(visible=self.identity.is_admin(request))
 
     def _owned(self, session: dict | None, request: gr.Request | None) -> dict:
-        """The session with an owner (API clients never fire the page-load event)."""
+        """The session of whoever sent `request`.
+
+        With --auth the login decides: a session owned by anyone else (a session hash reused by
+        another user) is replaced by the caller's own. Without --auth the server-side session's
+        owner stands; API clients never fire the page-load event, so theirs is set here.
+        """
+        name = username(request)
+        if name:
+            if session and session.get("owner") == f"user:{name}":
+                return session
+            return self.open_session(f"user:{name}")
         if session and session.get("owner"):
             return session
-        username = getattr(request, "username", None) if request is not None else None
-        if username:
-            return self.open_session(f"user:{username}")
-        session_hash = getattr(request, "session_hash", None) if request is not None else None
         fresh = copy.deepcopy(session) if session else self.new_session()
-        fresh["owner"] = f"session:{session_hash or uuid.uuid4().hex}"
+        fresh["owner"] = self.identity.session_owner(getattr(request, "session_hash", None))
         return fresh
 
     def relations(self, session: dict) -> dict[str, str]:
@@ -246,9 +261,9 @@ class Workbench:
         session["last"] = record
         return public_record(record), session
 
-    def show_prediction(self, session: dict):
+    def show_prediction(self, session: dict, request: gr.Request = None):
         """Everything the Predict tab shows about the last prediction."""
-        record = (session or {}).get("last")
+        record = self._owned(session, request).get("last")
         if not record:
             return (None, None, "", None, None, None, "", gr.update())
         summary = summary_text(record)
@@ -268,8 +283,9 @@ class Workbench:
 
     # ------------------------------------------------------------------ catalogue
 
-    def catalogue_view(self, query: str, session: dict):
+    def catalogue_view(self, query: str, session: dict, request: gr.Request = None):
         """(checkbox group update, table of matches, count line) for a search query."""
+        session = self._owned(session, request)
         matches = self.catalogue.search(query)
         enabled = set(session["enabled"])
         choices = [(f"{e.label} · {e.id} · {e.source}", e.label) for e in matches]
@@ -281,8 +297,9 @@ class Workbench:
         )
         return gr.update(choices=choices, value=value), table, self.count_text(session, len(matches))
 
-    def relation_views(self, query: str, session: dict):
+    def relation_views(self, query: str, session: dict, request: gr.Request = None):
         """Everything the Relations tab shows: catalogue checkboxes, catalogue table, count, your relations."""
+        session = self._owned(session, request)
         return (*self.catalogue_view(query, session), self.user_relations_view(session))
 
     def count_text(self, session: dict, matches: int | None = None) -> str:
@@ -364,14 +381,16 @@ class Workbench:
         rows = [{"relation": n, "description": d, "text the model reads": relation_text(n, d)} for n, d in session["user"].items()]
         return pd.DataFrame(rows, columns=["relation", "description", "text the model reads"])
 
-    def pick_user_relation(self, session: dict, evt: gr.SelectData) -> tuple[str, str]:
+    def pick_user_relation(self, session: dict, evt: gr.SelectData, request: gr.Request = None) -> tuple[str, str]:
         """Clicking a row of your relations puts it into the form for editing."""
         row = evt.row_value or []
-        name = row[0] if row else ""
-        return name, session["user"].get(name, "")
+        mine = self._owned(session, request)["user"]
+        name = row[0] if row and row[0] in mine else ""
+        return name, mine.get(name, "")
 
-    def export_relations(self, session: dict) -> str:
+    def export_relations(self, session: dict, request: gr.Request = None) -> str:
         """The relations in force as {name: text} JSON (the `--descriptions` format of `python -m emma train`)."""
+        session = self._owned(session, request)
         path = self._export_folder() / "relations.json"
         path.write_text(json.dumps(self.relations(session), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         return str(path)
@@ -429,18 +448,26 @@ class Workbench:
         what = f"the correct relation is '{label}'" if label else "correct relation not given"
         return f"Saved feedback #{row_id}: {verdict} ({what})."
 
-    def feedback_view(self, verdict: str, contains: str, everyone: bool, session: dict) -> pd.DataFrame:
-        frame = self._feedback_frame(verdict, contains, everyone, session)
-        columns = ["id", "created", "verdict", "sentence", "head_text", "tail_text", "predicted", "score", "user_label", "note", "owner", "checkpoint"]
+    @user_errors
+    def feedback_view(self, verdict: str, contains: str, everyone: bool, session: dict, request: gr.Request = None) -> pd.DataFrame:
+        """The caller's feedback rows (everyone's for an admin who asks), newest first; owner ids only for admins."""
+        frame = self._feedback_frame(verdict, contains, everyone, session, request)
+        columns = ["id", "created", "verdict", "sentence", "head_text", "tail_text", "predicted", "score", "user_label", "note", "checkpoint"]
+        if everyone:
+            columns.append("owner")
         return frame[columns].fillna("")
 
-    def _feedback_frame(self, verdict, contains, everyone, session) -> pd.DataFrame:
-        owner = None if everyone else (session or {}).get("owner") or "-"
+    def _feedback_frame(self, verdict, contains, everyone, session, request) -> pd.DataFrame:
+        if everyone and not self.identity.is_admin(request):
+            raise BadInput("Only an admin (app.py --admin USER) can see everyone's feedback.")
+        owner = None if everyone else self._owned(session, request)["owner"]
         return self.store.feedback(owner=owner, verdict=verdict if verdict in VERDICTS else None, contains=contains or "")
 
-    def export_feedback(self, verdict: str, contains: str, everyone: bool, session: dict) -> tuple[list[str], str]:
+    @user_errors
+    def export_feedback(self, verdict: str, contains: str, everyone: bool, session: dict,
+                        request: gr.Request = None) -> tuple[list[str], str]:
         """Write the filtered rows as FewRel-style JSONL, the labels' descriptions, and CSV. Returns (paths, status)."""
-        frame = self._feedback_frame(verdict, contains, everyone, session)
+        frame = self._feedback_frame(verdict, contains, everyone, session, request)
         paths = write_feedback_exports(frame, self._export_folder(), self.store)
         labelled = sum(1 for line in open(paths[0], encoding="utf-8") if line.strip())
         skipped = len(frame) - labelled

@@ -56,7 +56,8 @@ def build_demo(wb: Workbench) -> gr.Blocks:
         session = gr.State(wb.new_session())
         spans = gr.State({"head": first["head"], "tail": first["tail"]} if first else {})
         selection = gr.State(None)
-        browser_id = gr.BrowserState(None, storage_key="emma-workbench-id", secret=wb.store.secret())
+        # The browser's workspace token (see `identity`); BrowserState's own encryption is not relied on.
+        browser_id = gr.BrowserState(None, storage_key="emma-workbench-token", secret=wb.store.secret())
 
         gr.Markdown(INTRO)
         gr.Markdown(f"Model `{wb.engine.checkpoint_id}` · classifier reranks the top k = {wb.engine.k} · "
@@ -152,7 +153,7 @@ def build_demo(wb: Workbench) -> gr.Blocks:
                     fb_verdict = gr.Dropdown([("all", "all"), ("correct", "correct"), ("wrong", "wrong")], value="all",
                                              label="Verdict", elem_id="fb-verdict")
                     fb_contains = gr.Textbox(label="Contains (sentence, relation or note)", elem_id="fb-contains")
-                    fb_everyone = gr.Checkbox(label="Everyone's feedback (not only mine)", value=False, elem_id="fb-everyone")
+                    fb_everyone = gr.Checkbox(label="Everyone's feedback (admins only)", value=False, visible=False, elem_id="fb-everyone")
                     fb_refresh = gr.Button("Refresh", size="sm", elem_id="fb-refresh")
                 fb_table = gr.Dataframe(label="Saved feedback (newest first)", interactive=False, elem_id="fb-table", wrap=True)
                 with gr.Row():
@@ -167,7 +168,7 @@ def build_demo(wb: Workbench) -> gr.Blocks:
         relation_outputs = [catalogue, catalogue_table, relation_count, user_table]
         fb_filters = [fb_verdict, fb_contains, fb_everyone, session]
 
-        demo.load(wb.load, [browser_id], [session, browser_id], **private).then(
+        demo.load(wb.load, [browser_id], [session, browser_id, fb_everyone], **private).then(
             wb.relation_views, [search, session], relation_outputs, **private
         ).then(wb.preview, [sentence, head, tail, spans], [marked, hint], **quiet)
 

@@ -34,8 +34,11 @@ def default_db_path() -> Path:
 
 
 def create_workbench(checkpoint: str | Path | Extractor, db: str | Path, catalogue: Catalogue | None = None,
-                     examples: list[dict] | None = None) -> Workbench:
-    """The shared resources: the model (loaded here unless an `Extractor` is given), the store, the catalogue."""
+                     examples: list[dict] | None = None, admins=()) -> Workbench:
+    """The shared resources: the model (loaded here unless an `Extractor` is given), the store, the catalogue.
+
+    `admins` are the logins that may view and export everyone's feedback.
+    """
     if isinstance(checkpoint, Extractor):
         extractor = checkpoint
     else:
@@ -50,6 +53,7 @@ def create_workbench(checkpoint: str | Path | Extractor, db: str | Path, catalog
         store,
         catalogue if catalogue is not None else Catalogue.load(),
         examples if examples is not None else load_examples(),
+        admins=admins,
     )
 
 

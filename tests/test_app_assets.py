@@ -69,6 +69,9 @@ def test_app_py_arguments(monkeypatch, tmp_path, capsys):
     assert "cannot load the checkpoint" in capsys.readouterr().err
     launched = {}
     monkeypatch.setattr(script, "launch", lambda demo, **kw: launched.update(kw))
-    monkeypatch.setattr(script, "create_app", lambda checkpoint, db: (checkpoint, db))
+    monkeypatch.setattr(script, "create_app", lambda checkpoint, db, admins: (checkpoint, db, admins))
     script.main(["--checkpoint", "ck", "--db", str(tmp_path / "w.db"), "--auth", "ann:pw", "--port", "7999"])
     assert launched == {"host": "127.0.0.1", "port": 7999, "auth": [("ann", "pw")], "share": False}
+    with pytest.raises(SystemExit) as e:
+        script.main(["--checkpoint", "ck", "--db", str(tmp_path / "w.db"), "--admin", "bob", "--auth", "ann:pw"])
+    assert e.value.code == 2 and "--admin bob is not a login" in capsys.readouterr().err

@@ -331,7 +331,12 @@ def test_feedback_view_filters_and_exports(wb, session, tmp_path):
         wb.feedback(verdict, label, "n", session)
     wb.feedback("correct", None, None, {**wb.open_session("user:bob"), "last": session["last"]})
     assert len(wb.feedback_view("all", "", False, session)) == 3
-    assert len(wb.feedback_view("all", "", True, session)) == 4
+    admin = Workbench(wb.engine, wb.store, wb.catalogue, admins=["ann"])
+
+    class Ann:  # what gr.Request offers the handler
+        username, session_hash = "ann", "h"
+
+    assert len(admin.feedback_view("all", "", True, session, Ann())) == 4
     assert len(wb.feedback_view("wrong", "", False, session)) == 2
     assert list(wb.feedback_view("all", "warsaw", False, session)["head_text"]) == ["Marie Curie"]
     paths, status = wb.export_feedback("all", "", False, session)
@@ -387,19 +392,25 @@ def test_load_finds_the_owner(wb):
         username = None
         session_hash = "abc"
 
-    session, browser_id = wb.load(None, Request())
-    assert len(browser_id) == 32 and session["owner"] == f"browser:{browser_id}"
+    session, token, everyone = wb.load(None, Request())
+    assert len(token) == 43 and session["owner"].startswith("browser:") and token not in session["owner"]
+    assert everyone["visible"] is False
     session, _ = wb.add_relation("sibling", "brother or sister", session)
-    again, same_id = wb.load(browser_id, Request())  # reload, or a restarted server: same browser id
-    assert same_id == browser_id and again["user"] == {"sibling": "brother or sister"}
+    again, same, _ = wb.load(token, Request())  # reload, or a restarted server: same token, same workspace
+    assert same == token and again["user"] == {"sibling": "brother or sister"}
+    # An owner id (or anything the server did not issue) is no token: a new, empty workspace.
+    for forged in (session["owner"], session["owner"].split(":")[1], token[:-1]):
+        other, new_token, _ = wb.load(forged, Request())
+        assert new_token != forged and other["user"] == {} and other["owner"] != session["owner"]
     Request.username = "ann"
-    assert wb.load(browser_id, Request())[0]["owner"] == "user:ann"
+    assert wb.load(token, Request())[0]["owner"] == "user:ann"
     # An API client never loads the page: its session gets an owner at its first call.
     record, session = wb.predict(SENTENCE, "Apple", "Steve Jobs", {}, wb.new_session(), Request())
     assert session["owner"] == "user:ann"
     Request.username = None
     _, session = wb.predict(SENTENCE, "Apple", "Steve Jobs", {}, wb.new_session(), Request())
-    assert session["owner"] == "session:abc"
+    assert session["owner"].startswith("session:") and "abc" not in session["owner"]
+    assert wb.identity.session_owner("abc") == session["owner"]
 
 
 def test_user_relation_table_and_picking_a_row(wb, session):
