@@ -1,19 +1,26 @@
 """EMMA: zero-shot relation extraction by multi-grained matching (coarse recall + fine reranking).
 
-The public API (what `app/` and users import):
+The public API (what `app/`, `research/` and users import):
 
     >>> from emma import Extractor
     >>> ex = Extractor.load()                 # shipped checkpoint; CUDA if available
     >>> ex.set_relations({"founded by": "founded by: founder or co-founder of this organization"})
     >>> ex.predict("Apple was founded by Steve Jobs.", head=(0, 5), tail=(21, 31)).label
+
+Training: `TrainConfig` and `emma.train.train` (not re-exported here: the name would hide the
+`emma.train` module).
 """
 
-from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_checkpoint, save_checkpoint
-from .data import DataError, Instance, Split, read_descriptions, read_instances, read_split
+from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError, default_encoder, load_checkpoint, save_checkpoint
+from .data import (
+    DataError, Instance, Split, cap_per_relation, read_descriptions, read_instances, read_split, relation_text, spans_overlap,
+)
 from .evaluate import evaluate, macro_prf
-from .features import find_entity, instance_from_text
+from .features import collate_pairs, description_window, encode_instances, find_entity, instance_from_text, sentence_window
 from .model import Emma, EmmaConfig
-from .pipeline import Extractor, Prediction, RelationIndex
+from .pipeline import DescriptionRow, Extractor, Prediction, RelationIndex
+from .precision import autocast
+from .train import TrainConfig
 
 __version__ = "0.1.0"
 
@@ -21,6 +28,7 @@ __all__ = [
     "DEFAULT_CHECKPOINT",
     "CheckpointError",
     "DataError",
+    "DescriptionRow",
     "Emma",
     "EmmaConfig",
     "Extractor",
@@ -28,6 +36,13 @@ __all__ = [
     "Prediction",
     "RelationIndex",
     "Split",
+    "TrainConfig",
+    "autocast",
+    "cap_per_relation",
+    "collate_pairs",
+    "default_encoder",
+    "description_window",
+    "encode_instances",
     "evaluate",
     "find_entity",
     "instance_from_text",
@@ -36,5 +51,8 @@ __all__ = [
     "read_descriptions",
     "read_instances",
     "read_split",
+    "relation_text",
     "save_checkpoint",
+    "sentence_window",
+    "spans_overlap",
 ]

@@ -1,7 +1,7 @@
 """Checkpoints: a folder that loads fully offline.
 
 Layout:
-    config.json        EmmaConfig fields plus "encoder_config" (the base encoder's architecture)
+    config.json        EmmaConfig fields, "encoder_config" (the base encoder's architecture), "format_version"
     model.safetensors  recall.* and classifier.* weights, float16 on disk, float32 once loaded
     tokenizer files    with the entity markers added
     README.md          model card
@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CHECKPOINT = REPO_ROOT / "checkpoints" / "emma-minilm"
+FORMAT_VERSION = 1  # of the folder's layout and config.json; raised when an older emma could not read it
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "README.md"
@@ -61,11 +62,6 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device(device)
 
 
-def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), where bf16 autocast pays off."""
-    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-
-
 def load_tokenizer(name_or_path: str):
     tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     add_markers(tokenizer)
@@ -81,12 +77,14 @@ def save_checkpoint(model: Emma, tokenizer, directory: str | Path, card: str | N
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    config = {**model.config.to_dict(), "encoder_config": model.encoder_config()}
+    # The encoder's architecture without `_name_or_path`: a path of the machine it was trained on.
+    encoder_config = {k: v for k, v in model.encoder_config().items() if k != "_name_or_path"}
+    config = {**model.config.to_dict(), "encoder_config": encoder_config, "format_version": FORMAT_VERSION}
     state = {k: v.detach().to("cpu", torch.float16).contiguous() if v.is_floating_point() else v.detach().cpu().contiguous()
              for k, v in model.state_dict().items()}
     # Write to temporary names, then rename: an interrupted save never leaves a half-written checkpoint.
     tmp_weights = directory / (WEIGHTS_FILE + ".tmp")
-    save_file(state, str(tmp_weights), metadata={"format": "pt", "emma_version": str(model.config.version)})
+    save_file(state, str(tmp_weights), metadata={"format": "pt"})
     tmp_weights.replace(directory / WEIGHTS_FILE)
     (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     tokenizer.save_pretrained(str(directory))
@@ -108,6 +106,9 @@ def read_config(directory: str | Path) -> tuple[EmmaConfig, dict]:
     try:
         data = json.loads(path.read_text())
         encoder_config = data.pop("encoder_config")
+        version = data.pop("format_version", FORMAT_VERSION)
+        if version != FORMAT_VERSION:
+            raise ValueError(f"format version {version}; this version of emma reads {FORMAT_VERSION}")
         return EmmaConfig.from_dict(data), encoder_config
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:  # AttributeError: not an object
         raise CheckpointError(f"{path}: corrupt or from another version ({e})") from None

@@ -32,6 +32,26 @@ class DataError(ValueError):
     """Bad input data; the message names the file and the record."""
 
 
+def spans_overlap(a: Span, b: Span) -> bool:
+    """Whether two spans (start, end exclusive) share a position; adjacent spans do not."""
+    return a[0] < b[1] and b[0] < a[1]
+
+
+def relation_text(name: str, description: str) -> str:
+    """What the encoder reads for a relation: "name: description" (FewRel's `pid2name` form).
+
+    A description that already starts with "name:" is kept as it is.
+
+    Example:
+        >>> relation_text("founded by", "founder or co-founder of this organization")
+        'founded by: founder or co-founder of this organization'
+    """
+    name, description = name.strip(), description.strip()
+    if description.lower().startswith(name.lower() + ":"):
+        return description
+    return f"{name}: {description}"
+
+
 @dataclass(frozen=True)
 class Instance:
     """A sentence with a head and a tail entity.
@@ -78,6 +98,15 @@ class Instance:
     @property
     def tail_text(self) -> str:
         return " ".join(self.tokens[self.tail[0] : self.tail[1]])
+
+    def as_text(self) -> tuple[str, Span, Span]:
+        """The sentence as text (tokens joined by spaces) and the head and tail character spans (end exclusive)."""
+        starts, pos = [], 0
+        for tok in self.tokens:
+            starts.append(pos)
+            pos += len(tok) + 1
+        span = lambda s, e: (starts[s], starts[e - 1] + len(self.tokens[e - 1]))  # noqa: E731
+        return " ".join(self.tokens), span(*self.head), span(*self.tail)
 
     def to_json(self) -> dict:
         """The JSONL record this project reads back with `read_instances`."""
@@ -304,7 +333,7 @@ def read_descriptions(path: str | Path) -> dict[str, str]:
             if isinstance(value, str):
                 text = value
             elif isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value):
-                text = f"{value[0]}: {value[1]}"
+                text = relation_text(value[0], value[1])
             else:
                 raise DataError(f"{path}: relation {rel!r}: expected a string or [name, description]")
             out[str(rel)] = text.strip()

@@ -77,9 +77,9 @@ def evaluate(extractor: Extractor, instances: Sequence[Instance], progress: bool
     preds = extractor.predict_batch(instances, top_k=extractor.config.k, progress=progress)
     gold = [i.relation for i in instances]
     return {
-        "recall_only": macro_prf(gold, [p.recall_label for p in preds]),
-        "emma": macro_prf(gold, [_pick(p, p.probabilities) for p in preds]),
-        "emma_fused": macro_prf(gold, [_pick(p, p.fused) for p in preds]),
+        "recall_only": macro_prf(gold, [p.choice("recall") for p in preds]),
+        "emma": macro_prf(gold, [p.choice("classifier") for p in preds]),
+        "emma_fused": macro_prf(gold, [p.choice("fused") for p in preds]),
         "decision": extractor.config.decision,
         "top_k": _top_k_diagnostics(preds, gold),
         "n_instances": len(instances),
@@ -101,18 +101,9 @@ def _top_k_diagnostics(preds, gold) -> dict:
         "gold_in_top_k": 100 * len(inside) / reranked,
         "n_gold_in_top_k": len(inside),
         "accuracy_when_gold_in_top_k": {
-            "recall": 100 * sum(p.recall_label == g for p, g in inside) / len(inside),
-            "classifier": 100 * sum(_pick(p, p.probabilities) == g for p, g in inside) / len(inside),
-            "fused": 100 * sum(_pick(p, p.fused) == g for p, g in inside) / len(inside),
+            rule: 100 * sum(p.choice(rule) == g for p, g in inside) / len(inside) for rule in ("recall", "classifier", "fused")
         },
     }
-
-
-def _pick(prediction, scores) -> str:
-    """The candidate with the highest score, or recall's top-1 when the classifier did not run."""
-    if not prediction.reranked:
-        return prediction.recall_label
-    return prediction.candidates[max(range(len(scores)), key=scores.__getitem__)]
 
 
 def markdown_table(report: dict) -> str:

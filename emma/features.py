@@ -17,7 +17,7 @@ from typing import Sequence
 
 import torch
 
-from .data import DataError, Instance, Span
+from .data import DataError, Instance, Span, spans_overlap
 
 MARKERS = ("[E_h]", "[/E_h]", "[E_t]", "[/E_t]")
 # Text whose embedding a new marker starts from. transformers gives added tokens the mean embedding
@@ -26,6 +26,16 @@ MARKERS = ("[E_h]", "[/E_h]", "[E_t]", "[/E_t]")
 # and tail could then only be told apart by word order. "@ head @" / "# tail #" are the pretrained
 # punctuation markers of Zhou & Chen (2022), "An Improved Baseline for Sentence-level RE".
 MARKER_INIT = {"[E_h]": "@", "[/E_h]": "@", "[E_t]": "#", "[/E_t]": "#"}
+
+
+def sentence_window(config) -> int:
+    """Word pieces of a sentence the encoder reads: `config.max_length` less [CLS], [SEP] and the four markers."""
+    return config.max_length - 2 - len(MARKERS)
+
+
+def description_window(config) -> int:
+    """Word pieces of a description the encoder reads: `config.max_description_length` less [CLS] and [SEP]."""
+    return config.max_description_length - 2
 
 
 @dataclass
@@ -136,6 +146,23 @@ def _pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor
     return ids, mask
 
 
+def _marker_positions(tokenizer, rows: list[list[int]]) -> dict[str, torch.Tensor]:
+    """Positions of [E_h] and [E_t] once each row is collated behind [CLS] (hence the +1, in this one place)."""
+    h_open, _, t_open, _ = marker_ids(tokenizer)
+    return {"head_marker": torch.tensor([r.index(h_open) + 1 for r in rows], dtype=torch.long),
+            "tail_marker": torch.tensor([r.index(t_open) + 1 for r in rows], dtype=torch.long)}
+
+
+def collate_instances(tokenizer, rows: list[list[int]]) -> dict[str, torch.Tensor]:
+    """Marked sentences (`EncodedInstances.ids` rows) → the recall encoder's instance inputs.
+
+    Returns `input_ids`, `attention_mask` (B, L) and `head_marker`, `tail_marker` (B,): the
+    positions of [E_h] and [E_t] in the collated rows, as `RecallEncoder.encode_instances` takes them.
+    """
+    batch = collate_single(tokenizer, rows)
+    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], **_marker_positions(tokenizer, rows)}
+
+
 def collate_single(tokenizer, rows: list[list[int]]) -> dict[str, torch.Tensor]:
     """[CLS] ids [SEP], padded to the longest row. `content_mask` marks the real (non-special) tokens."""
     cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
@@ -153,15 +180,12 @@ def collate_pairs(tokenizer, firsts: list[list[int]], seconds: list[list[int]]) 
     `firsts` are marked instances; `head_marker`/`tail_marker` give the positions of [E_h]/[E_t] in each pair.
     """
     cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
-    h_open, _, t_open, _ = marker_ids(tokenizer)
     rows = [[cls, *a, sep, *b, sep] for a, b in zip(firsts, seconds)]
     ids, mask = _pad(rows, tokenizer.pad_token_id)
     types = torch.zeros_like(ids)
     for i, a in enumerate(firsts):
         types[i, len(a) + 2 : len(rows[i])] = 1
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types,
-            "head_marker": torch.tensor([a.index(h_open) + 1 for a in firsts], dtype=torch.long),
-            "tail_marker": torch.tensor([a.index(t_open) + 1 for a in firsts], dtype=torch.long)}
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types, **_marker_positions(tokenizer, firsts)}
 
 
 # --------------------------------------------------------------------------- raw text
@@ -195,7 +219,7 @@ def instance_from_text(text: str, head: Span, tail: Span, relation: str | None =
             raise DataError(f"the {name} entity is blank")
         spans[name] = (s, e)
     (hs, he), (ts, te) = spans["head"], spans["tail"]
-    if hs < te and ts < he:
+    if spans_overlap((hs, he), (ts, te)):
         raise DataError("the head and tail entities overlap; mark two separate spans")
     cuts = sorted({0, hs, he, ts, te, len(text)})
     tokens: list[str] = []
@@ -223,7 +247,7 @@ def find_entity(text: str, entity: str, avoid: Span | None = None) -> Span:
     match = pattern.search(text)
     while match:
         span = match.span()
-        if avoid is None or not (span[0] < avoid[1] and avoid[0] < span[1]):
+        if avoid is None or not spans_overlap(span, avoid):
             return span
         match = pattern.search(text, match.start() + 1)
     raise DataError(f"the entity {entity.strip()!r} does not occur in the sentence")

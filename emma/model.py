@@ -14,7 +14,7 @@ logits, and the arg-max is the prediction.
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -23,15 +23,16 @@ from transformers import AutoConfig, AutoModel
 
 from .choices import CLASSIFIER_FEATURES, CLASSIFIER_HEADS, DECISIONS, DESCRIPTION_POOLINGS, check_choice
 
-FORMAT_VERSION = 1
+# Keys of checkpoints written before they were retired, with the one value that still loads.
+_RETIRED_KEYS = {"classifier_hidden": 0, "version": 1, "markers": ["[E_h]", "[/E_h]", "[E_t]", "[/E_t]"]}
 
 
 @dataclass
 class EmmaConfig:
-    """Architecture and inference settings saved with every checkpoint.
+    """Architecture and inference settings saved with every checkpoint; the defaults are the shipped recipe.
 
     Args:
-        encoder: the base encoder's path or name it was initialised from (for the record).
+        encoder: the base encoder it was initialised from (for the record).
         k: candidates the classifier reranks (paper: 2).
         max_length: instance window in word pieces, [CLS]/[SEP] included.
         max_description_length: description window, likewise.
@@ -40,16 +41,17 @@ class EmmaConfig:
             the description vector is h[CLS] repeated three times, so it stays comparable to the
             3d instance vector).
         use_classifier: False for the "without classifier" ablation (recall only).
-        classifier_hidden: hidden width of the rerank MLP (0 means the encoder's hidden size).
-        classifier_head: "concat" (the paper: one MLP over the k concatenated pair states → k logits)
-            or "shared" (one MLP scores each pair state alone → 1 logit each, softmax over the k).
-            The shared scorer cannot depend on slot order, so it needs no slot shuffling to learn to
-            read, and it accepts any k at inference.
-        classifier_features: what each pair contributes: "cls" (h[CLS], the paper) or
-            "cls_entities" (h[CLS] ⊕ h[E_h] ⊕ h[E_t] of the pair, as recall's instance vector).
-        decision: how the final label is picked among the k candidates: "classifier" (the paper:
-            the classifier's arg-max) or "fused" (classifier probability × softmax(cos/τ) of recall
-            over the k, so a hesitant classifier does not overrule a confident recall).
+        classifier_head: "shared" (one MLP scores each pair state alone → 1 logit each, softmax
+            over the k; it cannot depend on slot order, so it needs no slot shuffling to learn to
+            read, and it accepts any k) or "concat" (the paper: one MLP over the k concatenated
+            pair states → k logits).
+        classifier_features: what each pair contributes: "cls_entities" (h[CLS] ⊕ h[E_h] ⊕ h[E_t]
+            of the pair, as recall's instance vector) or "cls" (h[CLS], the paper).
+        decision: how the final label is picked among the k candidates: "fused" (classifier
+            probability × softmax(cos/τ) of recall over the k, so a hesitant classifier does not
+            overrule a confident recall) or "classifier" (the paper: the classifier's arg-max).
+
+    `EmmaConfig.paper()` is the paper's architecture (concat head over h[CLS], the classifier decides).
     """
 
     encoder: str = ""
@@ -59,13 +61,14 @@ class EmmaConfig:
     temperature: float = 0.02
     description_pooling: str = "attention"
     use_classifier: bool = True
-    classifier_hidden: int = 0
-    # Defaults are the paper's and what checkpoints written before these fields existed used.
-    classifier_head: str = "concat"
-    classifier_features: str = "cls"
-    decision: str = "classifier"
-    version: int = FORMAT_VERSION
-    markers: list[str] = field(default_factory=lambda: ["[E_h]", "[/E_h]", "[E_t]", "[/E_t]"])
+    classifier_head: str = "shared"
+    classifier_features: str = "cls_entities"
+    decision: str = "fused"
+
+    @classmethod
+    def paper(cls, **changes) -> "EmmaConfig":
+        """The paper's classifier: an MLP over the k concatenated h[CLS] states decides alone."""
+        return cls(**{"classifier_head": "concat", "classifier_features": "cls", "decision": "classifier", **changes})
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -84,6 +87,11 @@ class EmmaConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "EmmaConfig":
+        """From `to_dict` output; keys that earlier checkpoints wrote but nothing reads are dropped when at their old value."""
+        data = dict(data)
+        for key, old_value in _RETIRED_KEYS.items():
+            if key in data and data.pop(key) != old_value:
+                raise ValueError(f"{key}={old_value!r} is the only value this version reads")
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -187,7 +195,7 @@ class RerankClassifier(nn.Module):
         self.encoder = encoder
         dim = encoder.config.hidden_size
         features = dim * (3 if config.classifier_features == "cls_entities" else 1)
-        hidden = config.classifier_hidden or dim
+        hidden = dim
         if config.classifier_head == "concat":
             self.mlp = nn.Sequential(nn.Linear(config.k * features, hidden), nn.GELU(), nn.Linear(hidden, config.k))
         else:
@@ -259,7 +267,7 @@ class Emma(nn.Module):
         `pretrained` or `encoder_config`. `config` must keep this model's recall settings; its
         classifier fields are the new ones.
         """
-        recall_fields = ("max_length", "max_description_length", "temperature", "description_pooling", "markers")
+        recall_fields = ("max_length", "max_description_length", "temperature", "description_pooling")
         changed = [f for f in recall_fields if getattr(config, f) != getattr(self.config, f)]
         if changed:
             raise ValueError(f"with_new_classifier keeps the recall stage, so its settings must not change: {changed}")

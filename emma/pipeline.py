@@ -5,11 +5,15 @@ a `RelationIndex`, so recall is one encoder pass for the sentence plus a matrix 
 relation costs one encoder pass for its description. Only the top-k relations go through the
 cross-encoder.
 
-The fast path (measured by `emma.bench`): inference mode; length-sorted batches padded to their
-longest member; classifier calls regrouped by pair length; the description matrix normalised once,
-kept on the model's device, grown one row per added relation; exact top-k by one matrix product
-(at 10,000 relations about 3 ms per sentence on one CPU core, so no approximate index); bf16 autocast
-on CPUs with native bf16, fp16 on CUDA.
+Prediction reads as three steps per batch of sentences: `recall` (one encoder pass, a product with
+the stored description matrix, exact top-k), `Extractor.rerank` (the cross-encoder over each
+sentence's k candidate pairs) and `decide` (the checkpoint's decision rule over the candidates).
+
+The fast path (measured by `python -m research bench`): inference mode; length-sorted batches padded
+to their longest member; classifier calls regrouped by pair length; the description matrix
+normalised once and kept on the model's device; exact top-k by one matrix product (at 10,000
+relations about 3 ms per sentence on one CPU core, so no approximate index); a half precision where
+the hardware runs one natively (`emma.precision`).
 
 Example:
     >>> ex = Extractor.load()                      # the shipped checkpoint, CUDA if present
@@ -21,7 +25,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import time
@@ -33,33 +36,14 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .checkpoint import cpu_has_bf16, load_checkpoint
-from .choices import PRECISIONS, check_choice
+from .checkpoint import load_checkpoint
+from .choices import DECISIONS, check_choice
 from .data import Instance, Span
-from .features import collate_pairs, collate_single, encode_descriptions, encode_instances, instance_from_text
+from .features import collate_instances, collate_pairs, collate_single, encode_descriptions, encode_instances, instance_from_text
 from .model import Emma
+from .precision import autocast, resolve_precision
 
 logger = logging.getLogger(__name__)
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """"auto": fp16 on CUDA, bf16 on a CPU with native bf16 (AVX512-BF16 or AMX), else fp32."""
-    check_choice("precision", precision, PRECISIONS)
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "fp16"
-    if device.type == "cpu" and cpu_has_bf16():
-        return "bf16"
-    return "fp32"
-
-
-def autocast(device: torch.device, precision: str):
-    """Mixed-precision context for inference; weights stay float32."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 @dataclass
@@ -69,7 +53,7 @@ class Prediction:
     Attributes:
         label: the predicted relation: by the checkpoint's decision rule among the candidates (the
             classifier's pick, or the fused pick), or recall's top-1 if not reranked.
-        score: the probability of `label` under that rule, or its recall cosine when not reranked.
+        score: the score of `label` under that rule, or its recall cosine when not reranked.
         recall: [(relation, cosine)] sorted by cosine, all relations (or the top `top_k`).
         candidates: the k relations sent to the classifier, in recall order.
         probabilities: classifier probabilities aligned with `candidates` (empty if not reranked).
@@ -97,78 +81,142 @@ class Prediction:
     note: str = ""
     timings_ms: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def deciding_scores(self) -> list[float]:
+        """The scores the decision rule in force ranked the candidates by (empty when not reranked)."""
+        return rule_scores(self.decision, self.probabilities, self.fused) if self.reranked else []
 
-@dataclass
-class RelationIndex:
-    """Precomputed description vectors, one row per relation, normalised once and on the model's device.
+    def choice(self, rule: str) -> str:
+        """The label `rule` picks: "recall" (top-1 cosine), "classifier" or "fused"; recall's when not reranked."""
+        if rule == "recall" or not self.reranked:
+            return self.recall_label
+        scores = rule_scores(rule, self.probabilities, self.fused)
+        return self.candidates[max(range(len(scores)), key=scores.__getitem__)]
 
-    `vectors` is a view of a buffer that grows geometrically, so adding a relation writes one row
-    (amortised O(d)) instead of copying the whole (N, 3d) matrix; rows already written never change,
-    so a view taken earlier stays valid. `position` is a dict look-up, not a scan of `names`.
+
+@dataclass(frozen=True, eq=False)
+class DescriptionRow:
+    """One encoded relation description: what the index keeps for a relation.
+
+    Attributes:
+        text: the description the encoder read.
+        vector: (3d,) unit vector h[CLS] ⊕ head pooling ⊕ tail pooling, on the model's device.
+        token_ids: its word pieces without [CLS]/[SEP], the classifier's second segment.
+        tokens: the word pieces as text, for display.
+        head_weights, tail_weights: the two virtual-entity pooling weights over `tokens`.
     """
 
-    names: list[str] = field(default_factory=list)
-    texts: list[str] = field(default_factory=list)
-    token_ids: list[list[int]] = field(default_factory=list)  # for the classifier's pairs
-    tokens: list[list[str]] = field(default_factory=list)  # word pieces, for display
-    head_weights: list[list[float]] = field(default_factory=list)
-    tail_weights: list[list[float]] = field(default_factory=list)
-    vectors: torch.Tensor | None = None  # (N, 3d) unit rows
-    _buffer: torch.Tensor | None = field(default=None, repr=False, compare=False)
-    _positions: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+    text: str
+    vector: torch.Tensor
+    token_ids: tuple[int, ...]
+    tokens: tuple[str, ...]
+    head_weights: tuple[float, ...]
+    tail_weights: tuple[float, ...]
+
+    def attention(self) -> dict:
+        """{"tokens", "head", "tail"}: the virtual-entity attention, as the workbench draws it."""
+        return {"tokens": list(self.tokens), "head": list(self.head_weights), "tail": list(self.tail_weights)}
+
+
+@dataclass(frozen=True, eq=False)
+class RelationIndex:
+    """Named description rows and their stacked (N, 3d) unit vectors; immutable.
+
+    Changing the relation set makes a new index (`with_relations`, `without`), so an index handed to
+    a prediction never changes under it and several sessions may share one.
+
+    Example:
+        >>> index = RelationIndex.build(["founded by"], extractor.encode_descriptions(["founded by: founder of it"]))
+        >>> index.scores(instance_vectors)  # (B, 1) cosines
+    """
+
+    names: tuple[str, ...] = ()
+    rows: tuple[DescriptionRow, ...] = ()
+    vectors: torch.Tensor | None = None  # (N, 3d) unit rows, stacked once by `build`
+    _positions: dict[str, int] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def build(cls, names: Sequence[str], rows: Sequence[DescriptionRow]) -> "RelationIndex":
+        """An index over `names` (distinct) with their `rows`, in that order."""
+        names, rows = tuple(names), tuple(rows)
+        assert len(names) == len(rows), f"{len(names)} names for {len(rows)} rows"
+        if len(set(names)) != len(names):
+            raise ValueError("relation names must be distinct")
+        vectors = torch.stack([r.vector for r in rows]) if rows else None  # (N, 3d)
+        return cls(names, rows, vectors, {n: i for i, n in enumerate(names)})
 
     def __len__(self) -> int:
         return len(self.names)
 
+    @property
+    def texts(self) -> list[str]:
+        return [r.text for r in self.rows]
+
     def position(self, name: str) -> int:
         """Row of relation `name`; KeyError if absent."""
-        i = self._positions.get(name)
-        if i is None or i >= len(self.names) or self.names[i] != name:
-            self._positions = {n: j for j, n in enumerate(self.names)}  # the lists changed: re-map once
-            i = self._positions.get(name)
-            if i is None:
-                raise KeyError(name)
-        return i
+        return self._positions[name]
 
-    def append(self, names, texts, token_ids, tokens, head_weights, tail_weights, vectors: torch.Tensor) -> None:
-        """Add relations; `vectors` (M, 3d) must already be unit rows on the index's device."""
-        m, n = len(names), len(self.names)
-        assert vectors.shape[0] == m, f"{vectors.shape[0]} vectors for {m} relations"
-        assert self.vectors is None or self.vectors.shape[0] == n, "vectors and names disagree"
-        buf = self._buffer
-        is_view = buf is not None and self.vectors is not None and self.vectors.data_ptr() == buf.data_ptr()
-        if (
-            buf is None or buf.shape[0] < n + m or (n and not is_view)
-            or buf.device != vectors.device or buf.dtype != vectors.dtype or buf.shape[1] != vectors.shape[1]
-        ):
-            buf = torch.empty(max(n + m, 2 * n, 16), vectors.shape[1], dtype=vectors.dtype, device=vectors.device)
-            if n:
-                buf[:n] = self.vectors
-            self._buffer = buf
-        buf[n : n + m] = vectors
-        self.vectors = buf[: n + m]  # (N, 3d)
-        for lst, new in zip(
-            (self.names, self.texts, self.token_ids, self.tokens, self.head_weights, self.tail_weights),
-            (names, texts, token_ids, tokens, head_weights, tail_weights),
-        ):
-            lst.extend(new)
-        for j, name in enumerate(names, start=n):
-            self._positions[name] = j
+    def with_relations(self, names: Sequence[str], rows: Sequence[DescriptionRow]) -> "RelationIndex":
+        """This index plus `names`; a name already present is replaced and moves to the end."""
+        replaced = set(names)
+        kept = [(n, r) for n, r in zip(self.names, self.rows) if n not in replaced]
+        return RelationIndex.build([n for n, _ in kept] + list(names), [r for _, r in kept] + list(rows))
 
-    def remove(self, i: int) -> None:
-        """Drop row `i` (copies the matrix once; removal is rare)."""
-        for lst in (self.names, self.texts, self.token_ids, self.tokens, self.head_weights, self.tail_weights):
-            del lst[i]
-        self._positions = {}
-        if len(self.names):
-            self._buffer = torch.cat([self.vectors[:i], self.vectors[i + 1 :]])
-            self.vectors = self._buffer[:]
-        else:
-            self._buffer = self.vectors = None
+    def without(self, name: str) -> "RelationIndex":
+        """This index less relation `name`; KeyError if absent."""
+        i = self.position(name)
+        return RelationIndex.build(self.names[:i] + self.names[i + 1 :], self.rows[:i] + self.rows[i + 1 :])
 
     def scores(self, queries: torch.Tensor) -> torch.Tensor:
         """(B, 3d) instance vectors → (B, N) cosine similarities (float32, exact)."""
         return F.normalize(queries.float(), dim=-1) @ self.vectors.T  # (B, N)
+
+
+@dataclass
+class Recalled:
+    """Recall's answer for a batch: per instance the top `width` rows of the index, best first."""
+
+    scores: list[list[float]]  # (B, width) cosines
+    rows: list[list[int]]  # (B, width) positions in the index
+
+
+def recall(index: RelationIndex, vectors: torch.Tensor, width: int) -> Recalled:
+    """Exact top-`width` relations for each (B, 3d) instance vector by cosine."""
+    scores = index.scores(vectors)  # (B, N): one matrix product against the precomputed rows
+    if width >= len(index):  # every score is kept: a sort is cheaper than topk(N)
+        top_scores, top_rows = scores.sort(dim=1, descending=True)  # (B, N)
+    else:
+        top_scores, top_rows = scores.topk(width, dim=1)  # (B, width), exact
+    return Recalled(top_scores.cpu().tolist(), top_rows.cpu().tolist())
+
+
+def fuse(probabilities: Sequence[float], cosines: Sequence[float], temperature: float) -> list[float]:
+    """Both stages' beliefs over the k candidates: classifier probability × softmax(cos / τ), renormalised.
+
+    The paper lets the classifier decide alone. A classifier trained briefly is often less sure than
+    recall, and the product lets recall's confidence count too (EmmaConfig.decision = "fused").
+    """
+    log_recall = torch.log_softmax(torch.tensor([float(c) for c in cosines]) / temperature, dim=0)
+    log_cls = torch.log(torch.tensor([float(p) for p in probabilities]).clamp_min(1e-12))
+    return torch.softmax(log_cls + log_recall, dim=0).tolist()
+
+
+def rule_scores(rule: str, probabilities: Sequence[float], fused: Sequence[float]) -> list[float]:
+    """The scores decision `rule` ranks the candidates by: the classifier's probabilities, or the fused ones."""
+    check_choice("decision", rule, DECISIONS)
+    return list(fused if rule == "fused" else probabilities)
+
+
+def decide(probabilities: Sequence[float], cosines: Sequence[float], temperature: float, rule: str) -> tuple[int, float, list[float]]:
+    """Apply decision `rule` to one instance's k candidates (recall order).
+
+    Returns:
+        (index of the winning candidate, its score under the rule, the fused scores).
+    """
+    fused = fuse(probabilities, cosines, temperature)
+    scores = rule_scores(rule, probabilities, fused)
+    best = max(range(len(scores)), key=scores.__getitem__)
+    return best, scores[best], fused
 
 
 class Extractor:
@@ -177,7 +225,7 @@ class Extractor:
     Args:
         model: a trained `Emma` (eval mode, on its device).
         tokenizer: its tokenizer, markers added.
-        precision: "auto" (fp16 on CUDA, bf16 on CPUs with native bf16, else fp32), "fp32", "bf16", "fp16".
+        precision: "auto" (see `emma.precision.resolve_precision`), "fp32", "bf16", "fp16".
         batch_size: sentences per encoder batch in `predict_batch`.
 
     Attributes:
@@ -225,8 +273,7 @@ class Extractor:
     def set_relations(self, relations: dict[str, str], progress: bool = False) -> None:
         """Replace the relation set; each description is encoded once."""
         _check_relations(relations)
-        self.index = RelationIndex()
-        self._append(list(relations), list(relations.values()), progress)
+        self.index = RelationIndex.build(list(relations), self.encode_descriptions(list(relations.values()), progress))
 
     def add_relation(self, name: str, description: str, replace: bool = False) -> None:
         """Add one relation (one encoder pass, no retraining). `replace=True` updates an existing one."""
@@ -237,47 +284,36 @@ class Extractor:
         for other, text in self.relations.items():
             if text == description and other != name:
                 raise ValueError(f"relation {other!r} already has this description")
-        if name in self.index.names:  # only once the new one is known to be acceptable
-            self.remove_relation(name)
-        self._append([name], [description], progress=False)
+        self.index = self.index.with_relations([name], self.encode_descriptions([description]))
 
     def remove_relation(self, name: str) -> None:
         """Remove a relation by name; ValueError if there is none."""
-        try:
-            i = self.index.position(name)
-        except KeyError:
-            raise ValueError(f"no relation named {name!r}") from None
-        self.index.remove(i)
+        if name not in self.index.names:
+            raise ValueError(f"no relation named {name!r}")
+        self.index = self.index.without(name)
 
     @torch.inference_mode()
-    def encode_descriptions(self, texts: Sequence[str], progress: bool = False):
-        """Encode description texts → (unit vectors (N, 3d), token ids, word pieces, head weights, tail weights).
+    def encode_descriptions(self, texts: Sequence[str], progress: bool = False) -> list[DescriptionRow]:
+        """Encode description texts into index rows, in the order given.
 
         Length-sorted batches (little padding); one device-to-host copy of the pooling weights per batch.
         """
         enc = encode_descriptions(self.tokenizer, texts, self.config.max_description_length)
         order = sorted(range(len(texts)), key=lambda i: len(enc.ids[i]))  # length-sorted: less padding
-        matrix = torch.empty(len(texts), self.model.recall.dim, device=self.device)  # (N, 3d)
-        head_w, tail_w = [None] * len(texts), [None] * len(texts)
+        rows: list[DescriptionRow | None] = [None] * len(texts)
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         for batch in tqdm(batches, desc="encoding descriptions", disable=not progress):
             inputs = collate_single(self.tokenizer, [enc.ids[i] for i in batch])
             inputs = {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}
             with autocast(self.device, self.precision):
                 out = self.model.recall.encode_descriptions(**inputs)
-            matrix[torch.tensor(batch, device=self.device)] = F.normalize(out.vectors.float(), dim=-1)
+            vectors = F.normalize(out.vectors.float(), dim=-1)  # (B, 3d)
             heads, tails = out.head_weights.float().cpu(), out.tail_weights.float().cpu()  # (B, L)
-            for row, i in enumerate(batch):
-                n = len(enc.ids[i])
-                head_w[i] = heads[row, 1 : n + 1].tolist()  # drop [CLS]; content only
-                tail_w[i] = tails[row, 1 : n + 1].tolist()
-        return matrix, enc.ids, enc.tokens, head_w, tail_w
-
-    def _append(self, names: list[str], texts: list[str], progress: bool) -> None:
-        if not names:
-            return
-        vectors, ids, tokens, head_w, tail_w = self.encode_descriptions(texts, progress)
-        self.index.append(names, texts, ids, tokens, head_w, tail_w, vectors)
+            for r, i in enumerate(batch):
+                n = len(enc.ids[i])  # weights of the content only: [CLS] at 0 is dropped
+                rows[i] = DescriptionRow(texts[i], vectors[r], tuple(enc.ids[i]), tuple(enc.tokens[i]),
+                                         tuple(heads[r, 1 : n + 1].tolist()), tuple(tails[r, 1 : n + 1].tolist()))
+        return rows
 
     # ------------------------------------------------------------------ prediction
 
@@ -318,109 +354,89 @@ class Extractor:
         results: list[Prediction | None] = [None] * len(instances)
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         for batch in tqdm(batches, desc="predicting", disable=not progress):
-            for i, p in zip(batch, self._predict_ids(enc, batch, top_k, rerank)):
+            for i, p in zip(batch, self._predict_ids([enc.ids[i] for i in batch], top_k, rerank)):
                 results[i] = p
         return results
 
-    def _predict_ids(self, enc, batch: list[int], top_k: int | None, rerank: bool) -> list[Prediction]:
-        t0 = time.perf_counter()
-        inputs = collate_single(self.tokenizer, [enc.ids[i] for i in batch])
-        head = torch.tensor([enc.head_marker[i] + 1 for i in batch], device=self.device)  # +1 for [CLS]
-        tail = torch.tensor([enc.tail_marker[i] + 1 for i in batch], device=self.device)
-        ids = inputs["input_ids"].to(self.device, non_blocking=True)  # (B, L)
-        mask = inputs["attention_mask"].to(self.device, non_blocking=True)  # (B, L)
+    def encode_instances(self, ids: list[list[int]]) -> torch.Tensor:
+        """Marked sentences (`EncodedInstances.ids` rows) → (B, 3d) instance vectors."""
+        inputs = {k: v.to(self.device, non_blocking=True) for k, v in collate_instances(self.tokenizer, ids).items()}
         with autocast(self.device, self.precision):
-            vecs = self.model.recall.encode_instances(ids, mask, head, tail)  # (B, 3d)
-        t1 = time.perf_counter()
-        scores = self.index.scores(vecs)  # (B, N): one matrix product against the precomputed rows
-        n = len(self.index)
+            return self.model.recall.encode_instances(**inputs)  # (B, 3d)
+
+    def rerank(self, ids: list[list[int]], candidates: list[list[int]]) -> list[list[float]]:
+        """Classifier probabilities over each sentence's k candidate rows of the index (recall order).
+
+        Descriptions were tokenized once, when added; only the pairs are collated. Sentences are
+        regrouped by their longest pair so that each classifier call pads little.
+        """
+        rows = self.index.rows
+        longest = [max(len(rows[j].token_ids) for j in cand) + len(sent) for sent, cand in zip(ids, candidates)]
+        order = sorted(range(len(ids)), key=longest.__getitem__)
+        step = self.rerank_batch_size or len(ids)
+        probs: list[list[float]] = [[] for _ in ids]
+        for c in range(0, len(order), step):
+            sub = order[c : c + step]
+            firsts = [ids[r] for r in sub for _ in candidates[r]]
+            seconds = [list(rows[j].token_ids) for r in sub for j in candidates[r]]
+            pairs = {key: v.to(self.device, non_blocking=True) for key, v in collate_pairs(self.tokenizer, firsts, seconds).items()}
+            with autocast(self.device, self.precision):
+                logits = self.model.classifier(**pairs)  # (b, k)
+            for r, p in zip(sub, torch.softmax(logits.float(), dim=-1).cpu().tolist()):
+                probs[r] = p
+        return probs
+
+    def _predict_ids(self, ids: list[list[int]], top_k: int | None, rerank: bool) -> list[Prediction]:
+        """recall → rerank → decide for one batch of marked sentences."""
+        n, k = len(self.index), self.config.k
         keep = n if top_k is None else min(top_k, n)
-        k = self.config.k
-        width = max(keep, min(k, n))
-        if width == n:  # every score is kept: a sort is cheaper than topk(n)
-            top_scores, top_idx = scores.sort(dim=1, descending=True)  # (B, N)
-        else:
-            top_scores, top_idx = scores.topk(width, dim=1)  # (B, width), exact
-        top_scores, top_idx = top_scores.cpu().tolist(), top_idx.cpu().tolist()
+        skip_reason = self._why_not_rerank(rerank)
+        t0 = time.perf_counter()
+        vectors = self.encode_instances(ids)  # (B, 3d)
+        t1 = time.perf_counter()
+        found = recall(self.index, vectors, max(keep, min(k, n)))
         t2 = time.perf_counter()
+        probs = self.rerank(ids, [row[:k] for row in found.rows]) if not skip_reason else [[] for _ in ids]
+        timings = {"encode": (t1 - t0) * 1e3, "recall": (t2 - t1) * 1e3, "rerank": (time.perf_counter() - t2) * 1e3}
+        return [self._prediction(scores, rows, p, keep, skip_reason, timings)
+                for scores, rows, p in zip(found.scores, found.rows, probs)]
 
-        can_rerank = rerank and self.model.classifier is not None and n >= k
-        probs: list[list[float]] = [[] for _ in batch]
-        if can_rerank:
-            # Descriptions were tokenized once, when added; only the k pairs per sentence are collated.
-            # Sentences are regrouped by their longest pair so that each classifier call pads little.
-            token_ids = self.index.token_ids
-            longest = [max(len(token_ids[j]) for j in row[:k]) + len(enc.ids[i]) for i, row in zip(batch, top_idx)]
-            rows = sorted(range(len(batch)), key=longest.__getitem__)
-            step = self.rerank_batch_size or len(batch)
-            for c in range(0, len(rows), step):
-                sub = rows[c : c + step]
-                firsts = [enc.ids[batch[r]] for r in sub for _ in range(k)]
-                seconds = [token_ids[j] for r in sub for j in top_idx[r][:k]]
-                pairs = {key: v.to(self.device, non_blocking=True) for key, v in collate_pairs(self.tokenizer, firsts, seconds).items()}
-                with autocast(self.device, self.precision):
-                    logits = self.model.classifier(**pairs)  # (b, k)
-                for r, p in zip(sub, torch.softmax(logits.float(), dim=-1).cpu().tolist()):
-                    probs[r] = p
-        t3 = time.perf_counter()
-        timings = {"encode": (t1 - t0) * 1e3, "recall": (t2 - t1) * 1e3, "rerank": (t3 - t2) * 1e3}
+    def _why_not_rerank(self, rerank: bool) -> str:
+        """Why the classifier cannot run ("" when it can)."""
+        if not rerank:
+            return "recall only (rerank off)"
+        if self.model.classifier is None:
+            return "this checkpoint has no classifier"
+        if len(self.index) < self.config.k:
+            return f"only {len(self.index)} relation(s): the classifier needs k={self.config.k}, so recall decides"
+        return ""
 
-        if not can_rerank:
-            note = (
-                "recall only (rerank off)" if not rerank
-                else "this checkpoint has no classifier" if self.model.classifier is None
-                else f"only {n} relation(s): the classifier needs k={k}, so recall decides"
-            )
-        out = []
-        names = self.index.names
-        for row, (s_row, i_row) in enumerate(zip(top_scores, top_idx)):
-            cand_idx = i_row[: min(k, n)]
-            candidates = [names[j] for j in cand_idx]
-            recall = list(zip([names[j] for j in i_row[:keep]], s_row[:keep]))
-            fused: list[float] = []
-            if can_rerank:
-                fused = fuse(probs[row], s_row[:k], self.config.temperature)
-                rule = fused if self.config.decision == "fused" else probs[row]
-                best = max(range(k), key=rule.__getitem__)
-                label, score = candidates[best], rule[best]
-            else:
-                label, score = candidates[0], s_row[0]
-            out.append(
-                Prediction(
-                    label=label,
-                    score=float(score),
-                    recall=recall,
-                    candidates=candidates,
-                    probabilities=[float(p) for p in probs[row]],
-                    reranked=can_rerank,
-                    recall_label=candidates[0],
-                    fused=fused,
-                    decision=self.config.decision if can_rerank else "recall",
-                    attention={names[j]: self._attention_at(j) for j in cand_idx},
-                    note="" if can_rerank else note,
-                    timings_ms=dict(timings),
-                )
-            )
-        return out
+    def _prediction(self, scores, rows, probabilities, keep: int, skip_reason: str, timings: dict) -> Prediction:
+        """One instance's `Prediction` from its recall and (maybe) classifier scores."""
+        names, k = self.index.names, min(self.config.k, len(self.index))
+        candidates = [names[j] for j in rows[:k]]
+        label, score, fused = candidates[0], scores[0], []
+        if not skip_reason:
+            best, score, fused = decide(probabilities, scores[:k], self.config.temperature, self.config.decision)
+            label = candidates[best]
+        return Prediction(
+            label=label,
+            score=float(score),
+            recall=list(zip([names[j] for j in rows[:keep]], scores[:keep])),
+            candidates=candidates,
+            probabilities=[float(p) for p in probabilities],
+            reranked=not skip_reason,
+            recall_label=candidates[0],
+            fused=fused,
+            decision="recall" if skip_reason else self.config.decision,
+            attention={names[j]: self.index.rows[j].attention() for j in rows[:k]},
+            note=skip_reason,
+            timings_ms=dict(timings),
+        )
 
     def attention(self, relation: str) -> dict:
         """The two virtual-entity pooling weights over a relation's description word pieces."""
-        return self._attention_at(self.index.position(relation))
-
-    def _attention_at(self, i: int) -> dict:
-        idx = self.index
-        return {"tokens": idx.tokens[i], "head": idx.head_weights[i], "tail": idx.tail_weights[i]}
-
-
-def fuse(probabilities: Sequence[float], cosines: Sequence[float], temperature: float) -> list[float]:
-    """Both stages' beliefs over the k candidates: classifier probability × softmax(cos / τ), renormalised.
-
-    The paper lets the classifier decide alone. A classifier trained briefly is often less sure than
-    recall, and the product lets recall's confidence count too (EmmaConfig.decision = "fused").
-    """
-    log_recall = torch.log_softmax(torch.tensor([float(c) for c in cosines]) / temperature, dim=0)
-    log_cls = torch.log(torch.tensor([float(p) for p in probabilities]).clamp_min(1e-12))
-    return torch.softmax(log_cls + log_recall, dim=0).tolist()
+        return self.index.rows[self.index.position(relation)].attention()
 
 
 def _check_relations(relations: dict[str, str]) -> None:

@@ -1,17 +1,19 @@
-"""Joint training of recall and classifier (paper section 3.4).
+"""Training of recall and classifier (paper section 3.4), as a few named steps.
 
 Each batch holds instances of distinct relations and their descriptions. The recall encoder is
 trained with InfoNCE over the batch's descriptions (gathered from every process under DDP, with
 same-relation duplicates masked). The classifier reranks, for each instance, its gold description
 and the k−1 descriptions recall scores highest among the others in the batch (hard negatives, in
-recall order), trained with cross-entropy. The two losses are summed.
+recall order), trained with cross-entropy.
 
-Two-stage training uses the same loop: train recall alone (``use_classifier=False``), then continue
-from that checkpoint with ``train_recall=False``: a classifier is added (its encoder a copy of the
-trained recall encoder, ``classifier_init="recall"``) and trained on the frozen recall's hard negatives.
+`train` runs the shipped recipe by default: two stages, recall alone, then a classifier (its
+encoder a copy of the trained recall encoder) on the frozen recall's hard negatives.
+`TrainConfig.paper()` trains both jointly, summing the losses, as the paper does.
 
-Runs on CPU, one GPU or several (``accelerate launch``) with the same code. Progress shows in
-tqdm; a checkpoint is written each epoch, and ``resume=True`` continues from the last saved step.
+The steps: `build_model`, `TrainingData` (tokenized once, batches per epoch), `make_optimizer`,
+`save_state`/`load_state` (resume state in its own file), and `Run.loop`/`Run.step`. Runs on CPU,
+one GPU or several (``accelerate launch``) with the same code. Progress shows in tqdm; a
+checkpoint is written each epoch, and ``resume=True`` continues from the last saved step.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import json
 import logging
 import math
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -30,31 +33,38 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import cpu_has_bf16, default_encoder, load_tokenizer, save_checkpoint
-from .choices import CLASSIFIER_INITS, PRECISIONS, check_choice
-from .data import Instance
-from .features import collate_pairs, collate_single, encode_descriptions, encode_instances, init_marker_embeddings
+from .checkpoint import default_encoder, load_checkpoint, load_tokenizer, save_checkpoint
+from .choices import CLASSIFIER_INITS, PRECISIONS, SCHEDULES, check_choice
+from .data import Instance, cap_per_relation, check_relations
+from .features import EncodedInstances, collate_instances, collate_pairs, collate_single, encode_descriptions, encode_instances, init_marker_embeddings
 from .losses import InfoNCELoss, hard_negatives, same_relation_mask
 from .model import Emma, EmmaConfig, cosine_scores
+from .precision import resolve_precision
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "training_state.pt"
 LOG_FILE = "train_log.jsonl"
+META_FILE = "training.json"
+RECALL_STAGE = "recall-stage"  # the first stage's folder inside a two-stage run's output
 
 
 @dataclass
 class TrainConfig:
-    """Training hyper-parameters (paper: lr 2e-5, batch 64, 5 epochs, 100 warm-up steps, k=2, τ=0.02).
+    """Training hyper-parameters; the defaults are the shipped recipe (`TrainConfig.paper()` the paper's).
 
     `model` is the architecture of a fresh model (k, windows, τ, pooling, classifier head); when
     continuing a checkpoint its own architecture wins, except that a recall-only checkpoint given
     a classifier takes the classifier settings from here. The defaults suit the small MiniLM
-    encoder on a CPU: a higher learning rate and fewer epochs than the paper.
+    encoder on a CPU: a higher learning rate and fewer epochs than the paper (lr 2e-5, batch 64,
+    5 epochs, 100 warm-up steps).
     """
 
     model: EmmaConfig = field(default_factory=EmmaConfig)
     encoder: str = ""  # path or name; "" for the packaged all-MiniLM-L6-v2
+    # "two_stage": recall first, then a classifier on the frozen recall's hard negatives (shipped);
+    # "joint": both at once, summing the losses (the paper).
+    schedule: str = "two_stage"
     epochs: int = 1
     max_steps: int | None = None
     batch_size: int = 32
@@ -79,7 +89,6 @@ class TrainConfig:
     # Where a classifier added to a recall-only checkpoint starts: "recall" (a copy of its trained
     # encoder) or "base" (the base encoder, as in joint training).
     classifier_init: str = "recall"
-    random_init: dict | None = None  # an encoder config for random weights (tests), instead of pretrained
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):  # from a JSON config file
@@ -90,6 +99,12 @@ class TrainConfig:
             raise ValueError("epochs must be at least 1 (or set max_steps)")
         check_choice("precision", self.precision, PRECISIONS)
         check_choice("classifier_init", self.classifier_init, CLASSIFIER_INITS)
+        check_choice("schedule", self.schedule, SCHEDULES)
+
+    @classmethod
+    def paper(cls, **changes) -> "TrainConfig":
+        """The paper's recipe at this budget: its classifier (`EmmaConfig.paper`), trained jointly with recall."""
+        return cls(**{"model": EmmaConfig.paper(), "schedule": "joint", "classifier_init": "base", **changes})
 
     def model_config(self) -> EmmaConfig:
         """`model`, with the base encoder it starts from on record."""
@@ -130,9 +145,10 @@ class StepOutput:
 class JointObjective(nn.Module):
     """Emma plus its losses, so one `forward` goes through DDP and gradients are synchronised."""
 
-    def __init__(self, model: Emma, world_size: int = 1, rank: int = 0, train_recall: bool = True) -> None:
+    def __init__(self, model: Emma, tokenizer, world_size: int = 1, rank: int = 0, train_recall: bool = True) -> None:
         super().__init__()
         self.model = model
+        self.tokenizer = tokenizer  # pairs the classifier's candidates, chosen inside forward
         self.infonce = InfoNCELoss(model.config.temperature)
         self.world_size, self.rank = world_size, rank
         self.train_recall = train_recall
@@ -169,41 +185,134 @@ class JointObjective(nn.Module):
             gold = (cand == targets[:, None]).float().argmax(dim=1)  # (B,)
             firsts = [batch["instance_ids"][i] for i in range(len(rel)) for _ in range(k)]
             seconds = [batch["description_ids"][j] for j in cand.flatten().tolist()]
-            pairs = {key: v.to(inst.device) for key, v in collate_pairs(batch["tokenizer"], firsts, seconds).items()}
+            pairs = {key: v.to(inst.device) for key, v in collate_pairs(self.tokenizer, firsts, seconds).items()}
             logits = self.model.classifier(**pairs)  # (B, k)
             rerank_loss = F.cross_entropy(logits.float(), gold)
         loss = rerank_loss if not self.train_recall else recall_loss + rerank_loss
         return StepOutput(loss, recall_loss.detach(), rerank_loss.detach())
 
 
-def _make_batch(tokenizer, enc_inst, desc_ids, relation_index, instances, idx, device) -> dict:
-    ids = [enc_inst.ids[i] for i in idx]
-    rels = [instances[i].relation for i in idx]
-    inst = collate_single(tokenizer, ids)
-    desc = collate_single(tokenizer, [desc_ids[r] for r in rels])
-    return {
-        "input_ids": inst["input_ids"].to(device),
-        "attention_mask": inst["attention_mask"].to(device),
-        "head_marker": torch.tensor([enc_inst.head_marker[i] + 1 for i in idx], device=device),
-        "tail_marker": torch.tensor([enc_inst.tail_marker[i] + 1 for i in idx], device=device),
-        "desc_input_ids": desc["input_ids"].to(device),
-        "desc_attention_mask": desc["attention_mask"].to(device),
-        "desc_content_mask": desc["content_mask"].to(device),
-        "relation_ids": torch.tensor([relation_index[r] for r in rels], device=device),
-        "instance_ids": ids,
-        "description_ids": [desc_ids[r] for r in rels],
-        "tokenizer": tokenizer,
-    }
+@dataclass
+class TrainingData:
+    """Training instances tokenized once, with their relations' descriptions, cut into batches per epoch."""
+
+    tokenizer: object
+    instances: list[Instance]
+    relations: list[str]  # sorted; a relation's position is its id in `relation_ids`
+    encoded: EncodedInstances
+    description_ids: dict[str, list[int]]
+    batch_size: int
+    min_relations: int
+    seed: int
+
+    @classmethod
+    def encode(cls, tokenizer, arch: EmmaConfig, instances: list[Instance], descriptions: dict[str, str],
+               config: "TrainConfig") -> "TrainingData":
+        relations = sorted({i.relation for i in instances})
+        desc = encode_descriptions(tokenizer, [descriptions[r] for r in relations], arch.max_description_length)
+        batch_size = min(config.batch_size, len(relations))
+        if arch.use_classifier and batch_size < arch.k:
+            raise ValueError(f"the classifier takes its k={arch.k} candidates from the batch's descriptions, "
+                             f"but batches hold only {batch_size} relations (batch_size={config.batch_size})")
+        return cls(tokenizer, list(instances), relations, encode_instances(tokenizer, instances, arch.max_length),
+                   dict(zip(relations, desc.ids)), batch_size, max(2, arch.k), config.seed)
+
+    def epoch(self, epoch: int, world: int = 1, rank: int = 0) -> list[list[int]]:
+        """This process's batches of instance indices for `epoch` (distinct relations in each)."""
+        batches = relation_batches([i.relation for i in self.instances], self.batch_size,
+                                   seed=self.seed * 1000 + epoch, min_relations=self.min_relations)
+        if world > 1:
+            # Every rank needs the same number of steps and equal batch sizes (the gather assumes it).
+            batches = [b for b in batches if len(b) == self.batch_size]
+            batches = batches[: len(batches) // world * world][rank::world]
+        return batches
+
+    def batch(self, idx: list[int], device: torch.device) -> dict:
+        """Tensors for `JointObjective`, plus the token ids it pairs for the classifier."""
+        ids = [self.encoded.ids[i] for i in idx]
+        rels = [self.instances[i].relation for i in idx]
+        position = {r: j for j, r in enumerate(self.relations)}
+        inst = collate_instances(self.tokenizer, ids)
+        desc = collate_single(self.tokenizer, [self.description_ids[r] for r in rels])
+        return {
+            **{key: v.to(device) for key, v in inst.items()},
+            "desc_input_ids": desc["input_ids"].to(device),
+            "desc_attention_mask": desc["attention_mask"].to(device),
+            "desc_content_mask": desc["content_mask"].to(device),
+            "relation_ids": torch.tensor([position[r] for r in rels], device=device),
+            "instance_ids": ids,
+            "description_ids": [self.description_ids[r] for r in rels],
+        }
 
 
-def _mixed_precision(precision: str, cuda: bool) -> str:
-    if precision == "fp32":
-        return "no"
-    if precision in ("bf16", "fp16"):
-        return precision
-    if cuda:
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if cpu_has_bf16() else "no"
+def build_model(config: TrainConfig) -> tuple[Emma, object]:
+    """The model a run starts from, and its tokenizer: fresh from the base encoder, or `config.init_checkpoint`.
+
+    A recall-only checkpoint continued with `config.model.use_classifier` gets a fresh classifier (the
+    second stage of two-stage training), starting from its recall encoder or the base encoder.
+    """
+    encoder = config.encoder or default_encoder()
+    if not config.init_checkpoint:
+        tokenizer = load_tokenizer(encoder)
+        model = Emma.from_encoder(config.model_config(), len(tokenizer), pretrained=encoder)
+        for part in (model.recall, model.classifier):
+            if part is not None:
+                init_marker_embeddings(part.encoder, tokenizer)
+        return model.train(), tokenizer
+    model, tokenizer = load_checkpoint(config.init_checkpoint, device="cpu")
+    if model.classifier is None and config.model.use_classifier:
+        new = config.model
+        arch = replace(model.config, use_classifier=True, k=new.k, classifier_head=new.classifier_head,
+                       classifier_features=new.classifier_features, decision=new.decision)
+        if config.classifier_init == "recall":
+            model = model.with_new_classifier(arch, len(tokenizer), from_recall=True)
+        else:
+            model = model.with_new_classifier(arch, len(tokenizer), pretrained=encoder)
+            init_marker_embeddings(model.classifier.encoder, tokenizer)
+    return model.train(), tokenizer
+
+
+def make_optimizer(model: Emma, config: TrainConfig, total_steps: int):
+    """AdamW over the trainable parameters (fresh heads at `head_lr`) and a linear schedule with warm-up."""
+    from transformers import get_linear_schedule_with_warmup
+
+    no_decay = ["bias", "LayerNorm.weight", "layer_norm", "norm.weight"]
+    if config.freeze_word_embeddings:
+        no_decay.append("word_embeddings")  # weight decay would move the frozen rows
+    optimizer = torch.optim.AdamW(_param_groups(model, config, no_decay), lr=config.lr)
+    # Warm-up is capped at a tenth of a short run (100 warm-up steps of a 189-step run left half of it at low lr).
+    warmup = min(config.warmup_steps, max(1, total_steps // 10))
+    return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
+
+
+@dataclass
+class Position:
+    """Where a run stands: optimizer steps taken, the epoch, and batches of that epoch already done."""
+
+    step: int = 0
+    epoch: int = 0
+    batch: int = 0
+
+
+def save_state(path: Path, model: Emma, optimizer, scheduler, position: Position, config: TrainConfig) -> None:
+    """Resume state (model, optimizer, schedule, position, random generators, config) in its own file, atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "step": position.step, "epoch": position.epoch, "batch_in_epoch": position.batch,
+                "python_rng": random.getstate(), "torch_rng": torch.get_rng_state(), "config": asdict(config)}, tmp)
+    tmp.replace(path)
+
+
+def load_state(path: Path, model: Emma, optimizer, scheduler) -> Position:
+    """Restore what `save_state` wrote; returns the position to continue from."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    random.setstate(state["python_rng"])
+    torch.set_rng_state(state["torch_rng"])
+    logger.info("resumed from %s at step %d", path, state["step"])
+    return Position(state["step"], state["epoch"], state["batch_in_epoch"])
 
 
 def train(
@@ -217,191 +326,207 @@ def train(
 ) -> Path:
     """Train EMMA and write a checkpoint folder to `output`; returns the folder.
 
+    With `config.schedule == "two_stage"` (the shipped recipe) recall is trained first, into
+    `output/recall-stage`, then a classifier on the frozen recall's hard negatives into `output`;
+    the recall folder is removed once the second stage is saved. "joint" trains both at once.
+
     Args:
         instances: training instances; their relations must all have descriptions.
         descriptions: {relation: text} for (at least) the training relations.
-        resume: continue from `output/training_state.pt` if present.
+        resume: continue from the last saved state in `output` (of either stage).
         dev: (instances, descriptions) scored every `config.eval_every` steps (macro F1, logged).
         card: model card text for the checkpoint.
     """
+    output = Path(output)
+    if config.schedule == "joint" or not config.model.use_classifier or config.init_checkpoint:
+        return train_stage(config, instances, descriptions, output, resume, dev, card)
+    recall_dir = output / RECALL_STAGE
+    recall_config = replace(config, model=replace(config.model, use_classifier=False))
+    if not (resume and _finished(recall_dir)):
+        train_stage(recall_config, instances, descriptions, recall_dir, resume, dev)
+    classifier_config = replace(config, init_checkpoint=str(recall_dir), train_recall=False)
+    train_stage(classifier_config, instances, descriptions, output, resume and (output / STATE_FILE).is_file(), dev, card)
+    meta = {"stages": [{**_read_meta(recall_dir), "name": "recall"}, {**_read_meta(output), "name": "classifier"}]}
+    (output / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    shutil.rmtree(recall_dir)
+    return output
+
+
+def train_stage(
+    config: TrainConfig,
+    instances: Sequence[Instance],
+    descriptions: dict[str, str],
+    output: str | Path,
+    resume: bool = False,
+    dev: tuple[Sequence[Instance], dict[str, str]] | None = None,
+    card: str | None = None,
+) -> Path:
+    """One training run as `config` says (no stage split): the loop behind `train`; arguments as there."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
-    from transformers import get_linear_schedule_with_warmup
-
-    from .data import cap_per_relation, check_relations
 
     output = Path(output)
-    check_relations(instances, descriptions, "training data")
-    instances = cap_per_relation(instances, config.max_per_relation, seed=config.seed)
-    relations = sorted({i.relation for i in instances})
-    if len(relations) < max(2, config.model.k):
-        raise ValueError(f"training needs at least max(2, k={config.model.k}) relations, the data has {len(relations)}")
-
-    # A fresh state per call: a second train() in one process may use another precision.
+    instances = _training_instances(config, instances, descriptions)
+    # A fresh state per call: a second run in one process may use another precision.
     AcceleratorState._reset_state(reset_partial_state=False)
     # cpu=True without CUDA, so `torchrun`/`accelerate launch` CPU processes form a gloo group.
-    accelerator = Accelerator(mixed_precision=_mixed_precision(config.precision, torch.cuda.is_available()),
-                              cpu=not torch.cuda.is_available())
+    cuda = torch.cuda.is_available()
+    precision = resolve_precision(config.precision, torch.device("cuda" if cuda else "cpu"))
+    accelerator = Accelerator(mixed_precision="no" if precision == "fp32" else precision, cpu=not cuda)
     set_seed(config.seed)
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(accelerator.device.type == "cpu", warn_only=True)
-    encoder = config.encoder or default_encoder()
-    if not config.init_checkpoint:
-        tokenizer = load_tokenizer(encoder)
-    if config.init_checkpoint:
-        from .checkpoint import load_checkpoint
-
-        model, tokenizer = load_checkpoint(config.init_checkpoint, device="cpu")
-        if model.classifier is None and config.model.use_classifier:
-            # A recall-only checkpoint: add a fresh classifier (second stage of a two-stage run).
-            new = config.model
-            arch = replace(model.config, use_classifier=True, k=new.k, classifier_head=new.classifier_head,
-                           classifier_features=new.classifier_features, classifier_hidden=new.classifier_hidden,
-                           decision=new.decision)
-            if config.classifier_init == "recall":
-                model = model.with_new_classifier(arch, len(tokenizer), from_recall=True)
-            else:
-                base = {"encoder_config": config.random_init} if config.random_init else {"pretrained": encoder}
-                model = model.with_new_classifier(arch, len(tokenizer), **base)
-                init_marker_embeddings(model.classifier.encoder, tokenizer)
-        model.train()
-    elif config.random_init:
-        model = Emma.from_encoder(config.model_config(), len(tokenizer), encoder_config=config.random_init)
-    else:
-        model = Emma.from_encoder(config.model_config(), len(tokenizer), pretrained=encoder)
-    if not config.init_checkpoint:
-        for part in (model.recall, model.classifier):
-            if part is not None:
-                init_marker_embeddings(part.encoder, tokenizer)
-
-    arch = model.config  # from the checkpoint when continuing one
-    enc_inst = encode_instances(tokenizer, instances, arch.max_length)
-    enc_desc = encode_descriptions(tokenizer, [descriptions[r] for r in relations], arch.max_description_length)
-    desc_ids = dict(zip(relations, enc_desc.ids))
-    relation_index = {r: i for i, r in enumerate(relations)}
-    rel_list = [i.relation for i in instances]
-    batch_size = min(config.batch_size, len(relations))
-    if model.classifier is not None and batch_size < arch.k:
-        raise ValueError(f"the classifier takes its k={arch.k} candidates from the batch's descriptions, "
-                         f"but batches hold only {batch_size} relations (batch_size={config.batch_size})")
-    world, rank = accelerator.num_processes, accelerator.process_index
-
-    def epoch_batches(epoch: int) -> list[list[int]]:
-        batches = relation_batches(rel_list, batch_size, seed=config.seed * 1000 + epoch, min_relations=max(2, arch.k))
-        if world > 1:
-            # Every rank needs the same number of steps and equal batch sizes (the gather assumes it).
-            batches = [b for b in batches if len(b) == batch_size]
-            batches = batches[: len(batches) // world * world][rank::world]
-        return batches
-
-    steps_per_epoch = len(epoch_batches(0))
-    total_steps = config.max_steps or steps_per_epoch * config.epochs
-    epochs = math.ceil(total_steps / max(1, steps_per_epoch))
-    if not config.train_recall:
-        if model.classifier is None:
-            raise ValueError("train_recall=False leaves nothing to train in a model without classifier")
-        model.recall.requires_grad_(False)
-    if config.freeze_word_embeddings:
-        _freeze_word_embeddings(model, tokenizer)
-    decay = ["bias", "LayerNorm.weight", "layer_norm", "norm.weight"]
-    if config.freeze_word_embeddings:
-        decay.append("word_embeddings")  # weight decay would move the frozen rows
-    optimizer = torch.optim.AdamW(_param_groups(model, config, decay), lr=config.lr)
-    # Warm-up is capped at a tenth of a short run (100 warm-up steps of a 189-step run left half of it at low lr).
-    scheduler = get_linear_schedule_with_warmup(optimizer, min(config.warmup_steps, max(1, total_steps // 10)), total_steps)
-    stages = [[p for p in part.parameters() if p.requires_grad] for part in (model.recall, model.classifier) if part is not None]
-    stages = [params for params in stages if params]
-    objective = JointObjective(model, world, rank, train_recall=config.train_recall)
-    objective, optimizer = accelerator.prepare(objective, optimizer)
-
-    step, start_epoch, skip = 0, 0, 0
-    state_path = output / STATE_FILE
-    if resume and state_path.is_file():
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
-        accelerator.unwrap_model(objective).model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step, start_epoch, skip = state["step"], state["epoch"], state["batch_in_epoch"]
-        random.setstate(state["python_rng"])
-        torch.set_rng_state(state["torch_rng"])
-        logger.info("resumed from %s at step %d", state_path, step)
-    elif resume:
-        logger.info("nothing to resume in %s; starting fresh", output)
-
-    saved_at = step if step else -1  # a resumed run's files on disk are those of its step
-
-    def save(epoch: int, batch_in_epoch: int) -> None:
-        nonlocal saved_at
-        accelerator.wait_for_everyone()
-        saved_at = step
-        if not accelerator.is_main_process:
-            return
-        unwrapped = accelerator.unwrap_model(objective).model
-        meta = {"config": asdict(config), "step": step, "epoch": epoch, "total_steps": total_steps,
-                "instances": len(instances), "relations": len(relations), "wall_time_s": round(elapsed(), 1),
-                "device": str(accelerator.device), "processes": world, "mixed_precision": accelerator.mixed_precision}
-        save_checkpoint(unwrapped, tokenizer, output, card=card, extra_files={"training.json": meta})
-        tmp = output / (STATE_FILE + ".tmp")
-        torch.save({"model": unwrapped.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch, "python_rng": random.getstate(),
-                    "torch_rng": torch.get_rng_state(), "config": asdict(config)}, tmp)
-        tmp.replace(state_path)
-
-    t_start = time.perf_counter()
-    prior = _prior_time(output) if resume else 0.0
-    elapsed = lambda: prior + time.perf_counter() - t_start  # noqa: E731
-    output.mkdir(parents=True, exist_ok=True)
-    # A fresh run starts a fresh log; a resumed one continues it.
-    log = open(output / LOG_FILE, "a" if resume else "w") if accelerator.is_main_process else None
-    bar = tqdm(total=total_steps, initial=step, desc="training", disable=not accelerator.is_main_process)
-    objective.train()
     try:
-        for epoch in range(start_epoch, epochs):
-            batches = epoch_batches(epoch)
-            for b, idx in enumerate(batches):
-                if step >= total_steps:
-                    break
-                if b < skip:
-                    continue
-                batch = _make_batch(tokenizer, enc_inst, desc_ids, relation_index, instances, idx, accelerator.device)
-                with accelerator.autocast():
-                    out = objective(batch)
-                accelerator.backward(out.loss)
-                # Clip before the step, each stage on its own: one global norm would let the classifier's
-                # (often larger) gradients shrink the recall encoder's updates, though the two share nothing.
-                for stage in stages:
-                    accelerator.clip_grad_norm_(stage, config.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                record = {"step": step, "epoch": epoch, "loss": out.loss.item(), "recall_loss": out.recall_loss.item(),
-                          "rerank_loss": out.rerank_loss.item(), "lr": scheduler.get_last_lr()[0]}
-                bar.update(1)
-                bar.set_postfix(loss=f"{record['loss']:.3f}", recall=f"{record['recall_loss']:.3f}", rerank=f"{record['rerank_loss']:.3f}")
-                if dev is not None and config.eval_every and step % config.eval_every == 0 and accelerator.is_main_process:
-                    record["dev"] = _dev_scores(accelerator.unwrap_model(objective).model, tokenizer, dev)
-                    objective.train()
-                    logger.info("step %d dev %s", step, record["dev"])
-                if log:
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
-                if config.save_every and step % config.save_every == 0:
-                    save(epoch, b + 1)
-            skip = 0
-            if step >= total_steps:
-                break
-            save(epoch + 1, 0)
-        if saved_at != step:
-            save(epochs, 0)
+        model, tokenizer = build_model(config)
+        data = TrainingData.encode(tokenizer, model.config, instances, descriptions, config)
+        run = Run.start(config, model, tokenizer, data, accelerator, output, resume, card)
+        run.loop(dev)
     finally:
-        bar.close()
-        if log:
-            log.close()
         torch.use_deterministic_algorithms(was_deterministic)
     accelerator.end_training()
     return output
+
+
+@dataclass
+class Run:
+    """One training run's moving parts, so that its loop and its saves read as short steps."""
+
+    config: TrainConfig
+    accelerator: object
+    objective: nn.Module  # JointObjective, wrapped by accelerate
+    optimizer: object
+    scheduler: object
+    tokenizer: object
+    data: TrainingData
+    stages: list[list[nn.Parameter]]  # recall's and the classifier's trainable parameters, clipped apart
+    output: Path
+    card: str | None
+    total_steps: int
+    epochs: int
+    position: Position
+    started: float
+    prior_time: float
+
+    @classmethod
+    def start(cls, config, model: Emma, tokenizer, data: TrainingData, accelerator, output: Path, resume: bool, card) -> "Run":
+        world, rank = accelerator.num_processes, accelerator.process_index
+        steps_per_epoch = len(data.epoch(0, world, rank))
+        total_steps = config.max_steps or steps_per_epoch * config.epochs
+        if not config.train_recall:
+            if model.classifier is None:
+                raise ValueError("train_recall=False leaves nothing to train in a model without classifier")
+            model.recall.requires_grad_(False)
+        if config.freeze_word_embeddings:
+            _freeze_word_embeddings(model, tokenizer)
+        optimizer, scheduler = make_optimizer(model, config, total_steps)
+        stages = [[p for p in part.parameters() if p.requires_grad] for part in (model.recall, model.classifier) if part is not None]
+        objective = JointObjective(model, tokenizer, world, rank, train_recall=config.train_recall)
+        objective, optimizer = accelerator.prepare(objective, optimizer)
+        position = Position()
+        if resume and (output / STATE_FILE).is_file():
+            position = load_state(output / STATE_FILE, model, optimizer, scheduler)
+        elif resume:
+            logger.info("nothing to resume in %s; starting fresh", output)
+        return cls(config, accelerator, objective, optimizer, scheduler, tokenizer, data, [s for s in stages if s], output,
+                   card, total_steps, math.ceil(total_steps / max(1, steps_per_epoch)), position, time.perf_counter(),
+                   _read_meta(output).get("wall_time_s", 0.0) if resume else 0.0)
+
+    @property
+    def model(self) -> Emma:
+        return self.accelerator.unwrap_model(self.objective).model
+
+    def loop(self, dev) -> None:
+        """Train to `total_steps`, saving each epoch (and every `save_every` steps); a resumed run skips what it did."""
+        main = self.accelerator.is_main_process
+        self.output.mkdir(parents=True, exist_ok=True)
+        saved_at = self.position.step if self.position.step else -1  # a resumed run's files are those of its step
+        # A fresh run starts a fresh log; a resumed one continues it.
+        log = open(self.output / LOG_FILE, "a" if self.position.step else "w") if main else None
+        bar = tqdm(total=self.total_steps, initial=self.position.step, desc="training", disable=not main)
+        self.objective.train()
+        try:
+            for epoch in range(self.position.epoch, self.epochs):
+                for b, idx in enumerate(self.data.epoch(epoch, self.accelerator.num_processes, self.accelerator.process_index)):
+                    if self.position.step >= self.total_steps:
+                        break
+                    if epoch == self.position.epoch and b < self.position.batch:
+                        continue
+                    record = self.step(idx, epoch, dev)
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{record['loss']:.3f}", recall=f"{record['recall_loss']:.3f}", rerank=f"{record['rerank_loss']:.3f}")
+                    if log:
+                        log.write(json.dumps(record) + "\n")
+                        log.flush()
+                    if self.config.save_every and self.position.step % self.config.save_every == 0:
+                        saved_at = self.save(Position(self.position.step, epoch, b + 1))
+                if self.position.step >= self.total_steps:
+                    break
+                saved_at = self.save(Position(self.position.step, epoch + 1, 0))
+            if saved_at != self.position.step:
+                self.save(Position(self.position.step, self.epochs, 0))
+        finally:
+            bar.close()
+            if log:
+                log.close()
+
+    def step(self, idx: list[int], epoch: int, dev) -> dict:
+        """One optimizer step on the batch `idx`; returns its log record."""
+        batch = self.data.batch(idx, self.accelerator.device)
+        with self.accelerator.autocast():
+            out = self.objective(batch)
+        self.accelerator.backward(out.loss)
+        # Clip before the step, each stage on its own: one global norm would let the classifier's
+        # (often larger) gradients shrink the recall encoder's updates, though the two share nothing.
+        for stage in self.stages:
+            self.accelerator.clip_grad_norm_(stage, self.config.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.position.step += 1
+        record = {"step": self.position.step, "epoch": epoch, "loss": out.loss.item(), "recall_loss": out.recall_loss.item(),
+                  "rerank_loss": out.rerank_loss.item(), "lr": self.scheduler.get_last_lr()[0]}
+        if dev is not None and self.config.eval_every and self.position.step % self.config.eval_every == 0 and self.accelerator.is_main_process:
+            record["dev"] = _dev_scores(self.model, self.tokenizer, dev)
+            self.objective.train()
+            logger.info("step %d dev %s", self.position.step, record["dev"])
+        return record
+
+    def save(self, position: Position) -> int:
+        """The checkpoint folder and the resume state at `position`; returns the step saved."""
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            meta = {"config": asdict(self.config), "step": position.step, "epoch": position.epoch,
+                    "total_steps": self.total_steps, "instances": len(self.data.instances),
+                    "relations": len(self.data.relations),
+                    "wall_time_s": round(self.prior_time + time.perf_counter() - self.started, 1),
+                    "device": str(self.accelerator.device), "processes": self.accelerator.num_processes,
+                    "mixed_precision": self.accelerator.mixed_precision}
+            save_checkpoint(self.model, self.tokenizer, self.output, card=self.card, extra_files={META_FILE: meta})
+            save_state(self.output / STATE_FILE, self.model, self.optimizer, self.scheduler, position, self.config)
+        return position.step
+
+
+def _training_instances(config: TrainConfig, instances: Sequence[Instance], descriptions: dict[str, str]) -> list[Instance]:
+    """The instances a run trains on (capped per relation), after checking they can be trained on."""
+    check_relations(instances, descriptions, "training data")
+    instances = cap_per_relation(instances, config.max_per_relation, seed=config.seed)
+    n = len({i.relation for i in instances})
+    if n < max(2, config.model.k):
+        raise ValueError(f"training needs at least max(2, k={config.model.k}) relations, the data has {n}")
+    return instances
+
+
+def _read_meta(output: Path) -> dict:
+    try:
+        return json.loads((output / META_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _finished(output: Path) -> bool:
+    meta = _read_meta(output)
+    return bool(meta) and meta.get("step") == meta.get("total_steps")
 
 
 def _param_groups(model: Emma, config: TrainConfig, no_decay: list[str]) -> list[dict]:
@@ -431,14 +556,6 @@ def _freeze_word_embeddings(model: Emma, tokenizer) -> None:
         keep = torch.zeros(weight.shape[0], 1)
         keep[list(marker_ids(tokenizer))] = 1.0
         weight.register_hook(lambda grad, keep=keep: grad * keep.to(grad.device, grad.dtype))
-
-
-def _prior_time(output: Path) -> float:
-    meta = output / "training.json"
-    try:
-        return float(json.loads(meta.read_text())["wall_time_s"])
-    except (OSError, ValueError, KeyError):
-        return 0.0
 
 
 def _dev_scores(model: Emma, tokenizer, dev) -> dict:

@@ -11,17 +11,23 @@ from __future__ import annotations
 import pytest
 import torch
 
-from emma.bench import instance_text, synthetic_descriptions
-from emma.features import collate_single, encode_descriptions, encode_instances
+import emma.precision
+from emma.features import collate_instances, collate_single, encode_descriptions, encode_instances
 from emma.model import cosine_scores
-from emma.pipeline import Extractor, RelationIndex, resolve_precision
+from emma.pipeline import Extractor, RelationIndex
+from emma.precision import resolve_precision
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def catalogue(toy_descriptions, count: int = 60) -> dict[str, str]:
-    """The toy relations plus made-up ones, so top-k has something to choose from."""
-    return {**toy_descriptions, **synthetic_descriptions(toy_descriptions, count - len(toy_descriptions), seed=1)}
+    """The toy relations plus made-up ones (halves of two real descriptions), so top-k has something to choose from."""
+    texts = [t.split() for t in toy_descriptions.values()]
+    made_up = {}
+    for i in range(count - len(toy_descriptions)):
+        a, b = texts[i % len(texts)], texts[(i * 7 + 3) % len(texts)]
+        made_up[f"made-up {i}"] = " ".join(a[: len(a) // 2] + b[len(b) // 2 :] + [f"({i})"])
+    return {**toy_descriptions, **made_up}
 
 
 @torch.inference_mode()
@@ -36,10 +42,8 @@ def brute_force(ex: Extractor, instances, descriptions: dict[str, str]) -> torch
     sents = []
     enc = encode_instances(tok, instances, ex.config.max_length)
     for i in range(len(instances)):
-        inputs = collate_single(tok, [enc.ids[i]])
-        h = torch.tensor([enc.head_marker[i] + 1], device=ex.device)
-        t = torch.tensor([enc.tail_marker[i] + 1], device=ex.device)
-        sents.append(model.recall.encode_instances(inputs["input_ids"].to(ex.device), inputs["attention_mask"].to(ex.device), h, t)[0])
+        inputs = {k: v.to(ex.device) for k, v in collate_instances(tok, [enc.ids[i]]).items()}
+        sents.append(model.recall.encode_instances(**inputs)[0])
     return cosine_scores(torch.stack(sents), torch.stack(descs)).cpu()  # (B, N)
 
 
@@ -75,9 +79,9 @@ def test_appended_relations_score_like_a_rebuilt_index(tiny_checkpoint, toy_inst
     items = list(rels.items())
     grown = Extractor.load(tiny_checkpoint, device=device, precision="fp32")
     grown.set_relations(dict(items[:5]))
-    first_rows = grown.index.vectors
-    snapshot = first_rows.clone()
-    for name, text in items[5:]:  # one at a time: the buffer grows past 16 and 32 rows
+    first = grown.index
+    snapshot = first.vectors.clone()
+    for name, text in items[5:]:  # one at a time
         grown.add_relation(name, text)
     rebuilt = Extractor.load(tiny_checkpoint, device=device, precision="fp32")
     rebuilt.set_relations(rels)
@@ -85,10 +89,10 @@ def test_appended_relations_score_like_a_rebuilt_index(tiny_checkpoint, toy_inst
     assert grown.index.names == rebuilt.index.names
     assert grown.index.vectors.shape == (len(rels), grown.model.recall.dim)
     assert torch.allclose(grown.index.vectors, rebuilt.index.vectors, atol=1e-5)
-    assert torch.equal(first_rows, snapshot), "appending must not change rows already handed out"
-    for a, b in zip(grown.index.head_weights, rebuilt.index.head_weights):
-        assert torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-5)
-    assert grown.index.token_ids == rebuilt.index.token_ids
+    assert torch.equal(first.vectors, snapshot) and len(first) == 5, "an index handed out never changes"
+    for a, b in zip(grown.index.rows, rebuilt.index.rows):
+        assert torch.allclose(torch.tensor(a.head_weights), torch.tensor(b.head_weights), atol=1e-5)
+        assert a.token_ids == b.token_ids
     for p, q in zip(grown.predict_batch(toy_instances), rebuilt.predict_batch(toy_instances)):
         assert_same_ranking([n for n, _ in p.recall], [s for _, s in p.recall], [n for n, _ in q.recall], torch.tensor([s for _, s in q.recall]))
         assert torch.allclose(torch.tensor(p.probabilities), torch.tensor(q.probabilities), atol=1e-5)
@@ -116,13 +120,19 @@ def test_remove_and_re_add_keep_positions_consistent(tiny_extractor, toy_descrip
     assert ex.index.vectors.shape[0] == 1
 
 
-def test_index_position_follows_lists_edited_elsewhere():
-    index = RelationIndex(names=["a", "b", "c"])
-    assert index.position("c") == 2
-    index.names.remove("a")  # a caller editing the public lists directly
-    assert index.position("c") == 1
+def test_index_is_built_from_rows_and_never_changes(tiny_extractor):
+    rows = tiny_extractor.encode_descriptions(["a: first", "b: second", "c: third"])
+    index = RelationIndex.build(["a", "b", "c"], rows)
+    assert index.position("c") == 2 and index.texts == ["a: first", "b: second", "c: third"]
+    assert torch.equal(index.vectors, torch.stack([r.vector for r in rows]))
+    smaller = index.without("a")
+    assert smaller.position("c") == 1 and index.position("c") == 2  # the original is untouched
     with pytest.raises(KeyError):
-        index.position("a")
+        smaller.position("a")
+    replaced = index.with_relations(["a"], rows[2:])  # a name already present moves to the end
+    assert replaced.names == ("b", "c", "a") and replaced.rows[2] is rows[2] and index.names == ("a", "b", "c")
+    with pytest.raises(ValueError, match="distinct"):
+        RelationIndex.build(["a", "a"], rows[:2])
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -134,7 +144,7 @@ def test_batched_and_single_predictions_agree(tiny_checkpoint, toy_instances, to
     ex.rerank_batch_size = rerank_batch_size
     batched = ex.predict_batch(toy_instances)
     for inst, b in zip(toy_instances, batched):
-        text, head, tail = instance_text(inst)
+        text, head, tail = inst.as_text()
         for single in (ex.predict_tokens(inst.tokens, inst.head, inst.tail), ex.predict(text, head, tail)):
             assert_same_ranking([n for n, _ in single.recall], [s for _, s in single.recall], [n for n, _ in b.recall],
                                 torch.tensor([s for _, s in b.recall]))
@@ -192,14 +202,20 @@ def test_half_precision_stays_close_to_fp32(tiny_checkpoint, toy_instances, toy_
     for p, q in zip(exact.predict_batch(toy_instances), fast.predict_batch(toy_instances)):
         ps, qs = dict(p.recall), dict(q.recall)
         assert max(abs(ps[n] - qs[n]) for n in ps) < 0.01
-        assert torch.allclose(torch.tensor(p.probabilities), torch.tensor(q.probabilities), atol=0.02) or p.candidates != q.candidates
+        if p.candidates == q.candidates:
+            assert torch.allclose(torch.tensor(p.probabilities), torch.tensor(q.probabilities), atol=0.02)
+        else:  # only a near-tie at the edge of the top k may swap in half precision
+            scores = [s for _, s in p.recall]
+            assert scores[len(p.candidates) - 1] - scores[len(p.candidates)] < 0.02, (p.recall[:3], q.recall[:3])
 
 
-def test_auto_precision_is_half_where_the_hardware_has_it():
-    cpu = resolve_precision("auto", torch.device("cpu"))
-    native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    assert cpu == ("bf16" if native else "fp32")
-    assert resolve_precision("auto", torch.device("cuda")) == "fp16"
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_half_where_the_hardware_has_it(monkeypatch, native):
+    monkeypatch.setattr(emma.precision, "cpu_has_bf16", lambda: native)
+    assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if native else "fp32")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: native)
+    assert resolve_precision("auto", torch.device("cuda")) == ("bf16" if native else "fp16")
     with pytest.raises(ValueError, match="choose one of"):
         resolve_precision("int8", torch.device("cpu"))
 

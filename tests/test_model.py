@@ -273,7 +273,14 @@ def test_config_validation(kwargs, message):
 def test_config_round_trip_and_unknown_keys():
     config = EmmaConfig(encoder="x", k=3, temperature=0.05, description_pooling="cls", use_classifier=False)
     assert EmmaConfig.from_dict(config.to_dict()) == config
-    assert config.to_dict()["markers"] == ["[E_h]", "[/E_h]", "[E_t]", "[/E_t]"]
+    assert (config.classifier_head, config.classifier_features, config.decision) == ("shared", "cls_entities", "fused")
+    paper = EmmaConfig.paper()
+    assert (paper.classifier_head, paper.classifier_features, paper.decision) == ("concat", "cls", "classifier")
+    # keys an earlier version wrote and nothing reads load at their old value, and only at it
+    legacy = {**config.to_dict(), "markers": ["[E_h]", "[/E_h]", "[E_t]", "[/E_t]"], "version": 1, "classifier_hidden": 0}
+    assert EmmaConfig.from_dict(legacy) == config
+    with pytest.raises(ValueError, match="classifier_hidden=0 is the only value"):
+        EmmaConfig.from_dict({**config.to_dict(), "classifier_hidden": 64})
     with pytest.raises(ValueError, match="unknown EmmaConfig keys: \\['colour'\\]"):
         EmmaConfig.from_dict({**config.to_dict(), "colour": "red"})
 

@@ -13,18 +13,19 @@ import emma.train as train_module
 from emma.checkpoint import load_checkpoint
 from emma.data import Instance
 from emma.model import EmmaConfig
-from emma.train import STATE_FILE, TrainConfig, relation_batches, train
+from emma.train import RECALL_STAGE, STATE_FILE, TrainConfig, train
 
-pytestmark = pytest.mark.usefixtures("fresh_accelerate")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fresh_accelerate")]
 
 
 ARCHITECTURE = {f.name for f in dataclasses.fields(EmmaConfig)} - {"encoder"}
 
 
 def _config(encoder, **overrides):
-    """A small TrainConfig; architecture fields (k, max_length, use_classifier, ...) go to its EmmaConfig."""
+    """A small TrainConfig, one joint stage unless `schedule` says otherwise; architecture fields (k, max_length,
+    use_classifier, ...) go to its EmmaConfig."""
     model = dict(max_length=32, max_description_length=24)
-    values = dict(encoder=encoder, batch_size=4, lr=1e-3, head_lr=None, warmup_steps=0, precision="fp32", seed=1)
+    values = dict(encoder=encoder, schedule="joint", batch_size=4, lr=1e-3, head_lr=None, warmup_steps=0, precision="fp32", seed=1)
     for key, value in overrides.items():
         (model if key in ARCHITECTURE else values)[key] = value
     return TrainConfig(model=EmmaConfig(**model), **values)
@@ -40,47 +41,6 @@ def _weights(folder):
 
 def _max_diff(a, b):
     return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
-
-
-# ----------------------------------------------------------------------------- batches
-
-
-def test_relation_batches_have_distinct_relations_and_are_deterministic():
-    relations = [f"r{i % 7}" for i in range(60)] + ["big"] * 20
-    batches = relation_batches(relations, batch_size=4, seed=3)
-    assert batches == relation_batches(relations, batch_size=4, seed=3)
-    assert batches != relation_batches(relations, batch_size=4, seed=4)
-    seen = [i for b in batches for i in b]
-    assert len(seen) == len(set(seen))  # no instance twice
-    for b in batches:
-        assert 2 <= len(b) <= 4
-        assert len({relations[i] for i in b}) == len(b)  # distinct relations in a batch
-    # only what cannot form a batch of two distinct relations is left out
-    left = [relations[i] for i in set(range(len(relations))) - set(seen)]
-    assert len(set(left)) <= 1
-    assert len(seen) >= 70
-
-
-def test_relation_batches_min_relations():
-    relations = ["a", "a", "a", "b", "c"]
-    batches = relation_batches(relations, batch_size=3, seed=0, min_relations=3)
-    assert all(len(b) == 3 for b in batches) and len(batches) == 1
-
-
-# ----------------------------------------------------------------------------- config
-
-
-@pytest.mark.parametrize(
-    "kwargs, message",
-    [
-        (dict(batch_size=1), "batch_size=1"),
-        (dict(epochs=0), "epochs must be at least 1"),
-        (dict(precision="half"), "precision='half'"),
-    ],
-)
-def test_train_config_validation(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        TrainConfig(**kwargs)
 
 
 def test_training_needs_two_relations(tiny_encoder_dir, toy_instances, toy_descriptions, tmp_path):
@@ -194,8 +154,11 @@ def test_gradients_are_clipped_before_the_step(tiny_encoder_dir, toy_instances, 
 
 
 def test_train_twice_in_one_process_with_different_precision(tiny_encoder_dir, toy_instances, toy_descriptions, tmp_path):
-    train(_config(tiny_encoder_dir, max_steps=1), toy_instances, toy_descriptions, tmp_path / "fp32")
-    train(_config(tiny_encoder_dir, max_steps=1, precision="bf16"), toy_instances, toy_descriptions, tmp_path / "bf16")
+    for precision in ("fp32", "bf16", "fp32"):  # accelerate's process-wide state must not carry over
+        folder = train(_config(tiny_encoder_dir, max_steps=1, precision=precision), toy_instances, toy_descriptions,
+                       tmp_path / precision)
+        meta = json.loads((folder / "training.json").read_text())
+        assert meta["mixed_precision"] == ("no" if precision == "fp32" else "bf16") and meta["step"] == 1
 
 
 def test_instances_of_one_relation_never_share_a_batch(tiny_encoder_dir, toy_descriptions, tmp_path, monkeypatch):
@@ -231,8 +194,7 @@ from emma.checkpoint import load_tokenizer
 from emma.data import read_instances, read_descriptions
 from emma.losses import InfoNCELoss, same_relation_mask
 from emma.model import Emma, EmmaConfig
-from emma.train import JointObjective, TrainConfig, _make_batch, train
-from emma.features import encode_descriptions, encode_instances
+from emma.train import JointObjective, TrainConfig, TrainingData, train
 
 args = json.loads(Path(sys.argv[1]).read_text())
 instances = read_instances(args["data"])
@@ -248,16 +210,13 @@ if args["objective"]:
     torch.manual_seed(0)
     model = Emma.from_encoder(EmmaConfig(max_length=32, max_description_length=24, temperature=0.1), len(tokenizer),
                               pretrained=args["encoder"]).eval()
-    relations = sorted(descriptions)
-    rel_index = {r: i for i, r in enumerate(relations)}
     first = {}
     for i, inst in enumerate(instances):
         first.setdefault(inst.relation, i)
     picks = [[first["founded by"], first["born in"]], [first["capital of"], first["born in"] + 1]]
-    enc = encode_instances(tokenizer, instances, 32)
-    desc_ids = dict(zip(relations, encode_descriptions(tokenizer, [descriptions[r] for r in relations], 24).ids))
-    batches = [_make_batch(tokenizer, enc, desc_ids, rel_index, instances, p, torch.device("cpu")) for p in picks]
-    objective = JointObjective(model, world_size=2, rank=rank)
+    data = TrainingData.encode(tokenizer, model.config, instances, descriptions, TrainConfig(batch_size=2))
+    batches = [data.batch(p, torch.device("cpu")) for p in picks]
+    objective = JointObjective(model, tokenizer, world_size=2, rank=rank)
     with torch.no_grad():
         out = objective(batches[rank])
         # single-process reference over the concatenated descriptions of both ranks
@@ -280,7 +239,7 @@ if args["objective"]:
     torch.manual_seed(0)
     recall_only = Emma.from_encoder(EmmaConfig(max_length=32, max_description_length=24, temperature=0.1,
                                                use_classifier=False), len(tokenizer), pretrained=args["encoder"]).eval()
-    JointObjective(recall_only, world_size=2, rank=rank)(batches[rank]).loss.backward()
+    JointObjective(recall_only, tokenizer, world_size=2, rank=rank)(batches[rank]).loss.backward()
     grads = {n: p.grad.clone() for n, p in recall_only.named_parameters() if p.grad is not None}
     for g in grads.values():
         torch.distributed.all_reduce(g)
@@ -308,7 +267,7 @@ def forward(self, instances_, descriptions_, targets_, false_negatives=None):
     return original(self, instances_, descriptions_, targets_, false_negatives)
 InfoNCELoss.forward = forward
 config = TrainConfig(model=EmmaConfig(max_length=32, max_description_length=24), encoder=args["encoder"], batch_size=2,
-                     max_steps=2, lr=1e-3, warmup_steps=0, precision="fp32", seed=1)
+                     schedule="joint", max_steps=2, lr=1e-3, warmup_steps=0, precision="fp32", seed=1)
 train(config, instances, descriptions, args["output"])
 InfoNCELoss.forward = original
 result["infonce_calls"] = seen
@@ -446,3 +405,42 @@ def test_fresh_heads_get_their_own_learning_rate(tiny_encoder_dir, toy_instances
     moved = {k for k in start if not torch.equal(start[k], after[k])}
     assert moved and all(".encoder." not in f".{k}" for k in moved), sorted(moved)
     assert {"recall.head_pool.score.weight", "classifier.mlp.0.weight"} <= moved
+
+
+def test_the_default_schedule_trains_recall_then_a_classifier_on_it(tiny_encoder_dir, toy_instances, toy_descriptions, tmp_path):
+    config = _config(tiny_encoder_dir, schedule="two_stage", max_steps=2)
+    folder = train(config, toy_instances, toy_descriptions, tmp_path / "staged")
+    assert not (folder / RECALL_STAGE).exists()  # the first stage's folder is gone once the second is saved
+    stages = json.loads((folder / "training.json").read_text())["stages"]
+    assert [s["name"] for s in stages] == ["recall", "classifier"] and [s["step"] for s in stages] == [2, 2]
+    assert stages[0]["config"]["model"]["use_classifier"] is False and stages[1]["config"]["train_recall"] is False
+    # the recall stage is exactly a recall-only run, and the second stage leaves it untouched
+    recall_only = train(_config(tiny_encoder_dir, max_steps=2, use_classifier=False), toy_instances, toy_descriptions, tmp_path / "r")
+    staged, _ = load_checkpoint(folder, device="cpu")
+    alone, _ = load_checkpoint(recall_only, device="cpu")
+    a, b = staged.state_dict(), alone.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in b)
+    assert staged.classifier is not None and staged.config.decision == "fused"
+    assert all(r["rerank_loss"] > 0 and r["loss"] == r["rerank_loss"] for r in _log(folder))
+
+
+def test_a_two_stage_run_resumes_in_its_second_stage(tiny_encoder_dir, toy_instances, toy_descriptions, tmp_path, monkeypatch):
+    config = _config(tiny_encoder_dir, schedule="two_stage", max_steps=3, save_every=1)
+    straight = _weights(train(config, toy_instances, toy_descriptions, tmp_path / "straight"))
+    calls = []
+    original = train_module.Run.step
+
+    def crash_in_stage_two(self, *args, **kwargs):
+        if not self.config.train_recall and self.position.step == 2:
+            raise KeyboardInterrupt("interrupted in the classifier stage")
+        calls.append(self.config.train_recall)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(train_module.Run, "step", crash_in_stage_two)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, toy_instances, toy_descriptions, tmp_path / "resumed")
+    monkeypatch.undo()
+    assert calls == [True, True, True, False, False]
+    resumed = train(config, toy_instances, toy_descriptions, tmp_path / "resumed", resume=True)
+    assert [r["step"] for r in _log(resumed)] == [1, 2, 3]  # the classifier's log, continued
+    assert _max_diff(straight, _weights(resumed)) < 1e-6
