@@ -75,6 +75,8 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     seed: int = 42
     max_per_relation: int | None = None
+    # Two-stage only: the classifier stage's cap per relation (the recall stage takes `max_per_relation`).
+    classifier_max_per_relation: int | None = 300
     eval_every: int | None = None
     save_every: int | None = None
     precision: str = "auto"  # "auto": bf16 where the hardware supports it, else fp32
@@ -344,7 +346,8 @@ def train(
     recall_config = replace(config, model=replace(config.model, use_classifier=False))
     if not (resume and _finished(recall_dir)):
         train_stage(recall_config, instances, descriptions, recall_dir, resume, dev)
-    classifier_config = replace(config, init_checkpoint=str(recall_dir), train_recall=False)
+    classifier_config = replace(config, init_checkpoint=str(recall_dir), train_recall=False,
+                                max_per_relation=config.classifier_max_per_relation)
     train_stage(classifier_config, instances, descriptions, output, resume and (output / STATE_FILE).is_file(), dev, card)
     meta = {"stages": [{**_read_meta(recall_dir), "name": "recall"}, {**_read_meta(output), "name": "classifier"}]}
     (output / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
