@@ -2,7 +2,9 @@
 
 Modules: `catalogue` (default relations and examples from assets/), `build_assets` (regenerates
 them), `storage` (SQLite via sqlite-utils), `engine` (one shared model, per-session relation
-sets), `session` (per-user state and input checks), `handlers` (event handlers), `plots`
-(plotly figures and tables), `layout` (the Blocks), `main` (wiring). `app.py` parses arguments
-and launches.
+sets), `session` (per-user state and input checks), `identity` (owners, tokens, admins),
+`workbench` (the shared resources and whose session an event is), one module per tab with its
+builder and handlers (`predict_tab`, `relations_tab`, `feedback_tab`), `records` (prediction and
+feedback records, exports), `plots` (figures and tables), `layout` (the Blocks and launch),
+`main` (wiring). `app.py` parses arguments and launches.
 """

@@ -16,7 +16,7 @@ from emma import CheckpointError, Extractor
 
 from .catalogue import Catalogue, load_examples
 from .engine import Engine
-from .handlers import Workbench
+from .workbench import Workbench
 from .layout import build_demo
 from .storage import Store
 

@@ -15,7 +15,7 @@ import pytest
 
 from app.catalogue import Catalogue, load_examples
 from app.engine import Engine
-from app.handlers import Workbench
+from app.workbench import Workbench
 from app.layout import build_demo, launch
 from app.storage import Store
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 
 import pytest
@@ -11,7 +12,7 @@ from gradio_client.exceptions import AppError
 
 from app.catalogue import Catalogue, load_examples
 from app.engine import Engine
-from app.handlers import Workbench
+from app.workbench import Workbench
 from app.layout import build_demo, launch
 from app.storage import Store
 
@@ -29,13 +30,19 @@ def serve(workbench: Workbench):
         demo.close()
 
 
-@pytest.fixture
-def server(tiny_extractor, tmp_path):
-    """(url, store) of a workbench on the tiny model and the real catalogue, with a fresh database."""
-    store = Store(tmp_path / "workbench.db")
-    wb = Workbench(Engine(tiny_extractor), store, Catalogue.load(), load_examples())
+@pytest.fixture(scope="module")
+def server(tiny_checkpoint, tmp_path_factory):
+    """(url, store, owner of a client) of one workbench per module on the tiny model and the real catalogue.
+
+    Started once: each test is its own client (its own session and owner) and looks only at its own rows.
+    """
+    from emma import Extractor
+
+    extractor = Extractor.load(tiny_checkpoint, device="cpu", precision="fp32")
+    store = Store(tmp_path_factory.mktemp("client") / "workbench.db")
+    wb = Workbench(Engine(extractor), store, Catalogue.load(), load_examples())
     with serve(wb) as url:
-        yield url, store
+        yield url, store, lambda c: wb.identity.session_owner(c.session_hash)
 
 
 def client(url: str) -> Client:
@@ -43,7 +50,7 @@ def client(url: str) -> Client:
 
 
 def test_predict_add_relation_feedback(server):
-    url, store = server
+    url, store, owner_of = server
     c = client(url)
     record = c.predict(sentence=SENTENCE, head="Apple", tail="Steve Jobs", api_name="/predict")
     assert record["n_relations"] == 135 and len(record["recall"]) == 135
@@ -62,8 +69,8 @@ def test_predict_add_relation_feedback(server):
 
     label = "works at" if record["label"] != "works at" else "founded by"
     status = c.predict(verdict="wrong", correct_relation=label, note="from the API test", api_name="/feedback")
-    assert status.startswith("Saved feedback #1: wrong")
-    rows = store.feedback()
+    assert re.match(r"Saved feedback #\d+: wrong", status)
+    rows = store.feedback(owner=owner_of(c))
     assert len(rows) == 1
     row = rows.iloc[0]
     assert (row["sentence"], row["head_text"], row["tail_text"], row["user_label"]) == (SENTENCE, "Apple", "Steve Jobs", label)
@@ -88,23 +95,23 @@ def test_predict_add_relation_feedback(server):
     ("/feedback", dict(verdict="correct", correct_relation="", note=""), "Predict a relation first"),
 ])
 def test_bad_input_gives_an_error_and_no_rows(server, endpoint, kwargs, message):
-    url, store = server
+    url, store, owner_of = server
+    c = client(url)
     with pytest.raises(AppError, match=message):
-        client(url).predict(**kwargs, api_name=endpoint)
-    assert store.count_feedback() == 0
-    with store.connect() as db:
-        assert db["user_relations"].count == 0
+        c.predict(**kwargs, api_name=endpoint)
+    assert len(store.feedback(owner=owner_of(c))) == 0 and store.user_relations(owner_of(c)) == {}
 
 
 @pytest.mark.slow
 def test_concurrent_clients_lose_no_feedback(server):
     """8 clients at once, each submitting 25 feedback rows: all 200 arrive."""
-    url, store = server
-    errors = []
+    url, store, owner_of = server
+    errors, owners = [], []
 
     def annotate(i: int) -> None:
         try:
             c = client(url)
+            owners.append(owner_of(c))
             c.predict(sentence=SENTENCE, head="Apple", tail="Steve Jobs", api_name="/predict")
             for j in range(25):
                 c.predict(verdict="correct", correct_relation="", note=f"client {i} row {j}", api_name="/feedback")
@@ -118,6 +125,7 @@ def test_concurrent_clients_lose_no_feedback(server):
         t.join(timeout=240)
     assert not errors
     rows = store.feedback()
+    rows = rows[rows["owner"].isin(owners)]
     assert len(rows) == 200
     assert len(set(rows["note"])) == 200 and rows["owner"].nunique() == 8
 

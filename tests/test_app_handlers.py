@@ -1,4 +1,4 @@
-"""Workbench handlers called directly (no server): marking, prediction, relations, feedback, exports."""
+"""The tabs' handlers called directly (no server): marking, prediction, relations, feedback, exports."""
 
 from __future__ import annotations
 
@@ -15,16 +15,36 @@ import emma
 from app import plots
 from app.catalogue import Catalogue, load_examples
 from app.engine import Engine
-from app.handlers import Workbench
+from app.feedback_tab import FeedbackTab
+from app.predict_tab import PredictTab
+from app.relations_tab import RelationsTab
+from app.workbench import Workbench
 from app.session import BadInput, resolve_entities, selection_span, utf16_to_index
 from app.storage import Store
 
 SENTENCE = "Apple was founded by Steve Jobs in 1976 ."
 
 
+class Tabs:
+    """The shared `Workbench` and its three tabs' handlers, reached as one object (`wb.predict`, `wb.store`, …)."""
+
+    def __init__(self, wb: Workbench) -> None:
+        self.shared, self.tabs = wb, (PredictTab(wb), RelationsTab(wb), FeedbackTab(wb))
+
+    def __getattr__(self, name):
+        for part in (*self.tabs, self.shared):
+            if hasattr(part, name):
+                return getattr(part, name)
+        raise AttributeError(name)
+
+
+def workbench(*args, **kwargs) -> Tabs:
+    return Tabs(Workbench(*args, **kwargs))
+
+
 @pytest.fixture
 def wb(tiny_extractor, toy_descriptions, tmp_path):
-    return Workbench(Engine(tiny_extractor), Store(tmp_path / "wb.db"), Catalogue.from_descriptions(toy_descriptions), load_examples())
+    return workbench(Engine(tiny_extractor), Store(tmp_path / "wb.db"), Catalogue.from_descriptions(toy_descriptions), load_examples())
 
 
 @pytest.fixture
@@ -70,18 +90,24 @@ def test_selection_span_trims_and_converts_browser_offsets():
 
 
 def test_mark_buttons_and_preview(wb):
-    head, tail, spans = wb.mark_head(SENTENCE, [0, 5], "", "", {})
-    assert (head, spans) == ("Apple", {"head": [0, 5]})
-    head, tail, spans = wb.mark_tail(SENTENCE, [21, 31], head, tail, spans)
+    head, tail, spans, _, hint = wb.mark_head(SENTENCE, [0, 5], "", "", {})
+    assert (head, spans) == ("Apple", {"head": [0, 5]}) and hint == "Mark the tail entity: select it in the sentence and press Tail, or type it."
+    # What the browser sends with the click: UTF-16 offsets and the selected text.
+    head, tail, spans, value, hint = wb.mark_tail(SENTENCE, {"index": [21, 32], "value": "Steve Jobs "}, head, tail, spans)
     assert tail == "Steve Jobs" and spans["tail"] == [21, 31]
-    value, hint = wb.preview(SENTENCE, head, tail, spans)
+    assert (value, hint) == wb.preview(SENTENCE, head, tail, spans)
     assert value == {"text": SENTENCE, "entities": [{"entity": "HEAD", "start": 0, "end": 5}, {"entity": "TAIL", "start": 21, "end": 31}]}
     assert hint.startswith("Ready")
     # The segments HighlightedText receives keep their spaces.
     segments = gr.HighlightedText().postprocess(value).model_dump()
     assert "".join(s["token"] for s in segments) == SENTENCE
     with pytest.warns(UserWarning, match="Select some words"):
-        assert wb.mark_head(SENTENCE, None, head, tail, spans) == (head, tail, spans)
+        assert wb.mark_head(SENTENCE, None, head, tail, spans)[:3] == (head, tail, spans)
+    with pytest.warns(UserWarning, match="Select some words"):
+        assert wb.mark_head(SENTENCE, "junk from a client", head, tail, spans)[:3] == (head, tail, spans)
+    # Typing an entity drops its marked span and previews once.
+    spans_after, value, _ = wb.typed_head(SENTENCE, "Apple", tail, spans)
+    assert "head" not in spans_after and value["entities"][0] == {"entity": "HEAD", "start": 0, "end": 5}
     with pytest.warns(UserWarning, match="overlaps the tail"):
         wb.mark_head(SENTENCE, [27, 31], head, tail, spans)
     assert wb.preview(SENTENCE, "<i>x</i>", "Apple", {})[1] == "The head entity '<i>x</i>' does not occur in the sentence."
@@ -92,7 +118,8 @@ def test_mark_buttons_and_preview(wb):
 
 def test_example_spans_are_exact(wb):
     ex = wb.examples[0]
-    assert wb.example_spans(ex["text"], ex["head_text"], ex["tail_text"]) == {"head": ex["head"], "tail": ex["tail"]}
+    spans, marked, hint = wb.example_spans(ex["text"], ex["head_text"], ex["tail_text"])
+    assert spans == {"head": ex["head"], "tail": ex["tail"]} and hint.startswith("Ready")
     assert resolve_entities(ex["text"], ex["head_text"], ex["tail_text"], {}) == (tuple(ex["head"]), tuple(ex["tail"]))
 
 
@@ -127,7 +154,8 @@ def test_predict_matches_the_library(wb, session, tiny_extractor):
 
 def test_show_prediction_builds_every_panel(wb, session):
     _, session = predict(wb, session)
-    marked, label, summary, recall_fig, table, attention_fig, latency, dropdown = wb.show_prediction(session)
+    marked, label, summary, recall_fig, table, attention_fig, latency, dropdown, verdict, note, status = wb.show_prediction(session)
+    assert (verdict, note, status) == (None, "", "")  # the feedback form is cleared for the new prediction
     assert [e["entity"] for e in marked["entities"]] == ["HEAD", "TAIL"]
     assert set(label) == set(session["last"]["candidates"])
     assert summary.startswith("Predicted '")
@@ -176,7 +204,7 @@ def test_add_relation_is_ranked_and_persisted(wb, session, tiny_extractor, tmp_p
     record, _ = predict(wb, session)
     assert "employer" in [name for name, _ in record["recall"]]
     # Survives a restart: a new Workbench on the same database file.
-    again = Workbench(Engine(tiny_extractor), Store(tmp_path / "wb.db"), Catalogue.from_descriptions(toy_descriptions))
+    again = workbench(Engine(tiny_extractor), Store(tmp_path / "wb.db"), Catalogue.from_descriptions(toy_descriptions))
     assert again.open_session("user:ann")["user"] == {"employer": "person who works for this organization"}
     assert again.open_session("user:bob")["user"] == {}
 
@@ -247,7 +275,7 @@ def test_real_catalogue_loads_and_encodes(tiny_extractor, tmp_path):
     cat = Catalogue.load()
     assert len(cat) == 193 and len(cat.defaults()) == 135
     assert sum(e.source == "FewRel" for e in cat.entries) == 80
-    wb = Workbench(Engine(tiny_extractor), Store(tmp_path / "wb.db"), cat, load_examples())
+    wb = workbench(Engine(tiny_extractor), Store(tmp_path / "wb.db"), cat, load_examples())
     ex = wb.examples[0]
     record, _ = wb.predict(ex["text"], ex["head_text"], ex["tail_text"], {}, wb.open_session("user:x"))
     assert record["n_relations"] == 135 and len(record["recall"]) == 135
@@ -331,7 +359,7 @@ def test_feedback_view_filters_and_exports(wb, session, tmp_path):
         wb.feedback(verdict, label, "n", session)
     wb.feedback("correct", None, None, {**wb.open_session("user:bob"), "last": session["last"]})
     assert len(wb.feedback_view("all", "", False, session)) == 3
-    admin = Workbench(wb.engine, wb.store, wb.catalogue, admins=["ann"])
+    admin = workbench(wb.engine, wb.store, wb.catalogue, admins=["ann"])
 
     class Ann:  # what gr.Request offers the handler
         username, session_hash = "ann", "h"

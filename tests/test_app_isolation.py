@@ -19,7 +19,9 @@ from gradio_client import Client
 
 from app.catalogue import Catalogue, load_examples
 from app.engine import Engine
-from app.handlers import Workbench
+from app.feedback_tab import FeedbackTab
+from app.predict_tab import PredictTab
+from app.workbench import Workbench
 from app.layout import build_demo, launch
 from app.storage import Store
 
@@ -152,21 +154,21 @@ def test_attacker_under_auth_gets_nothing_of_another_user(tiny_extractor, tmp_pa
 
 def test_attacker_without_auth_cannot_open_another_browsers_workspace(tiny_extractor, tmp_path):
     with serve(tiny_extractor, tmp_path / "wb.db") as (demo, url, store):
-        load = next(fn for fn in demo.fns.values() if fn.name == "load")
+        load = next(fn for fn in demo.fns.values() if fn.name == "on_load")
         add = next(fn for fn in demo.fns.values() if fn.api_name == "add_relation")
         with httpx.Client(base_url=url, timeout=60) as a:
             a_hash = uuid.uuid4().hex
-            msg = call_event(a, load, [None], a_hash)
+            msg = call_event(a, load, [None, "", SENTENCE, "Apple", "Steve Jobs", None], a_hash)
             token = msg["output"]["data"][1]
             assert len(token) == 43
             assert call_event(a, add, [A_RELATION, A_DESCRIPTION, None], a_hash)["success"]
             # A reload with the token finds the workspace; the token never appears as the owner.
-            again = call_event(a, load, [token], uuid.uuid4().hex)
+            again = call_event(a, load, [token, "", SENTENCE, "Apple", "Steve Jobs", None], uuid.uuid4().hex)
         with store.connect() as db:
             owners = [r[0] for r in db.execute("select owner from user_relations")]
         assert len(owners) == 1 and owners[0].startswith("browser:") and token not in owners[0]
         a_owner = owners[0]
-        assert again["success"]
+        assert again["success"] and A_RELATION in json.dumps(again["output"])
 
         api_client = Client(url, verbose=False, download_files=False)
         give_a_data(api_client)
@@ -187,22 +189,23 @@ def test_attacker_without_auth_cannot_open_another_browsers_workspace(tiny_extra
 def test_feedback_of_others_is_never_listed_or_exported(tiny_extractor, tmp_path, everyone):
     """Direct handler calls: a non-admin's view and export hold only their rows; "everyone" is refused."""
     wb = Workbench(Engine(tiny_extractor), Store(tmp_path / "wb.db"), Catalogue.load(), load_examples())
+    predict, fb = PredictTab(wb), FeedbackTab(wb)
 
     class Request:
         def __init__(self, name):
             self.username, self.session_hash = name, uuid.uuid4().hex
 
     ann, bob = Request("ann"), Request("bob")
-    _, session = wb.predict(A_SENTENCE, "Quuxley", "Zorblaxia", {}, None, ann)
-    wb.feedback("correct", None, A_NOTE, session, ann)
+    _, session = predict.predict(A_SENTENCE, "Quuxley", "Zorblaxia", {}, None, ann)
+    fb.feedback("correct", None, A_NOTE, session, ann)
     if everyone:
         with pytest.raises(gr.Error, match="Only an admin"):
-            wb.feedback_view("all", "", True, None, bob)
+            fb.feedback_view("all", "", True, None, bob)
         with pytest.raises(gr.Error, match="Only an admin"):
-            wb.export_feedback("all", "", True, None, bob)
+            fb.export_feedback("all", "", True, None, bob)
         return
     # B passing A's session still gets only B's rows.
-    assert len(wb.feedback_view("all", "", False, session, bob)) == 0
-    paths, _ = wb.export_feedback("all", "", False, session, bob)
+    assert len(fb.feedback_view("all", "", False, session, bob)) == 0
+    paths, _ = fb.export_feedback("all", "", False, session, bob)
     assert not any(A_NOTE in open(p, encoding="utf-8").read() for p in paths)
-    assert "owner" not in wb.feedback_view("all", "", False, session, ann).columns
+    assert "owner" not in fb.feedback_view("all", "", False, session, ann).columns

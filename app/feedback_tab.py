@@ -1,0 +1,103 @@
+"""Feedback: saving a judgement of the last prediction (the form on the Predict tab) and the
+Feedback tab (the caller's saved rows, filters, exports for retraining; everyone's rows for admins).
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+
+from .predict_tab import PredictParts
+from .records import feedback_row, write_feedback_exports
+from .session import BadInput
+from .workbench import DB, PRIVATE, QUIET, Workbench, user_errors
+
+VERDICTS = ("correct", "wrong")
+MAX_NOTE_CHARS = 2000
+COLUMNS = ["id", "created", "verdict", "sentence", "head_text", "tail_text", "predicted", "score", "user_label", "note", "checkpoint"]
+
+
+class FeedbackTab:
+    """Handlers of the feedback form and the Feedback tab over the shared `Workbench`."""
+
+    def __init__(self, wb: Workbench) -> None:
+        self.wb = wb
+
+    @user_errors
+    def feedback(self, verdict: str, correct_relation: str | None, note: str | None, session: dict, request: gr.Request = None) -> str:
+        """Save a judgement of the last prediction. Returns a status line."""
+        session = self.wb.owned(session, request)
+        record = session.get("last")
+        if not record:
+            raise BadInput("Predict a relation first; feedback refers to the last prediction.")
+        verdict = (verdict or "").strip().lower()
+        if verdict not in VERDICTS:
+            raise BadInput("Choose whether the prediction was correct or wrong.")
+        label = " ".join((correct_relation or "").split()) or None
+        note = (note or "").strip() or None
+        if label and len(label) > 100:
+            raise BadInput("The relation name is longer than 100 characters.")
+        if note and len(note) > MAX_NOTE_CHARS:
+            raise BadInput(f"The note is longer than {MAX_NOTE_CHARS} characters.")
+        if verdict == "correct":
+            if label and label != record["label"]:
+                raise BadInput("You marked the prediction correct but chose another relation; choose Wrong, or clear the relation.")
+            label = record["label"]
+        elif label == record["label"]:
+            raise BadInput("You marked the prediction wrong but chose the predicted relation; choose the correct one.")
+        label_text = (record["relations"].get(label) or self.wb.relations(session).get(label)) if label else None
+        row = feedback_row(record, session["owner"], verdict, label, label_text, note)
+        row_id = self.wb.store.add_feedback(row, record["relations"])
+        what = f"the correct relation is '{label}'" if label else "correct relation not given"
+        return f"Saved feedback #{row_id}: {verdict} ({what})."
+
+    @user_errors
+    def feedback_view(self, verdict: str, contains: str, everyone: bool, session: dict, request: gr.Request = None) -> pd.DataFrame:
+        """The caller's feedback rows (everyone's for an admin who asks), newest first; owner ids only for admins."""
+        frame = self._frame(verdict, contains, everyone, session, request)
+        return frame[COLUMNS + ["owner"] if everyone else COLUMNS].fillna("")
+
+    def _frame(self, verdict, contains, everyone, session, request) -> pd.DataFrame:
+        if everyone and not self.wb.identity.is_admin(request):
+            raise BadInput("Only an admin (app.py --admin USER) can see everyone's feedback.")
+        owner = None if everyone else self.wb.owned(session, request)["owner"]
+        return self.wb.store.feedback(owner=owner, verdict=verdict if verdict in VERDICTS else None, contains=contains or "")
+
+    @user_errors
+    def export_feedback(self, verdict: str, contains: str, everyone: bool, session: dict,
+                        request: gr.Request = None) -> tuple[list[str], str]:
+        """Write the filtered rows as FewRel-style JSONL, the labels' descriptions, and CSV. Returns (paths, status)."""
+        frame = self._frame(verdict, contains, everyone, session, request)
+        paths = write_feedback_exports(frame, self.wb.export_folder(), self.wb.store)
+        with open(paths[0], encoding="utf-8") as f:
+            labelled = sum(1 for line in f if line.strip())
+        skipped = len(frame) - labelled
+        status = f"Exported {labelled} labelled rows to JSONL and {len(frame)} rows to CSV."
+        if skipped:
+            status += f" {skipped} rows marked wrong without a correct relation are only in the CSV."
+        return [str(p) for p in paths], status
+
+    def build(self, tab: gr.Tab, session: gr.State, form: PredictParts) -> gr.Checkbox:
+        """The Feedback tab (call inside `tab`) and the Predict tab's form. Returns the admins' checkbox."""
+        with gr.Row():
+            verdict = gr.Dropdown([("all", "all"), ("correct", "correct"), ("wrong", "wrong")], value="all",
+                                  label="Verdict", elem_id="fb-verdict")
+            contains = gr.Textbox(label="Contains (sentence, relation or note)", elem_id="fb-contains")
+            everyone = gr.Checkbox(label="Everyone's feedback (admins only)", value=False, visible=False, elem_id="fb-everyone")
+            refresh = gr.Button("Refresh", size="sm", elem_id="fb-refresh")
+        table = gr.Dataframe(label="Saved feedback (newest first)", interactive=False, elem_id="fb-table", wrap=True)
+        with gr.Row():
+            export = gr.Button("Export shown rows: JSONL (FewRel format) + descriptions + CSV", elem_id="fb-export")
+        status = gr.Textbox(show_label=False, interactive=False, elem_id="fb-status", container=False)
+        files = gr.File(label="Exports (train with: python -m emma train --data feedback.jsonl --descriptions descriptions.json)",
+                        file_count="multiple", interactive=False, elem_id="fb-files")
+
+        filters = [verdict, contains, everyone, session]
+        form.feedback_btn.click(
+            self.feedback, [form.verdict, form.correct_relation, form.note, session], [form.feedback_status],
+            api_name="feedback", **DB,
+        ).success(self.feedback_view, filters, [table], **QUIET)
+        for trigger in (refresh.click, verdict.change, everyone.change, contains.submit, tab.select):
+            trigger(self.feedback_view, filters, [table], **QUIET)
+        export.click(self.export_feedback, filters, [files, status], **PRIVATE)
+        return everyone

@@ -1,0 +1,300 @@
+"""The Predict tab: mark two entities, predict, see recall / reranking / attention.
+
+Marking is per session and order-independent: the Head and Tail buttons read the textbox's
+selection in the browser at the moment of the click and send it with the click, so no earlier
+"select" event has to reach the server first, and no queue slot is shared between users. Each
+marking event returns the preview with its result (one round trip, one preview per action).
+"""
+
+from __future__ import annotations
+
+import copy
+import html
+import time
+from dataclasses import dataclass
+
+import gradio as gr
+
+from emma import DataError, instance_from_text
+
+from . import plots
+from .engine import MAX_SENTENCE_CHARS
+from .records import prediction_record, public_record, summary_text
+from .session import BadInput, highlighted, resolve_entities, resolve_entity, selection_span, sentence_case
+from .workbench import MODEL, PRIVATE, QUIET, Workbench, user_errors, warn
+
+# Runs in the browser before the Head/Tail handler: the selection of the sentence box replaces the
+# `selection` input (UTF-16 offsets and the selected text; `session.selection_span` converts them).
+READ_SELECTION = """(sentence, selection, head, tail, spans) => {
+  const box = document.querySelector('#sentence textarea');
+  const sel = box ? {index: [box.selectionStart, box.selectionEnd], value: box.value.substring(box.selectionStart, box.selectionEnd)} : null;
+  return [sentence, sel, head, tail, spans];
+}"""
+
+
+def check_length(sentence: str) -> None:
+    if len(sentence or "") > MAX_SENTENCE_CHARS:
+        raise BadInput(f"The sentence has {len(sentence)} characters; the workbench takes at most {MAX_SENTENCE_CHARS}.")
+
+
+@dataclass
+class PredictParts:
+    """The Predict tab's components that other tabs and the page load use."""
+
+    sentence: gr.Textbox
+    head: gr.Textbox
+    tail: gr.Textbox
+    spans: gr.State
+    marked: gr.HighlightedText
+    hint: gr.Textbox
+    verdict: gr.Radio
+    correct_relation: gr.Dropdown
+    note: gr.Textbox
+    feedback_btn: gr.Button
+    feedback_status: gr.Textbox
+
+
+class PredictTab:
+    """Handlers of the Predict tab over the shared `Workbench`."""
+
+    def __init__(self, wb: Workbench) -> None:
+        self.wb = wb
+
+    # ------------------------------------------------------------------ marking entities
+
+    def mark(self, role: str, sentence: str, selection, head: str, tail: str, spans: dict | None):
+        """Head / Tail button: the selection becomes that entity. Returns (head, tail, spans, marked, hint)."""
+        spans = dict(spans or {})
+        sentence = sentence or ""
+        if isinstance(selection, dict):  # from the browser: {"index": [start, end], "value": text}
+            selection = selection_span(sentence, selection.get("index"), selection.get("value"))
+        if not (isinstance(selection, (list, tuple)) and len(selection) == 2 and all(isinstance(i, int) for i in selection)):
+            selection = None
+        if len(sentence) > MAX_SENTENCE_CHARS:
+            warn(f"The sentence is longer than {MAX_SENTENCE_CHARS} characters; shorten it first.")
+            return (head, tail, spans, *self.preview(sentence, head, tail, spans))
+        if not selection or not 0 <= selection[0] < selection[1] <= len(sentence) or not sentence[selection[0] : selection[1]].strip():
+            warn(f"Select some words of the sentence first, then press {role.capitalize()}.")
+            return (head, tail, spans, *self.preview(sentence, head, tail, spans))
+        s, e = selection
+        other, other_text = ("tail", tail) if role == "head" else ("head", head)
+        o = spans.get(other)
+        still_marked = o and sentence[o[0] : o[1]].strip() == (other_text or "").strip()  # not left over from another sentence
+        if still_marked and s < o[1] and o[0] < e:
+            warn(f"That selection overlaps the {other} entity; select other words.")
+            return (head, tail, spans, *self.preview(sentence, head, tail, spans))
+        spans[role] = [s, e]
+        head, tail = (sentence[s:e], tail) if role == "head" else (head, sentence[s:e])
+        return (head, tail, spans, *self.preview(sentence, head, tail, spans))
+
+    def mark_head(self, sentence, selection, head, tail, spans):
+        return self.mark("head", sentence, selection, head, tail, spans)
+
+    def mark_tail(self, sentence, selection, head, tail, spans):
+        return self.mark("tail", sentence, selection, head, tail, spans)
+
+    def typed(self, role: str, sentence: str, head: str, tail: str, spans: dict | None):
+        """An entity typed by hand: drop its marked span (the typed text is looked up). Returns (spans, marked, hint)."""
+        spans = {k: v for k, v in (spans or {}).items() if k != role}
+        return (spans, *self.preview(sentence, head, tail, spans))
+
+    def typed_head(self, sentence, head, tail, spans):
+        return self.typed("head", sentence, head, tail, spans)
+
+    def typed_tail(self, sentence, head, tail, spans):
+        return self.typed("tail", sentence, head, tail, spans)
+
+    def clear_marks(self, sentence: str):
+        return ("", "", {}, *self.preview(sentence, "", "", {}))
+
+    def example_spans(self, sentence: str, head: str, tail: str):
+        """The exact spans of a clicked example (looked up by its text). Returns (spans, marked, hint)."""
+        spans = {}
+        for ex in self.wb.examples:
+            if ex["text"] == sentence and ex["head_text"] == head and ex["tail_text"] == tail:
+                spans = {"head": list(ex["head"]), "tail": list(ex["tail"])}
+        return (spans, *self.preview(sentence, head, tail, spans))
+
+    def preview(self, sentence: str, head: str, tail: str, spans: dict | None) -> tuple[dict, str]:
+        """The marked sentence and a hint (no toasts: this runs while the user types)."""
+        sentence = sentence or ""
+        if not sentence.strip():
+            return highlighted("", None, None), "Type or paste a sentence, or pick an example below."
+        if len(sentence) > MAX_SENTENCE_CHARS:
+            return highlighted("", None, None), f"The sentence is longer than {MAX_SENTENCE_CHARS} characters; shorten it."
+        try:
+            h, t = resolve_entities(sentence, head, tail, spans)
+        except BadInput as e:
+            # The hint box shows plain text; the message was HTML-escaped for toasts.
+            return highlighted(sentence, *self._partial_marks(sentence, head, tail, spans)), html.unescape(str(e))
+        hint = "Ready: press Predict."
+        n = self.wb.engine.count_pieces(sentence)
+        if n > self.wb.engine.sentence_window:
+            hint = (f"Ready, but the sentence has {n} word pieces and the model reads {self.wb.engine.sentence_window}: "
+                    "only the words nearest the entities are used.")
+        return highlighted(sentence, h, t), hint
+
+    @staticmethod
+    def _partial_marks(sentence, head, tail, spans):
+        """Whatever entities can be marked while the other one is still missing or wrong."""
+        spans = spans or {}
+        marks = []
+        for role, typed, avoid in (("head", head, None), ("tail", tail, "head")):
+            try:
+                marks.append(resolve_entity(sentence, role, typed, spans.get(role), avoid=marks[0] if avoid else None))
+            except BadInput:
+                marks.append(None)
+        return marks
+
+    # ------------------------------------------------------------------ prediction
+
+    @user_errors
+    def predict(self, sentence: str, head: str, tail: str, spans: dict | None, session: dict, request: gr.Request = None):
+        """Predict the relation between head and tail with this session's relations.
+
+        Returns (prediction as a JSON-able dict, session with the prediction kept for feedback).
+        """
+        t0 = time.perf_counter()
+        wb = self.wb
+        session = wb.owned(session, request)
+        sentence = sentence or ""
+        check_length(sentence)
+        h, t = resolve_entities(sentence, head, tail, spans)
+        relations = wb.relations(session)
+        if not relations:
+            raise BadInput("No relation is switched on; enable some in the Relations tab or add your own.")
+        warnings_ = []
+        n = wb.engine.count_pieces(sentence)
+        if n > wb.engine.sentence_window:
+            warnings_.append(f"The sentence has {n} word pieces but the model reads {wb.engine.sentence_window}; "
+                             "only the words nearest the entities were used.")
+            warn(warnings_[-1])
+        try:
+            instance = instance_from_text(sentence, h, t)
+            prediction = wb.engine.predict(sentence, h, t, relations)
+        except DataError as e:
+            raise BadInput(sentence_case(str(e))) from None
+        timings = {**prediction.timings_ms, "total": (time.perf_counter() - t0) * 1e3}
+        record = prediction_record(sentence, h, t, instance, prediction, relations, wb.engine.checkpoint_id, timings, warnings_)
+        session = copy.deepcopy(session)
+        session["last"] = record
+        return public_record(record), session
+
+    def show_prediction(self, session: dict, request: gr.Request = None):
+        """Everything the Predict tab shows about the last prediction, and a cleared feedback form."""
+        record = self.wb.owned(session, request).get("last")
+        if not record:
+            return (None, None, "", None, None, None, "", gr.update(), None, "", "")
+        label_value = ({c["relation"]: c["deciding_score"] for c in record["candidates_detail"]} if record["reranked"]
+                       else record["label"])
+        return (
+            highlighted(record["sentence"], tuple(record["head"]), tuple(record["tail"])),
+            label_value,
+            summary_text(record),
+            plots.recall_figure(record),
+            plots.rerank_table(record),
+            plots.attention_figure(record),
+            plots.latency_text(record),
+            gr.update(choices=list(record["relations"]), value=None),
+            None, "", "",  # verdict, note, feedback status
+        )
+
+    # ------------------------------------------------------------------ layout
+
+    def build(self, session: gr.State) -> PredictParts:
+        """The tab's components and its own events (the feedback form is wired by `feedback_tab`)."""
+        first = self.wb.examples[0] if self.wb.examples else None
+        spans = gr.State({"head": first["head"], "tail": first["tail"]} if first else {})
+        with gr.Row():
+            with gr.Column(scale=3):
+                sentence, head, tail, marked, hint, buttons = self._marking_column(first)
+            with gr.Column(scale=2):
+                label = gr.Label(label="Prediction", elem_id="label")
+                summary = gr.Textbox(label="In words", interactive=False, lines=3, elem_id="summary")
+                latency = gr.Markdown(elem_id="latency")
+                with gr.Accordion("Give feedback on this prediction", open=True):
+                    verdict = gr.Radio([("Correct", "correct"), ("Wrong", "wrong")], label="Was it right?", elem_id="verdict")
+                    correct_relation = gr.Dropdown(
+                        [], label="Correct relation (if wrong: pick one, or type a new name)", allow_custom_value=True,
+                        elem_id="correct-relation", value=None,
+                    )
+                    note = gr.Textbox(label="Note (optional)", lines=1, elem_id="note")
+                    feedback_btn = gr.Button("Save feedback", elem_id="submit-feedback")
+                    feedback_status = gr.Textbox(show_label=False, interactive=False, elem_id="feedback-status", container=False)
+        if self.wb.examples:
+            gr.Examples(
+                [[e["text"], e["head_text"], e["tail_text"]] for e in self.wb.examples],
+                inputs=[sentence, head, tail], outputs=[spans, marked, hint], fn=self.example_spans, run_on_click=True,
+                label="Examples (FewRel validation sentences, entities already marked)", elem_id="examples",
+                api_visibility="private", cache_examples=False,
+            )
+        recall_plot, rerank, attention_plot, prediction_json = self._explain_panels()
+        parts = PredictParts(sentence, head, tail, spans, marked, hint, verdict, correct_relation, note, feedback_btn, feedback_status)
+        self._wire_marking(parts, *buttons)
+        predict_btn = buttons[-1]
+        predict_btn.click(
+            self.predict, [sentence, head, tail, spans, session], [prediction_json, session], api_name="predict", **MODEL,
+        ).success(
+            self.show_prediction, [session],
+            [marked, label, summary, recall_plot, rerank, attention_plot, latency, correct_relation, verdict, note, feedback_status],
+            **PRIVATE,
+        )
+        return parts
+
+    def _marking_column(self, first):
+        sentence = gr.Textbox(
+            first["text"] if first else "", label="Sentence (select words, then press Head or Tail)",
+            lines=3, max_lines=8, max_length=MAX_SENTENCE_CHARS, elem_id="sentence",
+        )
+        with gr.Row():
+            head_btn = gr.Button("Head ← selection", elem_id="mark-head", size="sm")
+            tail_btn = gr.Button("Tail ← selection", elem_id="mark-tail", size="sm")
+            clear_btn = gr.Button("Clear", elem_id="clear-marks", size="sm")
+        with gr.Row():
+            head = gr.Textbox(first["head_text"] if first else "", label="Head entity (subject)", elem_id="head")
+            tail = gr.Textbox(first["tail_text"] if first else "", label="Tail entity (object)", elem_id="tail")
+        marked = gr.HighlightedText(
+            label="Marked sentence", elem_id="marked", color_map={"HEAD": "#f4a261", "TAIL": "#2a9d8f"},
+            show_legend=False, combine_adjacent=False,
+        )
+        hint = gr.Textbox(show_label=False, interactive=False, lines=1, elem_id="mark-hint", container=False)
+        predict_btn = gr.Button("Predict the relation", variant="primary", elem_id="predict")
+        return sentence, head, tail, marked, hint, (head_btn, tail_btn, clear_btn, predict_btn)
+
+    @staticmethod
+    def _explain_panels():
+        gr.Markdown(HELP_RECALL, elem_classes="panel-help")
+        recall_plot = gr.Plot(label="Recall scores", elem_id="recall-plot")
+        gr.Markdown(HELP_RERANK, elem_classes="panel-help")
+        rerank = gr.Dataframe(label="Reranking: recall rank → classifier rank", interactive=False, elem_id="rerank", wrap=True)
+        gr.Markdown(HELP_ATTENTION, elem_classes="panel-help")
+        attention_plot = gr.Plot(label="Attention of the two virtual entities over description words", elem_id="attention-plot")
+        with gr.Accordion("Raw prediction (JSON, as returned by the /predict API)", open=False):
+            prediction_json = gr.JSON(elem_id="prediction-json")
+        return recall_plot, rerank, attention_plot, prediction_json
+
+    def _wire_marking(self, p: PredictParts, head_btn, tail_btn, clear_btn, _predict_btn) -> None:
+        # The selection travels with the click (READ_SELECTION); this JSON box is only its slot.
+        selection = gr.JSON(visible=False)
+        marks = [p.head, p.tail, p.spans, p.marked, p.hint]
+        head_btn.click(self.mark_head, [p.sentence, selection, p.head, p.tail, p.spans], marks, js=READ_SELECTION, **QUIET)
+        tail_btn.click(self.mark_tail, [p.sentence, selection, p.head, p.tail, p.spans], marks, js=READ_SELECTION, **QUIET)
+        clear_btn.click(self.clear_marks, [p.sentence], marks, **QUIET)
+        # `.input` fires for typing only (not for values set by a handler), so each action previews once.
+        p.head.input(self.typed_head, [p.sentence, p.head, p.tail, p.spans], [p.spans, p.marked, p.hint],
+                     trigger_mode="always_last", **QUIET)
+        p.tail.input(self.typed_tail, [p.sentence, p.head, p.tail, p.spans], [p.spans, p.marked, p.hint],
+                     trigger_mode="always_last", **QUIET)
+        p.sentence.input(self.preview, [p.sentence, p.head, p.tail, p.spans], [p.marked, p.hint],
+                         trigger_mode="always_last", **QUIET)
+
+
+HELP_RECALL = """**Stage 1, recall.** The sentence (with its two entities) and every relation description are turned
+into vectors; each bar is how similar the sentence is to one description. The orange top-k go to stage 2."""
+
+HELP_RERANK = """**Stage 2, classifier.** A second model reads the sentence together with each of the k descriptions and
+gives probabilities. Models that combine the two stages multiply them with recall's own confidence ("combined"), so a
+hesitant classifier does not overrule a sure recall. When the pick is not recall's #1, stage 2 has corrected recall."""
+
+HELP_ATTENTION = """**Why these descriptions?** Each description is summarised twice, once for the head entity and once for the
+tail (two "virtual entities"). Each row shows how much weight each word of the description got."""

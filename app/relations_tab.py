@@ -1,0 +1,238 @@
+"""The Relations tab: the catalogue (search, switch on/off) and the user's own relations
+(add, edit, delete, import, export). Every change is saved for the session's owner at once.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from .session import (
+    BadInput,
+    check_relation,
+    parse_relation_set,
+    relation_text,
+    shown,
+    with_enabled,
+    with_user_relation,
+    without_user_relation,
+)
+from .workbench import DB, MODEL, PRIVATE, QUIET, Workbench, user_errors, warn
+
+
+@dataclass
+class RelationsParts:
+    """What the page load fills in: the search box and the four views of `RelationsTab.relation_views`."""
+
+    search: gr.Textbox
+    views: list
+
+
+class RelationsTab:
+    """Handlers of the Relations tab over the shared `Workbench`."""
+
+    def __init__(self, wb: Workbench) -> None:
+        self.wb = wb
+
+    # ------------------------------------------------------------------ views
+
+    def catalogue_view(self, query: str, session: dict, request: gr.Request = None):
+        """(checkbox group update, table of matches, count line) for a search query."""
+        session = self.wb.owned(session, request)
+        matches = self.wb.catalogue.search(query)
+        enabled = set(session["enabled"])
+        choices = [(f"{e.label} · {e.id} · {e.source}", e.label) for e in matches]
+        value = [e.label for e in matches if e.label in enabled]
+        table = pd.DataFrame(
+            [{"on": "✔" if e.label in enabled else "", "relation": e.label, "id": e.id, "source": e.source, "description": e.text}
+             for e in matches],
+            columns=["on", "relation", "id", "source", "description"],
+        )
+        return gr.update(choices=choices, value=value), table, self.count_text(session, len(matches))
+
+    def relation_views(self, query: str, session: dict, request: gr.Request = None):
+        """Everything the tab shows: catalogue checkboxes, catalogue table, count, your relations."""
+        session = self.wb.owned(session, request)
+        return (*self.catalogue_view(query, session), self.user_relations_view(session))
+
+    def count_text(self, session: dict, matches: int | None = None) -> str:
+        n_cat, n_user, total = len(session["enabled"]), len(session["user"]), len(self.wb.catalogue)
+        shown_part = f" · {matches} match the search" if matches is not None and matches != total else ""
+        return (f"**{n_cat + n_user} relations in force**: {n_cat} of {total} catalogue relations "
+                f"and {n_user} of your own{shown_part}.")
+
+    def user_relations_view(self, session: dict) -> pd.DataFrame:
+        rows = [{"relation": n, "description": d, "text the model reads": relation_text(n, d)} for n, d in session["user"].items()]
+        return pd.DataFrame(rows, columns=["relation", "description", "text the model reads"])
+
+    def pick_user_relation(self, session: dict, evt: gr.SelectData, request: gr.Request = None) -> tuple[str, str]:
+        """Clicking a row of your relations puts it into the form for editing."""
+        row = evt.row_value or []
+        mine = self.wb.owned(session, request)["user"]
+        name = row[0] if row and row[0] in mine else ""
+        return name, mine.get(name, "")
+
+    # ------------------------------------------------------------------ catalogue switches
+
+    @user_errors
+    def set_shown_enabled(self, selected: list[str], query: str, session: dict, request: gr.Request = None) -> dict:
+        """The checkbox group changed: the shown relations become `selected`; hidden ones keep their state."""
+        session = self.wb.owned(session, request)
+        shown_labels = {e.label for e in self.wb.catalogue.search(query)}
+        keep = [label for label in session["enabled"] if label not in shown_labels] + list(selected or [])
+        return self._save_enabled(session, keep)
+
+    @user_errors
+    def switch_shown(self, on: bool, query: str, session: dict, request: gr.Request = None) -> dict:
+        session = self.wb.owned(session, request)
+        shown_labels = [e.label for e in self.wb.catalogue.search(query)]
+        if on:
+            keep = session["enabled"] + shown_labels
+        else:
+            keep = [label for label in session["enabled"] if label not in set(shown_labels)]
+        return self._save_enabled(session, keep)
+
+    def enable_shown(self, query, session, request: gr.Request = None):
+        return self.switch_shown(True, query, session, request)
+
+    def disable_shown(self, query, session, request: gr.Request = None):
+        return self.switch_shown(False, query, session, request)
+
+    @user_errors
+    def reset_catalogue(self, session: dict, request: gr.Request = None) -> dict:
+        return self._save_enabled(self.wb.owned(session, request), self.wb.catalogue.defaults())
+
+    def _save_enabled(self, session: dict, enabled: list[str]) -> dict:
+        session = with_enabled(session, self.wb.catalogue, enabled)
+        self.wb.store.save_workspace(session["owner"], session["enabled"])
+        return session
+
+    # ------------------------------------------------------------------ your relations
+
+    @user_errors
+    def add_relation(self, name: str, description: str, session: dict, request: gr.Request = None) -> tuple[dict, str]:
+        """Add a relation of your own; it is live at once (one encoder pass). Returns (session, status)."""
+        return self._save_relation(name, description, session, request, editing=False)
+
+    @user_errors
+    def edit_relation(self, name: str, description: str, session: dict, request: gr.Request = None) -> tuple[dict, str]:
+        """Change the description of one of your relations. Returns (session, status)."""
+        return self._save_relation(name, description, session, request, editing=True)
+
+    def _save_relation(self, name, description, session, request, editing: bool):
+        wb = self.wb
+        session = wb.owned(session, request)
+        name, description, text = check_relation(session, wb.catalogue, name, description, editing)
+        n = wb.engine.count_pieces(text)
+        wb.engine.encode([text])  # encode before saving: an encoder failure saves nothing
+        wb.store.save_user_relation(session["owner"], name, description, text)
+        session = with_user_relation(session, name, description)
+        status = f"{'Updated' if editing else 'Added'} '{name}'; {len(wb.relations(session))} relations in force."
+        if n > wb.engine.description_window:
+            status += f" Only its first {wb.engine.description_window} of {n} word pieces are read."
+            warn(f"The description of {shown(name)} is long: the model reads only its first {wb.engine.description_window} word pieces.")
+        return session, status
+
+    @user_errors
+    def delete_relation(self, name: str, session: dict, request: gr.Request = None) -> tuple[dict, str]:
+        """Delete one of your relations. Returns (session, status)."""
+        session = without_user_relation(self.wb.owned(session, request), name)
+        name = " ".join((name or "").split())
+        self.wb.store.delete_user_relation(session["owner"], name)
+        return session, f"Deleted '{name}'; {len(self.wb.relations(session))} relations in force."
+
+    def export_relations(self, session: dict, request: gr.Request = None) -> str:
+        """The relations in force as {name: text} JSON (the `--descriptions` format of `python -m emma train`)."""
+        session = self.wb.owned(session, request)
+        path = self.wb.export_folder() / "relations.json"
+        path.write_text(json.dumps(self.wb.relations(session), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        return str(path)
+
+    @user_errors
+    def import_relations(self, path: str | None, session: dict, request: gr.Request = None) -> tuple[dict, str]:
+        """Load a relation set: its catalogue relations become the enabled ones, the rest your own."""
+        wb = self.wb
+        session = wb.owned(session, request)
+        if not path:
+            raise BadInput("Choose a JSON file to import.")
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            raise BadInput("The file is not valid JSON.") from None
+        enabled, user = parse_relation_set(data, wb.catalogue)
+        trial = with_enabled(session, wb.catalogue, enabled)
+        trial["user"] = {n: d for n, d in trial["user"].items() if n not in user}
+        for name, description in user.items():
+            check_relation(trial, wb.catalogue, name, description, editing=False)
+            trial = with_user_relation(trial, name, description)
+        texts = {n: relation_text(n, d) for n, d in user.items()}
+        wb.engine.encode(list(texts.values()))
+        wb.store.replace_user_relations(trial["owner"], {n: (user[n], texts[n]) for n in user}, trial["enabled"])
+        return trial, (f"Imported {len(enabled)} catalogue and {len(user)} own relations; "
+                       f"{len(wb.relations(trial))} relations in force.")
+
+    # ------------------------------------------------------------------ layout
+
+    def build(self, session: gr.State) -> RelationsParts:
+        relation_count = gr.Markdown(elem_id="relation-count")
+        with gr.Row():
+            with gr.Column(scale=3):
+                search = gr.Textbox(label="Search the catalogue (FewRel and Wiki-ZSL relations)", elem_id="relation-search",
+                                    placeholder="e.g. birth, country, P17")
+                with gr.Row():
+                    enable_btn = gr.Button("Switch on all shown", size="sm", elem_id="enable-shown")
+                    disable_btn = gr.Button("Switch off all shown", size="sm", elem_id="disable-shown")
+                    reset_btn = gr.Button("Default set", size="sm", elem_id="reset-catalogue")
+                catalogue = gr.CheckboxGroup(label="Switched on (tick to use a relation in predictions)", elem_id="catalogue")
+            with gr.Column(scale=2):
+                form = self._own_relations_form()
+        catalogue_table = gr.Dataframe(label="Catalogue relations matching the search", interactive=False,
+                                       elem_id="catalogue-table", wrap=True, max_height=420)
+        views = [catalogue, catalogue_table, relation_count, form["user_table"]]
+        refresh = dict(fn=self.relation_views, inputs=[search, session], outputs=views, **PRIVATE)
+
+        search.change(self.catalogue_view, [search, session], views[:3], trigger_mode="always_last", **QUIET)
+        catalogue.input(self.set_shown_enabled, [catalogue, search, session], [session], trigger_mode="always_last",
+                        **QUIET).success(**refresh)
+        for button, handler in ((enable_btn, self.enable_shown), (disable_btn, self.disable_shown)):
+            button.click(handler, [search, session], [session], **PRIVATE).success(**refresh)
+        reset_btn.click(self.reset_catalogue, [session], [session], **PRIVATE).success(**refresh)
+        self._wire_own_relations(form, session, refresh)
+        return RelationsParts(search, views)
+
+    @staticmethod
+    def _own_relations_form() -> dict:
+        gr.Markdown("**Your own relations.** Describe how the head relates to the tail, like the catalogue does: "
+                    "*founded by: founder or co-founder of this organization*. The model reads \"name: description\"; "
+                    "a new relation is usable at once.", elem_classes="panel-help")
+        form = dict(name=gr.Textbox(label="Name", elem_id="rel-name"),
+                    description=gr.Textbox(label="Description", lines=3, elem_id="rel-desc"))
+        with gr.Row():
+            form["add"] = gr.Button("Add", variant="primary", elem_id="add-relation")
+            form["edit"] = gr.Button("Save changes", elem_id="edit-relation")
+            form["delete"] = gr.Button("Delete", variant="stop", elem_id="delete-relation")
+        form["status"] = gr.Textbox(show_label=False, interactive=False, elem_id="relation-status", container=False)
+        form["user_table"] = gr.Dataframe(label="Your relations (click a row to edit it)", interactive=False,
+                                          elem_id="user-relations", wrap=True)
+        with gr.Row():
+            form["import"] = gr.UploadButton("Import relation set (JSON)", file_types=[".json"], size="sm",
+                                             elem_id="import-relations")
+            form["export"] = gr.Button("Export relations in force", size="sm", elem_id="export-relations")
+        form["file"] = gr.File(label="Exported relation set", elem_id="relations-file", interactive=False)
+        return form
+
+    def _wire_own_relations(self, form: dict, session: gr.State, refresh: dict) -> None:
+        name, description, status = form["name"], form["description"], form["status"]
+        for button, handler, api_name in ((form["add"], self.add_relation, "add_relation"),
+                                          (form["edit"], self.edit_relation, "edit_relation")):
+            button.click(handler, [name, description, session], [session, status], api_name=api_name, **MODEL).success(**refresh)
+        form["delete"].click(self.delete_relation, [name, session], [session, status], api_name="delete_relation",
+                             **DB).success(**refresh)
+        form["user_table"].select(self.pick_user_relation, [session], [name, description], **QUIET)
+        form["import"].upload(self.import_relations, [form["import"], session], [session, status], **MODEL,
+                              **PRIVATE).success(**refresh)
+        form["export"].click(self.export_relations, [session], [form["file"]], **PRIVATE)

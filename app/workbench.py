@@ -1,0 +1,131 @@
+"""What every session shares (the model, the store, the catalogue) and whose session an event is.
+
+`Workbench` holds the shared resources; the three tabs (`predict_tab`, `relations_tab`,
+`feedback_tab`) each hold their handlers, which take everything per user as arguments (the session
+dict from `gr.State`) and return new values, so they can be called directly in tests. Bad input
+raises `gr.Error` with one plain sentence (through `BadInput`), before anything is written.
+
+Who owns a session's relations and feedback ("owner", see `identity`): the logged-in user
+("user:NAME") with --auth, checked on every event against the request, so a session hash taken
+from another user opens nothing of theirs; otherwise an HMAC of a random token the server gave the
+browser ("browser:HMAC", so a reload or a restart finds the same relations); for an API client
+without a page load, an HMAC of its session hash ("session:HMAC"). Only admins see others' rows.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+
+from .catalogue import Catalogue
+from .engine import Engine
+from .identity import Identity, username
+from .session import BadInput, new_session, relations_in_force
+from .storage import Store
+
+MODEL_CONCURRENCY = 1  # model calls at a time (the queue holds the rest)
+DB_CONCURRENCY = 8  # SQLite writes at a time (WAL + busy timeout serialise them safely)
+UI_CONCURRENCY = 16  # cheap events: previews, tables
+MODEL = dict(concurrency_id="model", concurrency_limit=MODEL_CONCURRENCY)
+DB = dict(concurrency_id="db", concurrency_limit=DB_CONCURRENCY)
+PRIVATE = dict(api_visibility="private")
+QUIET = dict(api_visibility="private", show_progress="hidden")
+
+
+def user_errors(fn):
+    """Turn `BadInput` into `gr.Error` (shown as a toast; the event's outputs stay unchanged)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except BadInput as e:
+            raise gr.Error(str(e), print_exception=False) from None
+
+    return wrapper
+
+
+def warn(message: str) -> None:
+    """A recoverable problem: a yellow toast in the UI, a Python warning elsewhere."""
+    gr.Warning(message)
+
+
+class Workbench:
+    """The shared resources and the sessions' owners.
+
+    Args:
+        engine: the shared model and description cache.
+        store: the SQLite store.
+        catalogue: the default relation catalogue.
+        examples: example sentences (see `catalogue.load_examples`).
+        admins: logins that may view and export everyone's feedback (only meaningful with --auth).
+
+    Example:
+        >>> wb = Workbench(Engine(Extractor.load()), Store(tmp_path / "wb.db"), Catalogue.load())
+        >>> wb.open_session("user:ann")["enabled"][:1]
+        ['head of government']
+    """
+
+    def __init__(self, engine: Engine, store: Store, catalogue: Catalogue, examples: list[dict] | None = None,
+                 admins=()) -> None:
+        self.engine = engine
+        self.store = store
+        self.catalogue = catalogue
+        self.examples = examples or []
+        self.identity = Identity(store.secret("owner_key"), admins)
+        # Exported files live in one folder removed when the process ends (Gradio serves copies from its cache).
+        self._exports = tempfile.TemporaryDirectory(prefix="emma-workbench-exports-")
+        engine.encode([e.text for e in catalogue.entries], pin=True)
+
+    def export_folder(self) -> Path:
+        return Path(tempfile.mkdtemp(dir=self._exports.name))
+
+    def new_session(self) -> dict:
+        return new_session(self.catalogue)
+
+    def open_session(self, owner: str) -> dict:
+        """A session for `owner` with the relations saved for them (encoded later, by the model's queue)."""
+        session = self.new_session()
+        session["owner"] = owner
+        enabled = self.store.workspace(owner)
+        if enabled is not None:
+            session["enabled"] = [label for label in enabled if label in self.catalogue.by_label]
+        session["user"] = self.store.user_relations(owner)
+        return session
+
+    def load(self, token: str | None, request: gr.Request = None):
+        """Page load: find the owner (login name, else this browser's token) and their saved relations.
+
+        Returns (session, the browser's token, update showing "Everyone's feedback" to admins only).
+        A token the server did not issue in its format is replaced by a new one (a new workspace).
+        """
+        if not self.identity.valid_token(token):
+            token = self.identity.issue_token()
+        name = username(request)
+        owner = f"user:{name}" if name else self.identity.browser_owner(token)
+        return self.open_session(owner), token, gr.update(visible=self.identity.is_admin(request))
+
+    def owned(self, session: dict | None, request: gr.Request | None) -> dict:
+        """The session of whoever sent `request`.
+
+        With --auth the login decides: a session owned by anyone else (a session hash reused by
+        another user) is replaced by the caller's own. Without --auth the server-side session's
+        owner stands; API clients never fire the page-load event, so theirs is set here.
+        """
+        name = username(request)
+        if name:
+            if session and session.get("owner") == f"user:{name}":
+                return session
+            return self.open_session(f"user:{name}")
+        if session and session.get("owner"):
+            return session
+        fresh = copy.deepcopy(session) if session else self.new_session()
+        fresh["owner"] = self.identity.session_owner(getattr(request, "session_hash", None))
+        return fresh
+
+    def relations(self, session: dict) -> dict[str, str]:
+        return relations_in_force(session, self.catalogue)
