@@ -1,50 +1,44 @@
-"""The benchmark: relation sets and sentences, the all-pairs baseline's scoring, the command end to end.
+"""The benchmark (research.bench): relation sets and sentences, the all-pairs baseline's scoring, the command end to end.
 
 Nothing here asserts a timing: benchmarks are measured, not tested.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 
 import pytest
 import torch
 from click.testing import CliRunner
 
-from emma.bench import (
-    AllPairs,
-    BenchConfig,
-    headline,
-    instance_text,
-    reference_scores,
-    relation_sets,
-    synthetic_descriptions,
-    tournament_winner,
-)
-from emma.cli import cli
 from emma.data import write_jsonl
 from emma.features import collate_pairs, encode_instances
+from emma.model import RerankClassifier
+from research.bench.all_pairs import AllPairs, reference_scores
+from research.bench.measure import BenchConfig, headline, torch_threads
+from research.bench.sets import instance_text, relation_sets, synthetic_descriptions
+from research.cli import cli
 
 ROW_KEYS = {"method", "n_relations", "sentences_per_s", "latency_p50_ms", "latency_p95_ms", "f1", "peak_memory_mb", "index_build_s"}
 REPORT_KEYS = {"results", "machine", "threads", "device", "k", "precision", "headline"}
 
 
 def first_feature(k: int, d: int):
-    """A stand-in classifier head whose logit for each slot is that slot's first feature."""
+    """A stand-in concat head whose logit for each slot is that slot's first feature."""
     return lambda x: x.view(-1, k, d)[..., 0]
 
 
 @pytest.mark.parametrize("k", [1, 2, 3])
 @pytest.mark.parametrize("n", [1, 2, 7, 10])
-def test_reference_and_tournament_pick_the_best_under_a_monotone_head(k, n):
+def test_reference_score_ranks_like_a_monotone_head(k, n):
     torch.manual_seed(n * 10 + k)
     states = torch.randn(n, 4)
-    best = int(states[:, 0].argmax())
     scores = reference_scores(first_feature(k, 4), states, k)
     assert scores.shape == (n,)
-    assert int(scores.argmax()) == best
+    assert int(scores.argmax()) == int(states[:, 0].argmax())
     assert torch.equal(scores.argsort(), states[:, 0].argsort()), "the reference score ranks every relation"
-    assert tournament_winner(first_feature(k, 4), states, k) == best
 
 
 def test_reference_score_cancels_slot_bias():
@@ -55,52 +49,56 @@ def test_reference_score_cancels_slot_bias():
     assert torch.allclose(reference_scores(biased, states, k), reference_scores(first_feature(k, d), states, k), atol=1e-5)
 
 
-def test_all_pairs_states_are_what_the_classifier_reads(tiny_extractor, toy_instances):
-    """Pair states through AllPairs equal the classifier's own: its MLP on them gives its logits."""
-    ex = tiny_extractor
+def with_head(extractor, **changes):
+    """A copy of `extractor` whose classifier has another head (same encoder, fresh MLP)."""
+    ex = copy.copy(extractor)
+    ex.model = copy.deepcopy(extractor.model)
+    config = dataclasses.replace(ex.model.config, **changes)
+    ex.model.classifier = RerankClassifier(config, ex.model.classifier.encoder).eval()
+    return ex
+
+
+@pytest.mark.parametrize("head", ["shared", "concat"])
+def test_all_pairs_states_are_what_the_classifier_reads(tiny_extractor, toy_instances, head):
+    """Pair states through AllPairs equal the classifier's own: its head on them gives its logits."""
+    ex = with_head(tiny_extractor, classifier_head=head)
     clf = ex.model.classifier
     scorer = AllPairs(ex)
     enc = encode_instances(ex.tokenizer, toy_instances[:1], ex.config.max_length)
-    firsts, seconds = [enc.ids[0]] * 2, ex.index.token_ids[:2]
-    states = scorer.pair_states(firsts, seconds)  # (2, d)
+    firsts, seconds = [enc.ids[0]] * 2, [list(row.token_ids) for row in ex.index.rows[:2]]
+    states = scorer.pair_states(firsts, seconds)  # (2, F)
     with torch.inference_mode():
         logits = clf(**collate_pairs(ex.tokenizer, firsts, seconds))  # (1, 2)
-        assert torch.allclose(clf.mlp(states.reshape(1, -1)), logits, atol=1e-5)
+        assert torch.allclose(clf.logits(states), logits, atol=1e-5)
         alone = torch.cat([scorer.pair_states([f], [s]) for f, s in zip(firsts, seconds)])
     assert torch.allclose(states, alone, atol=1e-5), "batching pairs must not change their states"
 
 
-@pytest.mark.parametrize("score", ["reference", "tournament"])
-def test_all_pairs_predicts_a_relation_of_the_set(tiny_extractor, toy_instances, score):
-    labels = AllPairs(tiny_extractor, score=score, max_pairs=10).predict(toy_instances)  # groups of 2 sentences
+@pytest.mark.parametrize("head", ["shared", "concat"])
+def test_all_pairs_predicts_a_relation_of_the_set_in_any_grouping(tiny_extractor, toy_instances, head):
+    ex = with_head(tiny_extractor, classifier_head=head)
+    labels = AllPairs(ex, max_pairs=10).predict(toy_instances)  # groups of 2 sentences
     assert len(labels) == len(toy_instances)
-    assert set(labels) <= set(tiny_extractor.relations)
-    assert labels == AllPairs(tiny_extractor, score=score).predict(toy_instances)
+    assert set(labels) <= set(ex.relations)
+    assert labels == AllPairs(ex).predict(toy_instances)
 
 
 def test_all_pairs_reference_ignores_relation_order(tiny_extractor, toy_instances, toy_descriptions):
-    forward = AllPairs(tiny_extractor).predict(toy_instances)
-    tiny_extractor.set_relations(dict(reversed(list(toy_descriptions.items()))))
-    assert AllPairs(tiny_extractor).predict(toy_instances) == forward
+    ex = with_head(tiny_extractor, classifier_head="concat", classifier_features="cls")
+    forward = AllPairs(ex).predict(toy_instances)
+    ex.set_relations(dict(reversed(list(toy_descriptions.items()))))
+    assert AllPairs(ex).predict(toy_instances) == forward
 
 
 def test_all_pairs_with_a_shared_head_scores_every_pair_exactly(tiny_extractor, toy_instances):
     """A per-pair scorer needs no comparator: all-pairs picks the relation whose pair scores highest."""
-    import copy
-    import dataclasses
-
-    from emma.model import RerankClassifier
-
-    ex = copy.copy(tiny_extractor)
-    ex.model = copy.deepcopy(tiny_extractor.model)
-    config = dataclasses.replace(ex.model.config, classifier_head="shared", classifier_features="cls_entities")
-    ex.model.classifier = RerankClassifier(config, ex.model.classifier.encoder).eval()
+    ex = with_head(tiny_extractor, classifier_head="shared", classifier_features="cls_entities")
     labels = AllPairs(ex).predict(toy_instances[:3])
     enc = encode_instances(ex.tokenizer, toy_instances[:3], ex.config.max_length)
-    n = len(ex.index)
+    descriptions = [list(row.token_ids) for row in ex.index.rows]
     with torch.inference_mode():
         for i, label in enumerate(labels):
-            pairs = collate_pairs(ex.tokenizer, [enc.ids[i]] * n, ex.index.token_ids)
+            pairs = collate_pairs(ex.tokenizer, [enc.ids[i]] * len(descriptions), descriptions)
             scores = ex.model.classifier.mlp(ex.model.classifier.pair_features(**pairs)).squeeze(-1)
             assert label == ex.index.names[int(scores.argmax())]
 
@@ -147,14 +145,18 @@ def test_config_rejects_bad_values():
         BenchConfig(methods=("emma", "brute"))
     with pytest.raises(ValueError, match="positive"):
         BenchConfig(relations=(0,))
-    with pytest.raises(ValueError, match="choose one of"):
-        BenchConfig(all_pairs_score="vote")
+    with pytest.raises(ValueError, match="limit=0"):
+        BenchConfig(limit=0)
 
 
-def test_bench_help():
-    result = CliRunner().invoke(cli, ["bench", "--help"])
-    assert result.exit_code == 0
-    assert "Example" in result.output and "--relations" in result.output
+def test_torch_threads_are_restored():
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads=0"):
+        with torch_threads(0):
+            pass
 
 
 def write_toy(tmp_path, instances, descriptions):
@@ -167,12 +169,14 @@ def write_toy(tmp_path, instances, descriptions):
 def test_bench_end_to_end_on_the_tiny_checkpoint(tiny_checkpoint, tmp_path, toy_instances, toy_descriptions):
     data, descs = write_toy(tmp_path, toy_instances, toy_descriptions)
     out, plot = tmp_path / "bench.json", tmp_path / "bench.html"
+    threads = torch.get_num_threads()
     result = CliRunner().invoke(cli, [
         "bench", "--checkpoint", tiny_checkpoint, "--data", data, "--descriptions", descs, "--relations", "3,20",
         "--limit", "8", "--latency-sentences", "3", "--threads", "1", "--device", "cpu",
         "--output", str(out), "--plot", str(plot),
     ])
     assert result.exit_code == 0, result.output
+    assert torch.get_num_threads() == threads, "--threads holds while measuring only"
     assert "| n relations | method |" in result.output
     report = json.loads(out.read_text())
     assert REPORT_KEYS <= set(report)
@@ -208,6 +212,8 @@ def test_bench_samples_all_pairs_beyond_its_budget(tiny_checkpoint, tmp_path, to
     (["--relations", "5,x"], "comma-separated integers"),
     (["--methods", "emma,brute"], "choose from"),
     (["--limit", "0"], "limit=0"),
+    (["--threads", "0"], "threads=0"),
+    (["--precision", "fp8"], "precision='fp8'"),
 ])
 def test_bench_bad_flags_fail_in_one_line(tiny_checkpoint, tmp_path, toy_instances, toy_descriptions, flags, message):
     data, descs = write_toy(tmp_path, toy_instances, toy_descriptions)

@@ -10,8 +10,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from emma.cli import cli
-from emma.data import write_jsonl
+from emma.cli import CliGroup, cli
+from emma.data import DataError, write_jsonl
 from emma.evaluate import evaluate
 from emma.pipeline import Extractor
 
@@ -98,7 +98,8 @@ def test_predict_prints_json(runner, tiny_checkpoint, files, toy_descriptions):
     assert len(out["recall"]) == 3 and [r for r, _ in out["recall"]][:2] == out["candidates"]
     assert out["reranked"] is True and len(out["probabilities"]) == 2
     assert sum(out["probabilities"]) == pytest.approx(1.0, abs=1e-5)
-    assert out["label"] in out["candidates"] and out["score"] == pytest.approx(max(out["probabilities"]))
+    deciding = out["fused"] if out["decision"] == "fused" else out["probabilities"]
+    assert out["label"] in out["candidates"] and out["score"] == pytest.approx(max(deciding))
 
 
 def test_predict_unknown_entity_is_a_clean_error(runner, tiny_checkpoint, files):
@@ -186,6 +187,21 @@ def test_evaluate_bad_descriptions_file(runner, tiny_checkpoint, files):
     _assert_clean_error(result, "bad_desc.json", "born in")
 
 
+@pytest.mark.parametrize("error", [ValueError("bad value"), FileNotFoundError("nothing here"), DataError("bad record")])
+def test_user_errors_become_one_line_in_every_command(runner, error):
+    """CliGroup handles the library's user errors once, for every command of a group built on it."""
+
+    @click.group(cls=CliGroup)
+    def group() -> None:
+        pass
+
+    @group.command()
+    def fails() -> None:
+        raise error
+
+    _assert_clean_error(runner.invoke(group, ["fails"]), str(error))
+
+
 def test_missing_required_option(runner):
     result = runner.invoke(cli, ["evaluate", "--data", "x.json"])
     assert result.exit_code == 2 and "Missing option '--descriptions'" in result.output and "Traceback" not in result.output
@@ -194,20 +210,39 @@ def test_missing_required_option(runner):
 # ----------------------------------------------------------------------------- train
 
 
+TRAIN_FLAGS = ["--max-steps", "2", "--batch-size", "4", "--precision", "fp32", "--max-length", "32", "--warmup-steps", "0"]
+
+
+@pytest.mark.slow
 @pytest.mark.usefixtures("fresh_accelerate")
 def test_train_writes_a_loadable_checkpoint(runner, tiny_encoder_dir, files, toy_instances):
     out = files["dir"] / "run"
     result = runner.invoke(cli, ["train", "--data", files["data"], "--descriptions", files["descriptions"], "--output", str(out),
-                                 "--encoder", tiny_encoder_dir, "--max-steps", "2", "--batch-size", "4", "--precision", "fp32",
-                                 "--max-length", "32", "--warmup-steps", "0", "--classifier-head", "shared"])
+                                 "--encoder", tiny_encoder_dir, *TRAIN_FLAGS])
     assert result.exit_code == 0, result.output
     assert result.stdout.strip().splitlines()[-1] == str(out)
     ex = Extractor.load(out, device="cpu", precision="fp32")
-    assert ex.config.max_length == 32 and ex.config.k == 2 and ex.config.classifier_head == "shared"
-    meta = json.loads((out / "training.json").read_text())
-    assert meta["step"] == 2 and meta["config"]["batch_size"] == 4 and meta["config"]["model"]["max_length"] == 32
+    # Data flags alone give the shipped recipe: two stages, shared head over h[CLS] ⊕ markers, fused decision.
+    assert (ex.config.classifier_head, ex.config.classifier_features, ex.config.decision) == ("shared", "cls_entities", "fused")
+    assert ex.config.max_length == 32 and ex.config.k == 2
+    recall, classifier = json.loads((out / "training.json").read_text())["stages"]
+    assert classifier["step"] == 2 and classifier["config"]["batch_size"] == 4 and classifier["config"]["model"]["max_length"] == 32
+    assert recall["config"]["model"]["use_classifier"] is False and classifier["config"]["train_recall"] is False
     ex.set_relations({"a": "founded by: founder", "b": "place of birth"})
     assert ex.predict_batch(toy_instances[:1])[0].reranked
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("fresh_accelerate")
+def test_train_paper_recipe(runner, tiny_encoder_dir, files):
+    out = files["dir"] / "paper"
+    result = runner.invoke(cli, ["train", "--data", files["data"], "--descriptions", files["descriptions"], "--output", str(out),
+                                 "--encoder", tiny_encoder_dir, "--paper", *TRAIN_FLAGS])
+    assert result.exit_code == 0, result.output
+    config = Extractor.load(out, device="cpu", precision="fp32").config
+    assert (config.classifier_head, config.classifier_features, config.decision, config.max_length) == ("concat", "cls", "classifier", 32)
+    meta = json.loads((out / "training.json").read_text())
+    assert meta["step"] == 2 and meta["config"]["schedule"] == "joint"  # one stage: recall and classifier together
 
 
 @pytest.mark.usefixtures("fresh_accelerate")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import re
 import types
+from pathlib import Path
 
 import pytest
 
 from emma.checkpoint import DEFAULT_CHECKPOINT
 from emma.cli import cli
-
-from pathlib import Path
+from research.cli import cli as research_cli
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -24,17 +24,28 @@ def _commands(group, prefix=()):
             yield from _commands(cmd, (*prefix, name))
 
 
-def test_every_emma_command_in_the_readme_exists():
-    known = {" ".join(c) for c in _commands(cli)}
-    used = re.findall(r"-m emma ([a-z][a-z-]*(?: (?:export|import))?)", README)
-    assert used, "the README shows no command"
+GROUPS = {"emma": cli, "research": research_cli}
+
+
+@pytest.mark.parametrize("package", GROUPS)
+def test_every_command_in_the_readme_exists(package):
+    known = {" ".join(c) for c in _commands(GROUPS[package])}
+    used = re.findall(rf"-m {package} ([a-z][a-z-]*(?: (?:export|import))?)", README)
+    assert used, f"the README shows no `python -m {package}` command"
     for cmd in used:
-        assert cmd in known, f"README uses `python -m emma {cmd}`, which does not exist"
+        assert cmd in known, f"README uses `python -m {package} {cmd}`, which does not exist"
 
 
-def test_every_command_is_documented_in_the_readme():
-    for name in cli.commands:
-        assert f"-m emma {name}" in README, f"`python -m emma {name}` is missing from the README"
+@pytest.mark.parametrize("package", GROUPS)
+def test_every_command_is_documented_in_the_readme(package):
+    for name in GROUPS[package].commands:
+        assert f"-m {package} {name}" in README, f"`python -m {package} {name}` is missing from the README"
+
+
+def test_the_readme_names_no_script_that_moved():
+    for gone in ("emma/bench.py", "emma/experiments.py", "results/recall_probes.py", "results/recall_probe_sweep.py"):
+        assert gone not in README, f"the README still names {gone}"
+    assert not list((REPO / "results").glob("*.py")), "results/ holds results, not code"
 
 
 def test_make_targets_in_the_readme_exist():

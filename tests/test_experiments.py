@@ -1,5 +1,5 @@
-"""The evaluation protocol: one run trains on a split's train relations and tests on its unseen ones,
-appends one record, is skipped when repeated, and the table is rebuilt from the records."""
+"""The evaluation protocol (research.protocol, .scheduler, .table): one run trains on a split's train relations
+and tests on its unseen ones, appends one record, is skipped when repeated, and the table is rebuilt from the records."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import json
 
 import pytest
 
-from emma.choices import VARIANTS
-from emma.experiments import RunSpec, default_plan, load_run_data, plan_tasks, render_table, run, run_plan, summarize
+from research import RESULTS_DIR
+from research.protocol import VARIANTS, RunSpec, default_plan, load_run_data, read_records, run
+from research.scheduler import plan_tasks, run_plan
+from research.table import render_table, summarize
 
 pytestmark = pytest.mark.usefixtures("fresh_accelerate")
 
@@ -48,6 +50,7 @@ def _spec(**overrides) -> RunSpec:
     return RunSpec(**values)
 
 
+@pytest.mark.slow
 def test_a_run_trains_on_train_relations_tests_on_unseen_ones_and_is_recorded_once(data_dir, tmp_path, tiny_encoder_dir, monkeypatch):
     root, relations = data_dir
     monkeypatch.setenv("EMMA_DEFAULT_ENCODER", tiny_encoder_dir)
@@ -66,35 +69,41 @@ def test_a_run_trains_on_train_relations_tests_on_unseen_ones_and_is_recorded_on
     assert len(results.read_text().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_two_stage_runs_share_their_recall_stage(data_dir, tmp_path, tiny_encoder_dir, monkeypatch):
     root, _ = data_dir
     monkeypatch.setenv("EMMA_DEFAULT_ENCODER", tiny_encoder_dir)
     results, runs = tmp_path / "results.jsonl", tmp_path / "runs"
-    k2 = run(_spec(classifier_head="shared"), data_dir=root, results=results, runs_dir=runs)
+    k2 = run(_spec(), data_dir=root, results=results, runs_dir=runs)
     stage1 = runs / _spec().recall_stage_name
     assert (stage1 / "model.safetensors").is_file()  # kept for the runs that share it
-    assert [s["folder"] for s in k2["train"]["stages"]] == [stage1.name, _spec(classifier_head="shared").name]
+    assert [s["folder"] for s in k2["train"]["stages"]] == [stage1.name, _spec().name]
     stamp = (stage1 / "training.json").read_text()
-    k3 = run(_spec(k=3, classifier_head="shared"), data_dir=root, results=results, runs_dir=runs)
+    k3 = run(_spec(k=3), data_dir=root, results=results, runs_dir=runs)
     assert (stage1 / "training.json").read_text() == stamp  # not trained again
     assert k3["recall_only"] == k2["recall_only"]  # the same recall model
     alone = run(_spec(variant="no_classifier"), data_dir=root, results=results, runs_dir=runs)
     assert alone["recall_only"] == k2["recall_only"] and alone["emma"] is None
-    joint = run(_spec(schedule="joint"), data_dir=root, results=results, runs_dir=runs)
-    assert len(joint["train"]["stages"]) == 1 and joint["emma"] is not None
+    paper = run(_spec(variant="paper"), data_dir=root, results=results, runs_dir=runs, keep_checkpoint=True)
+    assert len(paper["train"]["stages"]) == 1 and paper["emma"] is not None  # joint: one stage
+    config = json.loads((runs / _spec(variant="paper").name / "config.json").read_text())
+    assert (config["classifier_head"], config["classifier_features"], config["decision"]) == ("concat", "cls", "classifier")
     assert _spec().recall_stage_name != _spec(variant="no_virtual").recall_stage_name
     assert _spec().recall_stage_name != _spec(max_per_relation=4).recall_stage_name
 
 
+@pytest.mark.slow
 def test_ablation_variants_build_the_matching_model(data_dir, tmp_path, tiny_encoder_dir, monkeypatch):
     root, _ = data_dir
     monkeypatch.setenv("EMMA_DEFAULT_ENCODER", tiny_encoder_dir)
     results = tmp_path / "results.jsonl"
-    record = run(_spec(variant="no_both", schedule="joint"), data_dir=root, results=results, runs_dir=tmp_path / "runs",
-                 keep_checkpoint=True)
+    record = run(_spec(variant="no_both"), data_dir=root, results=results, runs_dir=tmp_path / "runs")
     assert record["emma"] is None and record["recall_only"]["f1"] >= 0
-    config = json.loads((tmp_path / "runs" / _spec(variant="no_both", schedule="joint").name / "config.json").read_text())
+    config = json.loads((tmp_path / "runs" / _spec(variant="no_both").recall_stage_name / "config.json").read_text())
     assert config["use_classifier"] is False and config["description_pooling"] == "cls"
+    full = run(_spec(variant="no_virtual"), data_dir=root, results=results, runs_dir=tmp_path / "runs", keep_checkpoint=True)
+    config = json.loads((tmp_path / "runs" / _spec(variant="no_virtual").name / "config.json").read_text())
+    assert full["emma"] is not None and config["description_pooling"] == "cls" and config["classifier_head"] == "shared"
     floor = run(_spec(variant="untrained"), data_dir=root, results=results, runs_dir=tmp_path / "runs")
     assert floor["train"] is None and floor["emma"] is None
 
@@ -105,7 +114,7 @@ def test_render_table_groups_splits_and_states_budgets(tmp_path):
     def record(seed, f1, variant="full", emma=True):
         spec = _spec(m=15, seed=seed, variant=variant)
         metrics = {"precision": f1, "recall": f1, "f1": f1}
-        return {"key": spec.key, "spec": spec.__dict__, "recall_only": metrics,
+        return {"key": spec.key, "spec": spec.record(), "recall_only": metrics,
                 "emma": {**metrics, "f1": f1 + 1} if emma else None, "emma_fused": {**metrics, "f1": f1 + 2} if emma else None,
                 "train": {"steps": 10, "wall_time_s": 60.0, "device": "cpu"}}
 
@@ -147,11 +156,11 @@ def test_default_plan_puts_the_main_table_first_and_has_no_duplicates():
 def test_table_command_writes_markdown_and_metrics(tmp_path):
     from click.testing import CliRunner
 
-    from emma.cli import cli
+    from research.cli import cli
 
     spec = _spec(m=15)
     metrics = {"precision": 70.0, "recall": 70.0, "f1": 70.0}
-    record = {"key": spec.key, "spec": spec.__dict__, "recall_only": metrics, "emma": metrics, "emma_fused": metrics,
+    record = {"key": spec.key, "spec": spec.record(), "recall_only": metrics, "emma": metrics, "emma_fused": metrics,
               "train": {"steps": 10, "wall_time_s": 60.0, "device": "cpu"}}
     results = tmp_path / "results.jsonl"
     results.write_text(json.dumps(record) + "\n")
@@ -160,19 +169,32 @@ def test_table_command_writes_markdown_and_metrics(tmp_path):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "R.md").read_text().strip() == render_table(results).strip()
     written = json.loads((tmp_path / "metrics.json").read_text())
-    assert written["rows"] == json.loads(json.dumps(summarize(results))) and "python -m emma table" in written["note"]
+    assert written["rows"] == json.loads(json.dumps(summarize(results))) and "python -m research table" in written["note"]
 
 
-def test_classifier_settings_do_not_split_runs_without_a_classifier():
-    # A recall-only run is the same run whatever classifier head the command line named.
-    assert RunSpec(variant="no_classifier", classifier_head="concat").key == RunSpec(variant="no_classifier").key
-    assert RunSpec(variant="no_both").classifier_head is None
-    assert RunSpec(variant="full", classifier_head="concat").key != RunSpec(variant="full").key
+def test_a_record_names_the_recipe_its_variant_fixes():
+    full, paper, alone = RunSpec().record(), RunSpec(variant="paper").record(), RunSpec(variant="no_classifier").record()
+    assert (full["schedule"], full["classifier_head"], full["classifier_features"], full["classifier_init"]) == (
+        "two_stage", "shared", "cls_entities", "recall")
+    assert (paper["schedule"], paper["classifier_head"], paper["classifier_features"]) == ("joint", "concat", "cls")
+    # Settings of a classifier a run does not have are blank: they cannot split its identity.
+    assert alone["classifier_head"] is alone["classifier_features"] is alone["classifier_init"] is None
+    assert RunSpec(variant="paper").key != RunSpec().key
+
+
+def test_runs_in_the_shipped_results_file_stay_done():
+    """Every protocol-4 record of the shipped recipe has the key its RunSpec gives now: the plan skips it."""
+    fields = set(RunSpec.__dataclass_fields__)
+    records = [r for r in read_records(RESULTS_DIR / "experiments.jsonl") if r["spec"].get("protocol") == 4]
+    if not records:
+        pytest.skip("no protocol-4 records in results/experiments.jsonl")
+    for r in records:
+        assert RunSpec(**{k: v for k, v in r["spec"].items() if k in fields}).key == r["key"]
 
 
 def test_plan_tasks_keep_runs_that_share_a_first_stage_together():
     plan = [_spec(), _spec(m=5), _spec(variant="no_classifier"), _spec(k=3), _spec(variant="no_virtual"), _spec(variant="no_both"),
-            _spec(variant="untrained"), _spec(schedule="joint"), _spec(schedule="joint", k=3)]
+            _spec(variant="untrained"), _spec(variant="paper"), _spec(variant="paper", k=3)]
     tasks = plan_tasks(plan)
     names = [[s.name for s in task] for task in tasks]
     assert names[0] == [_spec().name, _spec(variant="no_classifier").name, _spec(k=3).name]
@@ -181,6 +203,7 @@ def test_plan_tasks_keep_runs_that_share_a_first_stage_together():
     assert [len(t) for t in tasks[3:]] == [1, 1, 1]  # untrained and joint runs share nothing
 
 
+@pytest.mark.slow
 def test_parallel_workers_run_every_run_once_into_one_results_file(data_dir, tmp_path, tiny_encoder_dir, monkeypatch):
     root, _ = data_dir
     monkeypatch.setenv("EMMA_DEFAULT_ENCODER", tiny_encoder_dir)  # spawned workers inherit it
@@ -199,6 +222,7 @@ def test_a_plan_past_its_deadline_starts_nothing(data_dir, tmp_path):
     assert not results.exists()
 
 
+@pytest.mark.slow
 def test_wikizsl_sample_tests_on_its_relations_and_trains_on_fewrel_without_them(data_dir, tmp_path, tiny_encoder_dir, monkeypatch,
                                                                                     toy_instances):
     root, relations = data_dir

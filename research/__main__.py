@@ -1,0 +1,5 @@
+"""Entry point for ``python -m research``."""
+
+from .cli import main
+
+main()

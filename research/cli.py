@@ -1,0 +1,198 @@
+"""Command line: ``python -m research bench | experiment | table | probe | probe-table | probe-sweep``.
+
+The library's own commands (train, evaluate, predict, portable) are ``python -m emma``. Paths default
+to this repository's results/, runs/ and ../shared/data, whatever the working directory; user errors
+print one line (emma's `CliGroup`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from emma.cli import CliGroup
+
+from . import DATA_DIR, RESULTS_DIR, RUNS_DIR
+from .bench.measure import DEFAULT_RELATIONS, METHODS, BenchConfig
+from .probes.commands import probe, probe_sweep, probe_table
+from .protocol import DATASETS, VARIANTS, RunSpec
+
+EXPERIMENTS = RESULTS_DIR / "experiments.jsonl"
+
+
+@click.group(cls=CliGroup)
+@click.option("-v", "--verbose", is_flag=True, help="Log at DEBUG level.")
+def cli(verbose: bool) -> None:
+    """Research tooling beside the emma library: the paper's protocol, tables, the speed benchmark, probes.
+
+    Example:
+
+        python -m research experiment --dataset fewrel --m 15 --seed ori
+    """
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        import transformers
+
+        transformers.logging.set_verbosity_error()  # weight-loading reports are noise here
+
+
+def _parse_sizes(ctx, param, text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: give comma-separated integers, e.g. 5,15,80") from None
+    if not sizes or any(n < 1 for n in sizes):
+        raise click.BadParameter(f"{text!r}: give positive sizes, e.g. 5,15,80")
+    return sizes
+
+
+def _parse_methods(ctx, param, text: str) -> tuple[str, ...]:
+    methods = tuple(m.strip() for m in text.split(",") if m.strip())
+    if not methods or any(m not in METHODS for m in methods):
+        raise click.BadParameter(f"{text!r}: choose from {','.join(METHODS)}")
+    return methods
+
+
+@cli.command()
+@click.option("--checkpoint", type=click.Path(), help="Checkpoint folder (default: the shipped one).")
+@click.option("--data", "data", multiple=True, required=True, type=click.Path(), help="Sentences (FewRel or any readable format); repeat for several files.")
+@click.option("--descriptions", required=True, type=click.Path(), help="Relation descriptions file.")
+@click.option("--pool", type=click.Path(), help="Descriptions file whose relation ids fill sizes beyond the labelled relations first (e.g. the FewRel 80).")
+@click.option("--relations", default=",".join(map(str, DEFAULT_RELATIONS)), show_default=True, callback=_parse_sizes, help="Relation-set sizes, comma-separated.")
+@click.option("--limit", type=int, default=BenchConfig.limit, show_default=True, help="Sentences per size.")
+@click.option("--methods", default=",".join(METHODS), show_default=True, callback=_parse_methods, help="Methods, comma-separated.")
+@click.option("--latency-sentences", type=int, default=BenchConfig.latency_sentences, show_default=True, help="Single-sentence calls timed per method and size.")
+@click.option("--all-pairs-budget", type=int, default=BenchConfig.all_pairs_budget, show_default=True, help="Cross-encoder pairs per size for all-pairs; beyond it sentences are sampled (flagged).")
+@click.option("--threads", type=int, help="torch intra-op threads while measuring (default: torch's).")
+@click.option("--device", help="cpu or cuda (default: CUDA when present).")
+@click.option("--precision", default="auto", show_default=True, help="auto, fp32, bf16 or fp16.")
+@click.option("--batch-size", type=int, default=BenchConfig.batch_size, show_default=True, help="Sentences per batch.")
+@click.option("--seed", type=int, default=BenchConfig.seed, show_default=True)
+@click.option("--output", type=click.Path(), help="Write the JSON report here.")
+@click.option("--plot", multiple=True, type=click.Path(), help="Write the figure here: .html, or .png (kaleido); repeat for both.")
+def bench(checkpoint, data, descriptions, pool, threads, device, precision, output, plot, **settings) -> None:
+    """Measure EMMA, recall only and the all-pairs cross-encoder side by side.
+
+    For each relation-set size: throughput (sentences/s, batched), single-sentence latency p50/p95
+    (Extractor.predict, the workbench's call), index build time, peak memory and macro F1. Prints a
+    markdown table; --output writes JSON with "results" (one row per method and size) and the
+    machine, threads, device, k and precision; --plot draws runtime bars and F1 lines.
+
+    Example:
+
+        python -m research bench --checkpoint checkpoints/emma-minilm --data ../shared/data/fewrel/val_wiki.json \\
+            --descriptions ../shared/data/fewrel/pid2name.json \\
+            --pool ../shared/data/fewrel/relation_description/fewrel_relation_description.json \\
+            --output results/bench_cpu.json --plot results/bench_cpu.html --plot results/bench_cpu.png
+    """
+    from emma import Extractor, read_descriptions, read_instances
+
+    from .bench.measure import run_benchmark, torch_threads
+    from .bench.report import format_table, write_plot
+
+    config = BenchConfig(**settings)
+    instances = [i for path in data for i in read_instances(path)]
+    descs = read_descriptions(descriptions)
+    pool_ids = list(read_descriptions(pool)) if pool else []
+    with torch_threads(threads):
+        report = run_benchmark(Extractor.load(checkpoint, device=device, precision=precision), instances, descs, config, pool=pool_ids)
+    report.update(checkpoint=checkpoint or "default", data=list(data), descriptions=descriptions, pool=pool)
+    click.echo(format_table(report))
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(json.dumps(report, indent=2) + "\n")
+    for path in plot:
+        click.echo(f"wrote {write_plot(report, path)}", err=True)
+
+
+@cli.command()
+@click.option("--results", type=click.Path(path_type=Path), default=EXPERIMENTS, show_default="results/experiments.jsonl",
+              help="Results file (JSON lines) to append to.")
+@click.option("--runs-dir", type=click.Path(path_type=Path), default=RUNS_DIR, show_default="runs/",
+              help="Where run folders go (two-stage runs keep their shared recall stage there).")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=DATA_DIR, show_default="../shared/data",
+              help="Folder holding fewrel/, wikizsl/ and splits/.")
+@click.option("--dataset", type=click.Choice(DATASETS), help="One run: dataset (else the whole plan).")
+@click.option("--m", type=int, help="One run: number of unseen test relations (5, 10, 15).")
+@click.option("--seed", "split_seed", help="One run: split seed (ori, 40, 41, ...).")
+@click.option("--variant", type=click.Choice(VARIANTS), default=RunSpec.variant, show_default=True,
+              help="full: the shipped recipe; paper: the paper's (joint, concat head over h[CLS]); the rest are ablations.")
+@click.option("--k", type=int, default=RunSpec.k, show_default=True)
+@click.option("--max-per-relation", type=int, default=RunSpec.max_per_relation, show_default=True, help="Training budget: instances per relation (0: all).")
+@click.option("--epochs", type=int, default=RunSpec.epochs, show_default=True)
+@click.option("--batch-size", type=int, default=RunSpec.batch_size, show_default=True)
+@click.option("--lr", type=float, default=RunSpec.lr, show_default=True)
+@click.option("--max-length", type=int, default=RunSpec.max_length, show_default=True, help="Instance window in word pieces.")
+@click.option("--eval-per-relation", type=int, help="Test on at most N instances per unseen relation (seeded; default all).")
+@click.option("--train-seed", type=int, default=RunSpec.train_seed, show_default=True, help="Seed of the training run (not of the split).")
+@click.option("--deadline", type=float, help="Plan mode: start no run that would end after this many seconds.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Plan mode: runs at once, in separate processes (a GPU that one run leaves mostly idle: 8 on an H200).")
+@click.option("--keep-checkpoint", is_flag=True, help="Keep each run's model under --runs-dir (deleted by default).")
+def experiment(results, runs_dir, data_dir, dataset, m, split_seed, variant, k, deadline, workers, keep_checkpoint, **budget) -> None:
+    """Run the paper's protocol: train per split on its train relations, test on its unseen ones.
+
+    With --dataset/--m/--seed, one run; without, the whole plan (main table, the paper's recipe,
+    ablations, k sweep, untrained floor, Wiki-ZSL sample), most important first. Runs already in
+    --results are skipped; interrupted training resumes. Render the table with `python -m research table`.
+
+    Example:
+
+        python -m research experiment --dataset fewrel --m 15 --seed ori --max-per-relation 100
+    """
+    from .protocol import default_plan, run
+    from .scheduler import run_plan
+
+    if not (data_dir / "splits").is_dir():
+        raise click.ClickException(f"{data_dir}: no splits/ folder; point --data-dir at the shared data")
+    budget["max_per_relation"] = budget["max_per_relation"] or None
+    where = dict(data_dir=data_dir, results=results, runs_dir=runs_dir, keep_checkpoint=keep_checkpoint)
+    if dataset or m or split_seed:
+        if not (dataset and m and split_seed):
+            raise click.ClickException("one run needs --dataset, --m and --seed together")
+        record = run(RunSpec(dataset, m, split_seed, variant, k=k, **budget), **where)
+        click.echo(json.dumps(record, indent=2) if record else "already done")
+    else:
+        n = run_plan(default_plan(budget), deadline_s=deadline, workers=workers, **where)
+        click.echo(f"{n} run(s) done; results in {results}")
+
+
+@cli.command()
+@click.option("--results", type=click.Path(exists=True, path_type=Path), default=EXPERIMENTS, show_default="results/experiments.jsonl")
+@click.option("--output", type=click.Path(), help="Write the markdown here too.")
+@click.option("--metrics", type=click.Path(), help="Also write the rows as JSON (e.g. a checkpoint's metrics.json).")
+@click.option("--title", default="Evaluation results", show_default=True, help="Heading of the markdown.")
+def table(results, output, metrics, title) -> None:
+    """Render the evaluation tables (markdown) from a results file of `experiment`.
+
+    Example:
+
+        python -m research table --results results/experiments.jsonl --output results/RESULTS.md \\
+            --metrics checkpoints/emma-minilm/metrics.json
+        python -m research table --results results/probes.jsonl --output results/PROBES.md --title "Budget and recipe probes"
+    """
+    from .table import metrics_json, render_table
+
+    text = render_table(results, title)
+    click.echo(text)
+    if output:
+        Path(output).write_text(text + "\n")
+    if metrics:
+        Path(metrics).write_text(json.dumps(metrics_json(results), indent=1, ensure_ascii=False) + "\n")
+
+
+cli.add_command(probe)
+cli.add_command(probe_table)
+cli.add_command(probe_sweep)
+
+
+def main() -> None:  # pragma: no cover - entry point
+    cli(prog_name="python -m research")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
