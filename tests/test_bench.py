@@ -18,7 +18,7 @@ from emma.features import collate_pairs, encode_instances
 from emma.model import RerankClassifier
 from research.bench.all_pairs import AllPairs, reference_scores
 from research.bench.measure import BenchConfig, headline, torch_threads
-from research.bench.sets import instance_text, relation_sets, synthetic_descriptions
+from research.bench.sets import relation_sets, synthetic_descriptions
 from research.cli import cli
 
 ROW_KEYS = {"method", "n_relations", "sentences_per_s", "latency_p50_ms", "latency_p95_ms", "f1", "peak_memory_mb", "index_build_s"}
@@ -124,12 +124,6 @@ def test_relation_sets_keep_gold_relations_among_the_candidates(toy_instances, t
     assert big.n_synthetic == 6 and len(big.relations) == 12
     assert all(s.labelled for s in (small, full, big))
     assert {i.relation for i in big.instances} == set(toy_descriptions), "sampling stays balanced over relations"
-
-
-def test_instance_text_gives_character_spans(toy_instances):
-    inst = toy_instances[0]
-    text, head, tail = instance_text(inst)
-    assert text[head[0] : head[1]] == inst.head_text and text[tail[0] : tail[1]] == inst.tail_text
 
 
 def test_headline_compares_with_the_ideal_ratio():

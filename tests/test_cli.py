@@ -1,4 +1,5 @@
-"""The command line through click's CliRunner: help, predict, evaluate, train, clean errors."""
+"""The command line through click's CliRunner: help (of `python -m emma` and `python -m research`), predict, evaluate,
+train, clean errors."""
 
 from __future__ import annotations
 
@@ -14,6 +15,10 @@ from emma.cli import CliGroup, cli
 from emma.data import DataError, write_jsonl
 from emma.evaluate import evaluate
 from emma.pipeline import Extractor
+from research.cli import cli as research_cli
+
+GROUPS = {"emma": cli, "research": research_cli}
+
 
 def _command_paths(group, prefix=()):
     """Every command and subcommand of the click group, as argument lists."""
@@ -26,7 +31,7 @@ def _command_paths(group, prefix=()):
 
 
 COMMANDS = ["train", "evaluate", "predict"]
-ALL_COMMANDS = _command_paths(cli)
+ALL_COMMANDS = [(package, path) for package, group in GROUPS.items() for path in _command_paths(group)]
 
 
 @pytest.fixture
@@ -63,16 +68,21 @@ def test_group_help_lists_every_command(runner):
         assert command in result.output
 
 
-@pytest.mark.parametrize("path", ALL_COMMANDS, ids=" ".join)
-def test_every_command_has_help_with_an_example(runner, path):
-    result = runner.invoke(cli, [*path, "--help"])
+@pytest.mark.parametrize("package, path", ALL_COMMANDS, ids=lambda v: " ".join(v) if isinstance(v, list) else v)
+def test_every_command_has_help_with_an_example(runner, package, path):
+    result = runner.invoke(GROUPS[package], [*path, "--help"])
     assert result.exit_code == 0, result.output
     assert "Usage:" in result.output
-    command = cli
+    command = GROUPS[package]
     for name in path:
         command = command.commands[name]
     if not isinstance(command, click.Group):  # a group's help lists its commands; each command shows an example
-        assert "Example:" in result.output and f"python -m emma {' '.join(path)}" in result.output
+        assert "Example:" in result.output and f"python -m {package} {' '.join(path)}" in result.output
+
+
+def test_the_library_commands_and_the_research_commands_are_apart():
+    assert {"bench", "experiment", "table", "probe"} <= set(research_cli.commands)
+    assert not set(research_cli.commands) & set(cli.commands)
 
 
 def test_the_documented_commands_exist():

@@ -1,40 +1,16 @@
-"""`python -m research`: every command has help with an example, paths do not depend on the working directory,
-user errors print one line."""
+"""`python -m research`: paths do not depend on the working directory, user errors print one line
+(every command's help: tests/test_cli.py)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
-import click
 import pytest
 from click.testing import CliRunner
 
 from research import REPO_ROOT, RESULTS_DIR
 from research.cli import cli
-
-
-def _command_paths(group, prefix=()):
-    out = []
-    for name, command in sorted(group.commands.items()):
-        out.append([*prefix, name])
-        if isinstance(command, click.Group):
-            out.extend(_command_paths(command, (*prefix, name)))
-    return out
-
-
-@pytest.mark.parametrize("path", _command_paths(cli), ids=" ".join)
-def test_every_command_has_help_with_an_example(path):
-    result = CliRunner().invoke(cli, [*path, "--help"])
-    assert result.exit_code == 0, result.output
-    assert "Example:" in result.output and f"python -m research {' '.join(path)}" in result.output
-
-
-def test_the_library_commands_stay_with_the_library():
-    from emma.cli import cli as emma_cli
-
-    assert {"bench", "experiment", "table", "probe"} <= set(cli.commands)
-    assert not set(cli.commands) & set(emma_cli.commands)
 
 
 def test_python_dash_m_entry_point():

@@ -102,12 +102,3 @@ def relation_sets(
         settings.append(Setting(n, relations, sample_instances(pool_instances, limit, seed), len(synthetic)))
     return settings
 
-
-def instance_text(inst: Instance) -> tuple[str, tuple[int, int], tuple[int, int]]:
-    """The sentence as text (tokens joined by spaces) and the entities' character spans (end exclusive)."""
-    starts, pos = [], 0
-    for tok in inst.tokens:
-        starts.append(pos)
-        pos += len(tok) + 1
-    span = lambda s, e: (starts[s], starts[e - 1] + len(inst.tokens[e - 1]))  # noqa: E731
-    return " ".join(inst.tokens), span(*inst.head), span(*inst.tail)
