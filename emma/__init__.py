@@ -13,12 +13,13 @@ Training: `TrainConfig` and `emma.train.train` (not re-exported here: the name w
 
 from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError, default_encoder, load_checkpoint, save_checkpoint
 from .data import (
-    DataError, Instance, Split, cap_per_relation, read_descriptions, read_instances, read_split, relation_text, spans_overlap,
+    DataError, Instance, Split, cap_per_relation, draw_shots, read_descriptions, read_instances, read_split, relation_text, spans_overlap,
 )
 from .evaluate import evaluate, macro_prf
 from .features import collate_pairs, description_window, encode_instances, find_entity, instance_from_text, sentence_window
 from .model import Emma, EmmaConfig
-from .pipeline import DescriptionRow, Extractor, Prediction, RelationIndex
+from .index import DescriptionRow, ExampleRow, RelationIndex
+from .pipeline import Extractor, Prediction
 from .precision import autocast
 from .train import TrainConfig
 
@@ -31,6 +32,7 @@ __all__ = [
     "DescriptionRow",
     "Emma",
     "EmmaConfig",
+    "ExampleRow",
     "Extractor",
     "Instance",
     "Prediction",
@@ -42,6 +44,7 @@ __all__ = [
     "collate_pairs",
     "default_encoder",
     "description_window",
+    "draw_shots",
     "encode_instances",
     "evaluate",
     "find_entity",

@@ -409,3 +409,22 @@ def cap_per_relation(instances: Sequence[Instance], cap: int | None, seed: int =
         group = by_rel[rel]
         out.extend(group if len(group) <= cap else rng.sample(group, cap))
     return out
+
+
+def draw_shots(labelled: Sequence[Instance], shots: int, seed: int = 0, exclude: Iterable[Instance] = ()) -> dict[str, list[Instance]]:
+    """{relation: up to `shots` labelled instances}, drawn at random with a fixed seed, none of `exclude`.
+
+    For few-shot evaluation: the examples must never be instances that are being scored, so any
+    instance of `exclude` (the same tokens and spans, whatever its label) is never drawn.
+    """
+    if shots < 0:
+        raise ValueError(f"shots={shots}: give 0 or more examples per relation")
+    barred = {(i.tokens, i.head, i.tail) for i in exclude}
+    by_rel: dict[str, list[Instance]] = {}
+    for inst in labelled:
+        if inst.relation is None:
+            raise DataError("an example has no relation label")
+        if (inst.tokens, inst.head, inst.tail) not in barred:
+            by_rel.setdefault(inst.relation, []).append(inst)
+    rng = random.Random(seed)
+    return {rel: rng.sample(group, min(shots, len(group))) for rel, group in sorted(by_rel.items()) if shots}

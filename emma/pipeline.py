@@ -1,13 +1,9 @@
 """Inference: the public `Extractor` API (what the workbench, evaluation and benchmarks call).
 
-EMMA's efficiency argument (paper section 3.1): description vectors are computed once and kept in
-a `RelationIndex`, so recall is one encoder pass for the sentence plus a matrix product, and a new
-relation costs one encoder pass for its description. Only the top-k relations go through the
-cross-encoder.
-
+Description vectors (and labelled examples) are encoded once into a `RelationIndex` (`emma.index`).
 Prediction reads as three steps per batch of sentences: `recall` (one encoder pass, a product with
-the stored description matrix, exact top-k), `Extractor.rerank` (the cross-encoder over each
-sentence's k candidate pairs) and `decide` (the checkpoint's decision rule over the candidates).
+the index, exact top-k), `Extractor.rerank` (the cross-encoder over each sentence's k candidate
+pairs) and `decide` (the checkpoint's decision rule over the candidates).
 
 The fast path (measured by `python -m research bench`): inference mode; length-sorted batches padded
 to their longest member; classifier calls regrouped by pair length; the description matrix
@@ -26,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -40,6 +37,7 @@ from .checkpoint import load_checkpoint
 from .choices import DECISIONS, check_choice
 from .data import Instance, Span
 from .features import collate_instances, collate_pairs, collate_single, encode_descriptions, encode_instances, instance_from_text
+from .index import DescriptionRow, ExampleRow, Recalled, RelationIndex, recall
 from .model import Emma
 from .precision import autocast, resolve_precision
 
@@ -54,7 +52,9 @@ class Prediction:
         label: the predicted relation: by the checkpoint's decision rule among the candidates (the
             classifier's pick, or the fused pick), or recall's top-1 if not reranked.
         score: the score of `label` under that rule, or its recall cosine when not reranked.
-        recall: [(relation, cosine)] sorted by cosine, all relations (or the top `top_k`).
+        recall: [(relation, score)] sorted by recall score, all relations (or the top `top_k`): the
+            description's cosine, mixed with the examples' when the relation has some (`emma.index`).
+        recall_parts: {relation: (description cosine, examples' prototype cosine or None)} for `recall`.
         candidates: the k relations sent to the classifier, in recall order.
         probabilities: classifier probabilities aligned with `candidates` (empty if not reranked).
         fused: classifier probability × recall softmax(cos/τ) over the candidates, renormalised
@@ -64,6 +64,8 @@ class Prediction:
         recall_label: recall's top-1 relation (differs from `label` when the classifier corrected it).
         attention: {relation: {"tokens": [...], "head": [...], "tail": [...]}} for each candidate:
             the two virtual-entity pooling weights over the description's word pieces.
+        examples: {relation: [(instance, cosine)]}: each candidate's three labelled examples most
+            similar to this sentence (none for relations without examples).
         note: why the classifier did not run, if it did not.
         timings_ms: {"encode": …, "recall": …, "rerank": …} wall time per stage (batched calls share them).
     """
@@ -78,6 +80,8 @@ class Prediction:
     fused: list[float] = field(default_factory=list)
     decision: str = "recall"
     attention: dict[str, dict] = field(default_factory=dict)
+    recall_parts: dict[str, tuple[float, float | None]] = field(default_factory=dict)
+    examples: dict[str, list[tuple[Instance, float]]] = field(default_factory=dict)
     note: str = ""
     timings_ms: dict[str, float] = field(default_factory=dict)
 
@@ -92,102 +96,6 @@ class Prediction:
             return self.recall_label
         scores = rule_scores(rule, self.probabilities, self.fused)
         return self.candidates[max(range(len(scores)), key=scores.__getitem__)]
-
-
-@dataclass(frozen=True, eq=False)
-class DescriptionRow:
-    """One encoded relation description: what the index keeps for a relation.
-
-    Attributes:
-        text: the description the encoder read.
-        vector: (3d,) unit vector h[CLS] ⊕ head pooling ⊕ tail pooling, on the model's device.
-        token_ids: its word pieces without [CLS]/[SEP], the classifier's second segment.
-        tokens: the word pieces as text, for display.
-        head_weights, tail_weights: the two virtual-entity pooling weights over `tokens`.
-    """
-
-    text: str
-    vector: torch.Tensor
-    token_ids: tuple[int, ...]
-    tokens: tuple[str, ...]
-    head_weights: tuple[float, ...]
-    tail_weights: tuple[float, ...]
-
-    def attention(self) -> dict:
-        """{"tokens", "head", "tail"}: the virtual-entity attention, as the workbench draws it."""
-        return {"tokens": list(self.tokens), "head": list(self.head_weights), "tail": list(self.tail_weights)}
-
-
-@dataclass(frozen=True, eq=False)
-class RelationIndex:
-    """Named description rows and their stacked (N, 3d) unit vectors; immutable.
-
-    Changing the relation set makes a new index (`with_relations`, `without`), so an index handed to
-    a prediction never changes under it and several sessions may share one.
-
-    Example:
-        >>> index = RelationIndex.build(["founded by"], extractor.encode_descriptions(["founded by: founder of it"]))
-        >>> index.scores(instance_vectors)  # (B, 1) cosines
-    """
-
-    names: tuple[str, ...] = ()
-    rows: tuple[DescriptionRow, ...] = ()
-    vectors: torch.Tensor | None = None  # (N, 3d) unit rows, stacked once by `build`
-    _positions: dict[str, int] = field(default_factory=dict, repr=False)
-
-    @classmethod
-    def build(cls, names: Sequence[str], rows: Sequence[DescriptionRow]) -> "RelationIndex":
-        """An index over `names` (distinct) with their `rows`, in that order."""
-        names, rows = tuple(names), tuple(rows)
-        assert len(names) == len(rows), f"{len(names)} names for {len(rows)} rows"
-        if len(set(names)) != len(names):
-            raise ValueError("relation names must be distinct")
-        vectors = torch.stack([r.vector for r in rows]) if rows else None  # (N, 3d)
-        return cls(names, rows, vectors, {n: i for i, n in enumerate(names)})
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    @property
-    def texts(self) -> list[str]:
-        return [r.text for r in self.rows]
-
-    def position(self, name: str) -> int:
-        """Row of relation `name`; KeyError if absent."""
-        return self._positions[name]
-
-    def with_relations(self, names: Sequence[str], rows: Sequence[DescriptionRow]) -> "RelationIndex":
-        """This index plus `names`; a name already present is replaced and moves to the end."""
-        replaced = set(names)
-        kept = [(n, r) for n, r in zip(self.names, self.rows) if n not in replaced]
-        return RelationIndex.build([n for n, _ in kept] + list(names), [r for _, r in kept] + list(rows))
-
-    def without(self, name: str) -> "RelationIndex":
-        """This index less relation `name`; KeyError if absent."""
-        i = self.position(name)
-        return RelationIndex.build(self.names[:i] + self.names[i + 1 :], self.rows[:i] + self.rows[i + 1 :])
-
-    def scores(self, queries: torch.Tensor) -> torch.Tensor:
-        """(B, 3d) instance vectors → (B, N) cosine similarities (float32, exact)."""
-        return F.normalize(queries.float(), dim=-1) @ self.vectors.T  # (B, N)
-
-
-@dataclass
-class Recalled:
-    """Recall's answer for a batch: per instance the top `width` rows of the index, best first."""
-
-    scores: list[list[float]]  # (B, width) cosines
-    rows: list[list[int]]  # (B, width) positions in the index
-
-
-def recall(index: RelationIndex, vectors: torch.Tensor, width: int) -> Recalled:
-    """Exact top-`width` relations for each (B, 3d) instance vector by cosine."""
-    scores = index.scores(vectors)  # (B, N): one matrix product against the precomputed rows
-    if width >= len(index):  # every score is kept: a sort is cheaper than topk(N)
-        top_scores, top_rows = scores.sort(dim=1, descending=True)  # (B, N)
-    else:
-        top_scores, top_rows = scores.topk(width, dim=1)  # (B, width), exact
-    return Recalled(top_scores.cpu().tolist(), top_rows.cpu().tolist())
 
 
 def fuse(probabilities: Sequence[float], cosines: Sequence[float], temperature: float) -> list[float]:
@@ -275,22 +183,73 @@ class Extractor:
         _check_relations(relations)
         self.index = RelationIndex.build(list(relations), self.encode_descriptions(list(relations.values()), progress))
 
-    def add_relation(self, name: str, description: str, replace: bool = False) -> None:
-        """Add one relation (one encoder pass, no retraining). `replace=True` updates an existing one."""
+    def add_relation(self, name: str, description: str | None = None, replace: bool = False,
+                     examples: Sequence[Instance] = ()) -> None:
+        """Add one relation (one encoder pass, no retraining). `replace=True` updates an existing one.
+
+        A relation may be defined by labelled `examples` alone (no description): recall then scores it
+        by its examples, and the classifier reads its name where it would read a description.
+        """
         name, description = (name or "").strip(), (description or "").strip()
-        _check_relations({name: description})
+        if not name:
+            raise ValueError("a relation name is empty")
+        if not description and not examples:
+            raise ValueError(f"relation {name!r} needs a description or labelled examples")
         if name in self.index.names and not replace:
             raise ValueError(f"a relation named {name!r} already exists")
         for other, text in self.relations.items():
-            if text == description and other != name:
+            if description and text == description and other != name:
                 raise ValueError(f"relation {other!r} already has this description")
-        self.index = self.index.with_relations([name], self.encode_descriptions([description]))
+        rows = self._example_rows(name, examples) if examples else []
+        self.index = self.index.with_relations([name], self.encode_descriptions([description or name]),
+                                               undescribed=[] if description else [name],
+                                               examples={name: rows} if rows else None)
 
     def remove_relation(self, name: str) -> None:
-        """Remove a relation by name; ValueError if there is none."""
+        """Remove a relation and its examples by name; ValueError if there is none."""
         if name not in self.index.names:
             raise ValueError(f"no relation named {name!r}")
         self.index = self.index.without(name)
+
+    def add_examples(self, relation: str, instances: Sequence[Instance]) -> None:
+        """Keep labelled `instances` as examples of `relation`; they count in recall from the next prediction.
+
+        Raises:
+            ValueError: the relation is not in force; an instance is labelled with another relation,
+                given twice, or already an example (of this or another relation).
+        """
+        if relation not in self.index.names:
+            raise ValueError(f"no relation named {relation!r}; add it before its examples")
+        self.index = self.index.with_examples(relation, self._example_rows(relation, instances))
+
+    def remove_examples(self, relation: str, instances: Sequence[Instance] | None = None) -> None:
+        """Forget `instances` (None: all) as examples of `relation`; a relation without description keeps at least one."""
+        if relation not in self.index.names:
+            raise ValueError(f"no relation named {relation!r}")
+        self.index = self.index.without_examples(relation, instances)
+
+    def _example_rows(self, relation: str, instances: Sequence[Instance]) -> list[ExampleRow]:
+        """Checked, encoded example rows for `relation` (its label set on each instance)."""
+        key = lambda inst: (inst.tokens, inst.head, inst.tail)  # noqa: E731  the same pair, whatever its label
+        known = {key(e.instance): owner for owner, rows in self.index.examples.items() for e in rows}
+        labelled = []
+        for inst in instances:
+            if inst.relation not in (None, relation):
+                raise ValueError(f"an example labelled {inst.relation!r} cannot be an example of {relation!r}")
+            if key(inst) in known:
+                raise ValueError(f"the sentence {' '.join(inst.tokens)[:60]!r} is already an example of {known[key(inst)]!r}")
+            known[key(inst)] = relation
+            labelled.append(dataclasses.replace(inst, relation=relation))
+        return self.encode_examples(labelled)
+
+    @torch.inference_mode()
+    def encode_examples(self, instances: Sequence[Instance]) -> list[ExampleRow]:
+        """Labelled instances → example rows (unit instance vectors), in the order given."""
+        instances = list(instances)
+        enc = encode_instances(self.tokenizer, instances, self.config.max_length)
+        vectors = [F.normalize(self.encode_instances(enc.ids[i : i + self.batch_size]).float(), dim=-1)
+                   for i in range(0, len(instances), self.batch_size)]
+        return [ExampleRow(inst, v) for inst, v in zip(instances, torch.cat(vectors))] if instances else []
 
     @torch.inference_mode()
     def encode_descriptions(self, texts: Sequence[str], progress: bool = False) -> list[DescriptionRow]:
@@ -398,8 +357,7 @@ class Extractor:
         t2 = time.perf_counter()
         probs = self.rerank(ids, [row[:k] for row in found.rows]) if not skip_reason else [[] for _ in ids]
         timings = {"encode": (t1 - t0) * 1e3, "recall": (t2 - t1) * 1e3, "rerank": (time.perf_counter() - t2) * 1e3}
-        return [self._prediction(scores, rows, p, keep, skip_reason, timings)
-                for scores, rows, p in zip(found.scores, found.rows, probs)]
+        return [self._prediction(found, b, vectors[b], p, keep, skip_reason, timings) for b, p in enumerate(probs)]
 
     def _why_not_rerank(self, rerank: bool) -> str:
         """Why the classifier cannot run ("" when it can)."""
@@ -411,8 +369,10 @@ class Extractor:
             return f"only {len(self.index)} relation(s): the classifier needs k={self.config.k}, so recall decides"
         return ""
 
-    def _prediction(self, scores, rows, probabilities, keep: int, skip_reason: str, timings: dict) -> Prediction:
-        """One instance's `Prediction` from its recall and (maybe) classifier scores."""
+    def _prediction(self, found: Recalled, b: int, vector: torch.Tensor, probabilities: list[float], keep: int,
+                    skip_reason: str, timings: dict) -> Prediction:
+        """Instance `b`'s `Prediction` from its recall and (maybe) classifier scores."""
+        scores, rows, parts = found.scores[b], found.rows[b], found.parts[b]
         names, k = self.index.names, min(self.config.k, len(self.index))
         candidates = [names[j] for j in rows[:k]]
         label, score, fused = candidates[0], scores[0], []
@@ -430,6 +390,8 @@ class Extractor:
             fused=fused,
             decision="recall" if skip_reason else self.config.decision,
             attention={names[j]: self.index.rows[j].attention() for j in rows[:k]},
+            recall_parts=dict(zip([names[j] for j in rows[:keep]], parts[:keep])),
+            examples={names[j]: self.index.nearest_examples(vector, names[j]) for j in rows[:k] if names[j] in self.index.examples},
             note=skip_reason,
             timings_ms=dict(timings),
         )

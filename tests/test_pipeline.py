@@ -168,7 +168,7 @@ def test_add_relation_errors_and_replace(tiny_extractor, toy_descriptions):
         ex.add_relation("born in", "something new")
     with pytest.raises(ValueError, match="relation 'born in' already has this description"):
         ex.add_relation("birthplace", toy_descriptions["born in"])
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(ValueError, match="'x' needs a description or labelled examples"):
         ex.add_relation("x", "   ")
     with pytest.raises(ValueError, match="name is empty"):
         ex.add_relation("  ", "some description")

@@ -1,0 +1,218 @@
+"""The relation index: encoded descriptions (and labelled examples) that recall matches sentences against.
+
+EMMA's efficiency argument (paper section 3.1): description vectors are computed once, so recall is
+one encoder pass for the sentence plus a matrix product, and a new relation costs one encoder pass.
+Labelled examples are kept the same way: each is an instance vector computed once, and a relation's
+examples count through their mean (a prototype), so K examples cost one more (N, 3d) product.
+
+A relation's recall score is its description's cosine with the sentence, mixed with its prototype's
+cosine when it has examples: (1 − w)·cos(description) + w·cos(prototype). w = 0.5 was chosen by
+measurement on CrossRE dev (K = 5 examples per relation, recall top-1 macro F1, mean of six domains):
+w 0.3 / 0.5 / 0.7 / 1.0 → 31.0 / 32.5 / 31.8 / 29.1, zero-shot 25.8; the nearest example instead of the
+mean scored 29.4–31.0 (`research/examples_probe.py`). A relation with examples and no description is
+scored by its prototype alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .data import Instance
+
+EXAMPLE_WEIGHT = 0.5  # w above
+
+
+@dataclass(frozen=True, eq=False)
+class DescriptionRow:
+    """One encoded relation description: what the index keeps for a relation.
+
+    Attributes:
+        text: the description the encoder read.
+        vector: (3d,) unit vector h[CLS] ⊕ head pooling ⊕ tail pooling, on the model's device.
+        token_ids: its word pieces without [CLS]/[SEP], the classifier's second segment.
+        tokens: the word pieces as text, for display.
+        head_weights, tail_weights: the two virtual-entity pooling weights over `tokens`.
+    """
+
+    text: str
+    vector: torch.Tensor
+    token_ids: tuple[int, ...]
+    tokens: tuple[str, ...]
+    head_weights: tuple[float, ...]
+    tail_weights: tuple[float, ...]
+
+    def attention(self) -> dict:
+        """{"tokens", "head", "tail"}: the virtual-entity attention, as the workbench draws it."""
+        return {"tokens": list(self.tokens), "head": list(self.head_weights), "tail": list(self.tail_weights)}
+
+
+@dataclass(frozen=True, eq=False)
+class ExampleRow:
+    """A labelled instance kept as an example of its relation, with its (3d,) unit instance vector."""
+
+    instance: Instance
+    vector: torch.Tensor
+
+
+@dataclass
+class RecallScores:
+    """(B, N) scores of a batch against every relation: the mix recall ranks by, and its two parts."""
+
+    combined: torch.Tensor
+    description: torch.Tensor
+    examples: torch.Tensor | None  # NaN for relations without examples; None when no relation has any
+
+
+@dataclass(frozen=True, eq=False)
+class RelationIndex:
+    """Named description rows, their stacked (N, 3d) unit vectors, and each relation's examples; immutable.
+
+    Changing the relation set makes a new index (`with_relations`, `without`, `with_examples`,
+    `without_examples`), so an index handed to a prediction never changes under it and several
+    sessions may share one. Build one with `RelationIndex.build`.
+
+    Example:
+        >>> index = RelationIndex.build(["founded by"], extractor.encode_descriptions(["founded by: founder of it"]))
+        >>> index.scores(instance_vectors).combined  # (B, 1)
+    """
+
+    names: tuple[str, ...] = ()
+    rows: tuple[DescriptionRow, ...] = ()
+    examples: Mapping[str, tuple[ExampleRow, ...]] = field(default_factory=dict)
+    undescribed: frozenset[str] = frozenset()  # relations known by name and examples only
+    vectors: torch.Tensor | None = None  # (N, 3d) unit description rows
+    prototypes: torch.Tensor | None = None  # (N, 3d) unit mean of each relation's examples, 0 without
+    _weights: torch.Tensor | None = None  # (N,) each relation's example weight w
+    _positions: dict[str, int] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def build(
+        cls,
+        names: Sequence[str],
+        rows: Sequence[DescriptionRow],
+        examples: Mapping[str, Sequence[ExampleRow]] | None = None,
+        undescribed: Sequence[str] = (),
+    ) -> "RelationIndex":
+        """An index over `names` (distinct) with their `rows`, in that order.
+
+        Args:
+            examples: {relation: example rows} for relations of `names`.
+            undescribed: relations whose row encodes only their name; recall scores them by their
+                examples alone, so each needs at least one.
+        """
+        names, rows = tuple(names), tuple(rows)
+        assert len(names) == len(rows), f"{len(names)} names for {len(rows)} rows"
+        if len(set(names)) != len(names):
+            raise ValueError("relation names must be distinct")
+        examples = {n: tuple(e) for n, e in (examples or {}).items() if e}
+        stray = sorted(set(examples) - set(names))
+        if stray:
+            raise ValueError(f"examples for relations not in the index: {', '.join(stray)}")
+        bare = sorted(n for n in undescribed if n not in examples)
+        if bare:
+            raise ValueError(f"relation {bare[0]!r} has neither a description nor examples")
+        if not rows:
+            return cls()
+        vectors = torch.stack([r.vector for r in rows])  # (N, 3d)
+        prototypes, weights = torch.zeros_like(vectors), torch.zeros(len(names), device=vectors.device)
+        for i, name in enumerate(names):
+            if name in examples:
+                prototypes[i] = F.normalize(torch.stack([e.vector for e in examples[name]]).mean(0), dim=-1)
+                weights[i] = 1.0 if name in undescribed else EXAMPLE_WEIGHT
+        return cls(names, rows, examples, frozenset(undescribed), vectors, prototypes, weights,
+                   {n: i for i, n in enumerate(names)})
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def texts(self) -> list[str]:
+        return [r.text for r in self.rows]
+
+    def position(self, name: str) -> int:
+        """Row of relation `name`; KeyError if absent."""
+        return self._positions[name]
+
+    def with_relations(
+        self,
+        names: Sequence[str],
+        rows: Sequence[DescriptionRow],
+        undescribed: Sequence[str] = (),
+        examples: Mapping[str, Sequence[ExampleRow]] | None = None,
+    ) -> "RelationIndex":
+        """This index plus `names` (and `examples` for them); a name already present is replaced, keeps its
+        examples and moves to the end."""
+        replaced = set(names)
+        kept = [(n, r) for n, r in zip(self.names, self.rows) if n not in replaced]
+        names_after = [n for n, _ in kept] + list(names)
+        merged = dict(self.examples)
+        for name, new in (examples or {}).items():
+            merged[name] = merged.get(name, ()) + tuple(new)
+        still_bare = (self.undescribed - replaced) | set(undescribed)
+        return RelationIndex.build(names_after, [r for _, r in kept] + list(rows), merged, still_bare)
+
+    def without(self, name: str) -> "RelationIndex":
+        """This index less relation `name` and its examples; KeyError if absent."""
+        i = self.position(name)
+        examples = {n: e for n, e in self.examples.items() if n != name}
+        return RelationIndex.build(self.names[:i] + self.names[i + 1 :], self.rows[:i] + self.rows[i + 1 :],
+                                   examples, self.undescribed - {name})
+
+    def with_examples(self, name: str, rows: Sequence[ExampleRow]) -> "RelationIndex":
+        """This index with `rows` added to relation `name`'s examples."""
+        examples = {**self.examples, name: self.examples.get(name, ()) + tuple(rows)}
+        return RelationIndex.build(self.names, self.rows, examples, self.undescribed)
+
+    def without_examples(self, name: str, instances: Sequence[Instance] | None = None) -> "RelationIndex":
+        """This index without `instances` (None: all) among relation `name`'s examples."""
+        drop = None if instances is None else set(instances)
+        kept = () if drop is None else tuple(e for e in self.examples.get(name, ()) if e.instance not in drop)
+        return RelationIndex.build(self.names, self.rows, {**self.examples, name: kept}, self.undescribed)
+
+    def scores(self, queries: torch.Tensor) -> RecallScores:
+        """(B, 3d) instance vectors → (B, N) cosines with descriptions and prototypes, and their mix (float32, exact)."""
+        q = F.normalize(queries.float(), dim=-1)
+        description = q @ self.vectors.T  # (B, N): one matrix product against the precomputed rows
+        if not self.examples:
+            return RecallScores(description, description, None)
+        examples = q @ self.prototypes.T  # (B, N)
+        w = self._weights  # (N,)
+        combined = (1 - w) * description + w * examples
+        has = torch.zeros_like(w, dtype=torch.bool)
+        has[[self._positions[n] for n in self.examples]] = True
+        return RecallScores(combined, description, examples.masked_fill(~has, float("nan")))
+
+    def nearest_examples(self, query: torch.Tensor, name: str, n: int = 3) -> list[tuple[Instance, float]]:
+        """Relation `name`'s `n` examples most similar to one (3d,) instance vector, with their cosines."""
+        rows = self.examples.get(name, ())
+        if not rows:
+            return []
+        sims = torch.stack([e.vector for e in rows]) @ F.normalize(query.float(), dim=-1)  # (M,)
+        top = sims.topk(min(n, len(rows)))
+        return [(rows[i].instance, float(s)) for s, i in zip(top.values.tolist(), top.indices.tolist())]
+
+
+@dataclass
+class Recalled:
+    """Recall's answer for a batch: per instance the top `width` rows of the index, best first."""
+
+    scores: list[list[float]]  # (B, width) combined scores
+    rows: list[list[int]]  # (B, width) positions in the index
+    parts: list[list[tuple[float, float | None]]]  # (B, width) (description cosine, prototype cosine or None)
+
+
+def recall(index: RelationIndex, vectors: torch.Tensor, width: int) -> Recalled:
+    """Exact top-`width` relations for each (B, 3d) instance vector by recall score."""
+    s = index.scores(vectors)
+    if width >= len(index):  # every score is kept: a sort is cheaper than topk(N)
+        top_scores, top_rows = s.combined.sort(dim=1, descending=True)  # (B, N)
+    else:
+        top_scores, top_rows = s.combined.topk(width, dim=1)  # (B, width), exact
+    desc = s.description.gather(1, top_rows).cpu().tolist()
+    ex = s.examples.gather(1, top_rows).cpu().tolist() if s.examples is not None else [[None] * top_rows.shape[1]] * len(desc)
+    parts = [[(d, None if e is None or e != e else e) for d, e in zip(dr, er)] for dr, er in zip(desc, ex)]  # NaN: none
+    return Recalled(top_scores.cpu().tolist(), top_rows.cpu().tolist(), parts)

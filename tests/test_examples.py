@@ -1,0 +1,104 @@
+"""Labelled examples in recall: prototype mix, example-only relations, nearest examples, bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from emma.data import Instance
+from emma.index import EXAMPLE_WEIGHT
+from emma.pipeline import Extractor
+
+
+def _vectors(ex, instances):
+    return torch.stack([r.vector for r in ex.encode_examples(instances)])
+
+
+def test_no_examples_is_exactly_zero_shot(tiny_extractor, toy_instances):
+    before = tiny_extractor.predict_batch(toy_instances)
+    tiny_extractor.add_examples("born in", toy_instances[3:4])
+    tiny_extractor.remove_examples("born in")
+    after = tiny_extractor.predict_batch(toy_instances)
+    for p, q in zip(before, after):
+        assert p.recall == q.recall and p.probabilities == q.probabilities and p.label == q.label
+        assert all(e is None for _, e in q.recall_parts.values()) and q.examples == {}
+
+
+def test_recall_mixes_description_and_prototype_by_hand(tiny_extractor, toy_instances):
+    ex = tiny_extractor
+    shots = {"born in": toy_instances[3:5], "capital of": toy_instances[6:8]}
+    for relation, instances in shots.items():
+        ex.add_examples(relation, instances)
+    query = toy_instances[5]
+    p = ex.predict_tokens(query.tokens, query.head, query.tail)
+    q = F.normalize(_vectors(ex, [query])[0], dim=0)
+    for name, score in p.recall:
+        desc = float(q @ ex.index.vectors[ex.index.position(name)])
+        if name in shots:
+            proto = F.normalize(_vectors(ex, shots[name]).mean(0), dim=0)
+            expected = (1 - EXAMPLE_WEIGHT) * desc + EXAMPLE_WEIGHT * float(q @ proto)
+            assert p.recall_parts[name][1] == pytest.approx(float(q @ proto), abs=1e-5)
+        else:
+            expected = desc
+            assert p.recall_parts[name][1] is None
+        assert score == pytest.approx(expected, abs=1e-5) and p.recall_parts[name][0] == pytest.approx(desc, abs=1e-5)
+    assert [s for _, s in p.recall] == sorted((s for _, s in p.recall), reverse=True)
+
+
+def test_an_example_is_its_own_nearest_example(tiny_extractor, toy_instances):
+    ex = tiny_extractor
+    ex.add_examples("member of", toy_instances[9:12])
+    target = toy_instances[10]
+    p = ex.predict_tokens(target.tokens, target.head, target.tail, top_k=4)
+    assert set(p.examples) <= set(p.candidates)
+    if "member of" in p.candidates:
+        nearest = p.examples["member of"]
+        assert len(nearest) == 3 and nearest[0][0].tokens == target.tokens and nearest[0][1] == pytest.approx(1.0, abs=1e-5)
+        assert [c for _, c in nearest] == sorted((c for _, c in nearest), reverse=True)
+
+
+def test_a_relation_defined_by_examples_alone(tiny_checkpoint, toy_descriptions, toy_instances):
+    ex = Extractor.load(tiny_checkpoint, device="cpu", precision="fp32")
+    ex.set_relations({k: v for k, v in toy_descriptions.items() if k != "born in"})
+    ex.add_relation("born in", examples=toy_instances[3:5])
+    assert "born in" in ex.index.undescribed and ex.relations["born in"] == "born in"
+    query = toy_instances[5]
+    p = ex.predict_tokens(query.tokens, query.head, query.tail)
+    desc, proto = p.recall_parts["born in"]
+    assert dict(p.recall)["born in"] == pytest.approx(proto, abs=1e-6)  # its examples alone score it
+    with pytest.raises(ValueError, match="'born in' has neither a description nor examples"):
+        ex.remove_examples("born in")
+    assert "born in" in ex.index.examples  # the refused call changed nothing
+
+
+def test_bad_examples_are_refused_and_change_nothing(tiny_extractor, toy_instances):
+    ex = tiny_extractor
+    ex.add_examples("born in", toy_instances[3:4])
+    index = ex.index
+    with pytest.raises(ValueError, match="no relation named 'lives in'; add it before its examples"):
+        ex.add_examples("lives in", toy_instances[3:4])
+    with pytest.raises(ValueError, match="already an example of 'born in'"):
+        ex.add_examples("born in", toy_instances[3:4])
+    with pytest.raises(ValueError, match="already an example of 'born in'"):
+        ex.add_examples("capital of", [Instance(toy_instances[3].tokens, toy_instances[3].head, toy_instances[3].tail)])
+    with pytest.raises(ValueError, match="labelled 'founded by' cannot be an example of 'born in'"):
+        ex.add_examples("born in", toy_instances[0:1])
+    with pytest.raises(ValueError, match="already an example"):
+        ex.add_examples("born in", [toy_instances[4], toy_instances[4]])
+    assert ex.index is index
+    ex.remove_relation("born in")
+    assert "born in" not in ex.index.examples
+
+
+def test_draw_shots_is_seeded_capped_and_never_draws_a_scored_instance(toy_instances):
+    from emma.data import draw_shots
+
+    shots = draw_shots(toy_instances, 2, seed=1, exclude=toy_instances[:1])
+    assert shots == draw_shots(toy_instances, 2, seed=1, exclude=toy_instances[:1])
+    assert set(shots) == {i.relation for i in toy_instances} and all(len(v) == 2 for v in shots.values())
+    assert toy_instances[0] not in shots["founded by"]  # the one excluded: only the other two remain to draw
+    assert sorted(map(id, shots["founded by"])) == sorted(map(id, toy_instances[1:3]))
+    assert draw_shots(toy_instances, 0) == {}
+    with pytest.raises(ValueError, match="shots=-1"):
+        draw_shots(toy_instances, -1)
