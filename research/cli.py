@@ -99,7 +99,8 @@ def bench(checkpoint, data, descriptions, pool, threads, device, precision, outp
     descs = read_descriptions(descriptions)
     pool_ids = list(read_descriptions(pool)) if pool else []
     with torch_threads(threads):
-        report = run_benchmark(Extractor.load(checkpoint, device=device, precision=precision), instances, descs, config, pool=pool_ids)
+        extractor = Extractor.load(checkpoint, device=device, precision=precision)
+        report = run_benchmark(extractor, instances, descs, config, pool=pool_ids, progress=True)
     report.update(checkpoint=checkpoint or "default", data=list(data), descriptions=descriptions, pool=pool)
     click.echo(format_table(report))
     if output:

@@ -279,11 +279,11 @@ def append_record(results: Path, record: dict) -> None:
 
 
 @torch.inference_mode()
-def untrained_recall(instances: list[Instance], descriptions: dict[str, str], encoder: str | None = None) -> dict:
+def untrained_recall(instances: list[Instance], descriptions: dict[str, str]) -> dict:
     """Recall with the base encoder's mean-pooled embeddings (sentence vs description): the floor."""
     from transformers import AutoModel, AutoTokenizer
 
-    path = encoder or default_encoder()
+    path = default_encoder()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModel.from_pretrained(path, dtype=torch.float32).to(device).eval()
