@@ -9,11 +9,15 @@ import pandas as pd
 
 from .predict_tab import PredictParts
 from .records import feedback_row, write_feedback_exports
-from .session import BadInput
+from .session import BadInput, shown
+from .storage import insert_feedback
 from .workbench import DB, PRIVATE, QUIET, Workbench, user_errors
 
 VERDICTS = ("correct", "wrong")
 MAX_NOTE_CHARS = 2000
+MAX_TABLE_ROWS = 500  # rows the Feedback tab lists (newest first)
+MAX_EXPORT_ROWS = 20000  # rows one export may hold
+MAX_QUERY_CHARS = 200
 COLUMNS = ["id", "created", "verdict", "sentence", "head_text", "tail_text", "predicted", "score", "user_label", "note", "checkpoint"]
 
 
@@ -24,13 +28,20 @@ class FeedbackTab:
         self.wb = wb
 
     @user_errors
-    def feedback(self, verdict: str, correct_relation: str | None, note: str | None, session: dict, request: gr.Request = None) -> str:
-        """Save a judgement of the last prediction. Returns a status line."""
+    def feedback(self, verdict: str, correct_relation: str | None, note: str | None, session: dict, request_id: str = "",
+                 request: gr.Request = None) -> str:
+        """Save a judgement of the last prediction. Returns a status line.
+
+        `request_id` (optional, from API clients): a repeated id returns the first status line and writes nothing.
+        """
         session = self.wb.owned(session, request)
+        prior = self.wb.replay(session, request_id, "feedback")
+        if prior is not None:
+            return prior
         record = session.get("last")
         if not record:
             raise BadInput("Predict a relation first; feedback refers to the last prediction.")
-        verdict = (verdict or "").strip().lower()
+        verdict = verdict.strip().lower() if isinstance(verdict, str) else ""
         if verdict not in VERDICTS:
             raise BadInput("Choose whether the prediction was correct or wrong.")
         label = " ".join((correct_relation or "").split()) or None
@@ -46,28 +57,37 @@ class FeedbackTab:
         elif label == record["label"]:
             raise BadInput("You marked the prediction wrong but chose the predicted relation; choose the correct one.")
         label_text = (record["relations"].get(label) or self.wb.relations(session).get(label)) if label else None
+        if label and not label_text:
+            raise BadInput(f"{shown(label)} is not one of your relations; add it in the Relations tab first, or pick one from the list.")
         row = feedback_row(record, session["owner"], verdict, label, label_text, note)
-        row_id = self.wb.store.add_feedback(row, record["relations"])
         what = f"the correct relation is '{label}'" if label else "correct relation not given"
-        return f"Saved feedback #{row_id}: {verdict} ({what})."
+
+        def write(db):
+            return f"Saved feedback #{insert_feedback(db, row, record['relations'])}: {verdict} ({what})."
+
+        return self.wb.once(session, request_id, "feedback", write)
 
     @user_errors
     def feedback_view(self, verdict: str, contains: str, everyone: bool, session: dict, request: gr.Request = None) -> pd.DataFrame:
         """The caller's feedback rows (everyone's for an admin who asks), newest first; owner ids only for admins."""
-        frame = self._frame(verdict, contains, everyone, session, request)
+        frame = self._frame(verdict, contains, everyone, session, request, MAX_TABLE_ROWS)
         return frame[COLUMNS + ["owner"] if everyone else COLUMNS].fillna("")
 
-    def _frame(self, verdict, contains, everyone, session, request) -> pd.DataFrame:
+    def _frame(self, verdict, contains, everyone, session, request, limit: int) -> pd.DataFrame:
         if everyone and not self.wb.identity.is_admin(request):
             raise BadInput("Only an admin (app.py --admin USER) can see everyone's feedback.")
         owner = None if everyone else self.wb.owned(session, request)["owner"]
-        return self.wb.store.feedback(owner=owner, verdict=verdict if verdict in VERDICTS else None, contains=contains or "")
+        contains = contains[:MAX_QUERY_CHARS] if isinstance(contains, str) else ""
+        return self.wb.store.feedback(owner=owner, verdict=verdict if verdict in VERDICTS else None, contains=contains,
+                                      limit=limit)
 
     @user_errors
     def export_feedback(self, verdict: str, contains: str, everyone: bool, session: dict,
                         request: gr.Request = None) -> tuple[list[str], str]:
         """Write the filtered rows as FewRel-style JSONL, the labels' descriptions, and CSV. Returns (paths, status)."""
-        frame = self._frame(verdict, contains, everyone, session, request)
+        frame = self._frame(verdict, contains, everyone, session, request, MAX_EXPORT_ROWS + 1)
+        if len(frame) > MAX_EXPORT_ROWS:
+            raise BadInput(f"More than {MAX_EXPORT_ROWS} rows match; narrow the filters to export at most {MAX_EXPORT_ROWS} at once.")
         paths = write_feedback_exports(frame, self.wb.export_folder(), self.wb.store)
         with open(paths[0], encoding="utf-8") as f:
             labelled = sum(1 for line in f if line.strip())
@@ -75,7 +95,7 @@ class FeedbackTab:
         status = f"Exported {labelled} labelled rows to JSONL and {len(frame)} rows to CSV."
         if skipped:
             status += f" {skipped} rows marked wrong without a correct relation are only in the CSV."
-        return [str(p) for p in paths], status
+        return self.wb.private_files(paths), status
 
     def build(self, tab: gr.Tab, session: gr.State, form: PredictParts) -> gr.Checkbox:
         """The Feedback tab (call inside `tab`) and the Predict tab's form. Returns the admins' checkbox."""
@@ -93,8 +113,9 @@ class FeedbackTab:
                         file_count="multiple", interactive=False, elem_id="fb-files")
 
         filters = [verdict, contains, everyone, session]
+        request_id = gr.Textbox("", visible=False, label="request_id")  # optional idempotency key for API clients
         form.feedback_btn.click(
-            self.feedback, [form.verdict, form.correct_relation, form.note, session], [form.feedback_status],
+            self.feedback, [form.verdict, form.correct_relation, form.note, session, request_id], [form.feedback_status],
             api_name="feedback", **DB,
         ).success(self.feedback_view, filters, [table], **QUIET)
         for trigger in (refresh.click, verdict.change, everyone.change, contains.submit, tab.select):

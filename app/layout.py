@@ -20,8 +20,14 @@ import gradio as gr
 
 from .feedback_tab import FeedbackTab
 from .predict_tab import PredictTab
+from starlette.middleware import Middleware
+
 from .relations_tab import RelationsTab
-from .workbench import PRIVATE, UI_CONCURRENCY, Workbench
+from .security import RequestGuard, allowed_hosts
+from .workbench import EXPORT_TTL_S, PRIVATE, UI_CONCURRENCY, Workbench
+
+MAX_BODY_BYTES = 2_000_000  # one request body (JSON events; uploads included)
+MAX_FILE_SIZE = "1mb"  # one uploaded file (a relation set of 500 relations is about 0.6 MB)
 
 CSS = """
 #catalogue .wrap { max-height: 340px; overflow-y: auto; }
@@ -44,8 +50,8 @@ INTRO = """
 def build_demo(wb: Workbench) -> gr.Blocks:
     """The workbench UI over a `Workbench` (model, store, catalogue shared by all sessions)."""
     predict, relations, feedback = PredictTab(wb), RelationsTab(wb), FeedbackTab(wb)
-    # delete_cache: Gradio's copies of uploaded and exported files (annotation data) go after an hour.
-    with gr.Blocks(title="EMMA workbench", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
+    # delete_cache: Gradio's copies of uploaded and exported files (annotation data) go after EXPORT_TTL_S.
+    with gr.Blocks(title="EMMA workbench", analytics_enabled=False, delete_cache=(EXPORT_TTL_S, EXPORT_TTL_S)) as demo:
         session = gr.State(wb.new_session())
         # The browser's workspace token (see `identity`); BrowserState's own encryption is not relied on.
         token = gr.BrowserState(None, storage_key="emma-workbench-token", secret=wb.store.secret())
@@ -72,8 +78,13 @@ def build_demo(wb: Workbench) -> gr.Blocks:
     return demo
 
 
-def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, auth=None, share: bool = False, **kwargs):
-    """Launch with the workbench's settings: run history off (annotation data stays out of the browser's history)."""
+def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, auth=None, share: bool = False,
+           allowed_host=(), **kwargs):
+    """Launch with the workbench's settings: run history off (annotation data stays out of the browser's history),
+    uploads capped at MAX_FILE_SIZE, request bodies at MAX_BODY_BYTES, and only the bound address (or an
+    `allowed_host`) accepted as `Host` (see `security.RequestGuard`)."""
+    guard = Middleware(RequestGuard, hosts=allowed_hosts(host, allowed_host), max_body=MAX_BODY_BYTES,
+                       suffixes=(".gradio.live",) if share else ())
     return demo.launch(
         server_name=host,
         server_port=port,
@@ -83,5 +94,7 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, au
         css=CSS,
         theme=THEME,
         footer_links=["api", "settings"],
+        max_file_size=MAX_FILE_SIZE,
+        app_kwargs={"middleware": [guard]},
         **kwargs,
     )

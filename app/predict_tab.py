@@ -20,7 +20,7 @@ from emma import DataError, instance_from_text
 from . import plots
 from .engine import MAX_SENTENCE_CHARS
 from .records import prediction_record, public_record, summary_text
-from .session import BadInput, highlighted, resolve_entities, resolve_entity, selection_span, sentence_case
+from .session import BadInput, has_visible, highlighted, resolve_entities, resolve_entity, selection_span, sentence_case
 from .workbench import MODEL, PRIVATE, QUIET, Workbench, user_errors, warn
 
 # Runs in the browser before the Head/Tail handler: the selection of the sentence box replaces the
@@ -35,6 +35,16 @@ READ_SELECTION = """(sentence, selection, head, tail, spans) => {
 def check_length(sentence: str) -> None:
     if len(sentence or "") > MAX_SENTENCE_CHARS:
         raise BadInput(f"The sentence has {len(sentence)} characters; the workbench takes at most {MAX_SENTENCE_CHARS}.")
+
+
+class VerdictRadio(gr.Radio):
+    """A Radio that hands any value to the handler, which refuses a bad one in a plain sentence
+    (Gradio's own check would answer with its internal "not in the list of choices" message)."""
+
+    is_template = True  # drawn by the frontend's Radio
+
+    def preprocess(self, payload):
+        return payload
 
 
 @dataclass
@@ -73,7 +83,7 @@ class PredictTab:
         if len(sentence) > MAX_SENTENCE_CHARS:
             warn(f"The sentence is longer than {MAX_SENTENCE_CHARS} characters; shorten it first.")
             return (head, tail, spans, *self.preview(sentence, head, tail, spans))
-        if not selection or not 0 <= selection[0] < selection[1] <= len(sentence) or not sentence[selection[0] : selection[1]].strip():
+        if not selection or not 0 <= selection[0] < selection[1] <= len(sentence) or not has_visible(sentence[selection[0] : selection[1]]):
             warn(f"Select some words of the sentence first, then press {role.capitalize()}.")
             return (head, tail, spans, *self.preview(sentence, head, tail, spans))
         s, e = selection
@@ -213,9 +223,9 @@ class PredictTab:
                 summary = gr.Textbox(label="In words", interactive=False, lines=3, elem_id="summary")
                 latency = gr.Markdown(elem_id="latency")
                 with gr.Accordion("Give feedback on this prediction", open=True):
-                    verdict = gr.Radio([("Correct", "correct"), ("Wrong", "wrong")], label="Was it right?", elem_id="verdict")
+                    verdict = VerdictRadio([("Correct", "correct"), ("Wrong", "wrong")], label="Was it right?", elem_id="verdict")
                     correct_relation = gr.Dropdown(
-                        [], label="Correct relation (if wrong: pick one, or type a new name)", allow_custom_value=True,
+                        [], label="Correct relation (if wrong: pick one; add a missing one in the Relations tab)", allow_custom_value=True,
                         elem_id="correct-relation", value=None,
                     )
                     note = gr.Textbox(label="Note (optional)", lines=1, elem_id="note")

@@ -21,7 +21,10 @@ from .session import (
     with_user_relation,
     without_user_relation,
 )
+from .storage import delete_user_relation, replace_user_relations, upsert_user_relation
 from .workbench import DB, MODEL, PRIVATE, QUIET, Workbench, user_errors, warn
+
+MAX_QUERY_CHARS = 200
 
 
 @dataclass
@@ -43,7 +46,7 @@ class RelationsTab:
     def catalogue_view(self, query: str, session: dict, request: gr.Request = None):
         """(checkbox group update, table of matches, count line) for a search query."""
         session = self.wb.owned(session, request)
-        matches = self.wb.catalogue.search(query)
+        matches = self.wb.catalogue.search((query or "")[:MAX_QUERY_CHARS])
         enabled = set(session["enabled"])
         choices = [(f"{e.label} · {e.id} · {e.source}", e.label) for e in matches]
         value = [e.label for e in matches if e.label in enabled]
@@ -82,14 +85,14 @@ class RelationsTab:
     def set_shown_enabled(self, selected: list[str], query: str, session: dict, request: gr.Request = None) -> dict:
         """The checkbox group changed: the shown relations become `selected`; hidden ones keep their state."""
         session = self.wb.owned(session, request)
-        shown_labels = {e.label for e in self.wb.catalogue.search(query)}
+        shown_labels = {e.label for e in self.wb.catalogue.search((query or "")[:MAX_QUERY_CHARS])}
         keep = [label for label in session["enabled"] if label not in shown_labels] + list(selected or [])
         return self._save_enabled(session, keep)
 
     @user_errors
     def switch_shown(self, on: bool, query: str, session: dict, request: gr.Request = None) -> dict:
         session = self.wb.owned(session, request)
-        shown_labels = [e.label for e in self.wb.catalogue.search(query)]
+        shown_labels = [e.label for e in self.wb.catalogue.search((query or "")[:MAX_QUERY_CHARS])]
         if on:
             keep = session["enabled"] + shown_labels
         else:
@@ -114,49 +117,75 @@ class RelationsTab:
     # ------------------------------------------------------------------ your relations
 
     @user_errors
-    def add_relation(self, name: str, description: str, session: dict, request: gr.Request = None) -> tuple[dict, str]:
-        """Add a relation of your own; it is live at once (one encoder pass). Returns (session, status)."""
-        return self._save_relation(name, description, session, request, editing=False)
+    def add_relation(self, name: str, description: str, session: dict, request_id: str = "",
+                     request: gr.Request = None) -> tuple[dict, str]:
+        """Add a relation of your own; it is live at once (one encoder pass). Returns (session, status).
+
+        `request_id` (optional, from API clients): a repeated id returns the first status and writes nothing.
+        """
+        return self._save_relation(name, description, session, request_id, request, editing=False)
 
     @user_errors
-    def edit_relation(self, name: str, description: str, session: dict, request: gr.Request = None) -> tuple[dict, str]:
+    def edit_relation(self, name: str, description: str, session: dict, request_id: str = "",
+                      request: gr.Request = None) -> tuple[dict, str]:
         """Change the description of one of your relations. Returns (session, status)."""
-        return self._save_relation(name, description, session, request, editing=True)
+        return self._save_relation(name, description, session, request_id, request, editing=True)
 
-    def _save_relation(self, name, description, session, request, editing: bool):
+    def _save_relation(self, name, description, session, request_id, request, editing: bool):
         wb = self.wb
         session = wb.owned(session, request)
+        action = "edit_relation" if editing else "add_relation"
+        prior = wb.replay(session, request_id, action)
+        if prior is not None:
+            return wb.refreshed(session), prior
         name, description, text = check_relation(session, wb.catalogue, name, description, editing)
         n = wb.engine.count_pieces(text)
         wb.engine.encode([text])  # encode before saving: an encoder failure saves nothing
-        wb.store.save_user_relation(session["owner"], name, description, text)
-        session = with_user_relation(session, name, description)
-        status = f"{'Updated' if editing else 'Added'} '{name}'; {len(wb.relations(session))} relations in force."
+        new = with_user_relation(session, name, description)
+        status = f"{'Updated' if editing else 'Added'} '{name}'; {len(wb.relations(new))} relations in force."
         if n > wb.engine.description_window:
             status += f" Only its first {wb.engine.description_window} of {n} word pieces are read."
             warn(f"The description of {shown(name)} is long: the model reads only its first {wb.engine.description_window} word pieces.")
-        return session, status
+
+        def write(db):
+            upsert_user_relation(db, new["owner"], name, description, text)
+            return status
+
+        return new, wb.once(new, request_id, action, write)
 
     @user_errors
-    def delete_relation(self, name: str, session: dict, request: gr.Request = None) -> tuple[dict, str]:
+    def delete_relation(self, name: str, session: dict, request_id: str = "", request: gr.Request = None) -> tuple[dict, str]:
         """Delete one of your relations. Returns (session, status)."""
-        session = without_user_relation(self.wb.owned(session, request), name)
+        wb = self.wb
+        session = wb.owned(session, request)
+        prior = wb.replay(session, request_id, "delete_relation")
+        if prior is not None:
+            return wb.refreshed(session), prior
+        new = without_user_relation(session, name)
         name = " ".join((name or "").split())
-        self.wb.store.delete_user_relation(session["owner"], name)
-        return session, f"Deleted '{name}'; {len(self.wb.relations(session))} relations in force."
+        status = f"Deleted '{name}'; {len(wb.relations(new))} relations in force."
+
+        def write(db):
+            delete_user_relation(db, new["owner"], name)
+            return status
+
+        return new, wb.once(new, request_id, "delete_relation", write)
 
     def export_relations(self, session: dict, request: gr.Request = None) -> str:
         """The relations in force as {name: text} JSON (the `--descriptions` format of `python -m emma train`)."""
         session = self.wb.owned(session, request)
         path = self.wb.export_folder() / "relations.json"
         path.write_text(json.dumps(self.wb.relations(session), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        return str(path)
+        return self.wb.private_files([path])[0]
 
     @user_errors
-    def import_relations(self, path: str | None, session: dict, request: gr.Request = None) -> tuple[dict, str]:
+    def import_relations(self, path: str | None, session: dict, request_id: str = "", request: gr.Request = None) -> tuple[dict, str]:
         """Load a relation set: its catalogue relations become the enabled ones, the rest your own."""
         wb = self.wb
         session = wb.owned(session, request)
+        prior = wb.replay(session, request_id, "import_relations")
+        if prior is not None:
+            return wb.refreshed(session), prior
         if not path:
             raise BadInput("Choose a JSON file to import.")
         try:
@@ -171,9 +200,14 @@ class RelationsTab:
             trial = with_user_relation(trial, name, description)
         texts = {n: relation_text(n, d) for n, d in user.items()}
         wb.engine.encode(list(texts.values()))
-        wb.store.replace_user_relations(trial["owner"], {n: (user[n], texts[n]) for n in user}, trial["enabled"])
-        return trial, (f"Imported {len(enabled)} catalogue and {len(user)} own relations; "
-                       f"{len(wb.relations(trial))} relations in force.")
+        status = (f"Imported {len(enabled)} catalogue and {len(user)} own relations; "
+                  f"{len(wb.relations(trial))} relations in force.")
+
+        def write(db):
+            replace_user_relations(db, trial["owner"], {n: (user[n], texts[n]) for n in user}, trial["enabled"])
+            return status
+
+        return trial, wb.once(trial, request_id, "import_relations", write)
 
     # ------------------------------------------------------------------ layout
 
@@ -216,6 +250,8 @@ class RelationsTab:
             form["edit"] = gr.Button("Save changes", elem_id="edit-relation")
             form["delete"] = gr.Button("Delete", variant="stop", elem_id="delete-relation")
         form["status"] = gr.Textbox(show_label=False, interactive=False, elem_id="relation-status", container=False)
+        # An optional idempotency key for API clients (the page leaves it empty).
+        form["request_id"] = gr.Textbox("", visible=False, label="request_id")
         form["user_table"] = gr.Dataframe(label="Your relations (click a row to edit it)", interactive=False,
                                           elem_id="user-relations", wrap=True)
         with gr.Row():
@@ -226,13 +262,14 @@ class RelationsTab:
         return form
 
     def _wire_own_relations(self, form: dict, session: gr.State, refresh: dict) -> None:
-        name, description, status = form["name"], form["description"], form["status"]
+        name, description, status, request_id = form["name"], form["description"], form["status"], form["request_id"]
         for button, handler, api_name in ((form["add"], self.add_relation, "add_relation"),
                                           (form["edit"], self.edit_relation, "edit_relation")):
-            button.click(handler, [name, description, session], [session, status], api_name=api_name, **MODEL).success(**refresh)
-        form["delete"].click(self.delete_relation, [name, session], [session, status], api_name="delete_relation",
+            button.click(handler, [name, description, session, request_id], [session, status], api_name=api_name,
+                         **MODEL).success(**refresh)
+        form["delete"].click(self.delete_relation, [name, session, request_id], [session, status], api_name="delete_relation",
                              **DB).success(**refresh)
         form["user_table"].select(self.pick_user_relation, [session], [name, description], **QUIET)
-        form["import"].upload(self.import_relations, [form["import"], session], [session, status], **MODEL,
+        form["import"].upload(self.import_relations, [form["import"], session, request_id], [session, status], **MODEL,
                               **PRIVATE).success(**refresh)
         form["export"].click(self.export_relations, [session], [form["file"]], **PRIVATE)

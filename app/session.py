@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import html
+import unicodedata
 
 from emma import DataError, find_entity, instance_from_text
 
@@ -23,6 +24,7 @@ from .catalogue import Catalogue
 MAX_NAME_CHARS = 100
 MAX_DESCRIPTION_CHARS = 1000
 MAX_USER_RELATIONS = 500
+MAX_REQUEST_ID_CHARS = 100
 
 
 class BadInput(ValueError):
@@ -39,6 +41,21 @@ def shown(text: str, limit: int = 80) -> str:
     if len(text) > limit:
         text = text[: limit - 1] + "…"
     return html.escape(f"'{text}'", quote=False)
+
+
+def has_visible(text: str | None) -> bool:
+    """True when `text` has a character that is neither a control/format character nor white space
+    (zero-width spaces and joiners, BOMs, bidi marks alone are not an entity, a name or a sentence)."""
+    return any(unicodedata.category(ch)[0] not in "CZ" for ch in text or "")
+
+
+def check_request_id(value) -> str | None:
+    """An optional client request id (None when not given): a printable string of at most 100 characters."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > MAX_REQUEST_ID_CHARS or not value.isprintable() or not value.strip():
+        raise BadInput(f"A request id must be a printable string of at most {MAX_REQUEST_ID_CHARS} characters.")
+    return value
 
 
 def sentence_case(message: str) -> str:
@@ -71,11 +88,11 @@ def check_relation(session: dict, catalogue: Catalogue, name: str, description: 
     """Validate a new or edited user relation; returns (name, description, text) stripped."""
     name = " ".join((name or "").split())
     description = (description or "").strip()
-    if not name:
+    if not has_visible(name):
         raise BadInput("Give the relation a name.")
     if len(name) > MAX_NAME_CHARS:
         raise BadInput(f"The relation name is longer than {MAX_NAME_CHARS} characters.")
-    if not description:
+    if not has_visible(description):
         raise BadInput("The description is empty; say in words how the head entity relates to the tail entity.")
     if len(description) > MAX_DESCRIPTION_CHARS:
         raise BadInput(f"The description is longer than {MAX_DESCRIPTION_CHARS} characters.")
@@ -147,7 +164,7 @@ def parse_relation_set(data: object, catalogue: Catalogue) -> tuple[list[str], d
         else:
             raise BadInput(f"The entry {shown(key)} should map to a description string.")
         name = " ".join(name.split())
-        if not name or not description.strip():
+        if not has_visible(name) or not has_visible(description):
             raise BadInput(f"The entry {shown(key)} has an empty name or description.")
         description = description.strip()
         if description.lower().startswith(name.lower() + ":"):  # exported sets hold "name: description"
@@ -206,6 +223,8 @@ def resolve_entity(sentence: str, role: str, typed: str, marked, avoid: tuple[in
     the typed entity string is looked up (first occurrence, case-insensitive, not overlapping `avoid`).
     """
     typed = (typed or "").strip()
+    if typed and not has_visible(typed):
+        raise BadInput(f"The {role} entity has no visible characters; mark words of the sentence.")
     if marked and typed and sentence[marked[0] : marked[1]].strip() == typed:
         return int(marked[0]), int(marked[1])
     if not typed:
@@ -221,7 +240,7 @@ def resolve_entity(sentence: str, role: str, typed: str, marked, avoid: tuple[in
 def resolve_entities(sentence: str, head_text: str, tail_text: str, spans: dict | None) -> tuple[tuple[int, int], tuple[int, int]]:
     """Character spans (end exclusive) of head and tail, checked the way the model will read them."""
     sentence = sentence or ""
-    if not sentence.strip():
+    if not has_visible(sentence):
         raise BadInput("Enter a sentence first.")
     spans = spans or {}
     head = resolve_entity(sentence, "head", head_text, spans.get("head"))

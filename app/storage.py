@@ -6,12 +6,16 @@ timeout, on a database in WAL mode (readers never block the one writer), and clo
 Writes happen inside `db.atomic()`, so a failed call leaves nothing half-written. The schema is a
 list of sqlite-utils `Migrations`, applied when the store opens.
 
+The file holds annotation data: it is created 0600, and its folder 0700 when the store creates it.
+
 Tables:
-    settings        key/value (the secret that encrypts each browser's workspace id)
+    settings        key/value (server secrets: the owner-id HMAC key, the BrowserState secret)
     workspaces      owner -> enabled catalogue labels (JSON list)
     user_relations  (owner, name) -> description, text the encoder reads
     relation_sets   content-addressed relation sets ({name: text} JSON), one per distinct set
     feedback        one row per judgement, with everything needed to reproduce and retrain
+    requests        (owner, request id) -> action and status line of a write, so a retried request
+                    with the same client request id returns the first result and writes nothing
 """
 
 from __future__ import annotations
@@ -19,17 +23,22 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
+import os
 import secrets
 import sqlite3
+import stat
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pandas as pd
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 BUSY_TIMEOUT_S = 30.0
+
+logger = logging.getLogger(__name__)
 
 migrations = Migrations("emma-workbench")
 
@@ -81,6 +90,16 @@ def m001_initial(db: Database) -> None:
     db["feedback"].create_index(["created"])
 
 
+@migrations()
+def m002_request_ids(db: Database) -> None:
+    db["requests"].create({"owner": str, "request_id": str, "action": str, "result": str, "created": str},
+                          pk=("owner", "request_id"))
+
+
+class RequestIdReused(ValueError):
+    """A client request id already used by the same owner for another action."""
+
+
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
@@ -103,7 +122,7 @@ class Store:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_private(self.path)
         with self.connect() as db:
             db.enable_wal()
             migrations.apply(db)
@@ -168,47 +187,50 @@ class Store:
 
     def save_user_relation(self, owner: str, name: str, description: str, text: str) -> None:
         """Insert or update one relation (the creation time of an edited one is kept)."""
-        stamp = now()
         with self.transaction() as db:
-            table = db["user_relations"]
-            old = list(table.rows_where("owner = ? and name = ?", [owner, name]))
-            created = old[0]["created"] if old else stamp
-            table.upsert(
-                {"owner": owner, "name": name, "description": description, "text": text, "created": created, "updated": stamp},
-                pk=("owner", "name"),
-            )
+            upsert_user_relation(db, owner, name, description, text)
 
     def replace_user_relations(self, owner: str, relations: dict[str, tuple[str, str]], enabled: list[str]) -> None:
         """Write several relations ({name: (description, text)}) and the enabled set in one transaction."""
-        stamp = now()
         with self.transaction() as db:
-            for name, (description, text) in relations.items():
-                old = list(db["user_relations"].rows_where("owner = ? and name = ?", [owner, name]))
-                created = old[0]["created"] if old else stamp
-                db["user_relations"].upsert(
-                    {"owner": owner, "name": name, "description": description, "text": text, "created": created, "updated": stamp},
-                    pk=("owner", "name"),
-                )
-            db["workspaces"].upsert({"owner": owner, "enabled": json.dumps(enabled), "updated": stamp}, pk="owner")
+            replace_user_relations(db, owner, relations, enabled)
 
     def delete_user_relation(self, owner: str, name: str) -> None:
         with self.transaction() as db:
-            db.execute("delete from user_relations where owner = ? and name = ?", [owner, name])
+            delete_user_relation(db, owner, name)
+
+    # ------------------------------------------------------------------ client request ids
+
+    def request_result(self, owner: str, request_id: str | None, action: str) -> str | None:
+        """The status line of an earlier write with this request id, or None."""
+        if not request_id:
+            return None
+        with self.connect() as db:
+            return _prior_result(db, owner, request_id, action)
+
+    def once(self, owner: str, request_id: str | None, action: str, write: Callable[[Database], str]) -> str:
+        """Run `write(db)` (returning a status line) in one transaction, remembered under the request id.
+
+        A request id seen before returns its first status line and writes nothing; the check and the
+        write share the transaction, so two concurrent retries cannot both write.
+        """
+        with self.transaction() as db:
+            if request_id:
+                prior = _prior_result(db, owner, request_id, action)
+                if prior is not None:
+                    return prior
+            result = write(db)
+            if request_id:
+                db["requests"].insert({"owner": owner, "request_id": request_id, "action": action,
+                                       "result": result, "created": now()})
+            return result
 
     # ------------------------------------------------------------------ feedback
 
     def add_feedback(self, row: dict, relations: dict[str, str]) -> int:
         """Insert one feedback row and its relation set (stored once per distinct set); returns the row id."""
-        set_id = relation_set_id(relations)
         with self.transaction() as db:
-            db["relation_sets"].insert(
-                {"id": set_id, "relations": json.dumps(relations, ensure_ascii=False), "size": len(relations), "created": now()},
-                pk="id",
-                ignore=True,
-            )
-            table = db["feedback"]
-            table.insert({**row, "relation_set_id": set_id, "n_relations": len(relations), "created": row.get("created") or now()})
-            return table.last_pk
+            return insert_feedback(db, row, relations)
 
     def relation_set(self, set_id: str) -> dict[str, str]:
         with self.connect() as db:
@@ -217,8 +239,9 @@ class Store:
             raise KeyError(set_id)
         return json.loads(rows[0]["relations"])
 
-    def feedback(self, owner: str | None = None, verdict: str | None = None, contains: str = "") -> pd.DataFrame:
-        """Feedback rows, newest first, optionally only one owner's, one verdict, or matching text."""
+    def feedback(self, owner: str | None = None, verdict: str | None = None, contains: str = "",
+                 limit: int | None = None) -> pd.DataFrame:
+        """Feedback rows, newest first, optionally only one owner's, one verdict, matching text, the newest `limit`."""
         where, params = [], []
         if owner is not None:
             where.append("owner = ?")
@@ -231,6 +254,8 @@ class Store:
             where.append("(lower(sentence) like ? or lower(predicted) like ? or lower(coalesce(user_label, '')) like ? or lower(coalesce(note, '')) like ?)")
             params += [like] * 4
         sql = "select * from feedback" + (" where " + " and ".join(where) if where else "") + " order by id desc"
+        if limit is not None:
+            sql += f" limit {int(limit)}"
         with self.connect() as db:
             columns = [c.name for c in db["feedback"].columns]
             rows = db.execute(sql, params).fetchall()
@@ -240,3 +265,61 @@ class Store:
     def count_feedback(self) -> int:
         with self.connect() as db:
             return db["feedback"].count
+
+
+# ---------------------------------------------------------------------- writes inside a transaction
+
+
+def upsert_user_relation(db: Database, owner: str, name: str, description: str, text: str, stamp: str | None = None) -> None:
+    stamp = stamp or now()
+    old = list(db["user_relations"].rows_where("owner = ? and name = ?", [owner, name]))
+    created = old[0]["created"] if old else stamp
+    db["user_relations"].upsert(
+        {"owner": owner, "name": name, "description": description, "text": text, "created": created, "updated": stamp},
+        pk=("owner", "name"),
+    )
+
+
+def replace_user_relations(db: Database, owner: str, relations: dict[str, tuple[str, str]], enabled: list[str]) -> None:
+    stamp = now()
+    for name, (description, text) in relations.items():
+        upsert_user_relation(db, owner, name, description, text, stamp)
+    db["workspaces"].upsert({"owner": owner, "enabled": json.dumps(enabled), "updated": stamp}, pk="owner")
+
+
+def delete_user_relation(db: Database, owner: str, name: str) -> None:
+    db.execute("delete from user_relations where owner = ? and name = ?", [owner, name])
+
+
+def insert_feedback(db: Database, row: dict, relations: dict[str, str]) -> int:
+    set_id = relation_set_id(relations)
+    db["relation_sets"].insert(
+        {"id": set_id, "relations": json.dumps(relations, ensure_ascii=False), "size": len(relations), "created": now()},
+        pk="id",
+        ignore=True,
+    )
+    table = db["feedback"]
+    table.insert({**row, "relation_set_id": set_id, "n_relations": len(relations), "created": row.get("created") or now()})
+    return table.last_pk
+
+
+def _prior_result(db: Database, owner: str, request_id: str, action: str) -> str | None:
+    rows = list(db["requests"].rows_where("owner = ? and request_id = ?", [owner, request_id]))
+    if not rows:
+        return None
+    if rows[0]["action"] != action:
+        raise RequestIdReused(f"request id used before for {rows[0]['action']}")
+    return rows[0]["result"]
+
+
+def make_private(path: Path) -> None:
+    """Create the database file 0600 (and its folder 0700 when it does not exist yet); tighten an existing file."""
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o700)
+    elif path.parent.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        logger.warning("the folder of %s is readable by other users; the database file itself is kept 0600", path)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    for name in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if name.exists():
+            os.chmod(name, 0o600)

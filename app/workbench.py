@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import copy
 import functools
+import os
+import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -24,14 +27,15 @@ import gradio as gr
 from .catalogue import Catalogue
 from .engine import Engine
 from .identity import Identity, username
-from .session import BadInput, new_session, relations_in_force
-from .storage import Store
+from .session import BadInput, check_request_id, new_session, relations_in_force
+from .storage import RequestIdReused, Store
 
 MODEL_CONCURRENCY = 1  # model calls at a time (the queue holds the rest)
 DB_CONCURRENCY = 8  # SQLite writes at a time (WAL + busy timeout serialise them safely)
 UI_CONCURRENCY = 16  # cheap events: previews, tables
 MODEL = dict(concurrency_id="model", concurrency_limit=MODEL_CONCURRENCY)
 DB = dict(concurrency_id="db", concurrency_limit=DB_CONCURRENCY)
+EXPORT_TTL_S = 900  # exported files (and Gradio's copies) are deleted after 15 minutes
 PRIVATE = dict(api_visibility="private")
 QUIET = dict(api_visibility="private", show_progress="hidden")
 
@@ -77,12 +81,24 @@ class Workbench:
         self.catalogue = catalogue
         self.examples = examples or []
         self.identity = Identity(store.secret("owner_key"), admins)
-        # Exported files live in one folder removed when the process ends (Gradio serves copies from its cache).
+        # Exports live in a private (0700) folder removed when the process ends; each export's own folder
+        # is deleted after EXPORT_TTL_S (Gradio serves copies from its cache, cleaned on the same timer).
         self._exports = tempfile.TemporaryDirectory(prefix="emma-workbench-exports-")
         engine.encode([e.text for e in catalogue.entries], pin=True)
 
     def export_folder(self) -> Path:
+        """A new private folder for one export (0700; `private_files` makes its files 0600); stale ones go."""
+        for old in Path(self._exports.name).iterdir():
+            if time.time() - old.stat().st_mtime > EXPORT_TTL_S:
+                shutil.rmtree(old, ignore_errors=True)
         return Path(tempfile.mkdtemp(dir=self._exports.name))
+
+    @staticmethod
+    def private_files(paths):
+        """Make exported files readable by this user only; returns them as strings for `gr.File`."""
+        for path in paths:
+            os.chmod(path, 0o600)
+        return [str(p) for p in paths]
 
     def new_session(self) -> dict:
         return new_session(self.catalogue)
@@ -129,3 +145,24 @@ class Workbench:
 
     def relations(self, session: dict) -> dict[str, str]:
         return relations_in_force(session, self.catalogue)
+
+    # ------------------------------------------------------------------ idempotent writes
+
+    def replay(self, session: dict, request_id: str | None, action: str) -> str | None:
+        """The first status line of a repeated client request id, or None for a new (or no) id."""
+        try:
+            return self.store.request_result(session["owner"], check_request_id(request_id), action)
+        except RequestIdReused:
+            raise BadInput("That request id was already used for another action; send a new one.") from None
+
+    def once(self, session: dict, request_id: str | None, action: str, write) -> str:
+        """`write(db)` in one transaction, remembered under the request id (see `Store.once`)."""
+        try:
+            return self.store.once(session["owner"], check_request_id(request_id), action, write)
+        except RequestIdReused:
+            raise BadInput("That request id was already used for another action; send a new one.") from None
+
+    def refreshed(self, session: dict) -> dict:
+        """The session with its relations as stored (after a repeated request id wrote nothing)."""
+        stored = self.open_session(session["owner"])
+        return {**session, "enabled": stored["enabled"], "user": stored["user"]}

@@ -11,6 +11,7 @@ import pytest
 import emma
 from app.build_assets import build_catalogue, detokenize, write_assets
 from app.catalogue import ASSETS, Catalogue, load_examples
+from app.security import verify_password
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -61,7 +62,8 @@ def test_app_py_arguments(monkeypatch, tmp_path, capsys):
     with pytest.raises(SystemExit):
         script.main(["--help"])
     out = capsys.readouterr().out
-    for flag in ("--checkpoint", "--db", "--host", "--port", "--auth", "--share", "workbench.db", "127.0.0.1"):
+    for flag in ("--checkpoint", "--db", "--host", "--port", "--auth", "--auth-file", "--admin", "--allowed-host",
+                 "--hash-password", "--share", "workbench.db", "127.0.0.1"):
         assert flag in out
     with pytest.raises(SystemExit) as e:
         script.main(["--checkpoint", str(tmp_path / "missing"), "--db", str(tmp_path / "w.db")])
@@ -70,8 +72,20 @@ def test_app_py_arguments(monkeypatch, tmp_path, capsys):
     launched = {}
     monkeypatch.setattr(script, "launch", lambda demo, **kw: launched.update(kw))
     monkeypatch.setattr(script, "create_app", lambda checkpoint, db, admins: (checkpoint, db, admins))
-    script.main(["--checkpoint", "ck", "--db", str(tmp_path / "w.db"), "--auth", "ann:pw", "--port", "7999"])
-    assert launched == {"host": "127.0.0.1", "port": 7999, "auth": [("ann", "pw")], "share": False}
+    users = tmp_path / "users.txt"
+    users.write_text(f"# logins\nbob:{script.hash_password('pw2')}\n")
+    script.main(["--checkpoint", "ck", "--db", str(tmp_path / "w.db"), "--auth", "ann:pw", "--auth-file", str(users),
+                 "--admin", "bob", "--port", "7999", "--allowed-host", "emma.example"])
+    auth = launched.pop("auth")
+    assert launched == {"host": "127.0.0.1", "port": 7999, "share": False, "allowed_host": ["emma.example"]}
+    assert auth("ann", "pw") and auth("bob", "pw2") and not auth("bob", "pw") and not auth("carl", "pw")
     with pytest.raises(SystemExit) as e:
-        script.main(["--checkpoint", "ck", "--db", str(tmp_path / "w.db"), "--admin", "bob", "--auth", "ann:pw"])
-    assert e.value.code == 2 and "--admin bob is not a login" in capsys.readouterr().err
+        script.main(["--checkpoint", "ck", "--db", str(tmp_path / "w.db"), "--admin", "carl", "--auth", "ann:pw"])
+    assert e.value.code == 2 and "--admin carl is not a login" in capsys.readouterr().err
+    users.write_text("bob:plaintext\n")
+    with pytest.raises(SystemExit) as e:
+        script.main(["--checkpoint", "ck", "--db", str(tmp_path / "w.db"), "--auth-file", str(users)])
+    assert e.value.code == 2 and "line 1: expected USER:scrypt$" in capsys.readouterr().err
+    monkeypatch.setattr(script.getpass, "getpass", lambda prompt: "s3cret")
+    script.main(["--hash-password"])
+    assert verify_password("s3cret", capsys.readouterr().out.strip())

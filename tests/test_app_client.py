@@ -6,6 +6,7 @@ import contextlib
 import re
 import threading
 
+import httpx
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
@@ -93,6 +94,8 @@ def test_predict_add_relation_feedback(server):
      "Relation 'country' already has this description"),
     ("/add_relation", dict(name="country", description="land"), "'country' is a catalogue relation"),
     ("/feedback", dict(verdict="correct", correct_relation="", note=""), "Predict a relation first"),
+    ("/feedback", dict(verdict="maybe", correct_relation="", note=""), "Predict a relation first"),
+    ("/add_relation", dict(name="\u200b", description="zero-width name"), "Give the relation a name."),
 ])
 def test_bad_input_gives_an_error_and_no_rows(server, endpoint, kwargs, message):
     url, store, owner_of = server
@@ -148,3 +151,41 @@ def test_login_keeps_relations_per_user_across_restarts(tiny_extractor, tmp_path
         finally:
             demo.close()
     assert Store(db).user_relations("user:ann") == {"works at": "person who is employed by this organization"}
+
+
+def test_bad_verdict_gets_the_apps_own_message(server):
+    url, store, owner_of = server
+    c = client(url)
+    c.predict(sentence=SENTENCE, head="Apple", tail="Steve Jobs", api_name="/predict")
+    with pytest.raises(AppError, match="Choose whether the prediction was correct or wrong") as e:
+        c.predict(verdict="maybe", correct_relation="", note="", api_name="/feedback")
+    assert "choices" not in str(e.value)
+    with pytest.raises(AppError, match="'no such relation' is not one of your relations"):
+        c.predict(verdict="wrong", correct_relation="no such relation", note="", api_name="/feedback")
+    assert len(store.feedback(owner=owner_of(c))) == 0
+
+
+def test_request_ids_make_writes_idempotent_over_http(server):
+    url, store, owner_of = server
+    c = client(url)
+    first = c.predict(name="works at", description="employed by this organization", request_id="r-add", api_name="/add_relation")
+    assert c.predict(name="works at", description="employed by this organization", request_id="r-add",
+                     api_name="/add_relation") == first
+    c.predict(sentence=SENTENCE, head="Apple", tail="Steve Jobs", api_name="/predict")
+    saved = c.predict(verdict="correct", correct_relation="", note="", request_id="r-fb", api_name="/feedback")
+    assert c.predict(verdict="correct", correct_relation="", note="", request_id="r-fb", api_name="/feedback") == saved
+    assert len(store.feedback(owner=owner_of(c))) == 1 and store.user_relations(owner_of(c)) == {
+        "works at": "employed by this organization"}
+
+
+def test_wrong_host_and_oversized_requests_are_refused(server):
+    url, store, owner_of = server
+    with httpx.Client(base_url=url, timeout=30) as http:
+        assert http.get("/config").status_code == 200
+        assert http.get("/config", headers={"Host": "localhost"}).status_code == 200
+        refused = http.get("/config", headers={"Host": "rebind.attacker.example"})
+        assert refused.status_code == 403 and "host name" in refused.text
+        big = http.post("/gradio_api/queue/join", content=b"x" * 3_000_000, headers={"content-type": "application/json"})
+        assert big.status_code == 413 and "larger than 2 MB" in big.text
+        upload = http.post("/gradio_api/upload", files={"files": ("set.json", b"{" + b" " * 1_500_000 + b"}", "application/json")})
+        assert upload.status_code == 413

@@ -340,12 +340,20 @@ def test_feedback_bad_input_saves_nothing(wb, session):
         wb.feedback("correct", other, None, session)
     with pytest.raises(gr.Error, match="note is longer"):
         wb.feedback("correct", None, "x" * 3000, session)
+    with pytest.raises(gr.Error, match="'a brand new relation' is not one of your relations"):
+        wb.feedback("wrong", "a brand new relation", None, session)
+    with pytest.raises(gr.Error, match="Choose whether the prediction was correct or wrong") as e:
+        wb.feedback("maybe", None, None, session)
+    assert "choices" not in str(e.value)
+    with pytest.raises(gr.Error, match="request id must be"):
+        wb.feedback("correct", None, None, session, "x" * 101)
     assert wb.store.count_feedback() == 0
     wb.feedback("correct", None, None, session)
     wb.feedback("wrong", None, None, session)  # wrong, correct relation unknown
-    wb.feedback("wrong", "a brand new relation", None, session)
+    wb.feedback("wrong", other, None, session)
     rows = wb.store.feedback()
-    assert list(rows["user_label"]) == ["a brand new relation", None, record["label"]]
+    assert list(rows["user_label"]) == [other, None, record["label"]]
+    assert rows.iloc[0]["user_label_description"] == wb.relations(session)[other]
 
 
 def test_feedback_view_filters_and_exports(wb, session, tmp_path):

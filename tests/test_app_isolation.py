@@ -161,7 +161,7 @@ def test_attacker_without_auth_cannot_open_another_browsers_workspace(tiny_extra
             msg = call_event(a, load, [None, "", SENTENCE, "Apple", "Steve Jobs", None], a_hash)
             token = msg["output"]["data"][1]
             assert len(token) == 43
-            assert call_event(a, add, [A_RELATION, A_DESCRIPTION, None], a_hash)["success"]
+            assert call_event(a, add, [A_RELATION, A_DESCRIPTION, None, ""], a_hash)["success"]
             # A reload with the token finds the workspace; the token never appears as the owner.
             again = call_event(a, load, [token, "", SENTENCE, "Apple", "Steve Jobs", None], uuid.uuid4().hex)
         with store.connect() as db:
@@ -197,7 +197,7 @@ def test_feedback_of_others_is_never_listed_or_exported(tiny_extractor, tmp_path
 
     ann, bob = Request("ann"), Request("bob")
     _, session = predict.predict(A_SENTENCE, "Quuxley", "Zorblaxia", {}, None, ann)
-    fb.feedback("correct", None, A_NOTE, session, ann)
+    fb.feedback("correct", None, A_NOTE, session, request=ann)
     if everyone:
         with pytest.raises(gr.Error, match="Only an admin"):
             fb.feedback_view("all", "", True, None, bob)
