@@ -190,6 +190,12 @@ class PredictTab:
         session["last"] = record
         return public_record(record), session
 
+    def predict_and_show(self, sentence: str, head: str, tail: str, spans: dict | None, session: dict,
+                         request: gr.Request = None):
+        """The Predict button: `predict` and `show_prediction` in one round trip (the page waits for one event, not two)."""
+        record, session = self.predict(sentence, head, tail, spans, session, request)
+        return (record, session, *self.show_prediction(session, request))
+
     def show_prediction(self, session: dict, request: gr.Request = None):
         """Everything the Predict tab shows about the last prediction, and a cleared feedback form."""
         record = self.wb.owned(session, request).get("last")
@@ -241,14 +247,12 @@ class PredictTab:
         recall_plot, rerank, attention_plot, prediction_json = self._explain_panels()
         parts = PredictParts(sentence, head, tail, spans, marked, hint, verdict, correct_relation, note, feedback_btn, feedback_status)
         self._wire_marking(parts, *buttons)
-        predict_btn = buttons[-1]
-        predict_btn.click(
-            self.predict, [sentence, head, tail, spans, session], [prediction_json, session], api_name="predict", **MODEL,
-        ).success(
-            self.show_prediction, [session],
-            [marked, label, summary, recall_plot, rerank, attention_plot, latency, correct_relation, verdict, note, feedback_status],
-            **PRIVATE,
-        )
+        panels = [marked, label, summary, recall_plot, rerank, attention_plot, latency, correct_relation, verdict, note, feedback_status]
+        buttons[-1].click(self.predict_and_show, [sentence, head, tail, spans, session], [prediction_json, session, *panels],
+                          **MODEL, **PRIVATE)
+        # The /predict API returns the prediction alone; its button never shows (the page uses predict_and_show).
+        gr.Button(visible=False).click(self.predict, [sentence, head, tail, spans, session], [prediction_json, session],
+                                       api_name="predict", **MODEL)
         return parts
 
     def _marking_column(self, first):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -50,7 +51,7 @@ def select(page, elem_id: str, start: int, end: int) -> None:
     )
 
 
-def test_browser_mark_add_relation_predict_feedback(tiny_extractor, tmp_path):
+def test_browser_mark_add_relation_predict_feedback(tiny_extractor, tmp_path, record_property):
     _require_browser()
     from playwright.sync_api import expect, sync_playwright
 
@@ -90,10 +91,18 @@ def test_browser_mark_add_relation_predict_feedback(tiny_extractor, tmp_path):
             expect(page.locator("#user-relations")).to_contain_text("works at")
 
             # Predict and wait for the charts.
+            # Timestamps: click → prediction shown → every panel drawn (one event, one round trip).
             page.get_by_role("tab", name="Predict").click()
+            t0 = time.perf_counter()
             page.click("#predict")
+            page.wait_for_function("() => document.querySelector('#summary textarea').value.startsWith('Predicted')", polling=10)
+            shown_ms = (time.perf_counter() - t0) * 1e3
             page.locator("#recall-plot .js-plotly-plot").wait_for()
             page.locator("#attention-plot .js-plotly-plot").wait_for()
+            panels_ms = (time.perf_counter() - t0) * 1e3
+            record_property("predict_click_to_prediction_ms", round(shown_ms))
+            record_property("predict_click_to_all_panels_ms", round(panels_ms))
+            assert shown_ms < 5000 and panels_ms < 10000, (shown_ms, panels_ms)
             expect(page.locator("#summary textarea")).to_have_value(re.compile(r"^Predicted '"))
             expect(page.locator("#rerank")).to_contain_text("classifier rank")
             expect(page.locator("#latency")).to_contain_text("ms")
