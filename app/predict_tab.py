@@ -181,7 +181,7 @@ class PredictTab:
             warn(warnings_[-1])
         try:
             instance = instance_from_text(sentence, h, t)
-            prediction = wb.engine.predict(sentence, h, t, relations)
+            prediction = wb.model.predict(sentence, h, t, relations)
         except DataError as e:
             raise BadInput(sentence_case(str(e))) from None
         timings = {**prediction.timings_ms, "total": (time.perf_counter() - t0) * 1e3}

@@ -140,7 +140,7 @@ class RelationsTab:
             return wb.refreshed(session), prior
         name, description, text = check_relation(session, wb.catalogue, name, description, editing)
         n = wb.engine.count_pieces(text)
-        wb.engine.encode([text])  # encode before saving: an encoder failure saves nothing
+        wb.model.call(wb.engine.encode, [text])  # encode before saving: an encoder failure saves nothing
         new = with_user_relation(session, name, description)
         status = f"{'Updated' if editing else 'Added'} '{name}'; {len(wb.relations(new))} relations in force."
         if n > wb.engine.description_window:
@@ -199,7 +199,7 @@ class RelationsTab:
             check_relation(trial, wb.catalogue, name, description, editing=False)
             trial = with_user_relation(trial, name, description)
         texts = {n: relation_text(n, d) for n, d in user.items()}
-        wb.engine.encode(list(texts.values()))
+        wb.model.call(wb.engine.encode, list(texts.values()))
         status = (f"Imported {len(enabled)} catalogue and {len(user)} own relations; "
                   f"{len(wb.relations(trial))} relations in force.")
 

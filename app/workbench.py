@@ -27,10 +27,11 @@ import gradio as gr
 from .catalogue import Catalogue
 from .engine import Engine
 from .identity import Identity, username
+from .serving import MAX_BATCH, ModelWorker
 from .session import BadInput, check_request_id, new_session, relations_in_force
 from .storage import RequestIdReused, Store
 
-MODEL_CONCURRENCY = 1  # model calls at a time (the queue holds the rest)
+MODEL_CONCURRENCY = MAX_BATCH  # model events waiting on the model's thread at once (it batches them; the queue holds the rest)
 DB_CONCURRENCY = 8  # SQLite writes at a time (WAL + busy timeout serialise them safely)
 UI_CONCURRENCY = 16  # cheap events: previews, tables
 MODEL = dict(concurrency_id="model", concurrency_limit=MODEL_CONCURRENCY)
@@ -81,6 +82,7 @@ class Workbench:
         self.catalogue = catalogue
         self.examples = examples or []
         self.identity = Identity(store.secret("owner_key"), admins)
+        self.model = ModelWorker(engine)  # every model call of every session goes through its thread
         # Exports live in a private (0700) folder removed when the process ends; each export's own folder
         # is deleted after EXPORT_TTL_S (Gradio serves copies from its cache, cleaned on the same timer).
         self._exports = tempfile.TemporaryDirectory(prefix="emma-workbench-exports-")

@@ -1,0 +1,105 @@
+"""One thread runs every model call; predictions from concurrent users are batched.
+
+EMMA's cost per sentence is one encoder pass, a matrix product with the description vectors and k
+classifier pairs (paper section 3); `Extractor.predict_batch` does that for many sentences at once,
+several times faster per sentence than one by one. The workbench's handlers therefore do not call
+the model themselves: they hand a job to `ModelWorker` and wait. The worker takes whatever jobs are
+waiting when it is free (no added delay for a lone user), groups the predictions by relation set
+(sessions with the same set share one index) and runs each group as one batch. Encoding new
+descriptions goes through the same thread, so the model is never used by two threads at once and
+the model's queue needs no lock of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+
+from emma import Prediction, instance_from_text
+
+from .engine import Engine
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH = 16  # sentences per model call
+
+
+class ModelWorker:
+    """The model's own thread: `predict` (batched across callers) and `call` (anything else on the model).
+
+    Args:
+        engine: the shared model and description cache.
+        max_batch: most jobs taken at once.
+
+    Example:
+        >>> worker = ModelWorker(Engine(Extractor.load()))
+        >>> worker.predict("Apple was founded by Steve Jobs.", (0, 5), (21, 31), {"founded by": "founded by: founder of it"}).label
+        'founded by'
+    """
+
+    def __init__(self, engine: Engine, max_batch: int = MAX_BATCH) -> None:
+        self.engine = engine
+        self.max_batch = max_batch
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.batch_sizes: list[int] = []  # recent batch sizes, for tests and the load script
+        threading.Thread(target=self._run, name="emma-model", daemon=True).start()
+
+    def predict(self, text: str, head: tuple[int, int], tail: tuple[int, int], relations: dict[str, str]) -> Prediction:
+        """Like `Engine.predict`, run in a batch with whatever other predictions are waiting."""
+        return self._submit(("predict", (text, tuple(head), tuple(tail), relations)))
+
+    def call(self, fn, *args):
+        """Run `fn(*args)` on the model's thread (e.g. `engine.encode` for new descriptions) and return its result."""
+        return self._submit(("call", (fn, args)))
+
+    def _submit(self, job):
+        future: Future = Future()
+        self._jobs.put((job, future))
+        return future.result()
+
+    def _run(self) -> None:
+        while True:
+            jobs = [self._jobs.get()]
+            while len(jobs) < self.max_batch:
+                try:
+                    jobs.append(self._jobs.get_nowait())
+                except queue.Empty:
+                    break
+            self._serve(jobs)
+
+    def _serve(self, jobs) -> None:
+        groups: dict[tuple, list] = {}
+        for (kind, payload), future in jobs:
+            if kind == "call":
+                _settle(future, lambda: payload[0](*payload[1]))
+            else:
+                groups.setdefault(tuple(payload[3].items()), []).append((payload, future))
+        for group in groups.values():
+            self._predict_group(group)
+
+    def _predict_group(self, group) -> None:
+        """One batch over one relation set; an error fails only the jobs of this group."""
+        self.batch_sizes = (self.batch_sizes + [len(group)])[-1000:]
+        try:
+            t0 = time.perf_counter()
+            index = self.engine.index(group[0][0][3])
+            index_ms = (time.perf_counter() - t0) * 1e3
+            instances = [instance_from_text(text, head, tail) for (text, head, tail, _), _ in group]
+            predictions = self.engine.extractor.with_index(index).predict_batch(instances, top_k=None)
+        except Exception as e:  # handed to each waiting handler, which turns user errors into messages
+            for _, future in group:
+                future.set_exception(e)
+            return
+        for (_, future), prediction in zip(group, predictions):
+            prediction.timings_ms = {"descriptions": index_ms, **prediction.timings_ms}
+            future.set_result(prediction)
+
+
+def _settle(future: Future, fn) -> None:
+    try:
+        future.set_result(fn())
+    except Exception as e:
+        future.set_exception(e)

@@ -1,0 +1,52 @@
+"""The model's thread: concurrent predictions are batched, each gets its own relation set's answer,
+and the batched answers equal one-by-one predictions."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from app.engine import Engine
+from app.serving import ModelWorker
+
+SENTENCES = [
+    ("Apple was founded by Steve Jobs in 1976 .", (0, 5), (21, 31)),
+    ("Marie Curie was born in Warsaw in 1867 .", (0, 11), (24, 30)),
+    ("Paris is the capital and largest city of France .", (0, 5), (41, 47)),
+    ("Messi played for Barcelona for many years .", (0, 5), (17, 26)),
+]
+
+
+def test_concurrent_predictions_are_batched_and_match_single_ones(tiny_extractor, toy_descriptions):
+    engine = Engine(tiny_extractor)
+    worker = ModelWorker(engine)
+    two = dict(list(toy_descriptions.items())[:2])
+    jobs = [(s, h, t, rels) for s, h, t in SENTENCES for rels in (toy_descriptions, two)] * 2
+    expected = [engine.predict(*job) for job in jobs]
+    got: list = [None] * len(jobs)
+    gate = threading.Barrier(len(jobs))
+
+    def run(i):
+        gate.wait()
+        got[i] = worker.predict(*jobs[i])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert max(worker.batch_sizes) > 1, "concurrent callers share a model call"
+    for job, e, g in zip(jobs, expected, got):
+        assert {n for n, _ in g.recall} == set(job[3]), "each caller sees only its own relation set"
+        assert g.label == e.label and g.candidates == e.candidates
+        assert [s for _, s in g.recall] == pytest.approx([s for _, s in e.recall], abs=1e-4)
+        assert g.probabilities == pytest.approx(e.probabilities, abs=1e-4)
+
+
+def test_a_failing_job_fails_alone(tiny_extractor, toy_descriptions):
+    worker = ModelWorker(Engine(tiny_extractor))
+    with pytest.raises(ValueError, match="no relations"):
+        worker.predict(*SENTENCES[0], {})
+    assert worker.call(lambda a, b: a + b, 2, 3) == 5
+    assert worker.predict(*SENTENCES[0], toy_descriptions).label in toy_descriptions
