@@ -25,7 +25,9 @@ TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
 
 def username(request) -> str | None:
     """The logged-in user of a `gr.Request` (None without --auth or without a request)."""
-    return getattr(request, "username", None) or None if request is not None else None
+    if request is None:
+        return None
+    return getattr(request, "username", None) or None
 
 
 class Identity:

@@ -76,26 +76,39 @@ class PredictTab:
         """Head / Tail button: the selection becomes that entity. Returns (head, tail, spans, marked, hint)."""
         spans = dict(spans or {})
         sentence = sentence or ""
-        if isinstance(selection, dict):  # from the browser: {"index": [start, end], "value": text}
-            selection = selection_span(sentence, selection.get("index"), selection.get("value"))
-        if not (isinstance(selection, (list, tuple)) and len(selection) == 2 and all(isinstance(i, int) for i in selection)):
-            selection = None
+        span = self._selected(sentence, selection)
+        problem = self._why_not_mark(role, sentence, span, head, tail, spans)
+        if problem:
+            warn(problem)
+        else:
+            spans[role] = list(span)
+            head, tail = (sentence[span[0] : span[1]], tail) if role == "head" else (head, sentence[span[0] : span[1]])
+        return (head, tail, spans, *self.preview(sentence, head, tail, spans))
+
+    @staticmethod
+    def _selected(sentence: str, selection) -> tuple[int, int] | None:
+        """The browser's {"index": [start, end], "value": text} (or a plain [start, end]) as a span of `sentence`."""
+        try:
+            if isinstance(selection, dict):
+                return selection_span(sentence, selection.get("index"), selection.get("value"))
+            if isinstance(selection, (list, tuple)) and len(selection) == 2:
+                return int(selection[0]), int(selection[1])
+        except (TypeError, ValueError):
+            pass
+        return None
+
+    @staticmethod
+    def _why_not_mark(role, sentence, span, head, tail, spans) -> str | None:
         if len(sentence) > MAX_SENTENCE_CHARS:
-            warn(f"The sentence is longer than {MAX_SENTENCE_CHARS} characters; shorten it first.")
-            return (head, tail, spans, *self.preview(sentence, head, tail, spans))
-        if not selection or not 0 <= selection[0] < selection[1] <= len(sentence) or not has_visible(sentence[selection[0] : selection[1]]):
-            warn(f"Select some words of the sentence first, then press {role.capitalize()}.")
-            return (head, tail, spans, *self.preview(sentence, head, tail, spans))
-        s, e = selection
+            return f"The sentence is longer than {MAX_SENTENCE_CHARS} characters; shorten it first."
+        if not span or not 0 <= span[0] < span[1] <= len(sentence) or not has_visible(sentence[span[0] : span[1]]):
+            return f"Select some words of the sentence first, then press {role.capitalize()}."
         other, other_text = ("tail", tail) if role == "head" else ("head", head)
         o = spans.get(other)
         still_marked = o and sentence[o[0] : o[1]].strip() == (other_text or "").strip()  # not left over from another sentence
-        if still_marked and s < o[1] and o[0] < e:
-            warn(f"That selection overlaps the {other} entity; select other words.")
-            return (head, tail, spans, *self.preview(sentence, head, tail, spans))
-        spans[role] = [s, e]
-        head, tail = (sentence[s:e], tail) if role == "head" else (head, sentence[s:e])
-        return (head, tail, spans, *self.preview(sentence, head, tail, spans))
+        if still_marked and span[0] < o[1] and o[0] < span[1]:
+            return f"That selection overlaps the {other} entity; select other words."
+        return None
 
     def mark_head(self, sentence, selection, head, tail, spans):
         return self.mark("head", sentence, selection, head, tail, spans)

@@ -105,6 +105,8 @@ def test_mark_buttons_and_preview(wb):
         assert wb.mark_head(SENTENCE, None, head, tail, spans)[:3] == (head, tail, spans)
     with pytest.warns(UserWarning, match="Select some words"):
         assert wb.mark_head(SENTENCE, "junk from a client", head, tail, spans)[:3] == (head, tail, spans)
+    with pytest.warns(UserWarning, match="Select some words"):
+        assert wb.mark_head(SENTENCE, {"index": ["a", None], "value": 3}, head, tail, spans)[:3] == (head, tail, spans)
     # Typing an entity drops its marked span and previews once.
     spans_after, value, _ = wb.typed_head(SENTENCE, "Apple", tail, spans)
     assert "head" not in spans_after and value["entities"][0] == {"entity": "HEAD", "start": 0, "end": 5}

@@ -99,6 +99,8 @@ def attack(demo, http: httpx.Client, identifiers: list[str], session_hashes: lis
                 leaks = [s for s in SECRETS if s in out]
                 assert not leaks, f"event {fn._id} ({fn.name}) sent to B: {leaks} in {out[:500]}"
                 received.append(msg)
+                # Whatever B sends, a failure is the app's own sentence (or a refusal), never an unexplained crash.
+                assert msg.get("success") is not False or msg.get("output", {}).get("error"), f"event {fn._id} ({fn.name}): {out[:300]}"
     return received
 
 
