@@ -37,14 +37,12 @@ def check_length(sentence: str) -> None:
         raise BadInput(f"The sentence has {len(sentence)} characters; the workbench takes at most {MAX_SENTENCE_CHARS}.")
 
 
-class VerdictRadio(gr.Radio):
-    """A Radio that hands any value to the handler, which refuses a bad one in a plain sentence
-    (Gradio's own check would answer with its internal "not in the list of choices" message)."""
-
-    is_template = True  # drawn by the frontend's Radio
-
-    def preprocess(self, payload):
-        return payload
+def lenient(radio: gr.Radio) -> gr.Radio:
+    """Let `radio` hand any value to the handler, which refuses a bad one in a plain sentence (Gradio's own
+    check would answer with its internal "not in the list of choices" message). An instance attribute,
+    not a subclass: Gradio writes a .pyi stub next to the module of every Component subclass."""
+    radio.preprocess = lambda payload: payload
+    return radio
 
 
 @dataclass
@@ -242,7 +240,7 @@ class PredictTab:
                 summary = gr.Textbox(label="In words", interactive=False, lines=3, elem_id="summary")
                 latency = gr.Markdown(elem_id="latency")
                 with gr.Accordion("Give feedback on this prediction", open=True):
-                    verdict = VerdictRadio([("Correct", "correct"), ("Wrong", "wrong")], label="Was it right?", elem_id="verdict")
+                    verdict = lenient(gr.Radio([("Correct", "correct"), ("Wrong", "wrong")], label="Was it right?", elem_id="verdict"))
                     correct_relation = gr.Dropdown(
                         [], label="Correct relation (if wrong: pick one; add a missing one in the Relations tab)", allow_custom_value=True,
                         elem_id="correct-relation", value=None,
