@@ -28,6 +28,7 @@ from .workbench import EXPORT_TTL_S, PRIVATE, UI_CONCURRENCY, Workbench
 
 MAX_BODY_BYTES = 2_000_000  # one request body (JSON events; uploads included)
 MAX_FILE_SIZE = "1mb"  # one uploaded file (a relation set of 500 relations is about 0.6 MB)
+MAX_QUEUED = 256  # events waiting at once, all users together; beyond it a request is refused as "queue full"
 
 CSS = """
 #catalogue .wrap { max-height: 340px; overflow-y: auto; }
@@ -74,7 +75,7 @@ def build_demo(wb: Workbench) -> gr.Blocks:
 
         demo.load(on_load, [token, catalogue.search, marking.sentence, marking.head, marking.tail, marking.spans],
                   [session, token, everyone, *catalogue.views, marking.marked, marking.hint], **PRIVATE)
-    demo.queue(default_concurrency_limit=UI_CONCURRENCY)
+    demo.queue(default_concurrency_limit=UI_CONCURRENCY, max_size=MAX_QUEUED)
     return demo
 
 
