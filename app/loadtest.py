@@ -36,14 +36,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(checkpoint: Path, threads: int, folder: Path, timeout_s: float = 180):
-    """`python app.py` on 127.0.0.1:PORT; returns (process, url) once it answers."""
+def start_server(checkpoint: Path, threads: int, folder: Path, timeout_s: float = 180, extra: list[str] = ()):
+    """`python app.py` on 127.0.0.1:PORT (its database in `folder`); returns (process, url) once it answers."""
     import httpx
 
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "GRADIO_TEMP_DIR": str(folder)}
     process = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--checkpoint", str(checkpoint), "--db",
-                                str(folder / "workbench.db"), "--port", str(port)], cwd=REPO, env=env,
+                                str(folder / "workbench.db"), "--port", str(port), *extra], cwd=REPO, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + timeout_s
@@ -51,7 +51,7 @@ def start_server(checkpoint: Path, threads: int, folder: Path, timeout_s: float 
         if process.poll() is not None:
             raise RuntimeError(f"app.py exited with {process.returncode}")
         try:
-            if httpx.get(url + "config", timeout=2).status_code == 200:
+            if httpx.get(url + "config", timeout=2).status_code in (200, 401):  # 401: up, behind a login
                 return process, url
         except httpx.HTTPError:
             time.sleep(0.5)
