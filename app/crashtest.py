@@ -87,7 +87,8 @@ def run(checkpoint: Path, writers: int, kills: int, folder: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m app.crashtest", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m app.crashtest", description=__doc__.split("\n\n")[0],
+                                     epilog="Example: python -m app.crashtest --writers 8 --kills 5 (loopback only)")
     parser.add_argument("--checkpoint", type=Path, default=Path(emma.DEFAULT_CHECKPOINT), help="default: %(default)s")
     parser.add_argument("--writers", type=int, default=4, help="concurrent writers, 1..16 (default: %(default)s)")
     parser.add_argument("--kills", type=int, default=3, help="SIGKILLs, 1..10 (default: %(default)s)")

@@ -114,7 +114,8 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m app.loadtest", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m app.loadtest", description=__doc__.split("\n\n")[0],
+                                     epilog="Example: python -m app.loadtest --clients 1,8 --requests 10 (loopback only)")
     parser.add_argument("--checkpoint", type=Path, default=Path(emma.DEFAULT_CHECKPOINT), help="default: %(default)s")
     parser.add_argument("--clients", default="1,4,8,16", help="concurrent clients per level (default: %(default)s)")
     parser.add_argument("--requests", type=int, default=20, help="/predict calls per client (default: %(default)s)")

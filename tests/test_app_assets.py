@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 from pathlib import Path
@@ -89,3 +90,14 @@ def test_app_py_arguments(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(script.getpass, "getpass", lambda prompt: "s3cret")
     script.main(["--hash-password"])
     assert verify_password("s3cret", capsys.readouterr().out.strip())
+
+
+@pytest.mark.parametrize("module, bad", [("app.loadtest", ["--clients", "64"]), ("app.crashtest", ["--kills", "0"])])
+def test_measurement_commands_have_help_and_bounds(module, bad, capsys):
+    main = importlib.import_module(module).main
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0 and "loopback" in capsys.readouterr().out.lower()
+    with pytest.raises(SystemExit) as e:
+        main(bad)
+    assert e.value.code == 2
