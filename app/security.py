@@ -6,8 +6,9 @@
 - Failed logins are rate-limited per user name: after `MAX_FAILURES` within `WINDOW_S` seconds
   every attempt for that name is refused, right or wrong, until the oldest failure ages out.
 - `RequestGuard` (ASGI middleware) refuses a request whose `Host` is not the bound address (or an
-  `--allowed-host`), which stops DNS rebinding from reading a local instance, and a request body
-  over `max_body` bytes (uploads are capped separately by Gradio's `max_file_size`).
+  `--allowed-host`), which stops DNS rebinding from reading a local instance, a request body over
+  `max_body` bytes (uploads are capped separately by Gradio's `max_file_size`) and, with logins, a
+  Gradio session hash sent by another login than the one that first used it.
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ import base64
 import hashlib
 import hmac
 import ipaddress
+import json
 import logging
 import secrets
 import threading
 import time
-from collections import defaultdict, deque
+from collections import OrderedDict, defaultdict, deque
+from http.cookies import SimpleCookie
 from pathlib import Path
+from urllib.parse import parse_qs
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +149,11 @@ def _is_ip(name: str) -> bool:
 
 
 class RequestGuard:
-    """ASGI middleware: refuse a wrong `Host` (403) and a body over `max_body` bytes (413), each with one sentence.
+    """ASGI middleware: refuse a wrong `Host` (403), a body over `max_body` bytes (413) and, with logins, a
+    Gradio session hash used by another login than the one that first used it (403), each with one sentence.
+
+    Gradio keeps a session's state and its event stream under the session hash alone; binding each hash
+    to its login means a hash learnt by another user opens neither (the handlers check the login too).
 
     Args:
         app: the ASGI app (Gradio's FastAPI app).
@@ -156,6 +164,7 @@ class RequestGuard:
 
     def __init__(self, app, hosts: set[str], max_body: int, suffixes: tuple[str, ...] = ()) -> None:
         self.app, self.hosts, self.max_body, self.suffixes = app, hosts, max_body, suffixes
+        self.sessions = SessionOwners()
 
     def host_ok(self, header: str) -> bool:
         name = _host_name(header)
@@ -165,29 +174,108 @@ class RequestGuard:
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        if scope["type"] == "websocket":
-            if not self.host_ok(headers.get("host", "")):
-                return await send({"type": "websocket.close", "code": 1008})
-            return await self.app(scope, receive, send)
         if not self.host_ok(headers.get("host", "")):
+            if scope["type"] == "websocket":
+                return await send({"type": "websocket.close", "code": 1008})
             return await _refuse(send, 403, "This server does not answer to that host name; use the address it was started on.")
+        if scope["type"] == "websocket":
+            return await self.app(scope, receive, send)
         length = headers.get("content-length")
+        too_large = f"The request is larger than {self.max_body // 1_000_000} MB; send less at once."
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
-            return await _refuse(send, 413, f"The request is larger than {self.max_body // 1_000_000} MB; send less at once.")
-        received = 0
-
-        async def counted():
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.max_body:
-                raise BodyTooLarge
-            return message
-
+            return await _refuse(send, 413, too_large)
+        receive = _counted(receive, self.max_body)
         try:
-            return await self.app(scope, counted, send)
+            gradio = scope.get("app")
+            if getattr(gradio, "auth", None) is not None and "/gradio_api/" in scope.get("path", ""):
+                body, receive = await _buffered(receive) if scope.get("method") == "POST" else (b"", receive)
+                if not self.sessions.claim(_login(gradio, headers), _session_hashes(scope, body)):
+                    return await _refuse(send, 403, "This session belongs to another login; reload the page.")
+            return await self.app(scope, receive, send)
         except BodyTooLarge:
-            return await _refuse(send, 413, f"The request is larger than {self.max_body // 1_000_000} MB; send less at once.")
+            return await _refuse(send, 413, too_large)
+
+
+class SessionOwners:
+    """Which login first used each Gradio session hash (the most recent `limit` hashes)."""
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self.owners: OrderedDict[str, str] = OrderedDict()
+        self.limit = limit
+
+    def claim(self, login: str | None, hashes: list[str]) -> bool:
+        """False when one of `hashes` belongs to another login (no login: Gradio refuses the request itself)."""
+        if login is None:
+            return True
+        for h in hashes:
+            owner = self.owners.setdefault(h, login)
+            self.owners.move_to_end(h)
+            if owner != login:
+                return False
+        while len(self.owners) > self.limit:
+            self.owners.popitem(last=False)
+        return True
+
+
+def _login(gradio, headers: dict) -> str | None:
+    """The login of the request's Gradio access-token cookie."""
+    cookies = SimpleCookie(headers.get("cookie", ""))
+    for name in (f"access-token-{gradio.cookie_id}", f"access-token-unsecure-{gradio.cookie_id}"):
+        if name in cookies and cookies[name].value in gradio.tokens:
+            return gradio.tokens[cookies[name].value]
+    return None
+
+
+def _session_hashes(scope, body: bytes) -> list[str]:
+    """Session hashes a Gradio request names: `?session_hash=`, /heartbeat/H and /stream/H, `"session_hash"` in a JSON body."""
+    found = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("session_hash", [])
+    path = scope.get("path", "")
+    for marker in ("/heartbeat/", "/stream/"):
+        if marker in path:
+            found.append(path.split(marker, 1)[1].split("/", 1)[0])
+    if body[:1] == b"{":
+        try:
+            value = json.loads(body).get("session_hash")
+        except ValueError:
+            value = None
+        if isinstance(value, str):
+            found.append(value)
+    return found
+
+
+def _counted(receive, limit: int):
+    """`receive` that raises `BodyTooLarge` once more than `limit` body bytes have arrived."""
+    received = 0
+
+    async def counted():
+        nonlocal received
+        message = await receive()
+        received += len(message.get("body", b""))
+        if received > limit:
+            raise BodyTooLarge
+        return message
+
+    return counted
+
+
+async def _buffered(receive):
+    """Read the whole request body; returns (body, a `receive` that hands it to the app again)."""
+    chunks, message = [], {"more_body": True}
+    while message.get("more_body"):
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+    body, replayed = b"".join(chunks), False
+
+    async def replay():
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return body, replay
 
 
 class BodyTooLarge(Exception):

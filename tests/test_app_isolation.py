@@ -21,6 +21,7 @@ from app.catalogue import Catalogue, load_examples
 from app.engine import Engine
 from app.feedback_tab import FeedbackTab
 from app.predict_tab import PredictTab
+from app.relations_tab import RelationsTab
 from app.workbench import Workbench
 from app.layout import build_demo, launch
 from app.storage import Store
@@ -137,8 +138,12 @@ def test_attacker_under_auth_gets_nothing_of_another_user(tiny_extractor, tmp_pa
 
         with httpx.Client(base_url=url, timeout=60) as bob:
             assert bob.post("/login", data={"username": "bob", "password": "pw-bob"}).status_code == 200
-            received = attack(demo, bob, [A_RELATION, "user:ann", "ann"], [ann.session_hash, uuid.uuid4().hex],
-                              upload_file(bob, tmp_path))
+            # Ann's session hash is bound to her login: B can neither send events on it nor read its stream.
+            on_ann = attack(demo, bob, [A_RELATION], [ann.session_hash], upload_file(bob, tmp_path))
+            assert all(m["msg"] == "refused" and m["status"] == 403 for m in on_ann)
+            stream = bob.get("/gradio_api/queue/data", params={"session_hash": ann.session_hash})
+            assert stream.status_code == 403 and "another login" in stream.text
+            received = attack(demo, bob, [A_RELATION, "user:ann", "ann"], [uuid.uuid4().hex], upload_file(bob, tmp_path))
         assert sum(m.get("success") is True for m in received) > len(received) // 3, "the attack must reach the handlers"
         assert snapshot(store, ["user:ann"]) == before
 
@@ -206,8 +211,19 @@ def test_feedback_of_others_is_never_listed_or_exported(tiny_extractor, tmp_path
         with pytest.raises(gr.Error, match="Only an admin"):
             fb.export_feedback("all", "", True, None, bob)
         return
-    # B passing A's session still gets only B's rows.
+    # B's request with A's session (a session hash reused by another login) gets only B's own things.
     assert len(fb.feedback_view("all", "", False, session, bob)) == 0
     paths, _ = fb.export_feedback("all", "", False, session, bob)
     assert not any(A_NOTE in open(p, encoding="utf-8").read() for p in paths)
     assert "owner" not in fb.feedback_view("all", "", False, session, ann).columns
+    relations = RelationsTab(wb)
+    session, _ = relations.add_relation(A_RELATION, A_DESCRIPTION, session, request=ann)
+    assert predict.show_prediction(session, bob)[2] == ""
+    assert A_RELATION not in json.dumps(relations.relation_views("", session, bob)[3].to_dict())
+    assert relations.pick_user_relation(session, type("Select", (), {"row_value": [A_RELATION]})(), bob) == ("", "")
+    assert A_RELATION not in open(relations.export_relations(session, bob), encoding="utf-8").read()
+    with pytest.raises(gr.Error, match="no relation named"):
+        relations.delete_relation(A_RELATION, session, request=bob)
+    with pytest.raises(gr.Error, match="Predict a relation first"):
+        fb.feedback("correct", None, None, session, request=bob)
+    assert wb.store.user_relations("user:ann") == {A_RELATION: A_DESCRIPTION}
