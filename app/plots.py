@@ -126,6 +126,17 @@ def attention_figure(record: dict) -> go.Figure:
     return fig
 
 
+def placeholder(message: str) -> go.Figure:
+    """An empty figure with a message: shown before the first prediction, so the browser loads the plotting
+    library with the page instead of after the first Predict click."""
+    fig = go.Figure()
+    fig.add_annotation(text=_t(message, 120), showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    fig.update_layout(height=120, margin=dict(l=10, r=10, t=10, b=10))
+    return fig
+
+
 def latency_text(record: dict) -> str:
     """Per-stage wall time as one line (numbers only, safe for Markdown)."""
     t = record["timings_ms"]

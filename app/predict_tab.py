@@ -289,11 +289,13 @@ class PredictTab:
     @staticmethod
     def _explain_panels():
         gr.Markdown(HELP_RECALL, elem_classes="panel-help")
-        recall_plot = gr.Plot(label="Recall scores", elem_id="recall-plot")
+        recall_plot = gr.Plot(plots.placeholder("Recall scores appear here after Predict."), label="Recall scores",
+                              elem_id="recall-plot")
         gr.Markdown(HELP_RERANK, elem_classes="panel-help")
         rerank = gr.Dataframe(label="Reranking: recall rank → classifier rank", interactive=False, elem_id="rerank", wrap=True)
         gr.Markdown(HELP_ATTENTION, elem_classes="panel-help")
-        attention_plot = gr.Plot(label="Attention of the two virtual entities over description words", elem_id="attention-plot")
+        attention_plot = gr.Plot(plots.placeholder("Attention weights appear here after Predict."),
+                                 label="Attention of the two virtual entities over description words", elem_id="attention-plot")
         with gr.Accordion("Raw prediction (JSON, as returned by the /predict API)", open=False):
             prediction_json = gr.JSON(elem_id="prediction-json")
         return recall_plot, rerank, attention_plot, prediction_json

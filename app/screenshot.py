@@ -41,8 +41,8 @@ def take(checkpoint: Path, out: Path, width: int = 1400) -> Path:
                 page.locator("#mark-hint textarea").wait_for()
                 page.wait_for_timeout(1000)
                 page.click("#predict")
-                page.locator("#recall-plot .js-plotly-plot").wait_for()
-                page.locator("#attention-plot .js-plotly-plot").wait_for()
+                page.locator("#recall-plot").get_by_text("Recall: top").wait_for()
+                page.locator("#attention-plot").get_by_text("Which description words").wait_for()
                 page.wait_for_timeout(1000)  # let plotly finish its transitions
                 out.parent.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(out), full_page=True)
