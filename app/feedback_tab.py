@@ -11,7 +11,7 @@ from .predict_tab import PredictParts
 from .records import feedback_row, write_feedback_exports
 from .session import BadInput, shown
 from .storage import insert_feedback
-from .workbench import DB, PRIVATE, QUIET, Workbench, user_errors
+from .workbench import DB, PRIVATE, QUIET, Workbench, lenient, user_errors
 
 VERDICTS = ("correct", "wrong")
 MAX_NOTE_CHARS = 2000
@@ -100,8 +100,8 @@ class FeedbackTab:
     def build(self, tab: gr.Tab, session: gr.State, form: PredictParts) -> gr.Checkbox:
         """The Feedback tab (call inside `tab`) and the Predict tab's form. Returns the admins' checkbox."""
         with gr.Row():
-            verdict = gr.Dropdown([("all", "all"), ("correct", "correct"), ("wrong", "wrong")], value="all",
-                                  label="Verdict", elem_id="fb-verdict")
+            verdict = lenient(gr.Dropdown([("all", "all"), ("correct", "correct"), ("wrong", "wrong")], value="all",
+                                          label="Verdict", elem_id="fb-verdict"))
             contains = gr.Textbox(label="Contains (sentence, relation or note)", elem_id="fb-contains")
             everyone = gr.Checkbox(label="Everyone's feedback (admins only)", value=False, visible=False, elem_id="fb-everyone")
             refresh = gr.Button("Refresh", size="sm", elem_id="fb-refresh")

@@ -21,7 +21,7 @@ from . import plots
 from .engine import MAX_SENTENCE_CHARS
 from .records import prediction_record, public_record, summary_text
 from .session import BadInput, has_visible, highlighted, resolve_entities, resolve_entity, selection_span, sentence_case
-from .workbench import MODEL, PRIVATE, QUIET, Workbench, user_errors, warn
+from .workbench import MODEL, PRIVATE, QUIET, Workbench, lenient, user_errors, warn
 
 # Runs in the browser before the Head/Tail handler: the selection of the sentence box replaces the
 # `selection` input (UTF-16 offsets and the selected text; `session.selection_span` converts them).
@@ -35,14 +35,6 @@ READ_SELECTION = """(sentence, selection, head, tail, spans) => {
 def check_length(sentence: str) -> None:
     if len(sentence or "") > MAX_SENTENCE_CHARS:
         raise BadInput(f"The sentence has {len(sentence)} characters; the workbench takes at most {MAX_SENTENCE_CHARS}.")
-
-
-def lenient(radio: gr.Radio) -> gr.Radio:
-    """Let `radio` hand any value to the handler, which refuses a bad one in a plain sentence (Gradio's own
-    check would answer with its internal "not in the list of choices" message). An instance attribute,
-    not a subclass: Gradio writes a .pyi stub next to the module of every Component subclass."""
-    radio.preprocess = lambda payload: payload
-    return radio
 
 
 @dataclass

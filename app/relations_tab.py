@@ -85,6 +85,8 @@ class RelationsTab:
     def set_shown_enabled(self, selected: list[str], query: str, session: dict, request: gr.Request = None) -> dict:
         """The checkbox group changed: the shown relations become `selected`; hidden ones keep their state."""
         session = self.wb.owned(session, request)
+        if not isinstance(selected or [], list) or not all(isinstance(label, str) for label in selected or []):
+            raise BadInput("Tick relations of the catalogue to switch them on.")
         shown_labels = {e.label for e in self.wb.catalogue.search((query or "")[:MAX_QUERY_CHARS])}
         keep = [label for label in session["enabled"] if label not in shown_labels] + list(selected or [])
         return self._save_enabled(session, keep)

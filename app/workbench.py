@@ -54,6 +54,15 @@ def user_errors(fn):
     return wrapper
 
 
+def lenient(component):
+    """Let a component with choices hand any value to its handler, which refuses a bad one in a plain
+    sentence (Gradio's own check would answer with its internal "not in the list of choices" message).
+    An instance attribute, not a subclass: Gradio writes a .pyi stub beside every Component subclass; so
+    only for components no handler changes with `gr.update` (Gradio rebuilds those from their arguments)."""
+    component.preprocess = lambda payload: payload
+    return component
+
+
 def warn(message: str) -> None:
     """A recoverable problem: a yellow toast in the UI, a Python warning elsewhere."""
     gr.Warning(message)

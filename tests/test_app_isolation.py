@@ -75,9 +75,7 @@ def hostile_value(component, text: str, upload):
     if isinstance(component, gr.Checkbox):
         return True  # "everyone's feedback"
     if isinstance(component, gr.CheckboxGroup):
-        return []
-    if isinstance(component, (gr.Radio, gr.Dropdown)) and not getattr(component, "allow_custom_value", False):
-        return component.choices[-1][1] if component.choices else None
+        return []  # its choices are the caller's own search results; Gradio checks them
     if getattr(component, "elem_id", None) in ("head", "tail"):
         return {"head": "Apple", "tail": "Steve Jobs"}[component.elem_id]
     if getattr(component, "elem_id", None) == "sentence":
@@ -100,8 +98,10 @@ def attack(demo, http: httpx.Client, identifiers: list[str], session_hashes: lis
                 leaks = [s for s in SECRETS if s in out]
                 assert not leaks, f"event {fn._id} ({fn.name}) sent to B: {leaks} in {out[:500]}"
                 received.append(msg)
-                # Whatever B sends, a failure is the app's own sentence (or a refusal), never an unexplained crash.
-                assert msg.get("success") is not False or msg.get("output", {}).get("error"), f"event {fn._id} ({fn.name}): {out[:300]}"
+                # Whatever B sends, a failure is the app's own sentence (or a refusal), never an unexplained crash
+                # nor Gradio's internal validation message.
+                error = msg.get("output", {}).get("error") if msg.get("success") is False else ""
+                assert error is not None and "choices" not in error and "preprocess" not in error, f"event {fn._id} ({fn.name}): {out[:300]}"
     return received
 
 

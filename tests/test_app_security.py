@@ -171,3 +171,12 @@ def test_invisible_names_and_selections_are_refused(wb):
     sentence = "Apple \u200b was founded by Steve Jobs ."
     with pytest.warns(UserWarning, match="Select some words"):
         PredictTab(wb).mark_head(sentence, [6, 7], "", "", {})
+
+
+def test_malformed_choices_get_the_apps_own_message(wb):
+    session = wb.open_session("user:ann")
+    with pytest.raises(gr.Error, match="Tick relations of the catalogue"):
+        RelationsTab(wb).set_shown_enabled([{"label": "x"}], "", session)
+    with pytest.raises(gr.Error, match="'no such' is not in the catalogue"):
+        RelationsTab(wb).set_shown_enabled(["no such"], "", session)
+    assert len(FeedbackTab(wb).feedback_view(["junk"], "", False, session)) == 0  # an unknown filter shows all rows
