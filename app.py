@@ -10,9 +10,11 @@ Everything but argument parsing lives in `app/` (`app.main.create_app` builds th
 from __future__ import annotations
 
 import argparse
+import atexit
 import getpass
 import logging
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -20,8 +22,11 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-# Gradio's uploads and its copies of exported files go to a folder only this user can read (mkdtemp: 0700).
-os.environ.setdefault("GRADIO_TEMP_DIR", tempfile.mkdtemp(prefix="emma-workbench-gradio-"))
+# Gradio's uploads and its copies of exported files go to a folder only this user can read (mkdtemp: 0700),
+# removed when the process ends.
+if "GRADIO_TEMP_DIR" not in os.environ:
+    os.environ["GRADIO_TEMP_DIR"] = tempfile.mkdtemp(prefix="emma-workbench-gradio-")
+    atexit.register(shutil.rmtree, os.environ["GRADIO_TEMP_DIR"], True)
 
 import emma  # noqa: E402
 from app.layout import launch  # noqa: E402
