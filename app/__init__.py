@@ -2,9 +2,12 @@
 
 Modules: `catalogue` (default relations and examples from assets/), `build_assets` (regenerates
 them), `storage` (SQLite via sqlite-utils), `engine` (one shared model, per-session relation
-sets), `session` (per-user state and input checks), `identity` (owners, tokens, admins),
+sets), `serving` (the model's thread, batching concurrent predictions), `session` (per-user
+state and input checks), `identity` (owners, tokens, admins), `security` (passwords, login rate
+limits, the Host / body size / session-binding middleware),
 `workbench` (the shared resources and whose session an event is), one module per tab with its
 builder and handlers (`predict_tab`, `relations_tab`, `feedback_tab`), `records` (prediction and
 feedback records, exports), `plots` (figures and tables), `layout` (the Blocks and launch),
-`main` (wiring). `app.py` parses arguments and launches.
+`main` (wiring). `app.py` parses arguments and launches. `loadtest` and `crashtest` measure a
+running server (`python -m app.loadtest`, `python -m app.crashtest`); see SECURITY.md.
 """
