@@ -10,11 +10,7 @@ CLASSIFIER_HEADS = ("concat", "shared")
 CLASSIFIER_FEATURES = ("cls", "cls_entities")
 DECISIONS = ("classifier", "fused")
 CLASSIFIER_INITS = ("recall", "base")  # where a classifier added to a recall-only checkpoint starts
-
-DATASETS = ("fewrel", "wikizsl")
-VARIANTS = ("full", "no_virtual", "no_classifier", "no_both", "untrained")
-CLASSIFIER_VARIANTS = ("full", "no_virtual")  # the variants that train and use a classifier
-SCHEDULES = ("joint", "two_stage")
+SCHEDULES = ("two_stage", "joint")
 
 
 def check_choice(name: str, value, choices: tuple) -> None:

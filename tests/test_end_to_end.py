@@ -99,8 +99,9 @@ def test_cli_train_with_split_then_evaluate(fewrel_subset, packaged_encoder, tmp
                                  "--output", str(out), "--encoder", packaged_encoder, "--max-steps", "1",
                                  "--batch-size", str(TRAIN_RELATIONS), "--max-length", "64", "--precision", "fp32"])
     assert result.exit_code == 0, result.output
-    meta = json.loads((out / "training.json").read_text())
-    assert meta["relations"] == TRAIN_RELATIONS and meta["step"] == 1  # only the split's train relations
+    stages = json.loads((out / "training.json").read_text())["stages"]  # the default: recall, then the classifier
+    assert [s["name"] for s in stages] == ["recall", "classifier"]
+    assert all(s["relations"] == TRAIN_RELATIONS and s["step"] == 1 for s in stages)  # only the split's train relations
     result = runner.invoke(cli, ["evaluate", "--checkpoint", str(out), "--data", str(fewrel_subset["train"]),
                                  "--data", str(fewrel_subset["test"]), "--descriptions", str(fewrel_subset["descriptions"]),
                                  "--split", str(split), "--precision", "fp32"])

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import emma.losses as losses_module
 import emma.train as train_module
 from emma.checkpoint import load_checkpoint
 from emma.data import Instance
@@ -167,13 +168,13 @@ def test_instances_of_one_relation_never_share_a_batch(tiny_encoder_dir, toy_des
         Instance(("x", "y", "z"), (0, 1), (2, 3), r) for r in toy_descriptions if r != "born in"
     ]
     seen = []
-    original = train_module.JointObjective.forward
+    original = losses_module.JointObjective.forward
 
     def forward(self, batch):
         seen.append(batch["relation_ids"].tolist())
         return original(self, batch)
 
-    monkeypatch.setattr(train_module.JointObjective, "forward", forward)
+    monkeypatch.setattr(losses_module.JointObjective, "forward", forward)
     train(_config(tiny_encoder_dir, epochs=1), instances, toy_descriptions, tmp_path / "d")
     assert seen and all(len(set(b)) == len(b) for b in seen)
 
@@ -194,7 +195,9 @@ from emma.checkpoint import load_tokenizer
 from emma.data import read_instances, read_descriptions
 from emma.losses import InfoNCELoss, same_relation_mask
 from emma.model import Emma, EmmaConfig
-from emma.train import JointObjective, TrainConfig, TrainingData, train
+from emma.batches import TrainingData
+from emma.losses import JointObjective
+from emma.train import TrainConfig, train
 
 args = json.loads(Path(sys.argv[1]).read_text())
 instances = read_instances(args["data"])
@@ -214,7 +217,7 @@ if args["objective"]:
     for i, inst in enumerate(instances):
         first.setdefault(inst.relation, i)
     picks = [[first["founded by"], first["born in"]], [first["capital of"], first["born in"] + 1]]
-    data = TrainingData.encode(tokenizer, model.config, instances, descriptions, TrainConfig(batch_size=2))
+    data = TrainingData.encode(tokenizer, model.config, instances, descriptions, batch_size=2, seed=42)
     batches = [data.batch(p, torch.device("cpu")) for p in picks]
     objective = JointObjective(model, tokenizer, world_size=2, rank=rank)
     with torch.no_grad():
@@ -352,14 +355,14 @@ def test_classifier_sees_the_gold_candidate_in_every_slot(tiny_encoder_dir, toy_
     # In recall order the gold candidate sits in slot 0 almost always, and an MLP over concatenated
     # [CLS] states would learn "pick slot 0"; training must shuffle the slots.
     golds = []
-    real_ce = train_module.F.cross_entropy
+    real_ce = losses_module.F.cross_entropy
 
     def spy(logits, target, *a, **kw):
         if logits.shape[1] == 2:  # the rerank loss (k = 2), not InfoNCE over the batch
             golds.extend(target.tolist())
         return real_ce(logits, target, *a, **kw)
 
-    monkeypatch.setattr(train_module.F, "cross_entropy", spy)
+    monkeypatch.setattr(losses_module.F, "cross_entropy", spy)
     train(_config(tiny_encoder_dir, max_steps=12), toy_instances, toy_descriptions, tmp_path / "run")
     assert golds and set(golds) == {0, 1}
     assert 0.2 < sum(golds) / len(golds) < 0.8

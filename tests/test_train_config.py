@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from emma.model import EmmaConfig
-from emma.train import TrainConfig, relation_batches
+from emma.batches import relation_batches
+from emma.train import TrainConfig
 
 
 # ----------------------------------------------------------------------------- batches

@@ -2,7 +2,7 @@
 
 Each `patch_*` replaces attributes of `emma` modules through `set_attr` (default `setattr`, for the
 probe's own process; tests pass pytest's `monkeypatch.setattr` so that the change is undone). They
-reach private names (`emma.train.TrainingData.batch`, `emma.model._build_encoder`, ...), so a
+reach private names (`emma.batches.TrainingData.batch`, `emma.model._build_encoder`, ...), so a
 restructured library can break them: `tests/test_probes.py` checks that each still applies.
 """
 
@@ -64,8 +64,8 @@ def patch_segment_norm(set_attr=setattr) -> None:
 
 def patch_all_negatives(set_attr=setattr) -> None:
     """Every train relation's description in every step's softmax (60 at m = 15 `ori`), not only the batch's 32."""
-    train, features = _emma("train"), _emma("features")
-    make_batch = train.TrainingData.batch
+    batches, losses, features = _emma("batches"), _emma("losses"), _emma("features")
+    make_batch = batches.TrainingData.batch
 
     def batch(self, idx, device):
         out = make_batch(self, idx, device)
@@ -79,10 +79,10 @@ def patch_all_negatives(set_attr=setattr) -> None:
         d = batch["all_descriptions"]
         desc = recall.encode_descriptions(d["input_ids"], d["attention_mask"], d["content_mask"]).vectors
         loss = self.infonce(inst, desc, batch["relation_ids"])  # relation ids index the sorted relations
-        return train.StepOutput(loss, loss.detach(), torch.zeros(()))
+        return losses.StepOutput(loss, loss.detach(), torch.zeros(()))
 
-    set_attr(train.TrainingData, "batch", batch)
-    set_attr(train.JointObjective, "forward", forward)
+    set_attr(batches.TrainingData, "batch", batch)
+    set_attr(losses.JointObjective, "forward", forward)
 
 
 def patch_zero_heads(set_attr=setattr) -> None:
