@@ -65,7 +65,7 @@ class FeedbackTab:
         def write(db):
             return f"Saved feedback #{insert_feedback(db, row, record['relations'])}: {verdict} ({what})."
 
-        return self.wb.once(session, request_id, "feedback", write)
+        return self.wb.once(session, request_id, "feedback", write)[1]
 
     @user_errors
     def feedback_view(self, verdict: str, contains: str, everyone: bool, session: dict, request: gr.Request = None) -> pd.DataFrame:

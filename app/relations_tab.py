@@ -153,7 +153,7 @@ class RelationsTab:
             upsert_user_relation(db, new["owner"], name, description, text)
             return status
 
-        return new, wb.once(new, request_id, action, write)
+        return wb.once(new, request_id, action, write)
 
     @user_errors
     def delete_relation(self, name: str, session: dict, request_id: str = "", request: gr.Request = None) -> tuple[dict, str]:
@@ -171,7 +171,7 @@ class RelationsTab:
             delete_user_relation(db, new["owner"], name)
             return status
 
-        return new, wb.once(new, request_id, "delete_relation", write)
+        return wb.once(new, request_id, "delete_relation", write)
 
     def export_relations(self, session: dict, request: gr.Request = None) -> str:
         """The relations in force as {name: text} JSON (the `--descriptions` format of `python -m emma train`)."""
@@ -209,7 +209,7 @@ class RelationsTab:
             replace_user_relations(db, trial["owner"], {n: (user[n], texts[n]) for n in user}, trial["enabled"])
             return status
 
-        return trial, wb.once(trial, request_id, "import_relations", write)
+        return wb.once(trial, request_id, "import_relations", write)
 
     # ------------------------------------------------------------------ layout
 

@@ -166,12 +166,23 @@ class Workbench:
         except RequestIdReused:
             raise BadInput("That request id was already used for another action; send a new one.") from None
 
-    def once(self, session: dict, request_id: str | None, action: str, write) -> str:
-        """`write(db)` in one transaction, remembered under the request id (see `Store.once`)."""
+    def once(self, session: dict, request_id: str | None, action: str, write) -> tuple[dict, str]:
+        """`write(db)` in one transaction, remembered under the request id (see `Store.once`).
+
+        Returns (`session`, the status line); when a concurrent request with the same id wrote first,
+        its status line and the session as stored instead.
+        """
+        wrote = []
+
+        def tracked(db):
+            wrote.append(True)
+            return write(db)
+
         try:
-            return self.store.once(session["owner"], check_request_id(request_id), action, write)
+            status = self.store.once(session["owner"], check_request_id(request_id), action, tracked)
         except RequestIdReused:
             raise BadInput("That request id was already used for another action; send a new one.") from None
+        return (session if wrote else self.refreshed(session)), status
 
     def refreshed(self, session: dict) -> dict:
         """The session with its relations as stored (after a repeated request id wrote nothing)."""

@@ -180,3 +180,12 @@ def test_malformed_choices_get_the_apps_own_message(wb):
     with pytest.raises(gr.Error, match="'no such' is not in the catalogue"):
         RelationsTab(wb).set_shown_enabled(["no such"], "", session)
     assert len(FeedbackTab(wb).feedback_view(["junk"], "", False, session)) == 0  # an unknown filter shows all rows
+
+
+def test_a_racing_duplicate_gets_the_first_result_and_the_stored_session(wb, monkeypatch):
+    relations = RelationsTab(wb)
+    session, _ = relations.add_relation("employer", "person who works for it", wb.open_session("user:ann"))
+    session, first = relations.edit_relation("employer", "pays this person", session, "e-1")
+    monkeypatch.setattr(wb, "replay", lambda *args: None)  # both requests passed the first check before either wrote
+    again, second = relations.edit_relation("employer", "other words", session, "e-1")
+    assert second == first and again["user"] == {"employer": "pays this person"} == wb.store.user_relations("user:ann")
