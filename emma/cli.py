@@ -171,16 +171,24 @@ def _training_data(data, descriptions, split) -> tuple[list, dict, tuple | None]
 @click.option("--output", type=click.Path(), help="Also write the JSON report here.")
 @click.option("--markdown", is_flag=True, help="Print a markdown table to stderr too.")
 @click.option("--skip-invalid", is_flag=True, help="Drop broken records (logged) instead of stopping at the first.")
-def evaluate(checkpoint, data, descriptions, split, k, max_per_relation, precision, output, markdown, skip_invalid) -> None:
-    """Score recall-only and full EMMA (macro P/R/F1) on a zero-shot test set.
+@click.option("--examples", type=click.Path(), help="Labelled file to draw --shots examples per relation from (never an evaluated instance).")
+@click.option("--shots", type=int, default=0, show_default=True, help="Labelled examples per relation, used at once by recall (0: zero-shot).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for drawing the examples.")
+def evaluate(checkpoint, data, descriptions, split, k, max_per_relation, precision, output, markdown, skip_invalid,
+             examples, shots, seed) -> None:
+    """Score recall-only and full EMMA (macro P/R/F1) on a zero-shot (or few-shot) test set.
 
     Prints one JSON object with keys recall_only and emma (precision, recall, f1 in percent),
-    n_instances and n_relations. Without --split every described relation in the data is a candidate.
+    n_instances and n_relations, and shots (examples per relation drawn from --examples; 0 without).
+    Without --split every described relation in the data is a candidate.
 
     Example:
 
         python -m emma evaluate --checkpoint checkpoints/emma-minilm --data ../shared/data/fewrel/val_wiki.json \\
             --descriptions ../shared/data/fewrel/pid2name.json --split ../shared/data/splits/fewrel_rel2id/fewrel_rel2id_15_ori.json
+
+        python -m emma evaluate --data ../shared/data/crossre/ai-dev.jsonl --descriptions ../shared/data/crossre/descriptions.json \\
+            --examples ../shared/data/crossre/ai-train.jsonl --shots 5
     """
     from .data import cap_per_relation
     from .evaluate import evaluate as run_evaluation
@@ -194,13 +202,20 @@ def evaluate(checkpoint, data, descriptions, split, k, max_per_relation, precisi
     if k is not None and k != ex.config.k:
         raise click.ClickException(f"--k {k}: this checkpoint's classifier was trained for k={ex.config.k}")
     ex.set_relations({r: descs[r] for r in relations})
+    drawn = _draw_examples(examples, shots, seed, instances, relations, skip_invalid)
+    for relation, labelled in drawn.items():
+        ex.add_examples(relation, labelled)
     report = run_evaluation(ex, instances, progress=True)
+    report["shots"] = shots
+    report["examples"] = sum(len(v) for v in drawn.values())
     report["protocol"] = {
         "checkpoint": checkpoint or "default",
         "data": list(data),
         "descriptions": descriptions,
         "split": split,
         "max_per_relation": max_per_relation,
+        "examples": examples,
+        "seed": seed,
         "precision": ex.precision,
         "device": str(ex.device),
     }
@@ -210,6 +225,22 @@ def evaluate(checkpoint, data, descriptions, split, k, max_per_relation, precisi
         Path(output).write_text(text + "\n")
     if markdown:
         click.echo(markdown_table(report), err=True)
+
+
+def _draw_examples(path, shots: int, seed: int, scored: list, relations: list, skip_invalid: bool) -> dict:
+    """{relation: labelled examples} for the candidate relations, none of them a scored instance."""
+    from .data import draw_shots
+
+    if shots and not path:
+        raise click.ClickException(f"--shots {shots} needs --examples FILE to draw them from")
+    if path and shots < 1:
+        raise click.ClickException("--examples needs --shots K (examples per relation, at least 1)")
+    if not shots:
+        return {}
+    labelled = [i for i in _load_instances([path], skip_invalid) if i.relation in set(relations)]
+    if not labelled:
+        raise click.ClickException(f"{path}: no labelled instance of the evaluated relations")
+    return draw_shots(labelled, shots, seed=seed, exclude=scored)
 
 
 def _test_set(instances: list, descs: dict, split, descriptions) -> tuple[list, list]:

@@ -1,4 +1,4 @@
-"""Command line: ``python -m research bench | experiment | table | probe | probe-table | probe-sweep``.
+"""Command line: ``python -m research bench | experiment | table | fewshot | fewshot-table | probe | probe-table | probe-sweep``.
 
 The library's own commands (train, evaluate, predict, portable) are ``python -m emma``. Paths default
 to this repository's results/, runs/ and ../shared/data, whatever the working directory; user errors
@@ -48,6 +48,16 @@ def _parse_sizes(ctx, param, text: str) -> tuple[int, ...]:
     if not sizes or any(n < 1 for n in sizes):
         raise click.BadParameter(f"{text!r}: give positive sizes, e.g. 5,15,80")
     return sizes
+
+
+def _parse_sizes_or_zero(ctx, param, text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: give comma-separated integers, e.g. 0,1,5") from None
+    if not values or any(v < 0 for v in values):
+        raise click.BadParameter(f"{text!r}: give integers of 0 or more, e.g. 0,1,5")
+    return values
 
 
 def _parse_methods(ctx, param, text: str) -> tuple[str, ...]:
@@ -184,6 +194,48 @@ def table(results, output, metrics, title) -> None:
         Path(output).write_text(text + "\n")
     if metrics:
         Path(metrics).write_text(json.dumps(metrics_json(results), indent=1, ensure_ascii=False) + "\n")
+
+
+FEWSHOT = RESULTS_DIR / "fewshot.jsonl"
+
+
+@cli.command()
+@click.option("--checkpoint", type=click.Path(), help="Checkpoint folder (default: the shipped one).")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=DATA_DIR, show_default="../shared/data")
+@click.option("--results", type=click.Path(path_type=Path), default=FEWSHOT, show_default="results/fewshot.jsonl")
+@click.option("--shots", callback=_parse_sizes_or_zero, default="0,1,5,10", show_default=True, help="Examples per relation.")
+@click.option("--seeds", callback=_parse_sizes_or_zero, default="0,1,2", show_default=True, help="Draws per K > 0.")
+@click.option("--set", "sets", multiple=True, help="Only these sets (crossre-ai … crossre-news, fewrel-val).")
+def fewshot(checkpoint, data_dir, results, shots, seeds, sets) -> None:
+    """K labelled examples per relation, used at once (no training): macro F1 per set and K, one line per run.
+
+    Runs already in the results file are skipped, so an interrupted table resumes.
+
+    Example:
+
+        python -m research fewshot --checkpoint checkpoints/emma-minilm --shots 0,5 --seeds 0
+    """
+    from .fewshot import run
+
+    run(checkpoint, data_dir, results, list(shots), list(seeds), list(sets) or None)
+
+
+@cli.command("fewshot-table")
+@click.option("--results", type=click.Path(exists=True, path_type=Path), default=FEWSHOT, show_default="results/fewshot.jsonl")
+@click.option("--output", type=click.Path(), help="Write the markdown here too.")
+def fewshot_table(results, output) -> None:
+    """Render the few-shot table (markdown) from a results file of `fewshot`.
+
+    Example:
+
+        python -m research fewshot-table --output results/FEWSHOT.md
+    """
+    from .fewshot import read, table
+
+    text = table(read(results))
+    click.echo(text)
+    if output:
+        Path(output).write_text(text + "\n")
 
 
 cli.add_command(probe)

@@ -156,6 +156,31 @@ def test_evaluate_with_split_and_cap(runner, tiny_checkpoint, files):
     assert report["n_relations"] == 3 and report["n_instances"] == 6 and report["protocol"]["split"] == str(split)
 
 
+def test_evaluate_with_examples_uses_k_shots_never_scored(runner, tiny_checkpoint, files, toy_instances, toy_descriptions):
+    from emma.data import draw_shots, write_jsonl
+    from emma.pipeline import Extractor
+
+    scored, pool = toy_instances[0::2], toy_instances  # half the pool is scored and must never be drawn
+    write_jsonl(scored, files["dir"] / "scored.jsonl")
+    write_jsonl(pool, files["dir"] / "pool.jsonl")
+    args = ["evaluate", "--checkpoint", tiny_checkpoint, "--data", str(files["dir"] / "scored.jsonl"),
+            "--descriptions", files["descriptions"], "--precision", "fp32"]
+    zero = json.loads(runner.invoke(cli, args).stdout)
+    result = runner.invoke(cli, [*args, "--examples", str(files["dir"] / "pool.jsonl"), "--shots", "1", "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert zero["shots"] == 0 and zero["examples"] == 0
+    assert report["shots"] == 1 and report["examples"] == 4 and report["protocol"]["seed"] == 3
+    # the same as drawing the shots by hand: one unscored instance per relation, added as examples
+    ex = Extractor.load(tiny_checkpoint, device="cpu", precision="fp32")
+    ex.set_relations(toy_descriptions)
+    for relation, labelled in draw_shots(pool, 1, seed=3, exclude=scored).items():
+        assert not set(labelled) & set(scored)
+        ex.add_examples(relation, labelled)
+    assert report["recall_only"] == pytest.approx(evaluate(ex, scored)["recall_only"])
+    _assert_clean_error(runner.invoke(cli, [*args, "--shots", "2"]), "--shots 2 needs --examples FILE")
+
+
 def test_evaluate_split_with_unknown_relation(runner, tiny_checkpoint, files):
     split = files["dir"] / "bad_split.json"
     split.write_text(json.dumps({"train": {}, "test": {"born in": 0, "P999": 1}}))

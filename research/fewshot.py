@@ -1,0 +1,121 @@
+"""Few-shot table (issue 13): K labelled examples per relation, used at once (no training), per set.
+
+Sets: each CrossRE domain (examples from its `train` file, scored on `dev`, all 16 types as
+candidates) and FewRel's 16 `val_wiki` relations (a pool of 10 instances per relation is set aside
+for examples; the other 690 are scored, so examples and scored instances never meet and every K
+scores the same instances). K = 0 is plain zero-shot. Each (set, K, seed) is one JSON line in the
+results file; runs already there are skipped, so an interrupted table resumes.
+
+    python -m research fewshot --checkpoint checkpoints/emma-minilm --shots 0,1,5,10
+    python -m research fewshot-table
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+import emma
+
+CROSSRE_DOMAINS = ("ai", "science", "music", "literature", "politics", "news")
+FEWREL_POOL = 10  # instances per relation set aside as the FewRel example pool
+
+
+@dataclass
+class FewShotSet:
+    """Instances to score and labelled instances to draw examples from, over one relation set."""
+
+    name: str
+    descriptions: dict[str, str]
+    scored: list[emma.Instance]
+    pool: list[emma.Instance]
+
+
+def load_sets(data: Path, names: list[str] | None = None) -> list[FewShotSet]:
+    """The CrossRE domains and FewRel val_wiki, as `FewShotSet`s (those in `names`, or all)."""
+    sets = []
+    crossre = data / "crossre"
+    for domain in CROSSRE_DOMAINS:
+        if names is None or f"crossre-{domain}" in names:
+            sets.append(FewShotSet(f"crossre-{domain}", emma.read_descriptions(crossre / "descriptions.json"),
+                                   emma.read_instances(crossre / f"{domain}-dev.jsonl"),
+                                   emma.read_instances(crossre / f"{domain}-train.jsonl")))
+    if names is None or "fewrel-val" in names:
+        fewrel = data / "fewrel"
+        instances = emma.read_instances(fewrel / "val_wiki.json")
+        relations = {i.relation for i in instances}
+        descriptions = emma.read_descriptions(fewrel / "relation_description" / "relation_description_processed.json")
+        pool = emma.cap_per_relation(instances, FEWREL_POOL, seed=1234)
+        pooled = {id(i) for i in pool}
+        sets.append(FewShotSet("fewrel-val", {r: d for r, d in descriptions.items() if r in relations},
+                               [i for i in instances if id(i) not in pooled], pool))
+    return sets
+
+
+def run_one(extractor: emma.Extractor, fs: FewShotSet, shots: int, seed: int) -> dict:
+    """Score `fs` with `shots` examples per relation drawn with `seed`; returns the results record."""
+    extractor.set_relations(fs.descriptions)
+    drawn = emma.draw_shots(fs.pool, shots, seed=seed, exclude=fs.scored)
+    for relation, examples in drawn.items():
+        extractor.add_examples(relation, examples)
+    start = time.perf_counter()
+    report = emma.evaluate(extractor, fs.scored)
+    return {"set": fs.name, "shots": shots, "seed": seed, "examples": sum(len(v) for v in drawn.values()),
+            "checkpoint": extractor.checkpoint, "recall_only": report["recall_only"]["f1"],
+            "emma": report["emma"]["f1"], "emma_fused": report["emma_fused"]["f1"],
+            "decision": report["decision"], "n_instances": report["n_instances"],
+            "wall_time_s": round(time.perf_counter() - start, 1),
+            "budget": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, no training"}
+
+
+def run(checkpoint: str | None, data: Path, results: Path, shots: list[int], seeds: list[int],
+        names: list[str] | None = None) -> None:
+    """Every (set, K, seed) not yet in `results`, appended one JSON line each as it finishes."""
+    done = {(r["set"], r["shots"], r["seed"], r["checkpoint"]) for r in read(results)}
+    extractor = emma.Extractor.load(checkpoint)
+    for fs in load_sets(data, names):
+        for k in shots:
+            for seed in (seeds if k else seeds[:1]):
+                if (fs.name, k, seed, extractor.checkpoint) in done:
+                    continue
+                record = run_one(extractor, fs, k, seed)
+                with open(results, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                print(f"{fs.name} K={k} seed={seed}: fused {record['emma_fused']:.2f} "
+                      f"(recall {record['recall_only']:.2f}) in {record['wall_time_s']} s", flush=True)
+
+
+def read(results: Path) -> list[dict]:
+    return [json.loads(line) for line in results.read_text().splitlines() if line.strip()] if results.is_file() else []
+
+
+def table(records: list[dict]) -> str:
+    """Markdown: macro F1 of the shipped rule (recall-only in brackets) per set and K, mean over seeds."""
+    sets = [s for s in [f"crossre-{d}" for d in CROSSRE_DOMAINS] + ["fewrel-val"] if any(r["set"] == s for r in records)]
+    shots = sorted({r["shots"] for r in records})
+    cell: dict[tuple[str, int], list[dict]] = {}
+    for r in records:
+        cell.setdefault((r["set"], r["shots"]), []).append(r)
+
+    def fmt(rs: list[dict]) -> str:
+        fused = [r["emma_fused"] for r in rs]
+        spread = f" ± {statistics.stdev(fused):.1f}" if len(fused) > 1 else ""
+        return f"{statistics.mean(fused):.1f}{spread} ({statistics.mean(r['recall_only'] for r in rs):.1f})"
+
+    lines = ["| set | " + " | ".join(f"K = {k}" for k in shots) + " |", "|---" * (len(shots) + 1) + "|"]
+    for s in sets:
+        lines.append(f"| {s} | " + " | ".join(fmt(cell[(s, k)]) if (s, k) in cell else "—" for k in shots) + " |")
+    crossre = [s for s in sets if s.startswith("crossre-")]
+    if crossre:
+        means = []
+        for k in shots:
+            values = [statistics.mean(r["emma_fused"] for r in cell[(s, k)]) for s in crossre if (s, k) in cell]
+            means.append(f"{statistics.mean(values):.1f}" if len(values) == len(crossre) else "—")
+        lines.append("| CrossRE mean | " + " | ".join(means) + " |")
+    return "\n".join(lines)
