@@ -207,29 +207,21 @@ def train(
     """
     output = Path(output)
     if config.schedule == "joint" or not config.model.use_classifier or config.init_checkpoint:
-        return train_stage(config, instances, descriptions, output, resume, dev, card)
+        return _train_stage(config, instances, descriptions, output, resume, dev, card)
     recall_dir = output / RECALL_STAGE
     recall_config = replace(config, model=replace(config.model, use_classifier=False))
     if not (resume and _finished(recall_dir)):
-        train_stage(recall_config, instances, descriptions, recall_dir, resume, dev)
+        _train_stage(recall_config, instances, descriptions, recall_dir, resume, dev)
     classifier_config = replace(config, init_checkpoint=str(recall_dir), train_recall=False,
                                 max_per_relation=config.classifier_max_per_relation)
-    train_stage(classifier_config, instances, descriptions, output, resume and (output / STATE_FILE).is_file(), dev, card)
+    _train_stage(classifier_config, instances, descriptions, output, resume and (output / STATE_FILE).is_file(), dev, card)
     meta = {"stages": [{**_read_meta(recall_dir), "name": "recall"}, {**_read_meta(output), "name": "classifier"}]}
     (output / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     shutil.rmtree(recall_dir)
     return output
 
 
-def train_stage(
-    config: TrainConfig,
-    instances: Sequence[Instance],
-    descriptions: dict[str, str],
-    output: str | Path,
-    resume: bool = False,
-    dev: tuple[Sequence[Instance], dict[str, str]] | None = None,
-    card: str | None = None,
-) -> Path:
+def _train_stage(config: TrainConfig, instances, descriptions, output, resume, dev, card=None) -> Path:
     """One training run as `config` says (no stage split): the loop behind `train`; arguments as there."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState

@@ -40,24 +40,23 @@ def cli(verbose: bool) -> None:
         transformers.logging.set_verbosity_error()  # weight-loading reports are noise here
 
 
-def _parse_sizes(ctx, param, text: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise click.BadParameter(f"{text!r}: give comma-separated integers, e.g. 5,15,80") from None
-    if not sizes or any(n < 1 for n in sizes):
-        raise click.BadParameter(f"{text!r}: give positive sizes, e.g. 5,15,80")
-    return sizes
+def _int_list(minimum: int, example: str):
+    """A click callback reading comma-separated integers of at least `minimum`."""
+
+    def parse(ctx, param, text: str) -> tuple[int, ...]:
+        try:
+            values = tuple(int(v) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise click.BadParameter(f"{text!r}: give comma-separated integers, e.g. {example}") from None
+        if not values or any(v < minimum for v in values):
+            raise click.BadParameter(f"{text!r}: give integers of {minimum} or more, e.g. {example}")
+        return values
+
+    return parse
 
 
-def _parse_sizes_or_zero(ctx, param, text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise click.BadParameter(f"{text!r}: give comma-separated integers, e.g. 0,1,5") from None
-    if not values or any(v < 0 for v in values):
-        raise click.BadParameter(f"{text!r}: give integers of 0 or more, e.g. 0,1,5")
-    return values
+_parse_sizes = _int_list(1, "5,15,80")
+_parse_sizes_or_zero = _int_list(0, "0,1,5")
 
 
 def _parse_methods(ctx, param, text: str) -> tuple[str, ...]:
