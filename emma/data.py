@@ -415,7 +415,8 @@ def draw_shots(labelled: Sequence[Instance], shots: int, seed: int = 0, exclude:
     """{relation: up to `shots` labelled instances}, drawn at random with a fixed seed, none of `exclude`.
 
     For few-shot evaluation: the examples must never be instances that are being scored, so any
-    instance of `exclude` (the same tokens and spans, whatever its label) is never drawn.
+    instance of `exclude` (the same tokens and spans, whatever its label) is never drawn; a pair
+    that occurs more than once in `labelled` is drawn at most once (by its first label).
     """
     if shots < 0:
         raise ValueError(f"shots={shots}: give 0 or more examples per relation")
@@ -424,7 +425,9 @@ def draw_shots(labelled: Sequence[Instance], shots: int, seed: int = 0, exclude:
     for inst in labelled:
         if inst.relation is None:
             raise DataError("an example has no relation label")
-        if (inst.tokens, inst.head, inst.tail) not in barred:
+        pair = (inst.tokens, inst.head, inst.tail)
+        if pair not in barred:
+            barred.add(pair)
             by_rel.setdefault(inst.relation, []).append(inst)
     rng = random.Random(seed)
     return {rel: rng.sample(group, min(shots, len(group))) for rel, group in sorted(by_rel.items()) if shots}
