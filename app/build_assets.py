@@ -23,7 +23,7 @@ import json
 import logging
 from pathlib import Path
 
-from emma import find_entity
+from emma import find_entity, relation_text
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def build_catalogue(data: Path) -> list[dict]:
             "id": pid,
             "name": name.strip(),
             "label": label.strip(),
-            "text": f"{name.strip()}: {description.strip()}",
+            "text": relation_text(name, description),
             "source": source,
             "default": default,
         })

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from emma import DataError, instance_from_text
+from emma import DataError, instance_from_text, spans_overlap
 
 from . import plots
 from .engine import MAX_SENTENCE_CHARS
@@ -96,7 +96,7 @@ class PredictTab:
         other, other_text = ("tail", tail) if role == "head" else ("head", head)
         o = spans.get(other)
         still_marked = o and sentence[o[0] : o[1]].strip() == (other_text or "").strip()  # not left over from another sentence
-        if still_marked and span[0] < o[1] and o[0] < span[1]:
+        if still_marked and spans_overlap(span, o):
             return f"That selection overlaps the {other} entity; select other words."
         return None
 

@@ -30,7 +30,7 @@ def prediction_record(sentence, head, tail, instance, prediction, relations, che
         order = sorted(range(len(prediction.candidates)), key=lambda i: -prediction.probabilities[i])
         cls_rank = {prediction.candidates[i]: r + 1 for r, i in enumerate(order)}
     fused = prediction.fused if prediction.reranked and prediction.fused else None
-    deciding = (fused if prediction.decision == "fused" else prediction.probabilities) if prediction.reranked else None
+    deciding = prediction.deciding_scores or None  # the checkpoint's rule, as emma applied it
     detail = []
     for i, name in enumerate(prediction.candidates):
         detail.append({

@@ -11,11 +11,12 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from emma import relation_text
+
 from .session import (
     BadInput,
     check_relation,
     parse_relation_set,
-    relation_text,
     shown,
     with_enabled,
     with_user_relation,

@@ -17,7 +17,7 @@ import copy
 import html
 import unicodedata
 
-from emma import DataError, find_entity, instance_from_text
+from emma import DataError, find_entity, instance_from_text, relation_text, spans_overlap
 
 from .catalogue import Catalogue
 
@@ -65,14 +65,6 @@ def sentence_case(message: str) -> str:
 
 
 # ------------------------------------------------------------------ relations
-
-
-def relation_text(name: str, description: str) -> str:
-    """What the encoder reads: "name: description", the form of the catalogue and of the training data."""
-    description = description.strip()
-    if description.lower().startswith(name.lower() + ":"):
-        return description
-    return f"{name}: {description}"
 
 
 def relations_in_force(session: dict, catalogue: Catalogue) -> dict[str, str]:
@@ -245,7 +237,7 @@ def resolve_entities(sentence: str, head_text: str, tail_text: str, spans: dict 
     spans = spans or {}
     head = resolve_entity(sentence, "head", head_text, spans.get("head"))
     tail = resolve_entity(sentence, "tail", tail_text, spans.get("tail"), avoid=head)
-    if head[0] < tail[1] and tail[0] < head[1]:
+    if spans_overlap(head, tail):
         raise BadInput("The head and tail entities overlap; mark two separate spans.")
     try:
         instance_from_text(sentence, head, tail)
