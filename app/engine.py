@@ -8,6 +8,12 @@ in `gr.State`); at prediction time `Engine.index` assembles a `RelationIndex` fo
 set from cached rows (encoding only texts never seen before) and `Engine.predict` runs the shared
 model on a shallow per-call view of the `Extractor` carrying that index. The shared Extractor and
 its model are never mutated, so sessions cannot see each other's relations and calls need no lock.
+
+Labelled examples (a user's judged sentences, kept per owner in the store) are handled alike: each
+example's instance vector is cached by its sentence and spans, so an owner's examples are encoded
+once, and an index is assembled per (relation set, examples) and reused while neither changes. The
+cache lives with the loaded model: another checkpoint means another `Engine`, so vectors are
+recomputed, never stored.
 """
 
 from __future__ import annotations
@@ -21,13 +27,14 @@ from pathlib import Path
 
 
 import emma
-from emma import DescriptionRow, Extractor, Prediction, RelationIndex, description_window, sentence_window
+from emma import DescriptionRow, ExampleRow, Extractor, Instance, Prediction, RelationIndex, description_window, sentence_window
 
 logger = logging.getLogger(__name__)
 
 MAX_SENTENCE_CHARS = 2000
 MAX_CACHED_TEXTS = 20000
 MAX_CACHED_INDEXES = 16
+MAX_CACHED_EXAMPLES = 50000
 
 
 class Engine:
@@ -52,6 +59,8 @@ class Engine:
         # Assembled indexes per relation set: a session predicting again with unchanged relations
         # skips stacking N rows (about 33 ms at 10,000 relations). Rows for a text never change.
         self._indexes: OrderedDict[tuple, RelationIndex] = OrderedDict()
+        # Example vectors by (tokens, head, tail): the same sentence and spans always encode alike.
+        self._examples: OrderedDict[tuple, object] = OrderedDict()
 
     # ------------------------------------------------------------------ sizes
 
@@ -94,11 +103,34 @@ class Engine:
                 return
             del self._cache[oldest]
 
-    def index(self, relations: dict[str, str]) -> RelationIndex:
-        """A `RelationIndex` over {name: text}, in that order, built from cached rows."""
+    def encode_examples(self, instances: list[Instance]) -> dict[tuple, object]:
+        """{(tokens, head, tail): (3d,) unit vector} for `instances`, encoding only those not cached."""
+        keys = [example_key(i) for i in instances]
+        with self._lock:
+            missing = list({k: i for k, i in zip(keys, instances) if k not in self._examples}.values())
+        rows = self.extractor.encode_examples(missing) if missing else []
+        with self._lock:
+            for row in rows:
+                self._examples[example_key(row.instance)] = row.vector
+            found = {}
+            for key in keys:
+                self._examples.move_to_end(key)
+                found[key] = self._examples[key]
+            while len(self._examples) > MAX_CACHED_EXAMPLES:
+                self._examples.popitem(last=False)
+        return found
+
+    def index(self, relations: dict[str, str], examples: tuple[Instance, ...] = ()) -> RelationIndex:
+        """A `RelationIndex` over {name: text}, in that order, built from cached rows.
+
+        Args:
+            examples: labelled instances (`relation` set); those of relations in `relations` count in
+                recall, the others are ignored (kept by the caller until their relation is on again).
+        """
         if not relations:
             raise ValueError("no relations to choose from")
-        key = tuple(relations.items())
+        used = tuple(e for e in examples if e.relation in relations)
+        key = (tuple(relations.items()), used)
         with self._lock:
             if key in self._indexes:
                 self._indexes.move_to_end(key)
@@ -107,7 +139,11 @@ class Engine:
         self.encode(texts)
         with self._lock:
             rows = [self._cache[t] for t in texts]
-        index = RelationIndex.build(list(relations), rows)
+        vectors = self.encode_examples(list(used)) if used else {}
+        grouped: dict[str, list[ExampleRow]] = {}
+        for e in used:
+            grouped.setdefault(e.relation, []).append(ExampleRow(e, vectors[example_key(e)]))
+        index = RelationIndex.build(list(relations), rows, examples=grouped)
         with self._lock:
             self._indexes[key] = index
             while len(self._indexes) > MAX_CACHED_INDEXES:
@@ -116,15 +152,21 @@ class Engine:
 
     # ------------------------------------------------------------------ prediction
 
-    def predict(self, text: str, head: tuple[int, int], tail: tuple[int, int], relations: dict[str, str]) -> Prediction:
-        """Predict over `relations` only; the full recall ranking is kept."""
+    def predict(self, text: str, head: tuple[int, int], tail: tuple[int, int], relations: dict[str, str],
+                examples: tuple[Instance, ...] = ()) -> Prediction:
+        """Predict over `relations` only (with the labelled `examples` of those relations); the full recall ranking is kept."""
         t0 = time.perf_counter()
-        index = self.index(relations)
+        index = self.index(relations, examples)
         index_ms = (time.perf_counter() - t0) * 1e3
         view = self.extractor.with_index(index)  # shares model and tokenizer; only the index differs
         prediction = view.predict(text, head=head, tail=tail, top_k=None)
         prediction.timings_ms = {"descriptions": index_ms, **prediction.timings_ms}
         return prediction
+
+
+def example_key(instance: Instance) -> tuple:
+    """What an example's vector depends on: the words and the two spans (not the label)."""
+    return instance.tokens, instance.head, instance.tail
 
 
 def describe_checkpoint(path: str | Path | None) -> str:

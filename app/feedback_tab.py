@@ -1,5 +1,9 @@
 """Feedback: saving a judgement of the last prediction (the form on the Predict tab) and the
 Feedback tab (the caller's saved rows, filters, exports for retraining; everyone's rows for admins).
+
+A judgement with a known correct relation (Correct, or Wrong with the relation given) also makes
+the sentence an example of that relation for its owner, in the same transaction, so the owner's
+next prediction uses it. One example per sentence and spans: judging it again replaces it.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ import pandas as pd
 from .predict_tab import PredictParts
 from .records import feedback_row, write_feedback_exports
 from .session import BadInput, shown
-from .storage import insert_feedback
+from .storage import insert_feedback, other_examples, replace_example
 from .workbench import DB, PRIVATE, QUIET, Workbench, lenient, user_errors
 
 VERDICTS = ("correct", "wrong")
@@ -18,7 +22,23 @@ MAX_NOTE_CHARS = 2000
 MAX_TABLE_ROWS = 500  # rows the Feedback tab lists (newest first)
 MAX_EXPORT_ROWS = 20000  # rows one export may hold
 MAX_QUERY_CHARS = 200
+MAX_EXAMPLES = 10000  # labelled examples per owner
 COLUMNS = ["id", "created", "verdict", "sentence", "head_text", "tail_text", "predicted", "score", "user_label", "note", "checkpoint"]
+
+
+def example_status(label: str | None, before: str | None, in_force: bool, full: bool) -> str:
+    """What a judgement did to the sentence's labelled example, as a sentence for the status line."""
+    if full:
+        return (f" You have {MAX_EXAMPLES} labelled examples already, so this sentence was not kept as one; "
+                "remove some on the Relations tab.")
+    if not label:
+        return f" The sentence is no longer an example of '{before}'." if before else ""
+    text = f" It is now an example of '{label}'"
+    if before and before != label:
+        text += f" (it was one of '{before}')"
+    if not in_force:
+        return text + f"; '{label}' is not in force, so the example is kept but counts only once you switch it on."
+    return text + ", used from your next prediction."
 
 
 class FeedbackTab:
@@ -61,9 +81,14 @@ class FeedbackTab:
             raise BadInput(f"{shown(label)} is not one of your relations; add it in the Relations tab first, or pick one from the list.")
         row = feedback_row(record, session["owner"], verdict, label, label_text, note)
         what = f"the correct relation is '{label}'" if label else "correct relation not given"
+        in_force = label in self.wb.relations(session) if label else False
+        owner, words, head, tail = session["owner"], record["tokens"], record["head_tokens"], record["tail_tokens"]
 
         def write(db):
-            return f"Saved feedback #{insert_feedback(db, row, record['relations'])}: {verdict} ({what})."
+            feedback_id = insert_feedback(db, row, record["relations"])
+            full = bool(label) and other_examples(db, owner, words, head, tail) >= MAX_EXAMPLES
+            before = replace_example(db, owner, words, head, tail, None if full else label, feedback_id)
+            return f"Saved feedback #{feedback_id}: {verdict} ({what}).{example_status(label, before, in_force, full)}"
 
         return self.wb.once(session, request_id, "feedback", write)[1]
 

@@ -4,7 +4,9 @@ EMMA predicts in two stages (paper section 3): *recall* compares the sentence ve
 description vector (cosine) and keeps the top k; the *classifier* reads the sentence with each of
 those k descriptions and picks one. Its description vectors pool the description's word pieces
 with two attention heads, one per virtual entity (head / tail, section 3.2); the heatmap shows
-those weights. Every function takes the plain `dict` stored in the session (see
+those weights. With labelled examples, a relation's recall score mixes its description's cosine
+with its examples' (`emma.index`): the recall chart marks both, and `why_html` lists the labelled
+sentences nearest to this one. Every function takes the plain `dict` stored in the session (see
 `records.prediction_record`), so figures can be redrawn without the model.
 
 Relation names and description tokens are user text: plotly renders a small subset of HTML in
@@ -22,6 +24,9 @@ from plotly.subplots import make_subplots
 RECALL_BARS = 15
 CANDIDATE_COLOR = "#e8710a"
 OTHER_COLOR = "#9aa0a6"
+DESCRIPTION_COLOR = "#1a73e8"
+EXAMPLE_COLOR = "#188038"
+HEAD_COLOR, TAIL_COLOR = "#f4a261", "#2a9d8f"  # as the marked sentence
 
 
 def _t(text: str, limit: int = 60) -> str:
@@ -32,7 +37,10 @@ def _t(text: str, limit: int = 60) -> str:
 
 
 def recall_figure(record: dict, bars: int = RECALL_BARS) -> go.Figure:
-    """Horizontal bars of the top recall cosines; the k candidates sent to the classifier in orange."""
+    """Horizontal bars of the top recall scores; the k candidates sent to the classifier in orange.
+
+    When a shown relation has labelled examples, markers on each row show recall's two sources apart:
+    the description's cosine and the examples' (the bar is their mix)."""
     recall = record["recall"][: max(bars, len(record["candidates"]))]
     candidates = set(record["candidates"])
     names = [name for name, _ in recall]
@@ -51,14 +59,28 @@ def recall_figure(record: dict, bars: int = RECALL_BARS) -> go.Figure:
             hovertext=[_t(n, 200) for _, n, _ in rows],
             hoverinfo="text+x",
         )
+    parts = record.get("recall_parts") or {}
+    with_examples = any(parts.get(n, [None, None])[1] is not None for n in names)
+    marked = []
+    if with_examples:  # recall = ½ description + ½ examples: show each source apart as a marker on its row
+        for key, which, legend, color, symbol in ((0, "description", "description cosine", DESCRIPTION_COLOR, "line-ns-open"),
+                                                  (1, "examples", "examples' cosine", EXAMPLE_COLOR, "diamond")):
+            rows = [(i, n, parts[n][key]) for i, n in enumerate(names) if n in parts and parts[n][key] is not None]
+            marked += [v for _, _, v in rows]
+            fig.add_scatter(
+                x=[v for _, _, v in rows], y=[i for i, _, _ in rows], mode="markers", name=legend,
+                marker=dict(color=color, symbol=symbol, size=11, line=dict(width=2, color=color)),
+                hovertext=[f"{_t(n, 200)}: {which} {v:.3f}" for _, n, v in rows], hoverinfo="text",
+            )
     ticks = [f"{i + 1}. {_t(n)}" + (" ★" if n == record["label"] else "") for i, n in enumerate(names)]
     fig.update_yaxes(tickvals=list(range(len(names))), ticktext=ticks, autorange="reversed")
-    scores = [s for _, s in recall]
+    scores = [s for _, s in recall] + marked
     low, high = min(scores), max(scores)
     pad = max(0.02, 0.15 * (high - low))
     # Cosines of a trained model often sit close together; zoom the axis so their differences show.
-    fig.update_xaxes(title_text="cosine similarity of sentence and description (recall score; axis zoomed)",
-                     range=[max(-1.0, low - pad), min(1.0, high + pad)])
+    what = ("recall score: ½ description cosine + ½ examples' cosine for relations with labelled examples (axis zoomed)"
+            if with_examples else "cosine similarity of sentence and description (recall score; axis zoomed)")
+    fig.update_xaxes(title_text=what, range=[max(-1.0, low - pad), min(1.0, high + pad)])
     fig.update_layout(
         title=dict(text=f"Recall: top {len(names)} of {record['n_relations']} relations (★ = final prediction)", font_size=14),
         height=120 + 24 * len(names),
@@ -68,6 +90,43 @@ def recall_figure(record: dict, bars: int = RECALL_BARS) -> go.Figure:
         bargap=0.25,
     )
     return fig
+
+
+def why_html(record: dict, candidates: int | None = None) -> str:
+    """The "why" panel: for each top candidate, its labelled sentences most like this one, with their cosines.
+
+    User text (sentences, relation names) is escaped; the entities are highlighted like the marked sentence.
+    """
+    names = record["candidates"][:candidates]
+    near = record.get("examples") or {}
+    parts = record.get("recall_parts") or {}
+    if not any(near.get(n) for n in names):
+        return ("<p class='why-empty'>No labelled examples among the top candidates. Judge a prediction "
+                "(<i>Correct</i>, or <i>Wrong</i> with the correct relation): it becomes an example of that relation "
+                "and counts from your next prediction.</p>")
+    out = []
+    for n in names:
+        desc, ex = (parts.get(n) or [None, None])[:2]
+        score = (f"description {desc:.3f}" if desc is not None else "") + (f" · examples {ex:.3f}" if ex is not None else "")
+        out.append(f"<div class='why-relation'><b>{_t(n, 100)}</b> <span class='why-scores'>({score})</span>")
+        rows = near.get(n) or []
+        if not rows:
+            out.append("<div class='why-none'>no labelled examples</div></div>")
+            continue
+        out.append("<ol>")
+        for e in rows:
+            out.append(f"<li>{_marked_html(e['tokens'], e['head'], e['tail'])} <span class='why-cos'>cosine {e['cosine']:.3f}</span></li>")
+        out.append("</ol></div>")
+    return "".join(out)
+
+
+def _marked_html(tokens, head, tail) -> str:
+    """Escaped words with the head and tail entities in coloured marks labelled HEAD / TAIL."""
+    words = [html.escape(str(w), quote=False) for w in tokens]
+    for (s, e), role, color in sorted(((tuple(head), "HEAD", HEAD_COLOR), (tuple(tail), "TAIL", TAIL_COLOR)), reverse=True):
+        words[s:e] = [f"<mark style='background:{color}33;border-bottom:2px solid {color}' title='{role.lower()}'>"
+                      f"[{role} {' '.join(words[s:e])}]</mark>"]
+    return " ".join(words)
 
 
 def rerank_table(record: dict) -> pd.DataFrame:

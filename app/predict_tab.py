@@ -1,4 +1,4 @@
-"""The Predict tab: mark two entities, predict, see recall / reranking / attention.
+"""The Predict tab: mark two entities, predict, see recall / why (labelled examples) / reranking / attention.
 
 Marking is per session and order-independent: the Head and Tail buttons read the textbox's
 selection in the browser at the moment of the click and send it with the click, so no earlier
@@ -182,13 +182,16 @@ class PredictTab:
             warnings_.append(f"The sentence has {n} word pieces but the model reads {wb.engine.sentence_window}; "
                              "only the words nearest the entities were used.")
             warn(warnings_[-1])
+        # The owner's labelled examples of relations in force count in recall at once (others wait, kept).
+        examples = tuple(e for e in wb.labelled(session) if e.relation in relations)
         try:
             instance = instance_from_text(sentence, h, t)
-            prediction = wb.model.predict(sentence, h, t, relations)
+            prediction = wb.model.predict(sentence, h, t, relations, examples)
         except DataError as e:
             raise BadInput(sentence_case(str(e))) from None
         timings = {**prediction.timings_ms, "total": (time.perf_counter() - t0) * 1e3}
-        record = prediction_record(sentence, h, t, instance, prediction, relations, wb.engine.checkpoint_id, timings, warnings_)
+        record = prediction_record(sentence, h, t, instance, prediction, relations, wb.engine.checkpoint_id, timings, warnings_,
+                                   n_examples=len(examples))
         session = copy.deepcopy(session)
         session["last"] = record
         return public_record(record), session
@@ -203,7 +206,7 @@ class PredictTab:
         """Everything the Predict tab shows about the last prediction, and a cleared feedback form."""
         record = self.wb.owned(session, request).get("last")
         if not record:
-            return (None, None, "", None, None, None, "", gr.update(), None, "", "")
+            return (None, None, "", None, "", None, None, "", gr.update(), None, "", "")
         label_value = ({c["relation"]: c["deciding_score"] for c in record["candidates_detail"]} if record["reranked"]
                        else record["label"])
         return (
@@ -211,6 +214,7 @@ class PredictTab:
             label_value,
             summary_text(record),
             plots.recall_figure(record),
+            plots.why_html(record),
             plots.rerank_table(record),
             plots.attention_figure(record),
             plots.latency_text(record),
@@ -247,10 +251,10 @@ class PredictTab:
                 label="Examples (FewRel validation sentences, entities already marked)", elem_id="examples",
                 api_visibility="private", cache_examples=False,
             )
-        recall_plot, rerank, attention_plot, prediction_json = self._explain_panels()
+        recall_plot, why, rerank, attention_plot, prediction_json = self._explain_panels()
         parts = PredictParts(sentence, head, tail, spans, marked, hint, verdict, correct_relation, note, feedback_btn, feedback_status)
         self._wire_marking(parts, *buttons)
-        panels = [marked, label, summary, recall_plot, rerank, attention_plot, latency, correct_relation, verdict, note, feedback_status]
+        panels = [marked, label, summary, recall_plot, why, rerank, attention_plot, latency, correct_relation, verdict, note, feedback_status]
         buttons[-1].click(self.predict_and_show, [sentence, head, tail, spans, session], [prediction_json, session, *panels],
                           **MODEL, **PRIVATE)
         # The /predict API returns the prediction alone; its button never shows (the page uses predict_and_show).
@@ -283,6 +287,8 @@ class PredictTab:
         gr.Markdown(HELP_RECALL, elem_classes="panel-help")
         recall_plot = gr.Plot(plots.placeholder("Recall scores appear here after Predict."), label="Recall scores",
                               elem_id="recall-plot")
+        gr.Markdown(HELP_WHY, elem_classes="panel-help")
+        why = gr.HTML("", label="Why: your labelled sentences most like this one", elem_id="why")
         gr.Markdown(HELP_RERANK, elem_classes="panel-help")
         rerank = gr.Dataframe(label="Reranking: recall rank → classifier rank", interactive=False, elem_id="rerank", wrap=True)
         gr.Markdown(HELP_ATTENTION, elem_classes="panel-help")
@@ -290,7 +296,7 @@ class PredictTab:
                                  label="Attention of the two virtual entities over description words", elem_id="attention-plot")
         with gr.Accordion("Raw prediction (JSON, as returned by the /predict API)", open=False):
             prediction_json = gr.JSON(elem_id="prediction-json")
-        return recall_plot, rerank, attention_plot, prediction_json
+        return recall_plot, why, rerank, attention_plot, prediction_json
 
     def _wire_marking(self, p: PredictParts, head_btn, tail_btn, clear_btn, _predict_btn) -> None:
         # The selection travels with the click (READ_SELECTION); this JSON box is only its slot.
@@ -309,7 +315,12 @@ class PredictTab:
 
 
 HELP_RECALL = """**Stage 1, recall.** The sentence (with its two entities) and every relation description are turned
-into vectors; each bar is how similar the sentence is to one description. The orange top-k go to stage 2."""
+into vectors; each bar is how similar the sentence is to one description (for a relation with labelled examples, half
+that and half the examples' similarity: the markers show both). The orange top-k go to stage 2."""
+
+HELP_WHY = """**Why: your labelled examples.** Every sentence you judged (Correct, or Wrong with the correct relation) is an
+example of its relation and counts at once: recall mixes the description's similarity with the examples'. For the top
+candidates, the three labelled sentences most like this one, with their cosine similarity."""
 
 HELP_RERANK = """**Stage 2, classifier.** A second model reads the sentence together with each of the k descriptions and
 gives probabilities. Models that combine the two stages multiply them with recall's own confidence ("combined"), so a

@@ -21,8 +21,26 @@ from .storage import Store
 JSON_RECALL_TOP = 20  # recall entries stored with each feedback row
 
 
-def prediction_record(sentence, head, tail, instance, prediction, relations, checkpoint, timings, warnings_) -> dict:
-    """Everything about one prediction, as plain JSON-able data (kept in the session, stored with feedback)."""
+def _part(prediction, name: str, which: int) -> float | None:
+    """One of recall's two sources for `name` (0: description cosine, 1: examples' cosine), None when absent."""
+    parts = prediction.recall_parts.get(name)
+    value = parts[which] if parts else None
+    return None if value is None else float(value)
+
+
+def bracketed(tokens, head, tail) -> str:
+    """A tokenized sentence as text with its entities in brackets: "[HEAD Apple] was founded by [TAIL Steve Jobs]"."""
+    words = list(tokens)
+    for (s, e), role in sorted(((tuple(head), "HEAD"), (tuple(tail), "TAIL")), reverse=True):
+        words[s:e] = [f"[{role} {' '.join(words[s:e])}]"]
+    return " ".join(words)
+
+
+def prediction_record(sentence, head, tail, instance, prediction, relations, checkpoint, timings, warnings_,
+                      n_examples: int = 0) -> dict:
+    """Everything about one prediction, as plain JSON-able data (kept in the session, stored with feedback).
+
+    `n_examples`: how many of the owner's labelled examples (of relations in force) recall used."""
     rank = {name: i + 1 for i, (name, _) in enumerate(prediction.recall)}
     scores = dict(prediction.recall)
     cls_rank = {}
@@ -43,6 +61,9 @@ def prediction_record(sentence, head, tail, instance, prediction, relations, che
             # The score the checkpoint's decision rule ranked by: one place that knows the rule.
             "deciding_score": float(deciding[i]) if deciding else None,
             "attention": prediction.attention.get(name, {"tokens": [], "head": [], "tail": []}),
+            # Recall's two sources: the description's cosine and the examples' (None: no examples).
+            "description_score": _part(prediction, name, 0),
+            "example_score": _part(prediction, name, 1),
         })
     return {
         "sentence": sentence,
@@ -62,6 +83,13 @@ def prediction_record(sentence, head, tail, instance, prediction, relations, che
         "candidates": list(prediction.candidates),
         "candidates_detail": detail,
         "recall": [[name, float(s)] for name, s in prediction.recall],
+        # {relation: [description cosine, example prototype cosine or None]} for every relation ranked
+        "recall_parts": {name: [_part(prediction, name, 0), _part(prediction, name, 1)] for name, _ in prediction.recall},
+        # {candidate: [{tokens, head, tail, cosine}]}: its labelled sentences most like this one ("why")
+        "examples": {name: [{"tokens": list(inst.tokens), "head": list(inst.head), "tail": list(inst.tail),
+                             "cosine": float(cos)} for inst, cos in near]
+                     for name, near in prediction.examples.items() if near},
+        "n_examples": n_examples,
         "n_relations": len(relations),
         "relations": dict(relations),
         "checkpoint": checkpoint,

@@ -4,10 +4,10 @@ EMMA's cost per sentence is one encoder pass, a matrix product with the descript
 classifier pairs (paper section 3); `Extractor.predict_batch` does that for many sentences at once,
 several times faster per sentence than one by one. The workbench's handlers therefore do not call
 the model themselves: they hand a job to `ModelWorker` and wait. The worker takes whatever jobs are
-waiting when it is free (no added delay for a lone user), groups the predictions by relation set
-(sessions with the same set share one index) and runs each group as one batch. Encoding new
-descriptions goes through the same thread, so the model is never used by two threads at once and
-the model's queue needs no lock of its own.
+waiting when it is free (no added delay for a lone user), groups the predictions by relation set and
+labelled examples (sessions with the same set and examples share one index) and runs each group as
+one batch. Encoding new descriptions goes through the same thread, so the model is never used by
+two threads at once and the model's queue needs no lock of its own.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import threading
 import time
 from concurrent.futures import Future
 
-from emma import Prediction, instance_from_text
+from emma import Instance, Prediction, instance_from_text
 
 from .engine import Engine
 
@@ -47,9 +47,10 @@ class ModelWorker:
         self.batch_sizes: list[int] = []  # recent batch sizes, for tests and the load script
         threading.Thread(target=self._run, name="emma-model", daemon=True).start()
 
-    def predict(self, text: str, head: tuple[int, int], tail: tuple[int, int], relations: dict[str, str]) -> Prediction:
+    def predict(self, text: str, head: tuple[int, int], tail: tuple[int, int], relations: dict[str, str],
+                examples: tuple[Instance, ...] = ()) -> Prediction:
         """Like `Engine.predict`, run in a batch with whatever other predictions are waiting."""
-        return self._submit(("predict", (text, tuple(head), tuple(tail), relations)))
+        return self._submit(("predict", (text, tuple(head), tuple(tail), relations, tuple(examples))))
 
     def call(self, fn, *args):
         """Run `fn(*args)` on the model's thread (e.g. `engine.encode` for new descriptions) and return its result."""
@@ -76,7 +77,8 @@ class ModelWorker:
             if kind == "call":
                 _settle(future, lambda: payload[0](*payload[1]))
             else:
-                groups.setdefault(tuple(payload[3].items()), []).append((payload, future))
+                # One index per relation set and examples: another owner's examples never enter this batch's index.
+                groups.setdefault((tuple(payload[3].items()), payload[4]), []).append((payload, future))
         for group in groups.values():
             self._predict_group(group)
 
@@ -85,9 +87,9 @@ class ModelWorker:
         self.batch_sizes = (self.batch_sizes + [len(group)])[-1000:]
         try:
             t0 = time.perf_counter()
-            index = self.engine.index(group[0][0][3])
+            index = self.engine.index(group[0][0][3], group[0][0][4])
             index_ms = (time.perf_counter() - t0) * 1e3
-            instances = [instance_from_text(text, head, tail) for (text, head, tail, _), _ in group]
+            instances = [instance_from_text(text, head, tail) for (text, head, tail, *_), _ in group]
             predictions = self.engine.extractor.with_index(index).predict_batch(instances, top_k=None)
         except Exception as e:  # handed to each waiting handler, which turns user errors into messages
             for _, future in group:

@@ -14,6 +14,9 @@ Tables:
     user_relations  (owner, name) -> description, text the encoder reads
     relation_sets   content-addressed relation sets ({name: text} JSON), one per distinct set
     feedback        one row per judgement, with everything needed to reproduce and retrain
+    examples        an owner's labelled sentences (tokens, head and tail token spans as JSON, the relation,
+                    the feedback row it came from): one per (owner, sentence, spans), the latest
+                    judgement's; prediction uses them at once (their vectors are a cache, never stored)
     requests        (owner, request id) -> action and status line of a write, so a retried request
                     with the same client request id returns the first result and writes nothing
 """
@@ -94,6 +97,26 @@ def m001_initial(db: Database) -> None:
 def m002_request_ids(db: Database) -> None:
     db["requests"].create({"owner": str, "request_id": str, "action": str, "result": str, "created": str},
                           pk=("owner", "request_id"))
+
+
+@migrations()
+def m003_examples(db: Database) -> None:
+    db["examples"].create(
+        {
+            "id": int,
+            "owner": str,
+            "relation": str,
+            "tokens": str,  # JSON list of words
+            "head": str,  # JSON [start, end) over tokens
+            "tail": str,
+            "created": str,
+            "feedback_id": int,  # the feedback row it came from (None: added otherwise)
+        },
+        pk="id",
+        not_null={"owner", "relation", "tokens", "head", "tail", "created"},
+    )
+    # One example per sentence and spans per owner: judging a sentence again replaces its example.
+    db["examples"].create_index(["owner", "tokens", "head", "tail"], unique=True)
 
 
 class RequestIdReused(ValueError):
@@ -266,8 +289,56 @@ class Store:
         with self.connect() as db:
             return db["feedback"].count
 
+    # ------------------------------------------------------------------ labelled examples
+
+    def examples(self, owner: str) -> list[dict]:
+        """The owner's examples, oldest first: {id, relation, tokens, head, tail, created, feedback_id} (JSON decoded)."""
+        with self.connect() as db:
+            rows = db["examples"].rows_where("owner = ?", [owner], order_by="id")
+            return [{**r, "tokens": json.loads(r["tokens"]), "head": json.loads(r["head"]), "tail": json.loads(r["tail"])}
+                    for r in rows]
+
+    def count_examples(self, owner: str) -> int:
+        with self.connect() as db:
+            return db.execute("select count(*) from examples where owner = ?", [owner]).fetchone()[0]
+
 
 # ---------------------------------------------------------------------- writes inside a transaction
+
+
+EXAMPLE_KEY = "owner = ? and tokens = ? and head = ? and tail = ?"
+
+
+def _example_key(owner: str, tokens, head, tail) -> list:
+    return [owner, json.dumps(list(tokens), ensure_ascii=False), json.dumps(list(head)), json.dumps(list(tail))]
+
+
+def other_examples(db: Database, owner: str, tokens, head, tail) -> int:
+    """How many examples the owner has besides the one for this sentence and spans."""
+    return db.execute(f"select count(*) from examples where owner = ? and not ({EXAMPLE_KEY})",
+                      [owner, *_example_key(owner, tokens, head, tail)]).fetchone()[0]
+
+
+def replace_example(db: Database, owner: str, tokens: list[str], head: list[int], tail: list[int], relation: str | None,
+                    feedback_id: int | None = None) -> str | None:
+    """Make `relation` (None: nothing) the owner's example for this sentence and spans; returns the relation it had before."""
+    key = _example_key(owner, tokens, head, tail)
+    where = EXAMPLE_KEY
+    old = [r["relation"] for r in db["examples"].rows_where(where, key)]
+    db.execute(f"delete from examples where {where}", key)
+    if relation:
+        db["examples"].insert({"owner": owner, "relation": relation, "tokens": key[1], "head": key[2], "tail": key[3],
+                               "created": now(), "feedback_id": feedback_id})
+    return old[0] if old else None
+
+
+def delete_example(db: Database, owner: str, example_id: int) -> str | None:
+    """Delete one of the owner's examples; returns its relation (None: the owner has no such example)."""
+    rows = list(db["examples"].rows_where("owner = ? and id = ?", [owner, example_id]))
+    if not rows:
+        return None
+    db.execute("delete from examples where owner = ? and id = ?", [owner, example_id])
+    return rows[0]["relation"]
 
 
 def upsert_user_relation(db: Database, owner: str, name: str, description: str, text: str, stamp: str | None = None) -> None:

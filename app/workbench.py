@@ -24,6 +24,8 @@ from pathlib import Path
 
 import gradio as gr
 
+from emma import DataError, Instance
+
 from .catalogue import Catalogue
 from .engine import Engine
 from .identity import Identity, username
@@ -156,6 +158,20 @@ class Workbench:
 
     def relations(self, session: dict) -> dict[str, str]:
         return relations_in_force(session, self.catalogue)
+
+    def labelled(self, session: dict) -> tuple[Instance, ...]:
+        """The owner's labelled examples as instances (relation set), oldest first; all relations, in force or not.
+
+        Read from the store at each prediction, so a judgement saved in any tab or session of this
+        owner counts at once; a row the model cannot read (it should not happen) is skipped.
+        """
+        out = []
+        for row in self.store.examples(session["owner"]):
+            try:
+                out.append(Instance(tuple(row["tokens"]), tuple(row["head"]), tuple(row["tail"]), row["relation"]))
+            except (DataError, TypeError, ValueError, IndexError):
+                continue
+        return tuple(out)
 
     # ------------------------------------------------------------------ idempotent writes
 

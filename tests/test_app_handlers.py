@@ -156,7 +156,8 @@ def test_predict_matches_the_library(wb, session, tiny_extractor):
 
 def test_show_prediction_builds_every_panel(wb, session):
     _, session = predict(wb, session)
-    marked, label, summary, recall_fig, table, attention_fig, latency, dropdown, verdict, note, status = wb.show_prediction(session)
+    marked, label, summary, recall_fig, why, table, attention_fig, latency, dropdown, verdict, note, status = wb.show_prediction(session)
+    assert "No labelled examples" in why
     assert (verdict, note, status) == (None, "", "")  # the feedback form is cleared for the new prediction
     assert [e["entity"] for e in marked["entities"]] == ["HEAD", "TAIL"]
     assert set(label) == set(session["last"]["candidates"])
