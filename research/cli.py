@@ -1,4 +1,4 @@
-"""Command line: ``python -m research bench | experiment | table | fewshot | fewshot-table | probe | probe-table | probe-sweep``.
+"""Command line: ``python -m research bench | experiment | table | fewshot | fewshot-table | transfer | transfer-table | probe | probe-table | probe-sweep``.
 
 The library's own commands (train, evaluate, predict, portable) are ``python -m emma``. Paths default
 to this repository's results/, runs/ and ../shared/data, whatever the working directory; user errors
@@ -59,6 +59,15 @@ _parse_sizes = _int_list(1, "5,15,80")
 _parse_sizes_or_zero = _int_list(0, "0,1,5")
 
 
+def _parse_precisions(ctx, param, text: str) -> tuple[str, ...]:
+    from emma.choices import INFERENCE_PRECISIONS
+
+    chosen = tuple(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
+    if not chosen or any(p not in INFERENCE_PRECISIONS for p in chosen):
+        raise click.BadParameter(f"{text!r}: choose from {','.join(INFERENCE_PRECISIONS)}")
+    return chosen
+
+
 def _parse_methods(ctx, param, text: str) -> tuple[str, ...]:
     methods = tuple(m.strip() for m in text.split(",") if m.strip())
     if not methods or any(m not in METHODS for m in methods):
@@ -78,18 +87,23 @@ def _parse_methods(ctx, param, text: str) -> tuple[str, ...]:
 @click.option("--all-pairs-budget", type=int, default=BenchConfig.all_pairs_budget, show_default=True, help="Cross-encoder pairs per size for all-pairs; beyond it sentences are sampled (flagged).")
 @click.option("--threads", type=int, help="torch intra-op threads while measuring (default: torch's).")
 @click.option("--device", help="cpu or cuda (default: CUDA when present).")
-@click.option("--precision", default="auto", show_default=True, help="auto, fp32, bf16 or fp16.")
+@click.option("--precision", default="auto", show_default=True, callback=_parse_precisions,
+              help="auto, fp32, bf16, fp16 or int8 (CPU); several, comma-separated (e.g. fp32,int8), are measured side by side.")
+@click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Rounds over the precisions, interleaved; the report gives medians and per-round ratios to the first.")
 @click.option("--batch-size", type=int, default=BenchConfig.batch_size, show_default=True, help="Sentences per batch.")
 @click.option("--seed", type=int, default=BenchConfig.seed, show_default=True)
 @click.option("--output", type=click.Path(), help="Write the JSON report here.")
 @click.option("--plot", multiple=True, type=click.Path(), help="Write the figure here: .html, or .png (kaleido); repeat for both.")
-def bench(checkpoint, data, descriptions, pool, threads, device, precision, output, plot, **settings) -> None:
+def bench(checkpoint, data, descriptions, pool, threads, device, precision, repeats, output, plot, **settings) -> None:
     """Measure EMMA, recall only and the all-pairs cross-encoder side by side.
 
     For each relation-set size: throughput (sentences/s, batched), single-sentence latency p50/p95
-    (Extractor.predict, the workbench's call), index build time, peak memory and macro F1. Prints a
-    markdown table; --output writes JSON with "results" (one row per method and size) and the
-    machine, threads, device, k and precision; --plot draws runtime bars and F1 lines.
+    (Extractor.predict, the workbench's call), index build time, peak memory and macro F1. Prints the
+    CPU's capabilities and the precision path used, and a markdown table; --output writes JSON with
+    "results" (one row per precision, method and size) and the machine, threads, device, k and
+    precision; --plot draws runtime bars and F1 lines. With several precisions (and --repeats) the
+    rows are medians and "comparison" holds each one's ratio to the first, measured round by round.
 
     Example:
 
@@ -97,10 +111,12 @@ def bench(checkpoint, data, descriptions, pool, threads, device, precision, outp
             --descriptions ../shared/data/fewrel/pid2name.json \\
             --pool ../shared/data/fewrel/relation_description/fewrel_relation_description.json \\
             --output results/bench_cpu.json --plot results/bench_cpu.html --plot results/bench_cpu.png
+        python -m research bench --data ../shared/data/fewrel/val_wiki.json --descriptions ../shared/data/fewrel/pid2name.json \
+            --relations 100 --methods emma,recall_only --precision fp32,int8 --repeats 3 --threads 2
     """
     from emma import Extractor, read_descriptions, read_instances
 
-    from .bench.measure import run_benchmark, torch_threads
+    from .bench.measure import compare_precisions, torch_threads
     from .bench.report import format_table, write_plot
 
     config = BenchConfig(**settings)
@@ -108,8 +124,11 @@ def bench(checkpoint, data, descriptions, pool, threads, device, precision, outp
     descs = read_descriptions(descriptions)
     pool_ids = list(read_descriptions(pool)) if pool else []
     with torch_threads(threads):
-        extractor = Extractor.load(checkpoint, device=device, precision=precision)
-        report = run_benchmark(extractor, instances, descs, config, pool=pool_ids, progress=True)
+        try:
+            extractors = {p: Extractor.load(checkpoint, device=device, precision=p) for p in precision}
+        except ValueError as e:  # e.g. int8 asked for on CUDA
+            raise click.ClickException(str(e)) from None
+        report = compare_precisions(extractors, instances, descs, config, pool=pool_ids, repeats=repeats, progress=True)
     report.update(checkpoint=checkpoint or "default", data=list(data), descriptions=descriptions, pool=pool)
     click.echo(format_table(report))
     if output:
@@ -235,6 +254,56 @@ def fewshot_table(results, output) -> None:
     click.echo(text)
     if output:
         Path(output).write_text(text + "\n")
+
+
+TRANSFER = RESULTS_DIR / "transfer.jsonl"
+
+
+@cli.command()
+@click.option("--checkpoint", type=click.Path(), help="Checkpoint folder (default: the shipped one).")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=DATA_DIR, show_default="../shared/data")
+@click.option("--results", type=click.Path(path_type=Path), default=TRANSFER, show_default="results/transfer.jsonl")
+@click.option("--split", type=click.Choice(["dev", "test"]), default="dev", show_default=True,
+              help="CrossRE file to score; tune on dev, keep test as a last check.")
+def transfer(checkpoint, data_dir, results, split) -> None:
+    """Zero-shot transfer: a checkpoint on every CrossRE domain (16 types), beside the untrained floor.
+
+    Example:
+
+        python -m research transfer --checkpoint checkpoints/emma-minilm
+    """
+    from .transfer import run
+
+    run(checkpoint, data_dir, results, split)
+
+
+@cli.command("transfer-table")
+@click.option("--results", type=click.Path(exists=True, path_type=Path), default=TRANSFER, show_default="results/transfer.jsonl")
+@click.option("--split", type=click.Choice(["dev", "test"]), default="dev", show_default=True)
+@click.option("--output", type=click.Path(), help="Write the markdown here too.")
+@click.option("--metrics", type=click.Path(exists=True, path_type=Path),
+              help="A checkpoint's metrics.json: its 'transfer' entry is set from its own rows.")
+def transfer_table(results, split, output, metrics) -> None:
+    """Render the transfer table (markdown) from a results file of `transfer`.
+
+    Example:
+
+        python -m research transfer-table --output results/TRANSFER.md --metrics checkpoints/emma-minilm/metrics.json
+    """
+    from .transfer import metrics as transfer_metrics
+    from .transfer import read, table
+
+    records = read(results)
+    text = table(records, split)
+    click.echo(text)
+    if output:
+        Path(output).write_text(text + "\n")
+    if metrics:
+        current = json.loads(metrics.read_text())
+        model = metrics.resolve().parent.name
+        current["transfer"] = {"data": f"CrossRE {split}, all 16 types as candidates, macro F1",
+                               "command": "python -m research transfer", "domains": transfer_metrics(records, model, split)}
+        metrics.write_text(json.dumps(current, indent=1, ensure_ascii=False) + "\n")
 
 
 cli.add_command(probe)

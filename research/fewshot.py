@@ -37,14 +37,14 @@ class FewShotSet:
     pool: list[emma.Instance]
 
 
-def load_sets(data: Path, names: list[str] | None = None) -> list[FewShotSet]:
-    """The CrossRE domains and FewRel val_wiki, as `FewShotSet`s (those in `names`, or all)."""
+def load_sets(data: Path, names: list[str] | None = None, crossre_split: str = "dev") -> list[FewShotSet]:
+    """The CrossRE domains (scoring their `crossre_split` file) and FewRel val_wiki, as `FewShotSet`s (those in `names`, or all)."""
     sets = []
     crossre = data / "crossre"
     for domain in CROSSRE_DOMAINS:
         if names is None or f"crossre-{domain}" in names:
             sets.append(FewShotSet(f"crossre-{domain}", emma.read_descriptions(crossre / "descriptions.json"),
-                                   emma.read_instances(crossre / f"{domain}-dev.jsonl"),
+                                   emma.read_instances(crossre / f"{domain}-{crossre_split}.jsonl"),
                                    emma.read_instances(crossre / f"{domain}-train.jsonl")))
     if names is None or "fewrel-val" in names:
         fewrel = data / "fewrel"

@@ -1,0 +1,126 @@
+"""Transfer table (issue 18): a checkpoint zero-shot on text and relations unlike FewRel, per domain.
+
+Each CrossRE domain's dev file is scored with all 16 coarse types as candidates (macro F1 as for
+FewRel): recall only, the classifier's pick, and the fused rule, plus how often the gold type reaches
+recall's top k. Beside it, each domain's untrained floor: the packaged all-MiniLM-L6-v2 with mean
+pooling, the sentence followed by the two entity names matched against the descriptions. One JSON
+line per (model, domain) in the results file; done rows are skipped.
+
+    python -m research transfer --checkpoint checkpoints/emma-minilm
+    python -m research transfer-table --output results/TRANSFER.md --metrics checkpoints/emma-minilm/metrics.json
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import torch
+
+import emma
+
+from .fewshot import CROSSRE_DOMAINS, load_sets
+
+FLOOR = "untrained all-MiniLM-L6-v2 (mean pooling)"
+
+
+def run(checkpoint: str | None, data: Path, results: Path, split: str = "dev") -> None:
+    """Score `checkpoint` (and, once, the untrained floor) on every CrossRE domain's `split` file."""
+    done = {(r["model"], r["set"], r["split"]) for r in read(results)}
+    extractor = emma.Extractor.load(checkpoint)
+    model = model_name(checkpoint)
+    for fs in load_sets(data, [f"crossre-{d}" for d in CROSSRE_DOMAINS], crossre_split=split):
+        if (FLOOR, fs.name, split) not in done:
+            _append(results, {"model": FLOOR, "set": fs.name, "split": split,
+                              "recall_only": untrained_f1(fs.scored, fs.descriptions), "n_instances": len(fs.scored)})
+        if (model, fs.name, split) not in done:
+            extractor.set_relations(fs.descriptions)
+            report = emma.evaluate(extractor, fs.scored)
+            _append(results, {"model": model, "set": fs.name, "split": split,
+                              "recall_only": report["recall_only"]["f1"], "emma": report["emma"]["f1"],
+                              "emma_fused": report["emma_fused"]["f1"], "decision": report["decision"],
+                              "gold_in_top_k": report["top_k"]["gold_in_top_k"], "k": report["k"],
+                              "n_instances": report["n_instances"]})
+        print(f"{fs.name}: done", flush=True)
+
+
+def model_name(checkpoint: str | Path | None) -> str:
+    """How a checkpoint is named in the results: its folder's name (the shipped one's when None)."""
+    return Path(checkpoint or emma.DEFAULT_CHECKPOINT).name
+
+
+@torch.inference_mode()
+def untrained_f1(instances: list[emma.Instance], descriptions: dict[str, str]) -> float:
+    """Macro F1 of the base encoder, mean-pooled: "sentence head tail" against each description."""
+    from transformers import AutoModel, AutoTokenizer
+
+    path = emma.default_encoder()
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModel.from_pretrained(path, dtype=torch.float32).eval()
+
+    def embed(texts: list[str]) -> torch.Tensor:
+        out = []
+        for i in range(0, len(texts), 64):
+            batch = tok(texts[i : i + 64], padding=True, truncation=True, max_length=128, return_tensors="pt")
+            hidden = model(**batch).last_hidden_state  # (B, L, d)
+            mask = batch["attention_mask"][..., None].float()  # (B, L, 1): padding gets no weight
+            out.append(torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1))  # (B, d)
+        return torch.cat(out)
+
+    names = list(descriptions)
+    d = embed([descriptions[n] for n in names])  # (N, d)
+    x = embed([f"{' '.join(i.tokens)} {i.head_text} {i.tail_text}" for i in instances])  # (B, d)
+    return emma.macro_prf([i.relation for i in instances], [names[j] for j in (x @ d.T).argmax(1).tolist()])["f1"]
+
+
+def _append(results: Path, record: dict) -> None:
+    with open(results, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def read(results: Path) -> list[dict]:
+    return [json.loads(line) for line in results.read_text().splitlines() if line.strip()] if results.is_file() else []
+
+
+def rows(records: list[dict], split: str = "dev") -> dict[str, dict[str, dict]]:
+    """{model: {set: record}} of one split."""
+    out: dict[str, dict[str, dict]] = {}
+    for r in records:
+        if r["split"] == split:
+            out.setdefault(r["model"], {})[r["set"]] = r
+    return out
+
+
+def table(records: list[dict], split: str = "dev") -> str:
+    """Markdown: per domain the floor, then each model's recall / classifier / fused F1 and gold in top k."""
+    by_model = rows(records, split)
+    floor = by_model.pop(FLOOR, {})
+    sets = [f"crossre-{d}" for d in CROSSRE_DOMAINS]
+    lines = []
+    for model, got in by_model.items():
+        lines += [f"**{model}** on CrossRE {split} (all 16 types as candidates; macro F1)", "",
+                  "| domain | untrained floor | recall only | EMMA (classifier) | fused (shipped rule) | gold in recall's top k |",
+                  "|---|---|---|---|---|---|"]
+        for s in sets:
+            if s in got:
+                r = got[s]
+                base = f"{floor[s]['recall_only']:.1f}" if s in floor else "—"
+                lines.append(f"| {s[len('crossre-'):]} | {base} | {r['recall_only']:.1f} | {r['emma']:.1f} | "
+                             f"{r['emma_fused']:.1f} | {r['gold_in_top_k']:.0f} % |")
+        if all(s in got for s in sets):
+            mean = lambda key, src=got: statistics.mean(src[s][key] for s in sets)  # noqa: E731
+            base = f"{statistics.mean(floor[s]['recall_only'] for s in sets):.1f}" if all(s in floor for s in sets) else "—"
+            lines.append(f"| **mean** | {base} | {mean('recall_only'):.1f} | {mean('emma'):.1f} | "
+                         f"{mean('emma_fused'):.1f} | {mean('gold_in_top_k'):.0f} % |")
+        lines.append("")
+    return "\n".join(lines).rstrip()
+
+
+def metrics(records: list[dict], model: str, split: str = "dev") -> dict:
+    """The transfer rows of `model` for a checkpoint's metrics.json: {domain: {floor, recall_only, emma, emma_fused}}."""
+    by_model = rows(records, split)
+    floor, got = by_model.get(FLOOR, {}), by_model.get(model, {})
+    return {s[len("crossre-"):]: {"untrained_floor": floor.get(s, {}).get("recall_only"),
+                                  **{k: got[s][k] for k in ("recall_only", "emma", "emma_fused", "gold_in_top_k")}}
+            for s in got}
