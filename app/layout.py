@@ -1,14 +1,16 @@
 """The Blocks of the workbench: a header, three tabs each built by its own module, the page load.
 
-Predict (`predict_tab`): mark two entities in a sentence, predict, see recall / reranking /
-attention, give feedback. Relations (`relations_tab`): the catalogue (search, switch on/off), your
-own relations (add, edit, delete, import, export). Feedback (`feedback_tab`): your saved
+Predict (`predict_tab`): mark two entities in a sentence, predict, see recall / why (your labelled
+examples) / reranking / attention, give feedback. Relations (`relations_tab`): the catalogue (search,
+switch on/off), your own relations (add, edit, delete, import, export), your labelled examples
+(counts, remove, import). Feedback (`feedback_tab`): your saved
 judgements, filters, export for retraining.
 
 Named API endpoints (usable from `gradio_client`; state is kept per client session):
 /predict(sentence, head, tail), /add_relation(name, description),
 /edit_relation(name, description), /delete_relation(name),
-/feedback(verdict, correct_relation, note).
+/feedback(verdict, correct_relation, note) (a judged sentence becomes a labelled example),
+/remove_example(example_id).
 
 Concurrency: only the model (and SQLite writes) have limits of their own; everything per session
 runs in the default pool, and the page load never touches the model.
@@ -24,7 +26,7 @@ from starlette.middleware import Middleware
 
 from .relations_tab import RelationsTab
 from .security import RequestGuard, allowed_hosts
-from .workbench import EXPORT_TTL_S, PRIVATE, UI_CONCURRENCY, Workbench
+from .workbench import EXPORT_TTL_S, PRIVATE, QUIET, UI_CONCURRENCY, Workbench
 
 MAX_BODY_BYTES = 2_000_000  # one request body (JSON events; uploads included)
 MAX_FILE_SIZE = "1mb"  # one uploaded file (a relation set of 500 relations is about 0.6 MB)
@@ -62,7 +64,7 @@ def build_demo(wb: Workbench) -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("Predict", id="predict-tab"):
                 marking = predict.build(session)
-            with gr.Tab("Relations", id="relations-tab"):
+            with gr.Tab("Relations", id="relations-tab") as relations_tab:
                 catalogue = relations.build(session)
             with gr.Tab("Feedback", id="feedback-tab") as feedback_tab:
                 everyone = feedback.build(feedback_tab, session, marking)
@@ -73,6 +75,8 @@ def build_demo(wb: Workbench) -> gr.Blocks:
             views = relations.relation_views(search, session_, request)
             return (session_, token_, everyone_, *views, *predict.preview(sentence, head, tail, spans))
 
+        # Feedback saved on the Predict tab adds examples: the Relations tab shows them when opened.
+        relations_tab.select(relations.relation_views, [catalogue.search, session], catalogue.views, **QUIET)
         demo.load(on_load, [token, catalogue.search, marking.sentence, marking.head, marking.tail, marking.spans],
                   [session, token, everyone, *catalogue.views, marking.marked, marking.hint], **PRIVATE)
     demo.queue(default_concurrency_limit=UI_CONCURRENCY, max_size=MAX_QUEUED)

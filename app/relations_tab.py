@@ -1,5 +1,6 @@
-"""The Relations tab: the catalogue (search, switch on/off) and the user's own relations
-(add, edit, delete, import, export). Every change is saved for the session's owner at once.
+"""The Relations tab: the catalogue (search, switch on/off), the user's own relations
+(add, edit, delete, import, export) and their labelled examples (how many each relation has, remove
+one, import a file of them). Every change is saved for the session's owner at once.
 """
 
 from __future__ import annotations
@@ -11,18 +12,21 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from emma import relation_text
+from emma import DataError, read_instances, relation_text
 
 from .session import (
     BadInput,
     check_relation,
     parse_relation_set,
+    sentence_case,
     shown,
     with_enabled,
     with_user_relation,
     without_user_relation,
 )
-from .storage import delete_user_relation, replace_user_relations, upsert_user_relation
+from .feedback_tab import MAX_EXAMPLES
+from .records import bracketed
+from .storage import delete_example, delete_user_relation, replace_example, replace_user_relations, upsert_user_relation
 from .workbench import DB, MODEL, PRIVATE, QUIET, Workbench, user_errors, warn
 
 MAX_QUERY_CHARS = 200
@@ -49,29 +53,54 @@ class RelationsTab:
         session = self.wb.owned(session, request)
         matches = self.wb.catalogue.search((query or "")[:MAX_QUERY_CHARS])
         enabled = set(session["enabled"])
+        counts = self.wb.store.example_counts(session["owner"])
         choices = [(f"{e.label} · {e.id} · {e.source}", e.label) for e in matches]
         value = [e.label for e in matches if e.label in enabled]
         table = pd.DataFrame(
-            [{"on": "✔" if e.label in enabled else "", "relation": e.label, "id": e.id, "source": e.source, "description": e.text}
-             for e in matches],
-            columns=["on", "relation", "id", "source", "description"],
+            [{"on": "✔" if e.label in enabled else "", "relation": e.label, "examples": counts.get(e.label, 0), "id": e.id,
+              "source": e.source, "description": e.text} for e in matches],
+            columns=["on", "relation", "examples", "id", "source", "description"],
         )
-        return gr.update(choices=choices, value=value), table, self.count_text(session, len(matches))
+        return gr.update(choices=choices, value=value), table, self.count_text(session, len(matches), counts)
 
     def relation_views(self, query: str, session: dict, request: gr.Request = None):
-        """Everything the tab shows: catalogue checkboxes, catalogue table, count, your relations."""
+        """Everything the tab shows: catalogue checkboxes, catalogue table, count, your relations, your examples."""
         session = self.wb.owned(session, request)
-        return (*self.catalogue_view(query, session), self.user_relations_view(session))
+        return (*self.catalogue_view(query, session), self.user_relations_view(session), self.examples_view(session))
 
-    def count_text(self, session: dict, matches: int | None = None) -> str:
+    def count_text(self, session: dict, matches: int | None = None, counts: dict[str, int] | None = None) -> str:
         n_cat, n_user, total = len(session["enabled"]), len(session["user"]), len(self.wb.catalogue)
         shown_part = f" · {matches} match the search" if matches is not None and matches != total else ""
-        return (f"**{n_cat + n_user} relations in force**: {n_cat} of {total} catalogue relations "
+        text = (f"**{n_cat + n_user} relations in force**: {n_cat} of {total} catalogue relations "
                 f"and {n_user} of your own{shown_part}.")
+        counts = self.wb.store.example_counts(session["owner"]) if counts is None else counts
+        if counts:
+            in_force = self.wb.relations(session)
+            off = sum(n for r, n in counts.items() if r not in in_force)
+            text += (f" **{sum(counts.values())} labelled examples** of {len(counts)} relations"
+                     + (f" ({off} of relations not in force: kept, and ignored until you switch them on)." if off else "."))
+        return text
 
     def user_relations_view(self, session: dict) -> pd.DataFrame:
-        rows = [{"relation": n, "description": d, "text the model reads": relation_text(n, d)} for n, d in session["user"].items()]
-        return pd.DataFrame(rows, columns=["relation", "description", "text the model reads"])
+        counts = self.wb.store.example_counts(session["owner"])
+        rows = [{"relation": n, "examples": counts.get(n, 0), "description": d, "text the model reads": relation_text(n, d)}
+                for n, d in session["user"].items()]
+        return pd.DataFrame(rows, columns=["relation", "examples", "description", "text the model reads"])
+
+    def examples_view(self, session: dict) -> pd.DataFrame:
+        """The owner's labelled examples, newest first, each saying whether its relation is in force."""
+        in_force = self.wb.relations(session)
+        rows = [{"#": e["id"], "relation": e["relation"], "sentence": bracketed(e["tokens"], e["head"], e["tail"]),
+                 "in force": "yes" if e["relation"] in in_force else "no: kept, ignored until switched on",
+                 "from feedback": f"#{e['feedback_id']}" if e["feedback_id"] else "imported"}
+                for e in reversed(self.wb.store.examples(session["owner"]))]
+        return pd.DataFrame(rows, columns=["#", "relation", "sentence", "in force", "from feedback"])
+
+    def pick_example(self, session: dict, evt: gr.SelectData, request: gr.Request = None) -> str:
+        """Clicking a row of your examples puts its number into the remove box."""
+        row = evt.row_value or []
+        mine = {str(e["id"]) for e in self.wb.store.examples(self.wb.owned(session, request)["owner"])}
+        return str(row[0]) if row and str(row[0]) in mine else ""
 
     def pick_user_relation(self, session: dict, evt: gr.SelectData, request: gr.Request = None) -> tuple[str, str]:
         """Clicking a row of your relations puts it into the form for editing."""
@@ -212,6 +241,75 @@ class RelationsTab:
 
         return wb.once(trial, request_id, "import_relations", write)
 
+    # ------------------------------------------------------------------ labelled examples
+
+    @user_errors
+    def remove_example(self, example_id, session: dict, request_id: str = "", request: gr.Request = None) -> tuple[dict, str]:
+        """Forget one of your labelled examples (by its number); predictions stop using it at once. Returns (session, status)."""
+        wb = self.wb
+        session = wb.owned(session, request)
+        prior = wb.replay(session, request_id, "remove_example")
+        if prior is not None:
+            return session, prior
+        text = str(example_id if example_id is not None else "").strip().lstrip("#")
+        if not text.isdigit() or len(text) > 12:
+            raise BadInput("Give the number of one of your examples (click its row in the table).")
+        number = int(text)
+
+        def write(db):
+            relation = delete_example(db, session["owner"], number)
+            if relation is None:
+                raise BadInput(f"You have no example #{number}.")
+            return f"Removed example #{number} of '{relation}'."
+
+        return wb.once(session, request_id, "remove_example", write)
+
+    @user_errors
+    def import_examples(self, path: str | None, session: dict, request_id: str = "", request: gr.Request = None) -> tuple[dict, str]:
+        """Add labelled sentences from a file (the Feedback tab's feedback.jsonl, FewRel JSON, any format
+        `emma.read_instances` reads) as examples of relations in force; all or nothing. Returns (session, status)."""
+        wb = self.wb
+        session = wb.owned(session, request)
+        prior = wb.replay(session, request_id, "import_examples")
+        if prior is not None:
+            return session, prior
+        if not path:
+            raise BadInput("Choose a file of labelled sentences to import.")
+        try:
+            instances = read_instances(path)
+        except DataError as e:  # invalid spans, missing fields: the reader names the record
+            message = str(e).replace(str(path), "the file")
+            raise BadInput(sentence_case(message)) from None
+        except (OSError, UnicodeDecodeError, ValueError):
+            raise BadInput("The file is not a labelled-sentence file (JSON or JSONL with tokens, head, tail and relation).") from None
+        in_force = wb.relations(session)
+        mine = {(tuple(e["tokens"]), tuple(e["head"]), tuple(e["tail"])): e["relation"] for e in wb.store.examples(session["owner"])}
+        seen = set()
+        for inst in instances:
+            words = shown(" ".join(inst.tokens), 60)
+            if not inst.relation:
+                raise BadInput(f"The sentence {words} has no relation; every imported sentence needs one.")
+            if inst.relation not in in_force:
+                raise BadInput(f"{shown(inst.relation)} is not a relation in force; switch it on or add it before importing its examples.")
+            key = (inst.tokens, inst.head, inst.tail)
+            if key in mine:
+                raise BadInput(f"The sentence {words} is already an example of {shown(mine[key])}; remove it first.")
+            if key in seen:
+                raise BadInput(f"The file holds the sentence {words} with the same entities twice.")
+            seen.add(key)
+        if not instances:
+            raise BadInput("The file holds no labelled sentences.")
+        if len(mine) + len(instances) > MAX_EXAMPLES:
+            raise BadInput(f"You may keep at most {MAX_EXAMPLES} labelled examples; this file would make {len(mine) + len(instances)}.")
+        status = f"Imported {len(instances)} labelled examples of {len({i.relation for i in instances})} relations, used from your next prediction."
+
+        def write(db):
+            for inst in instances:
+                replace_example(db, session["owner"], inst.tokens, inst.head, inst.tail, inst.relation)
+            return status
+
+        return wb.once(session, request_id, "import_examples", write)
+
     # ------------------------------------------------------------------ layout
 
     def build(self, session: gr.State) -> RelationsParts:
@@ -229,7 +327,8 @@ class RelationsTab:
                 form = self._own_relations_form()
         catalogue_table = gr.Dataframe(label="Catalogue relations matching the search", interactive=False,
                                        elem_id="catalogue-table", wrap=True, max_height=420)
-        views = [catalogue, catalogue_table, relation_count, form["user_table"]]
+        examples = self._examples_panel()
+        views = [catalogue, catalogue_table, relation_count, form["user_table"], examples["table"]]
         refresh = dict(fn=self.relation_views, inputs=[search, session], outputs=views, **PRIVATE)
 
         search.change(self.catalogue_view, [search, session], views[:3], trigger_mode="always_last", **QUIET)
@@ -239,7 +338,33 @@ class RelationsTab:
             button.click(handler, [search, session], [session], **PRIVATE).success(**refresh)
         reset_btn.click(self.reset_catalogue, [session], [session], **PRIVATE).success(**refresh)
         self._wire_own_relations(form, session, refresh)
+        self._wire_examples(examples, session, refresh)
         return RelationsParts(search, views)
+
+    @staticmethod
+    def _examples_panel() -> dict:
+        gr.Markdown("**Your labelled examples.** Every prediction you judge (Correct, or Wrong with the correct relation) "
+                    "becomes an example of that relation and counts from your next prediction; judging the same sentence "
+                    "again replaces its example. Examples of a relation not in force are kept and ignored until you switch "
+                    "it on. You can also import labelled sentences (the Feedback tab's feedback.jsonl, or FewRel JSON).",
+                    elem_classes="panel-help")
+        panel = dict(table=gr.Dataframe(label="Your labelled examples (newest first; click a row to pick it)", interactive=False,
+                                        elem_id="examples-table", wrap=True, max_height=360))
+        with gr.Row():
+            panel["id"] = gr.Textbox(label="Example #", elem_id="example-id", scale=1)
+            panel["remove"] = gr.Button("Remove example", variant="stop", elem_id="remove-example", scale=1)
+            panel["import"] = gr.UploadButton("Import labelled sentences (JSON / JSONL)", file_types=[".json", ".jsonl"], size="sm",
+                                              elem_id="import-examples", scale=2)
+        panel["status"] = gr.Textbox(show_label=False, interactive=False, elem_id="example-status", container=False)
+        panel["request_id"] = gr.Textbox("", visible=False, label="request_id")  # optional idempotency key for API clients
+        return panel
+
+    def _wire_examples(self, panel: dict, session: gr.State, refresh: dict) -> None:
+        panel["table"].select(self.pick_example, [session], [panel["id"]], **QUIET)
+        panel["remove"].click(self.remove_example, [panel["id"], session, panel["request_id"]], [session, panel["status"]],
+                              api_name="remove_example", **DB).success(**refresh)
+        panel["import"].upload(self.import_examples, [panel["import"], session, panel["request_id"]], [session, panel["status"]],
+                               **DB, **PRIVATE).success(**refresh)
 
     @staticmethod
     def _own_relations_form() -> dict:

@@ -298,9 +298,10 @@ class Store:
             return [{**r, "tokens": json.loads(r["tokens"]), "head": json.loads(r["head"]), "tail": json.loads(r["tail"])}
                     for r in rows]
 
-    def count_examples(self, owner: str) -> int:
+    def example_counts(self, owner: str) -> dict[str, int]:
+        """{relation: number of the owner's examples}."""
         with self.connect() as db:
-            return db.execute("select count(*) from examples where owner = ?", [owner]).fetchone()[0]
+            return dict(db.execute("select relation, count(*) from examples where owner = ? group by relation", [owner]).fetchall())
 
 
 # ---------------------------------------------------------------------- writes inside a transaction

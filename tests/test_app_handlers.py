@@ -454,12 +454,12 @@ def test_load_finds_the_owner(wb):
 
 def test_user_relation_table_and_picking_a_row(wb, session):
     session, _ = wb.add_relation("sibling", "brother or sister", session)
-    checkboxes, catalogue_table, count, user_table = wb.relation_views("", session)
+    checkboxes, catalogue_table, count, user_table, examples = wb.relation_views("", session)
     assert list(user_table["relation"]) == ["sibling"] and user_table.loc[0, "text the model reads"] == "sibling: brother or sister"
     assert len(catalogue_table) == 4 and "5 relations in force" in count
 
     class Select:  # what gr.SelectData carries for a Dataframe row click
-        row_value = ["sibling", "brother or sister", "sibling: brother or sister"]
+        row_value = ["sibling", 0, "brother or sister", "sibling: brother or sister"]
 
     assert wb.pick_user_relation(session, Select()) == ("sibling", "brother or sister")
 
@@ -506,3 +506,169 @@ def test_records_and_panels_follow_the_checkpoints_decision_rule():
     table = plots.rerank_table(fused)
     assert table["relation"].tolist() == ["a", "b"] and table.loc[0, "final"] == "✔ predicted"
     assert {c["relation"]: c["deciding_score"] for c in fused["candidates_detail"]} == combined
+
+
+# ---------------------------------------------------------------------- labelled examples
+
+SIMILAR = "Apple was founded by Steve Jobs in 1977 ."
+
+
+def _label_wrong(wb, session, sentence=SENTENCE, head="Apple", tail="Steve Jobs"):
+    """Predict, then judge it wrong with another relation; returns (that relation, status, session)."""
+    record, session = predict(wb, session, sentence, head, tail)
+    other = next(n for n, _ in record["recall"] if n != record["label"])
+    return other, wb.feedback("wrong", other, None, session), session
+
+
+def test_a_judged_sentence_is_an_example_at_once(wb, session, tiny_extractor):
+    label, status, session = _label_wrong(wb, session)
+    assert status.endswith(f"It is now an example of '{label}', used from your next prediction.")
+    [row] = wb.store.examples("user:ann")
+    assert (row["relation"], row["feedback_id"], row["tokens"], row["head"], row["tail"]) == (label, 1, SENTENCE.split(), [0, 1], [4, 6])
+    record, session = predict(wb, session, SIMILAR)
+    assert record["n_examples"] == 1
+    parts = record["recall_parts"]
+    assert parts[label][1] is not None and all(e is None for n, (_, e) in parts.items() if n != label)
+    # The same scores as the library with that example added.
+    tiny_extractor.add_examples(label, [emma.Instance(tuple(SENTENCE.split()), (0, 1), (4, 6))])
+    direct = tiny_extractor.predict(SIMILAR, head=(0, 5), tail=(21, 31))
+    assert [n for n, _ in record["recall"]] == [n for n, _ in direct.recall]
+    assert [s for _, s in record["recall"]] == pytest.approx([s for _, s in direct.recall], abs=1e-5)
+    assert parts[label][1] == pytest.approx(direct.recall_parts[label][1], abs=1e-5)
+    if label in record["candidates"]:
+        [near] = record["examples"][label]
+        assert near["tokens"] == SENTENCE.split() and near["cosine"] > 0.5
+        why = wb.show_prediction(session)[4]
+        assert "[HEAD Apple]" in why and "[TAIL Steve Jobs]" in why and "cosine" in why
+    fig = plots.recall_figure(record)
+    assert {t.name for t in fig.data} >= {"description cosine", "examples' cosine"}
+    # The Relations tab counts it.
+    _, table, count, _, examples = wb.relation_views("", session)
+    assert dict(zip(table["relation"], table["examples"]))[label] == 1 and "1 labelled examples" in count
+    assert list(examples["relation"]) == [label] and examples.loc[0, "sentence"].startswith("[HEAD Apple] was founded by [TAIL Steve Jobs]")
+
+
+def test_judging_again_replaces_the_example(wb, session):
+    label, _, session = _label_wrong(wb, session)
+    predicted = session["last"]["label"]
+    status = wb.feedback("correct", None, None, session)
+    assert f"It is now an example of '{predicted}' (it was one of '{label}')" in status
+    assert [r["relation"] for r in wb.store.examples("user:ann")] == [predicted]
+    # The same sentence predicted and judged again later: still one example, the latest judgement's.
+    _, session = predict(wb, session)
+    assert status != (status := wb.feedback("wrong", label, None, session))
+    assert [(r["relation"], r["feedback_id"]) for r in wb.store.examples("user:ann")] == [(label, 3)]
+    status = wb.feedback("wrong", None, None, session)
+    assert status.endswith(f"The sentence is no longer an example of '{label}'.") and wb.store.examples("user:ann") == []
+    assert wb.store.count_feedback() == 4  # every judgement stays in the feedback table
+
+
+def test_an_example_of_a_relation_not_in_force_is_kept_and_ignored(wb, session):
+    record, session = predict(wb, session)
+    other = next(n for n, _ in record["recall"] if n != record["label"])
+    session = wb.set_shown_enabled([n for n in session["enabled"] if n != other], "", session)
+    status = wb.feedback("wrong", other, None, session)
+    assert status.endswith(f"'{other}' is not in force, so the example is kept but counts only once you switch it on.")
+    record, session = predict(wb, session, SIMILAR)
+    assert record["n_examples"] == 0 and all(e is None for _, e in record["recall_parts"].values())
+    _, _, count, _, examples = wb.relation_views("", session)
+    assert examples.loc[0, "in force"].startswith("no: kept") and "ignored until you switch them on" in count
+    session = wb.reset_catalogue(session)
+    record, _ = predict(wb, session, SIMILAR)
+    assert record["n_examples"] == 1 and record["recall_parts"][other][1] is not None
+
+
+def test_remove_example(wb, session):
+    label, _, session = _label_wrong(wb, session)
+    [row] = wb.store.examples("user:ann")
+    bob = wb.open_session("user:bob")
+    with pytest.raises(gr.Error, match=f"You have no example #{row['id']}."):
+        wb.remove_example(str(row["id"]), bob)
+    for bad in ("", "abc", "-1", None, "1" * 20):
+        with pytest.raises(gr.Error, match="Give the number of one of your examples"):
+            wb.remove_example(bad, session)
+    _, status = wb.remove_example(f"#{row['id']}", session)
+    assert status == f"Removed example #{row['id']} of '{label}'." and wb.store.examples("user:ann") == []
+    record, _ = predict(wb, session, SIMILAR)
+    assert record["n_examples"] == 0
+
+    class Select:
+        row_value = [row["id"], label, "…"]
+
+    assert wb.pick_example(session, Select()) == ""  # gone: nothing to pick
+
+
+def test_import_examples_all_or_nothing(wb, session, tmp_path):
+    def jsonl(*lines):
+        path = tmp_path / "ex.jsonl"
+        path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+        return str(path)
+
+    paris = {"tokens": "Paris is the capital of France .".split(), "head": [0, 1], "tail": [5, 6], "relation": "capital of"}
+    rome = {"tokens": "Rome is the capital of Italy .".split(), "head": [0, 1], "tail": [5, 6], "relation": "capital of"}
+    cases = [
+        ((paris, {**rome, "relation": "sibling"}), "'sibling' is not a relation in force"),
+        ((paris, paris), "with the same entities twice"),
+        ((paris, {**rome, "tail": [5, 9]}), r"The file: record 1: tail span \[5, 9\] is outside the 7 tokens"),
+        ((paris, {**rome, "head": [5, 6]}), "head and tail are the same span"),
+    ]
+    for lines, message in cases:
+        with pytest.raises(gr.Error, match=message) as e:
+            wb.import_examples(jsonl(*lines), session)
+        assert str(tmp_path) not in str(e.value)
+        assert wb.store.examples("user:ann") == []
+    session, status = wb.import_examples(jsonl(paris, rome), session)
+    assert status == "Imported 2 labelled examples of 1 relations, used from your next prediction."
+    assert [r["feedback_id"] for r in wb.store.examples("user:ann")] == [None, None]
+    with pytest.raises(gr.Error, match="is already an example of 'capital of'"):
+        wb.import_examples(jsonl(paris), session)
+    record, _ = predict(wb, session)
+    assert record["n_examples"] == 2 and record["recall_parts"]["capital of"][1] is not None
+    assert wb.open_session("user:bob") and wb.store.examples("user:bob") == []
+
+
+def test_engine_encodes_each_example_once(tiny_extractor, toy_descriptions, toy_instances, monkeypatch):
+    engine = Engine(tiny_extractor)
+    calls = []
+    real = tiny_extractor.encode_examples
+    monkeypatch.setattr(tiny_extractor, "encode_examples", lambda inst: calls.append(len(inst)) or real(inst))
+    examples = tuple(toy_instances[:2])
+    first = engine.index(toy_descriptions, examples)
+    assert engine.index(dict(toy_descriptions), tuple(examples)) is first and calls == [2]
+    assert {n: len(r) for n, r in first.examples.items()} == {"founded by": 2}
+    more = engine.index(toy_descriptions, examples + (toy_instances[3],))  # one new example: one more encoded
+    assert calls == [2, 1] and more is not first
+    # Examples of relations not in the set are ignored; the index equals the one without them.
+    two = dict(list(toy_descriptions.items())[2:])
+    assert engine.index(two, examples) is engine.index(two)
+
+
+def test_store_migrates_an_old_database(tmp_path):
+    from sqlite_utils import Database
+    from sqlite_utils.migrations import Migrations
+
+    from app import storage
+
+    path = tmp_path / "old.db"
+    old = Migrations("emma-workbench")  # the schema before labelled examples
+    old()(storage.m001_initial)
+    old()(storage.m002_request_ids)
+    db = Database(path)
+    old.apply(db)
+    db["feedback"].insert({"owner": "o", "sentence": "s", "predicted": "r", "verdict": "correct", "created": "t",
+                           "relation_set_id": "x"})
+    db.conn.close()
+    store = Store(path)
+    assert store.count_feedback() == 1 and store.examples("o") == []
+    with store.transaction() as tx:
+        assert storage.replace_example(tx, "o", ["a", "b", "c"], [0, 1], [2, 3], "r", 1) is None
+        assert storage.replace_example(tx, "o", ["a", "b", "c"], [0, 1], [2, 3], "q", 2) == "r"
+        storage.replace_example(tx, "p", ["a", "b", "c"], [0, 1], [2, 3], "r")
+    assert [(e["relation"], e["feedback_id"]) for e in store.examples("o")] == [("q", 2)]
+    assert store.example_counts("p") == {"r": 1}
+    import sqlite3
+    with pytest.raises(sqlite3.IntegrityError):  # one example per owner, sentence and spans
+        with store.transaction() as tx:
+            tx["examples"].insert({"owner": "o", "relation": "z", "tokens": '["a", "b", "c"]', "head": "[0, 1]",
+                                   "tail": "[2, 3]", "created": "t"})
+    Store(path)  # reopening applies nothing twice
