@@ -23,6 +23,7 @@ from app.storage import Store
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SENTENCE = "Apple was founded by Steve Jobs in 1976 in California."
+SIMILAR = "Apple was founded by Steve Jobs in 1977 in California."  # the same entities at the same places
 TIMEOUT_MS = 30_000
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -51,7 +52,7 @@ def select(page, elem_id: str, start: int, end: int) -> None:
     )
 
 
-def test_browser_mark_add_relation_predict_feedback(tiny_extractor, tmp_path, record_property):
+def test_browser_mark_add_relation_predict_feedback_then_the_label_counts(tiny_extractor, tmp_path, record_property):
     _require_browser()
     from playwright.sync_api import expect, sync_playwright
 
@@ -118,11 +119,37 @@ def test_browser_mark_add_relation_predict_feedback(tiny_extractor, tmp_path, re
             page.locator("#note textarea").fill("browser test")
             page.click("#submit-feedback")
             expect(page.locator("#feedback-status textarea")).to_have_value(re.compile(r"^Saved feedback #1: wrong"))
+            expect(page.locator("#feedback-status textarea")).to_have_value(
+                re.compile(f"It is now an example of '{correct}', used from your next prediction"))
+
+            # The label counts at once: a similar sentence shows the labelled one under "Why", and the chart its score.
+            page.locator("#why").wait_for(state="attached")
+            expect(page.locator("#why")).to_contain_text("No labelled examples")  # before: none among the candidates
+            sentence.fill(SIMILAR)
+            expect(page.locator("#mark-hint textarea")).to_have_value("Ready: press Predict.")
+            t0 = time.perf_counter()
+            page.click("#predict")
+            expect(page.locator("#why")).to_contain_text("[HEAD Apple] was founded by [TAIL Steve Jobs] in 1976 in California .")
+            record_property("predict_with_example_click_to_why_ms", round((time.perf_counter() - t0) * 1e3))
+            expect(page.locator("#why")).to_contain_text(correct)
+            expect(page.locator("#why")).to_contain_text("cosine")
+            expect(page.locator("#recall-plot")).to_contain_text("examples' cosine")
+            expect(page.locator("#marked")).to_contain_text("1977")
+
+            # The Relations tab counts it, and says where it came from.
+            page.get_by_role("tab", name="Relations").click()
+            expect(page.locator("#relation-count")).to_contain_text("1 labelled examples")
+            expect(page.locator("#examples-table")).to_contain_text("[HEAD Apple] was founded by")
+            expect(page.locator("#examples-table")).to_contain_text("#1")
+            page.get_by_role("tab", name="Predict").click()
             page.screenshot(path=str(screenshot), full_page=True)
             browser.close()
     finally:
         demo.close()
 
+    [example] = store.examples(row_owner := store.feedback().iloc[0]["owner"])
+    assert (example["relation"], example["feedback_id"], example["head"], example["tail"]) == (correct, 1, [0, 1], [4, 6])
+    assert row_owner.startswith("browser:")
     rows = store.feedback()
     assert len(rows) == 1
     row = rows.iloc[0]
