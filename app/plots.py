@@ -65,12 +65,13 @@ def recall_figure(record: dict, bars: int = RECALL_BARS) -> go.Figure:
     if with_examples:  # recall = ½ description + ½ examples: show each source apart as a marker on its row
         for key, which, legend, color, symbol in ((0, "description", "description cosine", DESCRIPTION_COLOR, "line-ns-open"),
                                                   (1, "examples", "examples' cosine", EXAMPLE_COLOR, "diamond")):
-            rows = [(i, n, parts[n][key]) for i, n in enumerate(names) if n in parts and parts[n][key] is not None]
+            # Only rows with examples: elsewhere the bar is the description's cosine already.
+            rows = [(i, n, parts[n][key]) for i, n in enumerate(names) if n in parts and parts[n][1] is not None]
             marked += [v for _, _, v in rows]
             fig.add_scatter(
                 x=[v for _, _, v in rows], y=[i for i, _, _ in rows], mode="markers", name=legend,
                 marker=dict(color=color, symbol=symbol, size=11, line=dict(width=2, color=color)),
-                hovertext=[f"{_t(n, 200)}: {which} {v:.3f}" for _, n, v in rows], hoverinfo="text",
+                hovertext=[f"{_t(n, 200)}: {which} {v:.3f}" for _, n, v in rows], hoverinfo="text", cliponaxis=False,
             )
     ticks = [f"{i + 1}. {_t(n)}" + (" ★" if n == record["label"] else "") for i, n in enumerate(names)]
     fig.update_yaxes(tickvals=list(range(len(names))), ticktext=ticks, autorange="reversed")
@@ -115,7 +116,7 @@ def why_html(record: dict, candidates: int | None = None) -> str:
             continue
         out.append("<ol>")
         for e in rows:
-            out.append(f"<li>{_marked_html(e['tokens'], e['head'], e['tail'])} <span class='why-cos'>cosine {e['cosine']:.3f}</span></li>")
+            out.append(f"<li>{_marked_html(e['tokens'], e['head'], e['tail'])} <span class='why-cos'>— cosine {e['cosine']:.3f}</span></li>")
         out.append("</ol></div>")
     return "".join(out)
 

@@ -30,6 +30,7 @@ SENTENCE = "Apple was founded by Steve Jobs in 1976."
 A_RELATION = "annrel"
 A_DESCRIPTION = "zebracorn keeper of the private orchard"
 A_SENTENCE = "Quuxley founded Zorblaxia in 1999."
+A_SIMILAR = "Quuxley founded Zorblaxia in 2001."
 A_NOTE = "ann private note wombat"
 SECRETS = (A_DESCRIPTION, "zebracorn", "Quuxley", "Zorblaxia", "wombat")
 
@@ -110,7 +111,7 @@ def snapshot(store: Store, owners: list[str]) -> str:
     marks = ",".join("?" * len(owners))
     with store.connect() as db:
         return json.dumps({table: db.execute(f"select * from {table} where owner in ({marks}) order by 1, 2", owners).fetchall()
-                           for table in ("workspaces", "user_relations", "feedback")})
+                           for table in ("workspaces", "user_relations", "feedback", "examples")})
 
 
 def upload_file(http: httpx.Client, tmp_path) -> dict:
@@ -123,9 +124,19 @@ def upload_file(http: httpx.Client, tmp_path) -> dict:
 
 
 def give_a_data(client: Client) -> None:
+    """A's relation, a judged sentence (an example of A's relation), and an example of a catalogue relation B has too."""
     client.predict(name=A_RELATION, description=A_DESCRIPTION, api_name="/add_relation")
     client.predict(sentence=A_SENTENCE, head="Quuxley", tail="Zorblaxia", api_name="/predict")
     client.predict(verdict="wrong", correct_relation=A_RELATION, note=A_NOTE, api_name="/feedback")
+    client.predict(sentence=A_SIMILAR, head="Quuxley", tail="Zorblaxia", api_name="/predict")
+    status = client.predict(verdict="correct", correct_relation="", note="", api_name="/feedback")
+    assert "It is now an example of" in status
+
+
+def assert_uninfluenced(record: dict) -> None:
+    """A prediction that used no labelled example (B has none; A's must never count)."""
+    assert record["n_examples"] == 0 and record["examples"] == {}
+    assert all(ex is None for _, ex in record["recall_parts"].values())
 
 
 def test_attacker_under_auth_gets_nothing_of_another_user(tiny_extractor, tmp_path):
@@ -135,6 +146,8 @@ def test_attacker_under_auth_gets_nothing_of_another_user(tiny_extractor, tmp_pa
         give_a_data(ann)
         before = snapshot(store, ["user:ann"])
         assert A_NOTE in before
+        a_examples = [str(e["id"]) for e in store.examples("user:ann")]
+        assert len(a_examples) == 2 and "Quuxley" in json.dumps(store.examples("user:ann"))
 
         with httpx.Client(base_url=url, timeout=60) as bob:
             assert bob.post("/login", data={"username": "bob", "password": "pw-bob"}).status_code == 200
@@ -143,13 +156,21 @@ def test_attacker_under_auth_gets_nothing_of_another_user(tiny_extractor, tmp_pa
             assert all(m["msg"] == "refused" and m["status"] == 403 for m in on_ann)
             stream = bob.get("/gradio_api/queue/data", params={"session_hash": ann.session_hash})
             assert stream.status_code == 403 and "another login" in stream.text
-            received = attack(demo, bob, [A_RELATION, "user:ann", "ann"], [uuid.uuid4().hex], upload_file(bob, tmp_path))
+            # A's example numbers too: B's remove_example (and everything else) must refuse them.
+            received = attack(demo, bob, [A_RELATION, "user:ann", "ann", *a_examples], [uuid.uuid4().hex], upload_file(bob, tmp_path))
         assert sum(m.get("success") is True for m in received) > len(received) // 3, "the attack must reach the handlers"
         assert snapshot(store, ["user:ann"]) == before
 
-        # Ann still works with her own session after B used its hash.
+        # B predicting A's sentences is not influenced by A's examples (same relations in force but A's own).
+        bob_client = Client(url, auth=users[1], verbose=False, download_files=False)
+        for text in (A_SENTENCE, A_SIMILAR):
+            assert_uninfluenced(bob_client.predict(sentence=text, head="Quuxley", tail="Zorblaxia", api_name="/predict"))
+        assert store.examples("user:bob") == []
+
+        # Ann still works with her own session after B used its hash, and her examples still count.
         record = ann.predict(sentence=SENTENCE, head="Apple", tail="Steve Jobs", api_name="/predict")
         assert A_RELATION in {n for n, _ in record["recall"]}
+        assert record["n_examples"] == 2
 
         # Only the admin sees everyone's feedback, owner ids included.
         view = next(fn for fn in demo.fns.values() if fn.name == "feedback_view")
@@ -203,8 +224,10 @@ def test_feedback_of_others_is_never_listed_or_exported(tiny_extractor, tmp_path
             self.username, self.session_hash = name, uuid.uuid4().hex
 
     ann, bob = Request("ann"), Request("bob")
+    fresh, _ = predict.predict(A_SIMILAR, "Quuxley", "Zorblaxia", {}, None, bob)  # before A labelled anything
     _, session = predict.predict(A_SENTENCE, "Quuxley", "Zorblaxia", {}, None, ann)
     fb.feedback("correct", None, A_NOTE, session, request=ann)
+    [a_example] = wb.store.examples("user:ann")
     if everyone:
         with pytest.raises(gr.Error, match="Only an admin"):
             fb.feedback_view("all", "", True, None, bob)
@@ -217,6 +240,16 @@ def test_feedback_of_others_is_never_listed_or_exported(tiny_extractor, tmp_path
     assert not any(A_NOTE in open(p, encoding="utf-8").read() for p in paths)
     assert "owner" not in fb.feedback_view("all", "", False, session, ann).columns
     relations = RelationsTab(wb)
+    # A's example counts for A, never for B: B's prediction equals B's before A labelled anything.
+    assert predict.predict(A_SIMILAR, "Quuxley", "Zorblaxia", {}, session, ann)[0]["n_examples"] == 1
+    after, _ = predict.predict(A_SIMILAR, "Quuxley", "Zorblaxia", {}, session, bob)
+    assert_uninfluenced(after)
+    assert after["recall"] == fresh["recall"] and after["label"] == fresh["label"]
+    assert relations.relation_views("", session, bob)[4].empty and "labelled" not in relations.relation_views("", session, bob)[2]
+    assert relations.pick_example(session, type("Select", (), {"row_value": [a_example["id"]]})(), bob) == ""
+    with pytest.raises(gr.Error, match=f"You have no example #{a_example['id']}"):
+        relations.remove_example(str(a_example["id"]), session, request=bob)
+    assert wb.store.examples("user:ann") == [a_example]
     session, _ = relations.add_relation(A_RELATION, A_DESCRIPTION, session, request=ann)
     assert predict.show_prediction(session, bob)[2] == ""
     assert A_RELATION not in json.dumps(relations.relation_views("", session, bob)[3].to_dict())
