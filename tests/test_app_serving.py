@@ -50,3 +50,30 @@ def test_a_failing_job_fails_alone(tiny_extractor, toy_descriptions):
         worker.predict(*SENTENCES[0], {})
     assert worker.call(lambda a, b: a + b, 2, 3) == 5
     assert worker.predict(*SENTENCES[0], toy_descriptions).label in toy_descriptions
+
+
+def test_predictions_with_different_examples_are_never_batched_together(tiny_extractor, toy_descriptions, toy_instances):
+    """Same relation set, different owners' examples: each caller's recall uses its own examples only."""
+    engine = Engine(tiny_extractor)
+    worker = ModelWorker(engine)
+    mine = (toy_instances[0],)  # an example of "founded by"
+    jobs = [(*SENTENCES[0], toy_descriptions, examples) for examples in (mine, (), mine, ())] * 3
+    expected = [engine.predict(*job) for job in jobs]
+    got: list = [None] * len(jobs)
+    gate = threading.Barrier(len(jobs))
+
+    def run(i):
+        gate.wait()
+        got[i] = worker.predict(*jobs[i])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert max(worker.batch_sizes) > 1
+    for job, e, g in zip(jobs, expected, got):
+        with_examples = bool(job[4])
+        assert (g.recall_parts["founded by"][1] is not None) == with_examples
+        assert bool(g.examples) == (with_examples and "founded by" in g.candidates)
+        assert [s for _, s in g.recall] == pytest.approx([s for _, s in e.recall], abs=1e-4)
