@@ -166,9 +166,9 @@ class Workbench:
         owner counts at once; a row the model cannot read (it should not happen) is skipped.
         """
         out = []
-        for row in self.store.examples(session["owner"]):
+        for relation, tokens, head, tail in self.store.labelled(session["owner"]):
             try:
-                out.append(Instance(tuple(row["tokens"]), tuple(row["head"]), tuple(row["tail"]), row["relation"]))
+                out.append(Instance(tuple(tokens), tuple(head), tuple(tail), relation))
             except (DataError, TypeError, ValueError, IndexError):
                 continue
         return tuple(out)
