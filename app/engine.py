@@ -19,6 +19,7 @@ recomputed, never stored.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 import time
@@ -27,7 +28,7 @@ from pathlib import Path
 
 
 import emma
-from emma import DescriptionRow, ExampleRow, Extractor, Instance, Prediction, RelationIndex, description_window, sentence_window
+from emma import DataError, DescriptionRow, ExampleRow, Extractor, Instance, Prediction, RelationIndex, description_window, sentence_window
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,8 @@ class Engine:
         self._indexes: OrderedDict[tuple, RelationIndex] = OrderedDict()
         # Example vectors by (tokens, head, tail): the same sentence and spans always encode alike.
         self._examples: OrderedDict[tuple, object] = OrderedDict()
+        # Stored example rows (JSON text) → checked `Instance`s, so a prediction does not parse them again.
+        self._instances: OrderedDict[tuple, Instance | None] = OrderedDict()
 
     # ------------------------------------------------------------------ sizes
 
@@ -102,6 +105,21 @@ class Engine:
             if oldest is None:
                 return
             del self._cache[oldest]
+
+    def instances(self, rows: list[tuple[str, str, str, str]]) -> tuple[Instance, ...]:
+        """Stored examples (relation, tokens JSON, head JSON, tail JSON) as labelled instances, parsed once per
+        distinct row; a row the model cannot read (it should not happen) is left out."""
+        out = []
+        with self._lock:
+            for row in rows:
+                if row not in self._instances:
+                    self._instances[row] = _instance(row)
+                self._instances.move_to_end(row)
+                if self._instances[row] is not None:
+                    out.append(self._instances[row])
+            while len(self._instances) > MAX_CACHED_EXAMPLES:
+                self._instances.popitem(last=False)
+        return tuple(out)
 
     def encode_examples(self, instances: list[Instance]) -> dict[tuple, object]:
         """{(tokens, head, tail): (3d,) unit vector} for `instances`, encoding only those not cached."""
@@ -162,6 +180,14 @@ class Engine:
         prediction = view.predict(text, head=head, tail=tail, top_k=None)
         prediction.timings_ms = {"descriptions": index_ms, **prediction.timings_ms}
         return prediction
+
+
+def _instance(row: tuple[str, str, str, str]) -> Instance | None:
+    relation, tokens, head, tail = row
+    try:
+        return Instance(tuple(json.loads(tokens)), tuple(json.loads(head)), tuple(json.loads(tail)), relation)
+    except (DataError, TypeError, ValueError, IndexError):
+        return None
 
 
 def example_key(instance: Instance) -> tuple:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from emma import DataError, Instance
+from emma import Instance
 
 from .catalogue import Catalogue
 from .engine import Engine
@@ -163,15 +163,9 @@ class Workbench:
         """The owner's labelled examples as instances (relation set), oldest first; all relations, in force or not.
 
         Read from the store at each prediction, so a judgement saved in any tab or session of this
-        owner counts at once; a row the model cannot read (it should not happen) is skipped.
+        owner counts at once (rows are parsed once, by the engine's cache).
         """
-        out = []
-        for relation, tokens, head, tail in self.store.labelled(session["owner"]):
-            try:
-                out.append(Instance(tuple(tokens), tuple(head), tuple(tail), relation))
-            except (DataError, TypeError, ValueError, IndexError):
-                continue
-        return tuple(out)
+        return self.engine.instances(self.store.labelled(session["owner"]))
 
     # ------------------------------------------------------------------ idempotent writes
 

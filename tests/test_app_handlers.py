@@ -641,6 +641,11 @@ def test_engine_encodes_each_example_once(tiny_extractor, toy_descriptions, toy_
     # Examples of relations not in the set are ignored; the index equals the one without them.
     two = dict(list(toy_descriptions.items())[2:])
     assert engine.index(two, examples) is engine.index(two)
+    # Stored rows are parsed once; a row the model cannot read is left out.
+    good = ("r", json.dumps(["a", "b", "c"]), "[0, 1]", "[2, 3]")
+    [inst] = engine.instances([good, ("r", '["a"]', "[0, 1]", "[0, 1]"), ("r", "not json", "[0]", "[1]")])
+    assert (inst.tokens, inst.head, inst.tail, inst.relation) == (("a", "b", "c"), (0, 1), (2, 3), "r")
+    assert engine.instances([good])[0] is inst
 
 
 def test_store_migrates_an_old_database(tmp_path):
