@@ -77,6 +77,13 @@ def test_predict_add_relation_feedback(server):
     assert (row["sentence"], row["head_text"], row["tail_text"], row["user_label"]) == (SENTENCE, "Apple", "Steve Jobs", label)
     assert row["owner"].startswith("session:") and row["n_relations"] == 136
     assert "works at" in store.relation_set(row["relation_set_id"])
+    # The judged sentence is an example at once: the next /predict uses it; /remove_example forgets it.
+    assert f"It is now an example of '{label}'" in status
+    again = c.predict(sentence=SENTENCE, head="Apple", tail="Steve Jobs", api_name="/predict")
+    assert again["n_examples"] == 1 and again["recall_parts"][label][1] > 0.9
+    [example] = store.examples(row["owner"])
+    assert c.predict(example_id=str(example["id"]), api_name="/remove_example") == f"Removed example #{example['id']} of '{label}'."
+    assert store.examples(row["owner"]) == []
 
     c.predict(name="works at", description="person paid by this organization", api_name="/edit_relation")
     assert store.user_relations(row["owner"]) == {"works at": "person paid by this organization"}
@@ -96,6 +103,8 @@ def test_predict_add_relation_feedback(server):
     ("/feedback", dict(verdict="correct", correct_relation="", note=""), "Predict a relation first"),
     ("/feedback", dict(verdict="maybe", correct_relation="", note=""), "Predict a relation first"),
     ("/add_relation", dict(name="\u200b", description="zero-width name"), "Give the relation a name."),
+    ("/remove_example", dict(example_id="one"), "Give the number of one of your examples"),
+    ("/remove_example", dict(example_id="1"), "You have no example #1."),
 ])
 def test_bad_input_gives_an_error_and_no_rows(server, endpoint, kwargs, message):
     url, store, owner_of = server

@@ -152,6 +152,20 @@ def test_a_repeated_import_writes_nothing(wb, tmp_path):
     assert first == second and wb.store.user_relations("user:ann") == {"employer": "person who works for it"}
 
 
+def test_repeated_example_writes_write_nothing(wb, tmp_path):
+    relations, fb = RelationsTab(wb), FeedbackTab(wb)
+    _, session = PredictTab(wb).predict(SENTENCE, "Apple", "Steve Jobs", {}, wb.open_session("user:ann"))
+    fb.feedback("correct", None, None, session)
+    [example] = wb.store.examples("user:ann")
+    _, first = relations.remove_example(str(example["id"]), session, "rm-1")
+    assert relations.remove_example(str(example["id"]), session, "rm-1")[1] == first  # not "You have no example"
+    path = tmp_path / "ex.jsonl"
+    path.write_text(json.dumps({"tokens": SENTENCE.split(), "head": [0, 1], "tail": [4, 6], "relation": "born in"}) + "\n")
+    _, first = relations.import_examples(str(path), session, "imp-ex")
+    assert relations.import_examples(str(path), session, "imp-ex")[1] == first  # not "already an example"
+    assert [e["relation"] for e in wb.store.examples("user:ann")] == ["born in"]
+
+
 # ---------------------------------------------------------------------- input hygiene
 
 
