@@ -2,7 +2,7 @@
 
 Modules: `catalogue` (default relations and examples from assets/), `build_assets` (regenerates
 them), `storage` (SQLite via sqlite-utils), `engine` (one shared model, per-session relation
-sets), `serving` (the model's thread, batching concurrent predictions), `session` (per-user
+sets and labelled examples), `serving` (the model's thread, batching concurrent predictions), `session` (per-user
 state and input checks), `identity` (owners, tokens, admins), `security` (passwords, login rate
 limits, the Host / body size / session-binding middleware),
 `workbench` (the shared resources and whose session an event is), one module per tab with its
