@@ -34,7 +34,7 @@ MAX_QUERY_CHARS = 200
 
 @dataclass
 class RelationsParts:
-    """What the page load fills in: the search box and the four views of `RelationsTab.relation_views`."""
+    """What the page load fills in: the search box and the five views of `RelationsTab.relation_views`."""
 
     search: gr.Textbox
     views: list
