@@ -32,6 +32,10 @@ from .workbench import DB, MODEL, PRIVATE, QUIET, Workbench, user_errors, warn
 MAX_QUERY_CHARS = 200
 
 
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 @dataclass
 class RelationsParts:
     """What the page load fills in: the search box and the five views of `RelationsTab.relation_views`."""
@@ -77,7 +81,7 @@ class RelationsTab:
         if counts:
             in_force = self.wb.relations(session)
             off = sum(n for r, n in counts.items() if r not in in_force)
-            text += (f" **{sum(counts.values())} labelled examples** of {len(counts)} relations"
+            text += (f" **{plural(sum(counts.values()), 'labelled example')}** of {plural(len(counts), 'relation')}"
                      + (f" ({off} of relations not in force: kept, and ignored until you switch them on)." if off else "."))
         return text
 
@@ -301,7 +305,8 @@ class RelationsTab:
             raise BadInput("The file holds no labelled sentences.")
         if len(mine) + len(instances) > MAX_EXAMPLES:
             raise BadInput(f"You may keep at most {MAX_EXAMPLES} labelled examples; this file would make {len(mine) + len(instances)}.")
-        status = f"Imported {len(instances)} labelled examples of {len({i.relation for i in instances})} relations, used from your next prediction."
+        status = (f"Imported {plural(len(instances), 'labelled example')} of {plural(len({i.relation for i in instances}), 'relation')}, "
+                  "used from your next prediction.")
 
         def write(db):
             for inst in instances:

@@ -138,7 +138,7 @@ def test_browser_mark_add_relation_predict_feedback_then_the_label_counts(tiny_e
 
             # The Relations tab counts it, and says where it came from.
             page.get_by_role("tab", name="Relations").click()
-            expect(page.locator("#relation-count")).to_contain_text("1 labelled examples")
+            expect(page.locator("#relation-count")).to_contain_text("1 labelled example of 1 relation")
             expect(page.locator("#examples-table")).to_contain_text("[HEAD Apple] was founded by")
             expect(page.locator("#examples-table")).to_contain_text("#1")
             page.get_by_role("tab", name="Predict").click()

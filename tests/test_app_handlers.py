@@ -544,7 +544,7 @@ def test_a_judged_sentence_is_an_example_at_once(wb, session, tiny_extractor):
     assert {t.name for t in fig.data} >= {"description cosine", "examples' cosine"}
     # The Relations tab counts it.
     _, table, count, _, examples = wb.relation_views("", session)
-    assert dict(zip(table["relation"], table["examples"]))[label] == 1 and "1 labelled examples" in count
+    assert dict(zip(table["relation"], table["examples"]))[label] == 1 and "1 labelled example** of 1 relation." in count
     assert list(examples["relation"]) == [label] and examples.loc[0, "sentence"].startswith("[HEAD Apple] was founded by [TAIL Steve Jobs]")
 
 
@@ -618,7 +618,7 @@ def test_import_examples_all_or_nothing(wb, session, tmp_path):
         assert str(tmp_path) not in str(e.value)
         assert wb.store.examples("user:ann") == []
     session, status = wb.import_examples(jsonl(paris, rome), session)
-    assert status == "Imported 2 labelled examples of 1 relations, used from your next prediction."
+    assert status == "Imported 2 labelled examples of 1 relation, used from your next prediction."
     assert [r["feedback_id"] for r in wb.store.examples("user:ann")] == [None, None]
     with pytest.raises(gr.Error, match="is already an example of 'capital of'"):
         wb.import_examples(jsonl(paris), session)
