@@ -5,6 +5,7 @@ every module can use it without an import cycle.
 """
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # "auto": a half precision where the device runs one fast, else fp32
+INFERENCE_PRECISIONS = PRECISIONS + ("int8",)  # int8: quantized encoders for CPUs without bf16 (emma.precision)
 DESCRIPTION_POOLINGS = ("attention", "cls")  # "cls": the without-virtual-entities ablation
 CLASSIFIER_HEADS = ("concat", "shared")
 CLASSIFIER_FEATURES = ("cls", "cls_entities")

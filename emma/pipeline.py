@@ -9,7 +9,7 @@ The fast path (measured by `python -m research bench`): inference mode; length-s
 to their longest member; classifier calls regrouped by pair length; the description matrix
 normalised once and kept on the model's device; exact top-k by one matrix product (at 10,000
 relations about 3 ms per sentence on one CPU core, so no approximate index); a half precision where
-the hardware runs one natively (`emma.precision`).
+the hardware runs one natively, else (CPU) int8-quantized encoders (`emma.precision`).
 
 Example:
     >>> ex = Extractor.load()                      # the shipped checkpoint, CUDA if present
@@ -39,7 +39,7 @@ from .data import Instance, Span
 from .features import collate_instances, collate_pairs, collate_single, encode_descriptions, encode_instances, instance_from_text
 from .index import DescriptionRow, ExampleRow, Recalled, RelationIndex, recall
 from .model import Emma
-from .precision import autocast, resolve_precision
+from .precision import autocast, quantize_encoders, resolve_precision
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +133,8 @@ class Extractor:
     Args:
         model: a trained `Emma` (eval mode, on its device).
         tokenizer: its tokenizer, markers added.
-        precision: "auto" (see `emma.precision.resolve_precision`), "fp32", "bf16", "fp16".
+        precision: "auto" (see `emma.precision.resolve_precision`), "fp32", "bf16", "fp16", or "int8"
+            (CPU: predictions run on an int8-quantized copy of `model`, which itself is not changed).
         batch_size: sentences per encoder batch in `predict_batch`.
 
     Attributes:
@@ -143,11 +144,11 @@ class Extractor:
     """
 
     def __init__(self, model: Emma, tokenizer, precision: str = "auto", batch_size: int = 64) -> None:
-        self.model = model.eval()
+        self.device = next(model.parameters()).device
+        self.precision = resolve_precision(precision, self.device, inference=True)
+        self.model = quantize_encoders(model) if self.precision == "int8" else model.eval()
         self.tokenizer = tokenizer
         self.config = model.config
-        self.device = next(model.parameters()).device
-        self.precision = resolve_precision(precision, self.device)
         self.batch_size = batch_size
         self.rerank_batch_size: int | None = None if self.device.type == "cuda" else 8
         self.index = RelationIndex()

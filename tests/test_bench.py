@@ -202,12 +202,36 @@ def test_bench_samples_all_pairs_beyond_its_budget(tiny_checkpoint, tmp_path, to
     assert "estimated from a sample" in result.output
 
 
+def test_bench_compares_precisions_side_by_side(tiny_checkpoint, tmp_path, toy_instances, toy_descriptions):
+    """fp32 and int8 interleaved over two rounds: medians per precision, per-round ratios to fp32, the CPU path printed."""
+    data, descs = write_toy(tmp_path, toy_instances, toy_descriptions)
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(cli, [
+        "bench", "--checkpoint", tiny_checkpoint, "--data", data, "--descriptions", descs, "--relations", "4",
+        "--limit", "6", "--latency-sentences", "2", "--methods", "emma,recall_only", "--device", "cpu",
+        "--precision", "fp32,int8", "--repeats", "2", "--output", str(out),
+    ])
+    assert result.exit_code == 0, result.output
+    assert "torch uses ISA" in result.output and "native bf16" in result.output and "int8 kernels" in result.output
+    report = json.loads(out.read_text())
+    assert report["precision"] == "fp32,int8" and report["asked"] == ["fp32", "int8"] and report["repeats"] == 2
+    assert {(r["precision"], r["method"]) for r in report["results"]} == {(p, m) for p in ("fp32", "int8") for m in ("emma", "recall_only")}
+    assert all(r["rounds"] == 2 for r in report["results"]) and len(report["rounds"]) == 8
+    assert {(c["precision"], c["reference"], c["method"]) for c in report["comparison"]} == {("int8", "fp32", "emma"), ("int8", "fp32", "recall_only")}
+    for c in report["comparison"]:
+        assert c["rounds"] == 2 and len(c["latency_p50_ratios"]) == 2 and c["throughput_ratio"] > 0 and c["f1_difference"] is not None
+    assert set(report["machine"]["torch_cpu"]) == {"isa", "bf16", "int8", "quantized_engine"}
+    assert "int8 vs fp32" in result.output
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--relations", "5,x"], "comma-separated integers"),
     (["--methods", "emma,brute"], "choose from"),
     (["--limit", "0"], "limit=0"),
     (["--threads", "0"], "threads=0"),
-    (["--precision", "fp8"], "precision='fp8'"),
+    (["--precision", "fp8"], "'fp8': choose from auto,fp32,bf16,fp16,int8"),
+    (["--precision", "int8", "--device", "meta"], "int8' runs on the CPU only"),
+    (["--repeats", "0"], "--repeats"),
 ])
 def test_bench_bad_flags_fail_in_one_line(tiny_checkpoint, tmp_path, toy_instances, toy_descriptions, flags, message):
     data, descs = write_toy(tmp_path, toy_instances, toy_descriptions)

@@ -3,7 +3,9 @@
 Exact top-k equals a brute-force reference (each sentence and description encoded alone, no
 batching, no index); relations added one by one score exactly as a rebuilt index; batched and
 single predictions agree; a single prediction encodes one sentence and nothing of the catalogue;
-bf16 (and fp16 on CUDA) stays close to fp32. CUDA cases run when a GPU is present.
+bf16 (and fp16 on CUDA) stays close to fp32; the int8 CPU path (quantized encoders) predicts as fp32
+does except where fp32 itself nearly ties, on the tiny model and on the shipped checkpoint (slow).
+CUDA cases run when a GPU is present.
 """
 
 from __future__ import annotations
@@ -238,3 +240,89 @@ def test_half_precision_on_the_real_encoder(packaged_encoder, tmp_path, toy_inst
         ps, qs = dict(p.recall), dict(q.recall)
         assert max(abs(ps[n] - qs[n]) for n in ps) < 0.01
         assert p.recall_label == q.recall_label or abs(p.recall[0][1] - p.recall[1][1]) < 0.01
+
+
+# ----------------------------------------------------------------------------- int8 (CPUs without bf16)
+
+
+def assert_int8_agrees(fp32_preds, int8_preds, recall_tie: float, probability_tol: float) -> int:
+    """int8 predictions equal fp32's, except where fp32 itself nearly ties; returns how many near ties were met.
+
+    Recall: the same k candidates unless a relation entering or leaving the top k scores within
+    `recall_tie` of fp32's k-th score. Classifier: on the same candidates, probabilities within
+    `probability_tol`, and the same label unless fp32's two best deciding scores are within it.
+    """
+    ties = 0
+    for p, q in zip(fp32_preds, int8_preds):
+        ref = dict(p.recall)
+        kth = p.recall[len(p.candidates) - 1][1]
+        swapped = set(p.candidates) ^ set(q.candidates)
+        for name in swapped:
+            assert abs(ref[name] - kth) < recall_tie, f"{name}: fp32 recall {ref[name]:.4f} vs k-th {kth:.4f} is no tie"
+        ties += bool(swapped)
+        assert all(abs(ref[name] - s) < recall_tie for name, s in q.recall), "int8 recall scores drift beyond the tie width"
+        if swapped or not p.reranked:
+            continue
+        probs = dict(zip(q.candidates, q.probabilities))
+        drift = max(abs(probs[name] - x) for name, x in zip(p.candidates, p.probabilities))
+        assert drift < probability_tol, f"classifier probabilities {p.probabilities} -> {q.probabilities}"
+        if p.label != q.label:
+            top = sorted(p.deciding_scores, reverse=True)
+            assert top[0] - top[1] < probability_tol, f"label {p.label} -> {q.label} though fp32 decided by {top[0] - top[1]:.3f}"
+            ties += 1
+    return ties
+
+
+def test_int8_quantizes_a_copy_of_the_encoders(tiny_checkpoint):
+    from emma.checkpoint import load_checkpoint
+
+    model, tokenizer = load_checkpoint(tiny_checkpoint, "cpu")
+    ex = Extractor(model, tokenizer, precision="int8")
+    assert ex.precision == "int8" and ex.model is not model
+    quantized = torch.ao.nn.quantized.dynamic.Linear
+    assert not any(isinstance(m, quantized) for m in model.modules()), "the model handed in stays float32 (trainable)"
+    for encoder in (ex.model.recall.encoder, ex.model.classifier.encoder):
+        layers = {name: m for name, m in encoder.named_modules() if isinstance(m, (torch.nn.Linear, quantized))}
+        kept = {name for name, m in layers.items() if not isinstance(m, quantized)}
+        assert kept == {name for name in layers if name.endswith("output.dense") and "attention" not in name}, \
+            "all but the feed-forward down-projections are int8"
+    assert type(ex.model.recall.head_pool.score) is torch.nn.Linear and type(ex.model.classifier.mlp[0]) is torch.nn.Linear
+    assert ex.with_index(ex.index).model is ex.model, "views share the quantized copy"
+
+
+def test_int8_matches_fp32_on_the_tiny_model(tiny_checkpoint, toy_instances, toy_descriptions):
+    fp32 = Extractor.load(tiny_checkpoint, device="cpu", precision="fp32")
+    int8 = Extractor.load(tiny_checkpoint, device="cpu", precision="int8")
+    rels = catalogue(toy_descriptions, 30)
+    for ex in (fp32, int8):
+        ex.set_relations(rels)
+    assert (torch.nn.functional.cosine_similarity(fp32.index.vectors, int8.index.vectors, dim=-1) >= 0.99).all()
+    assert_int8_agrees(fp32.predict_batch(toy_instances), int8.predict_batch(toy_instances), recall_tie=0.02, probability_tol=0.05)
+
+
+def test_int8_is_for_the_cpu_only(tiny_checkpoint):
+    with pytest.raises(ValueError, match="int8' runs on the CPU only, not on cuda"):
+        resolve_precision("int8", torch.device("cuda"), inference=True)
+    with pytest.raises(ValueError, match="precision='int8'; choose one of"):
+        resolve_precision("int8", torch.device("cpu"))  # training: bf16, fp16 or fp32 only
+
+
+@pytest.mark.slow
+def test_int8_matches_fp32_on_the_shipped_checkpoint(shared_data):
+    """The 16 FewRel val_wiki relations (real, distinct descriptions), 5 sentences each."""
+    from emma import read_descriptions, read_instances
+
+    fewrel = shared_data / "fewrel"
+    instances = read_instances(fewrel / "val_wiki.json")
+    descriptions = read_descriptions(fewrel / "pid2name.json")
+    names = sorted({i.relation for i in instances})
+    sample = [i for r in names for i in [x for x in instances if x.relation == r][:5]]
+    fp32 = Extractor.load(device="cpu", precision="fp32")
+    int8 = Extractor.load(device="cpu", precision="int8")
+    for ex in (fp32, int8):
+        ex.set_relations({r: descriptions[r] for r in names})
+    assert (torch.nn.functional.cosine_similarity(fp32.index.vectors, int8.index.vectors, dim=-1) >= 0.98).all()
+    a, b = fp32.predict_batch(sample), int8.predict_batch(sample)
+    ties = assert_int8_agrees(a, b, recall_tie=0.06, probability_tol=0.1)
+    same = sum(p.label == q.label for p, q in zip(a, b))
+    assert same >= 0.9 * len(a), f"int8 changed {len(a) - same} of {len(a)} labels ({ties} at near ties)"

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import emma.precision
 from emma.data import DataError
 from emma.features import collate_instances, encode_instances
 from emma.pipeline import Extractor, Prediction, decide, fuse
@@ -191,11 +192,42 @@ def test_rejected_replace_leaves_the_index_unchanged(tiny_extractor, toy_descrip
 
 def test_resolve_precision():
     assert resolve_precision("auto", torch.device("cpu")) in ("bf16", "fp32")
+    assert resolve_precision("auto", torch.device("cpu"), inference=True) in ("bf16", "int8", "fp32")
     cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     assert resolve_precision("auto", torch.device("cuda")) == ("bf16" if cuda_bf16 else "fp16")
     assert resolve_precision("fp32", torch.device("cuda")) == "fp32"
     with pytest.raises(ValueError, match="precision='half'; choose one of"):
         resolve_precision("half", torch.device("cpu"))
+
+
+@pytest.mark.parametrize("bf16, int8, measured, inference, expected", [
+    (True, True, True, True, "bf16"),     # native bf16: bf16, as before
+    (False, True, True, True, "int8"),    # AVX2-only x86: the measured int8 path
+    (False, False, True, True, "fp32"),   # no int8 kernels (e.g. a torch without them)
+    (False, True, False, True, "fp32"),   # had the measurement not favoured int8
+    (False, True, True, False, "fp32"),   # training never gets int8
+    (True, True, True, False, "bf16"),
+])
+def test_auto_picks_per_cpu(monkeypatch, bf16, int8, measured, inference, expected):
+    monkeypatch.setattr(emma.precision, "cpu_has_bf16", lambda: bf16)
+    monkeypatch.setattr(emma.precision, "cpu_has_int8", lambda: int8)
+    monkeypatch.setattr(emma.precision, "INT8_WHERE_NO_BF16", measured)
+    assert resolve_precision("auto", torch.device("cpu"), inference=inference) == expected
+
+
+def test_auto_extractor_on_a_cpu_without_bf16_runs_int8(monkeypatch, tiny_checkpoint, toy_descriptions, toy_instances):
+    monkeypatch.setattr(emma.precision, "cpu_has_bf16", lambda: False)
+    ex = Extractor.load(tiny_checkpoint, device="cpu")
+    assert ex.precision == ("int8" if emma.precision.cpu_has_int8() else "fp32")
+    ex.set_relations(toy_descriptions)
+    assert all(p.label in toy_descriptions for p in ex.predict_batch(toy_instances))
+    monkeypatch.setattr(emma.precision, "cpu_has_bf16", lambda: True)
+    assert Extractor.load(tiny_checkpoint, device="cpu").precision == "bf16"
+
+
+def test_cpu_capabilities_name_the_path():
+    caps = emma.precision.cpu_capabilities()
+    assert set(caps) == {"isa", "bf16", "int8", "quantized_engine"} and isinstance(caps["bf16"], bool)
 
 
 def test_load_defaults_to_cpu_here(tiny_checkpoint):

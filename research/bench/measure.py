@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from emma import DataError, Extractor, Instance, macro_prf
+from emma.precision import cpu_capabilities
 
 from .all_pairs import AllPairs
 from .memory import PeakMemory
@@ -150,6 +151,85 @@ def _measure_setting(ex: Extractor, setting: Setting, config: BenchConfig, progr
     return rows
 
 
+def compare_precisions(
+    extractors: dict[str, Extractor], instances: Sequence[Instance], descriptions: dict[str, str],
+    config: BenchConfig | None = None, pool: Sequence[str] = (), repeats: int = 1, progress: bool = False,
+) -> dict:
+    """`run_benchmark` for each extractor in turn, `repeats` rounds interleaved; medians, and ratios to the first.
+
+    On a machine shared with other work absolute timings drift; runs interleaved in one process see
+    the same drift, so the per-round ratio to the first extractor (e.g. fp32) is the figure to read.
+
+    Args:
+        extractors: {precision as asked (e.g. "fp32", "auto"): extractor}; the first is the reference.
+
+    Returns:
+        `run_benchmark`'s report, whose rows (and headline) carry "precision" and hold medians over
+        the rounds, plus "comparison" (per method, size and other precision: median ratio of latency
+        p50 and throughput to the reference, F1 difference), "rounds" (every run's rows) and "repeats".
+
+    Example:
+        >>> compare_precisions({"fp32": fp32, "int8": int8}, instances, descriptions, BenchConfig(relations=(100,)), repeats=3)
+    """
+    if not extractors or repeats < 1:
+        raise ValueError(f"give at least one extractor and repeats >= 1 (got {len(extractors)}, {repeats})")
+    started = time.perf_counter()
+    rounds: list[list[dict]] = []
+    reports = {}
+    for r in range(repeats):
+        for asked, ex in extractors.items():
+            logger.info("round %d/%d: precision %s (%s)", r + 1, repeats, asked, ex.precision)
+            reports[asked] = run_benchmark(ex, instances, descriptions, config, pool, progress)
+            rounds.append([{**row, "precision": ex.precision, "asked": asked, "round": r} for row in reports[asked]["results"]])
+    flat = [row for rows in rounds for row in rows]
+    results = _medians(flat)
+    first = next(iter(extractors.values()))
+    return {**reports[next(iter(extractors))], "results": results,
+            "headline": [{**h, "precision": p} for p in dict.fromkeys(r["precision"] for r in results)
+                         for h in headline([r for r in results if r["precision"] == p], first.config.k)],
+            "precision": ",".join(dict.fromkeys(ex.precision for ex in extractors.values())),
+            "asked": list(extractors), "comparison": _ratios(flat, first.precision), "rounds": flat, "repeats": repeats,
+            "wall_s": time.perf_counter() - started}
+
+
+MEDIAN_KEYS = ("sentences_per_s", "latency_p50_ms", "latency_p95_ms", "peak_memory_mb", "index_build_s", "topk_ms", "f1", "accuracy")
+
+
+def _medians(rows: list[dict]) -> list[dict]:
+    """One row per (precision, method, size): the first round's row with timings replaced by medians over rounds."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["precision"], row["method"], row["n_relations"]), []).append(row)
+    out = []
+    for group in groups.values():
+        merged = {key: value for key, value in group[0].items() if key != "round"}
+        for key in MEDIAN_KEYS:
+            values = [g[key] for g in group if g.get(key) is not None]
+            merged[key] = float(np.median(values)) if values else group[0].get(key)
+        out.append({**merged, "rounds": len(group)})
+    return out
+
+
+def _ratios(rows: list[dict], reference: str) -> list[dict]:
+    """Per round, each other precision's latency p50 and throughput over the reference's; medians over rounds."""
+    by = {(r["precision"], r["method"], r["n_relations"], r["round"]): r for r in rows}
+    pairs: dict[tuple, list[tuple[dict, dict]]] = {}
+    for (p, method, n, rnd), row in by.items():
+        ref = by.get((reference, method, n, rnd))
+        if p != reference and ref is not None:
+            pairs.setdefault((p, method, n), []).append((row, ref))
+    out = []
+    for (p, method, n), group in pairs.items():
+        lat = [a["latency_p50_ms"] / b["latency_p50_ms"] for a, b in group if a["latency_p50_ms"] and b["latency_p50_ms"]]
+        f1 = [a["f1"] - b["f1"] for a, b in group if a["f1"] is not None and b["f1"] is not None]
+        out.append({"precision": p, "reference": reference, "method": method, "n_relations": n, "rounds": len(group),
+                    "latency_p50_ratio": float(np.median(lat)) if lat else None,
+                    "latency_p50_ratios": lat,
+                    "throughput_ratio": float(np.median([a["sentences_per_s"] / b["sentences_per_s"] for a, b in group])),
+                    "f1_difference": float(np.median(f1)) if f1 else None})
+    return out
+
+
 def headline(results: list[dict], k: int) -> list[dict]:
     """EMMA vs all-pairs throughput at each n, against the ideal n / (1 + k)."""
     by = {(r["method"], r["n_relations"]): r for r in results}
@@ -165,18 +245,27 @@ def headline(results: list[dict], k: int) -> list[dict]:
     return out
 
 
+# CPU flags that decide the fast path, and the variables that lower what torch uses (AVX2 emulation).
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+ISA_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "FBGEMM_ENABLE_INSTRUCTIONS", "OMP_NUM_THREADS")
+
+
 def machine_info(device: torch.device) -> dict:
-    """What the numbers were measured on (no host names)."""
-    cpu = platform.processor() or platform.machine()
+    """What the numbers were measured on (no host names): the CPU, its flags, what torch uses of them."""
+    cpu, flags = platform.processor() or platform.machine(), set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
                 break
     except OSError:
         pass
     info = {"cpu": cpu, "cpu_count": os.cpu_count(), "platform": platform.platform(terse=True),
-            "python": platform.python_version(), "torch": torch.__version__, "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+            "python": platform.python_version(), "torch": torch.__version__, "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "cpu_flags": [f for f in CPU_FLAGS if f in flags], "torch_cpu": cpu_capabilities(),
+            "isa_limits": {v: os.environ[v] for v in ISA_VARIABLES[:3] if v in os.environ}}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info

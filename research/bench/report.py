@@ -17,27 +17,50 @@ def _fmt(x, spec: str) -> str:
     return "—" if x is None else format(x, spec)
 
 
+def machine_line(report: dict) -> str:
+    """The CPU, what torch uses of it (ISA, native bf16, int8 kernels) and any limits set on it."""
+    m = report.get("machine", {})
+    cpu = m.get("torch_cpu", {})
+    yes = lambda v: "yes" if v else "no"  # noqa: E731
+    line = (f"CPU {m.get('cpu', '?')} (flags: {' '.join(m.get('cpu_flags', [])) or '?'}); torch uses ISA {cpu.get('isa', '?')}, "
+            f"native bf16 {yes(cpu.get('bf16'))}, int8 kernels {yes(cpu.get('int8'))} ({cpu.get('quantized_engine', '?')})")
+    limits = m.get("isa_limits") or {}
+    return line + (f"; limited by {' '.join(f'{k}={v}' for k, v in limits.items())}" if limits else "") + (f"; GPU {m['gpu']}" if "gpu" in m else "")
+
+
 def format_table(report: dict) -> str:
-    """A markdown table of the results plus the headline ratios."""
+    """A markdown table of the results plus the headline ratios (and, for several precisions, their ratios)."""
+    asked = report.get("asked") or [report["precision"]]
+    rounds = f", medians of {report['repeats']} interleaved rounds" if report.get("repeats", 1) > 1 else ""
     lines = [
-        f"device {report['device']}, {report['threads']} thread(s), precision {report['precision']}, k = {report['k']}",
+        machine_line(report),
+        f"device {report['device']}, {report['threads']} thread(s), precision {report['precision']} (asked: {','.join(asked)}), "
+        f"k = {report['k']}{rounds}",
         "",
-        "| n relations | method | sentences/s | latency p50 ms | latency p95 ms | macro F1 | peak memory MB | index build s |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| n relations | method | precision | sentences/s | latency p50 ms | latency p95 ms | macro F1 | peak memory MB | index build s |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["results"]:
         sps = _fmt(r["sentences_per_s"], ".1f" if r["sentences_per_s"] >= 1 else ".3f") + (" *" if r.get("estimated") else "")
         lines.append(
-            f"| {r['n_relations']} | {r['method']} | {sps} | {_fmt(r['latency_p50_ms'], '.1f')} | "
+            f"| {r['n_relations']} | {r['method']} | {r.get('precision', report['precision'])} | {sps} | {_fmt(r['latency_p50_ms'], '.1f')} | "
             f"{_fmt(r['latency_p95_ms'], '.1f')} | {_fmt(r['f1'], '.2f')} | {_fmt(r['peak_memory_mb'], '.0f')} | "
             f"{_fmt(r['index_build_s'], '.2f')} |"
         )
     if any(r.get("estimated") for r in report["results"]):
         lines += ["", "\\* all-pairs estimated from a sample of the sentences (F1 not reported)."]
     if report["headline"]:
-        lines += ["", "| n relations | EMMA / all-pairs throughput | ideal n/(1+k) | fraction of ideal |", "|---:|---:|---:|---:|"]
+        lines += ["", "| n relations | precision | EMMA / all-pairs throughput | ideal n/(1+k) | fraction of ideal |", "|---:|---|---:|---:|---:|"]
         for h in report["headline"]:
-            lines.append(f"| {h['n_relations']} | {h['speedup']:.1f}× | {h['ideal']:.1f}× | {h['fraction_of_ideal']:.2f} |")
+            lines.append(f"| {h['n_relations']} | {h.get('precision', report['precision'])} | {h['speedup']:.1f}× | {h['ideal']:.1f}× | "
+                         f"{h['fraction_of_ideal']:.2f} |")
+    if report.get("comparison"):
+        lines += ["", "Side by side, per round (median over rounds):", "",
+                  "| n relations | method | precision | latency p50 / reference | throughput / reference | macro F1 − reference |",
+                  "|---:|---|---|---:|---:|---:|"]
+        for c in report["comparison"]:
+            lines.append(f"| {c['n_relations']} | {c['method']} | {c['precision']} vs {c['reference']} | {_fmt(c['latency_p50_ratio'], '.2f')} | "
+                         f"{c['throughput_ratio']:.2f} | {_fmt(c['f1_difference'], '+.2f')} |")
     return "\n".join(lines)
 
 
@@ -46,6 +69,9 @@ def figure(report: dict):
     from plotly.subplots import make_subplots
 
     fig = make_subplots(specs=[[{"secondary_y": True}]])
+    shown = report["results"][0].get("precision") if report["results"] else None  # several precisions: the first's rows
+    report = {**report, "results": [r for r in report["results"] if r.get("precision") == shown],
+              "headline": [h for h in report["headline"] if h.get("precision") == shown], "precision": shown or report["precision"]}
     sizes = sorted({r["n_relations"] for r in report["results"]})
     x = [str(n) for n in sizes]
     for method in METHODS:
