@@ -2,8 +2,8 @@
 
 Sets: each CrossRE domain (examples from its `train` file, scored on `dev`, all 16 types as
 candidates) and FewRel's 16 `val_wiki` relations (a pool of 10 instances per relation is set aside
-for examples; the other 690 are scored, so examples and scored instances never meet and every K
-scores the same instances). K = 0 is plain zero-shot. Each (set, K, seed) is one JSON line in the
+for examples; 200 of the other 690 per relation are scored, a sample that keeps the table within a
+2-core budget; examples and scored instances never meet and every K scores the same instances). K = 0 is plain zero-shot. Each (set, K, seed) is one JSON line in the
 results file; runs already there are skipped, so an interrupted table resumes.
 
     python -m research fewshot --checkpoint checkpoints/emma-minilm --shots 0,1,5,10
@@ -25,6 +25,7 @@ import emma
 
 CROSSRE_DOMAINS = ("ai", "science", "music", "literature", "politics", "news")
 FEWREL_POOL = 10  # instances per relation set aside as the FewRel example pool
+FEWREL_SCORED = 200  # instances per relation scored
 
 
 @dataclass
@@ -53,8 +54,9 @@ def load_sets(data: Path, names: list[str] | None = None, crossre_split: str = "
         descriptions = emma.read_descriptions(fewrel / "relation_description" / "relation_description_processed.json")
         pool = emma.cap_per_relation(instances, FEWREL_POOL, seed=1234)
         pooled = {id(i) for i in pool}
+        rest = [i for i in instances if id(i) not in pooled]
         sets.append(FewShotSet("fewrel-val", {r: d for r, d in descriptions.items() if r in relations},
-                               [i for i in instances if id(i) not in pooled], pool))
+                               emma.cap_per_relation(rest, FEWREL_SCORED, seed=1234), pool))
     return sets
 
 
