@@ -123,13 +123,13 @@ class Engine:
 
     def encode_examples(self, instances: list[Instance]) -> dict[tuple, object]:
         """{(tokens, head, tail): (3d,) unit vector} for `instances`, encoding only those not cached."""
-        keys = [example_key(i) for i in instances]
+        keys = [i.pair for i in instances]
         with self._lock:
             missing = list({k: i for k, i in zip(keys, instances) if k not in self._examples}.values())
         rows = self.extractor.encode_examples(missing) if missing else []
         with self._lock:
             for row in rows:
-                self._examples[example_key(row.instance)] = row.vector
+                self._examples[row.instance.pair] = row.vector
             found = {}
             for key in keys:
                 self._examples.move_to_end(key)
@@ -160,7 +160,7 @@ class Engine:
         vectors = self.encode_examples(list(used)) if used else {}
         grouped: dict[str, list[ExampleRow]] = {}
         for e in used:
-            grouped.setdefault(e.relation, []).append(ExampleRow(e, vectors[example_key(e)]))
+            grouped.setdefault(e.relation, []).append(ExampleRow(e, vectors[e.pair]))
         index = RelationIndex.build(list(relations), rows, examples=grouped)
         with self._lock:
             self._indexes[key] = index
@@ -188,11 +188,6 @@ def _instance(row: tuple[str, str, str, str]) -> Instance | None:
         return Instance(tuple(json.loads(tokens)), tuple(json.loads(head)), tuple(json.loads(tail)), relation)
     except (DataError, TypeError, ValueError, IndexError):
         return None
-
-
-def example_key(instance: Instance) -> tuple:
-    """What an example's vector depends on: the words and the two spans (not the label)."""
-    return instance.tokens, instance.head, instance.tail
 
 
 def describe_checkpoint(path: str | Path | None) -> str:

@@ -99,6 +99,11 @@ class Instance:
     def tail_text(self) -> str:
         return " ".join(self.tokens[self.tail[0] : self.tail[1]])
 
+    @property
+    def pair(self) -> tuple[tuple[str, ...], Span, Span]:
+        """The sentence and the two spans, without the label: what makes two examples the same pair."""
+        return self.tokens, self.head, self.tail
+
     def as_text(self) -> tuple[str, Span, Span]:
         """The sentence as text (tokens joined by spaces) and the head and tail character spans (end exclusive)."""
         starts, pos = [], 0
@@ -420,14 +425,13 @@ def draw_shots(labelled: Sequence[Instance], shots: int, seed: int = 0, exclude:
     """
     if shots < 0:
         raise ValueError(f"shots={shots}: give 0 or more examples per relation")
-    barred = {(i.tokens, i.head, i.tail) for i in exclude}
+    barred = {i.pair for i in exclude}
     by_rel: dict[str, list[Instance]] = {}
     for inst in labelled:
         if inst.relation is None:
             raise DataError("an example has no relation label")
-        pair = (inst.tokens, inst.head, inst.tail)
-        if pair not in barred:
-            barred.add(pair)
+        if inst.pair not in barred:
+            barred.add(inst.pair)
             by_rel.setdefault(inst.relation, []).append(inst)
     rng = random.Random(seed)
     return {rel: rng.sample(group, min(shots, len(group))) for rel, group in sorted(by_rel.items()) if shots}

@@ -168,9 +168,9 @@ class RelationIndex:
         return RelationIndex.build(self.names, self.rows, examples, self.undescribed)
 
     def without_examples(self, name: str, instances: Sequence[Instance] | None = None) -> "RelationIndex":
-        """This index without `instances` (None: all) among relation `name`'s examples."""
-        drop = None if instances is None else set(instances)
-        kept = () if drop is None else tuple(e for e in self.examples.get(name, ()) if e.instance not in drop)
+        """This index without `instances` (None: all; matched by sentence and spans) among relation `name`'s examples."""
+        drop = None if instances is None else {i.pair for i in instances}
+        kept = () if drop is None else tuple(e for e in self.examples.get(name, ()) if e.instance.pair not in drop)
         return RelationIndex.build(self.names, self.rows, {**self.examples, name: kept}, self.undescribed)
 
     def scores(self, queries: torch.Tensor) -> RecallScores:

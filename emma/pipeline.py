@@ -224,22 +224,25 @@ class Extractor:
         self.index = self.index.with_examples(relation, self._example_rows(relation, instances))
 
     def remove_examples(self, relation: str, instances: Sequence[Instance] | None = None) -> None:
-        """Forget `instances` (None: all) as examples of `relation`; a relation without description keeps at least one."""
+        """Forget `instances` (None: all) as examples of `relation` (matched by sentence and spans, whatever their label).
+
+        Raises:
+            ValueError: the relation is not in force, or it has no description and would be left without examples.
+        """
         if relation not in self.index.names:
             raise ValueError(f"no relation named {relation!r}")
         self.index = self.index.without_examples(relation, instances)
 
     def _example_rows(self, relation: str, instances: Sequence[Instance]) -> list[ExampleRow]:
         """Checked, encoded example rows for `relation` (its label set on each instance)."""
-        key = lambda inst: (inst.tokens, inst.head, inst.tail)  # noqa: E731  the same pair, whatever its label
-        known = {key(e.instance): owner for owner, rows in self.index.examples.items() for e in rows}
+        known = {e.instance.pair: owner for owner, rows in self.index.examples.items() for e in rows}
         labelled = []
         for inst in instances:
             if inst.relation not in (None, relation):
                 raise ValueError(f"an example labelled {inst.relation!r} cannot be an example of {relation!r}")
-            if key(inst) in known:
-                raise ValueError(f"the sentence {' '.join(inst.tokens)[:60]!r} is already an example of {known[key(inst)]!r}")
-            known[key(inst)] = relation
+            if inst.pair in known:
+                raise ValueError(f"the sentence {' '.join(inst.tokens)[:60]!r} is already an example of {known[inst.pair]!r}")
+            known[inst.pair] = relation
             labelled.append(dataclasses.replace(inst, relation=relation))
         return self.encode_examples(labelled)
 

@@ -75,7 +75,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     seed: int = 42
     max_per_relation: int | None = None
-    # Two-stage only: the classifier stage's cap per relation (the recall stage takes `max_per_relation`).
+    # Two-stage only: the classifier stage's cap per relation (the smaller of it and `max_per_relation`).
     classifier_max_per_relation: int | None = 300
     eval_every: int | None = None
     save_every: int | None = None
@@ -208,12 +208,16 @@ def train(
     output = Path(output)
     if config.schedule == "joint" or not config.model.use_classifier or config.init_checkpoint:
         return _train_stage(config, instances, descriptions, output, resume, dev, card)
+    if resume and "stages" in _read_meta(output):
+        logger.info("%s holds a finished two-stage run; nothing to resume", output)
+        return output
     recall_dir = output / RECALL_STAGE
     recall_config = replace(config, model=replace(config.model, use_classifier=False))
     if not (resume and _finished(recall_dir)):
         _train_stage(recall_config, instances, descriptions, recall_dir, resume, dev)
+    caps = [c for c in (config.max_per_relation, config.classifier_max_per_relation) if c]
     classifier_config = replace(config, init_checkpoint=str(recall_dir), train_recall=False,
-                                max_per_relation=config.classifier_max_per_relation)
+                                max_per_relation=min(caps) if caps else None)
     _train_stage(classifier_config, instances, descriptions, output, resume and (output / STATE_FILE).is_file(), dev, card)
     meta = {"stages": [{**_read_meta(recall_dir), "name": "recall"}, {**_read_meta(output), "name": "classifier"}]}
     (output / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")

@@ -1,8 +1,8 @@
 """Few-shot table (issue 13): K labelled examples per relation, used at once (no training), per set.
 
 Sets: each CrossRE domain (examples from its `train` file, scored on `dev`, all 16 types as
-candidates) and FewRel's 16 `val_wiki` relations (a pool of 10 instances per relation is set aside
-for examples; 200 of the other 690 per relation are scored, a sample that keeps the table within a
+candidates) and FewRel's 16 `val_wiki` relations (a pool of 30 instances per relation is set aside
+for examples; 200 of the other 670 per relation are scored, a sample that keeps the table within a
 2-core budget; examples and scored instances never meet and every K scores the same instances). K = 0 is plain zero-shot. Each (set, K, seed) is one JSON line in the
 results file; runs already there are skipped, so an interrupted table resumes.
 
@@ -24,7 +24,7 @@ import torch
 import emma
 
 CROSSRE_DOMAINS = ("ai", "science", "music", "literature", "politics", "news")
-FEWREL_POOL = 10  # instances per relation set aside as the FewRel example pool
+FEWREL_POOL = 30  # instances per relation set aside as the FewRel example pool (more than the largest K, so seeds differ)
 FEWREL_SCORED = 200  # instances per relation scored
 
 

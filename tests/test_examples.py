@@ -51,11 +51,10 @@ def test_an_example_is_its_own_nearest_example(tiny_extractor, toy_instances):
     ex.add_examples("member of", toy_instances[9:12])
     target = toy_instances[10]
     p = ex.predict_tokens(target.tokens, target.head, target.tail, top_k=4)
-    assert set(p.examples) <= set(p.candidates)
-    if "member of" in p.candidates:
-        nearest = p.examples["member of"]
-        assert len(nearest) == 3 and nearest[0][0].tokens == target.tokens and nearest[0][1] == pytest.approx(1.0, abs=1e-5)
-        assert [c for _, c in nearest] == sorted((c for _, c in nearest), reverse=True)
+    assert set(p.examples) == {"member of"} and "member of" in p.candidates  # its own example pulls it into the top k
+    nearest = p.examples["member of"]
+    assert len(nearest) == 3 and nearest[0][0].tokens == target.tokens and nearest[0][1] == pytest.approx(1.0, abs=1e-5)
+    assert [c for _, c in nearest] == sorted((c for _, c in nearest), reverse=True)
 
 
 def test_a_relation_defined_by_examples_alone(tiny_checkpoint, toy_descriptions, toy_instances):
@@ -104,3 +103,25 @@ def test_draw_shots_is_seeded_capped_and_never_draws_a_scored_instance(toy_insta
     assert draw_shots(twice, 5) == {"founded by": [toy_instances[0]]}  # one pair, drawn once, by its first label
     with pytest.raises(ValueError, match="shots=-1"):
         draw_shots(toy_instances, -1)
+
+
+def test_remove_examples_matches_sentence_and_spans_whatever_the_label(tiny_extractor, toy_instances):
+    ex = tiny_extractor
+    unlabelled = [Instance(i.tokens, i.head, i.tail) for i in toy_instances[3:5]]
+    ex.add_examples("born in", unlabelled)
+    assert len(ex.index.examples["born in"]) == 2
+    ex.remove_examples("born in", unlabelled[:1])  # the same pair as given, though stored with its label
+    assert [e.instance.pair for e in ex.index.examples["born in"]] == [unlabelled[1].pair]
+    ex.remove_examples("born in", toy_instances[4:5])  # labelled this time: matched all the same
+    assert "born in" not in ex.index.examples
+
+
+def test_only_relations_with_examples_mix_in_their_prototype(tiny_extractor, toy_instances):
+    ex = tiny_extractor
+    query = toy_instances[6]
+    before = dict(ex.predict_tokens(query.tokens, query.head, query.tail).recall)
+    ex.add_examples("capital of", toy_instances[7:9])
+    p = ex.predict_tokens(query.tokens, query.head, query.tail)
+    after = dict(p.recall)
+    assert all(after[n] == pytest.approx(before[n], abs=1e-6) for n in after if n != "capital of")
+    assert after["capital of"] != pytest.approx(before["capital of"], abs=1e-4)

@@ -411,15 +411,16 @@ def test_fresh_heads_get_their_own_learning_rate(tiny_encoder_dir, toy_instances
 
 
 def test_the_default_schedule_trains_recall_then_a_classifier_on_it(tiny_encoder_dir, toy_instances, toy_descriptions, tmp_path):
-    config = _config(tiny_encoder_dir, schedule="two_stage", max_steps=2, classifier_max_per_relation=2)
+    config = _config(tiny_encoder_dir, schedule="two_stage", max_steps=2, max_per_relation=3, classifier_max_per_relation=2)
     folder = train(config, toy_instances, toy_descriptions, tmp_path / "staged")
     assert not (folder / RECALL_STAGE).exists()  # the first stage's folder is gone once the second is saved
     stages = json.loads((folder / "training.json").read_text())["stages"]
     assert [s["name"] for s in stages] == ["recall", "classifier"] and [s["step"] for s in stages] == [2, 2]
-    assert [s["instances"] for s in stages] == [12, 8]  # the classifier stage takes at most 2 per relation here
+    assert [s["instances"] for s in stages] == [12, 8]  # 3 per relation, then the smaller cap, 2, for the classifier
     assert stages[0]["config"]["model"]["use_classifier"] is False and stages[1]["config"]["train_recall"] is False
     # the recall stage is exactly a recall-only run, and the second stage leaves it untouched
-    recall_only = train(_config(tiny_encoder_dir, max_steps=2, use_classifier=False), toy_instances, toy_descriptions, tmp_path / "r")
+    recall_only = train(_config(tiny_encoder_dir, max_steps=2, max_per_relation=3, use_classifier=False), toy_instances,
+                        toy_descriptions, tmp_path / "r")
     staged, _ = load_checkpoint(folder, device="cpu")
     alone, _ = load_checkpoint(recall_only, device="cpu")
     a, b = staged.state_dict(), alone.state_dict()
@@ -448,3 +449,6 @@ def test_a_two_stage_run_resumes_in_its_second_stage(tiny_encoder_dir, toy_insta
     resumed = train(config, toy_instances, toy_descriptions, tmp_path / "resumed", resume=True)
     assert [r["step"] for r in _log(resumed)] == [1, 2, 3]  # the classifier's log, continued
     assert _max_diff(straight, _weights(resumed)) < 1e-6
+    meta = (resumed / "training.json").read_text()
+    again = train(config, toy_instances, toy_descriptions, resumed, resume=True)  # finished: nothing to do
+    assert (again / "training.json").read_text() == meta and not (again / RECALL_STAGE).exists()
