@@ -189,7 +189,10 @@ class RequestGuard:
             gradio = scope.get("app")
             if getattr(gradio, "auth", None) is not None and "/gradio_api/" in scope.get("path", ""):
                 body, receive = await _buffered(receive) if scope.get("method") == "POST" else (b"", receive)
-                if not self.sessions.claim(_login(gradio, headers), _session_hashes(scope, body)):
+                hashes = _session_hashes(scope, body)
+                if hashes is None:
+                    return await _refuse(send, 400, "The request body is not the JSON object the workbench expects.")
+                if not self.sessions.claim(_login(gradio, headers), hashes):
                     return await _refuse(send, 403, "This session belongs to another login; reload the page.")
             return await self.app(scope, receive, send)
         except BodyTooLarge:
@@ -226,18 +229,25 @@ def _login(gradio, headers: dict) -> str | None:
     return None
 
 
-def _session_hashes(scope, body: bytes) -> list[str]:
-    """Session hashes a Gradio request names: `?session_hash=`, /heartbeat/H and /stream/H, `"session_hash"` in a JSON body."""
+def _session_hashes(scope, body: bytes) -> list[str] | None:
+    """Session hashes a Gradio request names: `?session_hash=`, /heartbeat/H and /stream/H, `"session_hash"` in a JSON body.
+
+    None when a body that names the session (a queue join) cannot be read the way Gradio will read it:
+    such a request is refused rather than let through unchecked.
+    """
     found = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("session_hash", [])
     path = scope.get("path", "")
     for marker in ("/heartbeat/", "/stream/"):
         if marker in path:
             found.append(path.split(marker, 1)[1].split("/", 1)[0])
-    if body[:1] == b"{":
+    if body.strip():
         try:
-            value = json.loads(body).get("session_hash")
+            data = json.loads(body)  # as Gradio parses it: surrounding whitespace allowed
         except ValueError:
-            value = None
+            return None if path.endswith("/queue/join") else found
+        value = data.get("session_hash") if isinstance(data, dict) else None
+        if value is not None and not isinstance(value, str):
+            return None
         if isinstance(value, str):
             found.append(value)
     return found

@@ -156,6 +156,14 @@ def test_attacker_under_auth_gets_nothing_of_another_user(tiny_extractor, tmp_pa
             assert all(m["msg"] == "refused" and m["status"] == 403 for m in on_ann)
             stream = bob.get("/gradio_api/queue/data", params={"session_hash": ann.session_hash})
             assert stream.status_code == 403 and "another login" in stream.text
+            # Nor by dressing the body up: whitespace before the JSON, or a body Gradio could not read either.
+            fn = next(f for f in demo.fns.values() if f.api_name == "predict")
+            join = {"data": [], "fn_index": fn._id, "session_hash": ann.session_hash, "trigger_id": None}
+            padded = bob.post("/gradio_api/queue/join", content=b" \n" + json.dumps(join).encode(),
+                              headers={"content-type": "application/json"})
+            assert padded.status_code == 403, padded.text
+            broken = bob.post("/gradio_api/queue/join", content=b'{"session_hash": "x", ', headers={"content-type": "application/json"})
+            assert broken.status_code == 400
             # A's example numbers too: B's remove_example (and everything else) must refuse them.
             received = attack(demo, bob, [A_RELATION, "user:ann", "ann", *a_examples], [uuid.uuid4().hex], upload_file(bob, tmp_path))
         assert sum(m.get("success") is True for m in received) > len(received) // 3, "the attack must reach the handlers"
