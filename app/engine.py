@@ -18,14 +18,11 @@ recomputed, never stored.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
 import time
 from collections import OrderedDict
-from pathlib import Path
-
 
 import emma
 from emma import DataError, DescriptionRow, ExampleRow, Extractor, Instance, Prediction, RelationIndex, description_window, sentence_window
@@ -53,7 +50,7 @@ class Engine:
 
     def __init__(self, extractor: Extractor, checkpoint_id: str | None = None) -> None:
         self.extractor = extractor
-        self.checkpoint_id = checkpoint_id or describe_checkpoint(extractor.checkpoint)
+        self.checkpoint_id = checkpoint_id or emma.checkpoint_id(extractor.checkpoint)
         self._cache: OrderedDict[str, DescriptionRow] = OrderedDict()
         self._pinned: set[str] = set()
         self._lock = threading.Lock()
@@ -188,16 +185,3 @@ def _instance(row: tuple[str, str, str, str]) -> Instance | None:
         return Instance(tuple(json.loads(tokens)), tuple(json.loads(head)), tuple(json.loads(tail)), relation)
     except (DataError, TypeError, ValueError, IndexError):
         return None
-
-
-def describe_checkpoint(path: str | Path | None) -> str:
-    """"folder@sha256-prefix of model.safetensors" (or the folder alone when the file is absent)."""
-    folder = Path(path) if path and path != "default" else Path(emma.DEFAULT_CHECKPOINT)
-    weights = folder / "model.safetensors"
-    if not weights.is_file():
-        return folder.name
-    digest = hashlib.sha256()
-    with open(weights, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return f"{folder.name}@{digest.hexdigest()[:12]}"

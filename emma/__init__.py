@@ -11,7 +11,7 @@ Training: `TrainConfig` and `emma.train.train` (not re-exported here: the name w
 `emma.train` module).
 """
 
-from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError, default_encoder, load_checkpoint, save_checkpoint
+from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError, checkpoint_id, default_encoder, load_checkpoint, save_checkpoint
 from .data import (
     DataError, Instance, Split, cap_per_relation, draw_shots, read_descriptions, read_instances, read_split, relation_text, spans_overlap,
 )
@@ -41,6 +41,7 @@ __all__ = [
     "TrainConfig",
     "autocast",
     "cap_per_relation",
+    "checkpoint_id",
     "collate_pairs",
     "default_encoder",
     "description_window",

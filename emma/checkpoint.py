@@ -62,6 +62,24 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device(device)
 
 
+def checkpoint_id(directory: str | Path | None) -> str:
+    """A name for a checkpoint that changes with its weights: "folder@" + 12 hex digits of model.safetensors' sha256.
+
+    `directory` None (or "default") is the shipped checkpoint; a folder without weights is named by itself.
+    """
+    import hashlib
+
+    folder = Path(directory) if directory and directory != "default" else DEFAULT_CHECKPOINT
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        return folder.name
+    digest = hashlib.sha256()
+    with open(weights, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return f"{folder.name}@{digest.hexdigest()[:12]}"
+
+
 def load_tokenizer(name_or_path: str):
     tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     add_markers(tokenizer)

@@ -429,7 +429,7 @@ def _dev_scores(model: Emma, tokenizer, dev) -> dict:
 
     model.eval()
     instances, descriptions = dev
-    ex = Extractor(model, tokenizer)
+    ex = Extractor(model, tokenizer, precision="fp32")  # exact, and no quantized copy of a model in training
     ex.set_relations(descriptions)
     report = evaluate(ex, instances)
     return {"recall_only_f1": report["recall_only"]["f1"], "emma_f1": report["emma"]["f1"]}

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from emma.choices import INFERENCE_PRECISIONS
 from emma.cli import CliGroup
 
 from . import DATA_DIR, RESULTS_DIR, RUNS_DIR
@@ -60,8 +61,6 @@ _parse_sizes_or_zero = _int_list(0, "0,1,5")
 
 
 def _parse_precisions(ctx, param, text: str) -> tuple[str, ...]:
-    from emma.choices import INFERENCE_PRECISIONS
-
     chosen = tuple(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
     if not chosen or any(p not in INFERENCE_PRECISIONS for p in chosen):
         raise click.BadParameter(f"{text!r}: choose from {','.join(INFERENCE_PRECISIONS)}")
@@ -224,7 +223,9 @@ FEWSHOT = RESULTS_DIR / "fewshot.jsonl"
 @click.option("--shots", callback=_parse_sizes_or_zero, default="0,1,5,10", show_default=True, help="Examples per relation.")
 @click.option("--seeds", callback=_parse_sizes_or_zero, default="0,1,2", show_default=True, help="Draws per K > 0.")
 @click.option("--set", "sets", multiple=True, help="Only these sets (crossre-ai … crossre-news, fewrel-val).")
-def fewshot(checkpoint, data_dir, results, shots, seeds, sets) -> None:
+@click.option("--precision", type=click.Choice(INFERENCE_PRECISIONS), default="auto", show_default=True,
+              help="Recorded with each run and part of what makes a run done.")
+def fewshot(checkpoint, data_dir, results, shots, seeds, sets, precision) -> None:
     """K labelled examples per relation, used at once (no training): macro F1 per set and K, one line per run.
 
     Runs already in the results file are skipped, so an interrupted table resumes.
@@ -235,7 +236,7 @@ def fewshot(checkpoint, data_dir, results, shots, seeds, sets) -> None:
     """
     from .fewshot import run
 
-    run(checkpoint, data_dir, results, list(shots), list(seeds), list(sets) or None)
+    run(checkpoint, data_dir, results, list(shots), list(seeds), list(sets) or None, precision)
 
 
 @cli.command("fewshot-table")
@@ -248,7 +249,8 @@ def fewshot_table(results, output) -> None:
 
         python -m research fewshot-table --output results/FEWSHOT.md
     """
-    from .fewshot import read, table
+    from .fewshot import table
+    from .jsonl import read
 
     text = table(read(results))
     click.echo(text)
@@ -265,7 +267,9 @@ TRANSFER = RESULTS_DIR / "transfer.jsonl"
 @click.option("--results", type=click.Path(path_type=Path), default=TRANSFER, show_default="results/transfer.jsonl")
 @click.option("--split", type=click.Choice(["dev", "test"]), default="dev", show_default=True,
               help="CrossRE file to score; tune on dev, keep test as a last check.")
-def transfer(checkpoint, data_dir, results, split) -> None:
+@click.option("--precision", type=click.Choice(INFERENCE_PRECISIONS), default="auto", show_default=True,
+              help="Recorded with each row and part of what makes a row done.")
+def transfer(checkpoint, data_dir, results, split, precision) -> None:
     """Zero-shot transfer: a checkpoint on every CrossRE domain (16 types), beside the untrained floor.
 
     Example:
@@ -274,7 +278,7 @@ def transfer(checkpoint, data_dir, results, split) -> None:
     """
     from .transfer import run
 
-    run(checkpoint, data_dir, results, split)
+    run(checkpoint, data_dir, results, split, precision)
 
 
 @cli.command("transfer-table")
@@ -290,8 +294,11 @@ def transfer_table(results, split, output, metrics) -> None:
 
         python -m research transfer-table --output results/TRANSFER.md --metrics checkpoints/emma-minilm/metrics.json
     """
+    from emma import checkpoint_id as emma_checkpoint_id
+
+    from .jsonl import read
     from .transfer import metrics as transfer_metrics
-    from .transfer import read, table
+    from .transfer import table
 
     records = read(results)
     text = table(records, split)
@@ -300,7 +307,7 @@ def transfer_table(results, split, output, metrics) -> None:
         Path(output).write_text(text + "\n")
     if metrics:
         current = json.loads(metrics.read_text())
-        model = metrics.resolve().parent.name
+        model = emma_checkpoint_id(metrics.parent)
         current["transfer"] = {"data": f"CrossRE {split}, all 16 types as candidates, macro F1",
                                "command": "python -m research transfer", "domains": transfer_metrics(records, model, split)}
         metrics.write_text(json.dumps(current, indent=1, ensure_ascii=False) + "\n")

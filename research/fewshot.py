@@ -12,7 +12,6 @@ results file; runs already there are skipped, so an interrupted table resumes.
 
 from __future__ import annotations
 
-import json
 import platform
 import statistics
 import time
@@ -22,6 +21,8 @@ from pathlib import Path
 import torch
 
 import emma
+
+from .jsonl import append, read
 
 CROSSRE_DOMAINS = ("ai", "science", "music", "literature", "politics", "news")
 FEWREL_POOL = 30  # instances per relation set aside as the FewRel example pool (more than the largest K, so seeds differ)
@@ -69,7 +70,8 @@ def run_one(extractor: emma.Extractor, fs: FewShotSet, shots: int, seed: int) ->
     start = time.perf_counter()
     report = emma.evaluate(extractor, fs.scored)
     return {"set": fs.name, "shots": shots, "seed": seed, "examples": sum(len(v) for v in drawn.values()),
-            "checkpoint": extractor.checkpoint, "recall_only": report["recall_only"]["f1"],
+            "checkpoint": emma.checkpoint_id(extractor.checkpoint), "precision": extractor.precision,
+            "recall_only": report["recall_only"]["f1"],
             "emma": report["emma"]["f1"], "emma_fused": report["emma_fused"]["f1"],
             "decision": report["decision"], "n_instances": report["n_instances"],
             "wall_time_s": round(time.perf_counter() - start, 1),
@@ -77,24 +79,20 @@ def run_one(extractor: emma.Extractor, fs: FewShotSet, shots: int, seed: int) ->
 
 
 def run(checkpoint: str | None, data: Path, results: Path, shots: list[int], seeds: list[int],
-        names: list[str] | None = None) -> None:
-    """Every (set, K, seed) not yet in `results`, appended one JSON line each as it finishes."""
-    done = {(r["set"], r["shots"], r["seed"], r["checkpoint"]) for r in read(results)}
-    extractor = emma.Extractor.load(checkpoint)
+        names: list[str] | None = None, precision: str = "auto") -> None:
+    """Every (set, K, seed) not yet in `results` for this checkpoint and precision, one JSON line each as it finishes."""
+    extractor = emma.Extractor.load(checkpoint, precision=precision)
+    done = {(r["set"], r["shots"], r["seed"], r["checkpoint"], r["precision"]) for r in read(results)}
+    model = emma.checkpoint_id(extractor.checkpoint)
     for fs in load_sets(data, names):
         for k in shots:
             for seed in (seeds if k else seeds[:1]):
-                if (fs.name, k, seed, extractor.checkpoint) in done:
+                if (fs.name, k, seed, model, extractor.precision) in done:
                     continue
                 record = run_one(extractor, fs, k, seed)
-                with open(results, "a") as f:
-                    f.write(json.dumps(record) + "\n")
+                append(results, record)
                 print(f"{fs.name} K={k} seed={seed}: fused {record['emma_fused']:.2f} "
                       f"(recall {record['recall_only']:.2f}) in {record['wall_time_s']} s", flush=True)
-
-
-def read(results: Path) -> list[dict]:
-    return [json.loads(line) for line in results.read_text().splitlines() if line.strip()] if results.is_file() else []
 
 
 def table(records: list[dict]) -> str:

@@ -12,7 +12,6 @@ line per (model, domain) in the results file; done rows are skipped.
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 
@@ -21,33 +20,29 @@ import torch
 import emma
 
 from .fewshot import CROSSRE_DOMAINS, load_sets
+from .jsonl import append, read
 
 FLOOR = "untrained all-MiniLM-L6-v2 (mean pooling)"
 
 
-def run(checkpoint: str | None, data: Path, results: Path, split: str = "dev") -> None:
-    """Score `checkpoint` (and, once, the untrained floor) on every CrossRE domain's `split` file."""
-    done = {(r["model"], r["set"], r["split"]) for r in read(results)}
-    extractor = emma.Extractor.load(checkpoint)
-    model = model_name(checkpoint)
+def run(checkpoint: str | None, data: Path, results: Path, split: str = "dev", precision: str = "auto") -> None:
+    """Score `checkpoint` (and, once, the untrained floor, in fp32) on every CrossRE domain's `split` file."""
+    done = {(r["model"], r["set"], r["split"], r["precision"]) for r in read(results)}
+    extractor = emma.Extractor.load(checkpoint, precision=precision)
+    model = emma.checkpoint_id(checkpoint)
     for fs in load_sets(data, [f"crossre-{d}" for d in CROSSRE_DOMAINS], crossre_split=split):
-        if (FLOOR, fs.name, split) not in done:
-            _append(results, {"model": FLOOR, "set": fs.name, "split": split,
+        if not any(key[0] == FLOOR and key[1:3] == (fs.name, split) for key in done):
+            append(results, {"model": FLOOR, "set": fs.name, "split": split, "precision": "fp32",
                               "recall_only": untrained_f1(fs.scored, fs.descriptions), "n_instances": len(fs.scored)})
-        if (model, fs.name, split) not in done:
+        if (model, fs.name, split, extractor.precision) not in done:
             extractor.set_relations(fs.descriptions)
             report = emma.evaluate(extractor, fs.scored)
-            _append(results, {"model": model, "set": fs.name, "split": split,
+            append(results, {"model": model, "set": fs.name, "split": split, "precision": extractor.precision,
                               "recall_only": report["recall_only"]["f1"], "emma": report["emma"]["f1"],
                               "emma_fused": report["emma_fused"]["f1"], "decision": report["decision"],
                               "gold_in_top_k": report["top_k"]["gold_in_top_k"], "k": report["k"],
                               "n_instances": report["n_instances"]})
         print(f"{fs.name}: done", flush=True)
-
-
-def model_name(checkpoint: str | Path | None) -> str:
-    """How a checkpoint is named in the results: its folder's name (the shipped one's when None)."""
-    return Path(checkpoint or emma.DEFAULT_CHECKPOINT).name
 
 
 @torch.inference_mode()
@@ -72,15 +67,6 @@ def untrained_f1(instances: list[emma.Instance], descriptions: dict[str, str]) -
     d = embed([descriptions[n] for n in names])  # (N, d)
     x = embed([f"{' '.join(i.tokens)} {i.head_text} {i.tail_text}" for i in instances])  # (B, d)
     return emma.macro_prf([i.relation for i in instances], [names[j] for j in (x @ d.T).argmax(1).tolist()])["f1"]
-
-
-def _append(results: Path, record: dict) -> None:
-    with open(results, "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def read(results: Path) -> list[dict]:
-    return [json.loads(line) for line in results.read_text().splitlines() if line.strip()] if results.is_file() else []
 
 
 def rows(records: list[dict], split: str = "dev") -> dict[str, dict[str, dict]]:
