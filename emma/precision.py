@@ -7,11 +7,13 @@ the same choice then holds for inference.
 
 Inference on a CPU without native bf16 has one more path, "int8": a copy of the model whose two
 encoders' `nn.Linear` layers (all but the feed-forward down-projections) are dynamically quantized
-(int8 weights per output channel, activations quantized per call; `torch.ao.quantization.quantize_dynamic` on the "x86" engine, fbgemm kernels).
-Training never uses it. Measured by `python -m research bench` on an AVX2-only CPU (an AMD EPYC
-limited to AVX2, 2 threads; README "Speed", `results/bench_cpu_avx2.md`): EMMA's single-sentence
-p50 at 100 relations fell from about 85 to 40 ms (2.1×) and macro F1 stayed within 0.5 of fp32 on
-the FewRel val_wiki sets, so "auto" picks it there (`INT8_WHERE_NO_BF16`).
+(int8 weights per output channel, activations quantized per call; `torch.ao.quantization.quantize_dynamic`
+on the "x86" engine, fbgemm kernels).
+Training never uses it. Measured by `python -m research bench --precision fp32,auto` on an AMD EPYC
+limited to AVX2 (README "Speed", `results/bench_cpu_avx2.md`; 1 thread, fp32 and int8 interleaved):
+EMMA's single-sentence p50 at 100 relations went from 57.9 to 40.8 ms (per-round ratio 0.74),
+throughput ×1.37, and EMMA's macro F1 on 480 FewRel val_wiki sentences moved −0.29 (16 relations)
+and +1.02 (80), within 0.5 of fp32 or above it, so "auto" picks int8 there (`INT8_WHERE_NO_BF16`).
 """
 
 from __future__ import annotations
@@ -120,8 +122,8 @@ def quantized_layers(encoder: nn.Module) -> dict:
 
     Weights per output channel. A down-projection (more inputs than outputs: in BERT the feed-forward
     output, 1536 → 384) reads the GELU's wide activations, whose outliers a per-call int8 scale
-    clips; keeping it float32 halved the predictions that changed against fp32 at 80 relations
-    (41 → 32 of 480, FewRel val_wiki) for about a third of the linear FLOPs.
+    clips. Keeping it float32 (a third of the linear FLOPs) cut the EMMA labels that changed against
+    fp32 at 80 relations from 41 to 32 of 480 FewRel val_wiki sentences (21 to 23 at 16 relations).
     """
     qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
     return {name: qconfig for name, m in encoder.named_modules() if isinstance(m, nn.Linear) and m.in_features <= m.out_features}
