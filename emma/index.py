@@ -9,8 +9,9 @@ A relation's recall score is its description's cosine with the sentence, mixed w
 cosine when it has examples: (1 − w)·cos(description) + w·cos(prototype). w = 0.5 was chosen by
 measurement on CrossRE dev (K = 5 examples per relation, recall top-1 macro F1, mean of six domains):
 w 0.3 / 0.5 / 0.7 / 1.0 → 31.0 / 32.5 / 31.8 / 29.1, zero-shot 25.8; the nearest example instead of the
-mean scored 29.4–31.0 (`research/examples_probe.py`). A relation with examples and no description is
-scored by its prototype alone.
+mean scored 29.4–31.0 (`python -m research.examples_probe`). Chosen on dev, so the CrossRE test files
+are the check (`python -m research fewshot --split test`). A relation with examples and no description
+is scored by its prototype alone.
 """
 
 from __future__ import annotations

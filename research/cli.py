@@ -225,7 +225,9 @@ FEWSHOT = RESULTS_DIR / "fewshot.jsonl"
 @click.option("--set", "sets", multiple=True, help="Only these sets (crossre-ai … crossre-news, fewrel-val).")
 @click.option("--precision", type=click.Choice(INFERENCE_PRECISIONS), default="auto", show_default=True,
               help="Recorded with each run and part of what makes a run done.")
-def fewshot(checkpoint, data_dir, results, shots, seeds, sets, precision) -> None:
+@click.option("--split", type=click.Choice(["dev", "test"]), default="dev", show_default=True,
+              help="CrossRE file to score (FewRel always scores its own sample); test is the last check.")
+def fewshot(checkpoint, data_dir, results, shots, seeds, sets, precision, split) -> None:
     """K labelled examples per relation, used at once (no training): macro F1 per set and K, one line per run.
 
     Runs already in the results file are skipped, so an interrupted table resumes.
@@ -236,13 +238,14 @@ def fewshot(checkpoint, data_dir, results, shots, seeds, sets, precision) -> Non
     """
     from .fewshot import run
 
-    run(checkpoint, data_dir, results, list(shots), list(seeds), list(sets) or None, precision)
+    run(checkpoint, data_dir, results, list(shots), list(seeds), list(sets) or None, precision, split)
 
 
 @cli.command("fewshot-table")
 @click.option("--results", type=click.Path(exists=True, path_type=Path), default=FEWSHOT, show_default="results/fewshot.jsonl")
+@click.option("--split", type=click.Choice(["dev", "test"]), default="dev", show_default=True)
 @click.option("--output", type=click.Path(), help="Write the markdown here too.")
-def fewshot_table(results, output) -> None:
+def fewshot_table(results, split, output) -> None:
     """Render the few-shot table (markdown) from a results file of `fewshot`.
 
     Example:
@@ -252,7 +255,7 @@ def fewshot_table(results, output) -> None:
     from .fewshot import table
     from .jsonl import read
 
-    text = table(read(results))
+    text = table(read(results), split)
     click.echo(text)
     if output:
         Path(output).write_text(text + "\n")

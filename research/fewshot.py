@@ -79,24 +79,25 @@ def run_one(extractor: emma.Extractor, fs: FewShotSet, shots: int, seed: int) ->
 
 
 def run(checkpoint: str | None, data: Path, results: Path, shots: list[int], seeds: list[int],
-        names: list[str] | None = None, precision: str = "auto") -> None:
+        names: list[str] | None = None, precision: str = "auto", split: str = "dev") -> None:
     """Every (set, K, seed) not yet in `results` for this checkpoint and precision, one JSON line each as it finishes."""
     extractor = emma.Extractor.load(checkpoint, precision=precision)
-    done = {(r["set"], r["shots"], r["seed"], r["checkpoint"], r["precision"]) for r in read(results)}
+    done = {(r["set"], r["shots"], r["seed"], r["checkpoint"], r["precision"], r.get("split", "dev")) for r in read(results)}
     model = emma.checkpoint_id(extractor.checkpoint)
-    for fs in load_sets(data, names):
+    for fs in load_sets(data, names, crossre_split=split):
         for k in shots:
             for seed in (seeds if k else seeds[:1]):
-                if (fs.name, k, seed, model, extractor.precision) in done:
+                if (fs.name, k, seed, model, extractor.precision, split) in done:
                     continue
-                record = run_one(extractor, fs, k, seed)
+                record = {**run_one(extractor, fs, k, seed), "split": split}
                 append(results, record)
                 print(f"{fs.name} K={k} seed={seed}: fused {record['emma_fused']:.2f} "
                       f"(recall {record['recall_only']:.2f}) in {record['wall_time_s']} s", flush=True)
 
 
-def table(records: list[dict]) -> str:
+def table(records: list[dict], split: str = "dev") -> str:
     """Markdown: macro F1 of the shipped rule (recall-only in brackets) per set and K, mean over seeds."""
+    records = [r for r in records if r.get("split", "dev") == split]
     sets = [s for s in [f"crossre-{d}" for d in CROSSRE_DOMAINS] + ["fewrel-val"] if any(r["set"] == s for r in records)]
     shots = sorted({r["shots"] for r in records})
     cell: dict[tuple[str, int], list[dict]] = {}
