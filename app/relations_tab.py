@@ -25,6 +25,9 @@ from .session import (
     without_user_relation,
 )
 from .feedback_tab import MAX_EXAMPLES
+
+MAX_IMPORTED_EXAMPLES = 2000  # per import file
+IMPORT_CHUNK = 64  # examples encoded per turn of the model's thread
 from .records import bracketed
 from .storage import delete_example, delete_user_relation, replace_example, replace_user_relations, upsert_user_relation
 from .workbench import DB, MODEL, PRIVATE, QUIET, Workbench, user_errors, warn
@@ -305,6 +308,12 @@ class RelationsTab:
             raise BadInput("The file holds no labelled sentences.")
         if len(mine) + len(instances) > MAX_EXAMPLES:
             raise BadInput(f"You may keep at most {MAX_EXAMPLES} labelled examples; this file would make {len(mine) + len(instances)}.")
+        if len(instances) > MAX_IMPORTED_EXAMPLES:
+            raise BadInput(f"Import at most {MAX_IMPORTED_EXAMPLES} labelled sentences at a time; this file holds {len(instances)}.")
+        # The importer pays for encoding, a chunk per turn of the model's thread, so other users'
+        # predictions go in between instead of waiting behind one large import at their next prediction.
+        for start in range(0, len(instances), IMPORT_CHUNK):
+            wb.model.call(wb.engine.encode_examples, instances[start : start + IMPORT_CHUNK])
         status = (f"Imported {plural(len(instances), 'labelled example')} of {plural(len({i.relation for i in instances}), 'relation')}, "
                   "used from your next prediction.")
 
