@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from .checkpoint import CheckpointError
-from .choices import CLASSIFIER_FEATURES, CLASSIFIER_HEADS, CLASSIFIER_INITS, DECISIONS, DESCRIPTION_POOLINGS, PRECISIONS, SCHEDULES
+from .choices import CLASSIFIER_FEATURES, CLASSIFIER_HEADS, CLASSIFIER_INITS, DECISIONS, DESCRIPTION_POOLINGS, INFERENCE_PRECISIONS, PRECISIONS, SCHEDULES
 from .data import DataError, Split, read_descriptions, read_instances, read_split, select
 
 USER_ERRORS = (DataError, CheckpointError, ValueError, FileNotFoundError)
@@ -167,7 +167,7 @@ def _training_data(data, descriptions, split) -> tuple[list, dict, tuple | None]
 @click.option("--split", type=click.Path(), help="rel2id split file: evaluate on its 'test' relations.")
 @click.option("--k", type=int, help="Must match the checkpoint's k (its classifier reads exactly k candidates).")
 @click.option("--max-per-relation", type=int, help="Evaluate on at most N instances per relation (seeded).")
-@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(INFERENCE_PRECISIONS), default="auto", show_default=True)
 @click.option("--output", type=click.Path(), help="Also write the JSON report here.")
 @click.option("--markdown", is_flag=True, help="Print a markdown table to stderr too.")
 @click.option("--skip-invalid", is_flag=True, help="Drop broken records (logged) instead of stopping at the first.")
