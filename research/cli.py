@@ -209,8 +209,9 @@ def table(results, output, metrics, title) -> None:
     click.echo(text)
     if output:
         Path(output).write_text(text + "\n")
-    if metrics:
-        Path(metrics).write_text(json.dumps(metrics_json(results), indent=1, ensure_ascii=False) + "\n")
+    if metrics:  # other entries of the file (e.g. "transfer", from transfer-table) are kept
+        current = json.loads(Path(metrics).read_text()) if Path(metrics).is_file() else {}
+        Path(metrics).write_text(json.dumps({**current, **metrics_json(results)}, indent=1, ensure_ascii=False) + "\n")
 
 
 FEWSHOT = RESULTS_DIR / "fewshot.jsonl"
