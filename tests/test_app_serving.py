@@ -18,24 +18,33 @@ SENTENCES = [
 ]
 
 
-def test_concurrent_predictions_are_batched_and_match_single_ones(tiny_extractor, toy_descriptions):
-    engine = Engine(tiny_extractor)
-    worker = ModelWorker(engine)
-    two = dict(list(toy_descriptions.items())[:2])
-    jobs = [(s, h, t, rels) for s, h, t in SENTENCES for rels in (toy_descriptions, two)] * 2
-    expected = [engine.predict(*job) for job in jobs]
+def predict_concurrently(worker: ModelWorker, jobs: list) -> list:
+    """Each job's prediction (or the exception it raised), all submitted at once so the worker batches them."""
     got: list = [None] * len(jobs)
     gate = threading.Barrier(len(jobs))
 
     def run(i):
         gate.wait()
-        got[i] = worker.predict(*jobs[i])
+        try:
+            got[i] = worker.predict(*jobs[i])
+        except Exception as e:  # noqa: BLE001 - the test inspects what each caller received
+            got[i] = e
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=60)
+    return got
+
+
+def test_concurrent_predictions_are_batched_and_match_single_ones(tiny_extractor, toy_descriptions):
+    engine = Engine(tiny_extractor)
+    worker = ModelWorker(engine)
+    two = dict(list(toy_descriptions.items())[:2])
+    jobs = [(s, h, t, rels) for s, h, t in SENTENCES for rels in (toy_descriptions, two)] * 2
+    expected = [engine.predict(*job) for job in jobs]
+    got = predict_concurrently(worker, jobs)
     assert max(worker.batch_sizes) > 1, "concurrent callers share a model call"
     for job, e, g in zip(jobs, expected, got):
         assert {n for n, _ in g.recall} == set(job[3]), "each caller sees only its own relation set"
@@ -45,11 +54,17 @@ def test_concurrent_predictions_are_batched_and_match_single_ones(tiny_extractor
 
 
 def test_a_failing_job_fails_alone(tiny_extractor, toy_descriptions):
-    worker = ModelWorker(Engine(tiny_extractor))
-    with pytest.raises(ValueError, match="no relations"):
-        worker.predict(*SENTENCES[0], {})
+    engine = Engine(tiny_extractor)
+    worker = ModelWorker(engine)
+    jobs = [(*SENTENCES[i % 3], toy_descriptions if i % 2 else {}) for i in range(12)]  # half cannot be served
+    got = predict_concurrently(worker, jobs)
+    assert max(worker.batch_sizes) > 1, "the failing jobs were taken together with the others"
+    for job, g in zip(jobs, got):
+        if job[3]:
+            assert g.label == engine.predict(*job).label
+        else:
+            assert isinstance(g, ValueError) and "no relations" in str(g)
     assert worker.call(lambda a, b: a + b, 2, 3) == 5
-    assert worker.predict(*SENTENCES[0], toy_descriptions).label in toy_descriptions
 
 
 def test_predictions_with_different_examples_are_never_batched_together(tiny_extractor, toy_descriptions, toy_instances):
@@ -59,18 +74,7 @@ def test_predictions_with_different_examples_are_never_batched_together(tiny_ext
     mine = (toy_instances[0],)  # an example of "founded by"
     jobs = [(*SENTENCES[0], toy_descriptions, examples) for examples in (mine, (), mine, ())] * 3
     expected = [engine.predict(*job) for job in jobs]
-    got: list = [None] * len(jobs)
-    gate = threading.Barrier(len(jobs))
-
-    def run(i):
-        gate.wait()
-        got[i] = worker.predict(*jobs[i])
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+    got = predict_concurrently(worker, jobs)
     assert max(worker.batch_sizes) > 1
     for job, e, g in zip(jobs, expected, got):
         with_examples = bool(job[4])
