@@ -279,8 +279,12 @@ def append_record(results: Path, record: dict) -> None:
 
 
 @torch.inference_mode()
-def untrained_recall(instances: list[Instance], descriptions: dict[str, str]) -> dict:
-    """Recall with the base encoder's mean-pooled embeddings (sentence vs description): the floor."""
+def untrained_recall(instances: list[Instance], descriptions: dict[str, str], with_entities: bool = False) -> dict:
+    """Recall with the base encoder's mean-pooled embeddings (sentence vs description): the floor.
+
+    `with_entities`: the sentence is followed by the head and tail names, so the floor knows which
+    pair is asked about (the transfer table's floor).
+    """
     from transformers import AutoModel, AutoTokenizer
 
     path = default_encoder()
@@ -299,7 +303,7 @@ def untrained_recall(instances: list[Instance], descriptions: dict[str, str]) ->
 
     names = list(descriptions)
     d = embed([descriptions[n] for n in names])  # (N, d)
-    x = embed([" ".join(i.tokens) for i in instances])  # (B, d)
+    x = embed([" ".join(i.tokens) + (f" {i.head_text} {i.tail_text}" if with_entities else "") for i in instances])  # (B, d)
     pred = [names[j] for j in (x @ d.T).argmax(1).tolist()]
     return macro_prf([i.relation for i in instances], pred)
 

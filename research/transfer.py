@@ -15,12 +15,11 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-import torch
-
 import emma
 
 from .fewshot import CROSSRE_DOMAINS, load_sets
 from .jsonl import append, read
+from .protocol import untrained_recall
 
 FLOOR = "untrained all-MiniLM-L6-v2 (mean pooling)"
 
@@ -32,41 +31,18 @@ def run(checkpoint: str | None, data: Path, results: Path, split: str = "dev", p
     model = emma.checkpoint_id(checkpoint)
     for fs in load_sets(data, [f"crossre-{d}" for d in CROSSRE_DOMAINS], crossre_split=split):
         if not any(key[0] == FLOOR and key[1:3] == (fs.name, split) for key in done):
+            floor = untrained_recall(fs.scored, fs.descriptions, with_entities=True)["f1"]
             append(results, {"model": FLOOR, "set": fs.name, "split": split, "precision": "fp32",
-                              "recall_only": untrained_f1(fs.scored, fs.descriptions), "n_instances": len(fs.scored)})
+                             "recall_only": floor, "n_instances": len(fs.scored)})
         if (model, fs.name, split, extractor.precision) not in done:
             extractor.set_relations(fs.descriptions)
             report = emma.evaluate(extractor, fs.scored)
             append(results, {"model": model, "set": fs.name, "split": split, "precision": extractor.precision,
-                              "recall_only": report["recall_only"]["f1"], "emma": report["emma"]["f1"],
-                              "emma_fused": report["emma_fused"]["f1"], "decision": report["decision"],
-                              "gold_in_top_k": report["top_k"]["gold_in_top_k"], "k": report["k"],
-                              "n_instances": report["n_instances"]})
+                             "recall_only": report["recall_only"]["f1"], "emma": report["emma"]["f1"],
+                             "emma_fused": report["emma_fused"]["f1"], "decision": report["decision"],
+                             "gold_in_top_k": report["top_k"]["gold_in_top_k"], "k": report["k"],
+                             "n_instances": report["n_instances"]})
         print(f"{fs.name}: done", flush=True)
-
-
-@torch.inference_mode()
-def untrained_f1(instances: list[emma.Instance], descriptions: dict[str, str]) -> float:
-    """Macro F1 of the base encoder, mean-pooled: "sentence head tail" against each description."""
-    from transformers import AutoModel, AutoTokenizer
-
-    path = emma.default_encoder()
-    tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModel.from_pretrained(path, dtype=torch.float32).eval()
-
-    def embed(texts: list[str]) -> torch.Tensor:
-        out = []
-        for i in range(0, len(texts), 64):
-            batch = tok(texts[i : i + 64], padding=True, truncation=True, max_length=128, return_tensors="pt")
-            hidden = model(**batch).last_hidden_state  # (B, L, d)
-            mask = batch["attention_mask"][..., None].float()  # (B, L, 1): padding gets no weight
-            out.append(torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1))  # (B, d)
-        return torch.cat(out)
-
-    names = list(descriptions)
-    d = embed([descriptions[n] for n in names])  # (N, d)
-    x = embed([f"{' '.join(i.tokens)} {i.head_text} {i.tail_text}" for i in instances])  # (B, d)
-    return emma.macro_prf([i.relation for i in instances], [names[j] for j in (x @ d.T).argmax(1).tolist()])["f1"]
 
 
 def rows(records: list[dict], split: str = "dev") -> dict[str, dict[str, dict]]:
