@@ -181,11 +181,9 @@ class RelationIndex:
         if not self.examples:
             return RecallScores(description, description, None)
         examples = q @ self.prototypes.T  # (B, N)
-        w = self._weights  # (N,)
+        w = self._weights  # (N,): 0 exactly for the relations without examples
         combined = (1 - w) * description + w * examples
-        has = torch.zeros_like(w, dtype=torch.bool)
-        has[[self._positions[n] for n in self.examples]] = True
-        return RecallScores(combined, description, examples.masked_fill(~has, float("nan")))
+        return RecallScores(combined, description, examples.masked_fill(w == 0, float("nan")))
 
     def nearest_examples(self, query: torch.Tensor, name: str, n: int = 3) -> list[tuple[Instance, float]]:
         """Relation `name`'s `n` examples most similar to one (3d,) instance vector, with their cosines."""
@@ -213,7 +211,10 @@ def recall(index: RelationIndex, vectors: torch.Tensor, width: int) -> Recalled:
         top_scores, top_rows = s.combined.sort(dim=1, descending=True)  # (B, N)
     else:
         top_scores, top_rows = s.combined.topk(width, dim=1)  # (B, width), exact
+    scores = top_scores.cpu().tolist()
+    if s.examples is None:  # the score is the description's cosine: nothing more to read
+        return Recalled(scores, top_rows.cpu().tolist(), [[(d, None) for d in row] for row in scores])
     desc = s.description.gather(1, top_rows).cpu().tolist()
-    ex = s.examples.gather(1, top_rows).cpu().tolist() if s.examples is not None else [[None] * top_rows.shape[1]] * len(desc)
-    parts = [[(d, None if e is None or e != e else e) for d, e in zip(dr, er)] for dr, er in zip(desc, ex)]  # NaN: none
-    return Recalled(top_scores.cpu().tolist(), top_rows.cpu().tolist(), parts)
+    ex = s.examples.gather(1, top_rows).cpu().tolist()
+    parts = [[(d, None if e != e else e) for d, e in zip(dr, er)] for dr, er in zip(desc, ex)]  # e != e: NaN, no examples
+    return Recalled(scores, top_rows.cpu().tolist(), parts)

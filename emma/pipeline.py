@@ -378,6 +378,7 @@ class Extractor:
         """Instance `b`'s `Prediction` from its recall and (maybe) classifier scores."""
         scores, rows, parts = found.scores[b], found.rows[b], found.parts[b]
         names, k = self.index.names, min(self.config.k, len(self.index))
+        ranked = [names[j] for j in rows[:keep]]
         candidates = [names[j] for j in rows[:k]]
         label, score, fused = candidates[0], scores[0], []
         if not skip_reason:
@@ -386,7 +387,7 @@ class Extractor:
         return Prediction(
             label=label,
             score=float(score),
-            recall=list(zip([names[j] for j in rows[:keep]], scores[:keep])),
+            recall=list(zip(ranked, scores[:keep])),
             candidates=candidates,
             probabilities=[float(p) for p in probabilities],
             reranked=not skip_reason,
@@ -394,7 +395,7 @@ class Extractor:
             fused=fused,
             decision="recall" if skip_reason else self.config.decision,
             attention={names[j]: self.index.rows[j].attention() for j in rows[:k]},
-            recall_parts=dict(zip([names[j] for j in rows[:keep]], parts[:keep])),
+            recall_parts=dict(zip(ranked, parts[:keep])),
             examples={names[j]: self.index.nearest_examples(vector, names[j]) for j in rows[:k] if names[j] in self.index.examples},
             note=skip_reason,
             timings_ms=dict(timings),
