@@ -153,22 +153,20 @@ def test_torch_threads_are_restored():
             pass
 
 
-def write_toy(tmp_path, instances, descriptions):
+def run_bench(checkpoint, tmp_path, instances, descriptions, *flags):
+    """`python -m research bench` on the toy sentences and descriptions (written to `tmp_path`) with `flags`."""
     data, descs = tmp_path / "toy.jsonl", tmp_path / "descriptions.json"
     write_jsonl(instances, data)
     descs.write_text(json.dumps(descriptions))
-    return str(data), str(descs)
+    return CliRunner().invoke(cli, ["bench", "--checkpoint", checkpoint, "--data", str(data), "--descriptions", str(descs), *flags])
 
 
 def test_bench_end_to_end_on_the_tiny_checkpoint(tiny_checkpoint, tmp_path, toy_instances, toy_descriptions):
-    data, descs = write_toy(tmp_path, toy_instances, toy_descriptions)
     out, plot = tmp_path / "bench.json", tmp_path / "bench.html"
     threads = torch.get_num_threads()
-    result = CliRunner().invoke(cli, [
-        "bench", "--checkpoint", tiny_checkpoint, "--data", data, "--descriptions", descs, "--relations", "3,20",
-        "--limit", "8", "--latency-sentences", "3", "--threads", "1", "--device", "cpu",
-        "--output", str(out), "--plot", str(plot),
-    ])
+    result = run_bench(tiny_checkpoint, tmp_path, toy_instances, toy_descriptions, "--relations", "3,20",
+                       "--limit", "8", "--latency-sentences", "3", "--threads", "1", "--device", "cpu",
+                       "--output", str(out), "--plot", str(plot))
     assert result.exit_code == 0, result.output
     assert torch.get_num_threads() == threads, "--threads holds while measuring only"
     assert "| n relations | method |" in result.output
@@ -188,13 +186,10 @@ def test_bench_end_to_end_on_the_tiny_checkpoint(tiny_checkpoint, tmp_path, toy_
 
 
 def test_bench_samples_all_pairs_beyond_its_budget(tiny_checkpoint, tmp_path, toy_instances, toy_descriptions):
-    data, descs = write_toy(tmp_path, toy_instances, toy_descriptions)
     out = tmp_path / "bench.json"
-    result = CliRunner().invoke(cli, [
-        "bench", "--checkpoint", tiny_checkpoint, "--data", data, "--descriptions", descs, "--relations", "20",
-        "--limit", "8", "--latency-sentences", "2", "--all-pairs-budget", "50", "--methods", "emma,all_pairs",
-        "--output", str(out),
-    ])
+    result = run_bench(tiny_checkpoint, tmp_path, toy_instances, toy_descriptions, "--relations", "20",
+                       "--limit", "8", "--latency-sentences", "2", "--all-pairs-budget", "50", "--methods", "emma,all_pairs",
+                       "--output", str(out))
     assert result.exit_code == 0, result.output
     emma, all_pairs = json.loads(out.read_text())["results"]
     assert emma["method"] == "emma" and not emma["estimated"] and emma["f1"] is not None
@@ -204,13 +199,10 @@ def test_bench_samples_all_pairs_beyond_its_budget(tiny_checkpoint, tmp_path, to
 
 def test_bench_compares_precisions_side_by_side(tiny_checkpoint, tmp_path, toy_instances, toy_descriptions):
     """fp32 and int8 interleaved over two rounds: medians per precision, per-round ratios to fp32, the CPU path printed."""
-    data, descs = write_toy(tmp_path, toy_instances, toy_descriptions)
     out = tmp_path / "bench.json"
-    result = CliRunner().invoke(cli, [
-        "bench", "--checkpoint", tiny_checkpoint, "--data", data, "--descriptions", descs, "--relations", "4",
-        "--limit", "6", "--latency-sentences", "2", "--methods", "emma,recall_only", "--device", "cpu",
-        "--precision", "fp32,int8", "--repeats", "2", "--output", str(out),
-    ])
+    result = run_bench(tiny_checkpoint, tmp_path, toy_instances, toy_descriptions, "--relations", "4",
+                       "--limit", "6", "--latency-sentences", "2", "--methods", "emma,recall_only", "--device", "cpu",
+                       "--precision", "fp32,int8", "--repeats", "2", "--output", str(out))
     assert result.exit_code == 0, result.output
     assert "torch uses ISA" in result.output and "native bf16" in result.output and "int8 kernels" in result.output
     report = json.loads(out.read_text())
@@ -234,8 +226,7 @@ def test_bench_compares_precisions_side_by_side(tiny_checkpoint, tmp_path, toy_i
     (["--repeats", "0"], "--repeats"),
 ])
 def test_bench_bad_flags_fail_in_one_line(tiny_checkpoint, tmp_path, toy_instances, toy_descriptions, flags, message):
-    data, descs = write_toy(tmp_path, toy_instances, toy_descriptions)
-    result = CliRunner().invoke(cli, ["bench", "--checkpoint", tiny_checkpoint, "--data", data, "--descriptions", descs, *flags])
+    result = run_bench(tiny_checkpoint, tmp_path, toy_instances, toy_descriptions, *flags)
     assert result.exit_code != 0
     assert message in result.output
     assert "Traceback" not in result.output
