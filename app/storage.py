@@ -19,6 +19,8 @@ Tables:
                     judgement's; prediction uses them at once (their vectors are a cache, never stored)
     requests        (owner, request id) -> action and status line of a write, so a retried request
                     with the same client request id returns the first result and writes nothing
+    annotation_*    imported queues of instances (m004): queues, items, judgements (one per item and
+                    annotator), each annotator's chosen order, the model's doubt per item and relation set
 """
 
 from __future__ import annotations
@@ -117,6 +119,53 @@ def m003_examples(db: Database) -> None:
     )
     # One example per sentence and spans per owner: judging a sentence again replaces its example.
     db["examples"].create_index(["owner", "tokens", "head", "tail"], unique=True)
+
+
+@migrations()
+def m004_annotation(db: Database) -> None:
+    """Annotation queues (see the "annotation queues" block of `Store`)."""
+    db["annotation_queues"].create(
+        {"id": int, "owner": str, "name": str, "shared": int, "source": str, "format": str, "n_items": int, "created": str},
+        pk="id", not_null={"owner", "name", "created"},
+    )
+    db["annotation_queues"].create_index(["owner", "name"], unique=True)
+    db["annotation_items"].create(
+        {
+            "queue_id": int,
+            "position": int,  # file order, from 0
+            "line": int,  # where it came from in the imported file (None: not known)
+            "tokens": str,  # JSON list of words
+            "head": str,  # JSON [start, end) over tokens
+            "tail": str,
+            "text": str,  # the original text when the file had one (character-span formats), else None
+            "head_chars": str,  # JSON [start, end) over text, or None
+            "tail_chars": str,
+            "gold": str,  # the file's relation, "no_relation" for a negative, None when unlabelled
+        },
+        pk=("queue_id", "position"), not_null={"tokens", "head", "tail"},
+    )
+    db["annotation_judgements"].create(
+        {
+            "id": int,
+            "queue_id": int,
+            "position": int,
+            "owner": str,
+            "verdict": str,  # "accepted" | "none" | "skipped"
+            "relation": str,  # the accepted relation (None unless accepted)
+            "suggested": str,  # the model's suggestion shown
+            "checkpoint": str,  # emma.checkpoint_id of the model that suggested
+            "relation_set_id": str,
+            "created": str,
+        },
+        pk="id", not_null={"queue_id", "position", "owner", "verdict", "created"},
+    )
+    # One judgement per item and annotator: two windows of the same login never judge an item twice.
+    db["annotation_judgements"].create_index(["queue_id", "owner", "position"], unique=True)
+    db["annotation_cursors"].create({"queue_id": int, "owner": str, "ordering": str, "updated": str},
+                                    pk=("queue_id", "owner"))
+    # The model's doubt per item and relation set (set id + examples digest), for the "most doubtful first" order.
+    db["annotation_scores"].create({"queue_id": int, "position": int, "set_key": str, "margin": float, "label": str},
+                                   pk=("queue_id", "set_key", "position"))
 
 
 class RequestIdReused(ValueError):
@@ -309,6 +358,115 @@ class Store:
         with self.connect() as db:
             return dict(db.execute("select relation, count(*) from examples where owner = ? group by relation", [owner]).fetchall())
 
+    # ------------------------------------------------------------------ annotation queues
+    # A queue is an imported file of instances, owned by its importer. Under --auth a queue can be
+    # shared: then every login ("user:" owners) sees it and judges it separately; judgements are per
+    # (item, annotator), so two logins give two judgements and agreement can be measured on the overlap.
+    # Browser and API owners never see another owner's queue. A user's position is derived from their
+    # judgements (the first item they have not judged in their chosen order), so it survives reloads,
+    # restarts and other windows without a cursor to keep in step.
+
+    def import_queue(self, owner: str, name: str, items: list[dict], shared: bool = False, source: str = "",
+                     fmt: str = "", progress: Callable[[int, int], None] | None = None, chunk: int = 1000) -> int:
+        """Create a queue of `items` ({tokens, head, tail, line?, text?, head_chars?, tail_chars?, gold?}) in one
+        transaction (a crash leaves no part of it); returns its id. `progress(done, total)` is called per chunk.
+
+        Raises:
+            ValueError: the owner already has a queue of that name, or `shared` without a login.
+        """
+        if shared and not owner.startswith("user:"):
+            raise ValueError("only a logged-in user can share a queue (start the workbench with --auth)")
+        with self.transaction() as db:
+            if db.execute("select 1 from annotation_queues where owner = ? and name = ?", [owner, name]).fetchone():
+                raise ValueError(f"you already have a queue named {name!r}")
+            table = db["annotation_queues"]
+            table.insert({"owner": owner, "name": name, "shared": int(shared), "source": source, "format": fmt,
+                          "n_items": len(items), "created": now()})
+            queue_id = table.last_pk
+            for start in range(0, len(items), chunk):
+                rows = [_item_row(queue_id, start + i, item) for i, item in enumerate(items[start : start + chunk])]
+                db.conn.executemany(
+                    "insert into annotation_items (queue_id, position, line, tokens, head, tail, text, head_chars, tail_chars, gold)"
+                    " values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                if progress:
+                    progress(min(start + chunk, len(items)), len(items))
+            return queue_id
+
+    def queues(self, owner: str) -> list[dict]:
+        """The queues `owner` may open (their own, and shared ones for logins), newest first."""
+        with self.connect() as db:
+            rows = db.execute(f"select * from annotation_queues where {VISIBLE} order by id desc", [owner, owner]).fetchall()
+            columns = [c.name for c in db["annotation_queues"].columns]
+        return [dict(zip(columns, r)) for r in rows]
+
+    def queue(self, owner: str, queue_id: int) -> dict | None:
+        """One queue if `owner` may open it, else None (whether it exists is not told)."""
+        return next((q for q in self.queues(owner) if q["id"] == int(queue_id)), None)
+
+    def queue_item(self, queue_id: int, position: int) -> dict | None:
+        with self.connect() as db:
+            rows = list(db["annotation_items"].rows_where("queue_id = ? and position = ?", [queue_id, position]))
+        return _decoded_item(rows[0]) if rows else None
+
+    def queue_items(self, queue_id: int) -> list[dict]:
+        """Every item of a queue in file order (JSON decoded)."""
+        with self.connect() as db:
+            return [_decoded_item(r) for r in db["annotation_items"].rows_where("queue_id = ?", [queue_id], order_by="position")]
+
+    def next_positions(self, queue_id: int, owner: str, ordering: str = "file", set_key: str = "", n: int = 1) -> list[int]:
+        """The next `n` items `owner` has not judged: file order, or "doubt" (smallest scored margin under
+        `set_key` first, then the items not scored yet in file order)."""
+        if ordering not in ("file", "doubt"):
+            raise ValueError(f"ordering={ordering!r}: use 'file' or 'doubt'")
+        order = "i.position" if ordering == "file" else "s.margin is null, s.margin, i.position"
+        sql = (f"select i.position from annotation_items i left join annotation_scores s on s.queue_id = i.queue_id"
+               f" and s.position = i.position and s.set_key = ? where i.queue_id = ? and not exists (select 1 from"
+               f" annotation_judgements j where j.queue_id = i.queue_id and j.position = i.position and j.owner = ?)"
+               f" order by {order} limit ?")
+        with self.connect() as db:
+            return [r[0] for r in db.execute(sql, [set_key, queue_id, owner, int(n)]).fetchall()]
+
+    def queue_progress(self, queue_id: int, owner: str) -> tuple[int, int]:
+        """(items `owner` has judged, skips included; items in the queue)."""
+        with self.connect() as db:
+            done = db.execute("select count(*) from annotation_judgements where queue_id = ? and owner = ?", [queue_id, owner]).fetchone()[0]
+            total = db.execute("select count(*) from annotation_items where queue_id = ?", [queue_id]).fetchone()[0]
+        return done, total
+
+    def judgements(self, queue_id: int, owner: str | None = None) -> list[dict]:
+        """Judgements of a queue (one annotator's, or everyone's), oldest first."""
+        where, params = "queue_id = ?", [queue_id]
+        if owner is not None:
+            where, params = where + " and owner = ?", params + [owner]
+        with self.connect() as db:
+            return list(db["annotation_judgements"].rows_where(where, params, order_by="id"))
+
+    def ordering(self, queue_id: int, owner: str) -> str:
+        """The order `owner` chose for this queue ("file" until they choose)."""
+        with self.connect() as db:
+            row = db.execute("select ordering from annotation_cursors where queue_id = ? and owner = ?", [queue_id, owner]).fetchone()
+        return row[0] if row else "file"
+
+    def set_ordering(self, queue_id: int, owner: str, ordering: str) -> None:
+        if ordering not in ("file", "doubt"):
+            raise ValueError(f"ordering={ordering!r}: use 'file' or 'doubt'")
+        with self.transaction() as db:
+            db["annotation_cursors"].upsert({"queue_id": queue_id, "owner": owner, "ordering": ordering, "updated": now()},
+                                            pk=("queue_id", "owner"))
+
+    def save_scores(self, queue_id: int, set_key: str, scores: list[tuple[int, float, str]]) -> None:
+        """Store the model's margin and suggestion per item position under a relation set key."""
+        with self.transaction() as db:
+            db.conn.executemany("insert or replace into annotation_scores (queue_id, position, set_key, margin, label)"
+                                " values (?, ?, ?, ?, ?)", [(queue_id, p, set_key, m, lab) for p, m, lab in scores])
+
+    def unscored_positions(self, queue_id: int, set_key: str, limit: int) -> list[int]:
+        with self.connect() as db:
+            return [r[0] for r in db.execute(
+                "select position from annotation_items i where queue_id = ? and not exists (select 1 from annotation_scores s"
+                " where s.queue_id = i.queue_id and s.position = i.position and s.set_key = ?) order by position limit ?",
+                [queue_id, set_key, int(limit)]).fetchall()]
+
 
 # ---------------------------------------------------------------------- writes inside a transaction
 
@@ -379,6 +537,53 @@ def insert_feedback(db: Database, row: dict, relations: dict[str, str]) -> int:
     table = db["feedback"]
     table.insert({**row, "relation_set_id": set_id, "n_relations": len(relations), "created": row.get("created") or now()})
     return table.last_pk
+
+
+# ---------------------------------------------------------------------- annotation queues (inside a transaction)
+
+# Who may open a queue: its owner, and every login when it is shared (parameters: owner, owner).
+VISIBLE = "(owner = ? or (shared = 1 and ? like 'user:%'))"
+VERDICTS = ("accepted", "none", "skipped")
+
+
+def _json_or_none(value) -> str | None:
+    return None if value is None else json.dumps(list(value) if isinstance(value, tuple) else value, ensure_ascii=False)
+
+
+def _item_row(queue_id: int, position: int, item: dict) -> tuple:
+    return (queue_id, position, item.get("line"), json.dumps(list(item["tokens"]), ensure_ascii=False),
+            json.dumps(list(item["head"])), json.dumps(list(item["tail"])), item.get("text"),
+            _json_or_none(item.get("head_chars")), _json_or_none(item.get("tail_chars")), item.get("gold"))
+
+
+def _decoded_item(row: dict) -> dict:
+    out = dict(row)
+    for key in ("tokens", "head", "tail", "head_chars", "tail_chars"):
+        out[key] = json.loads(row[key]) if row[key] is not None else None
+    return out
+
+
+def add_judgement(db: Database, row: dict) -> int | None:
+    """Insert one judgement ({queue_id, position, owner, verdict, relation, suggested, checkpoint, relation_set_id});
+    returns its id, or None when this annotator has judged that item already (e.g. in another window)."""
+    if row["verdict"] not in VERDICTS:
+        raise ValueError(f"verdict={row['verdict']!r}: use one of {VERDICTS}")
+    if db.execute("select 1 from annotation_judgements where queue_id = ? and owner = ? and position = ?",
+                  [row["queue_id"], row["owner"], row["position"]]).fetchone():
+        return None
+    table = db["annotation_judgements"]
+    table.insert({**row, "created": row.get("created") or now()})
+    return table.last_pk
+
+
+def undo_judgement(db: Database, queue_id: int, owner: str) -> dict | None:
+    """Delete `owner`'s latest judgement in the queue; returns it (None: nothing to undo)."""
+    rows = list(db["annotation_judgements"].rows_where("queue_id = ? and owner = ?", [queue_id, owner],
+                                                         order_by="id desc", limit=1))
+    if not rows:
+        return None
+    db.execute("delete from annotation_judgements where id = ?", [rows[0]["id"]])
+    return rows[0]
 
 
 def _prior_result(db: Database, owner: str, request_id: str, action: str) -> str | None:
