@@ -12,6 +12,9 @@ Training: `TrainConfig` and `emma.train.train` (not re-exported here: the name w
 """
 
 from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError, checkpoint_id, default_encoder, load_checkpoint, save_checkpoint
+from .entities import EntityModelError, EntitySpan, split_sentences, suggest_entities
+from .extract import Extraction, PairPrediction, Triple
+from .corpus import NO_RELATION, BadRecord, Corpus, Record, cohen_kappa, dumps_corpus, kappa_per_label, parse_corpus, read_corpus, write_corpus
 from .data import (
     DataError, Instance, Split, cap_per_relation, draw_shots, read_descriptions, read_instances, read_split, relation_text, spans_overlap,
 )
@@ -26,6 +29,8 @@ from .train import TrainConfig
 __version__ = "0.1.0"
 
 __all__ = [
+    "NO_RELATION", "BadRecord", "Corpus", "Record", "cohen_kappa", "dumps_corpus", "kappa_per_label", "parse_corpus",
+    "read_corpus", "write_corpus",  # annotation corpora (emma.corpus)
     "DEFAULT_CHECKPOINT",
     "CheckpointError",
     "DataError",

@@ -1,4 +1,4 @@
-"""Command line: ``python -m emma train | evaluate | predict | portable``.
+"""Command line: ``python -m emma train | evaluate | predict | convert | portable``.
 
 Flags fill the `TrainConfig` dataclass, optionally over a JSON config file (``--config``).
 User errors (missing files, bad data, bad flags) print one line, never a traceback: `CliGroup`
@@ -151,6 +151,10 @@ def _train_config(config_file, flags: dict, paper: bool):
 def _training_data(data, descriptions, split) -> tuple[list, dict, tuple | None]:
     """(train instances, descriptions, dev set or None): a split keeps its train relations, validates on its eval ones."""
     instances = _load_instances(data)
+    unlabelled = sum(i.relation is None for i in instances)
+    if unlabelled:  # negatives ("none of these") and unjudged items of an annotation export
+        click.echo(f"Skipped {unlabelled} instances without a relation (negatives or unlabelled): EMMA trains on relations.", err=True)
+        instances = [i for i in instances if i.relation is not None]
     descs = read_descriptions(descriptions)
     sp = _split_or_none(split)
     if sp is None:
@@ -342,4 +346,26 @@ def main() -> None:  # pragma: no cover - entry point
 
 
 if __name__ == "__main__":  # pragma: no cover
+@cli.command()
+@click.option("--input", "input_path", required=True, type=click.Path(), help="Instances in any format the workbench imports.")
+@click.option("--to", "fmt", required=True, type=click.Choice(["fewrel", "labelstudio", "doccano"]),
+              help="fewrel: the project's trainable JSONL; labelstudio: Label Studio JSON; doccano: doccano relation JSONL.")
+@click.option("--output", required=True, type=click.Path(), help="File to write.")
+def convert(input_path, fmt, output) -> None:
+    """Convert a file of instances (JSONL with token spans, FewRel, text with character spans, Label Studio or
+    doccano exports) to another format. Bad records are listed by line and left out; the others are written.
+
+    Example:
+
+        python -m emma convert --input judged.jsonl --to labelstudio --output judged.labelstudio.json
+    """
+    from .corpus import read_corpus, write_corpus
+
+    corpus = read_corpus(input_path)
+    for bad in corpus.bad:
+        click.echo(str(bad), err=True)
+    write_corpus(corpus.records, output, fmt)
+    click.echo(f"Wrote {len(corpus.records)} instances to {output} ({len(corpus.bad)} bad records left out).")
+
+
     sys.exit(main())
