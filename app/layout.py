@@ -4,13 +4,15 @@ Predict (`predict_tab`): mark two entities in a sentence, predict, see recall / 
 examples) / reranking / attention, give feedback. Relations (`relations_tab`): the catalogue (search,
 switch on/off), your own relations (add, edit, delete, import, export), your labelled examples
 (counts, remove, import). Feedback (`feedback_tab`): your saved
-judgements, filters, export for retraining.
+judgements, filters, export for retraining. Annotate (`annotate_tab`): import a file of instances,
+judge them one at a time by keyboard, export (FewRel JSONL, Label Studio, doccano).
 
 Named API endpoints (usable from `gradio_client`; state is kept per client session):
 /predict(sentence, head, tail), /add_relation(name, description),
 /edit_relation(name, description), /delete_relation(name),
 /feedback(verdict, correct_relation, note) (a judged sentence becomes a labelled example),
-/remove_example(example_id).
+/remove_example(example_id), /import_queue(file, name, shared), /annotate_accept(choice),
+/annotate_none, /annotate_skip, /annotate_undo.
 
 Concurrency: only the model (and SQLite writes) have limits of their own; everything per session
 runs in the default pool, and the page load never touches the model.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from .annotate_tab import KEYS_JS, AnnotateTab
 from .feedback_tab import FeedbackTab
 from .predict_tab import PredictTab
 from starlette.middleware import Middleware
@@ -53,6 +56,7 @@ INTRO = """
 def build_demo(wb: Workbench) -> gr.Blocks:
     """The workbench UI over a `Workbench` (model, store, catalogue shared by all sessions)."""
     predict, relations, feedback = PredictTab(wb), RelationsTab(wb), FeedbackTab(wb)
+    annotate = AnnotateTab(wb)
     # delete_cache: Gradio's copies of uploaded and exported files (annotation data) go after EXPORT_TTL_S.
     with gr.Blocks(title="EMMA workbench", analytics_enabled=False, delete_cache=(EXPORT_TTL_S, EXPORT_TTL_S)) as demo:
         session = gr.State(wb.new_session())
@@ -64,10 +68,13 @@ def build_demo(wb: Workbench) -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("Predict", id="predict-tab"):
                 marking = predict.build(session)
+            with gr.Tab("Annotate", id="annotate-tab") as annotate_tab:
+                annotate.build(session, annotate_tab)
             with gr.Tab("Relations", id="relations-tab") as relations_tab:
                 catalogue = relations.build(session)
             with gr.Tab("Feedback", id="feedback-tab") as feedback_tab:
                 everyone = feedback.build(feedback_tab, session, marking)
+                annotate.build_agreement(session, feedback_tab)
 
         def on_load(token_, search, sentence, head, tail, spans, request: gr.Request = None):
             """One round trip: the owner's session, the Relations tab's views, the marked sentence."""
@@ -79,6 +86,7 @@ def build_demo(wb: Workbench) -> gr.Blocks:
         relations_tab.select(relations.relation_views, [catalogue.search, session], catalogue.views, **QUIET)
         demo.load(on_load, [token, catalogue.search, marking.sentence, marking.head, marking.tail, marking.spans],
                   [session, token, everyone, *catalogue.views, marking.marked, marking.hint], **PRIVATE)
+        demo.load(None, None, None, js=KEYS_JS)  # the Annotate tab's keyboard shortcuts (one handler for the page)
     demo.queue(default_concurrency_limit=UI_CONCURRENCY, max_size=MAX_QUEUED)
     return demo
 

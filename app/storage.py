@@ -454,6 +454,19 @@ class Store:
             db["annotation_cursors"].upsert({"queue_id": queue_id, "owner": owner, "ordering": ordering, "updated": now()},
                                             pk=("queue_id", "owner"))
 
+    def last_queue(self, owner: str) -> int | None:
+        """The queue `owner` opened last and may still open (None: none)."""
+        with self.connect() as db:
+            row = db.execute(f"select c.queue_id from annotation_cursors c join annotation_queues q on q.id = c.queue_id"
+                             f" where c.owner = ? and {VISIBLE.replace('owner', 'q.owner').replace('shared', 'q.shared')}"
+                             f" order by c.updated desc limit 1", [owner, owner, owner]).fetchone()
+        return row[0] if row else None
+
+    def judged(self, queue_id: int, owner: str, position: int) -> bool:
+        with self.connect() as db:
+            return db.execute("select 1 from annotation_judgements where queue_id = ? and owner = ? and position = ?",
+                              [queue_id, owner, position]).fetchone() is not None
+
     def save_scores(self, queue_id: int, set_key: str, scores: list[tuple[int, float, str]]) -> None:
         """Store the model's margin and suggestion per item position under a relation set key."""
         with self.transaction() as db:

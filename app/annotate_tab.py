@@ -1,0 +1,606 @@
+"""The Annotate tab: import a file of instances, judge them one at a time with the keyboard, export.
+
+Annotation is a stream (Prodigy, Label Studio and doccano work this way): the user brings sentences
+with an entity pair each, the model suggests a relation, the user accepts it (Enter), picks another
+candidate (1…k), says "none of these" (N), skips (S) or undoes (U). The file side (formats, bad
+records, exports, Cohen's κ) is `emma.corpus`; the queue, judgements and each annotator's order are
+in the store (`Store.import_queue` and the annotation block), so a reload or a restart finds the
+first item not judged yet.
+
+The model: EMMA always picks one of the relations in force (it has no "no relation" class), so the
+suggestion is one of them and "None of these" is the annotator's to say. Suggestions for the next
+few items are computed ahead by one background thread, in small batches through the shared model
+thread (`ModelWorker.call`), so other users' predictions go in between and the next item is usually
+ready when a judgement is saved. The "most doubtful first" order needs every item scored: the same
+thread scores the queue in chunks (smallest margin between the two best deciding scores first;
+items not scored yet follow in file order, so the order sharpens while the user works).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import html
+import json
+import logging
+import queue
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from emma import NO_RELATION, Instance, Record, cohen_kappa, kappa_per_label, read_corpus, write_corpus
+
+from .session import BadInput, highlighted, shown
+from .storage import add_judgement, relation_set_id, undo_judgement
+from .workbench import MODEL, PRIVATE, QUIET, Workbench, user_errors
+
+logger = logging.getLogger(__name__)
+
+N_BUTTONS = 5  # candidate buttons (keys 1…5)
+PREFETCH = 4  # items predicted ahead of the one shown
+SCORE_CHUNK = 32  # items per model call when scoring a queue for the doubt order
+MAX_QUEUE_ITEMS = 10000  # instances per import
+MAX_IMPORT_BYTES = 50_000_000  # a file over this is refused before reading (uploads are capped lower by the server)
+MAX_QUEUES = 50  # queues per owner
+MAX_NAME_CHARS = 80
+MAX_CACHED = 5000  # suggestions kept in memory, all users together
+MAX_BAD_SHOWN = 200  # bad records listed after an import
+ORDERS = {"file": "file order", "doubt": "most doubtful first"}
+VERDICT_TEXT = {"accepted": "accepted", "none": "none of these", "skipped": "skipped"}
+EXPORTS = {"fewrel": "annotations.jsonl", "labelstudio": "annotations.labelstudio.json", "doccano": "annotations.doccano.jsonl"}
+
+# One keyboard handler for the page, installed by the page load (`layout`): keys act only while the
+# Annotate tab is shown and never while the focus is in a text box; each shown item's render time after
+# the key press is kept in `window.emmaAnnotateTimings` (ms), for the browser test to print.
+KEYS_JS = """() => {
+  if (window.emmaAnnotateKeys) return;
+  window.emmaAnnotateKeys = true;
+  window.emmaAnnotateTimings = [];
+  const click = (id) => { const b = document.getElementById(id); if (b && b.offsetParent !== null) { window.emmaAnnotateT0 = performance.now(); b.click(); return true; } return false; };
+  document.addEventListener('keydown', (e) => {
+    const card = document.getElementById('annotate-progress');
+    if (!card || card.offsetParent === null || e.ctrlKey || e.metaKey || e.altKey) return;
+    const t = e.target;
+    if (t && (t.isContentEditable || ['INPUT', 'TEXTAREA', 'SELECT'].includes(t.tagName))) return;
+    const k = e.key;
+    let done = false;
+    if (k >= '1' && k <= '9') done = click('annotate-cand-' + k);
+    else if (k === 'Enter') done = click('annotate-accept');
+    else if (k === 'n' || k === 'N') done = click('annotate-none');
+    else if (k === 's' || k === 'S') done = click('annotate-skip');
+    else if (k === 'u' || k === 'U') done = click('annotate-undo');
+    else if (k === '/') { const box = document.querySelector('#annotate-search input'); if (box) { box.focus(); done = true; } }
+    if (done) e.preventDefault();
+  });
+  new MutationObserver(() => {
+    const card = document.querySelector('#annotate-progress [data-seq]');
+    if (!card || card.dataset.seq === window.emmaAnnotateSeq) return;
+    window.emmaAnnotateSeq = card.dataset.seq;
+    if (window.emmaAnnotateT0 !== undefined) { window.emmaAnnotateTimings.push(performance.now() - window.emmaAnnotateT0); window.emmaAnnotateT0 = undefined; }
+  }).observe(document.body, {childList: true, subtree: true, characterData: true});
+}"""
+
+KEYS_HELP = """**Keys** (not while typing in a box): **1**…**5** accept that candidate · **Enter** accept the suggestion ·
+**N** none of these · **S** skip · **U** undo your last judgement · **/** search another relation (type, pick, then *Accept typed*).
+The suggestion is always one of the relations in force (EMMA has no "no relation" class): when none of them holds, press **N**."""
+
+IMPORT_HELP = """Import a file of instances: JSONL with token spans (`{"tokens", "head": [s, e], "tail": [s, e]}`), FewRel,
+text with character spans (`{"text", "head": [s, e], "tail": [s, e]}`), a Label Studio JSON export or doccano relation JSONL
+(gzip allowed: `.gz`). An optional `relation` must be one of the relations in force (or `no_relation`). Bad records are listed
+with their line and left out; nothing is imported if the import fails."""
+
+
+@dataclass
+class Suggestion:
+    """The model's view of one item: its pick, the top candidates with the scores that ranked them, its doubt."""
+
+    label: str
+    candidates: list[tuple[str, float]]  # best first: the reranked candidates by deciding score, then recall's order
+    margin: float  # best minus second-best deciding score (recall cosine when the classifier did not run)
+
+
+def suggestion(prediction) -> Suggestion:
+    if prediction.reranked:
+        ranked = sorted(zip(prediction.candidates, prediction.deciding_scores), key=lambda c: -c[1])
+    else:
+        ranked = list(prediction.recall[:2])
+    margin = ranked[0][1] - ranked[1][1] if len(ranked) > 1 else 1.0
+    seen = {name for name, _ in ranked}
+    candidates = [(n, float(s)) for n, s in ranked] + [(n, float(s)) for n, s in prediction.recall if n not in seen]
+    return Suggestion(prediction.label, candidates[:N_BUTTONS], float(margin))
+
+
+def set_key(checkpoint: str, relations: dict[str, str], examples) -> str:
+    """What a suggestion depends on besides the item: model, relation set, the owner's examples in force."""
+    blob = json.dumps([checkpoint, relation_set_id(relations), sorted([list(e.tokens), list(e.head), list(e.tail), e.relation]
+                                                                        for e in examples)], ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def item_instance(item: dict) -> Instance:
+    return Instance(tuple(item["tokens"]), tuple(item["head"]), tuple(item["tail"]))
+
+
+class Suggester:
+    """Suggestions per (queue, item, set key): computed on demand or ahead by one background thread.
+
+    Shared by every session (like the model): entries are keyed by content, never by user, and the
+    queue and item ids come from handlers that checked the caller may open the queue.
+    """
+
+    def __init__(self, wb: Workbench) -> None:
+        self.wb = wb
+        self._cache: OrderedDict[tuple, Suggestion] = OrderedDict()
+        self._lock = threading.Lock()
+        self._jobs: queue.PriorityQueue = queue.PriorityQueue()
+        self._pending: set[tuple] = set()
+        self._seq = 0
+        threading.Thread(target=self._run, name="emma-annotate-ahead", daemon=True).start()
+
+    def cached(self, queue_id: int, position: int, key: str) -> Suggestion | None:
+        with self._lock:
+            return self._cache.get((queue_id, position, key))
+
+    def get(self, queue_id: int, item: dict, key: str, relations, examples) -> Suggestion:
+        """The suggestion for one item, computed now (on the model's thread) when not ready yet."""
+        found = self.cached(queue_id, item["position"], key)
+        return found or self._compute(queue_id, [item], key, relations, examples)[0]
+
+    def ahead(self, queue_id: int, positions: list[int], key: str, relations, examples) -> None:
+        """Compute these items' suggestions in the background (the next items of a user's queue)."""
+        missing = [p for p in positions if self.cached(queue_id, p, key) is None]
+        if missing:
+            self._put(0, ("items", queue_id, tuple(missing), key, relations, examples))
+
+    def score_queue(self, queue_id: int, key: str, relations, examples) -> None:
+        """Score every item of the queue under `key` (for the doubt order), after any pending look-ahead."""
+        self._put(1, ("queue", queue_id, (), key, relations, examples))
+
+    def _put(self, priority: int, job: tuple) -> None:
+        tag = job[:4]
+        with self._lock:
+            if tag in self._pending:
+                return
+            self._pending.add(tag)
+            self._seq += 1
+            self._jobs.put((priority, self._seq, job))
+
+    def _run(self) -> None:
+        while True:
+            _, _, job = self._jobs.get()
+            kind, queue_id, positions, key, relations, examples = job
+            try:
+                if kind == "items":
+                    items = [self.wb.store.queue_item(queue_id, p) for p in positions]
+                    self._compute(queue_id, [i for i in items if i], key, relations, examples)
+                else:
+                    todo = self.wb.store.unscored_positions(queue_id, key, SCORE_CHUNK)
+                    if todo:
+                        items = [self.wb.store.queue_item(queue_id, p) for p in todo]
+                        self._compute(queue_id, [i for i in items if i], key, relations, examples)
+            except Exception:  # a background failure must not stop the thread; the shown item is computed on demand
+                logger.exception("suggesting ahead failed")
+            finally:
+                with self._lock:
+                    self._pending.discard(job[:4])
+            if kind == "queue" and todo:
+                self._put(1, job)  # the next chunk, after any look-ahead that arrived meanwhile
+
+    def _compute(self, queue_id: int, items: list[dict], key: str, relations, examples) -> list[Suggestion]:
+        engine = self.wb.engine
+
+        def run():
+            index = engine.index(relations, examples)
+            return engine.extractor.with_index(index).predict_batch([item_instance(i) for i in items], top_k=None)
+
+        out = [suggestion(p) for p in self.wb.model.call(run)]
+        with self._lock:
+            for item, s in zip(items, out):
+                self._cache[(queue_id, item["position"], key)] = s
+                self._cache.move_to_end((queue_id, item["position"], key))
+            while len(self._cache) > MAX_CACHED:
+                self._cache.popitem(last=False)
+        self.wb.store.save_scores(queue_id, key, [(i["position"], s.margin, s.label) for i, s in zip(items, out)])
+        return out
+
+
+def new_annotation() -> dict:
+    """The per-session state of the tab: the open queue, the item shown, a render counter."""
+    return {"queue": None, "position": None, "seq": 0}
+
+
+class AnnotateTab:
+    """Handlers of the Annotate tab over the shared `Workbench`."""
+
+    def __init__(self, wb: Workbench) -> None:
+        self.wb = wb
+        self.suggester = Suggester(wb)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _context(self, session, request):
+        """(session, owner, relations in force, the owner's examples of them, set key)."""
+        session = self.wb.owned(session, request)
+        relations = self.wb.relations(session)
+        if not relations:
+            raise BadInput("No relation is switched on; enable some in the Relations tab or add your own.")
+        examples = tuple(e for e in self.wb.labelled(session) if e.relation in relations)
+        return session, session["owner"], relations, examples, set_key(self.wb.engine.checkpoint_id, relations, examples)
+
+    def _queue(self, owner: str, queue_id) -> dict:
+        try:
+            found = self.wb.store.queue(owner, int(queue_id)) if queue_id not in (None, "") else None
+        except (TypeError, ValueError):
+            found = None
+        if found is None:
+            raise BadInput("Choose one of your queues first (import a file above).")
+        return found
+
+    def queue_choices(self, owner: str) -> list[tuple[str, int]]:
+        out = []
+        for q in self.wb.store.queues(owner):
+            mine = q["owner"] == owner
+            out.append((f"{q['name']} ({q['n_items']} items{'' if mine else ', shared with you'}{', shared' if mine and q['shared'] else ''})",
+                        q["id"]))
+        return out
+
+    # ------------------------------------------------------------------ import
+
+    @user_errors
+    def import_file(self, file, name: str, shared: bool, annotation: dict | None, session: dict, request: gr.Request = None,
+                    progress=gr.Progress()):
+        """Import a file into a new queue and open it. Returns (report, queue choices, *the item view)."""
+        session, owner, relations, examples, key = self._context(session, request)
+        path = Path(file if isinstance(file, str) else getattr(file, "name", "") or (file or {}).get("path", "")) if file else None
+        if not path or not path.is_file():
+            raise BadInput("Choose a file to import first.")
+        if path.stat().st_size > MAX_IMPORT_BYTES:
+            raise BadInput(f"The file has {path.stat().st_size / 1e6:.0f} MB; import at most {MAX_IMPORT_BYTES // 1_000_000} MB at once.")
+        name = " ".join((name or "").split()) or Path(path.name).stem.split(".")[0] or "queue"
+        if len(name) > MAX_NAME_CHARS:
+            raise BadInput(f"The queue name is longer than {MAX_NAME_CHARS} characters.")
+        if shared and not owner.startswith("user:"):
+            raise BadInput("Only a logged-in user can share a queue (start the workbench with --auth).")
+        if sum(q["owner"] == owner for q in self.wb.store.queues(owner)) >= MAX_QUEUES:
+            raise BadInput(f"You have {MAX_QUEUES} queues already.")
+        progress(0, desc="Reading the file")
+        try:
+            corpus = read_corpus(path, relations=relations, max_records=MAX_QUEUE_ITEMS)
+        except ValueError as e:
+            raise BadInput(f"{str(e)[0].upper()}{str(e)[1:]}.") from None
+        if not corpus.records:
+            raise BadInput(f"No instance could be imported. {self._bad_text(corpus.bad, 5)}")
+        items = [{"tokens": r.instance.tokens, "head": r.instance.head, "tail": r.instance.tail, "line": r.line, "text": r.text,
+                  "head_chars": r.head_chars, "tail_chars": r.tail_chars, "gold": r.label} for r in corpus.records]
+        try:
+            queue_id = self.wb.store.import_queue(owner, name, items, shared=bool(shared), source=path.name[:200], fmt=corpus.format,
+                                                  progress=lambda done, total: progress(done / total, desc="Importing"))
+        except ValueError as e:
+            raise BadInput(f"{str(e)[0].upper()}{str(e)[1:]}; choose another name.") from None
+        self.wb.store.set_ordering(queue_id, owner, "file")
+        report = f"Imported {len(items)} instances into the queue {shown(name)} ({corpus.format} format)."
+        if corpus.bad:
+            report += f"\n\n{len(corpus.bad)} bad records left out:\n\n{self._bad_text(corpus.bad, MAX_BAD_SHOWN)}"
+        annotation = {**new_annotation(), "queue": queue_id, "seq": (annotation or {}).get("seq", 0)}
+        view = self._view(owner, annotation, relations, examples, key)
+        return (report, gr.update(choices=self.queue_choices(owner), value=queue_id), *view)
+
+    @staticmethod
+    def _bad_text(bad, limit: int) -> str:
+        lines = [f"- {html.escape(str(b), quote=False)}" for b in bad[:limit]]
+        if len(bad) > limit:
+            lines.append(f"- … and {len(bad) - limit} more")
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------ the queue
+
+    @user_errors
+    def open_queue(self, queue_id, ordering: str, annotation: dict | None, session: dict, request: gr.Request = None):
+        """Open a queue (or change its order) at this user's first item not judged. Returns the item view."""
+        session, owner, relations, examples, key = self._context(session, request)
+        q = self._queue(owner, queue_id)
+        # Also remembers this queue as the one the user works on (a reload opens it again).
+        self.wb.store.set_ordering(q["id"], owner, ordering if ordering in ORDERS else self.wb.store.ordering(q["id"], owner))
+        annotation = {**new_annotation(), "queue": q["id"], "seq": (annotation or {}).get("seq", 0)}
+        return self._view(owner, annotation, relations, examples, key)
+
+    def show(self, annotation: dict | None, session: dict, request: gr.Request = None):
+        """Page load and tab switch: the queue choices and the current item (or an invitation to import)."""
+        session = self.wb.owned(session, request)
+        owner = session["owner"]
+        annotation = {**new_annotation(), **(annotation or {})}
+        if annotation["queue"] is None or self.wb.store.queue(owner, annotation["queue"]) is None:
+            annotation = {**annotation, "queue": self.wb.store.last_queue(owner), "position": None}
+        choices = gr.update(choices=self.queue_choices(owner), value=annotation["queue"])
+        try:
+            _, owner, relations, examples, key = self._context(session, request)
+            if annotation["queue"] is None:
+                return (choices, *self._empty(annotation, "Import a file, or choose a queue."))
+            return (choices, *self._view(owner, annotation, relations, examples, key))
+        except BadInput as e:
+            return (choices, *self._empty(annotation, str(e)))
+
+    def _empty(self, annotation, message: str):
+        annotation = {**new_annotation(), **(annotation or {})}
+        annotation["seq"] += 1
+        status = f'<div data-seq="{annotation["seq"]}" data-position="">{html.escape(message)}</div>'
+        buttons = [gr.update(visible=False)] * N_BUTTONS
+        return (annotation, highlighted("", None, None), status, "", gr.update(), *buttons)
+
+    def _view(self, owner: str, annotation: dict, relations, examples, key: str):
+        """(state, sentence, progress HTML, suggestion text, ordering, *candidate buttons) for the current item."""
+        store = self.wb.store
+        queue_id = annotation["queue"]
+        ordering = store.ordering(queue_id, owner)
+        if ordering == "doubt":
+            self.suggester.score_queue(queue_id, key, relations, examples)
+        upcoming = store.next_positions(queue_id, owner, ordering, key, n=PREFETCH + 1)
+        position = annotation.get("position")
+        if position is None or store.judged(queue_id, owner, position):
+            position = upcoming[0] if upcoming else None
+        done, total = store.queue_progress(queue_id, owner)
+        annotation = {**annotation, "position": position, "seq": annotation.get("seq", 0) + 1}
+        if position is None:
+            status = (f'<div data-seq="{annotation["seq"]}" data-position="">All {total} items judged ({done} / {total}). '
+                      "Export them below, or press U to undo the last one.</div>")
+            return (annotation, highlighted("", None, None), status, "", gr.update(value=ordering),
+                    *[gr.update(visible=False)] * N_BUTTONS)
+        item = store.queue_item(queue_id, position)
+        s = self.suggester.get(queue_id, item, key, relations, examples)
+        self.suggester.ahead(queue_id, [p for p in upcoming if p != position][:PREFETCH], key, relations, examples)
+        instance = item_instance(item)
+        text, head, tail = Record(instance, text=item["text"], head_chars=item["head_chars"], tail_chars=item["tail_chars"]).as_text()
+        where = f" · line {item['line']}" if item.get("line") else ""
+        status = (f'<div data-seq="{annotation["seq"]}" data-position="{position}"><b>{done + 1} / {total}</b> · '
+                  f"item {position + 1}{where} · {ORDERS[ordering]}</div>")
+        lines = [f"**Suggestion: {_md(s.label)}** (press Enter) · margin over the next candidate {s.margin:.3f}"]
+        if item.get("gold"):
+            lines.append(f"The file says: {_md('none of these' if item['gold'] == NO_RELATION else item['gold'])}")
+        buttons = [gr.update(value=f"{i + 1} · {name}", visible=True, variant="primary" if name == s.label else "secondary")
+                   for i, (name, _) in enumerate(s.candidates)]
+        buttons += [gr.update(visible=False)] * (N_BUTTONS - len(buttons))
+        return (annotation, highlighted(text, head, tail), status, "\n\n".join(lines), gr.update(value=ordering), *buttons)
+
+    # ------------------------------------------------------------------ judging
+
+    @user_errors
+    def judge(self, action: str, choice, annotation: dict | None, session: dict, request_id: str = "", request: gr.Request = None):
+        """Save a judgement of the item shown and show the next one.
+
+        Args:
+            action: "accept" (the suggestion, or `choice`: a candidate number 1…5 or a relation name), "none", "skip".
+            request_id: optional; a repeated id writes nothing again (the next item is shown all the same).
+        """
+        session, owner, relations, examples, key = self._context(session, request)
+        annotation = {**new_annotation(), **(annotation or {})}
+        q = self._queue(owner, annotation["queue"])
+        position = annotation.get("position")
+        item = self.wb.store.queue_item(q["id"], position) if position is not None else None
+        if item is None:
+            raise BadInput("There is no item to judge here; choose a queue.")
+        s = self.suggester.get(q["id"], item, key, relations, examples)
+        verdict, relation = self._verdict(action, choice, s, relations)
+        row = {"queue_id": q["id"], "position": position, "owner": owner, "verdict": verdict, "relation": relation,
+               "suggested": s.label, "checkpoint": self.wb.engine.checkpoint_id, "relation_set_id": relation_set_id(relations)}
+
+        def write(db):
+            judgement = add_judgement(db, row)
+            if judgement is None:
+                return f"Item {position + 1} was judged already (in another window); here is the next one."
+            return f"Item {position + 1}: {VERDICT_TEXT[verdict]}{f' ({relation})' if relation else ''}."
+
+        _, status = self.wb.once(session, request_id, "annotate", write)
+        annotation["position"] = None
+        return (status, *self._view(owner, annotation, relations, examples, key))
+
+    @staticmethod
+    def _verdict(action: str, choice, s: Suggestion, relations) -> tuple[str, str | None]:
+        if action == "none":
+            return "none", None
+        if action == "skip":
+            return "skipped", None
+        if action != "accept":
+            raise BadInput("Choose accept, none of these or skip.")
+        if choice in (None, ""):
+            return "accepted", s.label
+        if isinstance(choice, (int, float)) or (isinstance(choice, str) and choice.strip().isdigit()):
+            i = int(choice) - 1
+            if not 0 <= i < len(s.candidates):
+                raise BadInput(f"There is no candidate {int(choice)}; choose 1 to {len(s.candidates)}.")
+            return "accepted", s.candidates[i][0]
+        name = " ".join(str(choice).split())
+        if name not in relations:
+            raise BadInput(f"{shown(name)} is not one of the relations in force; pick one from the list, or add it in the Relations tab.")
+        return "accepted", name
+
+    @user_errors
+    def undo(self, annotation: dict | None, session: dict, request: gr.Request = None):
+        """Delete this user's last judgement in the queue and show that item again. Returns (status, *view)."""
+        session, owner, relations, examples, key = self._context(session, request)
+        annotation = {**new_annotation(), **(annotation or {})}
+        q = self._queue(owner, annotation["queue"])
+        with self.wb.store.transaction() as db:
+            last = undo_judgement(db, q["id"], owner)
+        if last is None:
+            return ("Nothing to undo in this queue.", *self._view(owner, annotation, relations, examples, key))
+        annotation["position"] = last["position"]
+        what = VERDICT_TEXT[last["verdict"]] + (f", {last['relation']}" if last["relation"] else "")
+        status = f"Undone: item {last['position'] + 1} ({what})."
+        return (status, *self._view(owner, annotation, relations, examples, key))
+
+    # ------------------------------------------------------------------ export and agreement
+
+    def judged_records(self, queue_id: int, owner: str) -> list[Record]:
+        """This annotator's accepted and none-of-these judgements as records, in file order (skips left out)."""
+        items = {i["position"]: i for i in self.wb.store.queue_items(queue_id)}
+        out = []
+        for j in sorted(self.wb.store.judgements(queue_id, owner), key=lambda j: j["position"]):
+            if j["verdict"] == "skipped":
+                continue
+            item = items[j["position"]]
+            instance = Instance(tuple(item["tokens"]), tuple(item["head"]), tuple(item["tail"]), j["relation"])
+            out.append(Record(instance, j["verdict"] == "none", item["line"], item["text"],
+                              tuple(item["head_chars"]) if item["head_chars"] else None,
+                              tuple(item["tail_chars"]) if item["tail_chars"] else None))
+        return out
+
+    @user_errors
+    def export(self, annotation: dict | None, session: dict, request: gr.Request = None) -> tuple[list[str], str]:
+        """Your judgements of the open queue as FewRel-style JSONL, Label Studio JSON and doccano JSONL (private files)."""
+        session = self.wb.owned(session, request)
+        q = self._queue(session["owner"], (annotation or {}).get("queue"))
+        records = self.judged_records(q["id"], session["owner"])
+        if not records:
+            raise BadInput("You have not judged any item of this queue yet (skipped items are not exported).")
+        folder = self.wb.export_folder()
+        paths = [write_corpus(records, folder / filename, fmt) for fmt, filename in EXPORTS.items()]
+        negatives = sum(r.negative for r in records)
+        return self.wb.private_files(paths), (f"Exported {len(records)} judged items ({negatives} none of these: "
+                                              "relation null and negative true in the JSONL, no_relation in Label Studio and doccano).")
+
+    @user_errors
+    def agreement(self, queue_id, session: dict, request: gr.Request = None):
+        """Cohen's κ between the annotators of a queue on the items both judged (skips left out), per relation, and
+        the disagreements. Returns (summary markdown, per-relation table, disagreements table)."""
+        session = self.wb.owned(session, request)
+        q = self._queue(session["owner"], queue_id)
+        by_owner: dict[str, dict[int, str]] = {}
+        for j in self.wb.store.judgements(q["id"]):
+            if j["verdict"] != "skipped":
+                by_owner.setdefault(j["owner"], {})[j["position"]] = j["relation"] if j["verdict"] == "accepted" else "none of these"
+        names = sorted(by_owner)
+        if len(names) < 2:
+            raise BadInput("Agreement needs two annotators who judged items of this queue.")
+        items = {i["position"]: i for i in self.wb.store.queue_items(q["id"])}
+        summary, per_relation, disagreements = [], [], []
+        for x in range(len(names)):
+            for y in range(x + 1, len(names)):
+                a, b = names[x], names[y]
+                both = sorted(set(by_owner[a]) & set(by_owner[b]))
+                la, lb = [by_owner[a][p] for p in both], [by_owner[b][p] for p in both]
+                kappa = cohen_kappa(la, lb)
+                who = f"{_login(a)} and {_login(b)}"
+                summary.append(f"- **{_md(who)}**: {len(both)} items judged by both, agree on {sum(u == v for u, v in zip(la, lb))}, "
+                               f"Cohen's κ = {'undefined' if kappa is None else f'{kappa:.3f}'}")
+                for label, k in kappa_per_label(la, lb).items():
+                    per_relation.append({"annotators": who, "relation": label, "kappa": None if k is None else round(k, 3),
+                                         "times chosen": la.count(label) + lb.count(label)})
+                for p, u, v in zip(both, la, lb):
+                    if u != v:
+                        inst = item_instance(items[p])
+                        disagreements.append({"item": p + 1, "sentence": " ".join(inst.tokens), "head": inst.head_text,
+                                              "tail": inst.tail_text, _login(a): u, _login(b): v})
+        text = "\n".join(summary) + "\n\nκ per relation: that relation or not, on the same overlap (undefined when neither used it)."
+        return text, pd.DataFrame(per_relation), pd.DataFrame(disagreements)
+
+    # ------------------------------------------------------------------ layout
+
+    def build(self, session: gr.State, tab: gr.Tab):
+        """The tab's components and events (call inside `tab`); the page load calls `show` (see `layout`)."""
+        annotation = gr.State(new_annotation())
+        gr.Markdown(IMPORT_HELP, elem_classes="panel-help")
+        with gr.Row():
+            upload = gr.File(label="File of instances", file_types=[".json", ".jsonl", ".gz"], elem_id="annotate-file")
+            with gr.Column():
+                name = gr.Textbox(label="Queue name (default: the file name)", elem_id="annotate-name")
+                shared = gr.Checkbox(label="Share with every login of this workbench (only with --auth)", value=False,
+                                     elem_id="annotate-shared")
+                import_btn = gr.Button("Import", variant="primary", elem_id="annotate-import")
+        report = gr.Markdown(elem_id="annotate-report")
+        with gr.Row():
+            queues = gr.Dropdown([], label="Queue", elem_id="annotate-queue", scale=3)
+            ordering = gr.Radio([(v, k) for k, v in ORDERS.items()], value="file", label="Order", elem_id="annotate-order", scale=2)
+        gr.Markdown(KEYS_HELP, elem_classes="panel-help")
+        progress = gr.HTML(elem_id="annotate-progress")
+        sentence = gr.HighlightedText(label="Instance", elem_id="annotate-sentence", color_map={"HEAD": "#f4a261", "TAIL": "#2a9d8f"},
+                                      show_legend=False, combine_adjacent=False)
+        suggestion_md = gr.Markdown(elem_id="annotate-suggestion")
+        with gr.Row():
+            candidates = [gr.Button(visible=False, size="sm", elem_id=f"annotate-cand-{i + 1}") for i in range(N_BUTTONS)]
+        with gr.Row():
+            accept = gr.Button("Accept suggestion (Enter)", variant="primary", elem_id="annotate-accept")
+            none = gr.Button("None of these (N)", elem_id="annotate-none")
+            skip = gr.Button("Skip (S)", elem_id="annotate-skip")
+            undo = gr.Button("Undo (U)", elem_id="annotate-undo")
+        with gr.Row():
+            search = gr.Dropdown([], label="Another relation in force (press / to search)", filterable=True, allow_custom_value=False,
+                                 elem_id="annotate-search", scale=3)
+            accept_typed = gr.Button("Accept typed", elem_id="annotate-accept-typed", scale=1)
+        status = gr.Textbox(show_label=False, interactive=False, container=False, elem_id="annotate-status")
+        with gr.Accordion("Export your judgements of this queue", open=False):
+            export_btn = gr.Button("Export: FewRel JSONL + Label Studio JSON + doccano JSONL", elem_id="annotate-export")
+            export_status = gr.Textbox(show_label=False, interactive=False, container=False, elem_id="annotate-export-status")
+            files = gr.File(label="Exports (train with: python -m emma train --data annotations.jsonl --descriptions …)",
+                            file_count="multiple", interactive=False, elem_id="annotate-files")
+
+        view = [annotation, sentence, progress, suggestion_md, ordering, *candidates]
+        request_id = gr.Textbox("", visible=False, label="request_id")
+        import_btn.click(self.import_file, [upload, name, shared, annotation, session], [report, queues, *view],
+                         api_name="import_queue", **MODEL)
+        queues.input(self.open_queue, [queues, ordering, annotation, session], view, **MODEL, **QUIET)
+        ordering.input(self.open_queue, [queues, ordering, annotation, session], view, **MODEL, **QUIET)
+        hidden = gr.Textbox("", visible=False)
+        for button, action in ((accept, "accept"), (none, "none"), (skip, "skip")):
+            button.click(_judging(self.judge, action), [hidden, annotation, session, request_id], [status, *view],
+                         api_name=f"annotate_{action}", **MODEL)
+        for i, button in enumerate(candidates):
+            number = gr.Number(i + 1, visible=False)
+            button.click(_judging(self.judge, "accept"), [number, annotation, session, request_id], [status, *view],
+                         **MODEL, **PRIVATE)
+        accept_typed.click(_judging(self.judge, "accept"), [search, annotation, session, request_id], [status, *view],
+                           **MODEL, **PRIVATE)
+        undo.click(self.undo, [annotation, session], [status, *view], api_name="annotate_undo", **MODEL)
+        export_btn.click(self.export, [annotation, session], [files, export_status], **PRIVATE)
+        tab.select(self.show, [annotation, session], [queues, *view], **MODEL, **QUIET)
+        tab.select(self.search_choices, [session], [search], **QUIET)
+        return AnnotateParts(annotation, queues, view, search)
+
+    def build_agreement(self, session: gr.State, tab: gr.Tab) -> None:
+        """The agreement panel of the Feedback tab (call inside it): Cohen's κ of a queue's annotators, disagreements."""
+        with gr.Accordion("Agreement between annotators of a queue (Cohen's κ)", open=False):
+            with gr.Row():
+                queue_choice = gr.Dropdown([], label="Queue", elem_id="agreement-queue", scale=3)
+                compute = gr.Button("Compute agreement", elem_id="agreement-compute", scale=1)
+            summary = gr.Markdown(elem_id="agreement-summary")
+            per_relation = gr.Dataframe(label="κ per relation", interactive=False, elem_id="agreement-relations")
+            disagreements = gr.Dataframe(label="Disagreements", interactive=False, elem_id="agreement-disagreements", wrap=True)
+        tab.select(lambda session_, request=None: gr.update(choices=self.queue_choices(self.wb.owned(session_, request)["owner"])),
+                   [session], [queue_choice], **QUIET)
+        compute.click(self.agreement, [queue_choice, session], [summary, per_relation, disagreements], **PRIVATE)
+
+    def search_choices(self, session: dict, request: gr.Request = None):
+        session = self.wb.owned(session, request)
+        return gr.update(choices=list(self.wb.relations(session)), value=None)
+
+
+@dataclass
+class AnnotateParts:
+    """The Annotate tab's components the page load and the Feedback tab use."""
+
+    annotation: gr.State
+    queues: gr.Dropdown
+    view: list
+    search: gr.Dropdown
+
+
+def _judging(fn, action: str):
+    """`fn` with its first argument fixed, keeping the signature Gradio reads for `gr.Request`."""
+
+    def handler(choice, annotation, session, request_id="", request: gr.Request = None):
+        return fn(action, choice, annotation, session, request_id, request)
+
+    handler.__name__ = f"{fn.__name__}_{action}"
+    return handler
+
+
+def _login(owner: str) -> str:
+    return owner.split(":", 1)[1] if owner.startswith("user:") else "you"
+
+
+def _md(text: str) -> str:
+    """User text inside Markdown: escaped, so a relation name cannot add links or markup."""
+    return html.escape(str(text), quote=False).replace("*", "\\*").replace("_", "\\_").replace("[", "\\[").replace("`", "\\`")
