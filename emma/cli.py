@@ -231,6 +231,47 @@ def evaluate(checkpoint, data, descriptions, split, k, max_per_relation, precisi
         click.echo(markdown_table(report), err=True)
 
 
+@cli.command()
+@click.option("--checkpoint", type=click.Path(), help="Checkpoint to start from (default: the shipped one).")
+@click.option("--data", "data", multiple=True, required=True, type=click.Path(),
+              help="Labelled file(s), e.g. the workbench's feedback.jsonl export; repeat the flag for several.")
+@click.option("--descriptions", required=True, type=click.Path(), help="Descriptions of the labelled rows' relations.")
+@click.option("--output", required=True, type=click.Path(), help="New checkpoint folder (must not exist).")
+@click.option("--replay", type=click.Path(), help="Data the checkpoint was trained on, mixed in (e.g. FewRel).")
+@click.option("--replay-descriptions", type=click.Path(), help="Descriptions of --replay's relations.")
+@click.option("--epochs", type=int)
+@click.option("--lr", type=float)
+@click.option("--anchor", type=float, help="Share of the drift from the starting weights undone after each step (0: off).")
+@click.option("--held-back", type=float, help="Share of each relation's rows scored before and after, never trained on.")
+@click.option("--seed", type=int)
+@click.option("--precision", type=click.Choice(PRECISIONS))
+@click.option("--skip-invalid", is_flag=True, help="Drop broken records (logged) instead of stopping at the first.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted fine-tune into the same --output.")
+def finetune(checkpoint, data, descriptions, output, replay, replay_descriptions, skip_invalid, resume, **flags) -> None:
+    """Adapt a trained checkpoint to labelled rows (recall and classifier), keeping what it knew.
+
+    Holds back a share of each relation's rows, fine-tunes on the rest, and prints a JSON report with
+    macro F1 on the held-back rows before and after (also written to OUTPUT/finetune.json).
+
+    Example:
+
+        python -m emma finetune --data feedback.jsonl --descriptions descriptions.json --output models/mine
+    """
+    from .checkpoint import DEFAULT_CHECKPOINT
+    from .finetune import FinetuneConfig
+    from .finetune import finetune as run_finetune
+
+    if bool(replay) != bool(replay_descriptions):
+        raise click.ClickException("--replay and --replay-descriptions go together")
+    known = {f.name for f in fields(FinetuneConfig)}
+    config = FinetuneConfig(**{k: v for k, v in flags.items() if v is not None and k in known})
+    rows = _load_instances(data, skip_invalid)
+    extra = (_load_instances([replay], skip_invalid), read_descriptions(replay_descriptions)) if replay else None
+    report = run_finetune(checkpoint or DEFAULT_CHECKPOINT, rows, read_descriptions(descriptions), output, config,
+                          replay=extra, resume=resume)
+    click.echo(json.dumps(report.to_json(), indent=2))
+
+
 def _draw_examples(path, shots: int, seed: int, scored: list, relations: list, skip_invalid: bool) -> dict:
     """{relation: labelled examples} for the candidate relations, none of them a scored instance."""
     from .data import draw_shots
@@ -305,6 +346,80 @@ def predict(checkpoint, descriptions, text, head, tail, top_k) -> None:
     }, indent=2))
 
 
+@cli.command()
+@click.option("--input", "input_path", required=True, type=click.Path(), help="Instances in any format the workbench imports.")
+@click.option("--to", "fmt", required=True, type=click.Choice(["fewrel", "labelstudio", "doccano"]),
+              help="fewrel: the project's trainable JSONL; labelstudio: Label Studio JSON; doccano: doccano relation JSONL.")
+@click.option("--output", required=True, type=click.Path(), help="File to write.")
+def convert(input_path, fmt, output) -> None:
+    """Convert a file of instances (JSONL with token spans, FewRel, text with character spans, Label Studio or
+    doccano exports) to another format. Bad records are listed by line and left out; the others are written.
+
+    Example:
+
+        python -m emma convert --input judged.jsonl --to labelstudio --output judged.labelstudio.json
+    """
+    from .corpus import read_corpus, write_corpus
+
+    corpus = read_corpus(input_path)
+    for bad in corpus.bad:
+        click.echo(str(bad), err=True)
+    write_corpus(corpus.records, output, fmt)
+    click.echo(f"Wrote {len(corpus.records)} instances to {output} ({len(corpus.bad)} bad records left out).")
+
+
+@cli.command()
+@click.option("--input", "input_path", required=True, type=click.Path(exists=True, dir_okay=False), help="Text file: one text (a sentence or a paragraph) per line.")
+@click.option("--descriptions", type=click.Path(exists=True), help="Relation descriptions file (default: the workbench's default relations, assets/relations.json).")
+@click.option("--checkpoint", type=click.Path(), help="Checkpoint folder (default: the shipped one).")
+@click.option("--threshold", type=click.FloatRange(0, 1), help="No relation below this score (default: the checkpoint's extract_threshold).")
+@click.option("--output", type=click.Path(dir_okay=False), help="Write the JSONL here instead of stdout.")
+def extract(input_path, descriptions, checkpoint, threshold, output) -> None:
+    """Every relation between entities of the same sentence, for each line of a text file; JSONL of triples.
+
+    Entities are suggested by the packaged English NER (en_core_web_sm 3.8). One JSON object per input
+    line: {"line", "triples": [{"head", "relation", "tail", "score", "head_span", "tail_span", "sentence", …}],
+    "pairs", "warnings"}; a line that cannot be read (too long, fewer than two entities) gets "error" instead.
+
+    Example:
+
+        python -m emma extract --input paragraphs.txt --output triples.jsonl
+    """
+    from tqdm.auto import tqdm
+
+    from .checkpoint import REPO_ROOT
+    from .entities import EntityModelError
+    from .pipeline import Extractor
+
+    lines = Path(input_path).read_text(encoding="utf-8").splitlines()
+    if not any(line.strip() for line in lines):
+        raise click.ClickException(f"{input_path}: no text in the file (one text per line)")
+    if descriptions:
+        relations = read_descriptions(descriptions)
+    else:
+        catalogue = json.loads((REPO_ROOT / "assets" / "relations.json").read_text())
+        relations = {e["label"]: e["text"] for e in catalogue if e.get("default", True)}
+    ex = Extractor.load(checkpoint)
+    ex.set_relations(relations)
+    out = open(output, "w", encoding="utf-8") if output else None
+    try:
+        for n, line in enumerate(tqdm(lines, desc="extracting", unit="line"), start=1):
+            if not line.strip():
+                continue
+            try:
+                result = ex.extract(line, threshold=threshold, top_k=1)
+                record = {"line": n, "triples": [t.to_dict() for t in result.triples], "pairs": len(result.pairs),
+                          "threshold": result.threshold, "warnings": result.warnings}
+            except EntityModelError:
+                raise  # no line can be read without the NER: stop, in one line (CliGroup)
+            except ValueError as e:  # one bad line (too long, < 2 entities) does not stop the file
+                record = {"line": n, "error": str(e), "triples": []}
+            click.echo(json.dumps(record, ensure_ascii=False), file=out)
+    finally:
+        if out:
+            out.close()
+
+
 @cli.group()
 def portable() -> None:
     """Move a checkpoint trained with --freeze-word-embeddings as small shards (base vocabulary rows left out)."""
@@ -346,26 +461,4 @@ def main() -> None:  # pragma: no cover - entry point
 
 
 if __name__ == "__main__":  # pragma: no cover
-@cli.command()
-@click.option("--input", "input_path", required=True, type=click.Path(), help="Instances in any format the workbench imports.")
-@click.option("--to", "fmt", required=True, type=click.Choice(["fewrel", "labelstudio", "doccano"]),
-              help="fewrel: the project's trainable JSONL; labelstudio: Label Studio JSON; doccano: doccano relation JSONL.")
-@click.option("--output", required=True, type=click.Path(), help="File to write.")
-def convert(input_path, fmt, output) -> None:
-    """Convert a file of instances (JSONL with token spans, FewRel, text with character spans, Label Studio or
-    doccano exports) to another format. Bad records are listed by line and left out; the others are written.
-
-    Example:
-
-        python -m emma convert --input judged.jsonl --to labelstudio --output judged.labelstudio.json
-    """
-    from .corpus import read_corpus, write_corpus
-
-    corpus = read_corpus(input_path)
-    for bad in corpus.bad:
-        click.echo(str(bad), err=True)
-    write_corpus(corpus.records, output, fmt)
-    click.echo(f"Wrote {len(corpus.records)} instances to {output} ({len(corpus.bad)} bad records left out).")
-
-
     sys.exit(main())

@@ -91,6 +91,12 @@ class TrainConfig:
     # Where a classifier added to a recall-only checkpoint starts: "recall" (a copy of its trained
     # encoder) or "base" (the base encoder, as in joint training).
     classifier_init: str = "recall"
+    # Share of the distance back to the starting weights taken after every step (0: off): a
+    # decoupled pull toward where the run started, as AdamW's weight decay is toward zero. Fine-tuning
+    # a trained checkpoint on a few hundred rows uses it so the model keeps what it knew; it bounds
+    # each weight's drift near lr / anchor. (A penalty added to the loss does not do this under Adam,
+    # which rescales its tiny gradients to full-size steps.)
+    anchor: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):  # from a JSON config file
@@ -102,6 +108,8 @@ class TrainConfig:
         check_choice("precision", self.precision, PRECISIONS)
         check_choice("classifier_init", self.classifier_init, CLASSIFIER_INITS)
         check_choice("schedule", self.schedule, SCHEDULES)
+        if not 0 <= self.anchor < 1:
+            raise ValueError(f"anchor={self.anchor}: give the share of the drift undone per step, in [0, 1)")
 
     @classmethod
     def paper(cls, **changes) -> "TrainConfig":
@@ -272,6 +280,7 @@ class Run:
     position: Position
     started: float
     prior_time: float
+    anchor: list[tuple[nn.Parameter, torch.Tensor]] = field(default_factory=list)  # (weight, its starting value)
 
     @classmethod
     def start(cls, config, model: Emma, tokenizer, data: TrainingData, accelerator, output: Path, resume: bool, card) -> "Run":
@@ -288,6 +297,8 @@ class Run:
         stages = [[p for p in part.parameters() if p.requires_grad] for part in (model.recall, model.classifier) if part is not None]
         objective = JointObjective(model, tokenizer, world, rank, train_recall=config.train_recall)
         objective, optimizer = accelerator.prepare(objective, optimizer)
+        # Taken before a resume loads its state: the pull is toward where the whole run started.
+        anchor = [(p, p.detach().clone()) for p in model.parameters() if p.requires_grad] if config.anchor else []
         position = Position()
         if resume and (output / STATE_FILE).is_file():
             position = load_state(output / STATE_FILE, model, optimizer, scheduler)
@@ -295,7 +306,7 @@ class Run:
             logger.info("nothing to resume in %s; starting fresh", output)
         return cls(config, accelerator, objective, optimizer, scheduler, tokenizer, data, [s for s in stages if s], output,
                    card, total_steps, math.ceil(total_steps / max(1, steps_per_epoch)), position, time.perf_counter(),
-                   _read_meta(output).get("wall_time_s", 0.0) if resume else 0.0)
+                   _read_meta(output).get("wall_time_s", 0.0) if resume else 0.0, anchor)
 
     @property
     def model(self) -> Emma:
@@ -346,16 +357,31 @@ class Run:
         for stage in self.stages:
             self.accelerator.clip_grad_norm_(stage, self.config.max_grad_norm)
         self.optimizer.step()
+        if self.anchor:
+            self.pull_back()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.position.step += 1
         record = {"step": self.position.step, "epoch": epoch, "loss": out.loss.item(), "recall_loss": out.recall_loss.item(),
                   "rerank_loss": out.rerank_loss.item(), "lr": self.scheduler.get_last_lr()[0]}
+        if self.anchor:
+            record["drift"] = self.drift()
         if dev is not None and self.config.eval_every and self.position.step % self.config.eval_every == 0 and self.accelerator.is_main_process:
             record["dev"] = _dev_scores(self.model, self.tokenizer, dev)
             self.objective.train()
             logger.info("step %d dev %s", self.position.step, record["dev"])
         return record
+
+    @torch.no_grad()
+    def pull_back(self) -> None:
+        """θ ← θ − anchor·(θ − θ₀) for every trainable weight."""
+        for p, p0 in self.anchor:
+            p.lerp_(p0, self.config.anchor)
+
+    @torch.no_grad()
+    def drift(self) -> float:
+        """‖θ − θ₀‖ over the trainable weights: how far the run has moved from where it started."""
+        return math.sqrt(sum(((p - p0) ** 2).sum().item() for p, p0 in self.anchor))
 
     def save(self, position: Position) -> int:
         """The checkpoint folder and the resume state at `position`; returns the step saved."""

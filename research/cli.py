@@ -1,4 +1,4 @@
-"""Command line: ``python -m research bench | experiment | table | fewshot | fewshot-table | transfer | transfer-table | probe | probe-table | probe-sweep``.
+"""Command line: ``python -m research bench | experiment | table | fewshot | fewshot-table | transfer | transfer-table | extraction | extraction-latency | probe | probe-table | probe-sweep``.
 
 The library's own commands (train, evaluate, predict, portable) are ``python -m emma``. Paths default
 to this repository's results/, runs/ and ../shared/data, whatever the working directory; user errors
@@ -315,6 +315,102 @@ def transfer_table(results, split, output, metrics) -> None:
         current["transfer"] = {"data": f"CrossRE {split}, all 16 types as candidates, macro F1",
                                "command": "python -m research transfer", "domains": transfer_metrics(records, model, split)}
         metrics.write_text(json.dumps(current, indent=1, ensure_ascii=False) + "\n")
+
+
+FINETUNE = RESULTS_DIR / "finetune.jsonl"
+
+
+@cli.command("finetune-compare")
+@click.option("--checkpoint", type=click.Path(exists=True), help="Checkpoint folder (default: the shipped one).")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=DATA_DIR, show_default="../shared/data")
+@click.option("--results", type=click.Path(path_type=Path), default=FINETUNE, show_default="results/finetune.jsonl")
+@click.option("--domains", default="ai", show_default=True, help="CrossRE domains, comma-separated.")
+@click.option("--recipes", default="default", show_default=True, help="Comma-separated: default, no-anchor, strong-anchor, replay.")
+@click.option("--rows", type=int, default=20, show_default=True, help="Labelled rows per relation, from the domain's train file.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--fewrel-cap", type=int, default=100, show_default=True, help="FewRel m = 15 ori instances per relation scored.")
+@click.option("--keep", is_flag=True, help="Keep the fine-tuned folders under runs/.")
+def finetune_cmd(checkpoint, data_dir, results, domains, recipes, rows, seed, fewrel_cap, keep) -> None:
+    """Examples only vs fine-tuning on the same labelled rows of a CrossRE domain, and what FewRel forgets.
+
+    Example:
+
+        python -m research finetune-compare --domains ai,news --recipes default,no-anchor
+    """
+    from .finetune import DOMAINS, RECIPES, run
+
+    domains, recipes = domains.split(","), recipes.split(",")
+    for name, allowed in (("domain", DOMAINS), ("recipe", RECIPES)):
+        bad = [v for v in (domains if name == "domain" else recipes) if v not in allowed]
+        if bad:
+            raise click.BadParameter(f"unknown {name} {bad[0]!r}; choose from {', '.join(allowed)}")
+    from emma import DEFAULT_CHECKPOINT
+
+    run(str(checkpoint or DEFAULT_CHECKPOINT), data_dir, results, domains, recipes, rows, seed, fewrel_cap, RUNS_DIR, keep)
+
+
+@cli.command("finetune-table")
+@click.option("--results", type=click.Path(exists=True, path_type=Path), default=FINETUNE, show_default="results/finetune.jsonl")
+@click.option("--output", type=click.Path(), help="Write the markdown here too.")
+def finetune_table(results, output) -> None:
+    """Render the fine-tune table (markdown) from a results file of `finetune-compare`.
+
+    Example:
+
+        python -m research finetune-table --output results/FINETUNE.md
+    """
+    from .finetune import table
+    from .jsonl import read
+
+    text = table(read(results))
+    click.echo(text)
+    if output:
+        Path(output).write_text(text + "\n")
+
+
+EXTRACTION = RESULTS_DIR / "extraction.jsonl"
+
+
+@cli.command()
+@click.option("--checkpoint", type=click.Path(), help="Checkpoint folder (default: the shipped one).")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=DATA_DIR, show_default="../shared/data")
+@click.option("--results", type=click.Path(path_type=Path), default=EXTRACTION, show_default="results/extraction.jsonl")
+@click.option("--markdown", type=click.Path(path_type=Path), default=RESULTS_DIR / "EXTRACTION.md", show_default="results/EXTRACTION.md")
+@click.option("--figure", type=click.Path(path_type=Path), default=RESULTS_DIR / "extraction_pr.png", show_default="results/extraction_pr.png",
+              help="The precision-recall curve: this PNG and an HTML beside it.")
+@click.option("--precision", type=click.Choice(INFERENCE_PRECISIONS), default="auto", show_default=True)
+@click.option("--set-config", is_flag=True, help="Write the chosen threshold into the checkpoint's config.json (extract_threshold).")
+def extraction(checkpoint, data_dir, results, markdown, figure, precision, set_config) -> None:
+    """The extraction threshold: every entity pair of CrossRE dev, P / R / F1 per domain as the threshold moves.
+
+    Per-pair scores are cached in runs/extraction/, so a rerun only sweeps again.
+
+    Example:
+
+        python -m research extraction --checkpoint checkpoints/emma-minilm --set-config
+    """
+    from .extraction import run
+
+    summary = run(checkpoint, data_dir, results, RUNS_DIR / "extraction", precision, markdown, figure, set_config)
+    click.echo(f"threshold {summary['threshold']:.3f}; F1 per domain: "
+               + ", ".join(f"{d} {v['f1']:.1f}" for d, v in summary["at_threshold"].items()))
+
+
+@cli.command("extraction-latency")
+@click.option("--checkpoint", type=click.Path(), help="Checkpoint folder (default: the shipped one).")
+@click.option("--threads", type=int, default=2, show_default=True, help="torch threads.")
+@click.option("--precision", type=click.Choice(INFERENCE_PRECISIONS), default="auto", show_default=True)
+@click.option("--repeats", type=int, default=10, show_default=True)
+def extraction_latency(checkpoint, threads, precision, repeats) -> None:
+    """Time `Extractor.extract` end to end on a 5-sentence paragraph (entities suggested, about 20 pairs); prints figures.
+
+    Example:
+
+        python -m research extraction-latency --threads 2
+    """
+    from .extraction import latency
+
+    click.echo(json.dumps(latency(checkpoint, threads, precision, repeats), indent=2))
 
 
 cli.add_command(probe)

@@ -1,0 +1,195 @@
+"""Fine-tuning a trained checkpoint on a user's labelled rows, without forgetting what it knew.
+
+Labelled examples (`Extractor.add_examples`) help at once and cost nothing; fine-tuning is the
+next step, run on demand: recall and classifier are trained together on the new rows (InfoNCE +
+rerank cross-entropy, as in `emma.train`), starting from the checkpoint, with a small learning
+rate, a few epochs and a pull back toward the starting weights after every step (`TrainConfig.anchor`). Rows of the
+data the checkpoint was trained on can be mixed in ("replay") where they are at hand; the
+workbench has none, so the pull is what keeps the old relations there.
+
+A share of each relation's rows is held back and scored before and after, so every fine-tune
+reports what it changed on rows it never saw (`FinetuneReport`). The new checkpoint is written
+to a temporary sibling folder and renamed into place once complete: an interrupted fine-tune
+leaves the output absent (and resumable), never half-written, and the starting checkpoint is
+only read.
+
+    >>> report = finetune("checkpoints/emma-minilm", rows, descriptions, "models/mine")  # doctest: +SKIP
+    >>> report.before["emma_fused"], report.after["emma_fused"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from .checkpoint import checkpoint_id, read_config
+from .data import Instance, cap_per_relation, check_relations
+from .evaluate import evaluate
+from .pipeline import Extractor
+from .train import STATE_FILE, TrainConfig, train
+
+logger = logging.getLogger(__name__)
+
+REPORT_FILE = "finetune.json"
+
+
+@dataclass
+class FinetuneConfig:
+    """How a fine-tune runs; the defaults are the measured recipe (results/FINETUNE.md).
+
+    `held_back` of each relation's rows (at least one where a relation has two or more) are kept out
+    of training and scored before and after. `replay_per_relation` rows of each replay relation are
+    mixed in when replay data is given.
+    """
+
+    epochs: int = 4
+    lr: float = 2e-5
+    head_lr: float = 1e-4
+    batch_size: int = 16
+    anchor: float = 0.02
+    held_back: float = 0.2
+    replay_per_relation: int = 10
+    seed: int = 42
+    precision: str = "auto"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.held_back < 1:
+            raise ValueError(f"held_back={self.held_back}: give a fraction in [0, 1)")
+        if self.epochs < 1:
+            raise ValueError(f"epochs={self.epochs}: give at least 1")
+
+    def train_config(self, checkpoint: str, relations: int) -> TrainConfig:
+        """The `TrainConfig` of this fine-tune: both stages trained jointly from `checkpoint`."""
+        return TrainConfig(init_checkpoint=checkpoint, train_recall=True, epochs=self.epochs, lr=self.lr,
+                           head_lr=self.head_lr, batch_size=min(self.batch_size, relations), warmup_steps=10,
+                           anchor=self.anchor, seed=self.seed, precision=self.precision,
+                           classifier_max_per_relation=None)
+
+
+@dataclass
+class FinetuneReport:
+    """What a fine-tune did: rows used, and macro F1 (recall only, classifier, fused) on held-back rows before and after."""
+
+    parent: str  # checkpoint id of the starting checkpoint
+    output: str
+    relations: list[str]
+    trained_rows: int
+    held_back_rows: int
+    replay_rows: int
+    before: dict[str, float] = field(default_factory=dict)
+    after: dict[str, float] = field(default_factory=dict)
+    wall_time_s: float = 0.0
+    config: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def hold_back(rows: Sequence[Instance], fraction: float, seed: int) -> tuple[list[Instance], list[Instance]]:
+    """(train, held back): about `fraction` of each relation's rows held back, at least one of a relation with two or more."""
+    by_rel: dict[str, list[Instance]] = {}
+    for r in rows:
+        by_rel.setdefault(r.relation, []).append(r)
+    rng = random.Random(seed)
+    kept, held = [], []
+    for rel in sorted(by_rel):
+        group = list(by_rel[rel])
+        rng.shuffle(group)
+        n = 0 if not fraction or len(group) < 2 else max(1, round(fraction * len(group)))
+        held.extend(group[:n])
+        kept.extend(group[n:])
+    return kept, held
+
+
+def check_rows(rows: Sequence[Instance], descriptions: dict[str, str]) -> None:
+    """Refuse, in one sentence, rows a fine-tune cannot use: none, unlabelled, unknown relations, fewer than 2 relations."""
+    if not rows:
+        raise ValueError("no labelled rows to fine-tune on")
+    if any(r.relation is None for r in rows):
+        raise ValueError("every row needs a relation label (a 'none of these' row cannot be trained on)")
+    check_relations(rows, descriptions, "fine-tuning data")
+    n = len({r.relation for r in rows})
+    if n < 2:
+        raise ValueError(f"fine-tuning needs labelled rows of at least 2 relations (in-batch negatives); these have {n}")
+
+
+def scores(extractor: Extractor, rows: Sequence[Instance], descriptions: dict[str, str]) -> dict[str, float]:
+    """Macro F1 of recall only, the classifier and the fused rule on `rows`, the candidates being `descriptions`."""
+    if not rows:
+        return {}
+    extractor.set_relations(descriptions)
+    report = evaluate(extractor, rows)
+    return {name: round(report[name]["f1"], 2) for name in ("recall_only", "emma", "emma_fused")}
+
+
+def finetune(
+    checkpoint: str | Path,
+    rows: Sequence[Instance],
+    descriptions: dict[str, str],
+    output: str | Path,
+    config: FinetuneConfig | None = None,
+    replay: tuple[Sequence[Instance], dict[str, str]] | None = None,
+    resume: bool = False,
+) -> FinetuneReport:
+    """Fine-tune `checkpoint` on labelled `rows` into a new checkpoint folder `output`.
+
+    Args:
+        rows: labelled instances of at least 2 relations, each with a description in `descriptions`.
+        descriptions: {relation: text}, the candidates of the held-back scoring.
+        output: the new checkpoint folder; must not exist yet.
+        replay: (instances, descriptions) of data the checkpoint knew, mixed in at
+            `config.replay_per_relation` rows per relation.
+        resume: continue an interrupted fine-tune into the same `output`.
+
+    Returns:
+        the `FinetuneReport`, also written to `output/finetune.json`.
+    """
+    config = config or FinetuneConfig()
+    checkpoint, output = Path(checkpoint), Path(output)
+    read_config(checkpoint)  # a clear error now, not after the held-back scoring, for a folder that is no checkpoint
+    check_rows(rows, descriptions)
+    if output.exists():
+        raise ValueError(f"{output} already exists: choose a new folder for the fine-tuned model")
+    partial = output.with_name(output.name + ".partial")
+    if partial.exists() and not resume:
+        shutil.rmtree(partial)
+    started = time.perf_counter()
+    kept, held = hold_back(rows, config.held_back, config.seed)
+    if len({r.relation for r in kept}) < 2:
+        raise ValueError("after holding back rows to score, fewer than 2 relations are left to train on: label more rows")
+    mixed, all_descriptions, n_replay = list(kept), dict(descriptions), 0
+    if replay is not None:
+        replay_rows = cap_per_relation([r for r in replay[0] if r.relation not in descriptions],
+                                       config.replay_per_relation, seed=config.seed)
+        mixed += replay_rows
+        all_descriptions = {**replay[1], **descriptions}
+        n_replay = len(replay_rows)
+    relations = sorted({r.relation for r in mixed})
+    before = scores(Extractor.load(checkpoint, precision=config.precision), held, descriptions)
+    logger.info("fine-tuning %s on %d rows (%d replayed) of %d relations; %d held back", checkpoint, len(mixed),
+                n_replay, len(relations), len(held))
+    card = (f"# Fine-tuned EMMA checkpoint\n\nFine-tuned from `{checkpoint_id(checkpoint)}` on {len(kept)} labelled rows of "
+            f"{len({r.relation for r in kept})} relations ({n_replay} replayed); see `{REPORT_FILE}` for the rows "
+            "held back and the scores before and after.\n")
+    train(config.train_config(str(checkpoint), len(relations)), mixed, all_descriptions, partial, resume=resume, card=card)
+    after = scores(Extractor.load(partial, precision=config.precision), held, descriptions)
+    report = FinetuneReport(checkpoint_id(checkpoint), str(output), sorted(descriptions), len(kept), len(held), n_replay,
+                            before, after, round(time.perf_counter() - started, 1), asdict(config))
+    (partial / STATE_FILE).unlink(missing_ok=True)  # optimizer state: three times the model, useless once done
+    (partial / REPORT_FILE).write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    partial.replace(output)
+    return report
+
+
+def read_report(folder: str | Path) -> dict | None:
+    """The `finetune.json` of a fine-tuned checkpoint folder, or None for a checkpoint that was not fine-tuned."""
+    try:
+        return json.loads((Path(folder) / REPORT_FILE).read_text())
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,116 @@
+"""Fine-tune table (issue 13, part 2): 20 labelled rows per relation in a new domain, examples vs fine-tuning.
+
+Per CrossRE domain and fine-tune recipe: draw `rows` labelled rows per relation from the domain's
+`train` file; score its `dev` file (all 16 types as candidates) with the starting checkpoint using
+those rows as examples ("examples only", no training), then fine-tune on the same rows
+(`emma.finetune.finetune`, nothing held back) and score dev with the fine-tuned model, without
+and with the rows as examples. Forgetting: FewRel m = 15 `ori` test relations (at most
+`fewrel_cap` instances each), before and after. One JSON line per (domain, recipe) in the results
+file; runs already there are skipped. CrossRE is measured on, never shipped: the fine-tuned
+folders are written under `runs/` (ignored by git) and deleted unless `--keep`.
+
+    python -m research finetune-compare --domains ai --recipes default,no-anchor,strong-anchor,replay
+    python -m research finetune-table
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+import emma
+from emma.finetune import FinetuneConfig, finetune
+
+from .fewshot import CROSSRE_DOMAINS
+from .jsonl import append, read
+
+RECIPES = {
+    "default": FinetuneConfig(held_back=0.0),
+    "no-anchor": FinetuneConfig(held_back=0.0, anchor=0.0),
+    "strong-anchor": FinetuneConfig(held_back=0.0, anchor=0.1),
+    "replay": FinetuneConfig(held_back=0.0),  # + FewRel replay rows
+}
+
+
+def fewrel_check(data: Path, cap: int) -> tuple[list[emma.Instance], dict[str, str]]:
+    """FewRel m = 15 `ori` test relations: instances (at most `cap` each) and their descriptions."""
+    fewrel = data / "fewrel"
+    split = emma.read_split(data / "splits" / "fewrel_rel2id" / "fewrel_rel2id_15_ori.json")
+    descriptions = emma.read_descriptions(fewrel / "relation_description" / "relation_description_processed.json")
+    instances = emma.read_instances(fewrel / "val_wiki.json") + emma.read_instances(fewrel / "partial" / "train_wiki_partial_union.json.gz")
+    test = set(split.test)
+    return emma.cap_per_relation([i for i in instances if i.relation in test], cap, seed=1234), {r: descriptions[r] for r in test}
+
+
+def replay_data(data: Path) -> tuple[list[emma.Instance], dict[str, str]]:
+    fewrel = data / "fewrel"
+    return (emma.read_instances(fewrel / "partial" / "train_wiki_partial_union.json.gz"),
+            emma.read_descriptions(fewrel / "relation_description" / "relation_description_processed.json"))
+
+
+def fused(extractor: emma.Extractor, instances, descriptions, examples: dict | None = None) -> float:
+    extractor.set_relations(descriptions)
+    for relation, rows in (examples or {}).items():
+        extractor.add_examples(relation, rows)
+    return round(emma.evaluate(extractor, instances)["emma_fused"]["f1"], 2)
+
+
+def run(checkpoint: str, data: Path, results: Path, domains: list[str], recipes: list[str], rows: int, seed: int,
+        fewrel_cap: int, runs: Path, keep: bool) -> None:
+    done = {(r["domain"], r["recipe"], r["rows_per_relation"], r["seed"]) for r in read(results)}
+    crossre = data / "crossre"
+    descriptions = emma.read_descriptions(crossre / "descriptions.json")
+    check, check_descriptions = fewrel_check(data, fewrel_cap)
+    base = emma.Extractor.load(checkpoint)
+    fewrel_before = fused(base, check, check_descriptions)
+    for domain in domains:
+        dev = emma.read_instances(crossre / f"{domain}-dev.jsonl")
+        drawn = emma.draw_shots(emma.read_instances(crossre / f"{domain}-train.jsonl"), rows, seed=seed, exclude=dev)
+        labelled = [i for group in drawn.values() for i in group]
+        zero = fused(base, dev, descriptions)
+        examples_only = fused(base, dev, descriptions, drawn)
+        for recipe in recipes:
+            if (domain, recipe, rows, seed) in done:
+                continue
+            output = runs / f"finetune-{domain}-{recipe}-{rows}-{seed}"
+            shutil.rmtree(output, ignore_errors=True)
+            config = replace(RECIPES[recipe], seed=seed)
+            start = time.perf_counter()
+            finetune(checkpoint, labelled, {r: descriptions[r] for r in drawn}, output, config,
+                     replay=replay_data(data) if recipe == "replay" else None)
+            minutes = round((time.perf_counter() - start) / 60, 1)
+            tuned = emma.Extractor.load(output)
+            record = {"domain": domain, "recipe": recipe, "rows_per_relation": rows, "seed": seed,
+                      "rows": len(labelled), "relations": len(drawn), "checkpoint": emma.checkpoint_id(checkpoint),
+                      "zero_shot": zero, "examples_only": examples_only,
+                      "finetuned": fused(tuned, dev, descriptions), "finetuned_examples": fused(tuned, dev, descriptions, drawn),
+                      "fewrel_ori_before": fewrel_before, "fewrel_ori_after": fused(tuned, check, check_descriptions),
+                      "fewrel_cap": fewrel_cap, "finetune_minutes": minutes,
+                      "budget": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+                                f"precision {tuned.precision}, config {config}"}
+            append(results, record)
+            print(f"{domain} {recipe}: zero {zero} examples {examples_only} finetuned {record['finetuned']} "
+                  f"(+examples {record['finetuned_examples']}); FewRel ori {fewrel_before} → {record['fewrel_ori_after']} "
+                  f"in {minutes} min", flush=True)
+            if not keep:
+                shutil.rmtree(output, ignore_errors=True)
+
+
+def table(records: list[dict]) -> str:
+    """Markdown: per (domain, recipe), dev macro F1 (fused) zero-shot, examples only, fine-tuned, and FewRel ori."""
+    lines = ["| domain | recipe | rows | zero-shot | examples only | fine-tuned | fine-tuned + examples | Δ vs examples | FewRel ori before → after | minutes |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        best = max(r["finetuned"], r["finetuned_examples"])
+        lines.append(f"| {r['domain']} | {r['recipe']} | {r['rows']} | {r['zero_shot']:.1f} | {r['examples_only']:.1f} | "
+                     f"{r['finetuned']:.1f} | {r['finetuned_examples']:.1f} | {best - r['examples_only']:+.1f} | "
+                     f"{r['fewrel_ori_before']:.1f} → {r['fewrel_ori_after']:.1f} | {r['finetune_minutes']} |")
+    return "\n".join(lines)
+
+
+DOMAINS = CROSSRE_DOMAINS

@@ -1,0 +1,137 @@
+"""Fine-tuning a checkpoint on labelled rows (tiny model): held-back scoring, the pull toward the start, atomic output."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import emma.finetune as finetune_module
+from emma.checkpoint import load_checkpoint
+from emma.cli import cli
+from emma.data import Instance, write_jsonl
+from emma.finetune import REPORT_FILE, FinetuneConfig, check_rows, finetune, hold_back, read_report
+from emma.train import LOG_FILE, STATE_FILE
+
+pytestmark = pytest.mark.usefixtures("fresh_accelerate")
+
+FAST = dict(epochs=2, batch_size=4, precision="fp32", lr=1e-3, head_lr=1e-3)
+
+
+def _sha(folder) -> str:
+    return hashlib.sha256((Path(folder) / "model.safetensors").read_bytes()).hexdigest()
+
+
+def _moved(a, b) -> float:
+    sa, sb = load_checkpoint(a, device="cpu")[0].state_dict(), load_checkpoint(b, device="cpu")[0].state_dict()
+    return sum((sa[k].float() - sb[k].float()).pow(2).sum().item() for k in sa if sa[k].is_floating_point())
+
+
+def test_hold_back_keeps_out_a_share_of_each_relation(toy_instances):
+    kept, held = hold_back(toy_instances, 0.34, seed=0)
+    assert len(kept) + len(held) == len(toy_instances)
+    assert sorted(i.relation for i in held) == sorted({i.relation for i in toy_instances})  # one of each (3 rows × 0.34)
+    assert not {i.pair for i in kept} & {i.pair for i in held}
+    everything, none = hold_back(toy_instances, 0.0, seed=0)
+    assert none == [] and sorted(map(id, everything)) == sorted(map(id, toy_instances))
+    single = [toy_instances[0]]
+    assert hold_back(single, 0.5, seed=0) == (single, [])  # a relation's only row is trained on, not held back
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([], "no labelled rows"),
+    (None, "at least 2 relations"),
+    ("unknown", "without a description: no such relation"),
+    ("unlabelled", "needs a relation label"),
+])
+def test_rows_a_finetune_cannot_use_are_refused(toy_instances, toy_descriptions, rows, message):
+    if rows is None:
+        rows = [i for i in toy_instances if i.relation == toy_instances[0].relation]
+    elif rows == "unknown":
+        rows = [Instance(("a", "b", "c"), (0, 1), (2, 3), "no such relation")] + list(toy_instances)
+    elif rows == "unlabelled":
+        rows = [Instance(("a", "b", "c"), (0, 1), (2, 3), None)] + list(toy_instances)
+    with pytest.raises(ValueError, match=message):
+        check_rows(rows, toy_descriptions)
+
+
+@pytest.mark.slow
+def test_finetune_writes_a_new_checkpoint_with_its_report_and_leaves_the_parent_alone(tiny_checkpoint, toy_instances,
+                                                                                     toy_descriptions, tmp_path):
+    parent = _sha(tiny_checkpoint)
+    out = tmp_path / "mine"
+    report = finetune(tiny_checkpoint, toy_instances, toy_descriptions, out, FinetuneConfig(held_back=0.34, **FAST))
+    assert _sha(tiny_checkpoint) == parent
+    assert report.trained_rows == 8 and report.held_back_rows == 4 and report.replay_rows == 0
+    assert set(report.before) == set(report.after) == {"recall_only", "emma", "emma_fused"}
+    assert read_report(out) == json.loads(json.dumps(report.to_json()))
+    assert read_report(tiny_checkpoint) is None
+    assert not (out / STATE_FILE).exists() and not Path(str(out) + ".partial").exists()
+    assert _moved(tiny_checkpoint, out) > 0
+    assert "Fine-tuned from" in (out / "README.md").read_text()
+    with pytest.raises(ValueError, match="already exists"):
+        finetune(tiny_checkpoint, toy_instances, toy_descriptions, out, FinetuneConfig(**FAST))
+
+
+@pytest.mark.slow
+def test_the_anchor_keeps_the_weights_nearer_the_start(tiny_checkpoint, toy_instances, toy_descriptions, tmp_path):
+    free = finetune(tiny_checkpoint, toy_instances, toy_descriptions, tmp_path / "free", FinetuneConfig(anchor=0.0, **FAST))
+    held = finetune(tiny_checkpoint, toy_instances, toy_descriptions, tmp_path / "held", FinetuneConfig(anchor=0.5, **FAST))
+    assert _moved(tiny_checkpoint, held.output) < 0.5 * _moved(tiny_checkpoint, free.output)
+    log = [json.loads(line) for line in (Path(held.output) / LOG_FILE).read_text().splitlines()]
+    assert len(log) == 4 and log[-1]["drift"] > 0
+
+
+@pytest.mark.slow
+def test_replay_rows_are_mixed_in_but_not_scored(tiny_checkpoint, toy_instances, toy_descriptions, tmp_path):
+    relations = sorted(toy_descriptions)
+    new = {r: toy_descriptions[r] for r in relations[:2]}
+    old = {r: toy_descriptions[r] for r in relations[2:]}
+    rows = [i for i in toy_instances if i.relation in new]
+    replayed = [i for i in toy_instances if i.relation in old]
+    report = finetune(tiny_checkpoint, rows, new, tmp_path / "out", FinetuneConfig(replay_per_relation=2, **FAST),
+                      replay=(replayed, old))
+    assert report.replay_rows == 4 and report.relations == sorted(new)
+
+
+@pytest.mark.slow
+def test_a_crashed_finetune_leaves_no_output_and_resumes(tiny_checkpoint, toy_instances, toy_descriptions, tmp_path,
+                                                         monkeypatch):
+    real = finetune_module.train
+
+    def crash(*args, **kwargs):
+        real(*args, **kwargs)
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(finetune_module, "train", crash)
+    out = tmp_path / "mine"
+    with pytest.raises(RuntimeError):
+        finetune(tiny_checkpoint, toy_instances, toy_descriptions, out, FinetuneConfig(**FAST))
+    assert not out.exists() and Path(str(out) + ".partial").is_dir()
+    monkeypatch.setattr(finetune_module, "train", real)
+    report = finetune(tiny_checkpoint, toy_instances, toy_descriptions, out, FinetuneConfig(**FAST), resume=True)
+    assert out.is_dir() and report.after
+
+
+@pytest.mark.slow
+def test_cli_finetune_prints_the_report(tiny_checkpoint, toy_instances, toy_descriptions, tmp_path):
+    data, descs = tmp_path / "rows.jsonl", tmp_path / "descriptions.json"
+    write_jsonl(toy_instances, data)
+    descs.write_text(json.dumps(toy_descriptions))
+    out = tmp_path / "mine"
+    args = ["finetune", "--checkpoint", tiny_checkpoint, "--data", str(data), "--descriptions", str(descs),
+            "--output", str(out), "--epochs", "1", "--precision", "fp32"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output[result.output.index("{"):])["output"] == str(out)
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 1 and "already exists" in again.output and "Traceback" not in again.output
+
+
+def test_cli_finetune_refuses_half_given_replay(tmp_path):
+    result = CliRunner().invoke(cli, ["finetune", "--data", "x.jsonl", "--descriptions", "d.json", "--output",
+                                      str(tmp_path / "o"), "--replay", "r.jsonl"])
+    assert result.exit_code == 1 and "--replay and --replay-descriptions go together" in result.output
