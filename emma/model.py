@@ -50,6 +50,9 @@ class EmmaConfig:
         decision: how the final label is picked among the k candidates: "fused" (classifier
             probability × softmax(cos/τ) of recall over the k, so a hesitant classifier does not
             overrule a confident recall) or "classifier" (the paper: the classifier's arg-max).
+        extract_threshold: `Extractor.extract` gives a pair no relation when its score under `decision`
+            is below this (measured on CrossRE dev by `python -m research extraction`); 0.0, the value
+            for checkpoints written before it was measured, gives every pair its best relation.
 
     `EmmaConfig.paper()` is the paper's architecture (concat head over h[CLS], the classifier decides).
     """
@@ -64,6 +67,7 @@ class EmmaConfig:
     classifier_head: str = "shared"
     classifier_features: str = "cls_entities"
     decision: str = "fused"
+    extract_threshold: float = 0.0
 
     @classmethod
     def paper(cls, **changes) -> "EmmaConfig":
@@ -79,6 +83,8 @@ class EmmaConfig:
         check_choice("decision", self.decision, DECISIONS)
         if not self.temperature > 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
+        if not 0.0 <= self.extract_threshold <= 1.0:
+            raise ValueError(f"extract_threshold must be between 0 and 1, got {self.extract_threshold}")
         if self.max_length < 8 or self.max_description_length < 3:
             raise ValueError(f"max_length={self.max_length} / max_description_length={self.max_description_length} too small")
 

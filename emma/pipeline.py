@@ -401,6 +401,17 @@ class Extractor:
             timings_ms=dict(timings),
         )
 
+    def extract(self, text: str, entities=None, threshold: float | None = None, top_k: int | None = None):
+        """Every relation between entities of the same sentence of `text`, in one batched prediction.
+
+        See `emma.extract.extract`: entities suggested by the NER unless given ((start, end) character
+        spans or `EntitySpan`s); pairs scoring below `threshold` (None: the checkpoint's
+        `extract_threshold`) get no relation. Returns an `emma.extract.Extraction`.
+        """
+        from .extract import extract
+
+        return extract(self, text, entities=entities, threshold=threshold, top_k=top_k)
+
     def attention(self, relation: str) -> dict:
         """The two virtual-entity pooling weights over a relation's description word pieces."""
         return self.index.rows[self.index.position(relation)].attention()
