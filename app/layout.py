@@ -12,7 +12,7 @@ Named API endpoints (usable from `gradio_client`; state is kept per client sessi
 /edit_relation(name, description), /delete_relation(name),
 /feedback(verdict, correct_relation, note) (a judged sentence becomes a labelled example),
 /remove_example(example_id), /import_queue(file, name, shared), /annotate_accept(choice),
-/annotate_none, /annotate_skip, /annotate_undo.
+/extract(text) (every relation in a paragraph), /annotate_none, /annotate_skip, /annotate_undo.
 
 Concurrency: only the model (and SQLite writes) have limits of their own; everything per session
 runs in the default pool, and the page load never touches the model.
@@ -23,6 +23,7 @@ from __future__ import annotations
 import gradio as gr
 
 from .annotate_tab import KEYS_JS, AnnotateTab
+from .extract_tab import ExtractTab
 from .feedback_tab import FeedbackTab
 from .predict_tab import PredictTab
 from starlette.middleware import Middleware
@@ -57,6 +58,7 @@ def build_demo(wb: Workbench) -> gr.Blocks:
     """The workbench UI over a `Workbench` (model, store, catalogue shared by all sessions)."""
     predict, relations, feedback = PredictTab(wb), RelationsTab(wb), FeedbackTab(wb)
     annotate = AnnotateTab(wb)
+    extract = ExtractTab(wb)
     # delete_cache: Gradio's copies of uploaded and exported files (annotation data) go after EXPORT_TTL_S.
     with gr.Blocks(title="EMMA workbench", analytics_enabled=False, delete_cache=(EXPORT_TTL_S, EXPORT_TTL_S)) as demo:
         session = gr.State(wb.new_session())
@@ -65,9 +67,11 @@ def build_demo(wb: Workbench) -> gr.Blocks:
         gr.Markdown(INTRO)
         gr.Markdown(f"Model `{wb.engine.checkpoint_id}` · classifier reranks the top k = {wb.engine.k} · "
                     f"device {wb.engine.extractor.device}", elem_classes="panel-help")
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             with gr.Tab("Predict", id="predict-tab"):
-                marking = predict.build(session)
+                marking = predict.build(session, chips=extract.build_chips)
+            with gr.Tab("Extract", id="extract-tab"):
+                extract.build(session, predict, tabs)
             with gr.Tab("Annotate", id="annotate-tab") as annotate_tab:
                 annotate.build(session, annotate_tab)
             with gr.Tab("Relations", id="relations-tab") as relations_tab:

@@ -224,13 +224,19 @@ class PredictTab:
 
     # ------------------------------------------------------------------ layout
 
-    def build(self, session: gr.State) -> PredictParts:
-        """The tab's components and its own events (the feedback form is wired by `feedback_tab`)."""
+    def build(self, session: gr.State, chips=None) -> PredictParts:
+        """The tab's components and its own events (the feedback form is wired by `feedback_tab`).
+
+        `chips(tab, sentence, head, tail, spans, marked, hint)` adds entity suggestions under the marking
+        (`extract_tab`); `self.predict_inputs` / `self.predict_outputs` let another tab run the Predict button's handler.
+        """
         first = self.wb.examples[0] if self.wb.examples else None
         spans = gr.State({"head": first["head"], "tail": first["tail"]} if first else {})
         with gr.Row():
             with gr.Column(scale=3):
                 sentence, head, tail, marked, hint, buttons = self._marking_column(first)
+                if chips:
+                    chips(self, sentence, head, tail, spans, marked, hint)
             with gr.Column(scale=2):
                 label = gr.Label(label="Prediction", elem_id="label")
                 summary = gr.Textbox(label="In words", interactive=False, lines=3, elem_id="summary")
@@ -255,8 +261,9 @@ class PredictTab:
         parts = PredictParts(sentence, head, tail, spans, marked, hint, verdict, correct_relation, note, feedback_btn, feedback_status)
         self._wire_marking(parts, *buttons)
         panels = [marked, label, summary, recall_plot, why, rerank, attention_plot, latency, correct_relation, verdict, note, feedback_status]
-        buttons[-1].click(self.predict_and_show, [sentence, head, tail, spans, session], [prediction_json, session, *panels],
-                          **MODEL, **PRIVATE)
+        self.parts, self.predict_inputs = parts, [sentence, head, tail, spans, session]
+        self.predict_outputs = [prediction_json, session, *panels]
+        buttons[-1].click(self.predict_and_show, self.predict_inputs, self.predict_outputs, **MODEL, **PRIVATE)
         # The /predict API returns the prediction alone; its button never shows (the page uses predict_and_show).
         gr.Button(visible=False).click(self.predict, [sentence, head, tail, spans, session], [prediction_json, session],
                                        api_name="predict", **MODEL)
