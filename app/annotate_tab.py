@@ -24,6 +24,7 @@ import html
 import json
 import logging
 import queue
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ MAX_NAME_CHARS = 80
 MAX_CACHED = 5000  # suggestions kept in memory, all users together
 MAX_BAD_SHOWN = 200  # bad records listed after an import
 ORDERS = {"file": "file order", "doubt": "most doubtful first"}
+CANDIDATE_LABEL = re.compile(r"^([1-9]) · ")  # a candidate button's label: its key, then the relation
 VERDICT_TEXT = {"accepted": "accepted", "none": "none of these", "skipped": "skipped"}
 EXPORTS = {"fewrel": "annotations.jsonl", "labelstudio": "annotations.labelstudio.json", "doccano": "annotations.doccano.jsonl"}
 
@@ -303,8 +305,10 @@ class AnnotateTab:
         """Open a queue (or change its order) at this user's first item not judged. Returns the item view."""
         session, owner, relations, examples, key = self._context(session, request)
         q = self._queue(owner, queue_id)
+        if ordering not in ORDERS:
+            raise BadInput("Choose file order or most doubtful first.")
         # Also remembers this queue as the one the user works on (a reload opens it again).
-        self.wb.store.set_ordering(q["id"], owner, ordering if ordering in ORDERS else self.wb.store.ordering(q["id"], owner))
+        self.wb.store.set_ordering(q["id"], owner, ordering)
         annotation = {**new_annotation(), "queue": q["id"], "seq": (annotation or {}).get("seq", 0)}
         return self._view(owner, annotation, relations, examples, key)
 
@@ -407,6 +411,8 @@ class AnnotateTab:
             raise BadInput("Choose accept, none of these or skip.")
         if choice in (None, ""):
             return "accepted", s.label
+        if isinstance(choice, str) and CANDIDATE_LABEL.match(choice):
+            choice = CANDIDATE_LABEL.match(choice).group(1)
         if isinstance(choice, (int, float)) or (isinstance(choice, str) and choice.strip().isdigit()):
             i = int(choice) - 1
             if not 0 <= i < len(s.candidates):
@@ -504,16 +510,17 @@ class AnnotateTab:
         annotation = gr.State(new_annotation())
         gr.Markdown(IMPORT_HELP, elem_classes="panel-help")
         with gr.Row():
-            upload = gr.File(label="File of instances", file_types=[".json", ".jsonl", ".gz"], elem_id="annotate-file")
-            with gr.Column():
-                name = gr.Textbox(label="Queue name (default: the file name)", elem_id="annotate-name")
-                shared = gr.Checkbox(label="Share with every login of this workbench (only with --auth)", value=False,
-                                     elem_id="annotate-shared")
-                import_btn = gr.Button("Import", variant="primary", elem_id="annotate-import")
+            name = gr.Textbox(label="Queue name (default: the file name)", elem_id="annotate-name", scale=2)
+            shared = gr.Checkbox(label="Share with every login of this workbench (only with --auth)", value=False,
+                                 elem_id="annotate-shared", scale=2)
+            upload = gr.UploadButton("Import a file of instances", file_types=[".json", ".jsonl", ".gz"], variant="primary",
+                                     elem_id="annotate-file", scale=1)
         report = gr.Markdown(elem_id="annotate-report")
         with gr.Row():
-            queues = gr.Dropdown([], label="Queue", elem_id="annotate-queue", scale=3)
-            ordering = gr.Radio([(v, k) for k, v in ORDERS.items()], value="file", label="Order", elem_id="annotate-order", scale=2)
+            # allow_custom_value: the handlers refuse a value that is not the caller's in a sentence of their own.
+            queues = gr.Dropdown([], label="Queue", elem_id="annotate-queue", scale=3, allow_custom_value=True)
+            ordering = gr.Dropdown([(v, k) for k, v in ORDERS.items()], value="file", label="Order", elem_id="annotate-order",
+                                   scale=2, allow_custom_value=True)
         gr.Markdown(KEYS_HELP, elem_classes="panel-help")
         progress = gr.HTML(elem_id="annotate-progress")
         sentence = gr.HighlightedText(label="Instance", elem_id="annotate-sentence", color_map={"HEAD": "#f4a261", "TAIL": "#2a9d8f"},
@@ -527,7 +534,7 @@ class AnnotateTab:
             skip = gr.Button("Skip (S)", elem_id="annotate-skip")
             undo = gr.Button("Undo (U)", elem_id="annotate-undo")
         with gr.Row():
-            search = gr.Dropdown([], label="Another relation in force (press / to search)", filterable=True, allow_custom_value=False,
+            search = gr.Dropdown([], label="Another relation in force (press / to search)", filterable=True, allow_custom_value=True,
                                  elem_id="annotate-search", scale=3)
             accept_typed = gr.Button("Accept typed", elem_id="annotate-accept-typed", scale=1)
         status = gr.Textbox(show_label=False, interactive=False, container=False, elem_id="annotate-status")
@@ -539,17 +546,16 @@ class AnnotateTab:
 
         view = [annotation, sentence, progress, suggestion_md, ordering, *candidates]
         request_id = gr.Textbox("", visible=False, label="request_id")
-        import_btn.click(self.import_file, [upload, name, shared, annotation, session], [report, queues, *view],
-                         api_name="import_queue", **MODEL)
+        upload.upload(self.import_file, [upload, name, shared, annotation, session], [report, queues, *view],
+                      api_name="import_queue", **MODEL)
         queues.input(self.open_queue, [queues, ordering, annotation, session], view, **MODEL, **QUIET)
         ordering.input(self.open_queue, [queues, ordering, annotation, session], view, **MODEL, **QUIET)
         hidden = gr.Textbox("", visible=False)
         for button, action in ((accept, "accept"), (none, "none"), (skip, "skip")):
             button.click(_judging(self.judge, action), [hidden, annotation, session, request_id], [status, *view],
                          api_name=f"annotate_{action}", **MODEL)
-        for i, button in enumerate(candidates):
-            number = gr.Number(i + 1, visible=False)
-            button.click(_judging(self.judge, "accept"), [number, annotation, session, request_id], [status, *view],
+        for button in candidates:  # the button's own label ("2 · founded by") says which candidate
+            button.click(_judging(self.judge, "accept"), [button, annotation, session, request_id], [status, *view],
                          **MODEL, **PRIVATE)
         accept_typed.click(_judging(self.judge, "accept"), [search, annotation, session, request_id], [status, *view],
                            **MODEL, **PRIVATE)
@@ -563,7 +569,7 @@ class AnnotateTab:
         """The agreement panel of the Feedback tab (call inside it): Cohen's κ of a queue's annotators, disagreements."""
         with gr.Accordion("Agreement between annotators of a queue (Cohen's κ)", open=False):
             with gr.Row():
-                queue_choice = gr.Dropdown([], label="Queue", elem_id="agreement-queue", scale=3)
+                queue_choice = gr.Dropdown([], label="Queue", elem_id="agreement-queue", scale=3, allow_custom_value=True)
                 compute = gr.Button("Compute agreement", elem_id="agreement-compute", scale=1)
             summary = gr.Markdown(elem_id="agreement-summary")
             per_relation = gr.Dataframe(label="κ per relation", interactive=False, elem_id="agreement-relations")

@@ -1,11 +1,15 @@
 """The Annotate tab in a real browser (Debian's Chromium through Playwright): import a small file, judge
 items by keyboard only (1, Enter, N, U, S), check keys do nothing while typing, reload, find the position
 kept, export. Prints (does not assert) the judgement → next item time the page measured itself.
+
+EMMA_ANNOTATE_CHECKPOINT=checkpoints/emma-minilm runs it on that checkpoint and the full catalogue (135
+relations in force) instead of the tiny model and four toy relations: how the README's figure was measured.
 """
 
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -37,7 +41,13 @@ def test_browser_import_judge_by_keyboard_reload_keeps_position(tiny_extractor, 
     source.write_text("".join(json.dumps(r) + "\n" for r in rows) + "not json\n")
 
     store = Store(tmp_path / "workbench.db")
-    wb = Workbench(Engine(tiny_extractor), store, Catalogue.from_descriptions(toy_descriptions), load_examples())
+    checkpoint = os.environ.get("EMMA_ANNOTATE_CHECKPOINT")
+    if checkpoint:
+        from emma import Extractor
+
+        wb = Workbench(Engine(Extractor.load(checkpoint, device="cpu")), store, Catalogue.load(), load_examples())
+    else:
+        wb = Workbench(Engine(tiny_extractor), store, Catalogue.from_descriptions(toy_descriptions), load_examples())
     demo = build_demo(wb)
     _, url, _ = launch(demo, port=None, prevent_thread_lock=True, quiet=True)
     try:
@@ -47,9 +57,9 @@ def test_browser_import_judge_by_keyboard_reload_keeps_position(tiny_extractor, 
             page.set_default_timeout(TIMEOUT_MS)
             page.goto(url)
             page.get_by_role("tab", name="Annotate").click()
-            page.locator("#annotate-file input[type=file]").set_input_files(str(source))
-            page.wait_for_timeout(500)
-            page.click("#annotate-import")
+            with page.expect_file_chooser() as chooser:
+                page.click("#annotate-file")
+            chooser.value.set_files(str(source))
             expect(page.locator("#annotate-report")).to_contain_text("Imported 6 instances")
             expect(page.locator("#annotate-report")).to_contain_text("line 7: not JSON")
             progress_is(page, "1 / 6")
