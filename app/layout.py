@@ -5,14 +5,15 @@ examples) / reranking / attention, give feedback. Relations (`relations_tab`): t
 switch on/off), your own relations (add, edit, delete, import, export), your labelled examples
 (counts, remove, import). Feedback (`feedback_tab`): your saved
 judgements, filters, export for retraining. Annotate (`annotate_tab`): import a file of instances,
-judge them one at a time by keyboard, export (FewRel JSONL, Label Studio, doccano).
+judge them one at a time by keyboard, export (FewRel JSONL, Label Studio, doccano). Improve
+(`improve_panel`, in the Feedback tab): fine-tune a copy of the model on your labels, compare, switch.
 
 Named API endpoints (usable from `gradio_client`; state is kept per client session):
 /predict(sentence, head, tail), /add_relation(name, description),
 /edit_relation(name, description), /delete_relation(name),
 /feedback(verdict, correct_relation, note) (a judged sentence becomes a labelled example),
 /remove_example(example_id), /import_queue(file, name, shared), /annotate_accept(choice),
-/extract(text) (every relation in a paragraph), /annotate_none, /annotate_skip, /annotate_undo.
+/extract(text) (every relation in a paragraph), /annotate_none, /annotate_skip, /annotate_undo, /improve_model, /choose_model(name).
 
 Concurrency: only the model (and SQLite writes) have limits of their own; everything per session
 runs in the default pool, and the page load never touches the model.
@@ -25,6 +26,7 @@ import gradio as gr
 from .annotate_tab import KEYS_JS, AnnotateTab
 from .extract_tab import ExtractTab
 from .feedback_tab import FeedbackTab
+from .improve_panel import ImprovePanel
 from .predict_tab import PredictTab
 from starlette.middleware import Middleware
 
@@ -57,7 +59,7 @@ INTRO = """
 def build_demo(wb: Workbench) -> gr.Blocks:
     """The workbench UI over a `Workbench` (model, store, catalogue shared by all sessions)."""
     predict, relations, feedback = PredictTab(wb), RelationsTab(wb), FeedbackTab(wb)
-    annotate = AnnotateTab(wb)
+    annotate, improve = AnnotateTab(wb), ImprovePanel(wb)
     extract = ExtractTab(wb)
     # delete_cache: Gradio's copies of uploaded and exported files (annotation data) go after EXPORT_TTL_S.
     with gr.Blocks(title="EMMA workbench", analytics_enabled=False, delete_cache=(EXPORT_TTL_S, EXPORT_TTL_S)) as demo:
@@ -79,6 +81,7 @@ def build_demo(wb: Workbench) -> gr.Blocks:
             with gr.Tab("Feedback", id="feedback-tab") as feedback_tab:
                 everyone = feedback.build(feedback_tab, session, marking)
                 annotate.build_agreement(session, feedback_tab)
+                improve.build(session, feedback_tab)
 
         def on_load(token_, search, sentence, head, tail, spans, request: gr.Request = None):
             """One round trip: the owner's session, the Relations tab's views, the marked sentence."""

@@ -186,11 +186,12 @@ class PredictTab:
         examples = tuple(e for e in wb.labelled(session) if e.relation in relations)
         try:
             instance = instance_from_text(sentence, h, t)
-            prediction = wb.model.predict(sentence, h, t, relations, examples)
+            engine = wb.engine_for(session)  # the owner's fine-tuned version, if they chose one
+            prediction = wb.model.predict(sentence, h, t, relations, examples, engine=engine)
         except DataError as e:
             raise BadInput(sentence_case(str(e))) from None
         timings = {**prediction.timings_ms, "total": (time.perf_counter() - t0) * 1e3}
-        record = prediction_record(sentence, h, t, instance, prediction, relations, wb.engine.checkpoint_id, timings, warnings_,
+        record = prediction_record(sentence, h, t, instance, prediction, relations, engine.checkpoint_id, timings, warnings_,
                                    n_examples=len(examples))
         session = copy.deepcopy(session)
         session["last"] = record

@@ -6,7 +6,8 @@ several times faster per sentence than one by one. The workbench's handlers ther
 the model themselves: they hand a job to `ModelWorker` and wait. The worker takes whatever jobs are
 waiting when it is free (no added delay for a lone user), groups the predictions by relation set and
 labelled examples (sessions with the same set and examples share one index) and runs each group as
-one batch. Encoding new descriptions goes through the same thread, so the model is never used by
+one batch. Users on a fine-tuned model version pass its `Engine`; it runs on the same thread, since
+the cores can serve one model call at a time anyway. Encoding new descriptions goes through the same thread, so the model is never used by
 two threads at once and the model's queue needs no lock of its own.
 """
 
@@ -48,9 +49,12 @@ class ModelWorker:
         threading.Thread(target=self._run, name="emma-model", daemon=True).start()
 
     def predict(self, text: str, head: tuple[int, int], tail: tuple[int, int], relations: dict[str, str],
-                examples: tuple[Instance, ...] = ()) -> Prediction:
-        """Like `Engine.predict`, run in a batch with whatever other predictions are waiting."""
-        return self._submit(("predict", (text, tuple(head), tuple(tail), relations, tuple(examples))))
+                examples: tuple[Instance, ...] = (), engine: Engine | None = None) -> Prediction:
+        """Like `Engine.predict`, run in a batch with whatever other predictions are waiting.
+
+        `engine`: another model to run it on (a user's fine-tuned version); default the worker's own.
+        """
+        return self._submit(("predict", (text, tuple(head), tuple(tail), relations, tuple(examples), engine or self.engine)))
 
     def call(self, fn, *args):
         """Run `fn(*args)` on the model's thread (e.g. `engine.encode` for new descriptions) and return its result."""
@@ -77,8 +81,8 @@ class ModelWorker:
             if kind == "call":
                 _settle(future, lambda: payload[0](*payload[1]))
             else:
-                # One index per relation set and examples: another owner's examples never enter this batch's index.
-                groups.setdefault((tuple(payload[3].items()), payload[4]), []).append((payload, future))
+                # One index per model, relation set and examples: another owner's examples never enter this batch's index.
+                groups.setdefault((id(payload[5]), tuple(payload[3].items()), payload[4]), []).append((payload, future))
         for group in groups.values():
             self._predict_group(group)
 
@@ -87,10 +91,11 @@ class ModelWorker:
         self.batch_sizes = (self.batch_sizes + [len(group)])[-1000:]
         try:
             t0 = time.perf_counter()
-            index = self.engine.index(group[0][0][3], group[0][0][4])
+            engine = group[0][0][5]
+            index = engine.index(group[0][0][3], group[0][0][4])
             index_ms = (time.perf_counter() - t0) * 1e3
             instances = [instance_from_text(text, head, tail) for (text, head, tail, *_), _ in group]
-            predictions = self.engine.extractor.with_index(index).predict_batch(instances, top_k=None)
+            predictions = engine.extractor.with_index(index).predict_batch(instances, top_k=None)
         except Exception as e:  # handed to each waiting handler, which turns user errors into messages
             for _, future in group:
                 future.set_exception(e)

@@ -21,6 +21,8 @@ Tables:
                     with the same client request id returns the first result and writes nothing
     annotation_*    imported queues of instances (m004): queues, items, judgements (one per item and
                     annotator), each annotator's chosen order, the model's doubt per item and relation set
+    model_versions  fine-tuned models (m005): name, owner, checkpoint id, parent, rows used, report, created
+    model_choice    owner -> the model version their predictions use (absent: the server's model)
 """
 
 from __future__ import annotations
@@ -166,6 +168,25 @@ def m004_annotation(db: Database) -> None:
     # The model's doubt per item and relation set (set id + examples digest), for the "most doubtful first" order.
     db["annotation_scores"].create({"queue_id": int, "position": int, "set_key": str, "margin": float, "label": str},
                                    pk=("queue_id", "set_key", "position"))
+
+
+@migrations()
+def m005_model_versions(db: Database) -> None:
+    """Fine-tuned models (see the "model versions" block of `Store`)."""
+    db["model_versions"].create(
+        {
+            "name": str,  # also its folder under the workbench's models folder
+            "owner": str,  # whose labels it was fine-tuned on: only they can use it (it has learnt their sentences)
+            "checkpoint": str,  # emma.checkpoint_id of the new weights
+            "parent": str,  # emma.checkpoint_id of the model it started from
+            "rows": int,  # labelled rows trained on
+            "held_back": int,  # labelled rows scored before and after
+            "report": str,  # the fine-tune's JSON report
+            "created": str,
+        },
+        pk="name", not_null={"owner", "checkpoint", "created"},
+    )
+    db["model_choice"].create({"owner": str, "name": str, "updated": str}, pk="owner")
 
 
 class RequestIdReused(ValueError):
@@ -479,6 +500,38 @@ class Store:
                 "select position from annotation_items i where queue_id = ? and not exists (select 1 from annotation_scores s"
                 " where s.queue_id = i.queue_id and s.position = i.position and s.set_key = ?) order by position limit ?",
                 [queue_id, set_key, int(limit)]).fetchall()]
+
+
+    # ------------------------------------------------------------------ model versions
+
+    def add_model_version(self, row: dict) -> None:
+        """Record a fine-tuned model (a `model_versions` row); a name is recorded once."""
+        with self.transaction() as db:
+            db["model_versions"].insert({**row, "created": row.get("created") or now()}, pk="name", ignore=True)
+
+    def model_versions(self, owner: str) -> list[dict]:
+        """`owner`'s fine-tuned models, oldest first."""
+        with self.connect() as db:
+            return list(db["model_versions"].rows_where("owner = ?", [owner], order_by="created"))
+
+    def model_version(self, name: str) -> dict | None:
+        with self.connect() as db:
+            rows = list(db["model_versions"].rows_where("name = ?", [name]))
+        return rows[0] if rows else None
+
+    def model_choice(self, owner: str) -> str | None:
+        """The model version `owner` chose for their predictions (None: the server's model)."""
+        with self.connect() as db:
+            rows = list(db["model_choice"].rows_where("owner = ?", [owner]))
+        return rows[0]["name"] if rows else None
+
+    def choose_model(self, owner: str, name: str | None) -> None:
+        """Use model version `name` for `owner`'s predictions from now on (None: the server's model)."""
+        with self.transaction() as db:
+            if name is None:
+                db["model_choice"].delete_where("owner = ?", [owner])
+            else:
+                db["model_choice"].upsert({"owner": owner, "name": name, "updated": now()}, pk="owner")
 
 
 # ---------------------------------------------------------------------- writes inside a transaction

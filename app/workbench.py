@@ -19,15 +19,18 @@ import functools
 import os
 import shutil
 import tempfile
+import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 
 import gradio as gr
 
-from emma import Instance
+from emma import Extractor, Instance
 
 from .catalogue import Catalogue
 from .engine import Engine
+from .finetuning import Finetuner
 from .identity import Identity, username
 from .serving import MAX_BATCH, ModelWorker
 from .session import BadInput, check_request_id, new_session, relations_in_force
@@ -39,6 +42,7 @@ UI_CONCURRENCY = 16  # cheap events: previews, tables
 MODEL = dict(concurrency_id="model", concurrency_limit=MODEL_CONCURRENCY)
 DB = dict(concurrency_id="db", concurrency_limit=DB_CONCURRENCY)
 EXPORT_TTL_S = 900  # exported files (and Gradio's copies) are deleted after 15 minutes
+MAX_LOADED_MODELS = 3  # fine-tuned versions kept in memory at once (about 180 MB each)
 PRIVATE = dict(api_visibility="private")
 QUIET = dict(api_visibility="private", show_progress="hidden")
 
@@ -87,9 +91,13 @@ class Workbench:
     """
 
     def __init__(self, engine: Engine, store: Store, catalogue: Catalogue, examples: list[dict] | None = None,
-                 admins=()) -> None:
+                 admins=(), models_dir: str | Path | None = None) -> None:
         self.engine = engine
         self.store = store
+        # Fine-tuned model versions: files beside the database unless told otherwise; loaded on first use.
+        self.finetuner = Finetuner(store, models_dir or store.path.parent / "models")
+        self._engines: OrderedDict[str, Engine] = OrderedDict()
+        self._engines_lock = threading.Lock()
         self.catalogue = catalogue
         self.examples = examples or []
         self.identity = Identity(store.secret("owner_key"), admins)
@@ -113,6 +121,39 @@ class Workbench:
             os.chmod(path, 0o600)
         return [str(p) for p in paths]
 
+    # ------------------------------------------------------------------ model versions
+
+    def engine_for(self, session: dict) -> Engine:
+        """The model a session predicts with: its owner's chosen fine-tuned version, else the server's model.
+
+        Versions are loaded on first use and the least recently used is dropped beyond
+        `MAX_LOADED_MODELS` (the model thread holds a reference while it uses one).
+        """
+        name = session.get("model")
+        if not name:
+            return self.engine
+        with self._engines_lock:
+            engine = self._engines.get(name)
+            if engine is None:
+                version = self.store.model_version(name)
+                if version is None or version["owner"] != session.get("owner"):
+                    return self.engine
+                base = self.engine.extractor
+                engine = Engine(Extractor.load(self.finetuner.models_dir / name, device=str(base.device), precision=base.precision))
+                self._engines[name] = engine
+                while len(self._engines) > MAX_LOADED_MODELS:
+                    self._engines.popitem(last=False)
+            self._engines.move_to_end(name)
+        return engine
+
+    def model_choice(self, owner: str) -> str | None:
+        """The version `owner` chose, if it still exists and is theirs (else None: the server's model)."""
+        name = self.store.model_choice(owner)
+        version = self.store.model_version(name) if name else None
+        if version is None or version["owner"] != owner or not (self.finetuner.models_dir / name).is_dir():
+            return None
+        return name
+
     def new_session(self) -> dict:
         return new_session(self.catalogue)
 
@@ -124,6 +165,7 @@ class Workbench:
         if enabled is not None:
             session["enabled"] = [label for label in enabled if label in self.catalogue.by_label]
         session["user"] = self.store.user_relations(owner)
+        session["model"] = self.model_choice(owner)
         return session
 
     def load(self, token: str | None, request: gr.Request = None):

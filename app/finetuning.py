@@ -1,0 +1,189 @@
+"""Fine-tuning from a user's labels in a child process, one at a time, with versions kept in the store.
+
+`python -m emma finetune` does the work (`emma.finetune`): it adapts the model the user is on to
+their labelled sentences and writes a new checkpoint folder atomically, with a report of macro F1
+on held-back rows before and after. Here it runs as a child process at a lower CPU priority, so
+the server's own thread keeps answering predictions meanwhile (slower, on 2 cores, but never
+blocked), and a crash of the fine-tune cannot take the server down. One fine-tune runs at a time
+on a server (two would each take the CPU the other needs); its progress is read from the child's
+progress bar.
+
+A finished fine-tune becomes a *model version* (`Store.add_model_version`): name, owner, checkpoint
+id, parent, rows used, report. Only its owner can use it, since it has learnt their sentences. The
+files live in `models_dir/<name>`; the job's inputs (rows, descriptions, who asked) in
+`models_dir/<name>.job` until it ends. A server restarted while a child was running registers
+its result at the next start (`recover`), or cleans up what it left.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import emma
+from emma import Instance, checkpoint_id
+from emma.data import write_jsonl
+
+from .storage import Store
+
+logger = logging.getLogger(__name__)
+
+PROGRESS = re.compile(r"training:\s+\d+%\|[^|]*\|\s*(\d+)/(\d+)")
+JOB_SUFFIX = ".job"
+
+
+@dataclass
+class Job:
+    """One fine-tune: who asked, where it writes, how far it is."""
+
+    owner: str
+    name: str
+    parent: str  # checkpoint id of the model it starts from
+    rows: int
+    started: float = field(default_factory=time.time)
+    state: str = "running"  # running | done | failed
+    step: int = 0
+    total: int = 0
+    phase: str = "starting"  # what the child is doing, for the status line
+    message: str = ""  # why it failed
+    report: dict | None = None
+
+
+class Finetuner:
+    """Starts fine-tunes (at most one at a time) and keeps each owner's latest job.
+
+    Args:
+        store: where finished fine-tunes are recorded as model versions.
+        models_dir: folder of the fine-tuned checkpoints (created on first use).
+    """
+
+    def __init__(self, store: Store, models_dir: str | Path) -> None:
+        self.store = store
+        self.models_dir = Path(models_dir)
+        self._lock = threading.Lock()
+        self._jobs: dict[str, Job] = {}  # owner -> latest job
+        self._running: Job | None = None
+        self._process: subprocess.Popen | None = None
+        self.recover()
+
+    def running(self) -> Job | None:
+        with self._lock:
+            return self._running
+
+    def job(self, owner: str) -> Job | None:
+        """`owner`'s latest fine-tune in this server's lifetime, if any."""
+        with self._lock:
+            return self._jobs.get(owner)
+
+    def start(self, owner: str, parent: str | Path, rows: list[Instance], descriptions: dict[str, str]) -> Job:
+        """Start fine-tuning checkpoint `parent` on `rows` for `owner`; raises RuntimeError while another runs."""
+        name = f"ft-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        with self._lock:
+            if self._running is not None:
+                raise RuntimeError("busy")
+            job = Job(owner, name, checkpoint_id(parent), len(rows))
+            self._running = self._jobs[owner] = job
+        try:
+            inputs = self.models_dir / (name + JOB_SUFFIX)
+            inputs.mkdir(parents=True, mode=0o700)
+            write_jsonl(rows, inputs / "rows.jsonl")
+            (inputs / "descriptions.json").write_text(json.dumps(descriptions, ensure_ascii=False))
+            (inputs / "job.json").write_text(json.dumps({"owner": owner, "name": name, "parent": job.parent, "rows": len(rows)}))
+            command = [sys.executable, "-m", "emma", "finetune", "--checkpoint", str(parent), "--data", str(inputs / "rows.jsonl"),
+                       "--descriptions", str(inputs / "descriptions.json"), "--output", str(self.models_dir / name)]
+            # The child imports the same `emma` as this process, wherever the server was started from.
+            path = os.pathsep.join(p for p in (str(Path(emma.__file__).parent.parent), os.environ.get("PYTHONPATH")) if p)
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                       preexec_fn=_lower_priority, env={**os.environ, "PYTHONPATH": path, "TQDM_MININTERVAL": "0.5"})
+        except Exception as e:
+            self._finish(job, "failed", f"could not start the fine-tune ({e})")
+            raise
+        self._process = process
+        threading.Thread(target=self._watch, args=(job, process), name=f"finetune-{name}", daemon=True).start()
+        return job
+
+    def close(self) -> None:
+        """Stop a running fine-tune (it fails, leaving nothing); for shutdown and tests."""
+        with self._lock:
+            process = self._process if self._running is not None else None
+        if process is not None and process.poll() is None:
+            process.terminate()
+
+    def _watch(self, job: Job, process: subprocess.Popen) -> None:
+        """Follow the child's progress bar; when it exits, record the version or the reason it failed."""
+        last = ""
+        buffer = ""
+        while True:
+            chunk = process.stderr.read(256)
+            if not chunk:
+                break
+            buffer += chunk
+            *lines, buffer = re.split(r"[\r\n]", buffer)
+            for line in lines:
+                if not line.strip():
+                    continue
+                found = PROGRESS.search(line)
+                if found:
+                    job.phase, job.step, job.total = "training", int(found.group(1)), int(found.group(2))
+                else:
+                    last = line.strip()
+                    if "fine-tuning" in line:
+                        job.phase = "scoring held-back rows, then training"
+        stdout = process.stdout.read()
+        code = process.wait()
+        if code == 0:
+            try:
+                self._register(job, json.loads(stdout))
+            except (ValueError, KeyError, OSError) as e:
+                self._finish(job, "failed", f"the fine-tune finished but its report could not be read ({e})")
+            return
+        message = last[len("Error: "):] if last.startswith("Error: ") else f"the fine-tune process stopped (exit code {code}): {last}"
+        shutil.rmtree(self.models_dir / (job.name + ".partial"), ignore_errors=True)
+        self._finish(job, "failed", message)
+
+    def _register(self, job: Job, report: dict) -> None:
+        folder = self.models_dir / job.name
+        self.store.add_model_version({"name": job.name, "owner": job.owner, "checkpoint": checkpoint_id(folder),
+                                      "parent": job.parent, "rows": report["trained_rows"], "held_back": report["held_back_rows"],
+                                      "report": json.dumps(report)})
+        job.report = report
+        self._finish(job, "done")
+
+    def _finish(self, job: Job, state: str, message: str = "") -> None:
+        job.state, job.message = state, message
+        shutil.rmtree(self.models_dir / (job.name + JOB_SUFFIX), ignore_errors=True)
+        with self._lock:
+            if self._running is job:
+                self._running = None
+        if state == "failed":
+            logger.warning("fine-tune %s failed: %s", job.name, message)
+
+    def recover(self) -> None:
+        """Register fine-tunes that finished while no server watched them; remove what unfinished ones left."""
+        if not self.models_dir.is_dir():
+            return
+        for inputs in self.models_dir.glob("*" + JOB_SUFFIX):
+            try:
+                meta = json.loads((inputs / "job.json").read_text())
+                folder = self.models_dir / meta["name"]
+                report = json.loads((folder / "finetune.json").read_text())
+            except (OSError, ValueError, KeyError):
+                shutil.rmtree(self.models_dir / (inputs.name[: -len(JOB_SUFFIX)] + ".partial"), ignore_errors=True)
+                shutil.rmtree(inputs, ignore_errors=True)
+                continue
+            job = Job(meta["owner"], meta["name"], meta["parent"], meta["rows"])
+            self._register(job, report)
+
+
+def _lower_priority() -> None:  # pragma: no cover - runs in the child
+    os.nice(10)

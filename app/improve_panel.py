@@ -1,0 +1,147 @@
+"""The Feedback tab's "Improve the model from my labels" panel: fine-tune on demand, compare, switch.
+
+A user's labelled sentences (judged in Predict, Annotate, or imported as examples) already count
+at once as examples. This panel goes one step further: it fine-tunes a copy of the model the user
+is on (`app.finetuning`, in a child process; predictions keep working meanwhile), shows macro F1
+on held-back labelled rows before and after, and lets the user switch their predictions to the
+new version, or back. The choice is stored per user, so a reload or a restart keeps it; every
+feedback row records the checkpoint id of the model that made the prediction.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import gradio as gr
+import pandas as pd
+
+from .session import BadInput
+from .workbench import DB, QUIET, Workbench, user_errors
+
+MIN_ROWS_PER_RELATION = 2  # one to train on, one held back to score
+MIN_RELATIONS = 2  # in-batch negatives need another relation
+MAX_ROWS = 5000  # rows one fine-tune takes (a few minutes on 2 cores per few hundred)
+SERVER_MODEL = ""  # the dropdown's value for the server's own model
+SCORE_NAMES = {"recall_only": "recall only", "emma": "classifier", "emma_fused": "fused (the shipped rule)"}
+
+HELP = """Fine-tunes a copy of the model you are using on **your labelled sentences** (feedback with a known
+relation, and imported examples) of the relations switched on. A fifth of each relation's sentences is held
+back to score the model before and after. It takes a few minutes; predictions keep working meanwhile. Only you can
+use the new version, since it has learnt your sentences."""
+
+
+class ImprovePanel:
+    """Handlers of the fine-tune panel over the shared `Workbench`."""
+
+    def __init__(self, wb: Workbench) -> None:
+        self.wb = wb
+
+    def training_rows(self, session: dict) -> tuple[list, dict[str, str], str]:
+        """(rows, {relation: text}, a note on rows left out): the owner's labelled rows of relations in force."""
+        relations = self.wb.relations(session)
+        labelled = self.wb.labelled(session)
+        rows = [r for r in labelled if r.relation in relations][:MAX_ROWS]
+        counts: dict[str, int] = {}
+        for r in rows:
+            counts[r.relation] = counts.get(r.relation, 0) + 1
+        usable = {rel for rel, n in counts.items() if n >= MIN_ROWS_PER_RELATION}
+        if len(usable) < MIN_RELATIONS:
+            raise BadInput(f"Label at least {MIN_ROWS_PER_RELATION} sentences of each of at least {MIN_RELATIONS} relations "
+                           f"switched on first (you have {len(rows)} labelled sentences of relations in force, "
+                           f"{len(usable)} relation(s) with {MIN_ROWS_PER_RELATION} or more).")
+        left_out = len(labelled) - len([r for r in rows if r.relation in usable])
+        note = f" {left_out} labelled sentences are left out (relation off, or fewer than {MIN_ROWS_PER_RELATION} of it)." if left_out else ""
+        return [r for r in rows if r.relation in usable], {rel: relations[rel] for rel in relations if rel in usable}, note
+
+    @user_errors
+    def improve(self, session: dict, request: gr.Request = None) -> tuple[str, gr.Timer]:
+        """Start a fine-tune of the caller's model on their labels. Returns (status, the polling timer switched on)."""
+        session = self.wb.owned(session, request)
+        rows, descriptions, note = self.training_rows(session)
+        running = self.wb.finetuner.running()
+        if running is not None:
+            mine = running.owner == session["owner"]
+            raise BadInput("Your fine-tune is still running; its progress shows below." if mine else
+                           f"Another fine-tune is running on this server (started {time.strftime('%H:%M', time.localtime(running.started))}); "
+                           "try again when it has finished.")
+        engine = self.wb.engine_for(session)
+        try:
+            self.wb.finetuner.start(session["owner"], engine.extractor.checkpoint, rows, descriptions)
+        except RuntimeError:
+            raise BadInput("Another fine-tune started a moment ago; try again when it has finished.") from None
+        return (f"Started: fine-tuning on {len(rows)} labelled sentences of {len(descriptions)} relations.{note}",
+                gr.Timer(active=True))
+
+    @user_errors
+    def progress(self, session: dict, request: gr.Request = None):
+        """Status line, before/after table, model choices, and whether to keep polling."""
+        session = self.wb.owned(session, request)
+        job = self.wb.finetuner.job(session["owner"])
+        choices, value = self.model_choices(session)
+        dropdown = gr.Dropdown(choices=choices, value=value)
+        if job is None:
+            return "", report_frame(self.latest_report(session)), dropdown, gr.Timer(active=False)
+        if job.state == "running":
+            minutes = (time.time() - job.started) / 60
+            where = f"step {job.step} of {job.total} ({100 * job.step / job.total:.0f} %)" if job.total else job.phase
+            return (f"Fine-tuning on {job.rows} sentences: {where}, {minutes:.1f} min so far.", pd.DataFrame(), dropdown,
+                    gr.Timer(active=True))
+        if job.state == "failed":
+            return f"The fine-tune failed: {job.message}. Your model is unchanged.", pd.DataFrame(), dropdown, gr.Timer(active=False)
+        return (f"Done: version {job.name} is ready. Choose it under 'Model for my predictions' to use it.",
+                report_frame(job.report), dropdown, gr.Timer(active=False))
+
+    def latest_report(self, session: dict) -> dict | None:
+        versions = self.wb.store.model_versions(session["owner"])
+        return json.loads(versions[-1]["report"]) if versions else None
+
+    def model_choices(self, session: dict) -> tuple[list[tuple[str, str]], str]:
+        choices = [(f"server model ({self.wb.engine.checkpoint_id})", SERVER_MODEL)]
+        for v in self.wb.store.model_versions(session["owner"]):
+            report = json.loads(v["report"])
+            after = report.get("after", {}).get("emma_fused")
+            score = f", held-back F1 {report['before'].get('emma_fused', 0):.0f} → {after:.0f}" if after is not None else ""
+            choices.append((f"{v['name']} ({v['rows']} sentences{score})", v["name"]))
+        return choices, session.get("model") or SERVER_MODEL
+
+    @user_errors
+    def choose(self, name: str | None, session: dict, request: gr.Request = None) -> tuple[dict, str]:
+        """Switch the caller's predictions to version `name` ("" for the server's model). Returns (session, status)."""
+        session = self.wb.owned(session, request)
+        name = name or None
+        if name is not None:
+            version = self.wb.store.model_version(name)
+            if version is None or version["owner"] != session["owner"]:
+                raise BadInput("That model version is not one of yours.")
+        self.wb.store.choose_model(session["owner"], name)
+        session = {**session, "model": name}
+        used = self.wb.engine_for(session).checkpoint_id
+        return session, f"Your predictions now use {name or 'the server model'} ({used})."
+
+    def build(self, session: gr.State, tab: gr.Tab) -> None:
+        """The panel (call inside the Feedback tab)."""
+        with gr.Accordion("Improve the model from my labels", open=True, elem_id="improve"):
+            gr.Markdown(HELP, elem_classes="panel-help")
+            with gr.Row():
+                start = gr.Button("Improve the model from my labels", variant="primary", elem_id="improve-start")
+                model = gr.Dropdown(label="Model for my predictions", choices=[], elem_id="improve-model", interactive=True)
+            status = gr.Textbox(show_label=False, interactive=False, container=False, elem_id="improve-status")
+            report = gr.Dataframe(label="Macro F1 on your held-back sentences", interactive=False, elem_id="improve-report")
+            timer = gr.Timer(1.0, active=False)
+        start.click(self.improve, [session], [status, timer], api_name="improve_model", **DB)
+        timer.tick(self.progress, [session], [status, report, model, timer], **QUIET)
+        tab.select(self.progress, [session], [status, report, model, timer], **QUIET)
+        model.input(self.choose, [model, session], [session, status], api_name="choose_model", **DB)
+
+
+def report_frame(report: dict | None) -> pd.DataFrame:
+    """Before/after macro F1 per decision rule on the held-back rows, as a small table."""
+    if not report or not report.get("after"):
+        return pd.DataFrame()
+    rows = [{"rule": label, "before": round(report["before"].get(key, 0.0), 1), "after": round(report["after"][key], 1),
+             "change": round(report["after"][key] - report["before"].get(key, 0.0), 1)}
+            for key, label in SCORE_NAMES.items() if key in report["after"]]
+    rows.append({"rule": f"sentences: {report['trained_rows']} trained on, {report['held_back_rows']} held back",
+                 "before": None, "after": None, "change": None})
+    return pd.DataFrame(rows)

@@ -1,0 +1,115 @@
+"""Fine-tuning from the workbench (tiny model, a real child process): start, progress, versions, choice, failures."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from app.catalogue import Catalogue, load_examples
+from app.engine import Engine
+from app.finetuning import Finetuner
+from app.improve_panel import ImprovePanel
+from app.predict_tab import PredictTab
+from app.session import BadInput
+from app.storage import Store, replace_example
+from app.workbench import Workbench
+
+pytestmark = pytest.mark.usefixtures("fresh_accelerate")
+
+
+@pytest.fixture
+def wb(tiny_extractor, toy_descriptions, tmp_path):
+    wb = Workbench(Engine(tiny_extractor), Store(tmp_path / "wb.db"), Catalogue.from_descriptions(toy_descriptions),
+                   load_examples())
+    yield wb
+    wb.finetuner.close()  # a test that failed mid-way leaves no child process behind
+
+
+def label(wb, owner, instances):
+    with wb.store.transaction() as db:
+        for i in instances:
+            replace_example(db, owner, list(i.tokens), list(i.head), list(i.tail), i.relation, None)
+
+
+def wait(finetuner, owner, seconds=300):
+    deadline = time.time() + seconds
+    while finetuner.job(owner).state == "running":
+        assert time.time() < deadline, "the fine-tune did not finish"
+        time.sleep(0.5)
+    return finetuner.job(owner)
+
+
+def test_too_few_labels_are_refused_in_one_sentence(wb, toy_instances):
+    panel, session = ImprovePanel(wb), wb.open_session("user:ann")
+    with pytest.raises(BadInput, match="Label at least 2 sentences of each of at least 2 relations"):
+        panel.improve.__wrapped__(panel, session)
+    label(wb, "user:ann", [i for i in toy_instances if i.relation == toy_instances[0].relation])
+    with pytest.raises(BadInput, match="1 relation"):
+        panel.improve.__wrapped__(panel, session)
+    assert wb.finetuner.running() is None
+
+
+@pytest.mark.slow
+def test_fine_tune_from_labels_then_switch_and_keep_the_choice(wb, toy_instances, tmp_path):
+    panel, predict = ImprovePanel(wb), PredictTab(wb)
+    ann, bob = wb.open_session("user:ann"), wb.open_session("user:bob")
+    label(wb, "user:ann", toy_instances)
+    status, _ = panel.improve.__wrapped__(panel, ann)
+    assert f"fine-tuning on {len(toy_instances)} labelled sentences of 4 relations" in status
+    with pytest.raises(BadInput, match="Another fine-tune is running"):
+        label(wb, "user:bob", toy_instances)
+        panel.improve.__wrapped__(panel, bob)
+    job = wait(wb.finetuner, "user:ann")
+    assert job.state == "done", job.message
+    status, report, dropdown, _ = panel.progress.__wrapped__(panel, ann)
+    assert "is ready" in status
+    assert list(report["rule"][:3]) == ["recall only", "classifier", "fused (the shipped rule)"]
+    assert job.name in [value for _, value in dropdown.constructor_args["choices"]]
+    assert not list(wb.finetuner.models_dir.glob("*.job")) and not list(wb.finetuner.models_dir.glob("*.partial"))
+
+    # Only ann can use it; once chosen, her predictions (and feedback rows) name the new checkpoint.
+    with pytest.raises(BadInput, match="not one of yours"):
+        panel.choose.__wrapped__(panel, job.name, bob)
+    ann, status = panel.choose.__wrapped__(panel, job.name, ann)
+    version = wb.store.model_version(job.name)
+    assert version["checkpoint"] in status and version["parent"] == wb.engine.checkpoint_id
+    record, _ = predict.predict.__wrapped__(predict, "Apple was founded by Steve Jobs .", "Apple", "Steve Jobs", {}, ann)
+    assert record["checkpoint"] == version["checkpoint"] != wb.engine.checkpoint_id
+    record, _ = predict.predict.__wrapped__(predict, "Apple was founded by Steve Jobs .", "Apple", "Steve Jobs", {}, bob)
+    assert record["checkpoint"] == wb.engine.checkpoint_id
+
+    # A restart (a new Workbench on the same database) keeps the version and ann's choice; "" goes back.
+    again = Workbench(wb.engine, Store(wb.store.path), wb.catalogue, [])
+    assert again.open_session("user:ann")["model"] == job.name and again.open_session("user:bob")["model"] is None
+    ann, status = panel.choose.__wrapped__(panel, "", ann)
+    assert ann["model"] is None and wb.store.model_choice("user:ann") is None
+
+
+@pytest.mark.slow
+def test_a_failed_fine_tune_says_why_and_leaves_nothing(wb, toy_instances, tmp_path):
+    owner = "user:ann"
+    job = wb.finetuner.start(owner, tmp_path / "no-such-checkpoint", toy_instances, {i.relation: i.relation for i in toy_instances})
+    job = wait(wb.finetuner, owner)
+    assert job.state == "failed" and "no-such-checkpoint" in job.message
+    assert wb.store.model_versions(owner) == [] and list(wb.finetuner.models_dir.iterdir()) == []
+    panel = ImprovePanel(wb)
+    status, *_ = panel.progress.__wrapped__(panel, wb.open_session(owner))
+    assert status.startswith("The fine-tune failed:") and "Your model is unchanged" in status
+
+
+def test_recover_registers_a_fine_tune_that_finished_unwatched(tmp_path, tiny_checkpoint):
+    import shutil
+
+    store, models = Store(tmp_path / "wb.db"), tmp_path / "models"
+    shutil.copytree(tiny_checkpoint, models / "ft-x")
+    (models / "ft-x" / "finetune.json").write_text(json.dumps({"trained_rows": 8, "held_back_rows": 4, "before": {}, "after": {}}))
+    (models / "ft-x.job").mkdir()
+    (models / "ft-x.job" / "job.json").write_text(json.dumps({"owner": "user:ann", "name": "ft-x", "parent": "p", "rows": 12}))
+    (models / "ft-y.job").mkdir()  # an unfinished one: its inputs and partial folder go
+    (models / "ft-y.job" / "job.json").write_text(json.dumps({"owner": "user:ann", "name": "ft-y", "parent": "p", "rows": 12}))
+    (models / "ft-y.partial").mkdir()
+    Finetuner(store, models)
+    assert [v["name"] for v in store.model_versions("user:ann")] == ["ft-x"]
+    assert sorted(p.name for p in models.iterdir()) == ["ft-x"]
