@@ -127,6 +127,18 @@ def item_instance(item: dict) -> Instance:
     return Instance(tuple(item["tokens"]), tuple(item["head"]), tuple(item["tail"]))
 
 
+@dataclass(frozen=True)
+class Context:
+    """What a caller's suggestions depend on: the owner, the relations in force, the owner's examples of them, the
+    model (the owner's fine-tuned version, if chosen) and a key naming all of these."""
+
+    owner: str
+    relations: dict
+    examples: tuple
+    key: str
+    engine: object
+
+
 class Suggester:
     """Suggestions per (queue, item, set key): computed on demand or ahead by one background thread.
 
@@ -147,23 +159,23 @@ class Suggester:
         with self._lock:
             return self._cache.get((queue_id, position, key))
 
-    def get(self, queue_id: int, item: dict, key: str, relations, examples) -> Suggestion:
+    def get(self, queue_id: int, item: dict, ctx: Context) -> Suggestion:
         """The suggestion for one item, computed now (on the model's thread) when not ready yet."""
-        found = self.cached(queue_id, item["position"], key)
-        return found or self._compute(queue_id, [item], key, relations, examples)[0]
+        found = self.cached(queue_id, item["position"], ctx.key)
+        return found or self._compute(queue_id, [item], ctx)[0]
 
-    def ahead(self, queue_id: int, positions: list[int], key: str, relations, examples) -> None:
+    def ahead(self, queue_id: int, positions: list[int], ctx: Context) -> None:
         """Compute these items' suggestions in the background (the next items of a user's queue)."""
-        missing = [p for p in positions if self.cached(queue_id, p, key) is None]
+        missing = [p for p in positions if self.cached(queue_id, p, ctx.key) is None]
         if missing:
-            self._put(0, ("items", queue_id, tuple(missing), key, relations, examples))
+            self._put(0, ("items", queue_id, tuple(missing), ctx))
 
-    def score_queue(self, queue_id: int, key: str, relations, examples) -> None:
+    def score_queue(self, queue_id: int, ctx: Context) -> None:
         """Score every item of the queue under `key` (for the doubt order), after any pending look-ahead."""
-        self._put(1, ("queue", queue_id, (), key, relations, examples))
+        self._put(1, ("queue", queue_id, (), ctx))
 
     def _put(self, priority: int, job: tuple) -> None:
-        tag = job[:4]
+        tag = (*job[:3], job[3].key)
         with self._lock:
             if tag in self._pending:
                 return
@@ -174,29 +186,30 @@ class Suggester:
     def _run(self) -> None:
         while True:
             _, _, job = self._jobs.get()
-            kind, queue_id, positions, key, relations, examples = job
+            kind, queue_id, positions, ctx = job
+            todo = []
             try:
                 if kind == "items":
                     items = [self.wb.store.queue_item(queue_id, p) for p in positions]
-                    self._compute(queue_id, [i for i in items if i], key, relations, examples)
+                    self._compute(queue_id, [i for i in items if i], ctx)
                 else:
-                    todo = self.wb.store.unscored_positions(queue_id, key, SCORE_CHUNK)
+                    todo = self.wb.store.unscored_positions(queue_id, ctx.key, SCORE_CHUNK)
                     if todo:
                         items = [self.wb.store.queue_item(queue_id, p) for p in todo]
-                        self._compute(queue_id, [i for i in items if i], key, relations, examples)
+                        self._compute(queue_id, [i for i in items if i], ctx)
             except Exception:  # a background failure must not stop the thread; the shown item is computed on demand
                 logger.exception("suggesting ahead failed")
             finally:
                 with self._lock:
-                    self._pending.discard(job[:4])
+                    self._pending.discard((*job[:3], ctx.key))
             if kind == "queue" and todo:
                 self._put(1, job)  # the next chunk, after any look-ahead that arrived meanwhile
 
-    def _compute(self, queue_id: int, items: list[dict], key: str, relations, examples) -> list[Suggestion]:
-        engine = self.wb.engine
+    def _compute(self, queue_id: int, items: list[dict], ctx: Context) -> list[Suggestion]:
+        engine, key = ctx.engine, ctx.key
 
         def run():
-            index = engine.index(relations, examples)
+            index = engine.index(ctx.relations, ctx.examples)
             return engine.extractor.with_index(index).predict_batch([item_instance(i) for i in items], top_k=None)
 
         out = [suggestion(p) for p in self.wb.model.call(run)]
@@ -224,14 +237,15 @@ class AnnotateTab:
 
     # ------------------------------------------------------------------ helpers
 
-    def _context(self, session, request):
-        """(session, owner, relations in force, the owner's examples of them, set key)."""
+    def _context(self, session, request) -> tuple[dict, Context]:
+        """(session, what this caller's suggestions depend on)."""
         session = self.wb.owned(session, request)
         relations = self.wb.relations(session)
         if not relations:
             raise BadInput("No relation is switched on; enable some in the Relations tab or add your own.")
         examples = tuple(e for e in self.wb.labelled(session) if e.relation in relations)
-        return session, session["owner"], relations, examples, set_key(self.wb.engine.checkpoint_id, relations, examples)
+        engine = self.wb.engine_for(session)  # the owner's fine-tuned version, if they chose one
+        return session, Context(session["owner"], relations, examples, set_key(engine.checkpoint_id, relations, examples), engine)
 
     def _queue(self, owner: str, queue_id) -> dict:
         try:
@@ -256,7 +270,8 @@ class AnnotateTab:
     def import_file(self, file, name: str, shared: bool, annotation: dict | None, session: dict, request: gr.Request = None,
                     progress=gr.Progress()):
         """Import a file into a new queue and open it. Returns (report, queue choices, *the item view)."""
-        session, owner, relations, examples, key = self._context(session, request)
+        session, ctx = self._context(session, request)
+        owner = ctx.owner
         path = Path(file if isinstance(file, str) else getattr(file, "name", "") or (file or {}).get("path", "")) if file else None
         if not path or not path.is_file():
             raise BadInput("Choose a file to import first.")
@@ -271,7 +286,7 @@ class AnnotateTab:
             raise BadInput(f"You have {MAX_QUEUES} queues already.")
         progress(0, desc="Reading the file")
         try:
-            corpus = read_corpus(path, relations=relations, max_records=MAX_QUEUE_ITEMS)
+            corpus = read_corpus(path, relations=ctx.relations, max_records=MAX_QUEUE_ITEMS)
         except ValueError as e:
             raise BadInput(f"{str(e)[0].upper()}{str(e)[1:]}.") from None
         if not corpus.records:
@@ -288,7 +303,7 @@ class AnnotateTab:
         if corpus.bad:
             report += f"\n\n{len(corpus.bad)} bad records left out:\n\n{self._bad_text(corpus.bad, MAX_BAD_SHOWN)}"
         annotation = {**new_annotation(), "queue": queue_id, "seq": (annotation or {}).get("seq", 0)}
-        view = self._view(owner, annotation, relations, examples, key)
+        view = self._view(owner, annotation, ctx)
         return (report, gr.update(choices=self.queue_choices(owner), value=queue_id), *view)
 
     @staticmethod
@@ -303,14 +318,15 @@ class AnnotateTab:
     @user_errors
     def open_queue(self, queue_id, ordering: str, annotation: dict | None, session: dict, request: gr.Request = None):
         """Open a queue (or change its order) at this user's first item not judged. Returns the item view."""
-        session, owner, relations, examples, key = self._context(session, request)
+        session, ctx = self._context(session, request)
+        owner = ctx.owner
         q = self._queue(owner, queue_id)
         if ordering not in ORDERS:
             raise BadInput("Choose file order or most doubtful first.")
         # Also remembers this queue as the one the user works on (a reload opens it again).
         self.wb.store.set_ordering(q["id"], owner, ordering)
         annotation = {**new_annotation(), "queue": q["id"], "seq": (annotation or {}).get("seq", 0)}
-        return self._view(owner, annotation, relations, examples, key)
+        return self._view(owner, annotation, ctx)
 
     def show(self, annotation: dict | None, session: dict, request: gr.Request = None):
         """Page load and tab switch: the queue choices and the current item (or an invitation to import)."""
@@ -321,10 +337,10 @@ class AnnotateTab:
             annotation = {**annotation, "queue": self.wb.store.last_queue(owner), "position": None}
         choices = gr.update(choices=self.queue_choices(owner), value=annotation["queue"])
         try:
-            _, owner, relations, examples, key = self._context(session, request)
+            _, ctx = self._context(session, request)
             if annotation["queue"] is None:
                 return (choices, *self._empty(annotation, "Import a file, or choose a queue."))
-            return (choices, *self._view(owner, annotation, relations, examples, key))
+            return (choices, *self._view(owner, annotation, ctx))
         except BadInput as e:
             return (choices, *self._empty(annotation, str(e)))
 
@@ -335,14 +351,14 @@ class AnnotateTab:
         buttons = [gr.update(visible=False)] * N_BUTTONS
         return (annotation, highlighted("", None, None), status, "", gr.update(), *buttons)
 
-    def _view(self, owner: str, annotation: dict, relations, examples, key: str):
+    def _view(self, owner: str, annotation: dict, ctx: Context):
         """(state, sentence, progress HTML, suggestion text, ordering, *candidate buttons) for the current item."""
         store = self.wb.store
         queue_id = annotation["queue"]
         ordering = store.ordering(queue_id, owner)
         if ordering == "doubt":
-            self.suggester.score_queue(queue_id, key, relations, examples)
-        upcoming = store.next_positions(queue_id, owner, ordering, key, n=PREFETCH + 1)
+            self.suggester.score_queue(queue_id, ctx)
+        upcoming = store.next_positions(queue_id, owner, ordering, ctx.key, n=PREFETCH + 1)
         position = annotation.get("position")
         if position is None or store.judged(queue_id, owner, position):
             position = upcoming[0] if upcoming else None
@@ -354,8 +370,8 @@ class AnnotateTab:
             return (annotation, highlighted("", None, None), status, "", gr.update(value=ordering),
                     *[gr.update(visible=False)] * N_BUTTONS)
         item = store.queue_item(queue_id, position)
-        s = self.suggester.get(queue_id, item, key, relations, examples)
-        self.suggester.ahead(queue_id, [p for p in upcoming if p != position][:PREFETCH], key, relations, examples)
+        s = self.suggester.get(queue_id, item, ctx)
+        self.suggester.ahead(queue_id, [p for p in upcoming if p != position][:PREFETCH], ctx)
         instance = item_instance(item)
         text, head, tail = Record(instance, text=item["text"], head_chars=item["head_chars"], tail_chars=item["tail_chars"]).as_text()
         where = f" · line {item['line']}" if item.get("line") else ""
@@ -379,17 +395,18 @@ class AnnotateTab:
             action: "accept" (the suggestion, or `choice`: a candidate number 1…5 or a relation name), "none", "skip".
             request_id: optional; a repeated id writes nothing again (the next item is shown all the same).
         """
-        session, owner, relations, examples, key = self._context(session, request)
+        session, ctx = self._context(session, request)
+        owner = ctx.owner
         annotation = {**new_annotation(), **(annotation or {})}
         q = self._queue(owner, annotation["queue"])
         position = annotation.get("position")
         item = self.wb.store.queue_item(q["id"], position) if position is not None else None
         if item is None:
             raise BadInput("There is no item to judge here; choose a queue.")
-        s = self.suggester.get(q["id"], item, key, relations, examples)
-        verdict, relation = self._verdict(action, choice, s, relations)
+        s = self.suggester.get(q["id"], item, ctx)
+        verdict, relation = self._verdict(action, choice, s, ctx.relations)
         row = {"queue_id": q["id"], "position": position, "owner": owner, "verdict": verdict, "relation": relation,
-               "suggested": s.label, "checkpoint": self.wb.engine.checkpoint_id, "relation_set_id": relation_set_id(relations)}
+               "suggested": s.label, "checkpoint": ctx.engine.checkpoint_id, "relation_set_id": relation_set_id(ctx.relations)}
 
         def write(db):
             judgement = add_judgement(db, row)
@@ -399,7 +416,7 @@ class AnnotateTab:
 
         _, status = self.wb.once(session, request_id, "annotate", write)
         annotation["position"] = None
-        return (status, *self._view(owner, annotation, relations, examples, key))
+        return (status, *self._view(owner, annotation, ctx))
 
     @staticmethod
     def _verdict(action: str, choice, s: Suggestion, relations) -> tuple[str, str | None]:
@@ -426,17 +443,18 @@ class AnnotateTab:
     @user_errors
     def undo(self, annotation: dict | None, session: dict, request: gr.Request = None):
         """Delete this user's last judgement in the queue and show that item again. Returns (status, *view)."""
-        session, owner, relations, examples, key = self._context(session, request)
+        session, ctx = self._context(session, request)
+        owner = ctx.owner
         annotation = {**new_annotation(), **(annotation or {})}
         q = self._queue(owner, annotation["queue"])
         with self.wb.store.transaction() as db:
             last = undo_judgement(db, q["id"], owner)
         if last is None:
-            return ("Nothing to undo in this queue.", *self._view(owner, annotation, relations, examples, key))
+            return ("Nothing to undo in this queue.", *self._view(owner, annotation, ctx))
         annotation["position"] = last["position"]
         what = VERDICT_TEXT[last["verdict"]] + (f", {last['relation']}" if last["relation"] else "")
         status = f"Undone: item {last['position'] + 1} ({what})."
-        return (status, *self._view(owner, annotation, relations, examples, key))
+        return (status, *self._view(owner, annotation, ctx))
 
     # ------------------------------------------------------------------ export and agreement
 

@@ -352,3 +352,15 @@ def test_the_database_refuses_a_second_judgement_of_an_item(tmp_path):
         db.conn.commit()
         with pytest.raises(sqlite3.IntegrityError):
             db.execute("insert into annotation_judgements (queue_id, position, owner, verdict, created) values (?, 0, 'user:ann', 'none', 'y')", [q])
+
+
+def test_suggestions_come_from_the_owners_chosen_model(tab, tmp_path, tiny_extractor, monkeypatch):
+    """A user who switched to a fine-tuned version gets its suggestions; the judgement names that model."""
+    mine = Engine(tiny_extractor, checkpoint_id="ann-finetuned@1234")
+    monkeypatch.setattr(tab.wb, "engine_for", lambda session: mine if session["owner"] == "user:ann" else tab.wb.engine)
+    session, out = imported(tab, tmp_path)
+    tab.judge("accept", "", out[2], session, "", Request("ann"))
+    (row,) = tab.wb.store.judgements(out[2]["queue"], "user:ann")
+    assert row["checkpoint"] == "ann-finetuned@1234"
+    keys = {key for _, _, key in tab.suggester._cache}
+    assert len(keys) == 1  # one model, one relation set: one key; another model would never share its cache entries
