@@ -482,6 +482,11 @@ class AnnotateTab:
             raise BadInput("You have not judged any item of this queue yet (skipped items are not exported).")
         folder = self.wb.export_folder()
         paths = [write_corpus(records, folder / filename, fmt) for fmt, filename in EXPORTS.items()]
+        # The accepted relations' texts as in force now, so `python -m emma train --descriptions` reads them.
+        relations = self.wb.relations(session)
+        texts = {r.label: relations[r.label] for r in records if not r.negative and r.label in relations}
+        paths.append(folder / "descriptions.json")
+        paths[-1].write_text(json.dumps(texts, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         negatives = sum(r.negative for r in records)
         return self.wb.private_files(paths), (f"Exported {len(records)} judged items ({negatives} none of these: "
                                               "relation null and negative true in the JSONL, no_relation in Label Studio and doccano).")
@@ -557,9 +562,9 @@ class AnnotateTab:
             accept_typed = gr.Button("Accept typed", elem_id="annotate-accept-typed", scale=1)
         status = gr.Textbox(show_label=False, interactive=False, container=False, elem_id="annotate-status")
         with gr.Accordion("Export your judgements of this queue", open=False):
-            export_btn = gr.Button("Export: FewRel JSONL + Label Studio JSON + doccano JSONL", elem_id="annotate-export")
+            export_btn = gr.Button("Export: FewRel JSONL + Label Studio JSON + doccano JSONL + descriptions", elem_id="annotate-export")
             export_status = gr.Textbox(show_label=False, interactive=False, container=False, elem_id="annotate-export-status")
-            files = gr.File(label="Exports (train with: python -m emma train --data annotations.jsonl --descriptions …)",
+            files = gr.File(label="Exports (train with: python -m emma train --data annotations.jsonl --descriptions descriptions.json)",
                             file_count="multiple", interactive=False, elem_id="annotate-files")
 
         view = [annotation, sentence, progress, suggestion_md, ordering, *candidates]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -29,16 +30,20 @@ def progress_is(page, text: str) -> None:
                            arg=text, polling=10)
 
 
-def test_browser_import_judge_by_keyboard_reload_keeps_position(tiny_extractor, toy_descriptions, tmp_path, capsys):
+KEYS = ["1", "Enter", "n", "u", "n", "s", "Enter", "2", "Enter", "n", "Enter", "Enter"]  # ten judged, one undone
+
+
+def test_browser_import_judge_by_keyboard_reload_export_reimport(tiny_extractor, toy_descriptions, tmp_path, capsys):
     _require_browser()
     from playwright.sync_api import expect, sync_playwright
 
     rows = []
-    for relation, sentence, head, tail in TOY_SENTENCES[:6]:
+    for relation, sentence, head, tail in TOY_SENTENCES:
         h, t = sentence.index(head), sentence.index(tail)
         rows.append({"text": sentence, "head": [h, h + len(head)], "tail": [t, t + len(tail)]})
     source = tmp_path / "sentences.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in rows) + "not json\n")
+    n = len(rows)
 
     store = Store(tmp_path / "workbench.db")
     checkpoint = os.environ.get("EMMA_ANNOTATE_CHECKPOINT")
@@ -57,50 +62,69 @@ def test_browser_import_judge_by_keyboard_reload_keeps_position(tiny_extractor, 
             page.set_default_timeout(TIMEOUT_MS)
             page.goto(url)
             page.get_by_role("tab", name="Annotate").click()
-            with page.expect_file_chooser() as chooser:
-                page.click("#annotate-file")
-            chooser.value.set_files(str(source))
-            expect(page.locator("#annotate-report")).to_contain_text("Imported 6 instances")
-            expect(page.locator("#annotate-report")).to_contain_text("line 7: not JSON")
-            progress_is(page, "1 / 6")
+            upload(page, source)
+            expect(page.locator("#annotate-report")).to_contain_text(f"Imported {n} instances")
+            expect(page.locator("#annotate-report")).to_contain_text(f"line {n + 1}: not JSON")
+            progress_is(page, f"1 / {n}")
             expect(page.locator("#annotate-sentence")).to_contain_text("Apple")
             page.locator("#annotate-suggestion").click()  # focus leaves the upload widgets
 
-            for key, expected in (("1", "2 / 6"), ("Enter", "3 / 6"), ("n", "4 / 6"), ("u", "3 / 6"), ("s", "4 / 6")):
+            done = 0
+            for key in KEYS:
                 page.keyboard.press(key)
-                progress_is(page, expected)
+                done += -1 if key == "u" else 1
+                progress_is(page, f"{done + 1} / {n}")
+            assert done == 10
 
             # Keys typed in a text box are text, not shortcuts: "/" focuses the search box, "n" and "s" go into it.
             page.keyboard.press("/")
             page.keyboard.type("ns")
             page.wait_for_timeout(500)
-            progress_is(page, "4 / 6")
+            progress_is(page, f"11 / {n}")
             page.keyboard.press("Escape")
             page.locator("#annotate-suggestion").click()
 
             queue_id, owner = queue_of(store)
-            judged = [(j["position"], j["verdict"]) for j in store.judgements(queue_id, owner)]
-            assert judged == [(0, "accepted"), (1, "accepted"), (2, "skipped")]
+            verdicts = [j["verdict"] for j in store.judgements(queue_id, owner)]
+            assert verdicts == ["accepted", "accepted", "none", "skipped", "accepted", "accepted", "accepted", "none",
+                                "accepted", "accepted"]
             timings = page.evaluate("() => window.emmaAnnotateTimings")
 
             # Reload: the tab opens the same queue at the first item not judged.
             page.reload()
             page.get_by_role("tab", name="Annotate").click()
-            progress_is(page, "4 / 6")
-            expect(page.locator("#annotate-progress [data-position]")).to_have_attribute("data-position", "3")
+            progress_is(page, f"11 / {n}")
+            expect(page.locator("#annotate-progress [data-position]")).to_have_attribute("data-position", "10")
 
-            page.locator("#annotate-suggestion").click()
-            page.keyboard.press("Enter")
-            progress_is(page, "5 / 6")
+            # Export, then import the Label Studio file again: the same sentences, spans and labels.
             page.get_by_text("Export your judgements of this queue").click()
             page.click("#annotate-export")
             expect(page.locator("#annotate-export-status textarea")).to_have_value(
-                "Exported 3 judged items (0 none of these: relation null and negative true in the JSONL, no_relation in Label Studio and doccano).")
+                "Exported 9 judged items (2 none of these: relation null and negative true in the JSONL, no_relation in Label Studio and doccano).")
+            expect(page.locator("#annotate-files")).to_contain_text("annotations.labelstudio")
+            (labelstudio,) = Path(wb._exports.name).glob("*/annotations.labelstudio.json")
+            again = tmp_path / "again.json"
+            again.write_bytes(labelstudio.read_bytes())
+            page.locator("#annotate-name input, #annotate-name textarea").first.fill("again")
+            upload(page, again)
+            expect(page.locator("#annotate-report")).to_contain_text("Imported 9 instances into the queue 'again' (labelstudio format).")
             browser.close()
     finally:
         demo.close()
+    items = {i["position"]: i for i in store.queue_items(queue_id)}
+    expected = sorted((tuple(items[j["position"]]["tokens"]), tuple(items[j["position"]]["head"]), tuple(items[j["position"]]["tail"]),
+                       j["relation"] or "no_relation") for j in store.judgements(queue_id, owner) if j["verdict"] != "skipped")
+    (reimported,) = [q for q in store.queues(owner) if q["name"] == "again"]
+    got = sorted((tuple(i["tokens"]), tuple(i["head"]), tuple(i["tail"]), i["gold"]) for i in store.queue_items(reimported["id"]))
+    assert got == expected and len(got) == 9
     with capsys.disabled():
         print(f"\njudgement key → next item shown (ms, measured in the page): {[round(t) for t in timings]}")
+
+
+def upload(page, path) -> None:
+    with page.expect_file_chooser() as chooser:
+        page.click("#annotate-file")
+    chooser.value.set_files(str(path))
 
 
 def queue_of(store):
