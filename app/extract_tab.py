@@ -38,8 +38,9 @@ EXAMPLE_PARAGRAPH = ("Marie Curie was born in Warsaw, then part of the Russian E
                      "Becquerel they won the Nobel Prize in Physics in 1903. Their daughter Irène Joliot-Curie later worked "
                      "at the Radium Institute.")
 
-# Runs in the browser each time the graph changes: a click on an edge's label writes that triple's
-# number into the hidden #extract-pick box, whose input event opens the pair in the Predict tab.
+# Runs in the browser each time the graph changes: a click on an edge's label keeps that triple's
+# number and presses the hidden #extract-pick button, whose handler reads it (READ_PICK) and opens
+# the pair in the Predict tab.
 BIND_GRAPH_CLICK = """() => {
   const bind = (tries) => {
     const gd = document.querySelector('#extract-graph .js-plotly-plot');
@@ -49,13 +50,14 @@ BIND_GRAPH_CLICK = """() => {
     gd.on('plotly_click', (ev) => {
       const point = ev && ev.points && ev.points[0];
       if (!point || point.customdata === undefined || point.customdata === null) return;
-      const box = document.querySelector('#extract-pick textarea');
-      box.value = String(point.customdata) + ':' + Date.now();
-      box.dispatchEvent(new Event('input', {bubbles: true}));
+      window.emmaExtractPick = String(point.customdata);
+      const button = document.querySelector('#extract-pick');
+      if (button) button.click();
     });
   };
   bind(50);
 }"""
+READ_PICK = "(pick, data, threshold) => [window.emmaExtractPick ?? null, data, threshold]"
 
 
 class ExtractTab:
@@ -175,7 +177,7 @@ class ExtractTab:
                 "pairs": len(data["pairs"]), "warnings": data["warnings"], "timings_ms": data["timings_ms"]}, session
 
     def open_pair(self, predict, pick: str, data: dict | None, threshold: float):
-        """An edge or row clicked: that pair's sentence and entities go to the Predict tab.
+        """An edge (`pick`: its row number) or a row clicked: that pair's sentence and entities go to the Predict tab.
 
         Returns (sentence, head, tail, spans, marked, hint, tabs update).
         """
@@ -213,7 +215,7 @@ class ExtractTab:
                         elem_id="extract-graph")
         table = gr.Dataframe(pd.DataFrame(columns=TABLE_COLUMNS), label="Triples (click a row to explain it)",
                              interactive=False, elem_id="extract-table", wrap=True)
-        pick = gr.Textbox(visible="hidden", elem_id="extract-pick")
+        pick, pick_btn = gr.JSON(visible=False), gr.Button(visible="hidden", elem_id="extract-pick")
         data = gr.State(None)
         shown = [graph, table, status]
         extract_btn.click(self.extract_and_show, [text, threshold, session], [entities, *shown, data, session], **MODEL, **PRIVATE)
@@ -229,7 +231,7 @@ class ExtractTab:
         def row(data_, threshold_, evt: gr.SelectData):
             return self.row_clicked(predict, data_, threshold_, evt)
 
-        pick.input(picked, [pick, data, threshold], marking, **QUIET).success(
+        pick_btn.click(picked, [pick, data, threshold], marking, js=READ_PICK, **QUIET).success(
             predict.predict_and_show, predict.predict_inputs, predict.predict_outputs, **MODEL, **PRIVATE)
         table.select(row, [data, threshold], marking, **QUIET).success(
             predict.predict_and_show, predict.predict_inputs, predict.predict_outputs, **MODEL, **PRIVATE)
