@@ -366,3 +366,37 @@ def test_suggestions_come_from_the_owners_chosen_model(tab, tmp_path, tiny_extra
     assert row["checkpoint"] == "ann-finetuned@1234"
     keys = {key for _, _, key in tab.suggester._cache}
     assert len(keys) == 1  # one model, one relation set: one key; another model would never share its cache entries
+
+
+def test_two_windows_judging_at_once_lose_nothing_and_judge_nothing_twice(tab, tmp_path):
+    """Two windows of one login press keys as fast as they can on the same queue, at the same time."""
+    import threading
+
+    session, out = imported(tab, tmp_path)
+    statuses, errors = [], []
+
+    def window(state):
+        try:
+            while state["position"] is not None:  # until this window shows "all judged"
+                status, state, *_ = tab.judge("none", "", state, session, "", Request("ann"))
+                statuses.append(status)
+        except Exception as e:  # noqa: BLE001 - any failure is the test's finding
+            errors.append(e)
+
+    threads = [threading.Thread(target=window, args=(dict(out[2]),)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    saved = [s for s in statuses if "judged already" not in s and s.startswith("Item")]
+    positions = [j["position"] for j in tab.wb.store.judgements(out[2]["queue"], "user:ann")]
+    assert len(positions) == len(set(positions)) == len(saved) == 12  # every item once, every saved judgement kept
+
+
+def test_a_file_over_the_size_limit_is_refused_before_reading(tab, tmp_path):
+    path = tmp_path / "huge.jsonl"
+    with open(path, "wb") as f:
+        f.truncate(51_000_000)
+    with pytest.raises(gr.Error, match="51 MB; import at most 50 MB"):
+        tab.import_file(str(path), "", False, None, tab.wb.open_session("user:ann"), Request("ann"))
