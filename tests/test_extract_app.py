@@ -151,3 +151,12 @@ def test_the_graph_draws_one_labelled_edge_per_triple_and_user_text_is_escaped()
     assert len([a for a in fig.layout.annotations if a.showarrow]) == 2
     assert list(triples_table(data, triples)["relation"]) == ["r<i>", "s"]
     assert "No relation above the threshold" in graph_figure(data, above(data, 0.95)).layout.annotations[0].text
+
+
+def test_the_workbench_has_an_extract_tab_and_an_extract_api(wb):
+    from app.layout import build_demo
+
+    demo = build_demo(wb)
+    api_names = {getattr(fn, "api_name", None) for fn in demo.fns.values()}
+    assert "extract" in api_names and "predict" in api_names
+    assert any(getattr(block, "elem_id", None) == "extract-all" for block in demo.blocks.values())
