@@ -67,8 +67,8 @@ class ExtractTab:
         self.wb = wb
 
     def _engine(self, session: dict):
-        """The model this session predicts with (the shared one)."""
-        return self.wb.engine
+        """The model this session predicts with: its owner's chosen version, else the server's (as the Predict tab)."""
+        return self.wb.engine_for(session)
 
     def _suggest(self, text: str) -> list:
         """NER suggestions, run on the model's thread (the NER is shared like the model)."""
