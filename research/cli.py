@@ -413,6 +413,50 @@ def extraction_latency(checkpoint, threads, precision, repeats) -> None:
     click.echo(json.dumps(latency(checkpoint, threads, precision, repeats), indent=2))
 
 
+GZSL = RESULTS_DIR / "gzsl.jsonl"
+
+
+@cli.command()
+@click.option("--checkpoint", type=click.Path(), help="Checkpoint folder (default: the shipped one).")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=DATA_DIR, show_default="../shared/data")
+@click.option("--results", type=click.Path(path_type=Path), default=GZSL, show_default="results/gzsl.jsonl")
+@click.option("--margins", default="0,0.05,0.1,0.15,0.2", show_default=True, help="δ values, comma-separated.")
+@click.option("--seen-per-relation", type=int, default=10, show_default=True)
+@click.option("--unseen-per-domain", type=int, default=200, show_default=True)
+def gzsl(checkpoint, data_dir, results, margins, seen_per_relation, unseen_per_domain) -> None:
+    """Generalized zero-shot: the 80 trained FewRel relations and 16 new CrossRE types in force together;
+    seen / unseen accuracy and their harmonic mean per margin δ taken off the trained relations' recall.
+
+    Example:
+
+        python -m research gzsl --margins 0,0.1
+    """
+    from . import REPO_ROOT
+    from .gzsl import run
+
+    values = [float(m) for m in margins.split(",")]
+    run(checkpoint, data_dir, REPO_ROOT / "assets" / "relations.json", results, values, seen_per_relation, unseen_per_domain)
+
+
+@cli.command("gzsl-table")
+@click.option("--results", type=click.Path(exists=True, path_type=Path), default=GZSL, show_default="results/gzsl.jsonl")
+@click.option("--output", type=click.Path(), help="Write the markdown here too.")
+def gzsl_table(results, output) -> None:
+    """Render the generalized zero-shot table from a results file of `gzsl`.
+
+    Example:
+
+        python -m research gzsl-table --output results/GZSL.md
+    """
+    from .gzsl import table
+    from .jsonl import read
+
+    text = table(read(results))
+    click.echo(text)
+    if output:
+        Path(output).write_text(text + "\n")
+
+
 cli.add_command(probe)
 cli.add_command(probe_table)
 cli.add_command(probe_sweep)

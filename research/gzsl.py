@@ -1,0 +1,120 @@
+"""Generalized zero-shot (issue 18): trained and new relations in force together, as in the workbench.
+
+The workbench's default catalogue holds the 80 FewRel relations the shipped model was trained on;
+a user adds relations of their own domain beside them. How often does a trained relation take a
+sentence that belongs to a new one (the "seen-relation pull"), and does lowering the trained
+relations' recall scores by a margin δ help? Candidates: the 80 FewRel relations (the catalogue's
+texts) and the 16 CrossRE types (its descriptions), all at once. Seen: FewRel instances
+(`seen_per_relation` each, from val_wiki and the reconstructed train file: the model saw these
+relations, not necessarily these sentences). Unseen: CrossRE dev instances (`unseen_per_domain` per
+domain). Reported as the GZSL literature does: accuracy on seen, on unseen, and their harmonic mean
+H, per δ; δ shifts recall's cosines of the trained relations (so the fused rule sees it too).
+
+The margin is applied by patching `RelationIndex.scores` here (a probe): the library has no such
+option unless it earns one.
+
+    python -m research gzsl --margins 0,0.05,0.1,0.15,0.2
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import random
+import time
+from pathlib import Path
+
+import torch
+
+import emma
+from emma import index as index_module
+
+from .fewshot import CROSSRE_DOMAINS
+from .jsonl import append
+
+CROSSRE_PREFIX = "crossre:"  # CrossRE's "part of" must not be FewRel's "part of"
+
+
+def candidates(data: Path, catalogue: Path) -> tuple[dict[str, str], set[str]]:
+    """({name: text} of the 80 FewRel and 16 CrossRE relations, the FewRel (trained) names)."""
+    entries = [e for e in json.loads(catalogue.read_text()) if e.get("source") == "FewRel"]
+    fewrel = {e["id"]: e["text"] for e in entries}
+    crossre = {CROSSRE_PREFIX + k: v for k, v in emma.read_descriptions(data / "crossre" / "descriptions.json").items()}
+    return {**fewrel, **crossre}, set(fewrel)
+
+
+def instances(data: Path, seen_names: set[str], seen_per_relation: int, unseen_per_domain: int, seed: int = 1234):
+    fewrel = data / "fewrel"
+    pool = emma.read_instances(fewrel / "val_wiki.json") + emma.read_instances(fewrel / "partial" / "train_wiki_partial_union.json.gz")
+    seen = emma.cap_per_relation([i for i in pool if i.relation in seen_names], seen_per_relation, seed=seed)
+    unseen = []
+    for domain in CROSSRE_DOMAINS:
+        dev = emma.read_instances(data / "crossre" / f"{domain}-dev.jsonl")
+        rng = random.Random(seed)
+        picked = dev if len(dev) <= unseen_per_domain else rng.sample(dev, unseen_per_domain)
+        unseen += [emma.Instance(i.tokens, i.head, i.tail, CROSSRE_PREFIX + i.relation) for i in picked]
+    return seen, unseen
+
+
+def with_margin(extractor: emma.Extractor, trained: set[str], margin: float):
+    """Patch the extractor's index so the trained relations' recall scores are lowered by `margin`."""
+    index = extractor.index
+    mask = torch.tensor([n in trained for n in index.names], dtype=torch.bool)
+    original = index_module.RelationIndex.scores
+
+    def scores(self, queries):
+        s = original(self, queries)
+        if self is index and margin:
+            shift = mask.to(s.combined.device) * margin
+            return index_module.RecallScores(s.combined - shift, s.description - shift,
+                                             None if s.examples is None else s.examples - shift)
+        return s
+
+    return original, scores
+
+
+def accuracy(predictions, gold) -> float:
+    return 100 * sum(p == g for p, g in zip(predictions, gold)) / max(1, len(gold))
+
+
+def run(checkpoint: str | None, data: Path, catalogue: Path, results: Path, margins: list[float],
+        seen_per_relation: int, unseen_per_domain: int) -> list[dict]:
+    extractor = emma.Extractor.load(checkpoint)
+    relations, trained = candidates(data, catalogue)
+    extractor.set_relations(relations, progress=True)
+    seen, unseen = instances(data, trained, seen_per_relation, unseen_per_domain)
+    records = []
+    for margin in margins:
+        original, patched = with_margin(extractor, trained, margin)
+        index_module.RelationIndex.scores = patched
+        start = time.perf_counter()
+        try:
+            preds = extractor.predict_batch(seen + unseen, top_k=2)
+        finally:
+            index_module.RelationIndex.scores = original
+        record = {"checkpoint": emma.checkpoint_id(extractor.checkpoint), "margin": margin,
+                  "seen_instances": len(seen), "unseen_instances": len(unseen), "candidates": len(relations)}
+        for rule in ("recall", "classifier", "fused"):
+            labels = [p.choice(rule) for p in preds]
+            s = accuracy(labels[: len(seen)], [i.relation for i in seen])
+            u = accuracy(labels[len(seen):], [i.relation for i in unseen])
+            pulled = 100 * sum(label in trained for label in labels[len(seen):]) / len(unseen)
+            record[rule] = {"seen": round(s, 1), "unseen": round(u, 1), "H": round(2 * s * u / (s + u) if s + u else 0.0, 1),
+                            "unseen_taken_by_trained": round(pulled, 1)}
+        record["wall_time_s"] = round(time.perf_counter() - start, 1)
+        record["budget"] = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, precision {extractor.precision}, no training"
+        append(results, record)
+        f = record["fused"]
+        print(f"δ={margin}: fused seen {f['seen']} unseen {f['unseen']} H {f['H']} (unseen taken by trained {f['unseen_taken_by_trained']} %)", flush=True)
+        records.append(record)
+    return records
+
+
+def table(records: list[dict]) -> str:
+    lines = ["| δ (trained relations' recall − δ) | rule | seen acc. | unseen acc. | H | unseen taken by a trained relation |",
+             "|---|---|---|---|---|---|"]
+    for r in records:
+        for rule in ("recall", "fused"):
+            x = r[rule]
+            lines.append(f"| {r['margin']} | {rule} | {x['seen']} | {x['unseen']} | **{x['H']}** | {x['unseen_taken_by_trained']} % |")
+    return "\n".join(lines)
