@@ -18,7 +18,7 @@ items not scored yet follow in file order, so the order sharpens while the user 
 
 from __future__ import annotations
 
-import copy
+import atexit
 import hashlib
 import html
 import json
@@ -26,6 +26,8 @@ import logging
 import queue
 import re
 import threading
+import time
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,7 +155,8 @@ class Suggester:
         self._jobs: queue.PriorityQueue = queue.PriorityQueue()
         self._pending: set[tuple] = set()
         self._seq = 0
-        threading.Thread(target=self._run, name="emma-annotate-ahead", daemon=True).start()
+        self._thread: threading.Thread | None = None  # started by the first job
+        _SUGGESTERS.add(self)
 
     def cached(self, queue_id: int, position: int, key: str) -> Suggestion | None:
         with self._lock:
@@ -182,6 +185,23 @@ class Suggester:
             self._pending.add(tag)
             self._seq += 1
             self._jobs.put((priority, self._seq, job))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="emma-annotate-ahead", daemon=True)
+                self._thread.start()
+
+    def wait_idle(self, timeout: float = 60.0) -> bool:
+        """Wait until no look-ahead or scoring is queued or running; False on timeout.
+
+        Called at interpreter exit (see `_wait_all`): a daemon thread stopped in the middle of a model call
+        aborts the process ("terminate called without an active exception") instead of exiting cleanly.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._pending:
+                    return True
+            time.sleep(0.01)
+        return False
 
     def _run(self) -> None:
         while True:
@@ -199,11 +219,14 @@ class Suggester:
                         self._compute(queue_id, [i for i in items if i], ctx)
             except Exception:  # a background failure must not stop the thread; the shown item is computed on demand
                 logger.exception("suggesting ahead failed")
+                todo = []
             finally:
                 with self._lock:
-                    self._pending.discard((*job[:3], ctx.key))
-            if kind == "queue" and todo:
-                self._put(1, job)  # the next chunk, after any look-ahead that arrived meanwhile
+                    if kind == "queue" and todo:  # the next chunk (still pending), after any look-ahead that arrived meanwhile
+                        self._seq += 1
+                        self._jobs.put((1, self._seq, job))
+                    else:
+                        self._pending.discard((*job[:3], ctx.key))
 
     def _compute(self, queue_id: int, items: list[dict], ctx: Context) -> list[Suggestion]:
         engine, key = ctx.engine, ctx.key
@@ -221,6 +244,16 @@ class Suggester:
                 self._cache.popitem(last=False)
         self.wb.store.save_scores(queue_id, key, [(i["position"], s.margin, s.label) for i, s in zip(items, out)])
         return out
+
+
+_SUGGESTERS: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _wait_all() -> None:
+    """At exit, let background suggestions finish (bounded) so no daemon thread dies inside the model."""
+    for suggester in list(_SUGGESTERS):
+        suggester.wait_idle(timeout=30.0)
 
 
 def new_annotation() -> dict:
