@@ -332,9 +332,10 @@ class AnnotateTab:
         except ValueError as e:
             raise BadInput(f"{str(e)[0].upper()}{str(e)[1:]}; choose another name.") from None
         self.wb.store.set_ordering(queue_id, owner, "file")
-        report = f"Imported {len(items)} instances into the queue {shown(name)} ({corpus.format} format)."
+        report = f"Imported {len(items)} instance{'s' if len(items) != 1 else ''} into the queue {shown(name)} ({corpus.format} format)."
         if corpus.bad:
-            report += f"\n\n{len(corpus.bad)} bad records left out:\n\n{self._bad_text(corpus.bad, MAX_BAD_SHOWN)}"
+            n = len(corpus.bad)
+            report += f"\n\n{n} bad record{'s' if n != 1 else ''} left out:\n\n{self._bad_text(corpus.bad, MAX_BAD_SHOWN)}"
         annotation = {**new_annotation(), "queue": queue_id, "seq": (annotation or {}).get("seq", 0)}
         view = self._view(owner, annotation, ctx)
         return (report, gr.update(choices=self.queue_choices(owner), value=queue_id), *view)

@@ -53,7 +53,7 @@ def a_queue(tmp_path, client: Client) -> None:
     h, t = A_SENTENCE.index("Quuxley"), A_SENTENCE.index("Zorblaxia")
     path.write_text(json.dumps({"text": A_SENTENCE, "head": [h, h + 7], "tail": [t, t + 9]}) + "\n")
     report = client.predict(file=handle_file(str(path)), name="ann-secret-queue", shared=False, api_name="/import_queue")[0]
-    assert report.startswith("Imported 1 instances")
+    assert report.startswith("Imported 1 instance into")
     assert client.predict(choice="", api_name="/annotate_none")[0] == "Item 1: none of these."
 
 
