@@ -44,6 +44,7 @@ from .workbench import MODEL, PRIVATE, QUIET, Workbench, user_errors
 logger = logging.getLogger(__name__)
 
 N_BUTTONS = 5  # candidate buttons (keys 1…5)
+VIEW_OUTPUTS = 5 + N_BUTTONS  # state, sentence, progress, suggestion, order, the candidate buttons
 PREFETCH = 4  # items predicted ahead of the one shown
 SCORE_CHUNK = 32  # items per model call when scoring a queue for the doubt order
 MAX_QUEUE_ITEMS = 10000  # instances per import
@@ -89,7 +90,7 @@ KEYS_JS = """() => {
 }"""
 
 KEYS_HELP = """**Keys** (not while typing in a box): **1**…**5** accept that candidate · **Enter** accept the suggestion ·
-**N** none of these · **S** skip · **U** undo your last judgement · **/** search another relation (type, pick, then *Accept typed*).
+**N** none of these · **S** skip · **U** undo your last judgement · **/** search another relation in force (type, then Enter to accept it).
 The suggestion is always one of the relations in force (EMMA has no "no relation" class): when none of them holds, press **N**."""
 
 IMPORT_HELP = """Import a file of instances: JSONL with token spans (`{"tokens", "head": [s, e], "tail": [s, e]}`), FewRel,
@@ -614,6 +615,10 @@ class AnnotateTab:
         for button in candidates:  # the button's own label ("2 · founded by") says which candidate
             button.click(_judging(self.judge, "accept"), [button, annotation, session, request_id], [status, *view],
                          **MODEL, **PRIVATE)
+        # Picking a relation in the search box (type, then Enter or a click) accepts it; the focus leaves the box so
+        # the keys act again, and the box is emptied for the next item.
+        search.input(self.accept_searched, [search, annotation, session, request_id], [status, *view, search],
+                     **MODEL, **PRIVATE).then(None, js="() => { if (document.activeElement) document.activeElement.blur(); }")
         accept_typed.click(_judging(self.judge, "accept"), [search, annotation, session, request_id], [status, *view],
                            **MODEL, **PRIVATE)
         undo.click(self.undo, [annotation, session], [status, *view], api_name="annotate_undo", **MODEL)
@@ -634,6 +639,12 @@ class AnnotateTab:
         tab.select(lambda session_, request=None: gr.update(choices=self.queue_choices(self.wb.owned(session_, request)["owner"])),
                    [session], [queue_choice], **QUIET)
         compute.click(self.agreement, [queue_choice, session], [summary, per_relation, disagreements], **PRIVATE)
+
+    def accept_searched(self, choice, annotation: dict | None, session: dict, request_id: str = "", request: gr.Request = None):
+        """A relation picked in the search box: accept it (an emptied box does nothing). Returns (status, *view, search)."""
+        if not isinstance(choice, str) or not choice.strip():
+            return (gr.skip(),) * (2 + VIEW_OUTPUTS)  # status, the view, the search box: unchanged
+        return (*self.judge("accept", choice, annotation, session, request_id, request), gr.update(value=None))
 
     def search_choices(self, session: dict, request: gr.Request = None):
         session = self.wb.owned(session, request)

@@ -76,13 +76,17 @@ def test_browser_import_judge_by_keyboard_reload_export_reimport(tiny_extractor,
                 progress_is(page, f"{done + 1} / {n}")
             assert done == 10
 
-            # Keys typed in a text box are text, not shortcuts: "/" focuses the search box, "n" and "s" go into it.
+            # Keys typed in a text box are text, not shortcuts: "/" focuses the search box, where "n", "s" and "u" of
+            # "capital" and "of" only filter the relations; Enter picks the match and accepts it.
             page.keyboard.press("/")
-            page.keyboard.type("ns")
-            page.wait_for_timeout(500)
+            page.keyboard.type("capital of")
+            expect(page.get_by_role("option", name="capital of", exact=True)).to_be_visible()
             progress_is(page, f"11 / {n}")
-            page.keyboard.press("Escape")
-            page.locator("#annotate-suggestion").click()
+            page.keyboard.press("Enter")
+            progress_is(page, f"12 / {n}")
+            assert store.judgements(*queue_of(store))[-1]["relation"] == "capital of"
+            page.keyboard.press("u")  # the focus left the box: keys act again
+            progress_is(page, f"11 / {n}")
 
             queue_id, owner = queue_of(store)
             verdicts = [j["verdict"] for j in store.judgements(queue_id, owner)]
