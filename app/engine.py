@@ -41,6 +41,7 @@ class Engine:
     Args:
         extractor: a loaded `Extractor`; its own relation index is left alone.
         checkpoint_id: recorded with every feedback row (default: folder name and weights hash).
+        trained: description texts of the relations the model was trained on (see `Catalogue.trained_texts`).
 
     Example:
         >>> engine = Engine(Extractor.load("checkpoints/emma-minilm"))
@@ -48,9 +49,12 @@ class Engine:
         ...                {"founded by": "founded by: founder of this organization"}).label
     """
 
-    def __init__(self, extractor: Extractor, checkpoint_id: str | None = None) -> None:
+    def __init__(self, extractor: Extractor, checkpoint_id: str | None = None, trained: frozenset[str] = frozenset()) -> None:
         self.extractor = extractor
         self.checkpoint_id = checkpoint_id or emma.checkpoint_id(extractor.checkpoint)
+        # Description texts of relations the model was trained on: in force beside new ones, their
+        # recall scores are lowered by the checkpoint's seen_margin (`Extractor.seen_offsets`).
+        self.trained = trained
         self._cache: OrderedDict[str, DescriptionRow] = OrderedDict()
         self._pinned: set[str] = set()
         self._lock = threading.Lock()
@@ -158,7 +162,8 @@ class Engine:
         grouped: dict[str, list[ExampleRow]] = {}
         for e in used:
             grouped.setdefault(e.relation, []).append(ExampleRow(e, vectors[e.pair]))
-        index = RelationIndex.build(list(relations), rows, examples=grouped)
+        seen = [name for name, text in relations.items() if text in self.trained]
+        index = RelationIndex.build(list(relations), rows, examples=grouped, offsets=self.extractor.seen_offsets(seen))
         with self._lock:
             self._indexes[key] = index
             while len(self._indexes) > MAX_CACHED_INDEXES:

@@ -48,10 +48,11 @@ def create_workbench(checkpoint: str | Path | Extractor, db: str | Path, catalog
             raise AppError(f"cannot load the checkpoint: {e}. Train one (python -m emma train …) or pass --checkpoint FOLDER.") from None
     store = Store(db)
     logger.info("model %s on %s; database %s", extractor.checkpoint, extractor.device, store.path)
+    catalogue = catalogue if catalogue is not None else Catalogue.load()
     return Workbench(
-        Engine(extractor),
+        Engine(extractor, trained=catalogue.trained_texts()),
         store,
-        catalogue if catalogue is not None else Catalogue.load(),
+        catalogue,
         examples if examples is not None else load_examples(),
         admins=admins,
     )

@@ -139,7 +139,8 @@ class Workbench:
                 if version is None or version["owner"] != session.get("owner"):
                     return self.engine
                 base = self.engine.extractor
-                engine = Engine(Extractor.load(self.finetuner.models_dir / name, device=str(base.device), precision=base.precision))
+                engine = Engine(Extractor.load(self.finetuner.models_dir / name, device=str(base.device), precision=base.precision),
+                                trained=self.engine.trained)
                 self._engines[name] = engine
                 while len(self._engines) > MAX_LOADED_MODELS:
                     self._engines.popitem(last=False)

@@ -85,9 +85,11 @@ class RelationIndex:
     rows: tuple[DescriptionRow, ...] = ()
     examples: Mapping[str, tuple[ExampleRow, ...]] = field(default_factory=dict)
     undescribed: frozenset[str] = frozenset()  # relations known by name and examples only
+    offsets: Mapping[str, float] = field(default_factory=dict)  # added to a relation's recall score (see `with_offsets`)
     vectors: torch.Tensor | None = None  # (N, 3d) unit description rows
     prototypes: torch.Tensor | None = None  # (N, 3d) unit mean of each relation's examples, 0 without
     _weights: torch.Tensor | None = None  # (N,) each relation's example weight w
+    _shift: torch.Tensor | None = None  # (N,) `offsets` by row; None when there are none
     _positions: dict[str, int] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -97,6 +99,7 @@ class RelationIndex:
         rows: Sequence[DescriptionRow],
         examples: Mapping[str, Sequence[ExampleRow]] | None = None,
         undescribed: Sequence[str] = (),
+        offsets: Mapping[str, float] | None = None,
     ) -> "RelationIndex":
         """An index over `names` (distinct) with their `rows`, in that order.
 
@@ -104,6 +107,7 @@ class RelationIndex:
             examples: {relation: example rows} for relations of `names`.
             undescribed: relations whose row encodes only their name; recall scores them by their
                 examples alone, so each needs at least one.
+            offsets: {relation: added to its recall score}; relations not in `names` are ignored.
         """
         names, rows = tuple(names), tuple(rows)
         assert len(names) == len(rows), f"{len(names)} names for {len(rows)} rows"
@@ -124,7 +128,9 @@ class RelationIndex:
             if name in examples:
                 prototypes[i] = F.normalize(torch.stack([e.vector for e in examples[name]]).mean(0), dim=-1)
                 weights[i] = 1.0 if name in undescribed else EXAMPLE_WEIGHT
-        return cls(names, rows, examples, frozenset(undescribed), vectors, prototypes, weights,
+        offsets = {n: float(o) for n, o in (offsets or {}).items() if o and n in set(names)}
+        shift = torch.tensor([offsets.get(n, 0.0) for n in names], device=vectors.device) if offsets else None
+        return cls(names, rows, examples, frozenset(undescribed), offsets, vectors, prototypes, weights, shift,
                    {n: i for i, n in enumerate(names)})
 
     def __len__(self) -> int:
@@ -154,36 +160,48 @@ class RelationIndex:
         for name, new in (examples or {}).items():
             merged[name] = merged.get(name, ()) + tuple(new)
         still_bare = (self.undescribed - replaced) | set(undescribed)
-        return RelationIndex.build(names_after, [r for _, r in kept] + list(rows), merged, still_bare)
+        return RelationIndex.build(names_after, [r for _, r in kept] + list(rows), merged, still_bare, self.offsets)
 
     def without(self, name: str) -> "RelationIndex":
         """This index less relation `name` and its examples; KeyError if absent."""
         i = self.position(name)
         examples = {n: e for n, e in self.examples.items() if n != name}
         return RelationIndex.build(self.names[:i] + self.names[i + 1 :], self.rows[:i] + self.rows[i + 1 :],
-                                   examples, self.undescribed - {name})
+                                   examples, self.undescribed - {name}, self.offsets)
 
     def with_examples(self, name: str, rows: Sequence[ExampleRow]) -> "RelationIndex":
         """This index with `rows` added to relation `name`'s examples."""
         examples = {**self.examples, name: self.examples.get(name, ()) + tuple(rows)}
-        return RelationIndex.build(self.names, self.rows, examples, self.undescribed)
+        return RelationIndex.build(self.names, self.rows, examples, self.undescribed, self.offsets)
 
     def without_examples(self, name: str, instances: Sequence[Instance] | None = None) -> "RelationIndex":
         """This index without `instances` (None: all; matched by sentence and spans) among relation `name`'s examples."""
         drop = None if instances is None else {i.pair for i in instances}
         kept = () if drop is None else tuple(e for e in self.examples.get(name, ()) if e.instance.pair not in drop)
-        return RelationIndex.build(self.names, self.rows, {**self.examples, name: kept}, self.undescribed)
+        return RelationIndex.build(self.names, self.rows, {**self.examples, name: kept}, self.undescribed, self.offsets)
+
+    def with_offsets(self, offsets: Mapping[str, float]) -> "RelationIndex":
+        """This index with `offsets` ({relation: added to its recall score}) in place of its own.
+
+        For generalized zero-shot: relations the model was trained on score higher than new ones
+        for the same fit, so a sentence of a new relation goes to a trained one; a negative offset
+        of the trained relations (`EmmaConfig.seen_margin`, chosen on dev) evens that out.
+        """
+        return RelationIndex.build(self.names, self.rows, self.examples, self.undescribed, offsets)
 
     def scores(self, queries: torch.Tensor) -> RecallScores:
         """(B, 3d) instance vectors → (B, N) cosines with descriptions and prototypes, and their mix (float32, exact)."""
         q = F.normalize(queries.float(), dim=-1)
         description = q @ self.vectors.T  # (B, N): one matrix product against the precomputed rows
         if not self.examples:
-            return RecallScores(description, description, None)
+            return RecallScores(self._shifted(description), description, None)
         examples = q @ self.prototypes.T  # (B, N)
         w = self._weights  # (N,): 0 exactly for the relations without examples
         combined = (1 - w) * description + w * examples
-        return RecallScores(combined, description, examples.masked_fill(w == 0, float("nan")))
+        return RecallScores(self._shifted(combined), description, examples.masked_fill(w == 0, float("nan")))
+
+    def _shifted(self, scores: torch.Tensor) -> torch.Tensor:
+        return scores if self._shift is None else scores + self._shift  # (B, N) + (N,)
 
     def nearest_examples(self, query: torch.Tensor, name: str, n: int = 3) -> list[tuple[Instance, float]]:
         """Relation `name`'s `n` examples most similar to one (3d,) instance vector, with their cosines."""
@@ -212,9 +230,11 @@ def recall(index: RelationIndex, vectors: torch.Tensor, width: int) -> Recalled:
     else:
         top_scores, top_rows = s.combined.topk(width, dim=1)  # (B, width), exact
     scores = top_scores.cpu().tolist()
-    if s.examples is None:  # the score is the description's cosine: nothing more to read
+    if s.combined is s.description:  # the score is the description's cosine: nothing more to read
         return Recalled(scores, top_rows.cpu().tolist(), [[(d, None) for d in row] for row in scores])
     desc = s.description.gather(1, top_rows).cpu().tolist()
+    if s.examples is None:  # shifted by offsets, without examples
+        return Recalled(scores, top_rows.cpu().tolist(), [[(d, None) for d in row] for row in desc])
     ex = s.examples.gather(1, top_rows).cpu().tolist()
     parts = [[(d, None if e != e else e) for d, e in zip(dr, er)] for dr, er in zip(desc, ex)]  # e != e: NaN, no examples
     return Recalled(scores, top_rows.cpu().tolist(), parts)

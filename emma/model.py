@@ -53,6 +53,10 @@ class EmmaConfig:
         extract_threshold: `Extractor.extract` gives a pair no relation when its score under `decision`
             is below this (measured on CrossRE dev by `python -m research extraction`); 0.0, the value
             for checkpoints written before it was measured, gives every pair its best relation.
+        seen_margin: δ taken off the recall score of relations the model was trained on when they are
+            in force beside new ones (`Extractor.set_relations(..., seen=...)`), so trained relations do
+            not take the new ones' sentences (generalized zero-shot; chosen on CrossRE dev by
+            `python -m research gzsl`); 0.0 for checkpoints written before it was measured.
 
     `EmmaConfig.paper()` is the paper's architecture (concat head over h[CLS], the classifier decides).
     """
@@ -68,6 +72,7 @@ class EmmaConfig:
     classifier_features: str = "cls_entities"
     decision: str = "fused"
     extract_threshold: float = 0.0
+    seen_margin: float = 0.0
 
     @classmethod
     def paper(cls, **changes) -> "EmmaConfig":
@@ -85,6 +90,8 @@ class EmmaConfig:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
         if not 0.0 <= self.extract_threshold <= 1.0:
             raise ValueError(f"extract_threshold must be between 0 and 1, got {self.extract_threshold}")
+        if not 0.0 <= self.seen_margin < 1.0:
+            raise ValueError(f"seen_margin must be in [0, 1), got {self.seen_margin}")
         if self.max_length < 8 or self.max_description_length < 3:
             raise ValueError(f"max_length={self.max_length} / max_description_length={self.max_description_length} too small")
 

@@ -179,10 +179,21 @@ class Extractor:
         """{name: description} currently in the index, in insertion order."""
         return dict(zip(self.index.names, self.index.texts))
 
-    def set_relations(self, relations: dict[str, str], progress: bool = False) -> None:
-        """Replace the relation set; each description is encoded once."""
+    def set_relations(self, relations: dict[str, str], progress: bool = False, seen: Iterable[str] = ()) -> None:
+        """Replace the relation set; each description is encoded once.
+
+        Args:
+            seen: those of `relations` the model was trained on; their recall scores are lowered by the
+                checkpoint's `seen_margin`, so that they do not take sentences of the new ones.
+        """
         _check_relations(relations)
-        self.index = RelationIndex.build(list(relations), self.encode_descriptions(list(relations.values()), progress))
+        self.index = RelationIndex.build(list(relations), self.encode_descriptions(list(relations.values()), progress),
+                                         offsets=self.seen_offsets(seen))
+
+    def seen_offsets(self, seen: Iterable[str]) -> dict[str, float]:
+        """{relation: −seen_margin} for the relations in `seen` (the offsets `set_relations` applies)."""
+        margin = self.config.seen_margin
+        return {name: -margin for name in seen} if margin else {}
 
     def add_relation(self, name: str, description: str | None = None, replace: bool = False,
                      examples: Sequence[Instance] = ()) -> None:

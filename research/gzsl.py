@@ -8,10 +8,8 @@ texts) and the 16 CrossRE types (its descriptions), all at once. Seen: FewRel in
 (`seen_per_relation` each, from val_wiki and the reconstructed train file: the model saw these
 relations, not necessarily these sentences). Unseen: CrossRE dev instances (`unseen_per_domain` per
 domain). Reported as the GZSL literature does: accuracy on seen, on unseen, and their harmonic mean
-H, per δ; δ shifts recall's cosines of the trained relations (so the fused rule sees it too).
-
-The margin is applied by patching `RelationIndex.scores` here (a probe): the library has no such
-option unless it earns one.
+H, per δ; δ is taken off the trained relations' recall scores (`RelationIndex.with_offsets`), which
+the fused rule reads too. The δ chosen here is the checkpoint's `seen_margin`.
 
     python -m research gzsl --margins 0,0.05,0.1,0.15,0.2
 """
@@ -27,7 +25,6 @@ from pathlib import Path
 import torch
 
 import emma
-from emma import index as index_module
 
 from .fewshot import CROSSRE_DOMAINS
 from .jsonl import append
@@ -56,23 +53,6 @@ def instances(data: Path, seen_names: set[str], seen_per_relation: int, unseen_p
     return seen, unseen
 
 
-def with_margin(extractor: emma.Extractor, trained: set[str], margin: float):
-    """Patch the extractor's index so the trained relations' recall scores are lowered by `margin`."""
-    index = extractor.index
-    mask = torch.tensor([n in trained for n in index.names], dtype=torch.bool)
-    original = index_module.RelationIndex.scores
-
-    def scores(self, queries):
-        s = original(self, queries)
-        if self is index and margin:
-            shift = mask.to(s.combined.device) * margin
-            return index_module.RecallScores(s.combined - shift, s.description - shift,
-                                             None if s.examples is None else s.examples - shift)
-        return s
-
-    return original, scores
-
-
 def accuracy(predictions, gold) -> float:
     return 100 * sum(p == g for p, g in zip(predictions, gold)) / max(1, len(gold))
 
@@ -85,13 +65,9 @@ def run(checkpoint: str | None, data: Path, catalogue: Path, results: Path, marg
     seen, unseen = instances(data, trained, seen_per_relation, unseen_per_domain)
     records = []
     for margin in margins:
-        original, patched = with_margin(extractor, trained, margin)
-        index_module.RelationIndex.scores = patched
+        view = extractor.with_index(extractor.index.with_offsets({name: -margin for name in trained}))
         start = time.perf_counter()
-        try:
-            preds = extractor.predict_batch(seen + unseen, top_k=2)
-        finally:
-            index_module.RelationIndex.scores = original
+        preds = view.predict_batch(seen + unseen, top_k=2)
         record = {"checkpoint": emma.checkpoint_id(extractor.checkpoint), "margin": margin,
                   "seen_instances": len(seen), "unseen_instances": len(unseen), "candidates": len(relations)}
         for rule in ("recall", "classifier", "fused"):

@@ -1,0 +1,62 @@
+"""'Improve the model from my labels' in a real browser: log in, fine-tune (a real child process on the tiny
+model), see the before/after table, switch to the new version, and find the choice kept after a reload."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from app.catalogue import Catalogue, load_examples
+from app.engine import Engine
+from app.layout import build_demo, launch
+from app.storage import Store, replace_example
+from app.workbench import Workbench
+
+from test_app_browser import ARGS, CHROMIUM, _require_browser
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.usefixtures("fresh_accelerate")]
+
+
+def test_browser_improve_the_model_then_use_it(tiny_extractor, toy_instances, toy_descriptions, tmp_path, record_property):
+    _require_browser()
+    from playwright.sync_api import expect, sync_playwright
+
+    store = Store(tmp_path / "workbench.db")
+    wb = Workbench(Engine(tiny_extractor), store, Catalogue.from_descriptions(toy_descriptions), load_examples())
+    with store.transaction() as db:  # ann's earlier judgements: three labelled sentences of each of four relations
+        for i in toy_instances:
+            replace_example(db, "user:ann", list(i.tokens), list(i.head), list(i.tail), i.relation, None)
+    _, url, _ = launch(build_demo(wb), port=None, prevent_thread_lock=True, quiet=True, auth=[("ann", "pw")])
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(30_000)
+            page.goto(url)
+            page.get_by_label("username").fill("ann")
+            page.get_by_label("password").fill("pw")
+            page.get_by_role("button", name="Login").click()
+            page.get_by_role("tab", name="Feedback").click()
+
+            t0 = time.perf_counter()
+            page.click("#improve-start")
+            status = page.locator("#improve-status textarea")
+            expect(status).to_have_value(re.compile("Started: fine-tuning on 12 labelled sentences of 4 relations"))
+            expect(status).to_have_value(re.compile("is ready"), timeout=300_000)
+            record_property("finetune_tiny_s", round(time.perf_counter() - t0, 1))
+            expect(page.locator("#improve-report")).to_contain_text("fused (the shipped rule)")
+            [version] = store.model_versions("user:ann")
+
+            page.locator("#improve-model input").click()
+            page.get_by_role("option", name=re.compile(version["name"])).click()
+            expect(status).to_have_value(re.compile(f"now use {version['name']}"))
+            assert store.model_choice("user:ann") == version["name"]
+
+            page.reload()
+            page.get_by_role("tab", name="Feedback").click()
+            expect(page.locator("#improve-model input")).to_have_value(re.compile(version["name"]))
+            browser.close()
+    finally:
+        wb.finetuner.close()
