@@ -400,3 +400,16 @@ def test_a_file_over_the_size_limit_is_refused_before_reading(tab, tmp_path):
         f.truncate(51_000_000)
     with pytest.raises(gr.Error, match="51 MB; import at most 50 MB"):
         tab.import_file(str(path), "", False, None, tab.wb.open_session("user:ann"), Request("ann"))
+
+
+def test_suggestion_margin_is_the_gap_between_the_two_best_deciding_scores():
+    from emma import Prediction
+    from app.suggestions import suggestion
+
+    recall = [("a", 0.9), ("b", 0.8), ("c", 0.5), ("d", 0.1)]
+    reranked = Prediction(label="b", score=0.7, recall=recall, candidates=["a", "b"], probabilities=[0.3, 0.7], reranked=True,
+                          recall_label="a", decision="classifier")
+    s = suggestion(reranked)
+    assert s.label == "b" and [c for c, _ in s.candidates] == ["b", "a", "c", "d"] and s.margin == pytest.approx(0.4)
+    alone = Prediction(label="a", score=0.9, recall=recall, candidates=[], probabilities=[], reranked=False, recall_label="a")
+    assert suggestion(alone).margin == pytest.approx(0.1)
