@@ -29,7 +29,7 @@ import pandas as pd
 from emma import NO_RELATION, Instance, Record, cohen_kappa, kappa_per_label, read_corpus, write_corpus
 
 from .session import BadInput, highlighted, shown
-from .storage import add_judgement, relation_set_id, undo_judgement
+from .storage import add_judgement, relation_set_id, remember_relation_set, undo_judgement
 from .suggestions import N_CANDIDATES, Context, Suggester, Suggestion, item_instance, set_key
 from .workbench import MODEL, PRIVATE, QUIET, Workbench, user_errors
 
@@ -163,7 +163,7 @@ class AnnotateTab:
         except ValueError as e:
             raise BadInput(f"{str(e)[0].upper()}{str(e)[1:]}; choose another name.") from None
         self.wb.store.set_ordering(queue_id, owner, "file")
-        report = f"Imported {len(items)} instance{'s' if len(items) != 1 else ''} into the queue {shown(name)} ({corpus.format} format)."
+        report = f"Imported {len(items)} instance{'s' if len(items) != 1 else ''} into the queue '{_md(name)}' ({corpus.format} format)."
         if corpus.bad:
             n = len(corpus.bad)
             report += f"\n\n{n} bad record{'s' if n != 1 else ''} left out:\n\n{self._bad_text(corpus.bad, MAX_BAD_SHOWN)}"
@@ -173,7 +173,7 @@ class AnnotateTab:
 
     @staticmethod
     def _bad_text(bad, limit: int) -> str:
-        lines = [f"- {html.escape(str(b), quote=False)}" for b in bad[:limit]]
+        lines = [f"- {_md(str(b))}" for b in bad[:limit]]
         if len(bad) > limit:
             lines.append(f"- … and {len(bad) - limit} more")
         return "\n".join(lines)
@@ -274,6 +274,7 @@ class AnnotateTab:
                "suggested": s.label, "checkpoint": ctx.engine.checkpoint_id, "relation_set_id": relation_set_id(ctx.relations)}
 
         def write(db):
+            remember_relation_set(db, ctx.relations)  # so the judgement's relation_set_id can be resolved later
             judgement = add_judgement(db, row)
             if judgement is None:
                 return f"Item {position + 1} was judged already (in another window); here is the next one."

@@ -629,6 +629,15 @@ def _decoded_item(row: dict) -> dict:
     return out
 
 
+def remember_relation_set(db: Database, relations: dict[str, str]) -> str:
+    """Store a relation set once (content-addressed, as feedback rows do); returns its id."""
+    set_id = relation_set_id(relations)
+    if not db.execute("select 1 from relation_sets where id = ?", [set_id]).fetchone():
+        db["relation_sets"].insert({"id": set_id, "relations": json.dumps(relations, ensure_ascii=False), "size": len(relations),
+                                    "created": now()}, pk="id")
+    return set_id
+
+
 def add_judgement(db: Database, row: dict) -> int | None:
     """Insert one judgement ({queue_id, position, owner, verdict, relation, suggested, checkpoint, relation_set_id});
     returns its id, or None when this annotator has judged that item already (e.g. in another window)."""

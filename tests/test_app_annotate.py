@@ -161,7 +161,7 @@ def test_import_reports_bad_lines_and_opens_the_queue(tab, tmp_path):
            (5, json.dumps({"text": "A and B .", "head": [0, 1], "tail": [6, 7], "relation": "unknown relation"}))]
     report, queues, *rest = tab.import_file(toy_file(tmp_path, bad=bad), "first", False, None, session, Request("ann"))
     assert "Imported 12 instances" in report and "3 bad records" in report
-    assert "line 2: not JSON" in report and "line 4: the tail entity [40, 45]" in report
+    assert "line 2: not JSON" in report and "line 4: the tail entity \\[40, 45]" in report  # Markdown-escaped
     assert "line 6: the relation 'unknown relation' is not one of the relations in force" in report
     state, sentence, progress, text, buttons = view_of(rest)
     assert position(state) == 0 and "1 / 12" in progress and 'data-position="0"' in progress
@@ -413,3 +413,17 @@ def test_suggestion_margin_is_the_gap_between_the_two_best_deciding_scores():
     assert s.label == "b" and [c for c, _ in s.candidates] == ["b", "a", "c", "d"] and s.margin == pytest.approx(0.4)
     alone = Prediction(label="a", score=0.9, recall=recall, candidates=[], probabilities=[], reranked=False, recall_label="a")
     assert suggestion(alone).margin == pytest.approx(0.1)
+
+
+def test_judgements_name_a_stored_relation_set(tab, tmp_path):
+    session, out = imported(tab, tmp_path)
+    tab.judge("none", "", out[2], session, "", Request("ann"))
+    (row,) = tab.wb.store.judgements(out[2]["queue"])
+    assert tab.wb.store.relation_set(row["relation_set_id"]) == tab.wb.relations(session)
+
+
+def test_user_text_in_the_import_report_is_not_markup(tab, tmp_path):
+    session = tab.wb.open_session("user:ann")
+    path = toy_file(tmp_path, n=1, bad=[(1, json.dumps({"tokens": ["a", "b"], "head": [0, 1], "tail": [1, 2], "relation": "[x](javascript:y) <b>"}))])
+    report = tab.import_file(path, "*bold* <i>", False, None, session, Request("ann"))[0]
+    assert "'\\*bold\\* &lt;i&gt;'" in report and "\\[x](javascript:y) &lt;b&gt;" in report  # no link, no tag
