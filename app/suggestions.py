@@ -104,6 +104,18 @@ class Suggester:
         found = self.cached(queue_id, item["position"], ctx.key)
         return found or self._compute(queue_id, [item], ctx)[0]
 
+    def many(self, queue_id: int, items: list[dict], ctx: Context, progress=None) -> list[Suggestion]:
+        """Suggestions for many items, computing the missing ones now in chunks of `SCORE_CHUNK` (each chunk is one
+        job of the model's thread, so other users' predictions go in between); `progress(done, total)` per chunk."""
+        missing = [i for i in items if self.cached(queue_id, i["position"], ctx.key) is None]
+        for start in range(0, len(missing), SCORE_CHUNK):
+            self._compute(queue_id, missing[start : start + SCORE_CHUNK], ctx)
+            if progress:
+                progress(min(start + SCORE_CHUNK, len(missing)), len(missing))
+        out = [self.cached(queue_id, i["position"], ctx.key) for i in items]
+        # An entry evicted meanwhile (a very large cache churn) is computed again, one by one.
+        return [s or self.get(queue_id, i, ctx) for s, i in zip(out, items)]
+
     def ahead(self, queue_id: int, positions: list[int], ctx: Context) -> None:
         """Compute these items' suggestions in the background (the next items of a user's queue)."""
         missing = [p for p in positions if self.cached(queue_id, p, ctx.key) is None]

@@ -427,3 +427,28 @@ def test_user_text_in_the_import_report_is_not_markup(tab, tmp_path):
     path = toy_file(tmp_path, n=1, bad=[(1, json.dumps({"tokens": ["a", "b"], "head": [0, 1], "tail": [1, 2], "relation": "[x](javascript:y) <b>"}))])
     report = tab.import_file(path, "*bold* <i>", False, None, session, Request("ann"))[0]
     assert "'\\*bold\\* &lt;i&gt;'" in report and "\\[x](javascript:y) &lt;b&gt;" in report  # no link, no tag
+
+
+def test_error_analysis_scores_the_files_relations(tab, tmp_path):
+    from emma import macro_prf
+
+    session, out = imported(tab, tmp_path)
+    state = out[2]
+    summary, figure, per_relation, errors = tab.score_file(state, session, Request("ann"))
+    key = next(iter(tab.suggester._cache))[2]
+    predicted = [tab.suggester.cached(state["queue"], p, key).label for p in range(12)]
+    gold = [relation for relation, *_ in TOY_SENTENCES]
+    m = macro_prf(gold, predicted)
+    assert f"F1 {m['f1']:.1f}" in summary and "12 items" in summary
+    assert sum(map(sum, figure.data[0].z)) == 12
+    assert len(errors) == sum(g != p for g, p in zip(gold, predicted))
+    assert per_relation["in the file"].sum() == 12
+
+
+def test_error_analysis_needs_labelled_items(tab, tmp_path):
+    session = tab.wb.open_session("user:ann")
+    path = tmp_path / "plain.jsonl"
+    path.write_text(json.dumps({"tokens": ["a", "b", "c"], "head": [0, 1], "tail": [2, 3]}) + "\n")
+    state = tab.import_file(str(path), "", False, None, session, Request("ann"))[2]
+    with pytest.raises(gr.Error, match="No item of this queue has a relation"):
+        tab.score_file(state, session, Request("ann"))

@@ -36,7 +36,7 @@ def attack(demo, http, identifiers, upload) -> list[dict]:
     received = []
     events = annotate_events(demo)
     assert {fn.name for fn in events} >= {"import_file", "open_queue", "judge_accept", "judge_none", "judge_skip", "undo",
-                                          "export", "show", "agreement"}
+                                          "export", "show", "agreement", "score_file"}
     for fn in events:
         for text in identifiers:
             msg = call_event(http, fn, [hostile(c, text, upload) for c in fn.inputs], uuid.uuid4().hex)
