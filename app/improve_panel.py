@@ -125,7 +125,9 @@ class ImprovePanel:
             gr.Markdown(HELP, elem_classes="panel-help")
             with gr.Row():
                 start = gr.Button("Improve the model from my labels", variant="primary", elem_id="improve-start")
-                model = gr.Dropdown(label="Model for my predictions", choices=[], elem_id="improve-model", interactive=True)
+                # allow_custom_value: the handler checks the name itself (and says so in a sentence), not Gradio.
+                model = gr.Dropdown(label="Model for my predictions", choices=[], elem_id="improve-model", interactive=True,
+                                    allow_custom_value=True)
             status = gr.Textbox(show_label=False, interactive=False, container=False, elem_id="improve-status")
             report = gr.Dataframe(label="Macro F1 on your held-back sentences", interactive=False, elem_id="improve-report")
             timer = gr.Timer(1.0, active=False)
