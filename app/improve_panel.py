@@ -26,7 +26,7 @@ SERVER_MODEL = ""  # the dropdown's value for the server's own model
 SCORE_NAMES = {"recall_only": "recall only", "emma": "classifier", "emma_fused": "fused (the shipped rule)"}
 
 HELP = """Fine-tunes a copy of the model you are using on **your labelled sentences** (feedback with a known
-relation, and imported examples) of the relations switched on. A fifth of each relation's sentences is held
+relation, imported examples, accepted items of your Annotate queues) of the relations switched on. A fifth of each relation's sentences is held
 back to score the model before and after. It takes a few minutes; predictions keep working meanwhile. Only you can
 use the new version, since it has learnt your sentences."""
 
@@ -40,7 +40,10 @@ class ImprovePanel:
     def training_rows(self, session: dict) -> tuple[list, dict[str, str], str]:
         """(rows, {relation: text}, a note on rows left out): the owner's labelled rows of relations in force."""
         relations = self.wb.relations(session)
-        labelled = self.wb.labelled(session)
+        # Labelled examples first; then accepted Annotate judgements of sentences that are not examples already.
+        labelled = list(self.wb.labelled(session))
+        known = {r.pair for r in labelled}
+        labelled += [r for r in self.wb.engine.instances(self.wb.store.annotated(session["owner"])) if r.pair not in known]
         rows = [r for r in labelled if r.relation in relations][:MAX_ROWS]
         counts: dict[str, int] = {}
         for r in rows:

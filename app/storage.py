@@ -374,6 +374,15 @@ class Store:
         with self.connect() as db:
             return db.execute("select relation, tokens, head, tail from examples where owner = ? order by id", [owner]).fetchall()
 
+    def annotated(self, owner: str) -> list[tuple[str, str, str, str]]:
+        """The owner's accepted annotation judgements, as `labelled` gives examples (relation, tokens, head, tail JSON),
+        oldest first. Not examples (suggestions would change under the annotator at every key), but training rows."""
+        with self.connect() as db:
+            return db.execute(
+                "select j.relation, i.tokens, i.head, i.tail from annotation_judgements j join annotation_items i"
+                " on i.queue_id = j.queue_id and i.position = j.position"
+                " where j.owner = ? and j.verdict = 'accepted' order by j.id", [owner]).fetchall()
+
     def example_counts(self, owner: str) -> dict[str, int]:
         """{relation: number of the owner's examples}."""
         with self.connect() as db:

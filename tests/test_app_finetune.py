@@ -51,6 +51,25 @@ def test_too_few_labels_are_refused_in_one_sentence(wb, toy_instances):
     assert wb.finetuner.running() is None
 
 
+def test_accepted_annotations_are_training_rows_beside_examples(wb, toy_instances, toy_descriptions):
+    from app.storage import add_judgement
+
+    owner, half = "user:ann", len(toy_instances) // 2
+    label(wb, owner, toy_instances[:half])
+    queued = toy_instances[half - 2:]  # the one at position 1 is an example already: counted once
+    queue_id = wb.store.import_queue(owner, "q", [{"tokens": list(i.tokens), "head": list(i.head), "tail": list(i.tail)}
+                                                  for i in queued])
+    with wb.store.transaction() as db:
+        for position, i in enumerate(queued):
+            verdict = "accepted" if position % 3 else "none"  # "none of these" is no training row
+            add_judgement(db, {"queue_id": queue_id, "position": position, "owner": owner, "verdict": verdict,
+                               "relation": i.relation if verdict == "accepted" else None, "suggested": i.relation})
+    rows, descriptions, _ = ImprovePanel(wb).training_rows(wb.open_session(owner))
+    accepted = [i for position, i in enumerate(queued) if position % 3]
+    assert sorted(r.pair for r in rows) == sorted({i.pair for i in toy_instances[:half] + accepted})
+    assert wb.store.annotated("user:bob") == []
+
+
 @pytest.mark.slow
 def test_fine_tune_from_labels_then_switch_and_keep_the_choice(wb, toy_instances, tmp_path):
     panel, predict = ImprovePanel(wb), PredictTab(wb)
