@@ -161,7 +161,8 @@ def run(checkpoint: str | None, data: Path, results: Path, cache_dir: Path, prec
                "pairs": {d: len(r["pairs"]) for d, r in records.items()},
                "positives": {d: sum(bool(p[3]) for p in r["pairs"]) for d, r in records.items()},
                "gold_triples": {d: r["gold"] for d, r in records.items()},
-               "command": "python -m research extraction" + (f" --checkpoint {checkpoint}" if checkpoint else ""),
+               "command": " ".join(["python -m research extraction", *([f"--checkpoint {checkpoint}"] if checkpoint else []),
+                                    *([f"--precision {precision}"] if precision != "auto" else []), *(["--set-config"] if set_config else [])]),
                "budget": budget}
     results.parent.mkdir(parents=True, exist_ok=True)
     with open(results, "w") as f:  # one run's figures: rewritten whole, not appended
@@ -199,9 +200,14 @@ def table(summary: dict, figure: Path | None = None) -> str:
     mean = lambda src, key: statistics.mean(src[d][key] for d in domains)  # noqa: E731
     lines.append(f"| **mean** | | | {mean(at, 'precision'):.1f} | {mean(at, 'recall'):.1f} | {mean(at, 'f1'):.1f} | "
                  f"{mean(none, 'f1'):.1f} | {mean(cos, 'f1'):.1f} |")
-    lines += ["", f"Command: `{summary['command']}`. Budget: {summary['budget']['machine']}; predicting took "
-                  f"{summary['budget']['predict_wall_time_s']:.0f} s, the whole run {summary['budget']['total_wall_time_s']:.0f} s "
-                  "(a shared 2-core machine, other jobs running). Raw figures: `results/extraction.jsonl`."]
+    lines += ["", f"Domains with more than {MAX_PAIRS_PER_DOMAIN} pairs are scored on a seeded random sample of their sentences "
+                  f"(at most {MAX_ENTITIES_PER_SENTENCE} entities paired per sentence, as in extraction). The last column is the "
+                  "other signal the rule could use, recall's top-1 cosine, at its own best threshold.",
+              "", f"Command: `{summary['command']}`. Budget: {summary['budget']['machine']}; predicting every pair took "
+                  f"{summary['budget']['predict_wall_time_s']:.0f} s (a shared 2-core machine, other agents' jobs running; the "
+                  "per-pair scores are cached in runs/extraction/, so a rerun only sweeps: "
+                  f"{summary['budget']['total_wall_time_s']:.0f} s). Raw figures: `results/extraction.jsonl` "
+                  "(a summary line, then P/R/F1 per domain at every threshold of the grid, for both signals)."]
     if figure:
         lines += ["", f"![Precision–recall curve per domain](./{figure.with_suffix('.png').name})"]
     return "\n".join(lines)
