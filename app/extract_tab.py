@@ -30,7 +30,7 @@ from emma import EntityModelError, split_sentences, suggest_entities
 from emma.extract import MAX_TEXT_CHARS
 
 from .session import BadInput, sentence_case
-from .workbench import MODEL, PRIVATE, QUIET, Workbench, user_errors, warn
+from .workbench import MODEL, PRIVATE, QUIET, Workbench, lenient, user_errors, warn
 
 TABLE_COLUMNS = ["#", "head", "relation", "tail", "score", "sentence"]
 EXAMPLE_PARAGRAPH = ("Marie Curie was born in Warsaw, then part of the Russian Empire. She moved to Paris to study at the "
@@ -152,13 +152,16 @@ class ExtractTab:
     @user_errors
     def extract_and_show(self, text: str, threshold: float, session: dict, request: gr.Request = None):
         """"Extract all": returns (entities highlight, graph, table, status, extraction state, session)."""
+        threshold = check_threshold(threshold)
         data, session = self.run_extraction(text, session, request)
         for message in data["warnings"]:
             warn(message)
         return (chips_value(data["text"], data["entities"]), *self.views(data, threshold), data, session)
 
+    @user_errors
     def views(self, data: dict | None, threshold: float):
         """(graph, table, status) of an extraction at `threshold` (no model call)."""
+        threshold = check_threshold(threshold)
         if not data:
             return placeholder_graph(), pd.DataFrame(columns=TABLE_COLUMNS), ""
         triples = above(data, threshold)
@@ -176,12 +179,13 @@ class ExtractTab:
                              "head_span": p["head"], "tail_span": p["tail"], "sentence": p["sentence"]} for p in triples],
                 "pairs": len(data["pairs"]), "warnings": data["warnings"], "timings_ms": data["timings_ms"]}, session
 
+    @user_errors
     def open_pair(self, predict, pick: str, data: dict | None, threshold: float):
         """An edge (`pick`: its row number) or a row clicked: that pair's sentence and entities go to the Predict tab.
 
         Returns (sentence, head, tail, spans, marked, hint, tabs update).
         """
-        pair = _picked(pick, data, threshold)
+        pair = _picked(pick, data, check_threshold(threshold))
         if pair is None:
             raise gr.Error("That relation is no longer shown; extract again.", print_exception=False)
         sentence = pair["sentence_text"]
@@ -206,9 +210,9 @@ class ExtractTab:
                                               show_legend=True, combine_adjacent=False)
             with gr.Column(scale=1):
                 default = float(self.wb.engine.extractor.config.extract_threshold)
-                threshold = gr.Slider(0.0, 1.0, value=default, step=0.01, label="Threshold (below it: no relation)",
+                threshold = lenient(gr.Slider(0.0, 1.0, value=default, step=0.01, label="Threshold (below it: no relation)",
                                       info=f"Default {default:.2f}: measured on CrossRE dev (results/EXTRACTION.md)",
-                                      elem_id="extract-threshold")
+                                      elem_id="extract-threshold"))
                 extract_btn = gr.Button("Extract all", variant="primary", elem_id="extract-all")
                 status = gr.Textbox(show_label=False, interactive=False, lines=3, elem_id="extract-status", container=False)
         graph = gr.Plot(placeholder_graph(), label="Entities and relations (click an edge's label to explain it)",
@@ -243,6 +247,17 @@ threshold gets no relation. Click an edge or a row to see why in the Predict tab
 
 
 # ---------------------------------------------------------------------- plain data and figures
+
+
+def check_threshold(value) -> float:
+    """The slider's value as a float in [0, 1]; BadInput otherwise (an API client may send anything)."""
+    try:
+        threshold = float(value)
+    except (TypeError, ValueError):
+        threshold = float("nan")
+    if not 0.0 <= threshold <= 1.0:
+        raise BadInput("The threshold must be a number between 0 and 1.")
+    return threshold
 
 
 def chips_value(text: str, entities) -> dict:

@@ -160,3 +160,11 @@ def test_the_workbench_has_an_extract_tab_and_an_extract_api(wb):
     api_names = {getattr(fn, "api_name", None) for fn in demo.fns.values()}
     assert "extract" in api_names and "predict" in api_names
     assert any(getattr(block, "elem_id", None) == "extract-all" for block in demo.blocks.values())
+
+
+@pytest.mark.parametrize("value", ["annrel", None, 1.5, -0.1, float("nan")])
+def test_a_threshold_that_is_not_in_0_1_is_one_plain_sentence(tabs, value):
+    extract, predict = tabs
+    for call in (lambda: extract.views(None, value), lambda: extract.open_pair(predict, "0:1", None, value)):
+        with pytest.raises(gr.Error, match="The threshold must be a number between 0 and 1."):
+            call()
