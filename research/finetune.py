@@ -9,7 +9,7 @@ and with the rows as examples. Forgetting: FewRel m = 15 `ori` test relations (a
 file; runs already there are skipped. CrossRE is measured on, never shipped: the fine-tuned
 folders are written under `runs/` (ignored by git) and deleted unless `--keep`.
 
-    python -m research finetune-compare --domains ai --recipes default,no-anchor,strong-anchor,replay
+    python -m research finetune-compare --domains ai --recipes default,anchor-0.02,anchor-0.1,replay
     python -m research finetune-table
 """
 
@@ -29,10 +29,10 @@ from emma.finetune import FinetuneConfig, finetune
 from .fewshot import CROSSRE_DOMAINS
 from .jsonl import append, read
 
-RECIPES = {
+RECIPES = {  # "default" is FinetuneConfig's own (the shipped recipe: no anchor)
     "default": FinetuneConfig(held_back=0.0),
-    "no-anchor": FinetuneConfig(held_back=0.0, anchor=0.0),
-    "strong-anchor": FinetuneConfig(held_back=0.0, anchor=0.1),
+    "anchor-0.02": FinetuneConfig(held_back=0.0, anchor=0.02),
+    "anchor-0.1": FinetuneConfig(held_back=0.0, anchor=0.1),
     "replay": FinetuneConfig(held_back=0.0),  # + FewRel replay rows
 }
 
