@@ -55,7 +55,13 @@ KEYS_JS = """() => {
   if (window.emmaAnnotateKeys) return;
   window.emmaAnnotateKeys = true;
   window.emmaAnnotateTimings = [];
-  const click = (id) => { const b = document.getElementById(id); if (b && b.offsetParent !== null) { window.emmaAnnotateT0 = performance.now(); b.click(); return true; } return false; };
+  // A key pressed while the next item is still being drawn waits for its button (up to 2 s) instead of being lost.
+  const click = (id, tries = 40) => {
+    const b = document.getElementById(id);
+    if (b && b.offsetParent !== null && !b.disabled) { window.emmaAnnotateT0 = performance.now(); b.click(); return true; }
+    if (tries > 0) setTimeout(() => click(id, tries - 1), 50);
+    return true;
+  };
   document.addEventListener('keydown', (e) => {
     const card = document.getElementById('annotate-progress');
     if (!card || card.offsetParent === null || e.ctrlKey || e.metaKey || e.altKey) return;
@@ -486,19 +492,22 @@ class AnnotateTab:
         queues.input(self.open_queue, [queues, ordering, annotation, session], view, **MODEL, **QUIET)
         ordering.input(self.open_queue, [queues, ordering, annotation, session], view, **MODEL, **QUIET)
         hidden = gr.Textbox("", visible=False)
+        # Every key is an action: a click while the previous judgement is still finishing must not be dropped
+        # (Gradio's default, trigger_mode="once"). A repeat on a stale item is refused by the store ("judged already").
+        keyed = dict(trigger_mode="multiple")
         for button, action in ((accept, "accept"), (none, "none"), (skip, "skip")):
             button.click(_judging(self.judge, action), [hidden, annotation, session, request_id], [status, *view],
-                         api_name=f"annotate_{action}", **MODEL)
+                         api_name=f"annotate_{action}", **MODEL, **keyed)
         for button in candidates:  # the button's own label ("2 · founded by") says which candidate
             button.click(_judging(self.judge, "accept"), [button, annotation, session, request_id], [status, *view],
-                         **MODEL, **PRIVATE)
+                         **MODEL, **PRIVATE, **keyed)
         # Picking a relation in the search box (type, then Enter or a click) accepts it; the focus leaves the box so
         # the keys act again, and the box is emptied for the next item.
         search.input(self.accept_searched, [search, annotation, session, request_id], [status, *view, search],
                      **MODEL, **PRIVATE).then(None, js="() => { if (document.activeElement) document.activeElement.blur(); }")
         accept_typed.click(_judging(self.judge, "accept"), [search, annotation, session, request_id], [status, *view],
                            **MODEL, **PRIVATE)
-        undo.click(self.undo, [annotation, session], [status, *view], api_name="annotate_undo", **MODEL)
+        undo.click(self.undo, [annotation, session], [status, *view], api_name="annotate_undo", **MODEL, **keyed)
         export_btn.click(self.export, [annotation, session], [files, export_status], **PRIVATE)
         score_btn.click(self.score_file, [annotation, session], [score_summary, confusion, per_relation, errors], **MODEL, **PRIVATE)
         tab.select(self.show, [annotation, session], [queues, *view], **MODEL, **QUIET)
