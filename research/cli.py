@@ -22,6 +22,14 @@ from .bench.measure import DEFAULT_RELATIONS, METHODS, BenchConfig
 from .probes.commands import probe, probe_sweep, probe_table
 from .protocol import DATASETS, VARIANTS, RunSpec
 
+
+def _emit(text: str, output) -> None:
+    """A rendered table: printed, and written to `output` too when given."""
+    click.echo(text)
+    if output:
+        Path(output).write_text(text + "\n")
+
+
 EXPERIMENTS = RESULTS_DIR / "experiments.jsonl"
 
 
@@ -206,9 +214,7 @@ def table(results, output, metrics, title) -> None:
     from .table import metrics_json, render_table
 
     text = render_table(results, title)
-    click.echo(text)
-    if output:
-        Path(output).write_text(text + "\n")
+    _emit(text, output)
     if metrics:  # other entries of the file (e.g. "transfer", from transfer-table) are kept
         current = json.loads(Path(metrics).read_text()) if Path(metrics).is_file() else {}
         Path(metrics).write_text(json.dumps({**current, **metrics_json(results)}, indent=1, ensure_ascii=False) + "\n")
@@ -257,9 +263,7 @@ def fewshot_table(results, split, output) -> None:
     from .jsonl import read
 
     text = table(read(results), split)
-    click.echo(text)
-    if output:
-        Path(output).write_text(text + "\n")
+    _emit(text, output)
 
 
 TRANSFER = RESULTS_DIR / "transfer.jsonl"
@@ -306,9 +310,7 @@ def transfer_table(results, split, output, metrics) -> None:
 
     records = read(results)
     text = table(records, split)
-    click.echo(text)
-    if output:
-        Path(output).write_text(text + "\n")
+    _emit(text, output)
     if metrics:
         current = json.loads(metrics.read_text())
         model = emma_checkpoint_id(metrics.parent)
@@ -363,9 +365,7 @@ def finetune_table(results, output) -> None:
     from .jsonl import read
 
     text = table(read(results))
-    click.echo(text)
-    if output:
-        Path(output).write_text(text + "\n")
+    _emit(text, output)
 
 
 EXTRACTION = RESULTS_DIR / "extraction.jsonl"
@@ -452,9 +452,7 @@ def gzsl_table(results, output) -> None:
     from .jsonl import read
 
     text = table(read(results))
-    click.echo(text)
-    if output:
-        Path(output).write_text(text + "\n")
+    _emit(text, output)
 
 
 cli.add_command(probe)
