@@ -437,9 +437,30 @@ class AnnotateTab:
                   for i, g, p in zip(items, gold, predicted) if g != p]
         return text, confusion_figure(gold, predicted, labels), pd.DataFrame(rows), pd.DataFrame(errors)
 
+    @user_errors
+    def open_error(self, predict, annotation: dict | None, session: dict, evt: gr.SelectData, request: gr.Request = None):
+        """A row of "Where they differ" clicked (its first cell: the item number): that item's sentence and entities go
+        to the Predict tab, which then explains it (recall, reranking, attention).
+
+        Returns (sentence, head, tail, spans, marked, hint, tabs update).
+        """
+        session, ctx = self._context(session, request)
+        q = self._queue(ctx.owner, (annotation or {}).get("queue"))
+        try:
+            position = int(evt.row_value[0]) - 1
+        except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+            raise BadInput("That row is no longer shown; score the queue again.") from None
+        item = self.wb.store.queue_item(q["id"], position)
+        if item is None:
+            raise BadInput("That item is not in this queue; score the queue again.")
+        sentence, head, tail = Instance(tuple(item["tokens"]), tuple(item["head"]), tuple(item["tail"])).as_text()
+        spans = {"head": list(head), "tail": list(tail)}
+        h, t = sentence[slice(*head)], sentence[slice(*tail)]
+        return (sentence, h, t, spans, *predict.preview(sentence, h, t, spans), gr.update(selected="predict-tab"))
+
     # ------------------------------------------------------------------ layout
 
-    def build(self, session: gr.State, tab: gr.Tab):
+    def build(self, session: gr.State, tab: gr.Tab, predict=None, tabs: gr.Tabs | None = None):
         """The tab's components and events (call inside `tab`); the page load calls `show` (see `layout`)."""
         annotation = gr.State(new_annotation())
         gr.Markdown(IMPORT_HELP, elem_classes="panel-help")
@@ -478,7 +499,8 @@ class AnnotateTab:
             confusion = gr.Plot(label="Confusion: the file's relation (rows) against the suggestion (columns)",
                                 elem_id="annotate-confusion")
             per_relation = gr.Dataframe(label="Per relation", interactive=False, elem_id="annotate-per-relation")
-            errors = gr.Dataframe(label="Where they differ", interactive=False, wrap=True, elem_id="annotate-errors")
+            errors = gr.Dataframe(label="Where they differ (click a row to see why in the Predict tab)", interactive=False,
+                                  wrap=True, elem_id="annotate-errors")
         with gr.Accordion("Export your judgements of this queue", open=False):
             export_btn = gr.Button("Export: FewRel JSONL + Label Studio JSON + doccano JSONL + descriptions", elem_id="annotate-export")
             export_status = gr.Textbox(show_label=False, interactive=False, container=False, elem_id="annotate-export-status")
@@ -510,6 +532,15 @@ class AnnotateTab:
         undo.click(self.undo, [annotation, session], [status, *view], api_name="annotate_undo", **MODEL, **keyed)
         export_btn.click(self.export, [annotation, session], [files, export_status], **PRIVATE)
         score_btn.click(self.score_file, [annotation, session], [score_summary, confusion, per_relation, errors], **MODEL, **PRIVATE)
+        if predict is not None and tabs is not None:  # a clicked row is explained by the Predict tab's own handler
+            marking = [predict.parts.sentence, predict.parts.head, predict.parts.tail, predict.parts.spans,
+                       predict.parts.marked, predict.parts.hint, tabs]
+
+            def open_row(annotation_, session_, evt: gr.SelectData, request: gr.Request = None):
+                return self.open_error(predict, annotation_, session_, evt, request)
+
+            errors.select(open_row, [annotation, session], marking, **QUIET).success(
+                predict.predict_and_show, predict.predict_inputs, predict.predict_outputs, **MODEL, **PRIVATE)
         tab.select(self.show, [annotation, session], [queues, *view], **MODEL, **QUIET)
         tab.select(self.search_choices, [session], [search], **QUIET)
         return AnnotateParts(annotation, queues, view, search)

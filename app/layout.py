@@ -75,7 +75,7 @@ def build_demo(wb: Workbench) -> gr.Blocks:
             with gr.Tab("Extract", id="extract-tab"):
                 extract.build(session, predict, tabs)
             with gr.Tab("Annotate", id="annotate-tab") as annotate_tab:
-                annotate.build(session, annotate_tab)
+                annotate.build(session, annotate_tab, predict, tabs)
             with gr.Tab("Relations", id="relations-tab") as relations_tab:
                 catalogue = relations.build(session)
             with gr.Tab("Feedback", id="feedback-tab") as feedback_tab:

@@ -452,3 +452,27 @@ def test_error_analysis_needs_labelled_items(tab, tmp_path):
     state = tab.import_file(str(path), "", False, None, session, Request("ann"))[2]
     with pytest.raises(gr.Error, match="No item of this queue has a relation"):
         tab.score_file(state, session, Request("ann"))
+
+
+def test_a_differing_row_opens_in_the_predict_tab(tab, tmp_path):
+    from app.predict_tab import PredictTab
+
+    session, out = imported(tab, tmp_path)
+    state = out[2]
+    *_, errors = tab.score_file(state, session, Request("ann"))
+    row = list(errors.iloc[0]) if not errors.empty else [1]  # the tiny model got every item right: item 1 then
+    item = tab.wb.store.queue_item(state["queue"], int(row[0]) - 1)
+
+    def click(row_value):
+        return gr.SelectData(None, {"index": [0, 1], "value": "", "row_value": row_value, "col_value": []})
+
+    sentence, head, tail, spans, marked, hint, tabs = tab.open_error(PredictTab(tab.wb), state, session, click(row), Request("ann"))
+    assert sentence.split() == list(item["tokens"])
+    assert head == " ".join(item["tokens"][slice(*item["head"])]) and sentence[slice(*spans["head"])] == head
+    assert tail == " ".join(item["tokens"][slice(*item["tail"])]) and tabs["selected"] == "predict-tab"
+    with pytest.raises(gr.Error, match="no longer shown"):
+        tab.open_error(PredictTab(tab.wb), state, session, click(["not a number"]), Request("ann"))
+    with pytest.raises(gr.Error, match="not in this queue"):
+        tab.open_error(PredictTab(tab.wb), state, session, click([999]), Request("ann"))
+    with pytest.raises(gr.Error):  # another user's session cannot open ann's queue
+        tab.open_error(PredictTab(tab.wb), state, tab.wb.open_session("user:bob"), click(row), Request("bob"))

@@ -39,7 +39,9 @@ def attack(demo, http, identifiers, upload) -> list[dict]:
                                           "export", "show", "agreement", "score_file"}
     for fn in events:
         for text in identifiers:
-            msg = call_event(http, fn, [hostile(c, text, upload) for c in fn.inputs], uuid.uuid4().hex)
+            # Select events (a clicked row) carry event data; the others ignore it.
+            event_data = {"index": [0, 0], "value": text, "row_value": [text], "selected": True}
+            msg = call_event(http, fn, [hostile(c, text, upload) for c in fn.inputs], uuid.uuid4().hex, event_data)
             out = json.dumps(msg)
             assert not [s for s in SECRETS if s in out], f"event {fn.name} sent A's queue to B: {out[:500]}"
             error = msg.get("output", {}).get("error") if msg.get("success") is False else ""
