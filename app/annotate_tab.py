@@ -453,10 +453,7 @@ class AnnotateTab:
         item = self.wb.store.queue_item(q["id"], position)
         if item is None:
             raise BadInput("That item is not in this queue; score the queue again.")
-        sentence, head, tail = Instance(tuple(item["tokens"]), tuple(item["head"]), tuple(item["tail"])).as_text()
-        spans = {"head": list(head), "tail": list(tail)}
-        h, t = sentence[slice(*head)], sentence[slice(*tail)]
-        return (sentence, h, t, spans, *predict.preview(sentence, h, t, spans), gr.update(selected="predict-tab"))
+        return predict.opened(*Instance(tuple(item["tokens"]), tuple(item["head"]), tuple(item["tail"])).as_text())
 
     # ------------------------------------------------------------------ layout
 
@@ -533,14 +530,10 @@ class AnnotateTab:
         export_btn.click(self.export, [annotation, session], [files, export_status], **PRIVATE)
         score_btn.click(self.score_file, [annotation, session], [score_summary, confusion, per_relation, errors], **MODEL, **PRIVATE)
         if predict is not None and tabs is not None:  # a clicked row is explained by the Predict tab's own handler
-            marking = [predict.parts.sentence, predict.parts.head, predict.parts.tail, predict.parts.spans,
-                       predict.parts.marked, predict.parts.hint, tabs]
-
             def open_row(annotation_, session_, evt: gr.SelectData, request: gr.Request = None):
                 return self.open_error(predict, annotation_, session_, evt, request)
 
-            errors.select(open_row, [annotation, session], marking, **QUIET).success(
-                predict.predict_and_show, predict.predict_inputs, predict.predict_outputs, **MODEL, **PRIVATE)
+            predict.explain_on(errors.select, open_row, [annotation, session], tabs)
         tab.select(self.show, [annotation, session], [queues, *view], **MODEL, **QUIET)
         tab.select(self.search_choices, [session], [search], **QUIET)
         return AnnotateParts(annotation, queues, view, search)

@@ -188,10 +188,7 @@ class ExtractTab:
         pair = _picked(pick, data, check_threshold(threshold))
         if pair is None:
             raise gr.Error("That relation is no longer shown; extract again.", print_exception=False)
-        sentence = pair["sentence_text"]
-        spans = {"head": list(pair["local_head"]), "tail": list(pair["local_tail"])}
-        head, tail = sentence[slice(*pair["local_head"])], sentence[slice(*pair["local_tail"])]
-        return (sentence, head, tail, spans, *predict.preview(sentence, head, tail, spans), gr.update(selected="predict-tab"))
+        return predict.opened(pair["sentence_text"], pair["local_head"], pair["local_tail"])
 
     def row_clicked(self, predict, data, threshold, evt: gr.SelectData):
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
@@ -226,19 +223,14 @@ class ExtractTab:
         gr.Button(visible=False).click(self.extract_api, [text, session], [gr.JSON(visible=False), session], api_name="extract", **MODEL)
         threshold.release(self.views, [data, threshold], shown, **QUIET)
         graph.change(None, js=BIND_GRAPH_CLICK, **QUIET)
-        marking = [predict.parts.sentence, predict.parts.head, predict.parts.tail, predict.parts.spans,
-                   predict.parts.marked, predict.parts.hint, tabs]
-
         def picked(pick_, data_, threshold_):
             return self.open_pair(predict, pick_, data_, threshold_)
 
         def row(data_, threshold_, evt: gr.SelectData):
             return self.row_clicked(predict, data_, threshold_, evt)
 
-        pick_btn.click(picked, [pick, data, threshold], marking, js=READ_PICK, **QUIET).success(
-            predict.predict_and_show, predict.predict_inputs, predict.predict_outputs, **MODEL, **PRIVATE)
-        table.select(row, [data, threshold], marking, **QUIET).success(
-            predict.predict_and_show, predict.predict_inputs, predict.predict_outputs, **MODEL, **PRIVATE)
+        predict.explain_on(pick_btn.click, picked, [pick, data, threshold], tabs, js=READ_PICK)
+        predict.explain_on(table.select, row, [data, threshold], tabs)
 
 
 HELP = """**Extract everything in a paragraph.** The English NER suggests the entities; every ordered pair of entities in the

@@ -33,6 +33,7 @@ from pathlib import Path
 import emma
 from emma import Instance, checkpoint_id
 from emma.data import write_jsonl
+from emma.finetune import partial_folder, read_report
 
 from .storage import Store
 
@@ -148,7 +149,7 @@ class Finetuner:
                 self._finish(job, "failed", f"the fine-tune finished but its report could not be read ({e})")
             return
         message = last[len("Error: "):] if last.startswith("Error: ") else f"the fine-tune process stopped (exit code {code}): {last}"
-        shutil.rmtree(self.models_dir / (job.name + ".partial"), ignore_errors=True)
+        shutil.rmtree(partial_folder(self.models_dir / job.name), ignore_errors=True)
         self._finish(job, "failed", message)
 
     def _register(self, job: Job, report: dict) -> None:
@@ -175,10 +176,11 @@ class Finetuner:
         for inputs in self.models_dir.glob("*" + JOB_SUFFIX):
             try:
                 meta = json.loads((inputs / "job.json").read_text())
-                folder = self.models_dir / meta["name"]
-                report = json.loads((folder / "finetune.json").read_text())
+                report = read_report(self.models_dir / meta["name"])
             except (OSError, ValueError, KeyError):
-                shutil.rmtree(self.models_dir / (inputs.name[: -len(JOB_SUFFIX)] + ".partial"), ignore_errors=True)
+                report = None
+            if report is None:
+                shutil.rmtree(partial_folder(self.models_dir / inputs.name[: -len(JOB_SUFFIX)]), ignore_errors=True)
                 shutil.rmtree(inputs, ignore_errors=True)
                 continue
             job = Job(meta["owner"], meta["name"], meta["parent"], meta["rows"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 
 import gradio as gr
 import pandas as pd
@@ -45,17 +46,15 @@ class ImprovePanel:
         known = {r.pair for r in labelled}
         labelled += [r for r in self.wb.engine.instances(self.wb.store.annotated(session["owner"])) if r.pair not in known]
         rows = [r for r in labelled if r.relation in relations][:MAX_ROWS]
-        counts: dict[str, int] = {}
-        for r in rows:
-            counts[r.relation] = counts.get(r.relation, 0) + 1
-        usable = {rel for rel, n in counts.items() if n >= MIN_ROWS_PER_RELATION}
+        usable = {rel for rel, n in Counter(r.relation for r in rows).items() if n >= MIN_ROWS_PER_RELATION}
         if len(usable) < MIN_RELATIONS:
             raise BadInput(f"Label at least {MIN_ROWS_PER_RELATION} sentences of each of at least {MIN_RELATIONS} relations "
                            f"switched on first (you have {len(rows)} labelled sentences of relations in force, "
                            f"{len(usable)} relation(s) with {MIN_ROWS_PER_RELATION} or more).")
-        left_out = len(labelled) - len([r for r in rows if r.relation in usable])
+        used = [r for r in rows if r.relation in usable]
+        left_out = len(labelled) - len(used)
         note = f" {left_out} labelled sentences are left out (relation off, or fewer than {MIN_ROWS_PER_RELATION} of it)." if left_out else ""
-        return [r for r in rows if r.relation in usable], {rel: relations[rel] for rel in relations if rel in usable}, note
+        return used, {rel: text for rel, text in relations.items() if rel in usable}, note
 
     @user_errors
     def improve(self, session: dict, request: gr.Request = None) -> tuple[str, gr.Timer]:
@@ -113,10 +112,8 @@ class ImprovePanel:
         """Switch the caller's predictions to version `name` ("" for the server's model). Returns (session, status)."""
         session = self.wb.owned(session, request)
         name = name or None
-        if name is not None:
-            version = self.wb.store.model_version(name)
-            if version is None or version["owner"] != session["owner"]:
-                raise BadInput("That model version is not one of yours.")
+        if name is not None and self.wb.own_version(session["owner"], name) is None:
+            raise BadInput("That model version is not one of yours.")
         self.wb.store.choose_model(session["owner"], name)
         session = {**session, "model": name}
         used = self.wb.engine_for(session).checkpoint_id

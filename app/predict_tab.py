@@ -128,6 +128,21 @@ class PredictTab:
                 spans = {"head": list(ex["head"]), "tail": list(ex["tail"])}
         return (spans, *self.preview(sentence, head, tail, spans))
 
+    def opened(self, sentence: str, head: tuple[int, int], tail: tuple[int, int]) -> tuple:
+        """Another tab's "see why": `sentence` with its head and tail character spans marked here, this tab shown.
+
+        Returns the values of `opening(tabs)`: (sentence, head, tail, spans, marked, hint, tabs update).
+        """
+        spans = {"head": list(head), "tail": list(tail)}
+        h, t = sentence[slice(*head)], sentence[slice(*tail)]
+        return (sentence, h, t, spans, *self.preview(sentence, h, t, spans), gr.update(selected="predict-tab"))
+
+    def explain_on(self, trigger, fn, inputs: list, tabs: gr.Tabs, **kwargs) -> None:
+        """Wire `trigger(fn, inputs)` (returning `opened(...)`) to mark a pair here, then run the Predict button's handler."""
+        outputs = [self.parts.sentence, self.parts.head, self.parts.tail, self.parts.spans, self.parts.marked, self.parts.hint, tabs]
+        trigger(fn, inputs, outputs, **QUIET, **kwargs).success(self.predict_and_show, self.predict_inputs, self.predict_outputs,
+                                                                **MODEL, **PRIVATE)
+
     def preview(self, sentence: str, head: str, tail: str, spans: dict | None) -> tuple[dict, str]:
         """The marked sentence and a hint (no toasts: this runs while the user types)."""
         sentence = sentence or ""

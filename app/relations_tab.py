@@ -25,13 +25,12 @@ from .session import (
     without_user_relation,
 )
 from .feedback_tab import MAX_EXAMPLES
-
-MAX_IMPORTED_EXAMPLES = 2000  # per import file
-IMPORT_CHUNK = 64  # examples encoded per turn of the model's thread
 from .records import bracketed
 from .storage import delete_example, delete_user_relation, replace_example, replace_user_relations, upsert_user_relation
 from .workbench import DB, MODEL, PRIVATE, QUIET, Workbench, user_errors, warn
 
+MAX_IMPORTED_EXAMPLES = 2000  # per import file
+IMPORT_CHUNK = 64  # examples encoded per turn of the model's thread
 MAX_QUERY_CHARS = 200
 
 

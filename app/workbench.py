@@ -135,8 +135,7 @@ class Workbench:
         with self._engines_lock:
             engine = self._engines.get(name)
             if engine is None:
-                version = self.store.model_version(name)
-                if version is None or version["owner"] != session.get("owner"):
+                if self.own_version(session.get("owner"), name) is None:
                     return self.engine
                 base = self.engine.extractor
                 engine = Engine(Extractor.load(self.finetuner.models_dir / name, device=str(base.device), precision=base.precision),
@@ -147,13 +146,17 @@ class Workbench:
             self._engines.move_to_end(name)
         return engine
 
-    def model_choice(self, owner: str) -> str | None:
-        """The version `owner` chose, if it still exists and is theirs (else None: the server's model)."""
-        name = self.store.model_choice(owner)
-        version = self.store.model_version(name) if name else None
+    def own_version(self, owner: str | None, name: str) -> dict | None:
+        """Model version `name` if `owner` may use it (theirs, and its folder is there), else None."""
+        version = self.store.model_version(name)
         if version is None or version["owner"] != owner or not (self.finetuner.models_dir / name).is_dir():
             return None
-        return name
+        return version
+
+    def model_choice(self, owner: str) -> str | None:
+        """The version `owner` chose, if they may still use it (else None: the server's model)."""
+        name = self.store.model_choice(owner)
+        return name if name and self.own_version(owner, name) is not None else None
 
     def new_session(self) -> dict:
         return new_session(self.catalogue)

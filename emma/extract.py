@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from .data import DataError, spans_overlap
 from .entities import EntitySpan, split_sentences, suggest_entities
-from .features import instance_from_text
+from .features import instance_from_text, strip_span
 
 if TYPE_CHECKING:  # pragma: no cover
     from .pipeline import Extractor, Prediction
@@ -136,10 +136,7 @@ def entity_spans(text: str, entities: Sequence[EntitySpan | tuple[int, int]]) ->
         start, end, label = (e.start, e.end, e.label) if isinstance(e, EntitySpan) else (int(e[0]), int(e[1]), "")
         if not 0 <= start < end <= len(text):
             raise ValueError(f"the entity span {[start, end]} is not inside the text of {len(text)} characters")
-        while start < end and text[start].isspace():
-            start += 1
-        while end > start and text[end - 1].isspace():
-            end -= 1
+        start, end = strip_span(text, start, end)
         if start == end:
             raise ValueError(f"the entity span {[e[0], e[1]] if not isinstance(e, EntitySpan) else [e.start, e.end]} is blank")
         out.setdefault((start, end), EntitySpan(start, end, text[start:end], label))

@@ -197,6 +197,15 @@ def _words(text: str, offset: int) -> list[tuple[str, int]]:
     return [(m.group(), offset + m.start()) for m in _WORD.finditer(text)]
 
 
+def strip_span(text: str, start: int, end: int) -> tuple[int, int]:
+    """Character span [start, end) of `text` without the whitespace at either end (empty when all blank)."""
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return start, end
+
+
 def instance_from_text(text: str, head: Span, tail: Span, relation: str | None = None) -> Instance:
     """Build an `Instance` from raw text and character spans (end exclusive).
 
@@ -210,11 +219,7 @@ def instance_from_text(text: str, head: Span, tail: Span, relation: str | None =
         s, e = int(span[0]), int(span[1])
         if not (0 <= s < e <= len(text)):
             raise DataError(f"the {name} entity {[s, e]} is not inside the sentence of {len(text)} characters")
-        # Trim whitespace the user may have selected with the entity.
-        while s < e and text[s].isspace():
-            s += 1
-        while e > s and text[e - 1].isspace():
-            e -= 1
+        s, e = strip_span(text, s, e)  # whitespace the user may have selected with the entity
         if s == e:
             raise DataError(f"the {name} entity is blank")
         spans[name] = (s, e)

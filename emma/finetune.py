@@ -122,10 +122,12 @@ def check_rows(rows: Sequence[Instance], descriptions: dict[str, str]) -> None:
         raise ValueError(f"fine-tuning needs labelled rows of at least 2 relations (in-batch negatives); these have {n}")
 
 
-def scores(extractor: Extractor, rows: Sequence[Instance], descriptions: dict[str, str]) -> dict[str, float]:
-    """Macro F1 of recall only, the classifier and the fused rule on `rows`, the candidates being `descriptions`."""
+def scores(checkpoint: Path, rows: Sequence[Instance], descriptions: dict[str, str], precision: str) -> dict[str, float]:
+    """Macro F1 of recall only, the classifier and the fused rule of `checkpoint` on `rows`, the candidates being
+    `descriptions` ({} without rows, and then nothing is loaded)."""
     if not rows:
         return {}
+    extractor = Extractor.load(checkpoint, precision=precision)
     extractor.set_relations(descriptions)
     report = evaluate(extractor, rows)
     return {name: round(report[name]["f1"], 2) for name in ("recall_only", "emma", "emma_fused")}
@@ -159,12 +161,13 @@ def finetune(
     check_rows(rows, descriptions)
     if output.exists():
         raise ValueError(f"{output} already exists: choose a new folder for the fine-tuned model")
-    partial = output.with_name(output.name + ".partial")
+    partial = partial_folder(output)
     if partial.exists() and not resume:
         shutil.rmtree(partial)
     started = time.perf_counter()
     kept, held = hold_back(rows, config.held_back, config.seed)
-    if len({r.relation for r in kept}) < 2:
+    trained_relations = len({r.relation for r in kept})
+    if trained_relations < 2:
         raise ValueError("after holding back rows to score, fewer than 2 relations are left to train on: label more rows")
     mixed, all_descriptions, n_replay = list(kept), dict(descriptions), 0
     if replay is not None:
@@ -174,20 +177,26 @@ def finetune(
         all_descriptions = {**replay[1], **descriptions}
         n_replay = len(replay_rows)
     relations = sorted({r.relation for r in mixed})
-    before = scores(Extractor.load(checkpoint, precision=config.precision), held, descriptions)
+    before = scores(checkpoint, held, descriptions, config.precision)
     logger.info("fine-tuning %s on %d rows (%d replayed) of %d relations; %d held back", checkpoint, len(mixed),
                 n_replay, len(relations), len(held))
     card = (f"# Fine-tuned EMMA checkpoint\n\nFine-tuned from `{checkpoint_id(checkpoint)}` on {len(kept)} labelled rows of "
-            f"{len({r.relation for r in kept})} relations ({n_replay} replayed); see `{REPORT_FILE}` for the rows "
+            f"{trained_relations} relations ({n_replay} replayed); see `{REPORT_FILE}` for the rows "
             "held back and the scores before and after.\n")
     train(config.train_config(str(checkpoint), len(relations)), mixed, all_descriptions, partial, resume=resume, card=card)
-    after = scores(Extractor.load(partial, precision=config.precision), held, descriptions)
+    after = scores(partial, held, descriptions, config.precision)
     report = FinetuneReport(checkpoint_id(checkpoint), str(output), sorted(descriptions), len(kept), len(held), n_replay,
                             before, after, round(time.perf_counter() - started, 1), asdict(config))
     (partial / STATE_FILE).unlink(missing_ok=True)  # optimizer state: three times the model, useless once done
     (partial / REPORT_FILE).write_text(json.dumps(report.to_json(), indent=2) + "\n")
     partial.replace(output)
     return report
+
+
+def partial_folder(output: str | Path) -> Path:
+    """Where `finetune` writes `output` until it is complete (then renamed to `output`)."""
+    output = Path(output)
+    return output.with_name(output.name + ".partial")
 
 
 def read_report(folder: str | Path) -> dict | None:

@@ -128,7 +128,8 @@ class RelationIndex:
             if name in examples:
                 prototypes[i] = F.normalize(torch.stack([e.vector for e in examples[name]]).mean(0), dim=-1)
                 weights[i] = 1.0 if name in undescribed else EXAMPLE_WEIGHT
-        offsets = {n: float(o) for n, o in (offsets or {}).items() if o and n in set(names)}
+        known = set(names)
+        offsets = {n: float(o) for n, o in (offsets or {}).items() if o and n in known}
         shift = torch.tensor([offsets.get(n, 0.0) for n in names], device=vectors.device) if offsets else None
         return cls(names, rows, examples, frozenset(undescribed), offsets, vectors, prototypes, weights, shift,
                    {n: i for i, n in enumerate(names)})
@@ -229,12 +230,12 @@ def recall(index: RelationIndex, vectors: torch.Tensor, width: int) -> Recalled:
         top_scores, top_rows = s.combined.sort(dim=1, descending=True)  # (B, N)
     else:
         top_scores, top_rows = s.combined.topk(width, dim=1)  # (B, width), exact
-    scores = top_scores.cpu().tolist()
+    scores, rows = top_scores.cpu().tolist(), top_rows.cpu().tolist()
     if s.combined is s.description:  # the score is the description's cosine: nothing more to read
-        return Recalled(scores, top_rows.cpu().tolist(), [[(d, None) for d in row] for row in scores])
+        return Recalled(scores, rows, [[(d, None) for d in row] for row in scores])
     desc = s.description.gather(1, top_rows).cpu().tolist()
     if s.examples is None:  # shifted by offsets, without examples
-        return Recalled(scores, top_rows.cpu().tolist(), [[(d, None) for d in row] for row in desc])
+        return Recalled(scores, rows, [[(d, None) for d in row] for row in desc])
     ex = s.examples.gather(1, top_rows).cpu().tolist()
     parts = [[(d, None if e != e else e) for d, e in zip(dr, er)] for dr, er in zip(desc, ex)]  # e != e: NaN, no examples
-    return Recalled(scores, top_rows.cpu().tolist(), parts)
+    return Recalled(scores, rows, parts)

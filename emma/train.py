@@ -92,10 +92,10 @@ class TrainConfig:
     # encoder) or "base" (the base encoder, as in joint training).
     classifier_init: str = "recall"
     # Share of the distance back to the starting weights taken after every step (0: off): a
-    # decoupled pull toward where the run started, as AdamW's weight decay is toward zero. Fine-tuning
-    # a trained checkpoint on a few hundred rows uses it so the model keeps what it knew; it bounds
-    # each weight's drift near lr / anchor. (A penalty added to the loss does not do this under Adam,
-    # which rescales its tiny gradients to full-size steps.)
+    # decoupled pull toward where the run started, as AdamW's weight decay is toward zero; it bounds
+    # each weight's drift near lr / anchor. Fine-tuning offers it to keep more of what a checkpoint
+    # knew (measured: it also keeps less of the gain; results/FINETUNE.md). A penalty added to the
+    # loss does not do this under Adam, which rescales its tiny gradients to full-size steps.
     anchor: float = 0.0
 
     def __post_init__(self) -> None:
