@@ -52,7 +52,7 @@ class Job:
     parent: str  # checkpoint id of the model it starts from
     rows: int
     started: float = field(default_factory=time.time)
-    state: str = "running"  # running | done | failed
+    state: str = "running"  # running | done | failed | cancelled
     step: int = 0
     total: int = 0
     phase: str = "starting"  # what the child is doing, for the status line
@@ -113,6 +113,17 @@ class Finetuner:
         threading.Thread(target=self._watch, args=(job, process), name=f"finetune-{name}", daemon=True).start()
         return job
 
+    def cancel(self, owner: str) -> bool:
+        """Stop `owner`'s running fine-tune (nothing is kept; their model is unchanged); False when none runs."""
+        with self._lock:
+            job, process = self._running, self._process
+            if job is None or job.owner != owner:
+                return False
+            job.state = "cancelling"
+        if process is not None and process.poll() is None:
+            process.terminate()
+        return True
+
     def close(self) -> None:
         """Stop a running fine-tune (it fails, leaving nothing); for shutdown and tests."""
         with self._lock:
@@ -148,8 +159,11 @@ class Finetuner:
             except (ValueError, KeyError, OSError) as e:
                 self._finish(job, "failed", f"the fine-tune finished but its report could not be read ({e})")
             return
-        message = last[len("Error: "):] if last.startswith("Error: ") else f"the fine-tune process stopped (exit code {code}): {last}"
         shutil.rmtree(partial_folder(self.models_dir / job.name), ignore_errors=True)
+        if job.state == "cancelling":
+            self._finish(job, "cancelled")
+            return
+        message = last[len("Error: "):] if last.startswith("Error: ") else f"the fine-tune process stopped (exit code {code}): {last}"
         self._finish(job, "failed", message)
 
     def _register(self, job: Job, report: dict) -> None:

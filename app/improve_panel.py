@@ -84,15 +84,25 @@ class ImprovePanel:
         dropdown = gr.Dropdown(choices=choices, value=value)
         if job is None:
             return "", report_frame(self.latest_report(session)), dropdown, gr.Timer(active=False)
-        if job.state == "running":
+        if job.state in ("running", "cancelling"):
             minutes = (time.time() - job.started) / 60
             where = f"step {job.step} of {job.total} ({100 * job.step / job.total:.0f} %)" if job.total else job.phase
             return (f"Fine-tuning on {job.rows} sentences: {where}, {minutes:.1f} min so far.", pd.DataFrame(), dropdown,
                     gr.Timer(active=True))
+        if job.state == "cancelled":
+            return "Cancelled: nothing was kept, and your model is unchanged.", pd.DataFrame(), dropdown, gr.Timer(active=False)
         if job.state == "failed":
             return f"The fine-tune failed: {job.message}. Your model is unchanged.", pd.DataFrame(), dropdown, gr.Timer(active=False)
         return (f"Done: version {job.name} is ready. Choose it under 'Model for my predictions' to use it.",
                 report_frame(job.report), dropdown, gr.Timer(active=False))
+
+    @user_errors
+    def cancel(self, session: dict, request: gr.Request = None) -> str:
+        """Stop the caller's running fine-tune; safe to repeat (a second click finds nothing to stop)."""
+        session = self.wb.owned(session, request)
+        if not self.wb.finetuner.cancel(session["owner"]):
+            raise BadInput("You have no fine-tune running.")
+        return "Stopping the fine-tune…"
 
     def latest_report(self, session: dict) -> dict | None:
         versions = self.wb.store.model_versions(session["owner"])
@@ -125,6 +135,7 @@ class ImprovePanel:
             gr.Markdown(HELP, elem_classes="panel-help")
             with gr.Row():
                 start = gr.Button("Improve the model from my labels", variant="primary", elem_id="improve-start")
+                stop = gr.Button("Cancel the fine-tune", variant="secondary", elem_id="improve-cancel")
                 # allow_custom_value: the handler checks the name itself (and says so in a sentence), not Gradio.
                 model = gr.Dropdown(label="Model for my predictions", choices=[], elem_id="improve-model", interactive=True,
                                     allow_custom_value=True)
@@ -132,6 +143,7 @@ class ImprovePanel:
             report = gr.Dataframe(label="Macro F1 on your held-back sentences", interactive=False, elem_id="improve-report")
             timer = gr.Timer(1.0, active=False)
         start.click(self.improve, [session], [status, timer], api_name="improve_model", **DB)
+        stop.click(self.cancel, [session], [status], api_name="cancel_improve", **DB)
         timer.tick(self.progress, [session], [status, report, model, timer], **QUIET)
         tab.select(self.progress, [session], [status, report, model, timer], **QUIET)
         model.input(self.choose, [model, session], [session, status], api_name="choose_model", **DB)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from . import plots
 from .annotate_tab import KEYS_JS, AnnotateTab
 from .extract_tab import ExtractTab
 from .feedback_tab import FeedbackTab
@@ -42,7 +43,7 @@ CSS = """
 #catalogue .wrap { max-height: 340px; overflow-y: auto; }
 #mark-hint textarea { font-size: 0.9em; }
 .panel-help { color: var(--body-text-color-subdued); font-size: 0.92em; }
-"""
+""" + plots.CHART_CSS
 
 THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
 

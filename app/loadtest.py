@@ -4,7 +4,7 @@
     python -m app.loadtest --clients 1,8 --requests 10 --output results/loadtest.json
 
 Starts `app.py` in a child process on a free loopback port (its own temporary database; torch
-limited to --threads), drives it with `gradio_client` from this process, and stops it. Loopback
+limited to --threads), drives it from this process with light REST clients (or `gradio_client`), and stops it. Loopback
 only, bounded in clients (32), requests (200 per client) and time (--deadline).
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import socket
 import statistics
 import subprocess
@@ -59,25 +60,84 @@ def start_server(checkpoint: Path, threads: int, folder: Path, timeout_s: float 
     raise RuntimeError(f"app.py did not answer within {timeout_s:.0f} s")
 
 
-def run_level(url: str, clients: int, requests: int, examples: list[dict]) -> dict:
-    """`clients` threads, each its own gradio_client session, `requests` /predict calls each after one warm-up."""
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process (Linux's /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+class HttpClient:
+    """A light client of Gradio's documented REST API: POST /gradio_api/call/<name>, then read the event's
+    result stream. A few milliseconds of CPU per call, where `gradio_client` spends 70–95 (measured): on a
+    machine shared with the server, a heavy client takes the CPU the server would have served with."""
+
+    def __init__(self, url: str) -> None:
+        import httpx
+
+        self.url = url.rstrip("/") + "/gradio_api/call/"
+        self.http = httpx.Client(timeout=60)
+        # One session per client, as a browser tab has: without it every call is a new Gradio session, whose
+        # set-up (a copy of every component's config) costs the server more than the prediction.
+        self.session_hash = secrets.token_hex(8)
+
+    def predict(self, sentence: str, head: str, tail: str, api_name: str = "/predict"):
+        name = api_name.strip("/")
+        response = self.http.post(self.url + name, json={"data": [sentence, head, tail], "session_hash": self.session_hash})
+        response.raise_for_status()
+        event = None
+        with self.http.stream("GET", self.url + f"{name}/{response.json()['event_id']}") as stream:
+            for line in stream.iter_lines():
+                if line.startswith("event:"):
+                    event = line.split(":", 1)[1].strip()
+                elif line.startswith("data:") and event in ("complete", "error"):
+                    if event == "error":
+                        raise RuntimeError(f"/{name} failed: {line[5:].strip()}")
+                    return json.loads(line[5:])
+        raise RuntimeError(f"/{name}: the result stream ended without a result")
+
+
+def gradio_client(url: str):
+    """The official Python client (heavier; `--client gradio`)."""
     from gradio_client import Client
+
+    client = Client(url, verbose=False, download_files=False)
+
+    class Adapter:
+        def predict(self, sentence, head, tail, api_name="/predict"):
+            return client.predict(sentence=sentence, head=head, tail=tail, api_name=api_name)
+
+    return Adapter()
+
+
+CLIENTS = {"http": HttpClient, "gradio": gradio_client}
+
+
+def run_level(url: str, clients: int, requests: int, examples: list[dict], server_pid: int | None = None,
+              client: str = "http") -> dict:
+    """`clients` threads, each its own client session, `requests` /predict calls each after one warm-up.
+
+    Beside the timings: CPU milliseconds per request spent by the server process and by these clients
+    (they share the machine, so the clients' share is CPU the server did not get)."""
+    make_client = CLIENTS[client]
 
     latencies: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
     ready = threading.Barrier(clients + 1)
 
-    def client(i: int) -> None:
-        c = Client(url, verbose=False, download_files=False)
+    def one_client(i: int) -> None:
+        c = make_client(url)
         ex = examples[i % len(examples)]
-        c.predict(sentence=ex["text"], head=ex["head_text"], tail=ex["tail_text"], api_name="/predict")
+        c.predict(ex["text"], ex["head_text"], ex["tail_text"], api_name="/predict")
         ready.wait()
         for j in range(requests):
             ex = examples[(i + j) % len(examples)]
             t0 = time.perf_counter()
             try:
-                c.predict(sentence=ex["text"], head=ex["head_text"], tail=ex["tail_text"], api_name="/predict")
+                c.predict(ex["text"], ex["head_text"], ex["tail_text"], api_name="/predict")
             except Exception as e:  # counted, reported below
                 with lock:
                     errors.append(repr(e))
@@ -85,15 +145,17 @@ def run_level(url: str, clients: int, requests: int, examples: list[dict]) -> di
             with lock:
                 latencies.append((time.perf_counter() - t0) * 1e3)
 
-    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
+    threads = [threading.Thread(target=one_client, args=(i,), daemon=True) for i in range(clients)]
     for t in threads:
         t.start()
     ready.wait()
-    t0 = time.perf_counter()
+    t0, server0, client0 = time.perf_counter(), cpu_seconds(server_pid) if server_pid else None, time.process_time()
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
+    server1, client1 = cpu_seconds(server_pid) if server_pid else None, time.process_time()
     latencies.sort()
+    done = max(1, len(latencies))
     return {
         "clients": clients,
         "requests": clients * requests,
@@ -101,15 +163,19 @@ def run_level(url: str, clients: int, requests: int, examples: list[dict]) -> di
         "p50_ms": round(statistics.median(latencies), 1) if latencies else None,
         "p95_ms": round(latencies[int(0.95 * (len(latencies) - 1))], 1) if latencies else None,
         "errors": len(errors),
+        "server_cpu_ms_per_request": round((server1 - server0) * 1e3 / done, 1) if server0 is not None and server1 is not None else None,
+        "client_cpu_ms_per_request": round((client1 - client0) * 1e3 / done, 1),
     }
 
 
 def markdown(rows: list[dict]) -> str:
     base = rows[0]["throughput_per_s"] or 1
-    lines = ["| clients | requests | throughput /s | × 1 client | p50 ms | p95 ms | errors |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| clients | requests | throughput /s | × 1 client | p50 ms | p95 ms | errors | server CPU ms/request | clients' CPU ms/request |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['clients']} | {r['requests']} | {r['throughput_per_s']} | {r['throughput_per_s'] / base:.1f} | "
-                     f"{r['p50_ms']} | {r['p95_ms']} | {r['errors']} |")
+                     f"{r['p50_ms']} | {r['p95_ms']} | {r['errors']} | {r.get('server_cpu_ms_per_request')} | "
+                     f"{r.get('client_cpu_ms_per_request')} |")
     return "\n".join(lines)
 
 
@@ -121,6 +187,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=20, help="/predict calls per client (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the server (default: %(default)s)")
     parser.add_argument("--deadline", type=float, default=900, help="seconds for the whole run (default: %(default)s)")
+    parser.add_argument("--client", choices=sorted(CLIENTS), default="http",
+                        help="http: light REST calls (default); gradio: the gradio_client package (default: %(default)s)")
     parser.add_argument("--output", type=Path, help="also write the rows as JSON here")
     args = parser.parse_args(argv)
     levels = [int(n) for n in args.clients.split(",")]
@@ -132,14 +200,15 @@ def main(argv: list[str] | None = None) -> None:
         timer = threading.Timer(args.deadline, process.kill)  # bounded in time whatever happens
         timer.start()
         try:
-            rows = [run_level(url, n, args.requests, examples) for n in levels]
+            rows = [run_level(url, n, args.requests, examples, process.pid, args.client) for n in levels]
         finally:
             timer.cancel()
             process.kill()
             process.wait()
     print(markdown(rows))
     if args.output:
-        args.output.write_text(json.dumps({"threads": args.threads, "checkpoint": str(args.checkpoint), "rows": rows}, indent=1) + "\n")
+        args.output.write_text(json.dumps({"threads": args.threads, "checkpoint": str(args.checkpoint), "client": args.client,
+                                           "rows": rows}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

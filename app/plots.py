@@ -7,10 +7,11 @@ with two attention heads, one per virtual entity (head / tail, section 3.2); the
 those weights. With labelled examples, a relation's recall score mixes its description's cosine
 with its examples' (`emma.index`): the recall chart marks both, and `why_html` lists the labelled
 sentences nearest to this one. Every function takes the plain `dict` stored in the session (see
-`records.prediction_record`), so figures can be redrawn without the model.
+`records.prediction_record`), so figures can be redrawn without the model. The charts are plain HTML
+and CSS rather than plotly figures: a plotting library took half a second of the browser's time per
+prediction, more than the model.
 
-Relation names and description tokens are user text: plotly renders a small subset of HTML in
-labels, so they are escaped before use.
+Relation names and description tokens are user text: they are escaped before use.
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ from __future__ import annotations
 import html
 
 import pandas as pd
-import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 RECALL_BARS = 15
 CANDIDATE_COLOR = "#e8710a"
@@ -36,61 +35,45 @@ def _t(text: str, limit: int = 60) -> str:
     return html.escape(text, quote=False)
 
 
-def recall_figure(record: dict, bars: int = RECALL_BARS) -> go.Figure:
+def recall_html(record: dict, bars: int = RECALL_BARS) -> str:
     """Horizontal bars of the top recall scores; the k candidates sent to the classifier in orange.
 
-    When a shown relation has labelled examples, markers on each row show recall's two sources apart:
-    the description's cosine and the examples' (the bar is their mix)."""
+    Plain HTML (no plotting library): the page draws it in a few milliseconds. The axis is zoomed to
+    the scores shown, since a trained model's cosines often sit close together. When a shown relation
+    has labelled examples, two marks on its row show recall's sources apart: the description's cosine
+    (a bar) and the examples' (a diamond); the bar itself is their mix."""
     recall = record["recall"][: max(bars, len(record["candidates"]))]
     candidates = set(record["candidates"])
-    names = [name for name, _ in recall]
-    fig = go.Figure()
-    for is_candidate, legend in ((True, f"top-{len(candidates)}: sent to the classifier"), (False, "not sent")):
-        rows = [(i, n, s) for i, (n, s) in enumerate(recall) if (n in candidates) == is_candidate]
-        fig.add_bar(
-            x=[s for _, _, s in rows],
-            y=[i for i, _, _ in rows],
-            orientation="h",
-            name=legend,
-            marker_color=CANDIDATE_COLOR if is_candidate else OTHER_COLOR,
-            text=[f"{s:.3f}" for _, _, s in rows],
-            textposition="outside",
-            cliponaxis=False,
-            hovertext=[_t(n, 200) for _, n, _ in rows],
-            hoverinfo="text+x",
-        )
     parts = record.get("recall_parts") or {}
-    with_examples = any(parts.get(n, [None, None])[1] is not None for n in names)
-    marked = []
-    if with_examples:  # recall = ½ description + ½ examples: show each source apart as a marker on its row
-        for key, which, legend, color, symbol in ((0, "description", "description cosine", DESCRIPTION_COLOR, "line-ns-open"),
-                                                  (1, "examples", "examples' cosine", EXAMPLE_COLOR, "diamond")):
-            # Only rows with examples: elsewhere the bar is the description's cosine already.
-            rows = [(i, n, parts[n][key]) for i, n in enumerate(names) if n in parts and parts[n][1] is not None]
-            marked += [v for _, _, v in rows]
-            fig.add_scatter(
-                x=[v for _, _, v in rows], y=[i for i, _, _ in rows], mode="markers", name=legend,
-                marker=dict(color=color, symbol=symbol, size=11, line=dict(width=2, color=color)),
-                hovertext=[f"{_t(n, 200)}: {which} {v:.3f}" for _, n, v in rows], hoverinfo="text", cliponaxis=False,
-            )
-    ticks = [f"{i + 1}. {_t(n)}" + (" ★" if n == record["label"] else "") for i, n in enumerate(names)]
-    fig.update_yaxes(tickvals=list(range(len(names))), ticktext=ticks, autorange="reversed")
-    scores = [s for _, s in recall] + marked
+    with_examples = {n: parts[n] for n, _ in recall if n in parts and parts[n][1] is not None}
+    scores = [s for _, s in recall] + [v for d, e in with_examples.values() for v in (d, e) if v is not None]
     low, high = min(scores), max(scores)
     pad = max(0.02, 0.15 * (high - low))
-    # Cosines of a trained model often sit close together; zoom the axis so their differences show.
-    what = ("recall score: ½ description cosine + ½ examples' cosine for relations with labelled examples (axis zoomed)"
-            if with_examples else "cosine similarity of sentence and description (recall score; axis zoomed)")
-    fig.update_xaxes(title_text=what, range=[max(-1.0, low - pad), min(1.0, high + pad)])
-    fig.update_layout(
-        title=dict(text=f"Recall: top {len(names)} of {record['n_relations']} relations (★ = final prediction)", font_size=14),
-        height=120 + 24 * len(names),
-        margin=dict(l=10, r=30, t=50, b=40),
-        legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0),
-        barmode="overlay",
-        bargap=0.25,
-    )
-    return fig
+    low, high = max(-1.0, low - pad), min(1.0, high + pad)
+    at = lambda v: f"{100 * (v - low) / (high - low):.1f}%"  # noqa: E731
+    rows = []
+    for i, (name, score) in enumerate(recall):
+        color = CANDIDATE_COLOR if name in candidates else OTHER_COLOR
+        star = " ★" if name == record["label"] else ""
+        marks = ""
+        if name in with_examples:
+            desc, ex = with_examples[name]
+            marks = (f"<span class='emma-mark emma-desc' style='left:{at(desc)}' title='description cosine {desc:.3f}'></span>"
+                     f"<span class='emma-mark emma-ex' style='left:{at(ex)}' title=\"examples' cosine {ex:.3f}\"></span>")
+        rows.append(f"<div class='emma-row' title='{_t(name, 200)}: {score:.3f}'>"
+                    f"<span class='emma-name'>{i + 1}. {_t(name)}{star}</span>"
+                    f"<span class='emma-track'><span class='emma-bar' style='width:{at(score)};background:{color}'></span>{marks}</span>"
+                    f"<span class='emma-value'>{score:.3f}</span></div>")
+    legend = (f"<span class='emma-key' style='background:{CANDIDATE_COLOR}'></span> top-{len(candidates)}: sent to the classifier "
+              f"<span class='emma-key' style='background:{OTHER_COLOR}'></span> not sent")
+    if with_examples:
+        legend += (" <span class='emma-key emma-desc-key'></span> description cosine"
+                   " <span class='emma-key emma-ex-key'></span> examples' cosine")
+    what = ("recall score: ½ description cosine + ½ examples' cosine for relations with labelled examples"
+            if with_examples else "cosine similarity of sentence and description (the recall score)")
+    return (f"<div class='emma-chart'><div class='emma-title'>Recall: top {len(recall)} of {record['n_relations']} relations "
+            f"(★ = final prediction)</div><div class='emma-legend'>{legend}</div>{''.join(rows)}"
+            f"<div class='emma-axis'>{what}; axis from {low:.2f} to {high:.2f}</div></div>")
 
 
 def why_html(record: dict, candidates: int | None = None) -> str:
@@ -151,50 +134,57 @@ def rerank_table(record: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def attention_figure(record: dict) -> go.Figure:
-    """One heatmap per candidate: rows = head / tail virtual entity, columns = description word pieces."""
+def attention_html(record: dict) -> str:
+    """Per candidate, the description's word pieces twice: shaded by the head virtual entity's weight, then
+    the tail's (darker = more weight, one scale for all; the exact weight on hover). Plain HTML."""
     cands = record["candidates_detail"]
-    titles = []
+    zmax = max((max(w) for c in cands for w in (c["attention"]["head"], c["attention"]["tail"]) if w), default=1.0) or 1.0
+    out = ["<div class='emma-chart'><div class='emma-title'>Which description words each virtual entity attends to "
+           f"(darker = more weight; darkest = {zmax:.3f})</div>"]
     for c in cands:
         prob = f", classifier p = {c['probability']:.2f}" if c["probability"] is not None else ""
-        titles.append(f"{c['recall_rank']}. {_t(c['relation'])}{prob}")
-    fig = make_subplots(rows=len(cands), cols=1, subplot_titles=titles, vertical_spacing=min(0.25, 0.6 / max(1, len(cands))))
-    zmax = max((max(w) for c in cands for w in (c["attention"]["head"], c["attention"]["tail"]) if w), default=1.0)
-    for i, c in enumerate(cands, start=1):
+        out.append(f"<div class='emma-candidate'><b>{c['recall_rank']}. {_t(c['relation'])}</b>{prob}")
         att = c["attention"]
-        tokens = [_t(tok, 20) for tok in att["tokens"]]
-        fig.add_trace(
-            go.Heatmap(
-                z=[att["head"], att["tail"]],
-                x=list(range(len(tokens))),
-                y=["head entity", "tail entity"],
-                coloraxis="coloraxis",
-                customdata=[tokens, tokens],
-                hovertemplate="%{y} · %{customdata}: %{z:.3f}<extra></extra>",
-            ),
-            row=i,
-            col=1,
-        )
-        fig.update_xaxes(tickvals=list(range(len(tokens))), ticktext=tokens, tickangle=-45, row=i, col=1)
-        fig.update_yaxes(autorange="reversed", row=i, col=1)  # head entity on top
-    fig.update_layout(
-        title=dict(text="Which description words each virtual entity attends to (darker = more weight)", font_size=14),
-        coloraxis=dict(colorscale="Blues", cmin=0, cmax=zmax, colorbar=dict(title="weight")),
-        height=90 + 190 * len(cands),
-        margin=dict(l=10, r=10, t=70, b=10),
-    )
-    return fig
+        for role, weights in (("head entity", att["head"]), ("tail entity", att["tail"])):
+            words = []
+            for token, w in zip(att["tokens"], weights):
+                alpha = w / zmax
+                ink = "#fff" if alpha > 0.55 else "inherit"
+                words.append(f"<span class='emma-word' style='background:rgba(26,115,232,{alpha:.2f});color:{ink}' "
+                             f"title='{role} · {_t(token, 40)}: {w:.3f}'>{_t(token, 20)}</span>")
+            out.append(f"<div class='emma-att'><span class='emma-role'>{role}</span>{''.join(words)}</div>")
+        out.append("</div>")
+    out.append("</div>")
+    return "".join(out)
 
 
-def placeholder(message: str) -> go.Figure:
-    """An empty figure with a message: shown before the first prediction, so the browser loads the plotting
-    library with the page instead of after the first Predict click."""
-    fig = go.Figure()
-    fig.add_annotation(text=_t(message, 120), showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False)
-    fig.update_layout(height=120, margin=dict(l=10, r=10, t=10, b=10))
-    return fig
+def placeholder(message: str) -> str:
+    """What a chart shows before the first prediction."""
+    return f"<p class='emma-placeholder'>{_t(message, 120)}</p>"
+
+
+# Styles of the two charts above (added to the page's CSS).
+CHART_CSS = """
+.emma-chart { font-size: 0.88em; }
+.emma-title { font-weight: 600; margin-bottom: 4px; }
+.emma-legend, .emma-axis { color: var(--body-text-color-subdued); margin: 4px 0; }
+.emma-key { display: inline-block; width: 10px; height: 10px; margin: 0 3px 0 8px; vertical-align: middle; }
+.emma-desc-key { background: #1a73e8; width: 3px; }
+.emma-ex-key { background: #188038; transform: rotate(45deg); width: 8px; height: 8px; }
+.emma-row { display: flex; align-items: center; gap: 6px; height: 22px; }
+.emma-name { flex: 0 0 34%; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; text-align: right; }
+.emma-track { flex: 1; position: relative; height: 14px; background: var(--background-fill-secondary); }
+.emma-bar { position: absolute; left: 0; top: 0; bottom: 0; }
+.emma-mark { position: absolute; top: -2px; bottom: -2px; }
+.emma-desc { width: 3px; margin-left: -1px; background: #1a73e8; }
+.emma-ex { width: 9px; height: 9px; top: 2px; margin-left: -4px; background: #188038; transform: rotate(45deg); }
+.emma-value { flex: 0 0 48px; font-variant-numeric: tabular-nums; }
+.emma-candidate { margin: 8px 0; }
+.emma-att { display: flex; flex-wrap: wrap; align-items: center; gap: 2px; margin: 3px 0; }
+.emma-role { flex: 0 0 90px; color: var(--body-text-color-subdued); }
+.emma-word { padding: 1px 3px; border-radius: 3px; border: 1px solid rgba(26,115,232,0.25); }
+.emma-placeholder { color: var(--body-text-color-subdued); }
+"""
 
 
 def latency_text(record: dict) -> str:

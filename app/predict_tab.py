@@ -229,10 +229,10 @@ class PredictTab:
             highlighted(record["sentence"], tuple(record["head"]), tuple(record["tail"])),
             label_value,
             summary_text(record),
-            plots.recall_figure(record),
+            plots.recall_html(record),
             plots.why_html(record),
             plots.rerank_table(record),
-            plots.attention_figure(record),
+            plots.attention_html(record),
             plots.latency_text(record),
             gr.update(choices=list(record["relations"]), value=None),
             None, "", "",  # verdict, note, feedback status
@@ -308,14 +308,14 @@ class PredictTab:
     @staticmethod
     def _explain_panels():
         gr.Markdown(HELP_RECALL, elem_classes="panel-help")
-        recall_plot = gr.Plot(plots.placeholder("Recall scores appear here after Predict."), label="Recall scores",
+        recall_plot = gr.HTML(plots.placeholder("Recall scores appear here after Predict."), label="Recall scores",
                               elem_id="recall-plot")
         gr.Markdown(HELP_WHY, elem_classes="panel-help")
         why = gr.HTML("", label="Why: your labelled sentences most like this one", elem_id="why")
         gr.Markdown(HELP_RERANK, elem_classes="panel-help")
         rerank = gr.Dataframe(label="Reranking: recall rank → classifier rank", interactive=False, elem_id="rerank", wrap=True)
         gr.Markdown(HELP_ATTENTION, elem_classes="panel-help")
-        attention_plot = gr.Plot(plots.placeholder("Attention weights appear here after Predict."),
+        attention_plot = gr.HTML(plots.placeholder("Attention weights appear here after Predict."),
                                  label="Attention of the two virtual entities over description words", elem_id="attention-plot")
         with gr.Accordion("Raw prediction (JSON, as returned by the /predict API)", open=False):
             prediction_json = gr.JSON(elem_id="prediction-json")

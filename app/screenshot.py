@@ -43,7 +43,7 @@ def take(checkpoint: Path, out: Path, width: int = 1400) -> Path:
                 page.click("#predict")
                 page.locator("#recall-plot").get_by_text("Recall: top").wait_for()
                 page.locator("#attention-plot").get_by_text("Which description words").wait_for()
-                page.wait_for_timeout(1000)  # let plotly finish its transitions
+                page.wait_for_timeout(300)
                 out.parent.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(out), full_page=True)
                 browser.close()

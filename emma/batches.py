@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 
@@ -41,31 +41,49 @@ def relation_batches(relations: Sequence[str], batch_size: int, seed: int, min_r
     return batches
 
 
+def description_forms(descriptions: Mapping[str, str | Sequence[str]]) -> dict[str, list[str]]:
+    """Each relation's texts: one, or several forms of its description (name only, name + description, ...)."""
+    out = {}
+    for relation, texts in descriptions.items():
+        forms = [texts] if isinstance(texts, str) else list(dict.fromkeys(texts))
+        if not forms or not all(isinstance(t, str) and t.strip() for t in forms):
+            raise ValueError(f"relation {relation!r}: every description form must be non-empty text")
+        out[relation] = forms
+    return out
+
+
 @dataclass
 class TrainingData:
-    """Training instances tokenized once, with their relations' descriptions, cut into batches per epoch."""
+    """Training instances tokenized once, with their relations' descriptions, cut into batches per epoch.
+
+    A relation may have several description forms; each instance of a batch then reads one drawn at
+    random (fixed by the seed, the epoch and the batch), so the model does not learn one style of
+    description only.
+    """
 
     tokenizer: object
     instances: list[Instance]
     relations: list[str]  # sorted; a relation's position is its id in `relation_ids`
     encoded: EncodedInstances
-    description_ids: dict[str, list[int]]
+    description_ids: dict[str, list[list[int]]]  # each relation's forms, tokenized
     batch_size: int
     min_relations: int
     seed: int
 
     @classmethod
-    def encode(cls, tokenizer, arch: EmmaConfig, instances: list[Instance], descriptions: dict[str, str],
+    def encode(cls, tokenizer, arch: EmmaConfig, instances: list[Instance], descriptions: Mapping[str, str | Sequence[str]],
                batch_size: int, seed: int) -> "TrainingData":
-        """Tokenize `instances` and their relations' `descriptions` for a model of architecture `arch`."""
+        """Tokenize `instances` and their relations' `descriptions` (one text or several forms each) for `arch`."""
         relations = sorted({i.relation for i in instances})
-        desc = encode_descriptions(tokenizer, [descriptions[r] for r in relations], arch.max_description_length)
+        forms = description_forms({r: descriptions[r] for r in relations})
+        texts = [t for r in relations for t in forms[r]]
+        ids = iter(encode_descriptions(tokenizer, texts, arch.max_description_length).ids)
         size = min(batch_size, len(relations))
         if arch.use_classifier and size < arch.k:
             raise ValueError(f"the classifier takes its k={arch.k} candidates from the batch's descriptions, "
                              f"but batches hold only {size} relations (batch_size={batch_size})")
         return cls(tokenizer, list(instances), relations, encode_instances(tokenizer, instances, arch.max_length),
-                   dict(zip(relations, desc.ids)), size, max(2, arch.k), seed)
+                   {r: [next(ids) for _ in forms[r]] for r in relations}, size, max(2, arch.k), seed)
 
     def epoch(self, epoch: int, world: int = 1, rank: int = 0) -> list[list[int]]:
         """This process's batches of instance indices for `epoch` (distinct relations in each)."""
@@ -77,13 +95,15 @@ class TrainingData:
             batches = batches[: len(batches) // world * world][rank::world]
         return batches
 
-    def batch(self, idx: list[int], device: torch.device) -> dict:
+    def batch(self, idx: list[int], device: torch.device, epoch: int = 0) -> dict:
         """Tensors for `JointObjective`, plus the token ids it pairs for the classifier."""
         ids = [self.encoded.ids[i] for i in idx]
         rels = [self.instances[i].relation for i in idx]
         position = {r: j for j, r in enumerate(self.relations)}
         inst = collate_instances(self.tokenizer, ids)
-        desc = collate_single(self.tokenizer, [self.description_ids[r] for r in rels])
+        rng = random.Random(self.seed * 1_000_003 + epoch * 7_919 + idx[0])  # the same draw when a run resumes
+        descriptions = [rng.choice(self.description_ids[r]) for r in rels]
+        desc = collate_single(self.tokenizer, descriptions)
         return {
             **{key: v.to(device) for key, v in inst.items()},
             "desc_input_ids": desc["input_ids"].to(device),
@@ -91,5 +111,5 @@ class TrainingData:
             "desc_content_mask": desc["content_mask"].to(device),
             "relation_ids": torch.tensor([position[r] for r in rels], device=device),
             "instance_ids": ids,
-            "description_ids": [self.description_ids[r] for r in rels],
+            "description_ids": descriptions,
         }

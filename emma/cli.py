@@ -68,7 +68,9 @@ def cli(verbose: bool) -> None:
 
 @cli.command()
 @click.option("--data", "data", multiple=True, required=True, type=click.Path(), help="Training file(s); repeat the flag for several.")
-@click.option("--descriptions", required=True, type=click.Path(), help="Relation descriptions file.")
+@click.option("--descriptions", required=True, multiple=True, type=click.Path(),
+              help="Relation descriptions file; repeat it to train on several forms of each description "
+                   "(e.g. names only, name + description), one drawn per instance and step.")
 @click.option("--split", type=click.Path(), help="rel2id split file: train on its 'train' relations, validate on 'eval'.")
 @click.option("--output", required=True, type=click.Path(), help="Checkpoint folder to write.")
 @click.option("--config", "config_file", type=click.Path(exists=True), help="JSON file of TrainConfig fields; flags override it.")
@@ -97,6 +99,7 @@ def cli(verbose: bool) -> None:
 @click.option("--decision", type=click.Choice(DECISIONS),
               help="Final pick among the k: the classifier's (paper) or classifier × recall ('fused'). Saved with the checkpoint.")
 @click.option("--freeze-word-embeddings", is_flag=True, default=None, help="Keep the base vocabulary's embeddings fixed (markers still learn).")
+@click.option("--adapter-rank", type=int, help="Train low-rank adapters of this rank instead of the whole encoder (0: off).")
 @click.option("--init-checkpoint", type=click.Path(exists=True), help="Start from this trained checkpoint instead of the base encoder.")
 @click.option("--no-train-recall", is_flag=True, default=None, help="Freeze the recall encoder; train only the classifier.")
 @click.option("--classifier-init", type=click.Choice(CLASSIFIER_INITS),
@@ -155,12 +158,16 @@ def _training_data(data, descriptions, split) -> tuple[list, dict, tuple | None]
     if unlabelled:  # negatives ("none of these") and unjudged items of an annotation export
         click.echo(f"Skipped {unlabelled} instances without a relation (negatives or unlabelled): EMMA trains on relations.", err=True)
         instances = [i for i in instances if i.relation is not None]
-    descs = read_descriptions(descriptions)
+    forms: dict[str, list[str]] = {}
+    for path in descriptions:
+        for relation, text in read_descriptions(path).items():
+            forms.setdefault(relation, []).append(text)
+    descs = {r: f[0] if len(f) == 1 else f for r, f in forms.items()}
     sp = _split_or_none(split)
     if sp is None:
         return instances, descs, None
     eval_instances = [i for i in instances if i.relation in set(sp.eval)]
-    dev = (eval_instances, {r: descs[r] for r in sp.eval if r in descs}) if eval_instances else None
+    dev = (eval_instances, {r: forms[r][0] for r in sp.eval if r in forms}) if eval_instances else None
     return select(instances, sp.train, f"{split} (train)"), descs, dev
 
 

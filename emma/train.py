@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import default_encoder, load_checkpoint, load_tokenizer, save_checkpoint
 from .choices import CLASSIFIER_INITS, PRECISIONS, SCHEDULES, check_choice
+from .adapters import add_adapters, has_adapters, merged_copy
 from .batches import TrainingData
 from .data import Instance, cap_per_relation, check_relations
 from .features import init_marker_embeddings
@@ -97,6 +98,10 @@ class TrainConfig:
     # knew (measured: it also keeps less of the gain; results/FINETUNE.md). A penalty added to the
     # loss does not do this under Adam, which rescales its tiny gradients to full-size steps.
     anchor: float = 0.0
+    # Low-rank adapters (`emma.adapters`) of this rank instead of full fine-tuning (0: off): the base
+    # encoder's weights stay fixed, adapters and the entity markers' embedding rows learn at `head_lr`,
+    # like the other fresh weights. Checkpoints are saved merged, as ordinary models.
+    adapter_rank: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):  # from a JSON config file
@@ -108,6 +113,8 @@ class TrainConfig:
         check_choice("precision", self.precision, PRECISIONS)
         check_choice("classifier_init", self.classifier_init, CLASSIFIER_INITS)
         check_choice("schedule", self.schedule, SCHEDULES)
+        if self.adapter_rank < 0:
+            raise ValueError(f"adapter_rank={self.adapter_rank}: give 0 (full fine-tuning) or a rank of at least 1")
         if not 0 <= self.anchor < 1:
             raise ValueError(f"anchor={self.anchor}: give the share of the drift undone per step, in [0, 1)")
 
@@ -153,7 +160,7 @@ def make_optimizer(model: Emma, config: TrainConfig, total_steps: int):
     from transformers import get_linear_schedule_with_warmup
 
     no_decay = ["bias", "LayerNorm.weight", "layer_norm", "norm.weight"]
-    if config.freeze_word_embeddings:
+    if config.freeze_word_embeddings or config.adapter_rank:
         no_decay.append("word_embeddings")  # weight decay would move the frozen rows
     optimizer = torch.optim.AdamW(_param_groups(model, config, no_decay), lr=config.lr)
     # Warm-up is capped at a tenth of a short run (100 warm-up steps of a 189-step run left half of it at low lr).
@@ -291,7 +298,12 @@ class Run:
             if model.classifier is None:
                 raise ValueError("train_recall=False leaves nothing to train in a model without classifier")
             model.recall.requires_grad_(False)
-        if config.freeze_word_embeddings:
+        if config.adapter_rank:
+            for part in (model.recall if config.train_recall else None, model.classifier):
+                if part is not None:
+                    add_adapters(part.encoder, config.adapter_rank)
+                    part.encoder.get_input_embeddings().requires_grad_(True)  # for the markers' rows
+        if config.freeze_word_embeddings or config.adapter_rank:
             _freeze_word_embeddings(model, tokenizer)
         optimizer, scheduler = make_optimizer(model, config, total_steps)
         stages = [[p for p in part.parameters() if p.requires_grad] for part in (model.recall, model.classifier) if part is not None]
@@ -348,7 +360,7 @@ class Run:
 
     def step(self, idx: list[int], epoch: int, dev) -> dict:
         """One optimizer step on the batch `idx`; returns its log record."""
-        batch = self.data.batch(idx, self.accelerator.device)
+        batch = self.data.batch(idx, self.accelerator.device, epoch)
         with self.accelerator.autocast():
             out = self.objective(batch)
         self.accelerator.backward(out.loss)
@@ -393,7 +405,8 @@ class Run:
                     "wall_time_s": round(self.prior_time + time.perf_counter() - self.started, 1),
                     "device": str(self.accelerator.device), "processes": self.accelerator.num_processes,
                     "mixed_precision": self.accelerator.mixed_precision}
-            save_checkpoint(self.model, self.tokenizer, self.output, card=self.card, extra_files={META_FILE: meta})
+            model = merged_copy(self.model) if has_adapters(self.model) else self.model
+            save_checkpoint(model, self.tokenizer, self.output, card=self.card, extra_files={META_FILE: meta})
             save_state(self.output / STATE_FILE, self.model, self.optimizer, self.scheduler, position, self.config)
         return position.step
 
@@ -427,7 +440,8 @@ def _param_groups(model: Emma, config: TrainConfig, no_decay: list[str]) -> list
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        fresh = ".encoder." not in f".{name}"
+        # Adapters are fresh weights; so, under adapters, are the only embedding rows that learn (the markers').
+        fresh = ".encoder." not in f".{name}" or (config.adapter_rank > 0 and (".lora_" in name or "word_embeddings" in name))
         decays = not any(d in name for d in no_decay)
         groups.setdefault((fresh, decays), []).append(p)
     return [
@@ -444,6 +458,8 @@ def _freeze_word_embeddings(model: Emma, tokenizer) -> None:
     encoders = [model.recall.encoder] + ([model.classifier.encoder] if model.classifier is not None else [])
     for encoder in encoders:
         weight = encoder.get_input_embeddings().weight
+        if not weight.requires_grad:  # a stage that does not train this encoder
+            continue
         keep = torch.zeros(weight.shape[0], 1)
         keep[list(marker_ids(tokenizer))] = 1.0
         weight.register_hook(lambda grad, keep=keep: grad * keep.to(grad.device, grad.dtype))

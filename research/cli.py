@@ -1,4 +1,4 @@
-"""Command line: ``python -m research bench | experiment | table | fewshot | fewshot-table | transfer | transfer-table | extraction | extraction-latency | probe | probe-table | probe-sweep``.
+"""Command line: ``python -m research bench | experiment | table | fewshot | fewshot-table | transfer | transfer-table | transfer-grid | transfer-grid-table | ui-latency | extraction | extraction-latency | probe | probe-table | probe-sweep``.
 
 The library's own commands (train, evaluate, predict, portable) are ``python -m emma``. Paths default
 to this repository's results/, runs/ and ../shared/data, whatever the working directory; user errors
@@ -366,6 +366,73 @@ def finetune_table(results, output) -> None:
 
     text = table(read(results))
     _emit(text, output)
+
+
+TRANSFER_GRID = RESULTS_DIR / "transfer_grid.jsonl"
+
+
+@cli.command("transfer-grid")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=DATA_DIR, show_default="../shared/data")
+@click.option("--results", type=click.Path(path_type=Path), default=TRANSFER_GRID, show_default="results/transfer_grid.jsonl")
+@click.option("--recipes", default="shipped,control,forms,adapters-r16", show_default=True,
+              help="Comma-separated: shipped, control, forms, adapters-r16, adapters-r16+forms, anchor-0.02.")
+@click.option("--per-relation", type=int, default=100, show_default=True, help="Training instances per relation.")
+@click.option("--two-stage", is_flag=True, help="Train the classifier too (default: recall only).")
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--fewrel-cap", type=int, default=200, show_default=True, help="FewRel m = 15 ori test instances scored per relation.")
+def transfer_grid(data_dir, results, recipes, per_relation, two_stage, seed, fewrel_cap) -> None:
+    """Train each recipe at one small budget and score it on FewRel m = 15 and CrossRE dev (issue 18).
+
+    Example:
+
+        python -m research transfer-grid --recipes shipped,control,forms,adapters-r16 --per-relation 100
+    """
+    from .transfer_grid import RECIPES, SHIPPED, run
+
+    names = recipes.split(",")
+    bad = [r for r in names if r not in RECIPES and r != SHIPPED]
+    if bad:
+        raise click.BadParameter(f"unknown recipe {bad[0]!r}; choose from {SHIPPED}, {', '.join(RECIPES)}")
+    run(names, data_dir, results, RUNS_DIR, per_relation, two_stage, seed, fewrel_cap)
+
+
+@cli.command("transfer-grid-table")
+@click.option("--results", type=click.Path(exists=True, path_type=Path), default=TRANSFER_GRID, show_default="results/transfer_grid.jsonl")
+@click.option("--output", type=click.Path(), help="Write the markdown here too.")
+def transfer_grid_table(results, output) -> None:
+    """Render the transfer grid (markdown) from a results file of `transfer-grid`.
+
+    Example:
+
+        python -m research transfer-grid-table --output results/TRANSFER_GRID.md
+    """
+    from .jsonl import read
+    from .transfer_grid import table
+
+    _emit(table(read(results)), output)
+
+
+@cli.command("ui-latency")
+@click.option("--checkpoint", type=click.Path(exists=True, path_type=Path), help="Checkpoint folder (default: the shipped one).")
+@click.option("--threads", type=int, default=2, show_default=True, help="torch threads of the server.")
+@click.option("--rounds", type=int, default=3, show_default=True, help="Passes over the five sentences.")
+@click.option("--output", type=click.Path(path_type=Path), help="Write the timings (JSON) here too.")
+def ui_latency(checkpoint, threads, rounds, output) -> None:
+    """Perceived latency in Chromium: Predict click → prediction shown → every panel drawn (issue 15).
+
+    Example:
+
+        python -m research ui-latency --output results/ui_latency.json
+    """
+    from emma import DEFAULT_CHECKPOINT
+
+    from .ui_latency import measure
+
+    report = measure(checkpoint or Path(DEFAULT_CHECKPOINT), threads, rounds)
+    text = json.dumps(report, indent=1)
+    click.echo(json.dumps({"median": report["median"], "max": report["max"]}))
+    if output:
+        Path(output).write_text(text + "\n")
 
 
 EXTRACTION = RESULTS_DIR / "extraction.jsonl"

@@ -35,7 +35,7 @@ def label(wb, owner, instances):
 
 def wait(finetuner, owner, seconds=300):
     deadline = time.time() + seconds
-    while finetuner.job(owner).state == "running":
+    while finetuner.job(owner).state in ("running", "cancelling"):
         assert time.time() < deadline, "the fine-tune did not finish"
         time.sleep(0.5)
     return finetuner.job(owner)
@@ -104,6 +104,25 @@ def test_fine_tune_from_labels_then_switch_and_keep_the_choice(wb, toy_instances
     assert again.open_session("user:ann")["model"] == job.name and again.open_session("user:bob")["model"] is None
     ann, status = panel.choose.__wrapped__(panel, "", ann)
     assert ann["model"] is None and wb.store.model_choice("user:ann") is None
+
+
+@pytest.mark.slow
+def test_only_its_owner_can_cancel_a_fine_tune_and_nothing_is_kept(wb, toy_instances):
+    panel = ImprovePanel(wb)
+    ann, bob = wb.open_session("user:ann"), wb.open_session("user:bob")
+    label(wb, "user:ann", toy_instances)
+    panel.improve.__wrapped__(panel, ann)
+    with pytest.raises(BadInput, match="no fine-tune running"):
+        panel.cancel.__wrapped__(panel, bob)
+    assert wb.finetuner.job("user:ann").state == "running"
+    assert panel.cancel.__wrapped__(panel, ann).startswith("Stopping")
+    job = wait(wb.finetuner, "user:ann")
+    assert job.state == "cancelled" and wb.finetuner.running() is None
+    assert wb.store.model_versions("user:ann") == [] and list(wb.finetuner.models_dir.iterdir()) == []
+    status, *_ = panel.progress.__wrapped__(panel, ann)
+    assert status.startswith("Cancelled") and "unchanged" in status
+    with pytest.raises(BadInput, match="no fine-tune running"):  # a repeated click changes nothing
+        panel.cancel.__wrapped__(panel, ann)
 
 
 @pytest.mark.slow

@@ -418,12 +418,28 @@ def test_plots_escape_user_text(wb, session):
     session, _ = wb.add_relation("other", "another made up relation", session)
     _, session = predict(wb, session)
     record = session["last"]
-    fig = plots.recall_figure(record)
-    ticks = fig.layout.yaxis.ticktext
-    assert any("&lt;b&gt;bold&lt;/b&gt;" in t for t in ticks) and not any("<b>" in t for t in ticks)
-    att = plots.attention_figure(record)
-    assert all("<b>" not in a.text for a in att.layout.annotations)
+    chart = plots.recall_html(record)
+    assert "&lt;b&gt;bold&lt;/b&gt;" in chart and "<b>bold" not in chart
+    att = plots.attention_html(record)
+    assert "<i>" not in att and "&lt;" in att  # the description's own word pieces, escaped
     assert len(plots.rerank_table(record)) == 2
+
+
+def test_recall_chart_draws_the_shown_scores_on_a_zoomed_axis(wb, session):
+    import re
+
+    _, session = predict(wb, session)
+    record = session["last"]
+    chart = plots.recall_html(record)
+    shown = record["recall"][: plots.RECALL_BARS]
+    widths = [float(w) for w in re.findall(r"class='emma-bar' style='width:([0-9.]+)%", chart)]
+    assert len(widths) == len(shown) and widths == sorted(widths, reverse=True)  # recall order, longest first
+    assert 0 < min(widths) and max(widths) < 100  # zoomed around the scores, with a margin
+    assert chart.count(plots.CANDIDATE_COLOR) == len(record["candidates"]) + 1  # the bars and the legend's key
+    assert f"{shown[0][1]:.3f}" in chart and "★" in chart
+    att = plots.attention_html(record)
+    assert att.count("class='emma-candidate'") == len(record["candidates_detail"])
+    assert att.count("head entity ·") == att.count("tail entity ·") == sum(len(c["attention"]["tokens"]) for c in record["candidates_detail"])
 
 
 def test_load_finds_the_owner(wb):
@@ -540,8 +556,8 @@ def test_a_judged_sentence_is_an_example_at_once(wb, session, tiny_extractor):
         assert near["tokens"] == SENTENCE.split() and near["cosine"] > 0.5
         why = wb.show_prediction(session)[4]
         assert "[HEAD Apple]" in why and "[TAIL Steve Jobs]" in why and "cosine" in why
-    fig = plots.recall_figure(record)
-    assert {t.name for t in fig.data} >= {"description cosine", "examples' cosine"}
+    chart = plots.recall_html(record)
+    assert "description cosine" in chart and "examples' cosine" in chart and chart.count("class='emma-mark emma-ex'") == 1
     # The Relations tab counts it.
     _, table, count, _, examples = wb.relation_views("", session)
     assert dict(zip(table["relation"], table["examples"]))[label] == 1 and "1 labelled example** of 1 relation." in count

@@ -67,9 +67,9 @@ def patch_all_negatives(set_attr=setattr) -> None:
     batches, losses, features = _emma("batches"), _emma("losses"), _emma("features")
     make_batch = batches.TrainingData.batch
 
-    def batch(self, idx, device):
-        out = make_batch(self, idx, device)
-        every = features.collate_single(self.tokenizer, [self.description_ids[r] for r in self.relations])
+    def batch(self, idx, device, epoch=0):
+        out = make_batch(self, idx, device, epoch)
+        every = features.collate_single(self.tokenizer, [self.description_ids[r][0] for r in self.relations])
         out["all_descriptions"] = {k: v.to(device) for k, v in every.items()}
         return out
 

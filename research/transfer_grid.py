@@ -1,0 +1,170 @@
+"""Transfer grid (issue 18): which training recipe makes zero-shot travel, measured at a small budget.
+
+Each recipe trains a model from the base encoder on the train relations of FewRel m = 15 `ori` (at most
+`per_relation` instances each, one epoch; recall only unless `two_stage`), then scores it zero-shot on
+FewRel m = 15 `ori`'s test relations (in domain, unseen relations) and on every CrossRE domain's dev file
+(all 16 types as candidates) with the full descriptions and with the type names alone (as a hurried
+user writes them). The same budget for every recipe, so the rows compare recipes, not budgets; the
+shipped checkpoint (full budget: 80 relations, every instance, two stages) is scored beside them as
+"shipped", untrained.
+
+Recipes:
+    control: the shipped recipe (`TrainConfig()` defaults), trained on the processed descriptions.
+    forms: each instance reads one of four forms of its relation's description, drawn per step:
+        the processed description, "name: description" (pid2name), the name alone, the description alone.
+    adapters-r16: low-rank adapters (rank 16) instead of full fine-tuning (`TrainConfig.adapter_rank`).
+    adapters-r16+forms: both.
+    anchor-0.02: full fine-tuning pulled 2 % of the way back toward the base weights every step.
+
+One JSON line per recipe in the results file; done recipes are skipped and a training run resumes from
+its folder under runs/. CrossRE is measured on, never trained on.
+
+    python -m research transfer-grid --recipes control,forms,adapters-r16
+    python -m research transfer-grid-table --output results/TRANSFER_GRID.md
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+import emma
+from emma.train import TrainConfig, train
+
+from .fewshot import CROSSRE_DOMAINS
+from .finetune import fewrel_check
+from .jsonl import append, read
+
+RECIPES = {
+    "control": {},
+    "forms": {"forms": True},
+    "adapters-r16": {"adapter_rank": 16},
+    "adapters-r16+forms": {"adapter_rank": 16, "forms": True},
+    "anchor-0.02": {"anchor": 0.02},
+}
+SHIPPED = "shipped"
+
+
+def name_only(text: str) -> str:
+    """"part of: the head is ..." → "part of" (the name a user would type)."""
+    return text.split(":", 1)[0].strip()
+
+
+def training_set(data: Path, per_relation: int, forms: bool) -> tuple[list[emma.Instance], dict]:
+    """FewRel m = 15 `ori` train relations (capped) and their descriptions: one text, or four forms each."""
+    fewrel = data / "fewrel"
+    split = emma.read_split(data / "splits" / "fewrel_rel2id" / "fewrel_rel2id_15_ori.json")
+    instances = emma.read_instances(fewrel / "val_wiki.json") + emma.read_instances(fewrel / "partial" / "train_wiki_partial_union.json.gz")
+    train_relations = set(split.train)
+    instances = emma.cap_per_relation([i for i in instances if i.relation in train_relations], per_relation, seed=0)
+    processed = emma.read_descriptions(fewrel / "relation_description" / "relation_description_processed.json")
+    if not forms:
+        return instances, processed
+    pid2name = emma.read_descriptions(fewrel / "pid2name.json")  # "name: description"
+    texts = {}
+    for r in train_relations:
+        name = name_only(pid2name[r])
+        short = pid2name[r][len(name) + 1:].strip() or name
+        texts[r] = [processed[r], pid2name[r], name, short]
+    return instances, texts
+
+
+def crossre_scores(extractor: emma.Extractor, data: Path) -> dict[str, dict[str, float]]:
+    """Per CrossRE domain: fused (or recall-only) macro F1 with full descriptions and with names only."""
+    crossre = data / "crossre"
+    full = emma.read_descriptions(crossre / "descriptions.json")
+    names = {r: name_only(t) for r, t in full.items()}
+    out = {}
+    for domain in CROSSRE_DOMAINS:
+        scored = emma.read_instances(crossre / f"{domain}-dev.jsonl")
+        out[domain] = {kind: _f1(extractor, scored, descriptions) for kind, descriptions in (("descriptions", full), ("names", names))}
+    return out
+
+
+def _f1(extractor: emma.Extractor, instances, descriptions) -> dict[str, float]:
+    extractor.set_relations(descriptions)
+    report = emma.evaluate(extractor, instances)
+    out = {"recall_only": round(report["recall_only"]["f1"], 2)}
+    if extractor.model.classifier is not None:
+        out["fused"] = round(report["emma_fused"]["f1"], 2)
+    return out
+
+
+def config_for(recipe: str, per_relation: int, two_stage: bool, seed: int, **overrides) -> TrainConfig:
+    """The recipe's `TrainConfig` at this budget (`overrides`: e.g. the tests' tiny encoder)."""
+    changes = {k: v for k, v in RECIPES[recipe].items() if k != "forms"}
+    base = TrainConfig(max_per_relation=per_relation, seed=seed, **{**changes, **overrides})
+    return base if two_stage else replace(base, model=replace(base.model, use_classifier=False))
+
+
+def run(recipes: list[str], data: Path, results: Path, runs_dir: Path, per_relation: int, two_stage: bool, seed: int,
+        fewrel_cap: int, **overrides) -> None:
+    """Train and score each recipe not yet in `results` (`overrides` go to every `TrainConfig`)."""
+    budget = {"per_relation": per_relation, "epochs": 1, "two_stage": two_stage, "seed": seed, "train_split": "fewrel m15 ori"}
+    done = {(r["recipe"], r["budget"]["per_relation"], r["budget"]["two_stage"], r["budget"]["seed"]) for r in read(results)}
+    fewrel, fewrel_descriptions = fewrel_check(data, fewrel_cap)
+    for recipe in recipes:
+        key = (recipe, per_relation, two_stage, seed) if recipe != SHIPPED else (recipe, None, True, None)
+        if key in done:
+            print(f"{recipe}: already in {results}", flush=True)
+            continue
+        t0 = time.perf_counter()
+        if recipe == SHIPPED:
+            folder, record = Path(emma.DEFAULT_CHECKPOINT), {"budget": {"per_relation": None, "two_stage": True, "seed": None,
+                                                                        "note": "full budget: 80 relations, every instance"}}
+        else:
+            instances, descriptions = training_set(data, per_relation, RECIPES[recipe].get("forms", False))
+            folder = runs_dir / "transfer-grid" / f"{recipe}_n{per_relation}_{'two' if two_stage else 'recall'}_s{seed}"
+            train(config_for(recipe, per_relation, two_stage, seed, **overrides), instances, descriptions, folder, resume=True)
+            meta = json.loads((folder / "training.json").read_text()) if (folder / "training.json").is_file() else {}
+            record = {"budget": budget, "train": {"instances": len(instances), "wall_time_s": _wall_time(meta)}}
+        extractor = emma.Extractor.load(str(folder))
+        record.update(recipe=recipe, checkpoint=emma.checkpoint_id(str(folder)), precision=extractor.precision,
+                      fewrel_m15_ori=_f1(extractor, fewrel, fewrel_descriptions), crossre_dev=crossre_scores(extractor, data),
+                      eval_wall_time_s=round(time.perf_counter() - t0, 1), host=platform.node(), threads=torch.get_num_threads(),
+                      finished=time.strftime("%Y-%m-%d %H:%M:%S"))
+        append(results, record)
+        print(f"{recipe}: {summary(record)}", flush=True)
+
+
+def _wall_time(meta: dict) -> float | None:
+    stages = meta.get("stages") or [meta]
+    times = [s.get("wall_time_s") for s in stages]
+    return round(sum(times), 1) if all(t is not None for t in times) else None
+
+
+def _mean(record: dict, kind: str, score: str = "recall_only") -> float | None:
+    values = [v[kind].get(score) for v in record["crossre_dev"].values()]
+    return statistics.mean(values) if all(v is not None for v in values) else None
+
+
+def summary(record: dict) -> str:
+    fused = _mean(record, "descriptions", "fused")
+    return (f"FewRel m15 ori recall {record['fewrel_m15_ori']['recall_only']:.1f} · CrossRE dev mean recall "
+            f"{_mean(record, 'descriptions'):.1f} (names only {_mean(record, 'names'):.1f})"
+            + (f", fused {fused:.1f}" if fused is not None else ""))
+
+
+def table(records: list[dict]) -> str:
+    """Markdown, one row per recipe: recall-only macro F1 on FewRel m = 15 `ori` and per CrossRE dev domain,
+    the CrossRE mean with full descriptions and with names only, and the fused mean where there is a classifier."""
+    head = (["recipe", "budget", "train s", "FewRel m15 ori"] + list(CROSSRE_DOMAINS)
+            + ["CrossRE mean", "names only, mean", "fused: FewRel / CrossRE mean"])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in records:
+        b = r["budget"]
+        budget = ("full (shipped)" if b["per_relation"] is None
+                  else f"{b['per_relation']}/rel, 1 epoch, {'two stages' if b['two_stage'] else 'recall only'}")
+        crossre, fused = r["crossre_dev"], _mean(r, "descriptions", "fused")
+        cells = [r["recipe"], budget, f"{r.get('train', {}).get('wall_time_s') or '—'}", f"{r['fewrel_m15_ori']['recall_only']:.1f}"]
+        cells += [f"{crossre[d]['descriptions']['recall_only']:.1f}" for d in CROSSRE_DOMAINS]
+        cells += [f"**{_mean(r, 'descriptions'):.1f}**", f"{_mean(r, 'names'):.1f}",
+                  f"{r['fewrel_m15_ori']['fused']:.1f} / {fused:.1f}" if fused is not None else "—"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,86 @@
+"""The transfer grid (research/transfer_grid.py) on the tiny encoder and toy FewRel- and CrossRE-shaped folders."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+from emma.data import write_jsonl
+from research.jsonl import read
+from research.transfer_grid import CROSSRE_DOMAINS, config_for, name_only, run, table, training_set
+
+pytestmark = pytest.mark.usefixtures("fresh_accelerate")
+
+
+def _fewrel(instances) -> dict:
+    out: dict = {}
+    for i in instances:
+        entity = lambda span: [" ".join(i.tokens[span[0]:span[1]]).lower(), "Q0", [list(range(span[0], span[1]))]]  # noqa: E731
+        out.setdefault(i.relation, []).append({"tokens": list(i.tokens), "h": entity(i.head), "t": entity(i.tail)})
+    return out
+
+
+@pytest.fixture
+def toy_data(tmp_path, toy_instances, toy_descriptions):
+    """FewRel: "founded by" and "born in" train, "capital of" and "member of" test; CrossRE: the four, every domain."""
+    fewrel = tmp_path / "fewrel"
+    (fewrel / "partial").mkdir(parents=True)
+    (fewrel / "relation_description").mkdir()
+    train = [i for i in toy_instances if i.relation in ("founded by", "born in")]
+    (fewrel / "val_wiki.json").write_text(json.dumps(_fewrel([i for i in toy_instances if i not in train])))
+    with gzip.open(fewrel / "partial" / "train_wiki_partial_union.json.gz", "wt") as f:
+        json.dump(_fewrel(train), f)
+    (fewrel / "relation_description" / "relation_description_processed.json").write_text(json.dumps(
+        [{"relation": r, "description": d.split()} for r, d in toy_descriptions.items()]))
+    (fewrel / "pid2name.json").write_text(json.dumps({r: [name_only(d), d.split(":", 1)[1].strip()] for r, d in toy_descriptions.items()}))
+    splits = tmp_path / "splits" / "fewrel_rel2id"
+    splits.mkdir(parents=True)
+    (splits / "fewrel_rel2id_15_ori.json").write_text(json.dumps(
+        {"train": {"founded by": 0, "born in": 1}, "eval": {}, "test": {"capital of": 2, "member of": 3}}))
+    crossre = tmp_path / "crossre"
+    crossre.mkdir()
+    (crossre / "descriptions.json").write_text(json.dumps(toy_descriptions))
+    for d in CROSSRE_DOMAINS:
+        write_jsonl(toy_instances, crossre / f"{d}-dev.jsonl")
+    return tmp_path
+
+
+def test_name_only_keeps_what_precedes_the_colon():
+    assert name_only("part of: the head is a component of the tail") == "part of"
+    assert name_only("founder") == "founder"
+
+
+def test_forms_give_each_train_relation_four_texts(toy_data, toy_descriptions):
+    instances, texts = training_set(toy_data, per_relation=2, forms=True)
+    assert {i.relation for i in instances} == {"founded by", "born in"} and len(instances) == 4
+    assert texts["born in"] == [" ".join(toy_descriptions["born in"].split()), toy_descriptions["born in"], "place of birth",
+                                "most specific known birth location of a person"]
+    _, single = training_set(toy_data, per_relation=2, forms=False)
+    assert isinstance(single["born in"], str)
+
+
+def test_recipes_set_their_training_options():
+    assert config_for("adapters-r16", 100, False, 1).adapter_rank == 16
+    assert config_for("anchor-0.02", 100, False, 1).anchor == 0.02
+    assert not config_for("control", 100, False, 1).model.use_classifier
+    assert config_for("control", 100, True, 1).model.use_classifier
+
+
+@pytest.mark.slow
+def test_each_recipe_trains_scores_and_is_skipped_once_done(toy_data, tiny_encoder_dir, tmp_path, capsys):
+    results = tmp_path / "grid.jsonl"
+    tiny = dict(encoder=tiny_encoder_dir, batch_size=2, precision="fp32")
+    run(["control", "adapters-r16+forms"], toy_data, results, tmp_path / "runs", per_relation=3, two_stage=False, seed=1,
+        fewrel_cap=3, **tiny)
+    records = read(results)
+    assert [r["recipe"] for r in records] == ["control", "adapters-r16+forms"]
+    for r in records:
+        assert set(r["crossre_dev"]) == set(CROSSRE_DOMAINS)
+        assert set(r["crossre_dev"]["ai"]) == {"descriptions", "names"} and "fused" not in r["crossre_dev"]["ai"]["names"]
+        assert 0 <= r["fewrel_m15_ori"]["recall_only"] <= 100 and r["train"]["instances"] == 6
+    run(["control"], toy_data, results, tmp_path / "runs", per_relation=3, two_stage=False, seed=1, fewrel_cap=3, **tiny)
+    assert len(read(results)) == 2 and "already in" in capsys.readouterr().out
+    text = table(read(results))
+    assert text.count("\n| ") == 2 and "| control | 3/rel, 1 epoch, recall only |" in text
