@@ -1,4 +1,4 @@
-"""Command line: ``python -m research bench | experiment | table | fewshot | fewshot-table | transfer | transfer-table | transfer-grid | transfer-grid-table | ui-latency | extraction | extraction-latency | probe | probe-table | probe-sweep``.
+"""Command line: ``python -m research bench | experiment | table | fewshot | fewshot-table | transfer | transfer-table | transfer-grid | transfer-grid-table | gzsl | gzsl-table | gzsl-split | finetune-compare | finetune-table | ui-latency | extraction | extraction-latency | probe | probe-table | probe-sweep``.
 
 The library's own commands (train, evaluate, predict, portable) are ``python -m emma``. Paths default
 to this repository's results/, runs/ and ../shared/data, whatever the working directory; user errors
@@ -521,6 +521,30 @@ def gzsl_table(results, output) -> None:
     text = table(read(results))
     _emit(text, output)
 
+
+GZSL_SPLIT = RESULTS_DIR / "gzsl_split.jsonl"
+
+
+@cli.command("gzsl-split")
+@click.option("--checkpoint", required=True, type=click.Path(exists=True), help="A model trained on FewRel m = 15 ori's train relations.")
+@click.option("--trained-cap", type=int, default=100, show_default=True, help="Instances per relation it was trained on (as transfer-grid draws them).")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=DATA_DIR, show_default="../shared/data")
+@click.option("--results", type=click.Path(path_type=Path), default=GZSL_SPLIT, show_default="results/gzsl_split.jsonl")
+@click.option("--margins", default="0,0.05,0.1,0.15,0.2", show_default=True, help="δ values, comma-separated.")
+@click.option("--output", type=click.Path(), help="Write the table (every record of the results file) here too.")
+def gzsl_split(checkpoint, trained_cap, data_dir, results, margins, output) -> None:
+    """Generalized zero-shot on FewRel m = 15 ori with a split-trained model: held-back seen instances and the
+    split's unseen relations, all 80 in force; δ chosen on the eval relations, reported on the test relations.
+
+    Example:
+
+        python -m research gzsl-split --checkpoint runs/transfer-grid/control_n100_recall_s42 --output results/GZSL_SPLIT.md
+    """
+    from .gzsl_split import run, table
+    from .jsonl import read
+
+    run(checkpoint, data_dir, results, [float(m) for m in margins.split(",")], trained_cap)
+    _emit(table(read(results)), output)
 
 cli.add_command(probe)
 cli.add_command(probe_table)

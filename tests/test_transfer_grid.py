@@ -84,3 +84,26 @@ def test_each_recipe_trains_scores_and_is_skipped_once_done(toy_data, tiny_encod
     assert len(read(results)) == 2 and "already in" in capsys.readouterr().out
     text = table(read(results))
     assert text.count("\n| ") == 2 and "| control | 3/rel, 1 epoch, recall only |" in text
+
+
+@pytest.mark.slow
+def test_gzsl_on_the_split_holds_back_trained_sentences_and_chooses_the_margin_on_dev(toy_data, tiny_checkpoint, tmp_path):
+    from research.gzsl_split import run as gzsl_run, sets, table as gzsl_table
+
+    split = toy_data / "splits" / "fewrel_rel2id" / "fewrel_rel2id_15_ori.json"
+    split.write_text(json.dumps({"train": {"founded by": 0, "born in": 1}, "eval": {"capital of": 2}, "test": {"member of": 3}}))
+    got = sets(toy_data, trained_cap=1, seen_per_relation=1, unseen_per_relation=3)
+    trained_on = set(training_set(toy_data, 1, forms=False)[0])
+    seen = got["dev"][0] + got["test"][0]
+    assert len(seen) == 4 and not trained_on & set(seen)  # two held back per train relation, none trained on
+    assert {i.relation for i in got["dev"][1]} == {"capital of"} and {i.relation for i in got["test"][1]} == {"member of"}
+    assert got["trained"] == {"founded by", "born in"} and len(got["descriptions"]) == 4
+    record = gzsl_run(tiny_checkpoint, toy_data, tmp_path / "g.jsonl", [0.0, 0.5], trained_cap=1, seen_per_relation=1,
+                      unseen_per_relation=3)
+    assert [r["margin"] for r in record["rows"]] == [0.0, 0.5] and record["rule"] == "fused"
+    dev_h = {r["margin"]: r["dev"]["fused"]["H"] for r in record["rows"]}
+    assert dev_h[record["chosen_margin"]] == max(dev_h.values())
+    # a margin of 0.5 on cosines takes (nearly) every sentence away from the trained relations
+    big = record["rows"][1]["test"]["fused"]
+    assert big["seen"] <= record["rows"][0]["test"]["fused"]["seen"] and big["unseen"] >= record["rows"][0]["test"]["fused"]["unseen"]
+    assert "| emma-tiny |" in gzsl_table(read(tmp_path / "g.jsonl"))
