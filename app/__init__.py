@@ -8,6 +8,7 @@ limits, the Host / body size / session-binding middleware),
 `workbench` (the shared resources and whose session an event is), one module per tab with its
 builder and handlers (`predict_tab`, `relations_tab`, `feedback_tab`), `records` (prediction and
 feedback records, exports), `plots` (figures and tables), `layout` (the Blocks and launch),
-`main` (wiring). `app.py` parses arguments and launches. `loadtest` and `crashtest` measure a
-running server (`python -m app.loadtest`, `python -m app.crashtest`); see SECURITY.md.
+`main` (wiring). `app.py` parses arguments and launches. Measurements of a running server (load,
+kill -9 durability, perceived latency in a browser) are research tools: `python -m research loadtest |
+crashtest | ui-latency`; see SECURITY.md.
 """

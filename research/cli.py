@@ -1,4 +1,4 @@
-"""Command line: ``python -m research bench | experiment | table | fewshot | fewshot-table | transfer | transfer-table | transfer-grid | transfer-grid-table | gzsl | gzsl-table | gzsl-split | finetune-compare | finetune-table | ui-latency | extraction | extraction-latency | probe | probe-table | probe-sweep``.
+"""Command line: ``python -m research bench | experiment | table | fewshot | fewshot-table | transfer | transfer-table | transfer-grid | transfer-grid-table | gzsl | gzsl-table | gzsl-split | finetune-compare | finetune-table | ui-latency | loadtest | crashtest | extraction | extraction-latency | probe | probe-table | probe-sweep``.
 
 The library's own commands (train, evaluate, predict, portable) are ``python -m emma``. Paths default
 to this repository's results/, runs/ and ../shared/data, whatever the working directory; user errors
@@ -545,6 +545,27 @@ def gzsl_split(checkpoint, trained_cap, data_dir, results, margins, output) -> N
 
     run(checkpoint, data_dir, results, [float(m) for m in margins.split(",")], trained_cap)
     _emit(table(read(results)), output)
+
+# The two server measurements keep their own argument parsers (they are also `python -m research.loadtest`).
+PASS_THROUGH = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []}
+
+
+@cli.command(context_settings=PASS_THROUGH, add_help_option=False)
+@click.pass_context
+def loadtest(ctx) -> None:
+    """Concurrent clients × /predict on a loopback workbench → p50, p95, throughput, errors (--help for options)."""
+    from .loadtest import main as loadtest_main
+
+    loadtest_main(ctx.args)
+
+
+@cli.command(context_settings=PASS_THROUGH, add_help_option=False)
+@click.pass_context
+def crashtest(ctx) -> None:
+    """kill -9 the workbench while clients save feedback; acknowledged vs stored (--help for options)."""
+    from .crashtest import main as crashtest_main
+
+    crashtest_main(ctx.args)
 
 cli.add_command(probe)
 cli.add_command(probe_table)

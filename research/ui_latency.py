@@ -34,7 +34,7 @@ def measure(checkpoint: Path, threads: int = 2, rounds: int = 3) -> dict:
     """Start the workbench, drive Chromium, return per-click timings and their medians (ms)."""
     from playwright.sync_api import sync_playwright
 
-    from app.loadtest import start_server
+    from .loadtest import start_server
 
     if not CHROMIUM.is_file():
         raise RuntimeError(f"{CHROMIUM} is not installed (apt-get install chromium)")

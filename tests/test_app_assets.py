@@ -92,7 +92,7 @@ def test_app_py_arguments(monkeypatch, tmp_path, capsys):
     assert verify_password("s3cret", capsys.readouterr().out.strip())
 
 
-@pytest.mark.parametrize("module, bad", [("app.loadtest", ["--clients", "64"]), ("app.crashtest", ["--kills", "0"])])
+@pytest.mark.parametrize("module, bad", [("research.loadtest", ["--clients", "64"]), ("research.crashtest", ["--kills", "0"])])
 def test_measurement_commands_have_help_and_bounds(module, bad, capsys):
     main = importlib.import_module(module).main
     with pytest.raises(SystemExit) as e:

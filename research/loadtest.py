@@ -1,7 +1,7 @@
 """Load test of the workbench's /predict: N concurrent clients × R requests → p50, p95, throughput, errors.
 
-    python -m app.loadtest                                   # shipped checkpoint, 1/4/8/16 clients × 20, 2 threads
-    python -m app.loadtest --clients 1,8 --requests 10 --output results/loadtest.json
+    python -m research loadtest                                   # shipped checkpoint, 1/4/8/16 clients × 20, 2 threads
+    python -m research loadtest --clients 1,8 --requests 10 --output results/loadtest.json
 
 Starts `app.py` in a child process on a free loopback port (its own temporary database; torch
 limited to --threads), drives it from this process with light REST clients (or `gradio_client`), and stops it. Loopback
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import emma
 
-from .catalogue import load_examples
+from app.catalogue import load_examples
 
 REPO = Path(__file__).resolve().parent.parent
 MAX_CLIENTS, MAX_REQUESTS = 32, 200
@@ -180,8 +180,8 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m app.loadtest", description=__doc__.split("\n\n")[0],
-                                     epilog="Example: python -m app.loadtest --clients 1,8 --requests 10 (loopback only)")
+    parser = argparse.ArgumentParser(prog="python -m research loadtest", description=__doc__.split("\n\n")[0],
+                                     epilog="Example: python -m research loadtest --clients 1,8 --requests 10 (loopback only)")
     parser.add_argument("--checkpoint", type=Path, default=Path(emma.DEFAULT_CHECKPOINT), help="default: %(default)s")
     parser.add_argument("--clients", default="1,4,8,16", help="concurrent clients per level (default: %(default)s)")
     parser.add_argument("--requests", type=int, default=20, help="/predict calls per client (default: %(default)s)")

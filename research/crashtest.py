@@ -1,7 +1,7 @@
 """kill -9 the workbench while clients save feedback, restart it, and count: acknowledged vs stored.
 
-    python -m app.crashtest                         # tiny run: 4 writers, 3 kills, the shipped checkpoint
-    python -m app.crashtest --writers 8 --kills 5
+    python -m research crashtest                         # tiny run: 4 writers, 3 kills, the shipped checkpoint
+    python -m research crashtest --writers 8 --kills 5
 
 Starts `app.py` on a free loopback port with logins w0, w1, … (so a writer is the same owner after a
 restart), lets each writer predict once and then save feedback in a loop, every row with its own
@@ -25,8 +25,9 @@ from pathlib import Path
 
 import emma
 
-from .catalogue import load_examples
-from .security import hash_password
+from app.catalogue import load_examples
+from app.security import hash_password
+
 from .loadtest import start_server
 
 PASSWORD = "crash-test"
@@ -87,8 +88,8 @@ def run(checkpoint: Path, writers: int, kills: int, folder: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m app.crashtest", description=__doc__.split("\n\n")[0],
-                                     epilog="Example: python -m app.crashtest --writers 8 --kills 5 (loopback only)")
+    parser = argparse.ArgumentParser(prog="python -m research crashtest", description=__doc__.split("\n\n")[0],
+                                     epilog="Example: python -m research crashtest --writers 8 --kills 5 (loopback only)")
     parser.add_argument("--checkpoint", type=Path, default=Path(emma.DEFAULT_CHECKPOINT), help="default: %(default)s")
     parser.add_argument("--writers", type=int, default=4, help="concurrent writers, 1..16 (default: %(default)s)")
     parser.add_argument("--kills", type=int, default=3, help="SIGKILLs, 1..10 (default: %(default)s)")
