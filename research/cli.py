@@ -490,7 +490,9 @@ GZSL = RESULTS_DIR / "gzsl.jsonl"
 @click.option("--margins", default="0,0.05,0.1,0.15,0.2", show_default=True, help="δ values, comma-separated.")
 @click.option("--seen-per-relation", type=int, default=10, show_default=True)
 @click.option("--unseen-per-domain", type=int, default=200, show_default=True)
-def gzsl(checkpoint, data_dir, results, margins, seen_per_relation, unseen_per_domain) -> None:
+@click.option("--split", type=click.Choice(["dev", "test"]), default="dev", show_default=True,
+              help="CrossRE files of the unseen sentences: dev to choose δ, test as the last check.")
+def gzsl(checkpoint, data_dir, results, margins, seen_per_relation, unseen_per_domain, split) -> None:
     """Generalized zero-shot: the 80 trained FewRel relations and 16 new CrossRE types in force together;
     seen / unseen accuracy and their harmonic mean per margin δ taken off the trained relations' recall.
 
@@ -502,7 +504,7 @@ def gzsl(checkpoint, data_dir, results, margins, seen_per_relation, unseen_per_d
     from .gzsl import run
 
     values = [float(m) for m in margins.split(",")]
-    run(checkpoint, data_dir, REPO_ROOT / "assets" / "relations.json", results, values, seen_per_relation, unseen_per_domain)
+    run(checkpoint, data_dir, REPO_ROOT / "assets" / "relations.json", results, values, seen_per_relation, unseen_per_domain, split)
 
 
 @cli.command("gzsl-table")

@@ -1,4 +1,4 @@
-"""The transfer grid (research/transfer_grid.py) on the tiny encoder and toy FewRel- and CrossRE-shaped folders."""
+"""Transfer-grid, split GZSL and catalogue GZSL research commands on the tiny model and toy FewRel- and CrossRE-shaped folders."""
 
 from __future__ import annotations
 
@@ -107,3 +107,21 @@ def test_gzsl_on_the_split_holds_back_trained_sentences_and_chooses_the_margin_o
     big = record["rows"][1]["test"]["fused"]
     assert big["seen"] <= record["rows"][0]["test"]["fused"]["seen"] and big["unseen"] >= record["rows"][0]["test"]["fused"]["unseen"]
     assert "| emma-tiny |" in gzsl_table(read(tmp_path / "g.jsonl"))
+
+
+@pytest.mark.slow
+def test_gzsl_with_the_catalogue_scores_each_margin_on_the_chosen_crossre_split(toy_data, tiny_checkpoint, toy_instances,
+                                                                                 toy_descriptions, tmp_path):
+    from research.gzsl import CROSSRE_PREFIX, run as gzsl_run, table as gzsl_table
+
+    catalogue = tmp_path / "relations.json"
+    catalogue.write_text(json.dumps([{"id": r, "text": d, "source": "FewRel"} for r, d in list(toy_descriptions.items())[:2]]))
+    for d in CROSSRE_DOMAINS:
+        write_jsonl(toy_instances[:4], toy_data / "crossre" / f"{d}-test.jsonl")
+    records = gzsl_run(tiny_checkpoint, toy_data, catalogue, tmp_path / "g.jsonl", [0.0, 1.0], seen_per_relation=2,
+                       unseen_per_domain=3, split="test")
+    assert [r["margin"] for r in records] == [0.0, 1.0] and {r["crossre_split"] for r in records} == {"test"}
+    assert records[0]["candidates"] == 2 + 4 and records[0]["unseen_instances"] == 6 * 3
+    # δ = 1 puts every trained relation below every new one: no unseen sentence is taken by a trained relation
+    assert records[1]["fused"]["unseen_taken_by_trained"] == 0.0 and records[1]["recall"]["seen"] == 0.0
+    assert "| test | 1.0 | fused |" in gzsl_table(records) and CROSSRE_PREFIX == "crossre:"
