@@ -160,9 +160,10 @@ def table(records: list[dict]) -> str:
     for r in records:
         b = r["budget"]
         budget = ("full (shipped)" if b["per_relation"] is None
-                  else f"{b['per_relation']}/rel, 1 epoch, {'two stages' if b['two_stage'] else 'recall only'}")
+                  else f"{b['per_relation']}/rel, 1 epoch, {'two stages' if b['two_stage'] else 'recall only'}, seed {b['seed']}")
         crossre, fused = r["crossre_dev"], _mean(r, "descriptions", "fused")
-        cells = [r["recipe"], budget, f"{r.get('train', {}).get('wall_time_s') or '—'}", f"{r['fewrel_m15_ori']['recall_only']:.1f}"]
+        fewrel = f"{r['fewrel_m15_ori']['recall_only']:.1f}" + (" (seen: trained on all 80)" if b["per_relation"] is None else "")
+        cells = [r["recipe"], budget, f"{r.get('train', {}).get('wall_time_s') or '—'}", fewrel]
         cells += [f"{crossre[d]['descriptions']['recall_only']:.1f}" for d in CROSSRE_DOMAINS]
         cells += [f"**{_mean(r, 'descriptions'):.1f}**", f"{_mean(r, 'names'):.1f}",
                   f"{r['fewrel_m15_ori']['fused']:.1f} / {fused:.1f}" if fused is not None else "—"]

@@ -83,7 +83,7 @@ def test_each_recipe_trains_scores_and_is_skipped_once_done(toy_data, tiny_encod
     run(["control"], toy_data, results, tmp_path / "runs", per_relation=3, two_stage=False, seed=1, fewrel_cap=3, **tiny)
     assert len(read(results)) == 2 and "already in" in capsys.readouterr().out
     text = table(read(results))
-    assert text.count("\n| ") == 2 and "| control | 3/rel, 1 epoch, recall only |" in text
+    assert text.count("\n| ") == 2 and "| control | 3/rel, 1 epoch, recall only, seed 1 |" in text
 
 
 @pytest.mark.slow
