@@ -16,12 +16,11 @@ from pathlib import Path
 
 import emma
 
+from .browser import missing, open_page
 from .catalogue import ASSETS
 from .layout import launch
 from .main import AppError, create_app
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 def take(checkpoint: Path, out: Path, width: int = 1400) -> Path:
@@ -33,10 +32,7 @@ def take(checkpoint: Path, out: Path, width: int = 1400) -> Path:
         _, url, _ = launch(demo, port=None, prevent_thread_lock=True, quiet=True)
         try:
             with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-                page = browser.new_page(viewport={"width": width, "height": 1000})
-                page.set_default_timeout(60_000)
-                page.goto(url)
+                page = open_page(p, url, width, timeout_ms=60_000)
                 page.locator("#sentence textarea").wait_for()
                 page.locator("#mark-hint textarea").wait_for()
                 page.wait_for_timeout(1000)
@@ -46,7 +42,7 @@ def take(checkpoint: Path, out: Path, width: int = 1400) -> Path:
                 page.wait_for_timeout(300)
                 out.parent.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(out), full_page=True)
-                browser.close()
+                page.context.browser.close()
         finally:
             demo.close()
     return out
@@ -59,8 +55,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoint", type=Path, default=Path(emma.DEFAULT_CHECKPOINT), help="default: %(default)s")
     parser.add_argument("--out", type=Path, default=ASSETS / "workbench.png", help="default: %(default)s")
     args = parser.parse_args(argv)
-    if not Path(CHROMIUM).is_file():
-        parser.error(f"{CHROMIUM} is missing (apt-get install chromium)")
+    if missing():
+        parser.error(missing())
     try:
         print(take(args.checkpoint, args.out))
     except AppError as e:

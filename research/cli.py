@@ -548,26 +548,62 @@ def gzsl_split(checkpoint, trained_cap, data_dir, results, margins, output) -> N
     run(checkpoint, data_dir, results, [float(m) for m in margins.split(",")], trained_cap)
     _emit(table(read(results)), output)
 
-# The two server measurements keep their own argument parsers (they are also `python -m research.loadtest`).
-PASS_THROUGH = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []}
+@cli.command()
+@click.option("--checkpoint", type=click.Path(exists=True, path_type=Path), help="Checkpoint folder (default: the shipped one).")
+@click.option("--clients", default="1,4,8,16", show_default=True, callback=_int_list(1, "1,4,8,16"),
+              help="Concurrent clients per level, comma-separated (at most 32).")
+@click.option("--requests", type=click.IntRange(1, 200), default=20, show_default=True, help="/predict calls per client.")
+@click.option("--threads", type=int, default=2, show_default=True, help="torch threads of the server.")
+@click.option("--deadline", type=float, default=900, show_default=True, help="Seconds for the whole run.")
+@click.option("--client", type=click.Choice(["http", "gradio"]), default="http", show_default=True,
+              help="http: light REST calls, one session each; gradio: the gradio_client package.")
+@click.option("--output", type=click.Path(path_type=Path), help="Also write the rows as JSON here.")
+def loadtest(checkpoint, clients, requests, threads, deadline, client, output) -> None:
+    """Load test of the workbench's /predict on a loopback port: N clients × R requests → p50, p95, throughput, errors.
+
+    Starts app.py in a child process (its own temporary database, torch limited to --threads); loopback only,
+    bounded in clients, requests and time.
+
+    Example:
+
+        python -m research loadtest --clients 1,8 --requests 10 --output results/loadtest.json
+    """
+    from emma import DEFAULT_CHECKPOINT
+
+    from .loadtest import MAX_CLIENTS, markdown, measure
+
+    if max(clients) > MAX_CLIENTS:
+        raise click.BadParameter(f"at most {MAX_CLIENTS} clients per level", param_hint="--clients")
+    checkpoint = checkpoint or Path(DEFAULT_CHECKPOINT)
+    rows = measure(checkpoint, list(clients), requests, threads, deadline, client)
+    click.echo(markdown(rows))
+    if output:
+        output.write_text(json.dumps({"threads": threads, "checkpoint": str(checkpoint), "client": client, "rows": rows},
+                                     indent=1) + "\n")
 
 
-@cli.command(context_settings=PASS_THROUGH, add_help_option=False)
-@click.pass_context
-def loadtest(ctx) -> None:
-    """Concurrent clients × /predict on a loopback workbench → p50, p95, throughput, errors (--help for options)."""
-    from .loadtest import main as loadtest_main
+@cli.command()
+@click.option("--checkpoint", type=click.Path(exists=True, path_type=Path), help="Checkpoint folder (default: the shipped one).")
+@click.option("--writers", type=click.IntRange(1, 16), default=4, show_default=True, help="Concurrent writers.")
+@click.option("--kills", type=click.IntRange(1, 10), default=3, show_default=True, help="SIGKILLs during the run.")
+def crashtest(checkpoint, writers, kills) -> None:
+    """kill -9 the workbench (loopback only) while clients save feedback, restart it, count acknowledged vs stored.
 
-    loadtest_main(ctx.args)
+    Exits 1 when an acknowledged row is lost, a row is stored twice or the integrity check fails.
 
+    Example:
 
-@cli.command(context_settings=PASS_THROUGH, add_help_option=False)
-@click.pass_context
-def crashtest(ctx) -> None:
-    """kill -9 the workbench while clients save feedback; acknowledged vs stored (--help for options)."""
-    from .crashtest import main as crashtest_main
+        python -m research crashtest --writers 8 --kills 5
+    """
+    from emma import DEFAULT_CHECKPOINT
 
-    crashtest_main(ctx.args)
+    from .crashtest import failed, measure
+
+    result = measure(checkpoint or Path(DEFAULT_CHECKPOINT), writers, kills)
+    click.echo(" · ".join(f"{k} {v}" for k, v in result.items()))
+    if failed(result):
+        raise SystemExit(1)
+
 
 cli.add_command(probe)
 cli.add_command(probe_table)

@@ -13,17 +13,13 @@ Exits 1 when any of that fails. Loopback only; the database is a temporary file.
 
 from __future__ import annotations
 
-import argparse
 import random
 import signal
 import sqlite3
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
-
-import emma
 
 from app.catalogue import load_examples
 from app.security import hash_password
@@ -87,22 +83,12 @@ def run(checkpoint: Path, writers: int, kills: int, folder: Path) -> dict:
             "duplicates": len(notes) - len(set(notes)), "unanswered_at_end": len(pending), "integrity": integrity}
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m research crashtest", description=__doc__.split("\n\n")[0],
-                                     epilog="Example: python -m research crashtest --writers 8 --kills 5 (loopback only)")
-    parser.add_argument("--checkpoint", type=Path, default=Path(emma.DEFAULT_CHECKPOINT), help="default: %(default)s")
-    parser.add_argument("--writers", type=int, default=4, help="concurrent writers, 1..16 (default: %(default)s)")
-    parser.add_argument("--kills", type=int, default=3, help="SIGKILLs, 1..10 (default: %(default)s)")
-    args = parser.parse_args(argv)
-    if not (1 <= args.writers <= 16 and 1 <= args.kills <= 10):
-        parser.error("--writers must be 1..16 and --kills 1..10")
+def measure(checkpoint: Path, writers: int, kills: int) -> dict:
+    """The whole run in a temporary folder; see the module docstring."""
     threading.excepthook = lambda args: None  # gradio_client's own threads complain when the server is killed
     with tempfile.TemporaryDirectory(prefix="emma-crashtest-") as tmp:
-        result = run(args.checkpoint, args.writers, args.kills, Path(tmp))
-    print(" · ".join(f"{k} {v}" for k, v in result.items()))
-    if result["lost"] or result["duplicates"] or result["integrity"] != "ok":
-        sys.exit(1)
+        return run(checkpoint, writers, kills, Path(tmp))
 
 
-if __name__ == "__main__":
-    main()
+def failed(result: dict) -> bool:
+    return bool(result["lost"] or result["duplicates"] or result["integrity"] != "ok")

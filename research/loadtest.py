@@ -10,7 +10,6 @@ only, bounded in clients (32), requests (200 per client) and time (--deadline).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import secrets
@@ -23,12 +22,10 @@ import threading
 import time
 from pathlib import Path
 
-import emma
-
 from app.catalogue import load_examples
 
 REPO = Path(__file__).resolve().parent.parent
-MAX_CLIENTS, MAX_REQUESTS = 32, 200
+MAX_CLIENTS = 32  # per level; requests per client are bounded by the command (200)
 
 
 def free_port() -> int:
@@ -179,37 +176,17 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m research loadtest", description=__doc__.split("\n\n")[0],
-                                     epilog="Example: python -m research loadtest --clients 1,8 --requests 10 (loopback only)")
-    parser.add_argument("--checkpoint", type=Path, default=Path(emma.DEFAULT_CHECKPOINT), help="default: %(default)s")
-    parser.add_argument("--clients", default="1,4,8,16", help="concurrent clients per level (default: %(default)s)")
-    parser.add_argument("--requests", type=int, default=20, help="/predict calls per client (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads of the server (default: %(default)s)")
-    parser.add_argument("--deadline", type=float, default=900, help="seconds for the whole run (default: %(default)s)")
-    parser.add_argument("--client", choices=sorted(CLIENTS), default="http",
-                        help="http: light REST calls (default); gradio: the gradio_client package (default: %(default)s)")
-    parser.add_argument("--output", type=Path, help="also write the rows as JSON here")
-    args = parser.parse_args(argv)
-    levels = [int(n) for n in args.clients.split(",")]
-    if not all(1 <= n <= MAX_CLIENTS for n in levels) or not 1 <= args.requests <= MAX_REQUESTS:
-        parser.error(f"clients must be 1..{MAX_CLIENTS} and --requests 1..{MAX_REQUESTS}")
+def measure(checkpoint: Path, levels: list[int], requests: int, threads: int = 2, deadline: float = 900,
+            client: str = "http") -> list[dict]:
+    """Start the workbench, run each level of clients against it, stop it; one row per level."""
     examples = load_examples()
     with tempfile.TemporaryDirectory(prefix="emma-loadtest-") as tmp:
-        process, url = start_server(args.checkpoint, args.threads, Path(tmp))
-        timer = threading.Timer(args.deadline, process.kill)  # bounded in time whatever happens
+        process, url = start_server(checkpoint, threads, Path(tmp))
+        timer = threading.Timer(deadline, process.kill)  # bounded in time whatever happens
         timer.start()
         try:
-            rows = [run_level(url, n, args.requests, examples, process.pid, args.client) for n in levels]
+            return [run_level(url, n, requests, examples, process.pid, client) for n in levels]
         finally:
             timer.cancel()
             process.kill()
             process.wait()
-    print(markdown(rows))
-    if args.output:
-        args.output.write_text(json.dumps({"threads": args.threads, "checkpoint": str(args.checkpoint), "client": args.client,
-                                           "rows": rows}, indent=1) + "\n")
-
-
-if __name__ == "__main__":
-    main()

@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SENTENCES = [  # (sentence, head, tail): everyday sentences, not FewRel's
     ("Marie Curie worked at the University of Paris, where she taught physics.", "Marie Curie", "University of Paris"),
     ("Toyota was founded by Kiichiro Toyoda in 1937.", "Toyota", "Kiichiro Toyoda"),
@@ -36,23 +33,21 @@ def measure(checkpoint: Path, threads: int = 2, rounds: int = 3) -> dict:
 
     from .loadtest import start_server
 
-    if not CHROMIUM.is_file():
-        raise RuntimeError(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    from app.browser import missing, open_page
+
+    if missing():
+        raise RuntimeError(missing())
     clicks = []
     with tempfile.TemporaryDirectory(prefix="emma-ui-latency-") as tmp:
         process, url = start_server(checkpoint, threads, Path(tmp))
         try:
             with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                page.set_default_timeout(30_000)
-                page.goto(url)
+                page = open_page(p, url)
                 page.locator("#sentence textarea").wait_for()
                 for i, item in enumerate([WARM_UP] + SENTENCES * rounds):  # never the same sentence twice in a row
                     timing = _click(page, *item)
                     if i:  # the first is the warm-up
                         clicks.append(timing)
-                browser.close()
         finally:
             process.kill()
             process.wait()

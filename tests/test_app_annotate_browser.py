@@ -20,7 +20,8 @@ from app.layout import build_demo, launch
 from app.storage import Store
 from app.workbench import Workbench
 from conftest import TOY_SENTENCES
-from test_app_browser import ARGS, CHROMIUM, TIMEOUT_MS, _require_browser
+from app import browser
+from test_app_browser import TIMEOUT_MS, _require_browser
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -59,10 +60,7 @@ def test_browser_import_judge_by_keyboard_reload_export_reimport(tiny_extractor,
     _, url, _ = launch(demo, port=None, prevent_thread_lock=True, quiet=True)
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(TIMEOUT_MS)
-            page.goto(url)
+            page = browser.open_page(p, url, timeout_ms=TIMEOUT_MS)
             page.get_by_role("tab", name="Annotate").click()
             upload(page, source)
             expect(page.locator("#annotate-report")).to_contain_text(f"Imported {n} instances")
@@ -114,7 +112,7 @@ def test_browser_import_judge_by_keyboard_reload_export_reimport(tiny_extractor,
             page.locator("#annotate-name input, #annotate-name textarea").first.fill("again")
             upload(page, again)
             expect(page.locator("#annotate-report")).to_contain_text("Imported 9 instances into the queue 'again' (labelstudio format).")
-            browser.close()
+            page.context.browser.close()
     finally:
         demo.close()
     items = {i["position"]: i for i in store.queue_items(queue_id)}

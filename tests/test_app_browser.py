@@ -10,18 +10,16 @@ import os
 import re
 import shutil
 import time
-from pathlib import Path
 
 import pytest
 
+from app import browser
 from app.catalogue import Catalogue, load_examples
 from app.engine import Engine
 from app.workbench import Workbench
 from app.layout import build_demo, launch
 from app.storage import Store
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SENTENCE = "Apple was founded by Steve Jobs in 1976 in California."
 SIMILAR = "Apple was founded by Steve Jobs in 1977 in California."  # the same entities at the same places
 TIMEOUT_MS = 30_000
@@ -30,14 +28,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 def _require_browser():
-    missing = None
-    if not CHROMIUM.is_file():
-        missing = f"{CHROMIUM} is not installed (apt-get install chromium)"
-    else:
-        try:
-            import playwright.sync_api  # noqa: F401
-        except ImportError:
-            missing = "the playwright package is not installed"
+    missing = browser.missing()
     if missing:
         if os.environ.get("CI") == "true":
             pytest.fail(f"browser test required under CI: {missing}")
@@ -62,10 +53,7 @@ def test_browser_mark_add_relation_predict_feedback_then_the_label_counts(tiny_e
     screenshot = tmp_path / "workbench.png"
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(TIMEOUT_MS)
-            page.goto(url)
+            page = browser.open_page(p, url, timeout_ms=TIMEOUT_MS)
             sentence = page.locator("#sentence textarea")
             sentence.wait_for()
             sentence.fill(SENTENCE)
@@ -143,7 +131,7 @@ def test_browser_mark_add_relation_predict_feedback_then_the_label_counts(tiny_e
             expect(page.locator("#examples-table")).to_contain_text("#1")
             page.get_by_role("tab", name="Predict").click()
             page.screenshot(path=str(screenshot), full_page=True)
-            browser.close()
+            page.context.browser.close()
     finally:
         demo.close()
 

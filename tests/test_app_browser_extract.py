@@ -18,7 +18,8 @@ from app.engine import Engine
 from app.layout import build_demo, launch
 from app.storage import Store
 from app.workbench import Workbench
-from test_app_browser import ARGS, CHROMIUM, TIMEOUT_MS, _require_browser
+from app import browser
+from test_app_browser import TIMEOUT_MS, _require_browser
 
 PARAGRAPH = "Apple was founded by Steve Jobs in Cupertino. Microsoft is based in Redmond."
 ENTITIES = {"Apple", "Steve Jobs", "Cupertino", "Microsoft", "Redmond"}
@@ -36,10 +37,7 @@ def test_browser_paste_extract_click_an_edge_and_a_row_then_see_attention(tiny_e
     _, url, _ = launch(demo, port=None, prevent_thread_lock=True, quiet=True)
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.set_default_timeout(TIMEOUT_MS)
-            page.goto(url)
+            page = browser.open_page(p, url, height=1100, timeout_ms=TIMEOUT_MS)
             page.get_by_role("tab", name="Extract").click()
             text = page.locator("#extract-text textarea")
             text.wait_for()
@@ -88,7 +86,7 @@ def test_browser_paste_extract_click_an_edge_and_a_row_then_see_attention(tiny_e
             page.locator("#entity-chips").get_by_text("Marie Curie", exact=True).click()
             expect(page.locator("#tail textarea")).to_have_value("Marie Curie")
             expect(page.locator("#mark-hint textarea")).to_have_value("Ready: press Predict.")
-            browser.close()
+            page.context.browser.close()
     finally:
         demo.close()
     for name, value in (("extract_click_to_graph_ms", graph_ms), ("edge_click_to_attention_ms", edge_ms),

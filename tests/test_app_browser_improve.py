@@ -14,7 +14,8 @@ from app.layout import build_demo, launch
 from app.storage import Store, replace_example
 from app.workbench import Workbench
 
-from test_app_browser import ARGS, CHROMIUM, _require_browser
+from app import browser
+from test_app_browser import _require_browser
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.usefixtures("fresh_accelerate")]
 
@@ -31,10 +32,7 @@ def test_browser_improve_the_model_then_use_it(tiny_extractor, toy_instances, to
     _, url, _ = launch(build_demo(wb), port=None, prevent_thread_lock=True, quiet=True, auth=[("ann", "pw")])
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(30_000)
-            page.goto(url)
+            page = browser.open_page(p, url, timeout_ms=30_000)
             page.get_by_label("username").fill("ann")
             page.get_by_label("password").fill("pw")
             page.get_by_role("button", name="Login").click()
@@ -57,6 +55,6 @@ def test_browser_improve_the_model_then_use_it(tiny_extractor, toy_instances, to
             page.reload()
             page.get_by_role("tab", name="Feedback").click()
             expect(page.locator("#improve-model input")).to_have_value(re.compile(version["name"]))
-            browser.close()
+            page.context.browser.close()
     finally:
         wb.finetuner.close()
