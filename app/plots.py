@@ -29,10 +29,11 @@ HEAD_COLOR, TAIL_COLOR = "#f4a261", "#2a9d8f"  # as the marked sentence
 
 
 def _t(text: str, limit: int = 60) -> str:
+    """User text shortened to `limit` characters and escaped, for element content and quoted attributes alike."""
     text = str(text)
     if len(text) > limit:
         text = text[: limit - 1] + "…"
-    return html.escape(text, quote=False)
+    return html.escape(text, quote=True)
 
 
 def recall_html(record: dict, bars: int = RECALL_BARS) -> str:

@@ -425,6 +425,18 @@ def test_plots_escape_user_text(wb, session):
     assert len(plots.rerank_table(record)) == 2
 
 
+def test_charts_keep_quotes_in_user_text_inside_their_attributes(wb, session):
+    name = "x' onmouseover='alert(1)"
+    session, _ = wb.add_relation(name, "it's a made up relation, with 'quotes'", session)
+    session = wb.disable_shown("", session)
+    session, _ = wb.add_relation("other", "another made up relation", session)
+    _, session = predict(wb, session)
+    record = session["last"]
+    for chart in (plots.recall_html(record), plots.attention_html(record)):
+        assert "onmouseover='" not in chart and "' onmouseover" not in chart and "it's" not in chart
+    assert "x&#x27; onmouseover=&#x27;alert(1)" in plots.recall_html(record)
+
+
 def test_recall_chart_draws_the_shown_scores_on_a_zoomed_axis(wb, session):
     import re
 
