@@ -56,7 +56,10 @@ def test_kill_9_loses_no_acknowledged_row_and_retries_write_once(tmp_path):
             if len(lines) > 200 and time.monotonic() - start > 0.5:
                 break
         os.kill(child.pid, signal.SIGKILL)
-        rest, _ = child.communicate(timeout=30)
+        # Read through the same file object: what its iterator had buffered, then the rest until the pipe closes
+        # (communicate() would read the pipe's descriptor directly and lose the buffered lines).
+        rest = child.stdout.read()
+        child.wait(timeout=30)
         lines += [line.split() for line in rest.splitlines() if len(line.split()) == 2]
         tried |= {rid for kind, rid in lines if kind == "try"}
         acked |= {rid for kind, rid in lines if kind == "ack"}
