@@ -28,6 +28,7 @@ from emma.finetune import FinetuneConfig, finetune
 
 from .fewshot import CROSSRE_DOMAINS
 from .jsonl import append, read
+from .protocol import dataset_files, fewrel_pool, split_file
 
 RECIPES = {  # "default" is FinetuneConfig's own (the shipped recipe: no anchor)
     "default": FinetuneConfig(held_back=0.0),
@@ -39,10 +40,9 @@ RECIPES = {  # "default" is FinetuneConfig's own (the shipped recipe: no anchor)
 
 def fewrel_check(data: Path, cap: int) -> tuple[list[emma.Instance], dict[str, str]]:
     """FewRel m = 15 `ori` test relations: instances (at most `cap` each) and their descriptions."""
-    fewrel = data / "fewrel"
-    split = emma.read_split(data / "splits" / "fewrel_rel2id" / "fewrel_rel2id_15_ori.json")
-    descriptions = emma.read_descriptions(fewrel / "relation_description" / "relation_description_processed.json")
-    instances = emma.read_instances(fewrel / "val_wiki.json") + emma.read_instances(fewrel / "partial" / "train_wiki_partial_union.json.gz")
+    split = emma.read_split(split_file("fewrel", 15, "ori", data))
+    descriptions = emma.read_descriptions(dataset_files("fewrel", data)[1])
+    instances = fewrel_pool(data)
     test = set(split.test)
     return emma.cap_per_relation([i for i in instances if i.relation in test], cap, seed=1234), {r: descriptions[r] for r in test}
 

@@ -28,6 +28,7 @@ import emma
 
 from .fewshot import CROSSRE_DOMAINS
 from .jsonl import append
+from .protocol import fewrel_pool
 
 CROSSRE_PREFIX = "crossre:"  # CrossRE's "part of" must not be FewRel's "part of"
 
@@ -42,8 +43,7 @@ def candidates(data: Path, catalogue: Path) -> tuple[dict[str, str], set[str]]:
 
 def instances(data: Path, seen_names: set[str], seen_per_relation: int, unseen_per_domain: int, seed: int = 1234,
               split: str = "dev"):
-    fewrel = data / "fewrel"
-    pool = emma.read_instances(fewrel / "val_wiki.json") + emma.read_instances(fewrel / "partial" / "train_wiki_partial_union.json.gz")
+    pool = fewrel_pool(data)
     seen = emma.cap_per_relation([i for i in pool if i.relation in seen_names], seen_per_relation, seed=seed)
     unseen = []
     for domain in CROSSRE_DOMAINS:

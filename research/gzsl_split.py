@@ -25,19 +25,18 @@ import emma
 
 from .gzsl import accuracy
 from .jsonl import append
-from .transfer_grid import training_set
+from .protocol import dataset_files, fewrel_pool
+from .transfer_grid import m15_split, trained_on
 
 RULES = ("recall", "fused")
 
 
 def sets(data: Path, trained_cap: int, seen_per_relation: int, unseen_per_relation: int, seed: int = 1234) -> dict:
     """{"dev": (seen, unseen), "test": (seen, unseen)}, the trained relations, and the 80 descriptions."""
-    fewrel = data / "fewrel"
-    split = emma.read_split(data / "splits" / "fewrel_rel2id" / "fewrel_rel2id_15_ori.json")
-    pool = emma.read_instances(fewrel / "val_wiki.json") + emma.read_instances(fewrel / "partial" / "train_wiki_partial_union.json.gz")
-    trained_on = set(training_set(data, trained_cap, forms=False)[0])
+    split, pool = m15_split(data), fewrel_pool(data)
+    trained = set(trained_on(pool, split, trained_cap))
     train_relations = set(split.train)
-    held = emma.cap_per_relation([i for i in pool if i.relation in train_relations and i not in trained_on],
+    held = emma.cap_per_relation([i for i in pool if i.relation in train_relations and i not in trained],
                                  2 * seen_per_relation, seed=seed)
     rng = random.Random(seed)
     rng.shuffle(held)
@@ -48,7 +47,7 @@ def sets(data: Path, trained_cap: int, seen_per_relation: int, unseen_per_relati
         halves["dev" if count[i.relation] % 2 else "test"].append(i)
     unseen = {name: emma.cap_per_relation([i for i in pool if i.relation in set(relations)], unseen_per_relation, seed=seed)
               for name, relations in (("dev", split.eval), ("test", split.test))}
-    descriptions = emma.read_descriptions(fewrel / "relation_description" / "relation_description_processed.json")
+    descriptions = emma.read_descriptions(dataset_files("fewrel", data)[1])
     return {"dev": (halves["dev"], unseen["dev"]), "test": (halves["test"], unseen["test"]),
             "trained": train_relations, "descriptions": descriptions}
 

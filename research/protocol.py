@@ -142,6 +142,12 @@ def dataset_files(dataset: str, data_dir: Path) -> tuple[list[Path], Path]:
     return files, data_dir / "wikizsl" / "relation_description" / "relation_description_processed.json"
 
 
+def fewrel_pool(data_dir: Path) -> list[Instance]:
+    """Every FewRel instance here, from the files of `dataset_files` (val_wiki, then the reconstructed train file)."""
+    files, _ = dataset_files("fewrel", data_dir)
+    return [i for f in files for i in read_instances(f)]
+
+
 def split_file(dataset: str, m: int, seed: str, data_dir: Path) -> Path:
     return data_dir / "splits" / f"{dataset}_rel2id" / f"{dataset}_rel2id_{m}_{seed}.json"
 

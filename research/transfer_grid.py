@@ -40,6 +40,7 @@ from emma.train import TrainConfig, train
 from .fewshot import CROSSRE_DOMAINS
 from .finetune import fewrel_check
 from .jsonl import append, read
+from .protocol import dataset_files, fewrel_pool, split_file
 
 RECIPES = {
     "control": {},
@@ -56,19 +57,26 @@ def name_only(text: str) -> str:
     return text.split(":", 1)[0].strip()
 
 
-def training_set(data: Path, per_relation: int, forms: bool) -> tuple[list[emma.Instance], dict]:
-    """FewRel m = 15 `ori` train relations (capped) and their descriptions: one text, or four forms each."""
-    fewrel = data / "fewrel"
-    split = emma.read_split(data / "splits" / "fewrel_rel2id" / "fewrel_rel2id_15_ori.json")
-    instances = emma.read_instances(fewrel / "val_wiki.json") + emma.read_instances(fewrel / "partial" / "train_wiki_partial_union.json.gz")
+def m15_split(data: Path) -> emma.Split:
+    return emma.read_split(split_file("fewrel", 15, "ori", data))
+
+
+def trained_on(pool: list[emma.Instance], split: emma.Split, per_relation: int) -> list[emma.Instance]:
+    """The instances a grid run trains on: `per_relation` of each of the split's train relations (seed 0)."""
     train_relations = set(split.train)
-    instances = emma.cap_per_relation([i for i in instances if i.relation in train_relations], per_relation, seed=0)
-    processed = emma.read_descriptions(fewrel / "relation_description" / "relation_description_processed.json")
+    return emma.cap_per_relation([i for i in pool if i.relation in train_relations], per_relation, seed=0)
+
+
+def training_set(data: Path, pool: list[emma.Instance], split: emma.Split, per_relation: int,
+                 forms: bool) -> tuple[list[emma.Instance], dict]:
+    """`trained_on` and the train relations' descriptions: one text, or four forms each."""
+    instances = trained_on(pool, split, per_relation)
+    processed = emma.read_descriptions(dataset_files("fewrel", data)[1])
     if not forms:
         return instances, processed
-    pid2name = emma.read_descriptions(fewrel / "pid2name.json")  # "name: description"
+    pid2name = emma.read_descriptions(data / "fewrel" / "pid2name.json")  # "name: description"
     texts = {}
-    for r in train_relations:
+    for r in set(split.train):
         name = name_only(pid2name[r])
         short = pid2name[r][len(name) + 1:].strip() or name
         texts[r] = [processed[r], pid2name[r], name, short]
@@ -109,6 +117,7 @@ def run(recipes: list[str], data: Path, results: Path, runs_dir: Path, per_relat
     budget = {"per_relation": per_relation, "epochs": 1, "two_stage": two_stage, "seed": seed, "train_split": "fewrel m15 ori"}
     done = {(r["recipe"], r["budget"]["per_relation"], r["budget"]["two_stage"], r["budget"]["seed"]) for r in read(results)}
     fewrel, fewrel_descriptions = fewrel_check(data, fewrel_cap)
+    split, pool = m15_split(data), fewrel_pool(data)  # read once for every recipe's training set
     for recipe in recipes:
         key = (recipe, per_relation, two_stage, seed) if recipe != SHIPPED else (recipe, None, True, None)
         if key in done:
@@ -119,7 +128,7 @@ def run(recipes: list[str], data: Path, results: Path, runs_dir: Path, per_relat
             folder, record = Path(emma.DEFAULT_CHECKPOINT), {"budget": {"per_relation": None, "two_stage": True, "seed": None,
                                                                         "note": "full budget: 80 relations, every instance"}}
         else:
-            instances, descriptions = training_set(data, per_relation, RECIPES[recipe].get("forms", False))
+            instances, descriptions = training_set(data, pool, split, per_relation, RECIPES[recipe].get("forms", False))
             folder = runs_dir / "transfer-grid" / f"{recipe}_n{per_relation}_{'two' if two_stage else 'recall'}_s{seed}"
             train(config_for(recipe, per_relation, two_stage, seed, **overrides), instances, descriptions, folder, resume=True)
             meta = json.loads((folder / "training.json").read_text()) if (folder / "training.json").is_file() else {}

@@ -9,7 +9,8 @@ import pytest
 
 from emma.data import write_jsonl
 from research.jsonl import read
-from research.transfer_grid import CROSSRE_DOMAINS, config_for, name_only, run, table, training_set
+from research.protocol import fewrel_pool
+from research.transfer_grid import CROSSRE_DOMAINS, config_for, m15_split, name_only, run, table, trained_on, training_set
 
 pytestmark = pytest.mark.usefixtures("fresh_accelerate")
 
@@ -53,11 +54,12 @@ def test_name_only_keeps_what_precedes_the_colon():
 
 
 def test_forms_give_each_train_relation_four_texts(toy_data, toy_descriptions):
-    instances, texts = training_set(toy_data, per_relation=2, forms=True)
+    split, pool = m15_split(toy_data), fewrel_pool(toy_data)
+    instances, texts = training_set(toy_data, pool, split, per_relation=2, forms=True)
     assert {i.relation for i in instances} == {"founded by", "born in"} and len(instances) == 4
     assert texts["born in"] == [" ".join(toy_descriptions["born in"].split()), toy_descriptions["born in"], "place of birth",
                                 "most specific known birth location of a person"]
-    _, single = training_set(toy_data, per_relation=2, forms=False)
+    _, single = training_set(toy_data, pool, split, per_relation=2, forms=False)
     assert isinstance(single["born in"], str)
 
 
@@ -93,9 +95,9 @@ def test_gzsl_on_the_split_holds_back_trained_sentences_and_chooses_the_margin_o
     split = toy_data / "splits" / "fewrel_rel2id" / "fewrel_rel2id_15_ori.json"
     split.write_text(json.dumps({"train": {"founded by": 0, "born in": 1}, "eval": {"capital of": 2}, "test": {"member of": 3}}))
     got = sets(toy_data, trained_cap=1, seen_per_relation=1, unseen_per_relation=3)
-    trained_on = set(training_set(toy_data, 1, forms=False)[0])
+    trained = set(trained_on(fewrel_pool(toy_data), m15_split(toy_data), 1))
     seen = got["dev"][0] + got["test"][0]
-    assert len(seen) == 4 and not trained_on & set(seen)  # two held back per train relation, none trained on
+    assert len(seen) == 4 and not trained & set(seen)  # two held back per train relation, none trained on
     assert {i.relation for i in got["dev"][1]} == {"capital of"} and {i.relation for i in got["test"][1]} == {"member of"}
     assert got["trained"] == {"founded by", "born in"} and len(got["descriptions"]) == 4
     record = gzsl_run(tiny_checkpoint, toy_data, tmp_path / "g.jsonl", [0.0, 0.5], trained_cap=1, seen_per_relation=1,
