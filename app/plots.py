@@ -59,8 +59,10 @@ def recall_html(record: dict, bars: int = RECALL_BARS) -> str:
         marks = ""
         if name in with_examples:
             desc, ex = with_examples[name]
-            marks = (f"<span class='emma-mark emma-desc' style='left:{at(desc)}' title='description cosine {desc:.3f}'></span>"
-                     f"<span class='emma-mark emma-ex' style='left:{at(ex)}' title=\"examples' cosine {ex:.3f}\"></span>")
+            marks = (f"<span class='emma-mark emma-desc' style='left:{at(desc)};background:{DESCRIPTION_COLOR}' "
+                     f"title='description cosine {desc:.3f}'></span>"
+                     f"<span class='emma-mark emma-ex' style='left:{at(ex)};background:{EXAMPLE_COLOR}' "
+                     f"title=\"examples' cosine {ex:.3f}\"></span>")
         rows.append(f"<div class='emma-row' title='{_t(name, 200)}: {score:.3f}'>"
                     f"<span class='emma-name'>{i + 1}. {_t(name)}{star}</span>"
                     f"<span class='emma-track'><span class='emma-bar' style='width:{at(score)};background:{color}'></span>{marks}</span>"
@@ -68,8 +70,8 @@ def recall_html(record: dict, bars: int = RECALL_BARS) -> str:
     legend = (f"<span class='emma-key' style='background:{CANDIDATE_COLOR}'></span> top-{len(candidates)}: sent to the classifier "
               f"<span class='emma-key' style='background:{OTHER_COLOR}'></span> not sent")
     if with_examples:
-        legend += (" <span class='emma-key emma-desc-key'></span> description cosine"
-                   " <span class='emma-key emma-ex-key'></span> examples' cosine")
+        legend += (f" <span class='emma-key emma-desc-key' style='background:{DESCRIPTION_COLOR}'></span> description cosine"
+                   f" <span class='emma-key emma-ex-key' style='background:{EXAMPLE_COLOR}'></span> examples' cosine")
     what = ("recall score: ½ description cosine + ½ examples' cosine for relations with labelled examples"
             if with_examples else "cosine similarity of sentence and description (the recall score)")
     return (f"<div class='emma-chart'><div class='emma-title'>Recall: top {len(recall)} of {record['n_relations']} relations "
@@ -139,6 +141,7 @@ def attention_html(record: dict) -> str:
     """Per candidate, the description's word pieces twice: shaded by the head virtual entity's weight, then
     the tail's (darker = more weight, one scale for all; the exact weight on hover). Plain HTML."""
     cands = record["candidates_detail"]
+    rgb = ",".join(str(int(DESCRIPTION_COLOR[i:i + 2], 16)) for i in (1, 3, 5))  # description words, in the description's colour
     zmax = max((max(w) for c in cands for w in (c["attention"]["head"], c["attention"]["tail"]) if w), default=1.0) or 1.0
     out = ["<div class='emma-chart'><div class='emma-title'>Which description words each virtual entity attends to "
            f"(darker = more weight; darkest = {zmax:.3f})</div>"]
@@ -151,7 +154,7 @@ def attention_html(record: dict) -> str:
             for token, w in zip(att["tokens"], weights):
                 alpha = w / zmax
                 ink = "#fff" if alpha > 0.55 else "inherit"
-                words.append(f"<span class='emma-word' style='background:rgba(26,115,232,{alpha:.2f});color:{ink}' "
+                words.append(f"<span class='emma-word' style='background:rgba({rgb},{alpha:.2f});border-color:rgba({rgb},0.25);color:{ink}' "
                              f"title='{role} · {_t(token, 40)}: {w:.3f}'>{_t(token, 20)}</span>")
             out.append(f"<div class='emma-att'><span class='emma-role'>{role}</span>{''.join(words)}</div>")
         out.append("</div>")
@@ -164,26 +167,26 @@ def placeholder(message: str) -> str:
     return f"<p class='emma-placeholder'>{_t(message, 120)}</p>"
 
 
-# Styles of the two charts above (added to the page's CSS).
+# Shapes of the two charts above (added to the page's CSS); their colours are the constants at the top, inline.
 CHART_CSS = """
 .emma-chart { font-size: 0.88em; }
 .emma-title { font-weight: 600; margin-bottom: 4px; }
 .emma-legend, .emma-axis { color: var(--body-text-color-subdued); margin: 4px 0; }
 .emma-key { display: inline-block; width: 10px; height: 10px; margin: 0 3px 0 8px; vertical-align: middle; }
-.emma-desc-key { background: #1a73e8; width: 3px; }
-.emma-ex-key { background: #188038; transform: rotate(45deg); width: 8px; height: 8px; }
+.emma-desc-key { width: 3px; }
+.emma-ex-key { transform: rotate(45deg); width: 8px; height: 8px; }
 .emma-row { display: flex; align-items: center; gap: 6px; height: 22px; }
 .emma-name { flex: 0 0 34%; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; text-align: right; }
 .emma-track { flex: 1; position: relative; height: 14px; background: var(--background-fill-secondary); }
 .emma-bar { position: absolute; left: 0; top: 0; bottom: 0; }
 .emma-mark { position: absolute; top: -2px; bottom: -2px; }
-.emma-desc { width: 3px; margin-left: -1px; background: #1a73e8; }
-.emma-ex { width: 9px; height: 9px; top: 2px; margin-left: -4px; background: #188038; transform: rotate(45deg); }
+.emma-desc { width: 3px; margin-left: -1px; }
+.emma-ex { width: 9px; height: 9px; top: 2px; margin-left: -4px; transform: rotate(45deg); }
 .emma-value { flex: 0 0 48px; font-variant-numeric: tabular-nums; }
 .emma-candidate { margin: 8px 0; }
 .emma-att { display: flex; flex-wrap: wrap; align-items: center; gap: 2px; margin: 3px 0; }
 .emma-role { flex: 0 0 90px; color: var(--body-text-color-subdued); }
-.emma-word { padding: 1px 3px; border-radius: 3px; border: 1px solid rgba(26,115,232,0.25); }
+.emma-word { padding: 1px 3px; border-radius: 3px; border: 1px solid; }
 .emma-placeholder { color: var(--body-text-color-subdued); }
 """
 
