@@ -52,7 +52,7 @@ class Job:
     parent: str  # checkpoint id of the model it starts from
     rows: int
     started: float = field(default_factory=time.time)
-    state: str = "running"  # running | done | failed | cancelled
+    state: str = "running"  # running | cancelling | done | failed | cancelled
     step: int = 0
     total: int = 0
     phase: str = "starting"  # what the child is doing, for the status line

@@ -35,8 +35,6 @@ import torch
 import emma
 from emma.extract import MAX_ENTITIES_PER_SENTENCE
 
-from .fewshot import CROSSRE_DOMAINS
-
 MAX_PAIRS_PER_DOMAIN = 4000
 GRID = [round(i * 0.005, 3) for i in range(201)]
 SIGNALS = ("score", "recall")  # the decision rule's score of the label; recall's top-1 cosine

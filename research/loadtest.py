@@ -67,33 +67,32 @@ def cpu_seconds(pid: int) -> float | None:
 
 
 class HttpClient:
-    """A light client of Gradio's documented REST API: POST /gradio_api/call/<name>, then read the event's
+    """A light client of Gradio's documented REST API: POST /gradio_api/call/predict, then read the event's
     result stream. A few milliseconds of CPU per call, where `gradio_client` spends 70–95 (measured): on a
     machine shared with the server, a heavy client takes the CPU the server would have served with."""
 
     def __init__(self, url: str) -> None:
         import httpx
 
-        self.url = url.rstrip("/") + "/gradio_api/call/"
+        self.url = url.rstrip("/") + "/gradio_api/call/predict"
         self.http = httpx.Client(timeout=60)
         # One session per client, as a browser tab has: without it every call is a new Gradio session, whose
         # set-up (a copy of every component's config) costs the server more than the prediction.
         self.session_hash = secrets.token_hex(8)
 
-    def predict(self, sentence: str, head: str, tail: str, api_name: str = "/predict"):
-        name = api_name.strip("/")
-        response = self.http.post(self.url + name, json={"data": [sentence, head, tail], "session_hash": self.session_hash})
+    def predict(self, sentence: str, head: str, tail: str):
+        response = self.http.post(self.url, json={"data": [sentence, head, tail], "session_hash": self.session_hash})
         response.raise_for_status()
         event = None
-        with self.http.stream("GET", self.url + f"{name}/{response.json()['event_id']}") as stream:
+        with self.http.stream("GET", f"{self.url}/{response.json()['event_id']}") as stream:
             for line in stream.iter_lines():
                 if line.startswith("event:"):
                     event = line.split(":", 1)[1].strip()
                 elif line.startswith("data:") and event in ("complete", "error"):
                     if event == "error":
-                        raise RuntimeError(f"/{name} failed: {line[5:].strip()}")
+                        raise RuntimeError(f"/predict failed: {line[5:].strip()}")
                     return json.loads(line[5:])
-        raise RuntimeError(f"/{name}: the result stream ended without a result")
+        raise RuntimeError("/predict: the result stream ended without a result")
 
 
 def gradio_client(url: str):
@@ -103,8 +102,8 @@ def gradio_client(url: str):
     client = Client(url, verbose=False, download_files=False)
 
     class Adapter:
-        def predict(self, sentence, head, tail, api_name="/predict"):
-            return client.predict(sentence=sentence, head=head, tail=tail, api_name=api_name)
+        def predict(self, sentence, head, tail):
+            return client.predict(sentence=sentence, head=head, tail=tail, api_name="/predict")
 
     return Adapter()
 
@@ -128,13 +127,13 @@ def run_level(url: str, clients: int, requests: int, examples: list[dict], serve
     def one_client(i: int) -> None:
         c = make_client(url)
         ex = examples[i % len(examples)]
-        c.predict(ex["text"], ex["head_text"], ex["tail_text"], api_name="/predict")
+        c.predict(ex["text"], ex["head_text"], ex["tail_text"])
         ready.wait()
         for j in range(requests):
             ex = examples[(i + j) % len(examples)]
             t0 = time.perf_counter()
             try:
-                c.predict(ex["text"], ex["head_text"], ex["tail_text"], api_name="/predict")
+                c.predict(ex["text"], ex["head_text"], ex["tail_text"])
             except Exception as e:  # counted, reported below
                 with lock:
                     errors.append(repr(e))
