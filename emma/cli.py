@@ -162,13 +162,12 @@ def _training_data(data, descriptions, split) -> tuple[list, dict, tuple | None]
     for path in descriptions:
         for relation, text in read_descriptions(path).items():
             forms.setdefault(relation, []).append(text)
-    descs = {r: f[0] if len(f) == 1 else f for r, f in forms.items()}
     sp = _split_or_none(split)
     if sp is None:
-        return instances, descs, None
+        return instances, forms, None
     eval_instances = [i for i in instances if i.relation in set(sp.eval)]
     dev = (eval_instances, {r: forms[r][0] for r in sp.eval if r in forms}) if eval_instances else None
-    return select(instances, sp.train, f"{split} (train)"), descs, dev
+    return select(instances, sp.train, f"{split} (train)"), forms, dev
 
 
 @cli.command()

@@ -26,7 +26,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -201,7 +201,7 @@ def load_state(path: Path, model: Emma, optimizer, scheduler) -> Position:
 def train(
     config: TrainConfig,
     instances: Sequence[Instance],
-    descriptions: dict[str, str],
+    descriptions: Mapping[str, str | Sequence[str]],
     output: str | Path,
     resume: bool = False,
     dev: tuple[Sequence[Instance], dict[str, str]] | None = None,
@@ -215,7 +215,8 @@ def train(
 
     Args:
         instances: training instances; their relations must all have descriptions.
-        descriptions: {relation: text} for (at least) the training relations.
+        descriptions: {relation: text, or several forms of it (one drawn per instance and step)} for (at least)
+            the training relations.
         resume: continue from the last saved state in `output` (of either stage).
         dev: (instances, descriptions) scored every `config.eval_every` steps (macro F1, logged).
         card: model card text for the checkpoint.
@@ -411,7 +412,7 @@ class Run:
         return position.step
 
 
-def _training_instances(config: TrainConfig, instances: Sequence[Instance], descriptions: dict[str, str]) -> list[Instance]:
+def _training_instances(config: TrainConfig, instances: Sequence[Instance], descriptions: Mapping) -> list[Instance]:
     """The instances a run trains on (capped per relation), after checking they can be trained on."""
     check_relations(instances, descriptions, "training data")
     instances = cap_per_relation(instances, config.max_per_relation, seed=config.seed)
