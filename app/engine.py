@@ -145,6 +145,9 @@ class Engine:
         Args:
             examples: labelled instances (`relation` set); those of relations in `relations` count in
                 recall, the others are ignored (kept by the caller until their relation is on again).
+
+        A relation whose text is its bare name has no description (`emma.relation_text`): recall scores
+        it by its examples alone, so it needs at least one among `examples`.
         """
         if not relations:
             raise ValueError("no relations to choose from")
@@ -163,7 +166,9 @@ class Engine:
         for e in used:
             grouped.setdefault(e.relation, []).append(ExampleRow(e, vectors[e.pair]))
         seen = [name for name, text in relations.items() if text in self.trained]
-        index = RelationIndex.build(list(relations), rows, examples=grouped, offsets=self.extractor.seen_offsets(seen))
+        bare = [name for name, text in relations.items() if text == name]  # no description: scored by its examples
+        index = RelationIndex.build(list(relations), rows, examples=grouped, undescribed=bare,
+                                    offsets=self.extractor.seen_offsets(seen))
         with self._lock:
             self._indexes[key] = index
             while len(self._indexes) > MAX_CACHED_INDEXES:

@@ -13,8 +13,10 @@ import pandas as pd
 
 from .predict_tab import PredictParts
 from .records import feedback_row, write_feedback_exports
-from .session import BadInput, shown
-from .storage import insert_feedback, other_examples, replace_example
+from emma import relation_text
+
+from .session import BadInput, check_relation, shown, with_user_relation
+from .storage import insert_feedback, other_examples, replace_example, upsert_user_relation
 from .workbench import DB, PRIVATE, QUIET, Workbench, lenient, user_errors
 
 VERDICTS = ("correct", "wrong")
@@ -24,6 +26,10 @@ MAX_EXPORT_ROWS = 20000  # rows one export may hold
 MAX_QUERY_CHARS = 200
 MAX_EXAMPLES = 10000  # labelled examples per owner
 COLUMNS = ["id", "created", "verdict", "sentence", "head_text", "tail_text", "predicted", "score", "user_label", "note", "checkpoint"]
+
+
+NEW_RELATION = (" '{label}' is a new relation of yours, defined by this example alone; label more sentences of it, "
+                "or describe it on the Relations tab, to make it surer.")
 
 
 def example_status(label: str | None, before: str | None, in_force: bool, full: bool) -> str:
@@ -49,15 +55,17 @@ class FeedbackTab:
 
     @user_errors
     def feedback(self, verdict: str, correct_relation: str | None, note: str | None, session: dict, request_id: str = "",
-                 request: gr.Request = None) -> str:
-        """Save a judgement of the last prediction. Returns a status line.
+                 request: gr.Request = None) -> tuple[dict, str]:
+        """Save a judgement of the last prediction. Returns (session, status line).
 
+        A correct relation that is none of the user's relations (nor a catalogue one) becomes a new
+        relation of theirs, defined by this sentence alone (no description), in the same transaction.
         `request_id` (optional, from API clients): a repeated id returns the first status line and writes nothing.
         """
         session = self.wb.owned(session, request)
         prior = self.wb.replay(session, request_id, "feedback")
         if prior is not None:
-            return prior
+            return self.wb.refreshed(session), prior
         record = session.get("last")
         if not record:
             raise BadInput("Predict a relation first; feedback refers to the last prediction.")
@@ -76,21 +84,39 @@ class FeedbackTab:
             label = record["label"]
         elif label == record["label"]:
             raise BadInput("You marked the prediction wrong but chose the predicted relation; choose the correct one.")
-        label_text = (record["relations"].get(label) or self.wb.relations(session).get(label)) if label else None
-        if label and not label_text:
-            raise BadInput(f"{shown(label)} is not one of your relations; add it in the Relations tab first, or pick one from the list.")
+        session, label_text, created = self._correct_relation(session, record, label)
         row = feedback_row(record, session["owner"], verdict, label, label_text, note)
         what = f"the correct relation is '{label}'" if label else "correct relation not given"
-        in_force = label in self.wb.relations(session) if label else False
+        in_force = bool(label) and (label in self.wb.relations(session) or label in session["user"])
         owner, words, head, tail = session["owner"], record["tokens"], record["head_tokens"], record["tail_tokens"]
 
         def write(db):
+            if created:
+                upsert_user_relation(db, owner, label, "", label_text)
             feedback_id = insert_feedback(db, row, record["relations"])
             full = bool(label) and other_examples(db, owner, words, head, tail) >= MAX_EXAMPLES
             before = replace_example(db, owner, words, head, tail, None if full else label, feedback_id)
-            return f"Saved feedback #{feedback_id}: {verdict} ({what}).{example_status(label, before, in_force, full)}"
+            status = f"Saved feedback #{feedback_id}: {verdict} ({what}).{example_status(label, before, in_force, full)}"
+            return status + (NEW_RELATION.format(label=label) if created and not full else "")
 
-        return self.wb.once(session, request_id, "feedback", write)[1]
+        return self.wb.once(session, request_id, "feedback", write)
+
+    def _correct_relation(self, session: dict, record: dict, label: str | None) -> tuple[dict, str | None, bool]:
+        """(session, the text of the correct relation `label`, whether it is a new relation of the user's).
+
+        A label the prediction did not offer is one of the user's relations, a catalogue relation (switched
+        off: the example waits), or a new name: a relation defined by this example alone."""
+        if not label:
+            return session, None, False
+        text = record["relations"].get(label) or self.wb.relations(session).get(label)
+        if text:
+            return session, text, False
+        if label in session["user"]:  # defined by examples, none yet
+            return session, relation_text(label, ""), False
+        if label in self.wb.catalogue.by_label:
+            return session, self.wb.catalogue.by_label[label].text, False
+        name, description, text = check_relation(session, self.wb.catalogue, label, "", editing=False)
+        return with_user_relation(session, name, description), text, True
 
     @user_errors
     def feedback_view(self, verdict: str, contains: str, everyone: bool, session: dict, request: gr.Request = None) -> pd.DataFrame:
@@ -140,7 +166,7 @@ class FeedbackTab:
         filters = [verdict, contains, everyone, session]
         request_id = gr.Textbox("", visible=False, label="request_id")  # optional idempotency key for API clients
         form.feedback_btn.click(
-            self.feedback, [form.verdict, form.correct_relation, form.note, session, request_id], [form.feedback_status],
+            self.feedback, [form.verdict, form.correct_relation, form.note, session, request_id], [session, form.feedback_status],
             api_name="feedback", **DB,
         ).success(self.feedback_view, filters, [table], **QUIET)
         for trigger in (refresh.click, verdict.change, everyone.change, contains.submit, tab.select):

@@ -11,7 +11,8 @@ judge them one at a time by keyboard, export (FewRel JSONL, Label Studio, doccan
 Named API endpoints (usable from `gradio_client`; state is kept per client session):
 /predict(sentence, head, tail), /add_relation(name, description),
 /edit_relation(name, description), /delete_relation(name),
-/feedback(verdict, correct_relation, note) (a judged sentence becomes a labelled example),
+/feedback(verdict, correct_relation, note) (a judged sentence becomes a labelled example; a new
+correct_relation name becomes a relation of the caller's defined by that sentence),
 /remove_example(example_id), /import_queue(file, name, shared), /annotate_accept(choice),
 /extract(text) (every relation in a paragraph), /annotate_none, /annotate_skip, /annotate_undo, /improve_model, /choose_model(name).
 

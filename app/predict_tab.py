@@ -260,7 +260,8 @@ class PredictTab:
                 with gr.Accordion("Give feedback on this prediction", open=True):
                     verdict = lenient(gr.Radio([("Correct", "correct"), ("Wrong", "wrong")], label="Was it right?", elem_id="verdict"))
                     correct_relation = gr.Dropdown(
-                        [], label="Correct relation (if wrong: pick one; add a missing one in the Relations tab)", allow_custom_value=True,
+                        [], label="Correct relation (if wrong: pick one, or type a new name to teach a new relation by this sentence)",
+                        allow_custom_value=True,
                         elem_id="correct-relation", value=None,
                     )
                     note = gr.Textbox(label="Note (optional)", lines=1, elem_id="note")

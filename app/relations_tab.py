@@ -20,13 +20,21 @@ from .session import (
     parse_relation_set,
     sentence_case,
     shown,
+    waiting_for_examples,
     with_enabled,
     with_user_relation,
     without_user_relation,
 )
 from .feedback_tab import MAX_EXAMPLES
 from .records import bracketed
-from .storage import delete_example, delete_user_relation, replace_example, replace_user_relations, upsert_user_relation
+from .storage import (
+    count_examples,
+    delete_example,
+    delete_user_relation,
+    replace_example,
+    replace_user_relations,
+    upsert_user_relation,
+)
 from .workbench import DB, MODEL, PRIVATE, QUIET, Workbench, user_errors, warn
 
 MAX_IMPORTED_EXAMPLES = 2000  # per import file
@@ -75,11 +83,14 @@ class RelationsTab:
         return (*self.catalogue_view(query, session), self.user_relations_view(session), self.examples_view(session))
 
     def count_text(self, session: dict, matches: int | None = None, counts: dict[str, int] | None = None) -> str:
-        n_cat, n_user, total = len(session["enabled"]), len(session["user"]), len(self.wb.catalogue)
+        counts = self.wb.store.example_counts(session["owner"]) if counts is None else counts
+        waiting = waiting_for_examples(session, counts)
+        n_cat, n_user, total = len(session["enabled"]), len(session["user"]) - len(waiting), len(self.wb.catalogue)
         shown_part = f" · {matches} match the search" if matches is not None and matches != total else ""
         text = (f"**{n_cat + n_user} relations in force**: {n_cat} of {total} catalogue relations "
                 f"and {n_user} of your own{shown_part}.")
-        counts = self.wb.store.example_counts(session["owner"]) if counts is None else counts
+        if waiting:
+            text += f" {plural(len(waiting), 'relation')} of yours without a description wait for a first labelled example."
         if counts:
             in_force = self.wb.relations(session)
             off = sum(n for r, n in counts.items() if r not in in_force)
@@ -89,7 +100,9 @@ class RelationsTab:
 
     def user_relations_view(self, session: dict) -> pd.DataFrame:
         counts = self.wb.store.example_counts(session["owner"])
-        rows = [{"relation": n, "examples": counts.get(n, 0), "description": d, "text the model reads": relation_text(n, d)}
+        rows = [{"relation": n, "examples": counts.get(n, 0),
+                 "description": d or ("none: defined by its examples" if counts.get(n) else "none: waiting for a first example"),
+                 "text the model reads": relation_text(n, d)}
                 for n, d in session["user"].items()]
         return pd.DataFrame(rows, columns=["relation", "examples", "description", "text the model reads"])
 
@@ -181,6 +194,9 @@ class RelationsTab:
         wb.model.call(wb.engine.encode, [text])  # encode before saving: an encoder failure saves nothing
         new = with_user_relation(session, name, description)
         status = f"{'Updated' if editing else 'Added'} '{name}'; {len(wb.relations(new))} relations in force."
+        if not description and name not in wb.relations(new):
+            status += (f" '{name}' has no description, so it takes part from its first labelled example: judge a prediction "
+                       f"Wrong and give '{name}' as the correct relation, or import examples of it below.")
         if n > wb.engine.description_window:
             status += f" Only its first {wb.engine.description_window} of {n} word pieces are read."
             warn(f"The description of {shown(name)} is long: the model reads only its first {wb.engine.description_window} word pieces.")
@@ -266,7 +282,10 @@ class RelationsTab:
             relation = delete_example(db, session["owner"], number)
             if relation is None:
                 raise BadInput(f"You have no example #{number}.")
-            return f"Removed example #{number} of '{relation}'."
+            status = f"Removed example #{number} of '{relation}'."
+            if session["user"].get(relation) == "" and not count_examples(db, session["owner"], relation):
+                status += f" '{relation}' has no description and no examples left: it is out of force until you label one."
+            return status
 
         return wb.once(session, request_id, "remove_example", write)
 
@@ -295,7 +314,7 @@ class RelationsTab:
             words = shown(" ".join(inst.tokens), 60)
             if not inst.relation:
                 raise BadInput(f"The sentence {words} has no relation; every imported sentence needs one.")
-            if inst.relation not in in_force:
+            if inst.relation not in in_force and inst.relation not in session["user"]:
                 raise BadInput(f"{shown(inst.relation)} is not a relation in force; switch it on or add it before importing its examples.")
             key = (inst.tokens, inst.head, inst.tail)
             if key in mine:
@@ -383,9 +402,11 @@ class RelationsTab:
     def _own_relations_form() -> dict:
         gr.Markdown("**Your own relations.** Describe how the head relates to the tail, like the catalogue does: "
                     "*founded by: founder or co-founder of this organization*. The model reads \"name: description\"; "
-                    "a new relation is usable at once.", elem_classes="panel-help")
+                    "a new relation is usable at once. Or leave the description empty and teach it by labelled sentences "
+                    "alone: it takes part from its first example.", elem_classes="panel-help")
         form = dict(name=gr.Textbox(label="Name", elem_id="rel-name"),
-                    description=gr.Textbox(label="Description", lines=3, elem_id="rel-desc"))
+                    description=gr.Textbox(label="Description (optional: empty = defined by its labelled examples)", lines=3,
+                                           elem_id="rel-desc"))
         with gr.Row():
             form["add"] = gr.Button("Add", variant="primary", elem_id="add-relation")
             form["edit"] = gr.Button("Save changes", elem_id="edit-relation")

@@ -4,7 +4,7 @@ A session is a plain dict kept in `gr.State` (one copy per browser tab or API cl
 
     {"owner": "user:ann" | "browser:…" | "session:…" | None,
      "enabled": [catalogue labels switched on],
-     "user": {name: description},          # the user's own relations
+     "user": {name: description},          # the user's own relations ("" : defined by examples alone)
      "last": {...} | None}                 # the last prediction, what feedback refers to
 
 Everything here returns new values instead of mutating, so a rejected input leaves the session as
@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import html
 import unicodedata
+from typing import Collection
 
 from emma import DataError, find_entity, instance_from_text, relation_text, spans_overlap
 
@@ -67,13 +68,23 @@ def sentence_case(message: str) -> str:
 # ------------------------------------------------------------------ relations
 
 
-def relations_in_force(session: dict, catalogue: Catalogue) -> dict[str, str]:
-    """{name: text}: the enabled catalogue relations (catalogue order), then the user's own."""
+def relations_in_force(session: dict, catalogue: Catalogue, labelled: Collection[str] = ()) -> dict[str, str]:
+    """{name: text}: the enabled catalogue relations (catalogue order), then the user's own.
+
+    A relation of the user's without a description is defined by its labelled examples: it is in force
+    only once it has one (its name in `labelled`), and its text is its name (see `emma.relation_text`).
+    """
     enabled = set(session["enabled"])
     out = {e.label: e.text for e in catalogue.entries if e.label in enabled}
     for name, description in session["user"].items():
-        out[name] = relation_text(name, description)
+        if description or name in labelled:
+            out[name] = relation_text(name, description)
     return out
+
+
+def waiting_for_examples(session: dict, labelled: Collection[str]) -> list[str]:
+    """The user's relations without a description and without examples (not in force until labelled)."""
+    return [name for name, description in session["user"].items() if not description and name not in labelled]
 
 
 def check_relation(session: dict, catalogue: Catalogue, name: str, description: str, editing: bool) -> tuple[str, str, str]:
@@ -84,8 +95,9 @@ def check_relation(session: dict, catalogue: Catalogue, name: str, description: 
         raise BadInput("Give the relation a name.")
     if len(name) > MAX_NAME_CHARS:
         raise BadInput(f"The relation name is longer than {MAX_NAME_CHARS} characters.")
-    if not has_visible(description):
-        raise BadInput("The description is empty; say in words how the head entity relates to the tail entity.")
+    if description and not has_visible(description):
+        raise BadInput("The description has no visible characters; leave it empty to define the relation by labelled examples, "
+                       "or say in words how the head entity relates to the tail entity.")
     if len(description) > MAX_DESCRIPTION_CHARS:
         raise BadInput(f"The description is longer than {MAX_DESCRIPTION_CHARS} characters.")
     if name in catalogue.by_label:
@@ -97,6 +109,8 @@ def check_relation(session: dict, catalogue: Catalogue, name: str, description: 
     if not editing and len(session["user"]) >= MAX_USER_RELATIONS:
         raise BadInput(f"You have {MAX_USER_RELATIONS} relations already; delete some first.")
     text = relation_text(name, description)
+    if not description:  # defined by its examples: no description to confuse with another's
+        return name, description, text
     mine = {_norm(description), _norm(_body(text))}
     for other, other_text in relations_in_force(session, catalogue).items():
         if other != name and mine & {_norm(other_text), _norm(_body(other_text))}:

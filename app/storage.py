@@ -572,6 +572,10 @@ def replace_example(db: Database, owner: str, tokens: list[str], head: list[int]
     return old[0] if old else None
 
 
+def count_examples(db: Database, owner: str, relation: str) -> int:
+    return db.execute("select count(*) from examples where owner = ? and relation = ?", [owner, relation]).fetchone()[0]
+
+
 def delete_example(db: Database, owner: str, example_id: int) -> str | None:
     """Delete one of the owner's examples; returns its relation (None: the owner has no such example)."""
     rows = list(db["examples"].rows_where("owner = ? and id = ?", [owner, example_id]))

@@ -203,7 +203,14 @@ class Workbench:
         return fresh
 
     def relations(self, session: dict) -> dict[str, str]:
-        return relations_in_force(session, self.catalogue)
+        """{name: text} of the relations in force (a relation defined by examples alone once it has one)."""
+        return relations_in_force(session, self.catalogue, self.labelled_relations(session))
+
+    def labelled_relations(self, session: dict) -> set[str]:
+        """The owner's relations with labelled examples, read only when one of theirs lacks a description."""
+        if all(session["user"].values()) or not session.get("owner"):
+            return set()
+        return set(self.store.example_counts(session["owner"]))
 
     def labelled(self, session: dict) -> tuple[Instance, ...]:
         """The owner's labelled examples as instances (relation set), oldest first; all relations, in force or not.

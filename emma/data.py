@@ -40,13 +40,18 @@ def spans_overlap(a: Span, b: Span) -> bool:
 def relation_text(name: str, description: str) -> str:
     """What the encoder reads for a relation: "name: description" (FewRel's `pid2name` form).
 
-    A description that already starts with "name:" is kept as it is.
+    A description that already starts with "name:" is kept as it is; a relation without a description
+    (one defined by labelled examples alone) reads its name.
 
     Example:
         >>> relation_text("founded by", "founder or co-founder of this organization")
         'founded by: founder or co-founder of this organization'
+        >>> relation_text("taught at", "")
+        'taught at'
     """
     name, description = name.strip(), description.strip()
+    if not description:
+        return name
     if description.lower().startswith(name.lower() + ":"):
         return description
     return f"{name}: {description}"

@@ -22,6 +22,7 @@ from app.storage import Store
 
 SENTENCE = "Apple was founded by Steve Jobs in 1976 in California."
 SIMILAR = "Apple was founded by Steve Jobs in 1977 in California."  # the same entities at the same places
+TAUGHT = "started by"  # a relation defined by one labelled sentence, no description
 TIMEOUT_MS = 30_000
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -130,17 +131,29 @@ def test_browser_mark_add_relation_predict_feedback_then_the_label_counts(tiny_e
             expect(page.locator("#examples-table")).to_contain_text("[HEAD Apple] was founded by")
             expect(page.locator("#examples-table")).to_contain_text("#1")
             page.get_by_role("tab", name="Predict").click()
+
+            # A new name as the correct relation teaches a relation by this sentence alone; the next prediction scores it.
+            page.locator("#verdict").get_by_text("Wrong").click()
+            relation.fill(TAUGHT)
+            relation.press("Enter")
+            page.click("#submit-feedback")
+            expect(page.locator("#feedback-status textarea")).to_have_value(re.compile(f"'{TAUGHT}' is a new relation of yours"))
+            expect(page.locator("#recall-plot")).not_to_contain_text(TAUGHT)
+            page.click("#predict")
+            expect(page.locator("#recall-plot")).to_contain_text(TAUGHT)
+            expect(page.locator("#summary textarea")).to_have_value(re.compile(r"^Predicted '"))
             page.screenshot(path=str(screenshot), full_page=True)
             page.context.browser.close()
     finally:
         demo.close()
 
-    [example] = store.examples(row_owner := store.feedback().iloc[0]["owner"])
+    [example, taught] = store.examples(row_owner := store.feedback().iloc[0]["owner"])
     assert (example["relation"], example["feedback_id"], example["head"], example["tail"]) == (correct, 1, [0, 1], [4, 6])
-    assert row_owner.startswith("browser:")
+    assert (taught["relation"], taught["feedback_id"], taught["tokens"][7]) == (TAUGHT, 2, "1977")
+    assert row_owner.startswith("browser:") and store.user_relations(row_owner)[TAUGHT] == ""
     rows = store.feedback()
-    assert len(rows) == 1
-    row = rows.iloc[0]
+    assert len(rows) == 2
+    row = rows.iloc[1]
     assert (row["sentence"], row["head_start"], row["head_end"], row["tail_start"], row["tail_end"]) == (SENTENCE, 0, 5, 21, 31)
     assert (row["verdict"], row["note"], row["owner"][:8]) == ("wrong", "browser test", "browser:")
     assert row["user_label"] == correct != row["predicted"]

@@ -96,7 +96,7 @@ def test_predict_add_relation_feedback(server):
     ("/predict", dict(sentence=SENTENCE, head="Google", tail="Steve Jobs"), "The head entity 'Google' does not occur in the sentence."),
     ("/predict", dict(sentence=SENTENCE, head="Steve Jobs", tail="Jobs"), "The head and tail entities overlap"),
     ("/predict", dict(sentence="word " * 500, head="word", tail="word"), "at most 2000"),
-    ("/add_relation", dict(name="works at", description=" "), "The description is empty"),
+    ("/add_relation", dict(name="works at", description="\u200b"), "The description has no visible characters"),
     ("/add_relation", dict(name="twin", description="country: sovereign state of this item; don't use on humans"),
      "Relation 'country' already has this description"),
     ("/add_relation", dict(name="country", description="land"), "'country' is a catalogue relation"),
@@ -169,9 +169,24 @@ def test_bad_verdict_gets_the_apps_own_message(server):
     with pytest.raises(AppError, match="Choose whether the prediction was correct or wrong") as e:
         c.predict(verdict="maybe", correct_relation="", note="", api_name="/feedback")
     assert "choices" not in str(e.value)
-    with pytest.raises(AppError, match="'no such relation' is not one of your relations"):
-        c.predict(verdict="wrong", correct_relation="no such relation", note="", api_name="/feedback")
+    with pytest.raises(AppError, match="The relation name is longer than 100 characters"):
+        c.predict(verdict="wrong", correct_relation="x" * 101, note="", api_name="/feedback")
     assert len(store.feedback(owner=owner_of(c))) == 0
+
+
+def test_a_new_correct_relation_over_http_is_taught_by_that_sentence(server):
+    url, store, owner_of = server
+    c = client(url)
+    c.predict(sentence=SENTENCE, head="Apple", tail="Steve Jobs", api_name="/predict")
+    status = c.predict(verdict="wrong", correct_relation="started by", note="", api_name="/feedback")
+    assert status.startswith("Saved feedback #") and "'started by' is a new relation of yours" in status
+    assert store.user_relations(owner_of(c)) == {"started by": ""}
+    # The client's session has it: the next prediction scores it, by its example alone.
+    record = c.predict(sentence=SENTENCE.replace("1976", "1977"), head="Apple", tail="Steve Jobs", api_name="/predict")
+    assert record["n_relations"] == 136 and record["n_examples"] == 1
+    assert record["recall_parts"]["started by"][1] is not None  # its examples' cosine
+    [row] = store.examples(owner_of(c))
+    assert row["relation"] == "started by"
 
 
 def test_request_ids_make_writes_idempotent_over_http(server):

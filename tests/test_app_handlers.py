@@ -221,7 +221,7 @@ def test_relation_text_is_name_colon_description(wb, session):
 
 @pytest.mark.parametrize("name, description, message", [
     ("", "x", "Give the relation a name."),
-    ("employer", "   ", "The description is empty"),
+    ("employer3", "\u200b \u2060", "The description has no visible characters"),
     ("born in", "anything", "is a catalogue relation"),
     ("birthplace", "most specific known birth location of a person", "already has this description"),
     ("employer2", "person who works for this organization", "already has this description"),
@@ -310,7 +310,7 @@ def test_import_export_relation_set_roundtrip(wb, session, tmp_path):
 def test_feedback_row_has_everything_to_reproduce(wb, session):
     session, _ = wb.add_relation("employer", "person who works for this organization", session)
     record, session = predict(wb, session)
-    status = wb.feedback("wrong", "employer", "not really", session) if record["label"] != "employer" else \
+    _, status = wb.feedback("wrong", "employer", "not really", session) if record["label"] != "employer" else \
         wb.feedback("wrong", "founded by", "not really", session)
     assert status.startswith("Saved feedback #1: wrong")
     row = wb.store.feedback().iloc[0].to_dict()
@@ -343,8 +343,8 @@ def test_feedback_bad_input_saves_nothing(wb, session):
         wb.feedback("correct", other, None, session)
     with pytest.raises(gr.Error, match="note is longer"):
         wb.feedback("correct", None, "x" * 3000, session)
-    with pytest.raises(gr.Error, match="'a brand new relation' is not one of your relations"):
-        wb.feedback("wrong", "a brand new relation", None, session)
+    with pytest.raises(gr.Error, match="relation name is longer than 100 characters"):
+        wb.feedback("wrong", "x" * 101, None, session)
     with pytest.raises(gr.Error, match="Choose whether the prediction was correct or wrong") as e:
         wb.feedback("maybe", None, None, session)
     assert "choices" not in str(e.value)
@@ -545,7 +545,7 @@ def _label_wrong(wb, session, sentence=SENTENCE, head="Apple", tail="Steve Jobs"
     """Predict, then judge it wrong with another relation; returns (that relation, status, session)."""
     record, session = predict(wb, session, sentence, head, tail)
     other = next(n for n, _ in record["recall"] if n != record["label"])
-    return other, wb.feedback("wrong", other, None, session), session
+    return other, wb.feedback("wrong", other, None, session)[1], session
 
 
 def test_a_judged_sentence_is_an_example_at_once(wb, session, tiny_extractor):
@@ -579,14 +579,14 @@ def test_a_judged_sentence_is_an_example_at_once(wb, session, tiny_extractor):
 def test_judging_again_replaces_the_example(wb, session):
     label, _, session = _label_wrong(wb, session)
     predicted = session["last"]["label"]
-    status = wb.feedback("correct", None, None, session)
+    _, status = wb.feedback("correct", None, None, session)
     assert f"It is now an example of '{predicted}' (it was one of '{label}')" in status
     assert [r["relation"] for r in wb.store.examples("user:ann")] == [predicted]
     # The same sentence predicted and judged again later: still one example, the latest judgement's.
     _, session = predict(wb, session)
-    assert status != (status := wb.feedback("wrong", label, None, session))
+    assert status != (status := wb.feedback("wrong", label, None, session)[1])
     assert [(r["relation"], r["feedback_id"]) for r in wb.store.examples("user:ann")] == [(label, 3)]
-    status = wb.feedback("wrong", None, None, session)
+    _, status = wb.feedback("wrong", None, None, session)
     assert status.endswith(f"The sentence is no longer an example of '{label}'.") and wb.store.examples("user:ann") == []
     assert wb.store.count_feedback() == 4  # every judgement stays in the feedback table
 
@@ -595,7 +595,7 @@ def test_an_example_of_a_relation_not_in_force_is_kept_and_ignored(wb, session):
     record, session = predict(wb, session)
     other = next(n for n, _ in record["recall"] if n != record["label"])
     session = wb.set_shown_enabled([n for n in session["enabled"] if n != other], "", session)
-    status = wb.feedback("wrong", other, None, session)
+    _, status = wb.feedback("wrong", other, None, session)
     assert status.endswith(f"'{other}' is not in force, so the example is kept but counts only once you switch it on.")
     record, session = predict(wb, session, SIMILAR)
     assert record["n_examples"] == 0 and all(e is None for _, e in record["recall_parts"].values())
@@ -624,6 +624,60 @@ def test_remove_example(wb, session):
         row_value = [row["id"], label, "…"]
 
     assert wb.pick_example(session, Select()) == ""  # gone: nothing to pick
+
+
+def test_a_new_name_as_the_correct_relation_teaches_a_relation_by_that_sentence(wb, session, tiny_extractor):
+    record, session = predict(wb, session)
+    assert "taught at" not in session["last"]["relations"]
+    session, status = wb.feedback("wrong", "  taught   at ", None, session)
+    assert status.startswith("Saved feedback #1: wrong (the correct relation is 'taught at').")
+    assert "It is now an example of 'taught at', used from your next prediction." in status
+    assert "'taught at' is a new relation of yours, defined by this example alone" in status
+    assert session["user"]["taught at"] == "" and wb.store.user_relations("user:ann")["taught at"] == ""
+    assert wb.store.feedback().iloc[0]["user_label_description"] == "taught at"
+    # In force from now on, scored by its example alone; the library scores it the same way.
+    record, session = predict(wb, session, SIMILAR)
+    assert session["last"]["relations"]["taught at"] == "taught at" and record["n_examples"] == 1
+    tiny_extractor.add_relation("taught at", examples=[emma.Instance(tuple(SENTENCE.split()), (0, 1), (4, 6))])
+    direct = tiny_extractor.predict(SIMILAR, head=(0, 5), tail=(21, 31))
+    assert dict(record["recall"])["taught at"] == pytest.approx(dict(direct.recall)["taught at"], abs=1e-5)
+    assert record["recall_parts"]["taught at"][1] == pytest.approx(dict(direct.recall)["taught at"], abs=1e-5)
+    _, table, count, mine, _ = wb.relation_views("", session)
+    assert mine.set_index("relation").loc["taught at", "description"] == "none: defined by its examples"
+    assert "1 of your own" in count
+    # A retry with the same request id neither saves twice nor creates twice; the session comes back as stored.
+    _, first = wb.feedback("wrong", "brand new", None, session, "teach-1")
+    again, repeated = wb.feedback("wrong", "brand new", None, session, "teach-1")
+    assert repeated == first and again["user"] == wb.store.user_relations("user:ann") == {"taught at": "", "brand new": ""}
+    assert wb.store.count_feedback() == 2 and list(wb.store.user_relations("user:ann")) == ["taught at", "brand new"]
+
+
+def test_a_relation_without_a_description_waits_for_its_first_example(wb, session, tmp_path):
+    session, status = wb.add_relation("capital city of", "", session)
+    assert "has no description, so it takes part from its first labelled example" in status
+    assert "capital city of" not in wb.relations(session)
+    _, _, count, mine, _ = wb.relation_views("", session)
+    assert "1 relation of yours without a description wait" in count and "0 of your own" in count
+    assert mine.loc[0, "description"] == "none: waiting for a first example"
+    record, session = predict(wb, session)  # predictions work meanwhile, without it
+    assert "capital city of" not in session["last"]["relations"]
+    with pytest.raises(gr.Error, match="no visible characters"):
+        wb.add_relation("other", "\u200b\u200b", session)
+    # Its first examples from a file make it take part.
+    paris = {"tokens": "Paris is the capital of France .".split(), "head": [0, 1], "tail": [5, 6], "relation": "capital city of"}
+    path = tmp_path / "ex.jsonl"
+    path.write_text(json.dumps(paris) + "\n")
+    session, status = wb.import_examples(str(path), session)
+    assert status.startswith("Imported 1 labelled example")
+    record, session = predict(wb, session, "Rome is the capital of Italy .", "Rome", "Italy")
+    assert session["last"]["relations"]["capital city of"] == "capital city of" and record["recall_parts"]["capital city of"][1] is not None
+    # Without its example it is out of force again, and says so.
+    [row] = wb.store.examples("user:ann")
+    _, status = wb.remove_example(str(row["id"]), session)
+    assert status.endswith("'capital city of' has no description and no examples left: it is out of force until you label one.")
+    assert "capital city of" not in wb.relations(session)
+    _, session = predict(wb, session)
+    assert "capital city of" not in session["last"]["relations"]
 
 
 def test_import_examples_all_or_nothing(wb, session, tmp_path):

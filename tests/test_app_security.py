@@ -130,8 +130,8 @@ def test_a_repeated_request_id_returns_the_first_result_and_writes_nothing(wb):
     assert relations.delete_relation("employer", session, "del-1")[1] == deleted  # not "You have no relation named"
 
     _, session = PredictTab(wb).predict(SENTENCE, "Apple", "Steve Jobs", {}, session)
-    status = fb.feedback("correct", None, "once", session, "fb-1")
-    assert fb.feedback("correct", None, "once", session, "fb-1") == status
+    _, status = fb.feedback("correct", None, "once", session, "fb-1")
+    assert fb.feedback("correct", None, "once", session, "fb-1")[1] == status
     assert wb.store.count_feedback() == 1
     fb.feedback("correct", None, "no id: a new row each time", session)
     assert wb.store.count_feedback() == 2
@@ -139,7 +139,7 @@ def test_a_repeated_request_id_returns_the_first_result_and_writes_nothing(wb):
         fb.feedback("correct", None, None, session, "add-1")
     # Ids belong to their owner: bob's "fb-1" is his own.
     bob = {**wb.open_session("user:bob"), "last": session["last"]}
-    assert fb.feedback("correct", None, None, bob, "fb-1") != status and wb.store.count_feedback() == 3
+    assert fb.feedback("correct", None, None, bob, "fb-1")[1] != status and wb.store.count_feedback() == 3
 
 
 def test_a_repeated_import_writes_nothing(wb, tmp_path):
@@ -180,7 +180,7 @@ def test_invisible_names_and_selections_are_refused(wb):
     session = wb.open_session("user:ann")
     with pytest.raises(gr.Error, match="Give the relation a name"):
         RelationsTab(wb).add_relation("\u200b\u200c", "a description", session)
-    with pytest.raises(gr.Error, match="The description is empty"):
+    with pytest.raises(gr.Error, match="The description has no visible characters"):
         RelationsTab(wb).add_relation("employer", "\u2063\u200b", session)
     sentence = "Apple \u200b was founded by Steve Jobs ."
     with pytest.warns(UserWarning, match="Select some words"):
