@@ -16,9 +16,9 @@ import math
 import torch
 from torch import nn
 
-# BERT-style names of the linear layers adapted: attention (query, key, value, output) and both
-# feed-forward layers, which is where fine-tuning moves the weights most.
-ADAPTED = ("query", "key", "value", "dense")
+# Names of the linear layers adapted: attention (BERT's query, key, value; MPNet's q, k, v, o) and the
+# attention output and both feed-forward layers (`dense`), which is where fine-tuning moves the weights most.
+ADAPTED = ("query", "key", "value", "q", "k", "v", "o", "dense")
 
 
 class LoraLinear(nn.Module):

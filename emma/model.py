@@ -223,9 +223,9 @@ class RerankClassifier(nn.Module):
         tail_marker: torch.Tensor,
     ) -> torch.Tensor:
         """(P, L) pair inputs (as `collate_pairs` makes them) → (P, F) states the MLP reads, one per pair."""
-        if getattr(self.encoder.config, "type_vocab_size", 2) < 2:
-            token_type_ids = None  # e.g. RoBERTa has one segment embedding only
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
+        # Segment ids only for encoders with two segment embeddings (not RoBERTa's one, nor MPNet's none).
+        segments = {"token_type_ids": token_type_ids} if getattr(self.encoder.config, "type_vocab_size", 0) >= 2 else {}
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **segments).last_hidden_state
         feats = hidden[:, 0]  # (P, d)
         if self.config.classifier_features == "cls_entities":
             rows = torch.arange(hidden.shape[0], device=hidden.device)

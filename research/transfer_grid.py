@@ -15,6 +15,9 @@ Recipes:
     adapters-r16: low-rank adapters (rank 16) instead of full fine-tuning (`TrainConfig.adapter_rank`).
     adapters-r16+forms: both.
     anchor-0.02: full fine-tuning pulled 2 % of the way back toward the base weights every step.
+    mpnet, mpnet+adapters-r16+forms: the control and adapters + forms over all-mpnet-base-v2 (110 M
+        parameters, the size of the paper's bert-base) instead of all-MiniLM-L6-v2 (22 M); installed from
+        its packages on first use (`research.encoders`).
 
 One JSON line per recipe in the results file; done recipes are skipped and a training run resumes from
 its folder under runs/. CrossRE is measured on, never trained on.
@@ -37,6 +40,7 @@ import torch
 import emma
 from emma.train import TrainConfig, train
 
+from .encoders import MPNET, install_mpnet
 from .fewshot import CROSSRE_DOMAINS
 from .finetune import fewrel_check
 from .jsonl import append, read
@@ -48,6 +52,8 @@ RECIPES = {
     "adapters-r16": {"adapter_rank": 16},
     "adapters-r16+forms": {"adapter_rank": 16, "forms": True},
     "anchor-0.02": {"anchor": 0.02},
+    "mpnet": {"encoder": MPNET},
+    "mpnet+adapters-r16+forms": {"encoder": MPNET, "adapter_rank": 16, "forms": True},
 }
 SHIPPED = "shipped"
 
@@ -106,7 +112,9 @@ def _f1(extractor: emma.Extractor, instances, descriptions) -> dict[str, float]:
 
 def config_for(recipe: str, per_relation: int, two_stage: bool, seed: int, **overrides) -> TrainConfig:
     """The recipe's `TrainConfig` at this budget (`overrides`: e.g. the tests' tiny encoder)."""
-    changes = {k: v for k, v in RECIPES[recipe].items() if k != "forms"}
+    changes = {k: v for k, v in RECIPES[recipe].items() if k not in ("forms", "encoder")}
+    if RECIPES[recipe].get("encoder") == MPNET:
+        changes["encoder"] = str(install_mpnet())
     base = TrainConfig(max_per_relation=per_relation, seed=seed, **{**changes, **overrides})
     return base if two_stage else replace(base, model=replace(base.model, use_classifier=False))
 

@@ -57,6 +57,25 @@ def test_adapters_freeze_the_encoder_and_merge_into_a_plain_copy(tiny_encoder_di
         add_adapters(AutoModel.from_pretrained(tiny_encoder_dir), rank=0)
 
 
+def test_adapters_and_classifier_pairs_work_on_an_mpnet_encoder():
+    """all-mpnet-base-v2's architecture (the grid's larger encoder): attention layers named q, k, v, o and no
+    segment embeddings; a tiny random one stands in for it."""
+    from transformers import MPNetConfig, MPNetModel
+
+    from emma.model import RerankClassifier
+
+    encoder = MPNetModel(MPNetConfig(vocab_size=60, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                     intermediate_size=32, max_position_embeddings=40), add_pooling_layer=False).eval()
+    ids = torch.randint(5, 60, (2, 7))
+    before = encoder(input_ids=ids).last_hidden_state
+    assert add_adapters(encoder, rank=2) == 6 * 2  # q, k, v, o, intermediate, output per layer
+    assert torch.allclose(encoder(input_ids=ids).last_hidden_state, before, atol=1e-6)
+    head = RerankClassifier(EmmaConfig(classifier_features="cls_entities"), merged_copy(encoder))
+    types = torch.zeros_like(ids)  # what collate_pairs makes; an encoder without segments must not get them
+    features = head.pair_features(ids, torch.ones_like(ids), types, torch.tensor([1, 2]), torch.tensor([3, 4]))
+    assert features.shape == (2, 3 * 16)
+
+
 @pytest.mark.slow
 def test_adapter_training_moves_only_adapters_heads_and_markers(tiny_encoder_dir, toy_instances, toy_descriptions, tmp_path):
     config = _config(tiny_encoder_dir, adapter_rank=4, schedule="joint")
