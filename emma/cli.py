@@ -100,6 +100,8 @@ def cli(verbose: bool) -> None:
               help="Final pick among the k: the classifier's (paper) or classifier × recall ('fused'). Saved with the checkpoint.")
 @click.option("--freeze-word-embeddings", is_flag=True, default=None, help="Keep the base vocabulary's embeddings fixed (markers still learn).")
 @click.option("--adapter-rank", type=int, help="Train low-rank adapters of this rank instead of the whole encoder (0: off).")
+@click.option("--swap-negatives", is_flag=True, default=None,
+              help="Direction: each instance with head and tail swapped is a negative of its own description.")
 @click.option("--init-checkpoint", type=click.Path(exists=True), help="Start from this trained checkpoint instead of the base encoder.")
 @click.option("--no-train-recall", is_flag=True, default=None, help="Freeze the recall encoder; train only the classifier.")
 @click.option("--classifier-init", type=click.Choice(CLASSIFIER_INITS),

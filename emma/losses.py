@@ -39,6 +39,8 @@ class InfoNCELoss(nn.Module):
         descriptions: (N, D) description vectors.
         targets: (B,) index of each instance's description in `descriptions`.
         false_negatives: optional (B, N) bool, True for pairs to leave out of the denominator.
+        extra_negatives: optional (B, M) cosines of further negatives per instance (e.g. the instance
+            with head and tail swapped against its own description), added to the denominator.
 
     Returns:
         scalar loss.
@@ -56,13 +58,22 @@ class InfoNCELoss(nn.Module):
         descriptions: torch.Tensor,
         targets: torch.Tensor,
         false_negatives: torch.Tensor | None = None,
+        extra_negatives: torch.Tensor | None = None,
     ) -> torch.Tensor:
         logits = cosine_scores(instances, descriptions) / self.temperature  # (B, N)
         if false_negatives is not None:
             assert false_negatives.shape == logits.shape, "false_negatives must be (B, N)"
             assert not bool(false_negatives[torch.arange(len(targets)), targets].any()), "a target cannot be masked"
             logits = logits.masked_fill(false_negatives, float("-inf"))
+        if extra_negatives is not None:
+            logits = torch.cat([logits, extra_negatives.to(logits.dtype) / self.temperature], dim=1)  # (B, N + M)
         return F.cross_entropy(logits, targets)
+
+
+def swapped_entities(instances: torch.Tensor) -> torch.Tensor:
+    """(B, 3d) h[CLS] ⊕ h[E_h] ⊕ h[E_t] → h[CLS] ⊕ h[E_t] ⊕ h[E_h]: the pair read the other way round."""
+    cls, head, tail = instances.chunk(3, dim=-1)
+    return torch.cat([cls, tail, head], dim=-1)
 
 
 def hard_negatives(scores: torch.Tensor, targets: torch.Tensor, excluded: torch.Tensor | None, k: int) -> torch.Tensor:
@@ -102,13 +113,15 @@ class StepOutput:
 class JointObjective(nn.Module):
     """Emma plus its losses, so one `forward` goes through DDP and gradients are synchronised."""
 
-    def __init__(self, model: Emma, tokenizer, world_size: int = 1, rank: int = 0, train_recall: bool = True) -> None:
+    def __init__(self, model: Emma, tokenizer, world_size: int = 1, rank: int = 0, train_recall: bool = True,
+                 swap_negatives: bool = False) -> None:
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer  # pairs the classifier's candidates, chosen inside forward
         self.infonce = InfoNCELoss(model.config.temperature)
         self.world_size, self.rank = world_size, rank
         self.train_recall = train_recall
+        self.swap_negatives = swap_negatives
 
     def forward(self, batch: dict) -> StepOutput:
         recall = self.model.recall
@@ -125,7 +138,10 @@ class JointObjective(nn.Module):
             all_rel = torch.cat(dist_nn.all_gather(rel))
             all_targets = targets + self.rank * len(rel)  # equal batch sizes on every rank (see train)
         false_neg = same_relation_mask(rel, all_rel, all_targets)
-        recall_loss = self.infonce(inst, all_desc, all_targets, false_neg)
+        # Direction: the instance read the other way round (head and tail states swapped) is a negative
+        # of its own description, so matching must tell "A founded B" from "B founded A".
+        swapped = cosine_scores(swapped_entities(inst), desc).diagonal()[:, None] if self.swap_negatives else None
+        recall_loss = self.infonce(inst, all_desc, all_targets, false_neg, swapped)
         if not self.train_recall:
             recall_loss = recall_loss.detach()  # reported, not trained
 

@@ -102,6 +102,10 @@ class TrainConfig:
     # encoder's weights stay fixed, adapters and the entity markers' embedding rows learn at `head_lr`,
     # like the other fresh weights. Checkpoints are saved merged, as ordinary models.
     adapter_rank: int = 0
+    # Direction (issue: relations and their inverses): each instance with its head and tail states
+    # swapped is one more negative of its own description in the recall loss. Symmetric relations
+    # (spouse, sibling) get the same push, which is this option's cost.
+    swap_negatives: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):  # from a JSON config file
@@ -308,7 +312,8 @@ class Run:
             _freeze_word_embeddings(model, tokenizer)
         optimizer, scheduler = make_optimizer(model, config, total_steps)
         stages = [[p for p in part.parameters() if p.requires_grad] for part in (model.recall, model.classifier) if part is not None]
-        objective = JointObjective(model, tokenizer, world, rank, train_recall=config.train_recall)
+        objective = JointObjective(model, tokenizer, world, rank, train_recall=config.train_recall,
+                                   swap_negatives=config.swap_negatives)
         objective, optimizer = accelerator.prepare(objective, optimizer)
         # Taken before a resume loads its state: the pull is toward where the whole run started.
         anchor = [(p, p.detach().clone()) for p in model.parameters() if p.requires_grad] if config.anchor else []

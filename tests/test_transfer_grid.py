@@ -66,6 +66,7 @@ def test_forms_give_each_train_relation_four_texts(toy_data, toy_descriptions):
 def test_recipes_set_their_training_options():
     assert config_for("adapters-r16", 100, False, 1).adapter_rank == 16
     assert config_for("anchor-0.02", 100, False, 1).anchor == 0.02
+    assert config_for("swap", 100, False, 1).swap_negatives and not config_for("control", 100, False, 1).swap_negatives
     assert not config_for("control", 100, False, 1).model.use_classifier
     assert config_for("control", 100, True, 1).model.use_classifier
 
