@@ -75,10 +75,10 @@ def test_recipes_set_their_training_options():
 def test_each_recipe_trains_scores_and_is_skipped_once_done(toy_data, tiny_encoder_dir, tmp_path, capsys):
     results = tmp_path / "grid.jsonl"
     tiny = dict(encoder=tiny_encoder_dir, batch_size=2, precision="fp32")
-    run(["control", "adapters-r16+forms"], toy_data, results, tmp_path / "runs", per_relation=3, two_stage=False, seed=1,
+    run(["control", "adapters-r16+forms+swap"], toy_data, results, tmp_path / "runs", per_relation=3, two_stage=False, seed=1,
         fewrel_cap=3, **tiny)
     records = read(results)
-    assert [r["recipe"] for r in records] == ["control", "adapters-r16+forms"]
+    assert [r["recipe"] for r in records] == ["control", "adapters-r16+forms+swap"]
     for r in records:
         assert set(r["crossre_dev"]) == set(CROSSRE_DOMAINS)
         assert set(r["crossre_dev"]["ai"]) == {"descriptions", "names"} and "fused" not in r["crossre_dev"]["ai"]["names"]
