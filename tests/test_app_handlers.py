@@ -759,3 +759,22 @@ def test_store_migrates_an_old_database(tmp_path):
             tx["examples"].insert({"owner": "o", "relation": "z", "tokens": '["a", "b", "c"]', "head": "[0, 1]",
                                    "tail": "[2, 3]", "created": "t"})
     Store(path)  # reopening applies nothing twice
+
+
+def test_a_recall_only_checkpoint_serves_every_panel(tiny_encoder_dir, toy_descriptions, tmp_path):
+    """The second shipped checkpoint (emma-mpnet) has no classifier: recall decides, and every panel says so."""
+    from emma.checkpoint import load_tokenizer, save_checkpoint
+    from emma.model import Emma, EmmaConfig
+
+    tokenizer = load_tokenizer(tiny_encoder_dir)
+    config = EmmaConfig(encoder="tiny", max_length=64, max_description_length=32, use_classifier=False)
+    folder = save_checkpoint(Emma.from_encoder(config, len(tokenizer), pretrained=tiny_encoder_dir), tokenizer, tmp_path / "recall")
+    extractor = emma.Extractor.load(str(folder), device="cpu", precision="fp32")
+    wb = workbench(Engine(extractor), Store(tmp_path / "wb.db"), Catalogue.from_descriptions(toy_descriptions), load_examples())
+    record, session = predict(wb, wb.open_session("user:ann"))
+    assert record["label"] == record["recall"][0][0]
+    marked, label, summary, recall_chart, why, rerank, attention, latency, *_ = wb.show_prediction(session)
+    assert label == record["label"] and "no classifier" in summary
+    assert "Recall: top" in recall_chart and "Which description words" in attention and "rerank" not in latency.lower()
+    _, status = wb.feedback("correct", None, None, session)
+    assert status.startswith("Saved feedback #1: correct")
