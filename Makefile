@@ -23,7 +23,8 @@ install: $(STAMP)
 run: $(STAMP)
 	$(PY) app.py $(ARGS)
 
-test: $(STAMP)
+# The whole suite, the second checkpoint (checkpoints/emma-mpnet, over all-mpnet-base-v2) included.
+test: $(STAMP) mpnet
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The inner loop: everything not marked slow (no training, no real encoder, no browser).

@@ -81,7 +81,9 @@ def save_slim(directory: str | Path, output: str | Path, base: str, rank: int, t
         if item.is_file() and item.name not in (WEIGHTS_FILE, SLIM_FILE) and item.suffix in (".json", ".md", ".txt", ".model"):
             shutil.copy(item, output / item.name)
     (output / SLIM_META).write_text(json.dumps({"base_encoder": base, "rank": rank}, indent=2) + "\n")
-    assert (output / CONFIG_FILE).is_file()
+    if not Path(base).is_dir():  # name the packaged base, not the folder of the machine it was trained on
+        config = json.loads((output / CONFIG_FILE).read_text())
+        (output / CONFIG_FILE).write_text(json.dumps({**config, "encoder": base}, indent=2, sort_keys=True) + "\n")
     return output
 
 

@@ -68,15 +68,21 @@ def table(records: list[dict], split: str = "dev") -> str:
             if s in got:
                 r = got[s]
                 base = f"{floor[s]['recall_only']:.1f}" if s in floor else "—"
-                lines.append(f"| {s[len('crossre-'):]} | {base} | {r['recall_only']:.1f} | {r['emma']:.1f} | "
-                             f"{r['emma_fused']:.1f} | {r['gold_in_top_k']:.0f} % |")
+                lines.append(f"| {s[len('crossre-'):]} | {base} | {r['recall_only']:.1f} | " + _classifier_cells(r))
         if all(s in got for s in sets):
-            mean = lambda key, src=got: statistics.mean(src[s][key] for s in sets)  # noqa: E731
+            means = {key: statistics.mean(got[s][key] for s in sets) if all(got[s][key] is not None for s in sets) else None
+                     for key in ("recall_only", "emma", "emma_fused", "gold_in_top_k")}
             base = f"{statistics.mean(floor[s]['recall_only'] for s in sets):.1f}" if all(s in floor for s in sets) else "—"
-            lines.append(f"| **mean** | {base} | {mean('recall_only'):.1f} | {mean('emma'):.1f} | "
-                         f"{mean('emma_fused'):.1f} | {mean('gold_in_top_k'):.0f} % |")
+            lines.append(f"| **mean** | {base} | {means['recall_only']:.1f} | " + _classifier_cells(means))
         lines.append("")
     return "\n".join(lines).rstrip()
+
+
+def _classifier_cells(r: dict) -> str:
+    """The classifier, fused and top-k cells; a model without classifier (recall decides) has none."""
+    if r["gold_in_top_k"] is None:
+        return "— (no classifier) | — | — |"
+    return f"{r['emma']:.1f} | {r['emma_fused']:.1f} | {r['gold_in_top_k']:.0f} % |"
 
 
 def metrics(records: list[dict], model: str, split: str = "dev") -> dict:

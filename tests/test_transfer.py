@@ -54,3 +54,12 @@ def test_scores_every_domain_beside_the_floor_and_fills_metrics(tiny_checkpoint,
     assert saved["rows"] == [] and set(saved["transfer"]["domains"]) == set(DOMAINS)
     ai = saved["transfer"]["domains"]["ai"]
     assert ai["untrained_floor"] == next(r["recall_only"] for r in records if r["model"] == FLOOR and r["set"] == "crossre-ai")
+
+
+def test_a_model_without_classifier_gets_recall_cells_only():
+    domains = ["ai", "science", "music", "literature", "politics", "news"]
+    rows = [{"model": "m@1", "set": f"crossre-{d}", "split": "dev", "recall_only": 30.0 + i, "emma": 30.0 + i,
+             "emma_fused": 30.0 + i, "gold_in_top_k": None} for i, d in enumerate(domains)]
+    text = table(rows)
+    assert "| ai | — | 30.0 | — (no classifier) | — | — |" in text
+    assert "| **mean** | — | 32.5 | — (no classifier) | — | — |" in text
