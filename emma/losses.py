@@ -140,8 +140,8 @@ class JointObjective(nn.Module):
         false_neg = same_relation_mask(rel, all_rel, all_targets)
         # Direction: the instance read the other way round (head and tail states swapped) is a negative
         # of its own description, so matching must tell "A founded B" from "B founded A".
-        swapped = cosine_scores(swapped_entities(inst), desc).diagonal()[:, None] if self.swap_negatives else None
-        recall_loss = self.infonce(inst, all_desc, all_targets, false_neg, swapped)
+        extra = {"extra_negatives": cosine_scores(swapped_entities(inst), desc).diagonal()[:, None]} if self.swap_negatives else {}
+        recall_loss = self.infonce(inst, all_desc, all_targets, false_neg, **extra)
         if not self.train_recall:
             recall_loss = recall_loss.detach()  # reported, not trained
 
