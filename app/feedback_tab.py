@@ -11,10 +11,10 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from .predict_tab import PredictParts
-from .records import feedback_row, write_feedback_exports
 from emma import relation_text
 
+from .predict_tab import PredictParts
+from .records import feedback_row, write_feedback_exports
 from .session import BadInput, check_relation, shown, with_user_relation
 from .storage import insert_feedback, other_examples, replace_example, upsert_user_relation
 from .workbench import DB, PRIVATE, QUIET, Workbench, lenient, user_errors
