@@ -380,8 +380,10 @@ TRANSFER_GRID = RESULTS_DIR / "transfer_grid.jsonl"
 @click.option("--per-relation", type=int, default=100, show_default=True, help="Training instances per relation.")
 @click.option("--two-stage", is_flag=True, help="Train the classifier too (default: recall only).")
 @click.option("--seed", type=int, default=42, show_default=True)
-@click.option("--fewrel-cap", type=int, default=200, show_default=True, help="FewRel m = 15 ori test instances scored per relation.")
-def transfer_grid(data_dir, results, recipes, per_relation, two_stage, seed, fewrel_cap) -> None:
+@click.option("--fewrel-cap", type=int, default=200, show_default=True, help="FewRel m = 15 test instances scored per relation.")
+@click.option("--split", "split_seed", type=click.Choice(["ori", "40", "41"]), default="ori", show_default=True,
+              help="The FewRel m = 15 split whose train relations a run trains on and whose test relations score it.")
+def transfer_grid(data_dir, results, recipes, per_relation, two_stage, seed, fewrel_cap, split_seed) -> None:
     """Train each recipe at one small budget and score it on FewRel m = 15 and CrossRE dev (issue 18).
 
     Example:
@@ -394,7 +396,7 @@ def transfer_grid(data_dir, results, recipes, per_relation, two_stage, seed, few
     bad = [r for r in names if r not in RECIPES and r != SHIPPED]
     if bad:
         raise click.BadParameter(f"unknown recipe {bad[0]!r}; choose from {SHIPPED}, {', '.join(RECIPES)}")
-    run(names, data_dir, results, RUNS_DIR, per_relation, two_stage, seed, fewrel_cap)
+    run(names, data_dir, results, RUNS_DIR, per_relation, two_stage, seed, fewrel_cap, split_seed)
 
 
 @cli.command("train-recipe")

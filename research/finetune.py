@@ -38,9 +38,9 @@ RECIPES = {  # "default" is FinetuneConfig's own (the shipped recipe: no anchor)
 }
 
 
-def fewrel_check(data: Path, cap: int) -> tuple[list[emma.Instance], dict[str, str]]:
-    """FewRel m = 15 `ori` test relations: instances (at most `cap` each) and their descriptions."""
-    split = emma.read_split(split_file("fewrel", 15, "ori", data))
+def fewrel_check(data: Path, cap: int, seed: str = "ori") -> tuple[list[emma.Instance], dict[str, str]]:
+    """FewRel m = 15 test relations of split `seed`: instances (at most `cap` each) and their descriptions."""
+    split = emma.read_split(split_file("fewrel", 15, seed, data))
     descriptions = emma.read_descriptions(dataset_files("fewrel", data)[1])
     instances = fewrel_pool(data)
     test = set(split.test)

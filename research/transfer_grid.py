@@ -60,6 +60,7 @@ RECIPES = {
     "mpnet+adapters-r16+forms": {"encoder": MPNET, "adapter_rank": 16, "forms": True},
 }
 SHIPPED = "shipped"
+THREE_SPLITS = ("ori", "40", "41")
 
 
 def name_only(text: str) -> str:
@@ -67,8 +68,8 @@ def name_only(text: str) -> str:
     return text.split(":", 1)[0].strip()
 
 
-def m15_split(data: Path) -> emma.Split:
-    return emma.read_split(split_file("fewrel", 15, "ori", data))
+def m15_split(data: Path, seed: str = "ori") -> emma.Split:
+    return emma.read_split(split_file("fewrel", 15, seed, data))
 
 
 def trained_on(pool: list[emma.Instance], split: emma.Split, per_relation: int) -> list[emma.Instance]:
@@ -134,30 +135,36 @@ def config_for(recipe: str, per_relation: int, two_stage: bool, seed: int, **ove
 
 
 def run(recipes: list[str], data: Path, results: Path, runs_dir: Path, per_relation: int, two_stage: bool, seed: int,
-        fewrel_cap: int, **overrides) -> None:
-    """Train and score each recipe not yet in `results` (`overrides` go to every `TrainConfig`)."""
-    budget = {"per_relation": per_relation, "epochs": 1, "two_stage": two_stage, "seed": seed, "train_split": "fewrel m15 ori"}
-    done = {(r["recipe"], r["budget"]["per_relation"], r["budget"]["two_stage"], r["budget"]["seed"]) for r in read(results)}
-    fewrel, fewrel_descriptions = fewrel_check(data, fewrel_cap)
-    split, pool = m15_split(data), fewrel_pool(data)  # read once for every recipe's training set
+        fewrel_cap: int, split_seed: str = "ori", **overrides) -> None:
+    """Train each recipe not yet in `results` on FewRel m = 15 split `split_seed`'s train relations and score it
+    (`overrides` go to every `TrainConfig`)."""
+    train_split = f"fewrel m15 {split_seed}"
+    budget = {"per_relation": per_relation, "epochs": 1, "two_stage": two_stage, "seed": seed, "train_split": train_split}
+    done = {(r["recipe"], r["budget"]["per_relation"], r["budget"]["two_stage"], r["budget"]["seed"], r["budget"].get("train_split"))
+            for r in read(results)}
+    fewrel, fewrel_descriptions = fewrel_check(data, fewrel_cap, split_seed)
+    split, pool = m15_split(data, split_seed), fewrel_pool(data)  # read once for every recipe's training set
     for recipe in recipes:
-        key = (recipe, per_relation, two_stage, seed) if recipe != SHIPPED else (recipe, None, True, None)
+        key = ((recipe, per_relation, two_stage, seed, train_split) if recipe != SHIPPED
+               else (recipe, None, True, None, train_split))
         if key in done:
             print(f"{recipe}: already in {results}", flush=True)
             continue
         t0 = time.perf_counter()
         if recipe == SHIPPED:
             folder, record = Path(emma.DEFAULT_CHECKPOINT), {"budget": {"per_relation": None, "two_stage": True, "seed": None,
+                                                                        "train_split": train_split,
                                                                         "note": "full budget: 80 relations, every instance"}}
         else:
             instances, descriptions = training_set(data, pool, split, per_relation, RECIPES[recipe].get("forms", False))
-            folder = runs_dir / "transfer-grid" / f"{recipe}_n{per_relation}_{'two' if two_stage else 'recall'}_s{seed}"
+            on = "" if split_seed == "ori" else f"_m15-{split_seed}"  # ori runs keep their original folders
+            folder = runs_dir / "transfer-grid" / f"{recipe}_n{per_relation}_{'two' if two_stage else 'recall'}_s{seed}{on}"
             train(config_for(recipe, per_relation, two_stage, seed, **overrides), instances, descriptions, folder, resume=True)
             meta = json.loads((folder / "training.json").read_text()) if (folder / "training.json").is_file() else {}
             record = {"budget": budget, "train": {"instances": len(instances), "wall_time_s": _wall_time(meta)}}
         extractor = emma.Extractor.load(str(folder))
         record.update(recipe=recipe, checkpoint=emma.checkpoint_id(str(folder)), precision=extractor.precision,
-                      fewrel_m15_ori=_f1(extractor, fewrel, fewrel_descriptions), crossre_dev=crossre_scores(extractor, data),
+                      fewrel_m15=_f1(extractor, fewrel, fewrel_descriptions), crossre_dev=crossre_scores(extractor, data),
                       eval_wall_time_s=round(time.perf_counter() - t0, 1), host=platform.node(), threads=torch.get_num_threads(),
                       finished=time.strftime("%Y-%m-%d %H:%M:%S"))
         append(results, record)
@@ -177,15 +184,21 @@ def _mean(record: dict, kind: str, score: str = "recall_only") -> float | None:
 
 def summary(record: dict) -> str:
     fused = _mean(record, "descriptions", "fused")
-    return (f"FewRel m15 ori recall {record['fewrel_m15_ori']['recall_only']:.1f} · CrossRE dev mean recall "
+    return (f"FewRel m15 {split_of(record)} recall {record['fewrel_m15']['recall_only']:.1f} · CrossRE dev mean recall "
             f"{_mean(record, 'descriptions'):.1f} (names only {_mean(record, 'names'):.1f})"
             + (f", fused {fused:.1f}" if fused is not None else ""))
 
 
+def split_of(record: dict) -> str:
+    """The FewRel m = 15 split a record trained on and was scored on: "ori", "40" or "41"."""
+    return record["budget"]["train_split"].rsplit(" ", 1)[1]
+
+
 def table(records: list[dict]) -> str:
-    """Markdown, one row per recipe: recall-only macro F1 on FewRel m = 15 `ori` and per CrossRE dev domain,
-    the CrossRE mean with full descriptions and with names only, and the fused mean where there is a classifier."""
-    head = (["recipe", "budget", "train s", "FewRel m15 ori"] + list(CROSSRE_DOMAINS)
+    """Markdown, one row per run: recall-only macro F1 on its FewRel m = 15 split's test relations and per CrossRE dev
+    domain, the CrossRE mean with full descriptions and with names only, and the fused mean where there is a classifier;
+    then, for recipes run on all three splits, their means."""
+    head = (["recipe", "budget", "train s", "FewRel m15 (split)"] + list(CROSSRE_DOMAINS)
             + ["CrossRE mean", "names only, mean", "fused: FewRel / CrossRE mean"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in records:
@@ -193,10 +206,25 @@ def table(records: list[dict]) -> str:
         budget = ("full (shipped)" if b["per_relation"] is None
                   else f"{b['per_relation']}/rel, 1 epoch, {'two stages' if b['two_stage'] else 'recall only'}, seed {b['seed']}")
         crossre, fused = r["crossre_dev"], _mean(r, "descriptions", "fused")
-        fewrel = f"{r['fewrel_m15_ori']['recall_only']:.1f}" + (" (seen: trained on all 80)" if b["per_relation"] is None else "")
+        fewrel = (f"{r['fewrel_m15']['recall_only']:.1f} ({split_of(r)})"
+                  + (" (seen: trained on all 80)" if b["per_relation"] is None else ""))
         cells = [r["recipe"], budget, f"{r.get('train', {}).get('wall_time_s') or '—'}", fewrel]
         cells += [f"{crossre[d]['descriptions']['recall_only']:.1f}" for d in CROSSRE_DOMAINS]
         cells += [f"**{_mean(r, 'descriptions'):.1f}**", f"{_mean(r, 'names'):.1f}",
-                  f"{r['fewrel_m15_ori']['fused']:.1f} / {fused:.1f}" if fused is not None else "—"]
+                  f"{r['fewrel_m15']['fused']:.1f} / {fused:.1f}" if fused is not None else "—"]
         lines.append("| " + " | ".join(cells) + " |")
+    by_recipe: dict[tuple, dict[str, dict]] = {}
+    for r in records:
+        b = r["budget"]
+        if b["per_relation"] is not None:
+            by_recipe.setdefault((r["recipe"], b["per_relation"], b["two_stage"], b["seed"]), {})[split_of(r)] = r
+    complete = {k: v for k, v in by_recipe.items() if set(THREE_SPLITS) <= set(v)}
+    if complete:
+        lines += ["", "Over the three FewRel m = 15 splits (ori, 40, 41), recall only, mean ± std:", "",
+                  "| recipe | FewRel m15 | CrossRE dev mean |", "|---|---|---|"]
+        for (recipe, *_), runs in complete.items():
+            fewrel = [runs[s]["fewrel_m15"]["recall_only"] for s in THREE_SPLITS]
+            crossre = [_mean(runs[s], "descriptions") for s in THREE_SPLITS]
+            lines.append(f"| {recipe} | {statistics.mean(fewrel):.1f} ± {statistics.stdev(fewrel):.1f} "
+                         f"| {statistics.mean(crossre):.1f} ± {statistics.stdev(crossre):.1f} |")
     return "\n".join(lines)

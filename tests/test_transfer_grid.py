@@ -82,11 +82,24 @@ def test_each_recipe_trains_scores_and_is_skipped_once_done(toy_data, tiny_encod
     for r in records:
         assert set(r["crossre_dev"]) == set(CROSSRE_DOMAINS)
         assert set(r["crossre_dev"]["ai"]) == {"descriptions", "names"} and "fused" not in r["crossre_dev"]["ai"]["names"]
-        assert 0 <= r["fewrel_m15_ori"]["recall_only"] <= 100 and r["train"]["instances"] == 6
+        assert 0 <= r["fewrel_m15"]["recall_only"] <= 100 and r["train"]["instances"] == 6
     run(["control"], toy_data, results, tmp_path / "runs", per_relation=3, two_stage=False, seed=1, fewrel_cap=3, **tiny)
     assert len(read(results)) == 2 and "already in" in capsys.readouterr().out
     text = table(read(results))
     assert text.count("\n| ") == 2 and "| control | 3/rel, 1 epoch, recall only, seed 1 |" in text
+    assert "three FewRel m = 15 splits" not in text
+
+    splits = toy_data / "splits" / "fewrel_rel2id"
+    for seed in ("40", "41"):  # the other two splits: the same relations here, so each run trains anew in its own folder
+        (splits / f"fewrel_rel2id_15_{seed}.json").write_text((splits / "fewrel_rel2id_15_ori.json").read_text())
+        run(["control"], toy_data, results, tmp_path / "runs", per_relation=3, two_stage=False, seed=1, fewrel_cap=3,
+            split_seed=seed, **tiny)
+    records = read(results)
+    assert [r["budget"]["train_split"] for r in records] == ["fewrel m15 ori"] * 2 + ["fewrel m15 40", "fewrel m15 41"]
+    assert (tmp_path / "runs" / "transfer-grid" / "control_n3_recall_s1_m15-41").is_dir()
+    text = table(records)
+    three = text.split("three FewRel m = 15 splits")[1]
+    assert "| control | " in three and "adapters" not in three
 
 
 @pytest.mark.slow
