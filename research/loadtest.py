@@ -4,13 +4,15 @@
     python -m research loadtest --clients 1,8 --requests 10 --output results/loadtest.json
 
 Starts `app.py` in a child process on a free loopback port (its own temporary database; torch
-limited to --threads), drives it from this process with light REST clients (or `gradio_client`), and stops it. Loopback
+limited to --threads), drives it from this process with light REST clients (or `gradio_client`), and stops it. `--client model`
+measures the model's thread alone, in this process (no server): the batching ceiling of the same load. Loopback
 only, bounded in clients (32), requests (200 per client) and time (--deadline).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import socket
@@ -108,16 +110,43 @@ def gradio_client(url: str):
     return Adapter()
 
 
+class ModelClients:
+    """`--client model`: no server, no HTTP; each client thread calls the workbench's model thread (`ModelWorker`)
+    in this process with the same relations a new session has. What batching alone gives: the ceiling for
+    the server's ratio, whatever Gradio's event handling costs on top."""
+
+    def __init__(self, checkpoint: Path, threads: int, folder: Path) -> None:
+        import torch
+
+        from app.main import create_workbench
+
+        torch.set_num_threads(threads)
+        self.wb = create_workbench(checkpoint, folder / "workbench.db")
+        self.relations = self.wb.relations(self.wb.new_session())
+
+    def __call__(self, url: str | None = None):
+        from app.session import resolve_entities
+
+        outer = self
+
+        class Client:
+            def predict(self, sentence: str, head: str, tail: str):
+                h, t = resolve_entities(sentence, head, tail, None)
+                return outer.wb.model.predict(sentence, h, t, outer.relations)
+
+        return Client()
+
+
 CLIENTS = {"http": HttpClient, "gradio": gradio_client}
 
 
-def run_level(url: str, clients: int, requests: int, examples: list[dict], server_pid: int | None = None,
-              client: str = "http") -> dict:
+def run_level(url: str | None, clients: int, requests: int, examples: list[dict], server_pid: int | None = None,
+              client="http") -> dict:
     """`clients` threads, each its own client session, `requests` /predict calls each after one warm-up.
 
     Beside the timings: CPU milliseconds per request spent by the server process and by these clients
     (they share the machine, so the clients' share is CPU the server did not get)."""
-    make_client = CLIENTS[client]
+    make_client = CLIENTS[client] if isinstance(client, str) else client  # a name, or a factory (`ModelClients`)
 
     latencies: list[float] = []
     errors: list[str] = []
@@ -157,7 +186,7 @@ def run_level(url: str, clients: int, requests: int, examples: list[dict], serve
         "requests": clients * requests,
         "throughput_per_s": round(len(latencies) / wall, 2),
         "p50_ms": round(statistics.median(latencies), 1) if latencies else None,
-        "p95_ms": round(latencies[int(0.95 * (len(latencies) - 1))], 1) if latencies else None,
+        "p95_ms": round(latencies[math.ceil(0.95 * len(latencies)) - 1], 1) if latencies else None,  # nearest rank
         "errors": len(errors),
         "server_cpu_ms_per_request": round((server1 - server0) * 1e3 / done, 1) if server0 is not None and server1 is not None else None,
         "client_cpu_ms_per_request": round((client1 - client0) * 1e3 / done, 1),
@@ -180,6 +209,9 @@ def measure(checkpoint: Path, levels: list[int], requests: int, threads: int = 2
     """Start the workbench, run each level of clients against it, stop it; one row per level."""
     examples = load_examples()
     with tempfile.TemporaryDirectory(prefix="emma-loadtest-") as tmp:
+        if client == "model":  # in this process: its CPU is the "server" CPU, clients' threads included
+            clients = ModelClients(checkpoint, threads, Path(tmp))
+            return [run_level(None, n, requests, examples, os.getpid(), clients) for n in levels]
         process, url = start_server(checkpoint, threads, Path(tmp))
         timer = threading.Timer(deadline, process.kill)  # bounded in time whatever happens
         timer.start()

@@ -81,3 +81,12 @@ def test_predictions_with_different_examples_are_never_batched_together(tiny_ext
         assert (g.recall_parts["founded by"][1] is not None) == with_examples
         assert bool(g.examples) == (with_examples and "founded by" in g.candidates)
         assert [s for _, s in g.recall] == pytest.approx([s for _, s in e.recall], abs=1e-4)
+
+
+def test_the_load_script_measures_the_models_thread_alone(tiny_checkpoint):
+    """`python -m research loadtest --client model`: threads calling the model's thread in-process, no server."""
+    from research.loadtest import measure
+
+    rows = measure(tiny_checkpoint, [1, 3], requests=2, threads=1, client="model")
+    assert [(r["clients"], r["requests"], r["errors"]) for r in rows] == [(1, 2, 0), (3, 6, 0)]
+    assert all(r["throughput_per_s"] > 0 and r["p50_ms"] <= r["p95_ms"] for r in rows)
