@@ -8,7 +8,6 @@ marking event returns the preview with its result (one round trip, one preview p
 
 from __future__ import annotations
 
-import copy
 import html
 import time
 from dataclasses import dataclass
@@ -208,9 +207,9 @@ class PredictTab:
         timings = {**prediction.timings_ms, "total": (time.perf_counter() - t0) * 1e3}
         record = prediction_record(sentence, h, t, instance, prediction, relations, engine.checkpoint_id, timings, warnings_,
                                    n_examples=len(examples))
-        session = copy.deepcopy(session)
-        session["last"] = record
-        return public_record(record), session
+        # A new session dict rather than a deep copy: only "last" changes, and the old prediction it held (every
+        # relation's scores and weights) is the costly part to copy; the rest is shared, never changed in place.
+        return public_record(record), {**session, "last": record}
 
     def predict_and_show(self, sentence: str, head: str, tail: str, spans: dict | None, session: dict,
                          request: gr.Request = None):
