@@ -482,7 +482,8 @@ def extraction(checkpoint, data_dir, results, markdown, figure, precision, set_c
     """
     from .extraction import run
 
-    summary = run(checkpoint, data_dir, results, RUNS_DIR / "extraction", precision, markdown, figure, set_config)
+    summary = run(checkpoint, data_dir, results, RUNS_DIR / "extraction", precision, markdown, figure, set_config,
+                  command=" ".join(["python -m research", *sys.argv[1:]]))
     click.echo(f"threshold {summary['threshold']:.3f}; F1 per domain: "
                + ", ".join(f"{d} {v['f1']:.1f}" for d, v in summary["at_threshold"].items()))
 

@@ -133,9 +133,18 @@ def sweep(records: dict[str, dict], signal: str = "score") -> tuple[float, list[
     return best["threshold"], rows
 
 
+def signal_name(extractor: emma.Extractor) -> str:
+    """What the threshold is compared with: the decision rule's score of the predicted relation."""
+    if extractor.model.classifier is None:
+        return "recall cosine; this checkpoint has no classifier"
+    return "fused probability" if extractor.config.decision == "fused" else "classifier probability"
+
+
 def run(checkpoint: str | None, data: Path, results: Path, cache_dir: Path, precision: str = "auto",
-        markdown: Path | None = None, figure: Path | None = None, set_config: bool = False) -> dict:
-    """Score every domain, sweep, write the raw figures (jsonl), the table (markdown) and the PR curve."""
+        markdown: Path | None = None, figure: Path | None = None, set_config: bool = False, command: str = "") -> dict:
+    """Score every domain, sweep, write the raw figures (jsonl), the table (markdown) and the PR curve.
+
+    `command`: the command line that ran this, quoted in the table (default: one rebuilt from the arguments)."""
     start = time.perf_counter()
     extractor = emma.Extractor.load(checkpoint, precision=precision)
     extractor.set_relations(emma.read_descriptions(data / "crossre" / "descriptions.json"))
@@ -151,7 +160,8 @@ def run(checkpoint: str | None, data: Path, results: Path, cache_dir: Path, prec
                          f"device {extractor.device}, precision {extractor.precision}",
               "predict_wall_time_s": round(sum(r.get("wall_time_s", 0) for r in records.values()), 1),
               "total_wall_time_s": round(time.perf_counter() - start, 1)}
-    summary = {"kind": "summary", "model": model, "precision": extractor.precision, "threshold": chosen,
+    summary = {"kind": "summary", "model": model, "precision": extractor.precision, "signal": signal_name(extractor),
+               "threshold": chosen,
                "threshold_recall_cosine": chosen_recall,
                "at_threshold": {d: prf(r, chosen) for d, r in records.items()},
                "no_threshold": {d: prf(r, 0.0) for d, r in records.items()},
@@ -159,8 +169,9 @@ def run(checkpoint: str | None, data: Path, results: Path, cache_dir: Path, prec
                "pairs": {d: len(r["pairs"]) for d, r in records.items()},
                "positives": {d: sum(bool(p[3]) for p in r["pairs"]) for d, r in records.items()},
                "gold_triples": {d: r["gold"] for d, r in records.items()},
-               "command": " ".join(["python -m research extraction", *([f"--checkpoint {checkpoint}"] if checkpoint else []),
+               "command": command or " ".join(["python -m research extraction", *([f"--checkpoint {checkpoint}"] if checkpoint else []),
                                     *([f"--precision {precision}"] if precision != "auto" else []), *(["--set-config"] if set_config else [])]),
+               "results": results.name,
                "budget": budget}
     results.parent.mkdir(parents=True, exist_ok=True)
     with open(results, "w") as f:  # one run's figures: rewritten whole, not appended
@@ -186,7 +197,8 @@ def table(summary: dict, figure: Path | None = None) -> str:
         f"Model `{summary['model']}` ({summary['precision']}), CrossRE dev, all 16 types as candidates. Every ordered pair of "
         "the annotated entities of a sentence is predicted; pairs with a relation are the positives, the others negatives. "
         "A triple is right when the gold pair has that relation. The threshold is on the decision rule's score of the "
-        f"predicted relation (fused probability), chosen for the best mean F1: **{summary['threshold']:.3f}**.",
+        f"predicted relation ({summary['signal']}), chosen for the best mean F1: "
+        f"**{summary['threshold']:.3f}**.",
         "",
         "| domain | pairs | positives | P | R | F1 | F1, no threshold | F1, recall cosine ≥ "
         f"{summary['threshold_recall_cosine']:.3f} |",
@@ -202,9 +214,9 @@ def table(summary: dict, figure: Path | None = None) -> str:
                   f"(at most {MAX_ENTITIES_PER_SENTENCE} entities paired per sentence, as in extraction). The last column is the "
                   "other signal the rule could use, recall's top-1 cosine, at its own best threshold.",
               "", f"Command: `{summary['command']}`. Budget: {summary['budget']['machine']}; predicting every pair took "
-                  f"{summary['budget']['predict_wall_time_s']:.0f} s (a shared 2-core machine, other agents' jobs running; the "
-                  "per-pair scores are cached in runs/extraction/, so a rerun only sweeps: "
-                  f"{summary['budget']['total_wall_time_s']:.0f} s). Raw figures: `results/extraction.jsonl` "
+                  f"{summary['budget']['predict_wall_time_s']:.0f} s (the per-pair scores are cached in runs/extraction/, so a "
+                  f"rerun only sweeps: {summary['budget']['total_wall_time_s']:.0f} s). Raw figures: "
+                  f"`results/{summary['results']}` "
                   "(a summary line, then P/R/F1 per domain at every threshold of the grid, for both signals)."]
     if figure:
         lines += ["", f"![Precision–recall curve per domain](./{figure.with_suffix('.png').name})"]
