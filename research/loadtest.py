@@ -141,7 +141,7 @@ CLIENTS = {"http": HttpClient, "gradio": gradio_client}
 
 
 def run_level(url: str | None, clients: int, requests: int, examples: list[dict], server_pid: int | None = None,
-              client="http") -> dict:
+              client: "str | ModelClients" = "http") -> dict:
     """`clients` threads, each its own client session, `requests` /predict calls each after one warm-up.
 
     Beside the timings: CPU milliseconds per request spent by the server process and by these clients

@@ -140,7 +140,7 @@ def run(recipes: list[str], data: Path, results: Path, runs_dir: Path, per_relat
     (`overrides` go to every `TrainConfig`)."""
     train_split = f"fewrel m15 {split_seed}"
     budget = {"per_relation": per_relation, "epochs": 1, "two_stage": two_stage, "seed": seed, "train_split": train_split}
-    done = {(r["recipe"], r["budget"]["per_relation"], r["budget"]["two_stage"], r["budget"]["seed"], r["budget"].get("train_split"))
+    done = {(r["recipe"], r["budget"]["per_relation"], r["budget"]["two_stage"], r["budget"]["seed"], r["budget"]["train_split"])
             for r in read(results)}
     fewrel, fewrel_descriptions = fewrel_check(data, fewrel_cap, split_seed)
     split, pool = m15_split(data, split_seed), fewrel_pool(data)  # read once for every recipe's training set
