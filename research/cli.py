@@ -20,7 +20,7 @@ from emma.cli import CliGroup
 from . import DATA_DIR, RESULTS_DIR, RUNS_DIR
 from .bench.measure import DEFAULT_RELATIONS, METHODS, BenchConfig
 from .probes.commands import probe, probe_sweep, probe_table
-from .protocol import DATASETS, VARIANTS, RunSpec
+from .protocol import DATASETS, SPLIT_SEEDS, VARIANTS, RunSpec
 
 
 def _emit(text: str, output) -> None:
@@ -381,7 +381,7 @@ TRANSFER_GRID = RESULTS_DIR / "transfer_grid.jsonl"
 @click.option("--two-stage", is_flag=True, help="Train the classifier too (default: recall only).")
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--fewrel-cap", type=int, default=200, show_default=True, help="FewRel m = 15 test instances scored per relation.")
-@click.option("--split", "split_seed", type=click.Choice(["ori", "40", "41"]), default="ori", show_default=True,
+@click.option("--split", "split_seed", type=click.Choice(SPLIT_SEEDS), default="ori", show_default=True,
               help="The FewRel m = 15 split whose train relations a run trains on and whose test relations score it.")
 def transfer_grid(data_dir, results, recipes, per_relation, two_stage, seed, fewrel_cap, split_seed) -> None:
     """Train each recipe at one small budget and score it on FewRel m = 15 and CrossRE dev (issue 18).

@@ -141,10 +141,10 @@ def signal_name(extractor: emma.Extractor) -> str:
 
 
 def run(checkpoint: str | None, data: Path, results: Path, cache_dir: Path, precision: str = "auto",
-        markdown: Path | None = None, figure: Path | None = None, set_config: bool = False, command: str = "") -> dict:
+        markdown: Path | None = None, figure: Path | None = None, set_config: bool = False, *, command: str) -> dict:
     """Score every domain, sweep, write the raw figures (jsonl), the table (markdown) and the PR curve.
 
-    `command`: the command line that ran this, quoted in the table (default: one rebuilt from the arguments)."""
+    `command`: the command line that ran this, quoted in the table."""
     start = time.perf_counter()
     extractor = emma.Extractor.load(checkpoint, precision=precision)
     extractor.set_relations(emma.read_descriptions(data / "crossre" / "descriptions.json"))
@@ -169,8 +169,7 @@ def run(checkpoint: str | None, data: Path, results: Path, cache_dir: Path, prec
                "pairs": {d: len(r["pairs"]) for d, r in records.items()},
                "positives": {d: sum(bool(p[3]) for p in r["pairs"]) for d, r in records.items()},
                "gold_triples": {d: r["gold"] for d, r in records.items()},
-               "command": command or " ".join(["python -m research extraction", *([f"--checkpoint {checkpoint}"] if checkpoint else []),
-                                    *([f"--precision {precision}"] if precision != "auto" else []), *(["--set-config"] if set_config else [])]),
+               "command": command,
                "results": results.name,
                "budget": budget}
     results.parent.mkdir(parents=True, exist_ok=True)

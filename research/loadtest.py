@@ -124,17 +124,14 @@ class ModelClients:
         self.wb = create_workbench(checkpoint, folder / "workbench.db")
         self.relations = self.wb.relations(self.wb.new_session())
 
-    def __call__(self, url: str | None = None):
+    def __call__(self, url: str | None = None) -> "ModelClients":
+        return self  # stateless: every client thread can share it (the model's thread serialises the calls)
+
+    def predict(self, sentence: str, head: str, tail: str):
         from app.session import resolve_entities
 
-        outer = self
-
-        class Client:
-            def predict(self, sentence: str, head: str, tail: str):
-                h, t = resolve_entities(sentence, head, tail, None)
-                return outer.wb.model.predict(sentence, h, t, outer.relations)
-
-        return Client()
+        h, t = resolve_entities(sentence, head, tail, None)
+        return self.wb.model.predict(sentence, h, t, self.relations)
 
 
 CLIENTS = {"http": HttpClient, "gradio": gradio_client}

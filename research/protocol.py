@@ -41,6 +41,7 @@ from emma import (EmmaConfig, Extractor, Instance, TrainConfig, cap_per_relation
 logger = logging.getLogger(__name__)
 
 DATASETS = ("fewrel", "wikizsl")
+SPLIT_SEEDS = ("ori", "40", "41")  # the three standard FewRel splits per m
 VARIANTS = ("full", "paper", "no_virtual", "no_classifier", "no_both", "untrained")
 CLASSIFIER_VARIANTS = ("full", "paper", "no_virtual")  # the variants that train and use a classifier
 WIKIZSL_SAMPLE = "sample"  # RunSpec.seed for the Wiki-ZSL sentences that exist here (see _wikizsl_sample)
@@ -320,10 +321,10 @@ def default_plan(budget: dict | None = None) -> list[RunSpec]:
     `budget`: RunSpec fields applied to every run (max_per_relation, epochs, batch_size, lr, ...).
     """
     b = budget or {}
-    plan = [RunSpec("fewrel", m, seed, "full", **b) for seed in ("ori", "40", "41") for m in (15, 10, 5)]
+    plan = [RunSpec("fewrel", m, seed, "full", **b) for seed in SPLIT_SEEDS for m in (15, 10, 5)]
     plan += [RunSpec("fewrel", 15, "ori", v, **b) for v in ("paper", "no_virtual", "no_classifier", "no_both")]
     plan += [RunSpec("fewrel", 15, "ori", "full", k=k, **b) for k in (3, 4)]
-    plan += [RunSpec("fewrel", m, s, "untrained", **b) for m in (15, 10, 5) for s in ("ori", "40", "41")]
+    plan += [RunSpec("fewrel", m, s, "untrained", **b) for m in (15, 10, 5) for s in SPLIT_SEEDS]
     # Wiki-ZSL: only 5 of its 113 relations have sentences here, so no standard split can run; the
     # sample is measured as zero-shot transfer from FewRel (see load_run_data).
     plan += [RunSpec("wikizsl", 5, WIKIZSL_SAMPLE, v, **b) for v in ("full", "untrained")]

@@ -46,7 +46,7 @@ from emma.train import TrainConfig, train
 from .fewshot import CROSSRE_DOMAINS
 from .finetune import fewrel_check
 from .jsonl import append, read
-from .protocol import dataset_files, fewrel_pool, split_file
+from .protocol import SPLIT_SEEDS, dataset_files, fewrel_pool, split_file
 
 RECIPES = {
     "control": {},
@@ -60,7 +60,6 @@ RECIPES = {
     "mpnet+adapters-r16+forms": {"encoder": MPNET, "adapter_rank": 16, "forms": True},
 }
 SHIPPED = "shipped"
-THREE_SPLITS = ("ori", "40", "41")
 
 
 def name_only(text: str) -> str:
@@ -218,13 +217,13 @@ def table(records: list[dict]) -> str:
         b = r["budget"]
         if b["per_relation"] is not None:
             by_recipe.setdefault((r["recipe"], b["per_relation"], b["two_stage"], b["seed"]), {})[split_of(r)] = r
-    complete = {k: v for k, v in by_recipe.items() if set(THREE_SPLITS) <= set(v)}
+    complete = {k: v for k, v in by_recipe.items() if set(SPLIT_SEEDS) <= set(v)}
     if complete:
         lines += ["", "Over the three FewRel m = 15 splits (ori, 40, 41), recall only, mean ± std:", "",
                   "| recipe | FewRel m15 | CrossRE dev mean |", "|---|---|---|"]
         for (recipe, *_), runs in complete.items():
-            fewrel = [runs[s]["fewrel_m15"]["recall_only"] for s in THREE_SPLITS]
-            crossre = [_mean(runs[s], "descriptions") for s in THREE_SPLITS]
+            fewrel = [runs[s]["fewrel_m15"]["recall_only"] for s in SPLIT_SEEDS]
+            crossre = [_mean(runs[s], "descriptions") for s in SPLIT_SEEDS]
             lines.append(f"| {recipe} | {statistics.mean(fewrel):.1f} ± {statistics.stdev(fewrel):.1f} "
                          f"| {statistics.mean(crossre):.1f} ± {statistics.stdev(crossre):.1f} |")
     return "\n".join(lines)
