@@ -517,7 +517,9 @@ GZSL = RESULTS_DIR / "gzsl.jsonl"
 @click.option("--unseen-per-domain", type=int, default=200, show_default=True)
 @click.option("--split", type=click.Choice(["dev", "test"]), default="dev", show_default=True,
               help="CrossRE files of the unseen sentences: dev to choose δ, test as the last check.")
-def gzsl(checkpoint, data_dir, results, margins, seen_per_relation, unseen_per_domain, split) -> None:
+@click.option("--classifier-margins", default="0", show_default=True,
+              help="γ values, comma-separated: trained candidates' classifier probabilities × e^−γ (a probe).")
+def gzsl(checkpoint, data_dir, results, margins, seen_per_relation, unseen_per_domain, split, classifier_margins) -> None:
     """Generalized zero-shot: the 80 trained FewRel relations and 16 new CrossRE types in force together;
     seen / unseen accuracy and their harmonic mean per margin δ taken off the trained relations' recall.
 
@@ -529,7 +531,9 @@ def gzsl(checkpoint, data_dir, results, margins, seen_per_relation, unseen_per_d
     from .gzsl import run
 
     values = [float(m) for m in margins.split(",")]
-    run(checkpoint, data_dir, REPO_ROOT / "assets" / "relations.json", results, values, seen_per_relation, unseen_per_domain, split)
+    gammas = [float(g) for g in classifier_margins.split(",")]
+    run(checkpoint, data_dir, REPO_ROOT / "assets" / "relations.json", results, values, seen_per_relation, unseen_per_domain, split,
+        gammas)
 
 
 @cli.command("gzsl-table")

@@ -1,0 +1,168 @@
+"""Transfer without training (issue 18): two ways to score CrossRE better at prediction time, probed.
+
+    borrowed: the larger model's recall (checkpoints/emma-mpnet, no classifier of its own) proposes the k
+        candidates, the default checkpoint's classifier reranks them (on its own tokenization of the
+        sentence) and the fused rule decides, with the larger model's cosines.
+    forms: each relation scored by the mean cosine over several forms of its description ("name:
+        description" as given, the name alone, the description alone), recall only.
+    soup: the weights of models trained from the same base with the same recipe on different relations
+        (FewRel m = 15 splits `ori`, `40`, `41`: the transfer grid's runs) averaged into one model, recall
+        only. Weight averages of fine-tunes are known to travel better than each; no extra latency.
+
+Per CrossRE domain (dev, all 16 types; borrowed and forms also on FewRel m = 15 `ori`'s test relations,
+which the soup's `40`/`41` members were trained on); macro F1, one JSON line per (probe, model, set) in
+results/inference_probes.jsonl. About 15 minutes on 2 CPU threads for the first two, 3 per soup.
+
+    python -m research.inference_probes borrowed forms
+    python -m research.inference_probes table          # markdown of every record, per probe
+    python -m research.inference_probes soup --members checkpoints/emma-mpnet,runs/transfer-grid/mpnet+adapters-r16+forms_n100_recall_s42_m15-40,runs/transfer-grid/mpnet+adapters-r16+forms_n100_recall_s42_m15-41
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+import emma
+from emma.evaluate import macro_prf
+from emma.features import encode_instances
+from emma.pipeline import decide
+
+from . import DATA_DIR, REPO_ROOT, RESULTS_DIR
+from .fewshot import CROSSRE_DOMAINS
+from .finetune import fewrel_check
+
+RESULTS = RESULTS_DIR / "inference_probes.jsonl"
+LARGE, DEFAULT = REPO_ROOT / "checkpoints" / "emma-mpnet", REPO_ROOT / "checkpoints" / "emma-minilm"
+
+
+def scored_sets(data: Path) -> list[tuple[str, list[emma.Instance], dict[str, str]]]:
+    """(name, instances, descriptions) of every CrossRE domain's dev file, then FewRel m = 15 `ori` test."""
+    full = emma.read_descriptions(data / "crossre" / "descriptions.json")
+    sets = [(f"crossre-{d}", emma.read_instances(data / "crossre" / f"{d}-dev.jsonl"), full) for d in CROSSRE_DOMAINS]
+    fewrel, descriptions = fewrel_check(data, 200, "ori")
+    return sets + [("fewrel-m15-ori", fewrel, descriptions)]
+
+
+def borrowed(recall_model: emma.Extractor, classifier_model: emma.Extractor, instances, descriptions) -> dict:
+    """Macro F1 of recall alone, the borrowed classifier alone and the fused rule; gold in recall's top k."""
+    k = classifier_model.config.k
+    recall_model.set_relations(descriptions)
+    classifier_model.set_relations(descriptions)
+    preds = recall_model.predict_batch(instances, top_k=k, rerank=False)
+    ids = encode_instances(classifier_model.tokenizer, instances, classifier_model.config.max_length).ids
+    row = {name: j for j, name in enumerate(classifier_model.index.names)}
+    top = [[name for name, _ in p.recall[:k]] for p in preds]
+    probs = []
+    for s in range(0, len(ids), 64):
+        probs += classifier_model.rerank(ids[s : s + 64], [[row[n] for n in t] for t in top[s : s + 64]])
+    gold = [i.relation for i in instances]
+    fused = [t[decide(pr, [c for _, c in p.recall[:k]], classifier_model.config.temperature, "fused")[0]]
+             for t, pr, p in zip(top, probs, preds)]
+    return {"recall_only": macro_prf(gold, [t[0] for t in top])["f1"],
+            "classifier": macro_prf(gold, [t[max(range(k), key=pr.__getitem__)] for t, pr in zip(top, probs)])["f1"],
+            "fused": macro_prf(gold, fused)["f1"],
+            "gold_in_top_k": 100 * sum(g in t for g, t in zip(gold, top)) / len(gold), "k": k}
+
+
+def description_forms(descriptions: dict[str, str]) -> dict[str, dict[str, str]]:
+    """{form: descriptions}: as given ("name: description"), the name alone, the description alone."""
+    parts = {r: t.split(":", 1) if ":" in t else [t, t] for r, t in descriptions.items()}
+    return {"full": descriptions, "name": {r: p[0].strip() for r, p in parts.items()},
+            "body": {r: p[1].strip() for r, p in parts.items()}}
+
+
+FORM_MIXES = {"full": ("full",), "name": ("name",), "body": ("body",), "full+name": ("full", "name"),
+              "full+body": ("full", "body"), "all three": ("full", "name", "body")}
+
+
+def forms(model: emma.Extractor, instances, descriptions) -> dict:
+    """Recall-only macro F1 of each mix of forms (a relation's score: its mean cosine over the mix)."""
+    cosines = {}
+    for form, texts in description_forms(descriptions).items():
+        model.set_relations(texts)
+        cosines[form] = [dict(p.recall) for p in model.predict_batch(instances, top_k=None, rerank=False)]
+    gold, relations = [i.relation for i in instances], list(descriptions)
+    return {mix: macro_prf(gold, [max(relations, key=lambda r: sum(cosines[f][i][r] for f in used))
+                                  for i in range(len(instances))])["f1"]
+            for mix, used in FORM_MIXES.items()}
+
+
+def soup(members: list[emma.Extractor]) -> emma.Extractor:
+    """The first member with every floating-point weight replaced by the members' mean."""
+    states = [m.model.state_dict() for m in members]
+    mean = {name: (sum(s[name].float() for s in states) / len(states)).to(t.dtype) if t.is_floating_point() else t
+            for name, t in states[0].items()}
+    members[0].model.load_state_dict(mean)
+    return members[0]
+
+
+def crossre_recall(model: emma.Extractor, instances, descriptions) -> dict:
+    model.set_relations(descriptions)
+    return {"recall_only": emma.evaluate(model, instances)["recall_only"]["f1"]}
+
+
+def _record(results: Path, probe: str, model: str, name: str, instances, scores) -> None:
+    t0 = time.perf_counter()
+    record = {"probe": probe, "model": model, "set": name, "n": len(instances),
+              **{key: round(v, 2) for key, v in scores().items()}, "wall_time_s": round(time.perf_counter() - t0, 1)}
+    with results.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+    print(record, flush=True)
+
+
+def table(records: list[dict]) -> str:
+    """Markdown: one table per (probe, model), a row per scored set, a column per score, and the CrossRE mean."""
+    out = []
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["probe"], r["model"]), []).append(r)
+    for (probe, model), rows in groups.items():
+        rows = list({r["set"]: r for r in rows}.values())  # a set scored twice: its last record
+        columns = [k for k in rows[0] if k not in ("probe", "model", "set", "n", "k", "wall_time_s")]
+        out += [f"### {probe}: {model}", "", "| set | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+        out += [f"| {r['set']} | " + " | ".join(f"{r[c]:g}" for c in columns) + " |" for r in rows]
+        crossre = [r for r in rows if r["set"].startswith("crossre-")]
+        if len(crossre) == len(CROSSRE_DOMAINS):
+            out.append("| **CrossRE mean** | " + " | ".join(f"**{sum(r[c] for r in crossre) / len(crossre):.2f}**" for c in columns) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m research.inference_probes", description=__doc__.split("\n")[0])
+    parser.add_argument("probes", nargs="+", choices=["borrowed", "forms", "soup", "table"])
+    parser.add_argument("--members", default="", help="soup: checkpoint folders, comma-separated")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if "table" in args.probes:
+        print(table([json.loads(line) for line in args.results.read_text().splitlines() if line.strip()]))
+        return
+    torch.set_num_threads(2)
+    sets = scored_sets(DATA_DIR)
+    if "borrowed" in args.probes or "forms" in args.probes:
+        large, small = emma.Extractor.load(LARGE), emma.Extractor.load(DEFAULT)
+        for name, instances, descriptions in sets:
+            if "borrowed" in args.probes:
+                _record(args.results, "borrowed classifier", emma.checkpoint_id(str(LARGE)), name, instances,
+                        lambda: borrowed(large, small, instances, descriptions))
+            if "forms" in args.probes:
+                _record(args.results, "description forms", emma.checkpoint_id(str(LARGE)), name, instances,
+                        lambda: forms(large, instances, descriptions))
+    if "soup" in args.probes:
+        folders = [f for f in args.members.split(",") if f]
+        if len(folders) < 2:
+            parser.error("soup needs --members with at least two checkpoint folders")
+        model = soup([emma.Extractor.load(f) for f in folders])
+        label = " + ".join(emma.checkpoint_id(f) for f in folders)
+        for name, instances, descriptions in sets:
+            if name.startswith("crossre-"):
+                _record(args.results, "soup", label, name, instances, lambda: crossre_recall(model, instances, descriptions))
+
+
+if __name__ == "__main__":
+    main()
