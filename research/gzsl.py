@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 import emma
-from emma.pipeline import fuse
+from emma.pipeline import decide
 
 from .fewshot import CROSSRE_DOMAINS
 from .jsonl import append
@@ -71,8 +71,7 @@ def choose(prediction: emma.Prediction, rule: str, trained: set[str], gamma: flo
         return prediction.choice(rule)
     probs = [q * math.exp(-gamma) if c in trained else q for q, c in zip(prediction.probabilities, prediction.candidates)]
     cosines = dict(prediction.recall)
-    scores = fuse(probs, [cosines[c] for c in prediction.candidates], temperature) if rule == "fused" else probs
-    return prediction.candidates[max(range(len(scores)), key=scores.__getitem__)]
+    return prediction.candidates[decide(probs, [cosines[c] for c in prediction.candidates], temperature, rule)[0]]
 
 
 def run(checkpoint: str | None, data: Path, catalogue: Path, results: Path, margins: list[float],

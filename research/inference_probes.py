@@ -1,4 +1,4 @@
-"""Transfer without training (issue 18): two ways to score CrossRE better at prediction time, probed.
+"""Transfer without training (issue 18): three ways to score CrossRE better at prediction time, probed.
 
     borrowed: the larger model's recall (checkpoints/emma-mpnet, no classifier of its own) proposes the k
         candidates, the default checkpoint's classifier reranks them (on its own tokenization of the
@@ -35,17 +35,20 @@ from emma.pipeline import decide
 from . import DATA_DIR, REPO_ROOT, RESULTS_DIR
 from .fewshot import CROSSRE_DOMAINS
 from .finetune import fewrel_check
+from .transfer_grid import name_only
 
 RESULTS = RESULTS_DIR / "inference_probes.jsonl"
 LARGE, DEFAULT = REPO_ROOT / "checkpoints" / "emma-mpnet", REPO_ROOT / "checkpoints" / "emma-minilm"
 
 
-def scored_sets(data: Path) -> list[tuple[str, list[emma.Instance], dict[str, str]]]:
-    """(name, instances, descriptions) of every CrossRE domain's dev file, then FewRel m = 15 `ori` test."""
+def scored_sets(data: Path, with_fewrel: bool) -> list[tuple[str, list[emma.Instance], dict[str, str]]]:
+    """(name, instances, descriptions) of every CrossRE domain's dev file, then (`with_fewrel`) FewRel m = 15 `ori` test."""
     full = emma.read_descriptions(data / "crossre" / "descriptions.json")
     sets = [(f"crossre-{d}", emma.read_instances(data / "crossre" / f"{d}-dev.jsonl"), full) for d in CROSSRE_DOMAINS]
-    fewrel, descriptions = fewrel_check(data, 200, "ori")
-    return sets + [("fewrel-m15-ori", fewrel, descriptions)]
+    if with_fewrel:
+        fewrel, descriptions = fewrel_check(data, 200, "ori")
+        sets.append(("fewrel-m15-ori", fewrel, descriptions))
+    return sets
 
 
 def borrowed(recall_model: emma.Extractor, classifier_model: emma.Extractor, instances, descriptions) -> dict:
@@ -60,20 +63,20 @@ def borrowed(recall_model: emma.Extractor, classifier_model: emma.Extractor, ins
     probs = []
     for s in range(0, len(ids), 64):
         probs += classifier_model.rerank(ids[s : s + 64], [[row[n] for n in t] for t in top[s : s + 64]])
-    gold = [i.relation for i in instances]
-    fused = [t[decide(pr, [c for _, c in p.recall[:k]], classifier_model.config.temperature, "fused")[0]]
-             for t, pr, p in zip(top, probs, preds)]
-    return {"recall_only": macro_prf(gold, [t[0] for t in top])["f1"],
-            "classifier": macro_prf(gold, [t[max(range(k), key=pr.__getitem__)] for t, pr in zip(top, probs)])["f1"],
-            "fused": macro_prf(gold, fused)["f1"],
+    gold, temperature = [i.relation for i in instances], classifier_model.config.temperature
+
+    def picks(rule: str) -> list[str]:
+        return [t[decide(pr, [c for _, c in p.recall[:k]], temperature, rule)[0]] for t, pr, p in zip(top, probs, preds)]
+
+    return {"recall_only": macro_prf(gold, [t[0] for t in top])["f1"], "classifier": macro_prf(gold, picks("classifier"))["f1"],
+            "fused": macro_prf(gold, picks("fused"))["f1"],
             "gold_in_top_k": 100 * sum(g in t for g, t in zip(gold, top)) / len(gold), "k": k}
 
 
 def description_forms(descriptions: dict[str, str]) -> dict[str, dict[str, str]]:
     """{form: descriptions}: as given ("name: description"), the name alone, the description alone."""
-    parts = {r: t.split(":", 1) if ":" in t else [t, t] for r, t in descriptions.items()}
-    return {"full": descriptions, "name": {r: p[0].strip() for r, p in parts.items()},
-            "body": {r: p[1].strip() for r, p in parts.items()}}
+    return {"full": descriptions, "name": {r: name_only(t) for r, t in descriptions.items()},
+            "body": {r: t.split(":", 1)[-1].strip() for r, t in descriptions.items()}}
 
 
 FORM_MIXES = {"full": ("full",), "name": ("name",), "body": ("body",), "full+name": ("full", "name"),
@@ -143,10 +146,9 @@ def main(argv: list[str] | None = None) -> None:
         print(table([json.loads(line) for line in args.results.read_text().splitlines() if line.strip()]))
         return
     torch.set_num_threads(2)
-    sets = scored_sets(DATA_DIR)
     if "borrowed" in args.probes or "forms" in args.probes:
         large, small = emma.Extractor.load(LARGE), emma.Extractor.load(DEFAULT)
-        for name, instances, descriptions in sets:
+        for name, instances, descriptions in scored_sets(DATA_DIR, with_fewrel=True):
             if "borrowed" in args.probes:
                 _record(args.results, "borrowed classifier", emma.checkpoint_id(str(LARGE)), name, instances,
                         lambda: borrowed(large, small, instances, descriptions))
@@ -159,9 +161,8 @@ def main(argv: list[str] | None = None) -> None:
             parser.error("soup needs --members with at least two checkpoint folders")
         model = soup([emma.Extractor.load(f) for f in folders])
         label = " + ".join(emma.checkpoint_id(f) for f in folders)
-        for name, instances, descriptions in sets:
-            if name.startswith("crossre-"):
-                _record(args.results, "soup", label, name, instances, lambda: crossre_recall(model, instances, descriptions))
+        for name, instances, descriptions in scored_sets(DATA_DIR, with_fewrel=False):  # FewRel m = 15 trained two members
+            _record(args.results, "soup", label, name, instances, lambda: crossre_recall(model, instances, descriptions))
 
 
 if __name__ == "__main__":
