@@ -28,8 +28,9 @@ SCORE_NAMES = {"recall_only": "recall only", "emma": "classifier", "emma_fused":
 
 HELP = """Fine-tunes a copy of the model you are using on **your labelled sentences** (feedback with a known
 relation, imported examples, accepted items of your Annotate queues) of the relations switched on. A fifth of each relation's sentences is held
-back to score the model before and after. It takes a few minutes; predictions keep working meanwhile. Only you can
-use the new version, since it has learnt your sentences."""
+back to score the model before and after, your other labelled sentences counting as examples both times, as they do in
+your predictions. It takes a few minutes; predictions keep working meanwhile. Only you can use the new version, since
+it has learnt your sentences. It does not always beat the examples alone: the table says whether it did."""
 
 
 class ImprovePanel:
@@ -93,8 +94,7 @@ class ImprovePanel:
             return "Cancelled: nothing was kept, and your model is unchanged.", pd.DataFrame(), dropdown, gr.Timer(active=False)
         if job.state == "failed":
             return f"The fine-tune failed: {job.message}. Your model is unchanged.", pd.DataFrame(), dropdown, gr.Timer(active=False)
-        return (f"Done: version {job.name} is ready. Choose it under 'Model for my predictions' to use it.",
-                report_frame(job.report), dropdown, gr.Timer(active=False))
+        return done_message(job.name, job.report), report_frame(job.report), dropdown, gr.Timer(active=False)
 
     @user_errors
     def cancel(self, session: dict, request: gr.Request = None) -> str:
@@ -147,6 +147,19 @@ class ImprovePanel:
         timer.tick(self.progress, [session], [status, report, model, timer], **QUIET)
         tab.select(self.progress, [session], [status, report, model, timer], **QUIET)
         model.input(self.choose, [model, session], [session, status], api_name="choose_model", **DB)
+
+
+def done_message(name: str, report: dict | None) -> str:
+    """The status once a fine-tune has finished: whether the held-back rows say to switch to it."""
+    verdict = (report or {}).get("improved")
+    if verdict is None:
+        return f"Done: version {name} is ready. Choose it under 'Model for my predictions' to use it."
+    if verdict:
+        return (f"Done: version {name} is ready and did better on your held-back sentences (fused rule, table below). "
+                "Choose it under 'Model for my predictions' to use it.")
+    return (f"Done: version {name} is ready but did not do better on your held-back sentences than your current model "
+            "with your labels as examples (table below): keeping your current model is recommended. Label more sentences "
+            "and try again, or choose it anyway under 'Model for my predictions'.")
 
 
 def report_frame(report: dict | None) -> pd.DataFrame:

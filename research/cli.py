@@ -327,7 +327,7 @@ FINETUNE = RESULTS_DIR / "finetune.jsonl"
 @click.option("--data-dir", type=click.Path(path_type=Path), default=DATA_DIR, show_default="../shared/data")
 @click.option("--results", type=click.Path(path_type=Path), default=FINETUNE, show_default="results/finetune.jsonl")
 @click.option("--domains", default="ai", show_default=True, help="CrossRE domains, comma-separated.")
-@click.option("--recipes", default="default", show_default=True, help="Comma-separated: default, anchor-0.02, anchor-0.1, replay.")
+@click.option("--recipes", default="default", show_default=True, help="Comma-separated recipe names of research.finetune.RECIPES (an unknown name lists them).")
 @click.option("--rows", type=int, default=20, show_default=True, help="Labelled rows per relation, from the domain's train file.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--fewrel-cap", type=int, default=100, show_default=True, help="FewRel m = 15 ori instances per relation scored.")

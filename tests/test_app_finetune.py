@@ -84,6 +84,8 @@ def test_fine_tune_from_labels_then_switch_and_keep_the_choice(wb, toy_instances
     assert job.state == "done", job.message
     status, report, dropdown, _ = panel.progress.__wrapped__(panel, ann)
     assert "is ready" in status
+    assert ("is ready and did better" in status) == job.report["improved"]  # the held-back verdict, said plainly
+    assert ("keeping your current model is recommended" in status) == (not job.report["improved"])
     assert list(report["rule"][:3]) == ["recall only", "classifier", "fused (the shipped rule)"]
     assert job.name in [value for _, value in dropdown.constructor_args["choices"]]
     assert not list(wb.finetuner.models_dir.glob("*.job")) and not list(wb.finetuner.models_dir.glob("*.partial"))

@@ -13,6 +13,8 @@ import emma.finetune as finetune_module
 from emma.checkpoint import load_checkpoint
 from emma.cli import cli
 from emma.data import Instance, write_jsonl
+from emma.evaluate import evaluate
+from emma.pipeline import Extractor
 from emma.finetune import REPORT_FILE, FinetuneConfig, check_rows, finetune, hold_back, read_report
 from emma.train import LOG_FILE, STATE_FILE
 
@@ -67,6 +69,17 @@ def test_finetune_writes_a_new_checkpoint_with_its_report_and_leaves_the_parent_
     assert _sha(tiny_checkpoint) == parent
     assert report.trained_rows == 8 and report.held_back_rows == 4 and report.replay_rows == 0
     assert set(report.before) == set(report.after) == {"recall_only", "emma", "emma_fused"}
+    # Scored as the workbench predicts: the trained rows count as examples, before and after.
+    kept, held = hold_back(toy_instances, 0.34, seed=FinetuneConfig().seed)
+    for folder, expected in ((tiny_checkpoint, report.before), (out, report.after)):
+        extractor = Extractor.load(folder, precision="fp32")
+        extractor.set_relations(toy_descriptions)
+        for relation in {i.relation for i in kept}:
+            extractor.add_examples(relation, [i for i in kept if i.relation == relation])
+        assert sum(len(e) for e in extractor.index.examples.values()) == 8
+        scored = evaluate(extractor, held)
+        assert expected == {name: round(scored[name]["f1"], 2) for name in expected}
+    assert report.examples_in_scores and report.improved == (report.after["emma_fused"] > report.before["emma_fused"])
     assert read_report(out) == json.loads(json.dumps(report.to_json()))
     assert read_report(tiny_checkpoint) is None
     assert not (out / STATE_FILE).exists() and not Path(str(out) + ".partial").exists()
