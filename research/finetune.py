@@ -114,20 +114,41 @@ def run(checkpoint: str, data: Path, results: Path, domains: list[str], recipes:
 
 
 def table(records: list[dict]) -> str:
-    """Markdown: per (domain, recipe), dev macro F1 (fused) zero-shot, examples only, fine-tuned, and FewRel ori."""
-    lines = ["| domain | recipe | rows | zero-shot | examples only | fine-tuned | fine-tuned + examples | Δ (fine-tuned + examples − examples only) | held-back verdict → selected (Δ) | FewRel ori before → after | minutes |",
+    """Markdown: per recipe (in `RECIPES` order) and domain, dev macro F1 (fused) zero-shot, examples only,
+    fine-tuned, the held-back verdict where there is one, and FewRel ori; a mean row for a recipe run on
+    every domain."""
+    lines = ["| recipe | domain | rows | zero-shot | examples only | fine-tuned | fine-tuned + examples | Δ (fine-tuned + examples − examples only) | held-back verdict → selected (Δ) | FewRel ori before → after | minutes |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in records:
-        # The workbench's setting after a fine-tune: the new model, the user's labels still counting as examples.
-        gain = r["finetuned_examples"] - r["examples_only"]
-        verdict = "—"
-        if r.get("selected") is not None:
-            verdict = (f"{'switch' if r['improved'] else 'keep'} ({r['held_back_before']:.1f} → {r['held_back_after']:.1f}) → "
-                       f"{r['selected']:.1f} ({r['selected'] - r['examples_only']:+.1f})")
-        lines.append(f"| {r['domain']} | {r['recipe']} | {r['rows']} | {r['zero_shot']:.1f} | {r['examples_only']:.1f} | "
-                     f"{r['finetuned']:.1f} | {r['finetuned_examples']:.1f} | {gain:+.1f} | {verdict} | "
-                     f"{r['fewrel_ori_before']:.1f} → {r['fewrel_ori_after']:.1f} | {r['finetune_minutes']} |")
+    order = {name: i for i, name in enumerate([*RECIPES, *sorted({r["recipe"] for r in records} - set(RECIPES))])}
+    rank = {d: i for i, d in enumerate(CROSSRE_DOMAINS)}
+    by_recipe: dict[str, list[dict]] = {}
+    for r in sorted(records, key=lambda r: (order[r["recipe"]], rank.get(r["domain"], len(rank)))):
+        by_recipe.setdefault(r["recipe"], []).append(r)
+    for recipe, rows in by_recipe.items():
+        for r in rows:
+            lines.append(_row(recipe, r["domain"], r))
+        if {r["domain"] for r in rows} >= set(CROSSRE_DOMAINS) and len(rows) == len(CROSSRE_DOMAINS):
+            mean = {key: sum(r[key] for r in rows) / len(rows) for key in
+                    ("zero_shot", "examples_only", "finetuned", "finetuned_examples", "fewrel_ori_before", "fewrel_ori_after")}
+            if all(r.get("selected") is not None for r in rows):
+                mean["selected"] = sum(r["selected"] for r in rows) / len(rows)
+            lines.append(_row(recipe, "**mean of six**", {**mean, "rows": "", "finetune_minutes": ""}))
     return "\n".join(lines)
+
+
+def _row(recipe: str, domain: str, r: dict) -> str:
+    # Δ is the workbench's setting after a fine-tune (the new model, the user's labels still counting as
+    # examples) against the labels as examples alone.
+    gain = r["finetuned_examples"] - r["examples_only"]
+    verdict = "—"
+    if r.get("selected") is not None:
+        verdict = f"{r['selected']:.1f} ({r['selected'] - r['examples_only']:+.1f})"
+        if "improved" in r:
+            verdict = (f"{'switch' if r['improved'] else 'keep'} ({r['held_back_before']:.1f} → {r['held_back_after']:.1f})"
+                       f" → {verdict}")
+    return (f"| {recipe} | {domain} | {r['rows']} | {r['zero_shot']:.1f} | {r['examples_only']:.1f} | {r['finetuned']:.1f} | "
+            f"{r['finetuned_examples']:.1f} | {gain:+.1f} | {verdict} | {r['fewrel_ori_before']:.1f} → "
+            f"{r['fewrel_ori_after']:.1f} | {r['finetune_minutes']} |")
 
 
 DOMAINS = CROSSRE_DOMAINS

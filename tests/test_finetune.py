@@ -148,3 +148,25 @@ def test_cli_finetune_refuses_half_given_replay(tmp_path):
     result = CliRunner().invoke(cli, ["finetune", "--data", "x.jsonl", "--descriptions", "d.json", "--output",
                                       str(tmp_path / "o"), "--replay", "r.jsonl"])
     assert result.exit_code == 1 and "--replay and --replay-descriptions go together" in result.output
+
+
+def test_the_finetune_table_groups_by_recipe_with_a_mean_and_the_held_back_verdict():
+    from research.fewshot import CROSSRE_DOMAINS
+    from research.finetune import table
+
+    def record(domain, recipe, gain, improved=None):
+        r = {"domain": domain, "recipe": recipe, "rows": 100, "zero_shot": 20.0, "examples_only": 30.0, "finetuned": 31.0,
+             "finetuned_examples": 30.0 + gain, "fewrel_ori_before": 90.0, "fewrel_ori_after": 89.0, "finetune_minutes": 2}
+        if improved is not None:
+            r.update(improved=improved, held_back_before=50.0, held_back_after=60.0 if improved else 40.0,
+                     selected=r["finetuned_examples"] if improved else r["examples_only"])
+        return r
+
+    records = [record("ai", "lr-2e-5", 1.0)]
+    records += [record(d, "workbench", 6.0 if i % 2 else -3.0, improved=bool(i % 2)) for i, d in enumerate(CROSSRE_DOMAINS)]
+    lines = table(records).splitlines()
+    assert [line.split(" | ")[0] for line in lines[2:]] == ["| workbench"] * 7 + ["| lr-2e-5"]  # RECIPES order
+    assert "keep (50.0 → 40.0) → 30.0 (+0.0)" in lines[2] and "switch (50.0 → 60.0) → 36.0 (+6.0)" in lines[3]
+    mean = lines[8].split(" | ")
+    assert mean[1] == "**mean of six**" and mean[6] == "31.5" and mean[7] == "+1.5" and mean[8] == "33.0 (+3.0)"
+    assert "mean" not in lines[9]  # one domain only: no mean row
