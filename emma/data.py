@@ -406,13 +406,19 @@ def select(instances: Sequence[Instance], relations: Iterable[str], source: str 
     return [i for i in instances if i.relation in wanted]
 
 
+def by_relation(instances: Iterable[Instance]) -> dict[str | None, list[Instance]]:
+    """{relation: its instances}, in first-seen order of the relations and input order within each."""
+    groups: dict[str | None, list[Instance]] = {}
+    for inst in instances:
+        groups.setdefault(inst.relation, []).append(inst)
+    return groups
+
+
 def cap_per_relation(instances: Sequence[Instance], cap: int | None, seed: int = 0) -> list[Instance]:
     """At most `cap` instances per relation, chosen at random with a fixed seed."""
     if not cap:
         return list(instances)
-    by_rel: dict[str | None, list[Instance]] = {}
-    for inst in instances:
-        by_rel.setdefault(inst.relation, []).append(inst)
+    by_rel = by_relation(instances)
     rng = random.Random(seed)
     out = []
     for rel in sorted(by_rel, key=str):

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .checkpoint import checkpoint_id, read_config
-from .data import Instance, cap_per_relation, check_relations
+from .data import Instance, by_relation, cap_per_relation, check_relations
 from .evaluate import evaluate
 from .pipeline import Extractor
 from .train import STATE_FILE, TrainConfig, train
@@ -110,9 +110,7 @@ class FinetuneReport:
 
 def hold_back(rows: Sequence[Instance], fraction: float, seed: int) -> tuple[list[Instance], list[Instance]]:
     """(train, held back): about `fraction` of each relation's rows held back, at least one of a relation with two or more."""
-    by_rel: dict[str, list[Instance]] = {}
-    for r in rows:
-        by_rel.setdefault(r.relation, []).append(r)
+    by_rel = by_relation(rows)
     rng = random.Random(seed)
     kept, held = [], []
     for rel in sorted(by_rel):
@@ -144,10 +142,7 @@ def scores(checkpoint: Path, rows: Sequence[Instance], descriptions: dict[str, s
         return {}
     extractor = Extractor.load(checkpoint, precision=precision)
     extractor.set_relations(descriptions)
-    by_relation: dict[str, list[Instance]] = {}
-    for e in examples:
-        by_relation.setdefault(e.relation, []).append(e)
-    for relation, group in by_relation.items():
+    for relation, group in by_relation(examples).items():
         extractor.add_examples(relation, group)
     report = evaluate(extractor, rows)
     return {name: round(report[name]["f1"], 2) for name in ("recall_only", "emma", "emma_fused")}
