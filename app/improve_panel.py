@@ -24,11 +24,12 @@ MIN_ROWS_PER_RELATION = 2  # one to train on, one held back to score
 MIN_RELATIONS = 2  # in-batch negatives need another relation
 MAX_ROWS = 5000  # rows one fine-tune takes (a few minutes on 2 cores per few hundred)
 SERVER_MODEL = ""  # the dropdown's value for the server's own model
+SURE = 0.9  # share of resampled held-back sets on which the fine-tune must win for the panel to call it better outright
 SCORE_NAMES = {"recall_only": "recall only", "emma": "classifier", "emma_fused": "fused (the shipped rule)"}
 
 HELP = """Fine-tunes a copy of the model you are using on **your labelled sentences** (feedback with a known
-relation, imported examples, accepted items of your Annotate queues) of the relations switched on. A fifth of each relation's sentences is held
-back to score the model before and after, your other labelled sentences counting as examples both times, as they do in
+relation, imported examples, accepted items of your Annotate queues) of the relations switched on. About a fifth of each relation's labels is held
+back, whole sentences the new model never reads, to score the model before and after, your other labelled sentences counting as examples both times, as they do in
 your predictions. It takes a few minutes; predictions keep working meanwhile. Only you can use the new version, since
 it has learnt your sentences. It does not always beat the examples alone: the table says whether it did."""
 
@@ -150,16 +151,27 @@ class ImprovePanel:
 
 
 def done_message(name: str, report: dict | None) -> str:
-    """The status once a fine-tune has finished: whether the held-back rows say to switch to it."""
-    verdict = (report or {}).get("improved")
+    """The status once a fine-tune has finished: whether the held-back sentences say to switch to it, and how firmly."""
+    report = report or {}
+    verdict = report.get("improved")
     if verdict is None:
         return f"Done: version {name} is ready. Choose it under 'Model for my predictions' to use it."
-    if verdict:
-        return (f"Done: version {name} is ready and did better on your held-back sentences (fused rule, table below). "
+    change = report["after"]["emma_fused"] - report["before"]["emma_fused"]
+    chance = report.get("chance_better")
+    sentences = report.get("held_back_sentences")
+    evidence = f"{change:+.1f} fused macro F1"
+    if chance is not None and sentences:
+        evidence += f" on {sentences} held-back sentences, better in {chance:.0%} of resamples of them"
+    if verdict and (chance is None or chance >= SURE):
+        return (f"Done: version {name} is ready and did better on your held-back sentences ({evidence}; table below). "
                 "Choose it under 'Model for my predictions' to use it.")
+    if verdict:
+        return (f"Done: version {name} is ready and did better on your held-back sentences, but by too little to be "
+                f"sure ({evidence}; table below). Try it under 'Model for my predictions'; labelling more sentences "
+                "gives a firmer verdict.")
     return (f"Done: version {name} is ready but did not do better on your held-back sentences than your current model "
-            "with your labels as examples (table below): keeping your current model is recommended. Label more sentences "
-            "and try again, or choose it anyway under 'Model for my predictions'.")
+            f"with your labels as examples ({evidence}; table below): keeping your current model is recommended. Label "
+            "more sentences and try again, or choose it anyway under 'Model for my predictions'.")
 
 
 def report_frame(report: dict | None) -> pd.DataFrame:
@@ -169,6 +181,6 @@ def report_frame(report: dict | None) -> pd.DataFrame:
     rows = [{"rule": label, "before": round(report["before"].get(key, 0.0), 1), "after": round(report["after"][key], 1),
              "change": round(report["after"][key] - report["before"].get(key, 0.0), 1)}
             for key, label in SCORE_NAMES.items() if key in report["after"]]
-    rows.append({"rule": f"sentences: {report['trained_rows']} trained on, {report['held_back_rows']} held back",
+    rows.append({"rule": f"labelled pairs: {report['trained_rows']} trained on, {report['held_back_rows']} held back (in other sentences)",
                  "before": None, "after": None, "change": None})
     return pd.DataFrame(rows)

@@ -260,7 +260,7 @@ def evaluate(checkpoint, data, descriptions, split, k, max_per_relation, precisi
 @click.option("--epochs", type=int)
 @click.option("--lr", type=float)
 @click.option("--anchor", type=float, help="Share of the drift from the starting weights undone after each step (0: off).")
-@click.option("--held-back", type=float, help="Share of each relation's rows scored before and after, never trained on.")
+@click.option("--held-back", type=float, help="Share of each relation's rows scored before and after, never trained on (whole sentences held back).")
 @click.option("--seed", type=int)
 @click.option("--precision", type=click.Choice(PRECISIONS))
 @click.option("--skip-invalid", is_flag=True, help="Drop broken records (logged) instead of stopping at the first.")

@@ -11,9 +11,10 @@ starting weights after every step (`anchor`) keeps more of FewRel but costs more
 is off by default. Rows of the data the checkpoint was trained on
 can be mixed in too ("replay") where they are at hand.
 
-A share of each relation's rows is held back and scored before and after, the trained rows counting
-as examples both times (as in the workbench), so every fine-tune reports on rows it never saw whether
-it beat the examples alone (`FinetuneReport.improved`). The new checkpoint is written
+A share of each relation's rows, in sentences the fine-tune never reads, is held back and scored
+before and after, the trained rows counting as examples both times (as in the workbench), so every
+fine-tune reports on sentences it never saw whether it beat the examples alone
+(`FinetuneReport.improved`). The new checkpoint is written
 to a temporary sibling folder and renamed into place once complete: an interrupted fine-tune
 leaves the output absent (and resumable), never half-written, and the starting checkpoint is
 only read.
@@ -29,13 +30,14 @@ import logging
 import random
 import shutil
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 from .checkpoint import checkpoint_id, read_config
 from .data import Instance, by_relation, cap_per_relation, check_relations
-from .evaluate import evaluate
+from .evaluate import macro_prf
 from .pipeline import Extractor
 from .train import STATE_FILE, TrainConfig, train
 
@@ -48,8 +50,8 @@ REPORT_FILE = "finetune.json"
 class FinetuneConfig:
     """How a fine-tune runs; the defaults are the measured recipe (results/FINETUNE.md).
 
-    `held_back` of each relation's rows (at least one where a relation has two or more) are kept out
-    of training and scored before and after. `replay_per_relation` rows of each replay relation are
+    About `held_back` of each relation's rows are kept out of training, in whole sentences (`hold_back`),
+    and scored before and after. `replay_per_relation` rows of each replay relation are
     mixed in when replay data is given.
     """
 
@@ -84,7 +86,8 @@ class FinetuneReport:
 
     `improved`: whether the fine-tuned model did better on the held-back rows by the shipped (fused) rule; None
     when nothing was held back. Fine-tuning can lose to the examples alone (results/FINETUNE.md), so the
-    workbench recommends a switch only when it did not.
+    workbench recommends a switch only when it did not, and `chance_better` says how firmly the held-back
+    sentences back that verdict.
     """
 
     parent: str  # checkpoint id of the starting checkpoint
@@ -98,6 +101,8 @@ class FinetuneReport:
     wall_time_s: float = 0.0
     config: dict = field(default_factory=dict)
     examples_in_scores: bool = True
+    held_back_sentences: int = 0
+    chance_better: float | None = None  # `chance_better` of the fused rule's predictions, after against before
     improved: bool | None = None
 
     def __post_init__(self) -> None:
@@ -109,17 +114,37 @@ class FinetuneReport:
 
 
 def hold_back(rows: Sequence[Instance], fraction: float, seed: int) -> tuple[list[Instance], list[Instance]]:
-    """(train, held back): about `fraction` of each relation's rows held back, at least one of a relation with two or more."""
-    by_rel = by_relation(rows)
-    rng = random.Random(seed)
-    kept, held = [], []
-    for rel in sorted(by_rel):
-        group = list(by_rel[rel])
-        rng.shuffle(group)
-        n = 0 if not fraction or len(group) < 2 else max(1, round(fraction * len(group)))
-        held.extend(group[:n])
-        kept.extend(group[n:])
-    return kept, held
+    """(train, held back), in input order: whole sentences held back until about `fraction` of each relation's rows are,
+    at least one of a relation with two or more, never a relation's last trained row.
+
+    A sentence's pairs go to one side together: held-back pairs from sentences the model trained on would
+    score how well it remembers those sentences, not how it does on new ones (on CrossRE, holding back
+    rows alone said "switch" on domains where the fine-tune then lost on dev; results/FINETUNE.md).
+    """
+    counts = Counter(r.relation for r in rows)
+    target = {rel: 0 if not fraction or n < 2 else max(1, round(fraction * n)) for rel, n in counts.items()}
+    sentences: dict[tuple[str, ...], list[int]] = {}
+    for i, row in enumerate(rows):
+        sentences.setdefault(row.tokens, []).append(i)
+    order = list(sentences)
+    random.Random(seed).shuffle(order)
+    held_per_relation: Counter = Counter()
+    held: set[int] = set()
+    # First sentences that overshoot no relation's share, then any that fill one while holding back at most
+    # half of any relation's rows.
+    for overshoot in (False, True):
+        for tokens in order:
+            if sentences[tokens][0] in held:
+                continue
+            relations = Counter(rows[i].relation for i in sentences[tokens])
+            fills = any(held_per_relation[r] < target[r] for r in relations)
+            limit = {r: max(target[r], counts[r] // 2) if overshoot else target[r] for r in relations}
+            fits = all(held_per_relation[r] + n <= limit[r] and held_per_relation[r] + n < counts[r]
+                       for r, n in relations.items())
+            if fills and fits:
+                held.update(sentences[tokens])
+                held_per_relation.update(relations)
+    return ([r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held])
 
 
 def check_rows(rows: Sequence[Instance], descriptions: dict[str, str]) -> None:
@@ -134,18 +159,50 @@ def check_rows(rows: Sequence[Instance], descriptions: dict[str, str]) -> None:
         raise ValueError(f"fine-tuning needs labelled rows of at least 2 relations (in-batch negatives); these have {n}")
 
 
-def scores(checkpoint: Path, rows: Sequence[Instance], descriptions: dict[str, str], precision: str,
-           examples: Sequence[Instance] = ()) -> dict[str, float]:
-    """Macro F1 of recall only, the classifier and the fused rule of `checkpoint` on `rows`, the candidates being
-    `descriptions` and `examples` counting as their relations' examples ({} without rows, and then nothing is loaded)."""
+RULES = {"recall_only": "recall", "emma": "classifier", "emma_fused": "fused"}  # report key: the rule it scores
+
+
+def predictions(checkpoint: Path, rows: Sequence[Instance], descriptions: dict[str, str], precision: str,
+                examples: Sequence[Instance] = ()) -> dict[str, list[str]]:
+    """{report key: the relation each rule of `RULES` picks for each of `rows`}, the candidates being `descriptions`
+    and `examples` counting as their relations' examples ({} without rows, and then nothing is loaded)."""
     if not rows:
         return {}
     extractor = Extractor.load(checkpoint, precision=precision)
     extractor.set_relations(descriptions)
     for relation, group in by_relation(examples).items():
         extractor.add_examples(relation, group)
-    report = evaluate(extractor, rows)
-    return {name: round(report[name]["f1"], 2) for name in ("recall_only", "emma", "emma_fused")}
+    predicted = extractor.predict_batch(rows, top_k=extractor.config.k)
+    return {key: [p.choice(rule) for p in predicted] for key, rule in RULES.items()}
+
+
+def scores(rows: Sequence[Instance], predicted: dict[str, list[str]]) -> dict[str, float]:
+    """Macro F1 of each rule's `predictions` on `rows` ({} without rows)."""
+    gold = [r.relation for r in rows]
+    return {key: round(macro_prf(gold, labels)["f1"], 2) for key, labels in predicted.items()} if rows else {}
+
+
+def chance_better(rows: Sequence[Instance], before: list[str], after: list[str], resamples: int = 1000,
+                  seed: int = 0) -> float:
+    """Share of `resamples` draws of the held-back sentences (with replacement, a sentence's pairs together)
+    in which `after` has the higher macro F1 than `before`, ties counting half.
+
+    A fine-tune is judged on a few dozen sentences, where one sentence more or less right moves macro F1
+    by points; this says how often the same verdict holds on sentences like them.
+    """
+    sentences: dict[tuple[str, ...], list[int]] = {}
+    for i, row in enumerate(rows):
+        sentences.setdefault(row.tokens, []).append(i)
+    groups = list(sentences.values())
+    rng = random.Random(seed)
+    wins = 0.0
+    for _ in range(resamples):
+        picked = [i for _ in groups for i in rng.choice(groups)]
+        gold = [rows[i].relation for i in picked]
+        a = macro_prf(gold, [after[i] for i in picked])["f1"]
+        b = macro_prf(gold, [before[i] for i in picked])["f1"]
+        wins += 1.0 if a > b else 0.5 if a == b else 0.0
+    return round(wins / resamples, 3)
 
 
 def finetune(
@@ -194,16 +251,18 @@ def finetune(
     relations = sorted({r.relation for r in mixed})
     # Scored as the user's predictions will run: the trained rows stay examples of their relations,
     # before and after, so "after" beats "before" only if fine-tuning adds to what the examples already give.
-    before = scores(checkpoint, held, descriptions, config.precision, examples=kept)
+    before = predictions(checkpoint, held, descriptions, config.precision, examples=kept)
     logger.info("fine-tuning %s on %d rows (%d replayed) of %d relations; %d held back", checkpoint, len(mixed),
                 n_replay, len(relations), len(held))
     card = (f"# Fine-tuned EMMA checkpoint\n\nFine-tuned from `{checkpoint_id(checkpoint)}` on {len(kept)} labelled rows of "
             f"{trained_relations} relations ({n_replay} replayed); see `{REPORT_FILE}` for the rows "
             "held back and the scores before and after.\n")
     train(config.train_config(str(checkpoint), len(relations)), mixed, all_descriptions, partial, resume=resume, card=card)
-    after = scores(partial, held, descriptions, config.precision, examples=kept)
+    after = predictions(partial, held, descriptions, config.precision, examples=kept)
     report = FinetuneReport(checkpoint_id(checkpoint), str(output), sorted(descriptions), len(kept), len(held), n_replay,
-                            before, after, round(time.perf_counter() - started, 1), asdict(config))
+                            scores(held, before), scores(held, after), round(time.perf_counter() - started, 1),
+                            asdict(config), held_back_sentences=len({r.tokens for r in held}),
+                            chance_better=chance_better(held, before["emma_fused"], after["emma_fused"]) if held else None)
     (partial / STATE_FILE).unlink(missing_ok=True)  # optimizer state: three times the model, useless once done
     (partial / REPORT_FILE).write_text(json.dumps(report.to_json(), indent=2) + "\n")
     partial.replace(output)

@@ -100,7 +100,8 @@ def run(checkpoint: str, data: Path, results: Path, domains: list[str], recipes:
                       "fewrel_ori_before": fewrel_before, "fewrel_ori_after": fused(tuned, check, check_descriptions),
                       "fewrel_cap": fewrel_cap, "finetune_minutes": minutes,
                       "held_back_before": report.before.get("emma_fused"), "held_back_after": report.after.get("emma_fused"),
-                      "improved": report.improved,
+                      "improved": report.improved, "chance_better": report.chance_better,
+                      "held_back_sentences": report.held_back_sentences,
                       "budget": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
                                 f"precision {tuned.precision}, config {config}"}
             if report.improved is not None:  # what the user ends up with when following the held-back verdict
@@ -114,16 +115,17 @@ def run(checkpoint: str, data: Path, results: Path, domains: list[str], recipes:
 
 
 def table(records: list[dict]) -> str:
-    """Markdown: per recipe (in `RECIPES` order) and domain, dev macro F1 (fused) zero-shot, examples only,
+    """Markdown: per recipe (in `RECIPES` order), draw of the labelled rows and domain, dev macro F1 (fused) zero-shot, examples only,
     fine-tuned, the held-back verdict where there is one, and FewRel ori; a mean row for a recipe run on
     every domain."""
     lines = ["| recipe | domain | rows | zero-shot | examples only | fine-tuned | fine-tuned + examples | Δ (fine-tuned + examples − examples only) | held-back verdict → selected (Δ) | FewRel ori before → after | minutes |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     order = {name: i for i, name in enumerate([*RECIPES, *sorted({r["recipe"] for r in records} - set(RECIPES))])}
     rank = {d: i for i, d in enumerate(CROSSRE_DOMAINS)}
-    by_recipe: dict[str, list[dict]] = {}
-    for r in sorted(records, key=lambda r: (order[r["recipe"]], rank.get(r["domain"], len(rank)))):
-        by_recipe.setdefault(r["recipe"], []).append(r)
+    by_recipe: dict[str, list[dict]] = {}  # recipe and draw: each draw of a recipe gets its own rows and mean
+    for r in sorted(records, key=lambda r: (order[r["recipe"]], r.get("seed", 0), rank.get(r["domain"], len(rank)))):
+        name = r["recipe"] if not r.get("seed") else f"{r['recipe']}, draw {r['seed']}"
+        by_recipe.setdefault(name, []).append(r)
     for recipe, rows in by_recipe.items():
         for r in rows:
             lines.append(_row(recipe, r["domain"], r))

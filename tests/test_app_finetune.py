@@ -84,7 +84,8 @@ def test_fine_tune_from_labels_then_switch_and_keep_the_choice(wb, toy_instances
     assert job.state == "done", job.message
     status, report, dropdown, _ = panel.progress.__wrapped__(panel, ann)
     assert "is ready" in status
-    assert ("is ready and did better" in status) == job.report["improved"]  # the held-back verdict, said plainly
+    assert ("did better" in status) == job.report["improved"]  # the held-back verdict, said plainly
+    assert f"on {job.report['held_back_sentences']} held-back sentences" in status
     assert ("keeping your current model is recommended" in status) == (not job.report["improved"])
     assert list(report["rule"][:3]) == ["recall only", "classifier", "fused (the shipped rule)"]
     assert job.name in [value for _, value in dropdown.constructor_args["choices"]]
@@ -153,3 +154,17 @@ def test_recover_registers_a_fine_tune_that_finished_unwatched(tmp_path, tiny_ch
     Finetuner(store, models)
     assert [v["name"] for v in store.model_versions("user:ann")] == ["ft-x"]
     assert sorted(p.name for p in models.iterdir()) == ["ft-x"]
+
+
+@pytest.mark.parametrize("after, chance, says", [
+    (60.0, 0.95, "did better on your held-back sentences (+10.0 fused macro F1 on 12 held-back sentences, better in 95% of"),
+    (52.0, 0.6, "by too little to be sure (+2.0 fused macro F1 on 12 held-back sentences, better in 60% of"),
+    (45.0, 0.2, "keeping your current model is recommended"),
+])
+def test_the_done_line_says_how_firmly_the_held_back_sentences_back_the_verdict(after, chance, says):
+    from app.improve_panel import done_message
+
+    report = {"before": {"emma_fused": 50.0}, "after": {"emma_fused": after}, "improved": after > 50.0,
+              "chance_better": chance, "held_back_sentences": 12}
+    assert says in done_message("v2", report)
+    assert done_message("v2", {}) == "Done: version v2 is ready. Choose it under 'Model for my predictions' to use it."

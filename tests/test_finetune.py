@@ -15,7 +15,7 @@ from emma.cli import cli
 from emma.data import Instance, write_jsonl
 from emma.evaluate import evaluate
 from emma.pipeline import Extractor
-from emma.finetune import REPORT_FILE, FinetuneConfig, check_rows, finetune, hold_back, read_report
+from emma.finetune import REPORT_FILE, FinetuneConfig, chance_better, check_rows, finetune, hold_back, read_report
 from emma.train import LOG_FILE, STATE_FILE
 
 pytestmark = pytest.mark.usefixtures("fresh_accelerate")
@@ -41,6 +41,37 @@ def test_hold_back_keeps_out_a_share_of_each_relation(toy_instances):
     assert none == [] and sorted(map(id, everything)) == sorted(map(id, toy_instances))
     single = [toy_instances[0]]
     assert hold_back(single, 0.5, seed=0) == (single, [])  # a relation's only row is trained on, not held back
+
+
+def test_hold_back_keeps_a_sentences_pairs_on_one_side():
+    # Three relations, each row of one in a sentence shared with the others: pairs of one sentence are
+    # held back together, so held-back rows are sentences the fine-tune never read.
+    rows = []
+    for s in range(10):
+        tokens = tuple(f"w{s}_{k}" for k in range(6))
+        rows += [Instance(tokens, (0, 1), (2, 3), "a"), Instance(tokens, (2, 3), (4, 5), "b"), Instance(tokens, (0, 1), (4, 5), "c")]
+    rows += [Instance(("x", "y", "z", "q"), (0, 1), (2, 3), "d"), Instance(("x", "y", "z", "r"), (0, 1), (2, 3), "d")]
+    kept, held = hold_back(rows, 0.2, seed=3)
+    assert not {r.tokens for r in kept} & {r.tokens for r in held}
+    assert sorted(r.relation for r in held).count("a") == 2  # 20 % of each relation's 10 rows: two whole sentences
+    assert [r.relation for r in held].count("d") == 1 and [r.relation for r in kept].count("d") == 1
+    assert [r for r in rows if r in kept or r in held] == rows and len(kept) + len(held) == len(rows)
+    # A relation whose rows all share one sentence keeps them for training.
+    lone = [Instance(("p", "q", "r", "s"), (0, 1), (2, 3), "e"), Instance(("p", "q", "r", "s"), (2, 3), (0, 1), "e")]
+    kept, held = hold_back(rows + lone, 0.2, seed=3)
+    assert [r.relation for r in kept].count("e") == 2 and "e" not in {r.relation for r in held}
+
+
+def test_chance_better_resamples_whole_sentences():
+    rows = [Instance((f"s{k}", "x", "y", "z"), (0, 1), (2, 3), rel) for k in range(8) for rel in ("a", "b")]
+    gold = [r.relation for r in rows]
+    wrong = ["b" if g == "a" else "a" for g in gold]
+    assert chance_better(rows, wrong, gold) == 1.0 and chance_better(rows, gold, wrong) == 0.0
+    assert chance_better(rows, gold, list(gold)) == 0.5  # ties count half
+    # One sentence of eight fixed, nothing broken: better unless a resample leaves that sentence out,
+    # which (7/8)^8 ≈ 34 % of resamples do (they tie).
+    one_fixed = [g if k < 2 else w for k, (g, w) in enumerate(zip(gold, wrong))]
+    assert 0.75 < chance_better(rows, wrong, one_fixed, resamples=2000) < 0.9
 
 
 @pytest.mark.parametrize("rows, message", [
@@ -164,9 +195,11 @@ def test_the_finetune_table_groups_by_recipe_with_a_mean_and_the_held_back_verdi
 
     records = [record("ai", "lr-2e-5", 1.0)]
     records += [record(d, "workbench", 6.0 if i % 2 else -3.0, improved=bool(i % 2)) for i, d in enumerate(CROSSRE_DOMAINS)]
+    records += [{**record(d, "workbench", 2.0), "seed": 1} for d in CROSSRE_DOMAINS]  # a second draw: its own rows and mean
     lines = table(records).splitlines()
-    assert [line.split(" | ")[0] for line in lines[2:]] == ["| workbench"] * 7 + ["| lr-2e-5"]  # RECIPES order
+    assert [line.split(" | ")[0] for line in lines[2:]] == ["| workbench"] * 7 + ["| workbench, draw 1"] * 7 + ["| lr-2e-5"]
+    assert lines[15].split(" | ")[1:3] == ["**mean of six**", ""] and lines[15].split(" | ")[7] == "+2.0"
     assert "keep (50.0 → 40.0) → 30.0 (+0.0)" in lines[2] and "switch (50.0 → 60.0) → 36.0 (+6.0)" in lines[3]
     mean = lines[8].split(" | ")
     assert mean[1] == "**mean of six**" and mean[6] == "31.5" and mean[7] == "+1.5" and mean[8] == "33.0 (+3.0)"
-    assert "mean" not in lines[9]  # one domain only: no mean row
+    assert "mean" not in lines[16]  # one domain only: no mean row
