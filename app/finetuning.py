@@ -40,6 +40,7 @@ from .storage import Store
 logger = logging.getLogger(__name__)
 
 PROGRESS = re.compile(r"training:\s+\d+%\|[^|]*\|\s*(\d+)/(\d+)")
+PART = re.compile(r"part (\d) of (\d): ([^)]*)\)")  # emma.finetune's log line as each of its two trainings starts
 JOB_SUFFIX = ".job"
 
 
@@ -56,6 +57,7 @@ class Job:
     step: int = 0
     total: int = 0
     phase: str = "starting"  # what the child is doing, for the status line
+    part: str = ""  # which of the fine-tune's trainings runs (a first one to score held-back rows, then the new version)
     message: str = ""  # why it failed
     report: dict | None = None
 
@@ -150,7 +152,9 @@ class Finetuner:
                 else:
                     last = line.strip()
                     if "fine-tuning" in line:
-                        job.phase = "scoring held-back rows, then training"
+                        part = PART.search(line)
+                        job.part = f"part {part.group(1)} of {part.group(2)} ({part.group(3)})" if part else ""
+                        job.phase, job.step, job.total = "scoring held-back rows, then training", 0, 0
         stdout = process.stdout.read()
         code = process.wait()
         if code == 0:

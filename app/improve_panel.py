@@ -28,10 +28,12 @@ SURE = 0.9  # share of resampled held-back sets on which the fine-tune must win 
 SCORE_NAMES = {"recall_only": "recall only", "emma": "classifier", "emma_fused": "fused (the shipped rule)"}
 
 HELP = """Fine-tunes a copy of the model you are using on **your labelled sentences** (feedback with a known
-relation, imported examples, accepted items of your Annotate queues) of the relations switched on. About a fifth of each relation's labels is held
-back, whole sentences the new model never reads, to score the model before and after, your other labelled sentences counting as examples both times, as they do in
-your predictions. It takes a few minutes; predictions keep working meanwhile. Only you can use the new version, since
-it has learnt your sentences. It does not always beat the examples alone: the table says whether it did."""
+relation, imported examples, accepted items of your Annotate queues) of the relations switched on. First a model is
+trained without about a fifth of each relation's labels (whole sentences) and scored on them against your current model,
+your other labels counting as examples both times, as they do in your predictions; then the new version is trained on
+all your labels. It takes a few minutes; predictions keep working meanwhile. Only you can use the new version, since
+it has learnt your sentences. It does not always beat the examples alone, and a few dozen held-back sentences give a
+rough verdict: the status line says how firm it is."""
 
 
 class ImprovePanel:
@@ -89,7 +91,8 @@ class ImprovePanel:
         if job.state in ("running", "cancelling"):
             minutes = (time.time() - job.started) / 60
             where = f"step {job.step} of {job.total} ({100 * job.step / job.total:.0f} %)" if job.total else job.phase
-            return (f"Fine-tuning on {job.rows} sentences: {where}, {minutes:.1f} min so far.", pd.DataFrame(), dropdown,
+            part = f", {job.part}" if job.part else ""
+            return (f"Fine-tuning on {job.rows} sentences{part}: {where}, {minutes:.1f} min so far.", pd.DataFrame(), dropdown,
                     gr.Timer(active=True))
         if job.state == "cancelled":
             return "Cancelled: nothing was kept, and your model is unchanged.", pd.DataFrame(), dropdown, gr.Timer(active=False)
@@ -151,7 +154,7 @@ class ImprovePanel:
 
 
 def done_message(name: str, report: dict | None) -> str:
-    """The status once a fine-tune has finished: whether the held-back sentences say to switch to it, and how firmly."""
+    """The status once a fine-tune has finished: whether its held-back sentences say to switch to it, and how firmly."""
     report = report or {}
     verdict = report.get("improved")
     if verdict is None:
@@ -162,16 +165,16 @@ def done_message(name: str, report: dict | None) -> str:
     evidence = f"{change:+.1f} fused macro F1"
     if chance is not None and sentences:
         evidence += f" on {sentences} held-back sentences, better in {chance:.0%} of resamples of them"
-    if verdict and (chance is None or chance >= SURE):
-        return (f"Done: version {name} is ready and did better on your held-back sentences ({evidence}; table below). "
-                "Choose it under 'Model for my predictions' to use it.")
+    firm = chance is None or chance >= SURE or chance <= 1 - SURE
+    how = "" if firm else ", by too little to be sure"
     if verdict:
-        return (f"Done: version {name} is ready and did better on your held-back sentences, but by too little to be "
-                f"sure ({evidence}; table below). Try it under 'Model for my predictions'; labelling more sentences "
-                "gives a firmer verdict.")
+        return (f"Done: version {name} is ready and did better on your held-back sentences{how} ({evidence}; table "
+                "below). Choose it under 'Model for my predictions' to use it"
+                + ("." if firm else "; labelling more sentences gives a firmer verdict."))
     return (f"Done: version {name} is ready but did not do better on your held-back sentences than your current model "
-            f"with your labels as examples ({evidence}; table below): keeping your current model is recommended. Label "
-            "more sentences and try again, or choose it anyway under 'Model for my predictions'.")
+            f"with your labels as examples{how} ({evidence}; table below): keeping your current model is "
+            + ("recommended" if firm else "the safer choice")
+            + ". Label more sentences and try again, or choose it anyway under 'Model for my predictions'.")
 
 
 def report_frame(report: dict | None) -> pd.DataFrame:
@@ -181,6 +184,11 @@ def report_frame(report: dict | None) -> pd.DataFrame:
     rows = [{"rule": label, "before": round(report["before"].get(key, 0.0), 1), "after": round(report["after"][key], 1),
              "change": round(report["after"][key] - report["before"].get(key, 0.0), 1)}
             for key, label in SCORE_NAMES.items() if key in report["after"]]
-    rows.append({"rule": f"labelled pairs: {report['trained_rows']} trained on, {report['held_back_rows']} held back (in other sentences)",
+    held = f"held back: {report['held_back_rows']} labelled pairs in {report.get('held_back_sentences', '?')} sentences"
+    if report.get("scoring_rows", report["trained_rows"]) != report["trained_rows"]:
+        held += f", scored by a model trained on the other {report['scoring_rows']}; the new version trained on all {report['trained_rows']}"
+    else:
+        held += f"; the new version trained on the other {report['trained_rows']}"
+    rows.append({"rule": held,
                  "before": None, "after": None, "change": None})
     return pd.DataFrame(rows)

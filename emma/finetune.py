@@ -44,6 +44,7 @@ from .train import STATE_FILE, TrainConfig, train
 logger = logging.getLogger(__name__)
 
 REPORT_FILE = "finetune.json"
+SCORED_FILE = "held_back_after.json"  # the scoring model's predictions, kept until the new version is trained
 
 
 @dataclass
@@ -51,7 +52,9 @@ class FinetuneConfig:
     """How a fine-tune runs; the defaults are the measured recipe (results/FINETUNE.md).
 
     About `held_back` of each relation's rows are kept out of training, in whole sentences (`hold_back`),
-    and scored before and after. `replay_per_relation` rows of each replay relation are
+    and scored before and after. With `refit`, the model they score is a first one, and the new version is
+    then trained on every row, held-back ones included: at a few hundred labels a fifth of them is worth
+    more to the model than the scoring costs (results/FINETUNE.md). `replay_per_relation` rows of each replay relation are
     mixed in when replay data is given.
     """
 
@@ -62,6 +65,7 @@ class FinetuneConfig:
     anchor: float = 0.0
     held_back: float = 0.2
     replay_per_relation: int = 10
+    refit: bool = True
     seed: int = 42
     precision: str = "auto"
 
@@ -93,7 +97,7 @@ class FinetuneReport:
     parent: str  # checkpoint id of the starting checkpoint
     output: str
     relations: list[str]
-    trained_rows: int
+    trained_rows: int  # the user's rows the new version trained on (held-back ones too, with `refit`)
     held_back_rows: int
     replay_rows: int
     before: dict[str, float] = field(default_factory=dict)
@@ -101,6 +105,7 @@ class FinetuneReport:
     wall_time_s: float = 0.0
     config: dict = field(default_factory=dict)
     examples_in_scores: bool = True
+    scoring_rows: int = 0  # the user's rows the model scored on the held-back ones trained on
     held_back_sentences: int = 0
     chance_better: float | None = None  # `chance_better` of the fused rule's predictions, after against before
     improved: bool | None = None
@@ -252,16 +257,34 @@ def finetune(
     # Scored as the user's predictions will run: the trained rows stay examples of their relations,
     # before and after, so "after" beats "before" only if fine-tuning adds to what the examples already give.
     before = predictions(checkpoint, held, descriptions, config.precision, examples=kept)
-    logger.info("fine-tuning %s on %d rows (%d replayed) of %d relations; %d held back", checkpoint, len(mixed),
-                n_replay, len(relations), len(held))
-    card = (f"# Fine-tuned EMMA checkpoint\n\nFine-tuned from `{checkpoint_id(checkpoint)}` on {len(kept)} labelled rows of "
-            f"{trained_relations} relations ({n_replay} replayed); see `{REPORT_FILE}` for the rows "
-            "held back and the scores before and after.\n")
-    train(config.train_config(str(checkpoint), len(relations)), mixed, all_descriptions, partial, resume=resume, card=card)
-    after = predictions(partial, held, descriptions, config.precision, examples=kept)
-    report = FinetuneReport(checkpoint_id(checkpoint), str(output), sorted(descriptions), len(kept), len(held), n_replay,
-                            scores(held, before), scores(held, after), round(time.perf_counter() - started, 1),
-                            asdict(config), held_back_sentences=len({r.tokens for r in held}),
+    train_config = config.train_config(str(checkpoint), len(relations))
+    refit = config.refit and bool(held)
+    delivered = mixed + held if refit else mixed
+    card = (f"# Fine-tuned EMMA checkpoint\n\nFine-tuned from `{checkpoint_id(checkpoint)}` on {len(delivered) - n_replay} "
+            f"labelled rows of {len({r.relation for r in delivered if r.relation in descriptions})} relations "
+            f"({n_replay} replayed); see `{REPORT_FILE}` for the rows held back and the scores before and after.\n")
+    scored = partial / SCORED_FILE
+    if refit and resume and scored.is_file():
+        after = json.loads(scored.read_text())
+    else:
+        scoring = partial / "scoring" if refit else partial
+        logger.info("fine-tuning %s%s on %d rows (%d replayed) of %d relations; %d held back", checkpoint,
+                    " (part 1 of 2: a model to score the held-back rows)" if refit else "", len(mixed), n_replay,
+                    len(relations), len(held))
+        train(train_config, mixed, all_descriptions, scoring, resume=resume, card=card)
+        after = predictions(scoring, held, descriptions, config.precision, examples=kept)
+        if refit:
+            scored.write_text(json.dumps(after))
+    if refit:
+        shutil.rmtree(partial / "scoring", ignore_errors=True)
+        logger.info("fine-tuning %s (part 2 of 2: the new version) on all %d rows (%d replayed)", checkpoint,
+                    len(delivered), n_replay)
+        train(train_config, delivered, all_descriptions, partial, resume=resume, card=card)
+        scored.unlink(missing_ok=True)
+    report = FinetuneReport(checkpoint_id(checkpoint), str(output), sorted(descriptions), len(delivered) - n_replay,
+                            len(held), n_replay, scores(held, before), scores(held, after),
+                            round(time.perf_counter() - started, 1), asdict(config), scoring_rows=len(kept),
+                            held_back_sentences=len({r.tokens for r in held}),
                             chance_better=chance_better(held, before["emma_fused"], after["emma_fused"]) if held else None)
     (partial / STATE_FILE).unlink(missing_ok=True)  # optimizer state: three times the model, useless once done
     (partial / REPORT_FILE).write_text(json.dumps(report.to_json(), indent=2) + "\n")

@@ -96,9 +96,10 @@ def test_finetune_writes_a_new_checkpoint_with_its_report_and_leaves_the_parent_
                                                                                      toy_descriptions, tmp_path):
     parent = _sha(tiny_checkpoint)
     out = tmp_path / "mine"
-    report = finetune(tiny_checkpoint, toy_instances, toy_descriptions, out, FinetuneConfig(held_back=0.34, **FAST))
+    # Without refit the new version is the model the held-back rows scored, so both scores can be recomputed here.
+    report = finetune(tiny_checkpoint, toy_instances, toy_descriptions, out, FinetuneConfig(held_back=0.34, refit=False, **FAST))
     assert _sha(tiny_checkpoint) == parent
-    assert report.trained_rows == 8 and report.held_back_rows == 4 and report.replay_rows == 0
+    assert report.trained_rows == report.scoring_rows == 8 and report.held_back_rows == 4 and report.replay_rows == 0
     assert set(report.before) == set(report.after) == {"recall_only", "emma", "emma_fused"}
     # Scored as the workbench predicts: the trained rows count as examples, before and after.
     kept, held = hold_back(toy_instances, 0.34, seed=FinetuneConfig().seed)
@@ -121,9 +122,36 @@ def test_finetune_writes_a_new_checkpoint_with_its_report_and_leaves_the_parent_
 
 
 @pytest.mark.slow
+def test_refit_scores_a_first_model_then_trains_the_new_version_on_every_row(tiny_checkpoint, toy_instances,
+                                                                             toy_descriptions, tmp_path, monkeypatch):
+    real, calls = finetune_module.train, []
+
+    def spy(config, rows, descriptions, output, **kwargs):
+        calls.append((len(rows), Path(output).name))
+        result = real(config, rows, descriptions, output, **kwargs)
+        if len(calls) == crash_at:
+            raise RuntimeError("killed")
+        return result
+
+    monkeypatch.setattr(finetune_module, "train", spy)
+    out, config = tmp_path / "mine", FinetuneConfig(held_back=0.34, **FAST)
+    crash_at = 2  # killed once the new version is trained, before it is moved into place
+    with pytest.raises(RuntimeError):
+        finetune(tiny_checkpoint, toy_instances, toy_descriptions, out, config)
+    assert calls == [(8, "scoring"), (12, "mine.partial")] and not out.exists()
+    calls.clear()
+    report = finetune(tiny_checkpoint, toy_instances, toy_descriptions, out, config, resume=True)
+    assert calls == [(12, "mine.partial")]  # the first model's scores were kept: only the new version's run resumes
+    assert report.trained_rows == 12 and report.scoring_rows == 8 and report.held_back_rows == report.held_back_sentences == 4
+    assert report.after and 0 <= report.chance_better <= 1
+    assert not (out / "scoring").exists() and not (out / finetune_module.SCORED_FILE).exists()
+    assert "on 12 labelled rows of 4 relations" in (out / "README.md").read_text()
+
+
+@pytest.mark.slow
 def test_the_anchor_keeps_the_weights_nearer_the_start(tiny_checkpoint, toy_instances, toy_descriptions, tmp_path):
-    free = finetune(tiny_checkpoint, toy_instances, toy_descriptions, tmp_path / "free", FinetuneConfig(anchor=0.0, **FAST))
-    held = finetune(tiny_checkpoint, toy_instances, toy_descriptions, tmp_path / "held", FinetuneConfig(anchor=0.5, **FAST))
+    free = finetune(tiny_checkpoint, toy_instances, toy_descriptions, tmp_path / "free", FinetuneConfig(anchor=0.0, refit=False, **FAST))
+    held = finetune(tiny_checkpoint, toy_instances, toy_descriptions, tmp_path / "held", FinetuneConfig(anchor=0.5, refit=False, **FAST))
     assert _moved(tiny_checkpoint, held.output) < 0.5 * _moved(tiny_checkpoint, free.output)
     log = [json.loads(line) for line in (Path(held.output) / LOG_FILE).read_text().splitlines()]
     assert len(log) == 4 and log[-1]["drift"] > 0
