@@ -52,10 +52,10 @@ class FinetuneConfig:
     """How a fine-tune runs; the defaults are the measured recipe (results/FINETUNE.md).
 
     About `held_back` of each relation's rows are kept out of training, in whole sentences (`hold_back`),
-    and scored before and after. With `refit`, the model they score is a first one, and the new version is
-    then trained on every row, held-back ones included: at a few hundred labels a fifth of them is worth
-    more to the model than the scoring costs (results/FINETUNE.md). `replay_per_relation` rows of each replay relation are
-    mixed in when replay data is given.
+    and scored before and after. With `refit`, the model they score is a first one, and the new version
+    is then trained on every row, held-back ones included: at a few hundred labels a fifth of them is
+    worth more to the model than a second training costs (results/FINETUNE.md). `replay_per_relation`
+    rows of each replay relation are mixed in when replay data is given.
     """
 
     epochs: int = 4
@@ -128,28 +128,33 @@ def hold_back(rows: Sequence[Instance], fraction: float, seed: int) -> tuple[lis
     """
     counts = Counter(r.relation for r in rows)
     target = {rel: 0 if not fraction or n < 2 else max(1, round(fraction * n)) for rel, n in counts.items()}
-    sentences: dict[tuple[str, ...], list[int]] = {}
-    for i, row in enumerate(rows):
-        sentences.setdefault(row.tokens, []).append(i)
-    order = list(sentences)
-    random.Random(seed).shuffle(order)
+    sentences = sentence_groups(rows)
+    random.Random(seed).shuffle(sentences)
     held_per_relation: Counter = Counter()
     held: set[int] = set()
     # First sentences that overshoot no relation's share, then any that fill one while holding back at most
     # half of any relation's rows.
     for overshoot in (False, True):
-        for tokens in order:
-            if sentences[tokens][0] in held:
+        for sentence in sentences:
+            if sentence[0] in held:
                 continue
-            relations = Counter(rows[i].relation for i in sentences[tokens])
+            relations = Counter(rows[i].relation for i in sentence)
             fills = any(held_per_relation[r] < target[r] for r in relations)
             limit = {r: max(target[r], counts[r] // 2) if overshoot else target[r] for r in relations}
             fits = all(held_per_relation[r] + n <= limit[r] and held_per_relation[r] + n < counts[r]
                        for r, n in relations.items())
             if fills and fits:
-                held.update(sentences[tokens])
+                held.update(sentence)
                 held_per_relation.update(relations)
     return ([r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held])
+
+
+def sentence_groups(rows: Sequence[Instance]) -> list[list[int]]:
+    """The positions in `rows` of each sentence's pairs, sentences in first-seen order."""
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(row.tokens, []).append(i)
+    return list(groups.values())
 
 
 def check_rows(rows: Sequence[Instance], descriptions: dict[str, str]) -> None:
@@ -195,10 +200,7 @@ def chance_better(rows: Sequence[Instance], before: list[str], after: list[str],
     A fine-tune is judged on a few dozen sentences, where one sentence more or less right moves macro F1
     by points; this says how often the same verdict holds on sentences like them.
     """
-    sentences: dict[tuple[str, ...], list[int]] = {}
-    for i, row in enumerate(rows):
-        sentences.setdefault(row.tokens, []).append(i)
-    groups = list(sentences.values())
+    groups = sentence_groups(rows)
     rng = random.Random(seed)
     wins = 0.0
     for _ in range(resamples):

@@ -148,8 +148,9 @@ def _row(recipe: str, domain: str, r: dict) -> str:
     if r.get("selected") is not None:
         verdict = f"{r['selected']:.1f} ({r['selected'] - r['examples_only']:+.1f})"
         if "improved" in r:
-            verdict = (f"{'switch' if r['improved'] else 'keep'} ({r['held_back_before']:.1f} → {r['held_back_after']:.1f})"
-                       f" → {verdict}")
+            chance = f", better in {r['chance_better']:.0%}" if r.get("chance_better") is not None else ""
+            verdict = (f"{'switch' if r['improved'] else 'keep'} ({r['held_back_before']:.1f} → {r['held_back_after']:.1f}"
+                       f"{chance}) → {verdict}")
     return (f"| {recipe} | {domain} | {r['rows']} | {r['zero_shot']:.1f} | {r['examples_only']:.1f} | {r['finetuned']:.1f} | "
             f"{r['finetuned_examples']:.1f} | {gain:+.1f} | {verdict} | {r['fewrel_ori_before']:.1f} → "
             f"{r['fewrel_ori_after']:.1f} | {r['finetune_minutes']} |")

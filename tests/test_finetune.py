@@ -223,10 +223,11 @@ def test_the_finetune_table_groups_by_recipe_with_a_mean_and_the_held_back_verdi
 
     records = [record("ai", "lr-2e-5", 1.0)]
     records += [record(d, "workbench", 6.0 if i % 2 else -3.0, improved=bool(i % 2)) for i, d in enumerate(CROSSRE_DOMAINS)]
-    records += [{**record(d, "workbench", 2.0), "seed": 1} for d in CROSSRE_DOMAINS]  # a second draw: its own rows and mean
+    records += [{**record(d, "workbench", 2.0, improved=True), "seed": 1, "chance_better": 0.62} for d in CROSSRE_DOMAINS]  # a second draw: its own rows and mean
     lines = table(records).splitlines()
     assert [line.split(" | ")[0] for line in lines[2:]] == ["| workbench"] * 7 + ["| workbench, draw 1"] * 7 + ["| lr-2e-5"]
     assert lines[15].split(" | ")[1:3] == ["**mean of six**", ""] and lines[15].split(" | ")[7] == "+2.0"
+    assert "switch (50.0 → 60.0, better in 62%) → 32.0 (+2.0)" in lines[9]  # how firm the verdict was, where recorded
     assert "keep (50.0 → 40.0) → 30.0 (+0.0)" in lines[2] and "switch (50.0 → 60.0) → 36.0 (+6.0)" in lines[3]
     mean = lines[8].split(" | ")
     assert mean[1] == "**mean of six**" and mean[6] == "31.5" and mean[7] == "+1.5" and mean[8] == "33.0 (+3.0)"
