@@ -102,12 +102,12 @@ def run(checkpoint: str, data: Path, results: Path, domains: list[str], recipes:
                       "fewrel_ori_before": fewrel_before, "fewrel_ori_after": fused(tuned, check, check_descriptions),
                       "fewrel_cap": fewrel_cap, "finetune_minutes": minutes,
                       "held_back_before": report.before.get("emma_fused"), "held_back_after": report.after.get("emma_fused"),
-                      "improved": report.improved, "chance_better": report.chance_better, "recommended": report.recommended,
+                      "improved": report.improved, "chance_better": report.chance_better,
                       "held_back_sentences": report.held_back_sentences,
                       "budget": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
                                 f"precision {tuned.precision}, config {config}"}
-            if report.recommended is not None:  # what the user ends up with when following the panel's advice
-                record["selected"] = record["finetuned_examples"] if report.recommended else examples_only
+            if report.improved is not None:  # what a user who switches only on a better held-back score ends up with
+                record["selected"] = record["finetuned_examples"] if report.improved else examples_only
             append(results, record)
             print(f"{domain} {recipe}: zero {zero} examples {examples_only} finetuned {record['finetuned']} "
                   f"(+examples {record['finetuned_examples']}); FewRel ori {fewrel_before} → {record['fewrel_ori_after']} "
@@ -120,7 +120,7 @@ def table(records: list[dict]) -> str:
     """Markdown: per recipe (in `RECIPES` order), draw of the labelled rows and domain, dev macro F1 (fused) zero-shot, examples only,
     fine-tuned, the held-back verdict where there is one, and FewRel ori; a mean row for a recipe run on
     every domain."""
-    lines = ["| recipe | domain | rows | zero-shot | examples only | fine-tuned | fine-tuned + examples | Δ (fine-tuned + examples − examples only) | held-back verdict → advice → selected (Δ) | FewRel ori before → after | minutes |",
+    lines = ["| recipe | domain | rows | zero-shot | examples only | fine-tuned | fine-tuned + examples | Δ (fine-tuned + examples − examples only) | held-back verdict → selected if followed (Δ) | FewRel ori before → after | minutes |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     order = {name: i for i, name in enumerate([*RECIPES, *sorted({r["recipe"] for r in records} - set(RECIPES))])}
     rank = {d: i for i, d in enumerate(CROSSRE_DOMAINS)}
@@ -149,9 +149,8 @@ def _row(recipe: str, domain: str, r: dict) -> str:
         verdict = f"{r['selected']:.1f} ({r['selected'] - r['examples_only']:+.1f})"
         if "improved" in r:
             chance = f", better in {r['chance_better']:.0%}" if r.get("chance_better") is not None else ""
-            advice = "switch" if r.get("recommended", r["improved"]) else "keep"
             verdict = (f"{'better' if r['improved'] else 'worse'} ({r['held_back_before']:.1f} → {r['held_back_after']:.1f}"
-                       f"{chance}) → {advice} → {verdict}")
+                       f"{chance}) → {verdict}")
     return (f"| {recipe} | {domain} | {r['rows']} | {r['zero_shot']:.1f} | {r['examples_only']:.1f} | {r['finetuned']:.1f} | "
             f"{r['finetuned_examples']:.1f} | {gain:+.1f} | {verdict} | {r['fewrel_ori_before']:.1f} → "
             f"{r['fewrel_ori_after']:.1f} | {r['finetune_minutes']} |")

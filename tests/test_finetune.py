@@ -227,8 +227,8 @@ def test_the_finetune_table_groups_by_recipe_with_a_mean_and_the_held_back_verdi
     lines = table(records).splitlines()
     assert [line.split(" | ")[0] for line in lines[2:]] == ["| workbench"] * 7 + ["| workbench, draw 1"] * 7 + ["| lr-2e-5"]
     assert lines[15].split(" | ")[1:3] == ["**mean of six**", ""] and lines[15].split(" | ")[7] == "+2.0"
-    assert "better (50.0 → 60.0, better in 62%) → switch → 32.0 (+2.0)" in lines[9]  # how firm the verdict was, where recorded
-    assert "worse (50.0 → 40.0) → keep → 30.0 (+0.0)" in lines[2] and "better (50.0 → 60.0) → switch → 36.0 (+6.0)" in lines[3]
+    assert "better (50.0 → 60.0, better in 62%) → 32.0 (+2.0)" in lines[9]  # how firm the verdict was, where recorded
+    assert "worse (50.0 → 40.0) → 30.0 (+0.0)" in lines[2] and "better (50.0 → 60.0) → 36.0 (+6.0)" in lines[3]
     mean = lines[8].split(" | ")
     assert mean[1] == "**mean of six**" and mean[6] == "31.5" and mean[7] == "+1.5" and mean[8] == "33.0 (+3.0)"
     assert "mean" not in lines[16]  # one domain only: no mean row
