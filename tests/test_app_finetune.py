@@ -82,6 +82,7 @@ def test_fine_tune_from_labels_then_switch_and_keep_the_choice(wb, toy_instances
         panel.improve.__wrapped__(panel, bob)
     job = wait(wb.finetuner, "user:ann")
     assert job.state == "done", job.message
+    assert job.part == "part 2 of 2 (the new version)"  # the child's log names each of its two trainings
     status, report, dropdown, _ = panel.progress.__wrapped__(panel, ann)
     assert "is ready" in status
     assert ("did better" in status) == job.report["improved"]  # the held-back verdict, said plainly
