@@ -154,7 +154,8 @@ class Finetuner:
                     if "fine-tuning" in line:
                         part = PART.search(line)
                         job.part = f"part {part.group(1)} of {part.group(2)} ({part.group(3)})" if part else ""
-                        job.phase, job.step, job.total = "scoring held-back rows, then training", 0, 0
+                        job.phase = "training, then scoring the held-back rows" if job.part.startswith("part 1") else "training"
+                        job.step, job.total = 0, 0
         stdout = process.stdout.read()
         code = process.wait()
         if code == 0:

@@ -20,7 +20,7 @@ import pandas as pd
 from .session import BadInput
 from .workbench import DB, QUIET, Workbench, user_errors
 
-MIN_ROWS_PER_RELATION = 2  # one to train on, one held back to score
+MIN_ROWS_PER_RELATION = 2  # one to train on, one to hold back and score where it is in another sentence
 MIN_RELATIONS = 2  # in-batch negatives need another relation
 MAX_ROWS = 5000  # rows one fine-tune takes (a few minutes on 2 cores per few hundred)
 SERVER_MODEL = ""  # the dropdown's value for the server's own model
@@ -117,8 +117,8 @@ class ImprovePanel:
         for v in self.wb.store.model_versions(session["owner"]):
             report = json.loads(v["report"])
             after = report.get("after", {}).get("emma_fused")
-            score = f", held-back F1 {report['before'].get('emma_fused', 0):.0f} → {after:.0f}" if after is not None else ""
-            choices.append((f"{v['name']} ({v['rows']} sentences{score})", v["name"]))
+            score = f", held-back check {report['before'].get('emma_fused', 0):.0f} → {after:.0f}" if after is not None else ""
+            choices.append((f"{v['name']} ({v['rows']} labels{score})", v["name"]))
         return choices, session.get("model") or SERVER_MODEL
 
     @user_errors
@@ -165,7 +165,7 @@ def done_message(name: str, report: dict | None) -> str:
     evidence = f"{change:+.1f} fused macro F1"
     if chance is not None and sentences:
         evidence += f" on {sentences} held-back sentences, better in {chance:.0%} of resamples of them"
-    firm = chance is None or chance >= FIRM or chance <= 1 - FIRM
+    firm = chance is None or round(chance, 2) >= FIRM or round(chance, 2) <= 1 - FIRM  # as shown
     if verdict:
         return (f"Done: version {name} is ready and did better on your held-back sentences"
                 f"{'' if firm else ', by too little to be sure'} ({evidence}; table below). Choose it under "
@@ -186,7 +186,8 @@ def report_frame(report: dict | None) -> pd.DataFrame:
     rows = [{"rule": label, "before": round(report["before"].get(key, 0.0), 1), "after": round(report["after"][key], 1),
              "change": round(report["after"][key] - report["before"].get(key, 0.0), 1)}
             for key, label in SCORE_NAMES.items() if key in report["after"]]
-    held = f"held back: {report['held_back_rows']} labelled pairs in {report.get('held_back_sentences', '?')} sentences"
+    sentences = f" in {report['held_back_sentences']} sentences" if report.get("held_back_sentences") else ""
+    held = f"held back: {report['held_back_rows']} labelled pairs{sentences}"
     if report.get("scoring_rows", report["trained_rows"]) != report["trained_rows"]:
         held += f", scored by a model trained on the other {report['scoring_rows']}; the new version trained on all {report['trained_rows']}"
     else:

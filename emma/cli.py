@@ -260,7 +260,8 @@ def evaluate(checkpoint, data, descriptions, split, k, max_per_relation, precisi
 @click.option("--epochs", type=int)
 @click.option("--lr", type=float)
 @click.option("--anchor", type=float, help="Share of the drift from the starting weights undone after each step (0: off).")
-@click.option("--held-back", type=float, help="Share of each relation's rows scored before and after, never trained on (whole sentences held back).")
+@click.option("--held-back", type=float, help="Share of each relation's rows held back (whole sentences) and scored before and after by a first model trained on the rest.")
+@click.option("--refit/--no-refit", default=None, help="Train the new version on every row after the scoring (default), or deliver the first model.")
 @click.option("--seed", type=int)
 @click.option("--precision", type=click.Choice(PRECISIONS))
 @click.option("--skip-invalid", is_flag=True, help="Drop broken records (logged) instead of stopping at the first.")
@@ -268,8 +269,9 @@ def evaluate(checkpoint, data, descriptions, split, k, max_per_relation, precisi
 def finetune(checkpoint, data, descriptions, output, replay, replay_descriptions, skip_invalid, resume, **flags) -> None:
     """Adapt a trained checkpoint to labelled rows (recall and classifier), keeping what it knew.
 
-    Holds back a share of each relation's rows, fine-tunes on the rest, and prints a JSON report with
-    macro F1 on the held-back rows before and after (also written to OUTPUT/finetune.json).
+    Holds back a share of each relation's rows (whole sentences), fine-tunes a first model on the rest and
+    scores it there, then trains the new version on every row; prints a JSON report with macro F1 on the
+    held-back rows before and after and how firm that verdict is (also written to OUTPUT/finetune.json).
 
     Example:
 

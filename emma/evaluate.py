@@ -16,6 +16,7 @@ and the mean of per-relation F1 ("per_class_f1"), which has no such quirk.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Sequence
 
 from .data import Instance
@@ -37,21 +38,36 @@ def macro_prf(gold: Sequence[str], predicted: Sequence[str]) -> dict[str, float]
         raise ValueError(f"{len(gold)} gold labels but {len(predicted)} predictions")
     if not gold:
         raise ValueError("nothing to evaluate")
-    relations = sorted(set(gold))
+    return macro_prf_counts(label_counts(gold, predicted))
+
+
+def label_counts(gold: Sequence[str], predicted: Sequence[str]) -> Counter:
+    """The counts `macro_prf` is made of: ("tp", r), ("pred", r), ("gold", r) per label r, and "n". Counts of
+    disjoint sets of instances add up, so a resample's counts are the sum of its parts'."""
+    counts: Counter = Counter(n=len(gold))
+    for g, p in zip(gold, predicted):
+        counts["gold", g] += 1
+        counts["pred", p] += 1
+        if g == p:
+            counts["tp", g] += 1
+    return counts
+
+
+def macro_prf_counts(counts: Counter) -> dict[str, float]:
+    """`macro_prf` from `label_counts` (those of at least one instance)."""
+    relations = sorted(key[1] for key in counts if isinstance(key, tuple) and key[0] == "gold" and counts[key])
+    n_predicted = sum(1 for key in counts if isinstance(key, tuple) and key[0] == "pred" and counts[key])
     sum_p = sum_r = sum_f = 0.0
     for r in relations:
-        tp = sum(1 for g, p in zip(gold, predicted) if p == r and g == r)
-        n_pred = sum(1 for p in predicted if p == r)
-        n_gold = sum(1 for g in gold if g == r)
-        p_r = tp / n_pred if n_pred else 0.0
-        r_r = tp / n_gold
+        p_r = counts["tp", r] / counts["pred", r] if counts["pred", r] else 0.0
+        r_r = counts["tp", r] / counts["gold", r]
         sum_p += p_r
         sum_r += r_r
         sum_f += 2 * p_r * r_r / (p_r + r_r) if p_r + r_r else 0.0
-    precision = sum_p / len(set(predicted))
+    precision = sum_p / n_predicted
     recall = sum_r / len(relations)
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    accuracy = sum(g == p for g, p in zip(gold, predicted)) / len(gold)
+    accuracy = sum(counts["tp", r] for r in relations) / counts["n"]
     return {
         "precision": 100 * precision,
         "recall": 100 * recall,

@@ -11,10 +11,11 @@ starting weights after every step (`anchor`) keeps more of FewRel but costs more
 is off by default. Rows of the data the checkpoint was trained on
 can be mixed in too ("replay") where they are at hand.
 
-A share of each relation's rows, in sentences the fine-tune never reads, is held back and scored
-before and after, the trained rows counting as examples both times (as in the workbench), so every
-fine-tune reports on sentences it never saw whether it beat the examples alone
-(`FinetuneReport.improved`). The new checkpoint is written
+A share of each relation's rows, in whole sentences, is held back and scored before and after by a
+first model that never reads them, the other rows counting as examples both times (as in the
+workbench), so every fine-tune reports whether it beat the examples alone on sentences it did not
+train on (`FinetuneReport.improved`, and how firmly: `chance_better`); the new version is then
+trained on every row (`FinetuneConfig.refit`). The new checkpoint is written
 to a temporary sibling folder and renamed into place once complete: an interrupted fine-tune
 leaves the output absent (and resumable), never half-written, and the starting checkpoint is
 only read.
@@ -25,6 +26,7 @@ only read.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -37,7 +39,7 @@ from typing import Sequence
 
 from .checkpoint import checkpoint_id, read_config
 from .data import Instance, by_relation, cap_per_relation, check_relations
-from .evaluate import macro_prf
+from .evaluate import label_counts, macro_prf, macro_prf_counts
 from .pipeline import Extractor
 from .train import STATE_FILE, TrainConfig, train
 
@@ -120,8 +122,8 @@ class FinetuneReport:
 
 
 def hold_back(rows: Sequence[Instance], fraction: float, seed: int) -> tuple[list[Instance], list[Instance]]:
-    """(train, held back), in input order: whole sentences held back until about `fraction` of each relation's rows are,
-    at least one of a relation with two or more, never a relation's last trained row.
+    """(train, held back), in input order: whole sentences held back until about `fraction` of each relation's rows are
+    (at least one of a relation with two or more where its sentences allow), never a relation's last trained row.
 
     A sentence's pairs go to one side together: held-back pairs from sentences the model trained on would
     score how well it remembers those sentences, not how it does on new ones (on CrossRE, holding back
@@ -202,14 +204,19 @@ def chance_better(rows: Sequence[Instance], before: list[str], after: list[str],
     by points; this says how often the same verdict holds on sentences like them.
     """
     groups = sentence_groups(rows)
+    # Each sentence's counts once; a resample's are their sum (cheap even at thousands of rows).
+    parts = [(label_counts([rows[i].relation for i in g], [before[i] for i in g]),
+              label_counts([rows[i].relation for i in g], [after[i] for i in g])) for g in groups]
     rng = random.Random(seed)
     wins = 0.0
     for _ in range(resamples):
-        picked = [i for _ in groups for i in rng.choice(groups)]
-        gold = [rows[i].relation for i in picked]
-        a = macro_prf(gold, [after[i] for i in picked])["f1"]
-        b = macro_prf(gold, [before[i] for i in picked])["f1"]
-        wins += 1.0 if a > b else 0.5 if a == b else 0.0
+        b, a = Counter(), Counter()
+        for _ in groups:
+            part_b, part_a = rng.choice(parts)
+            b.update(part_b)
+            a.update(part_a)
+        f1_a, f1_b = macro_prf_counts(a)["f1"], macro_prf_counts(b)["f1"]
+        wins += 1.0 if f1_a > f1_b else 0.5 if f1_a == f1_b else 0.0
     return round(wins / resamples, 3)
 
 
@@ -246,9 +253,6 @@ def finetune(
         shutil.rmtree(partial)
     started = time.perf_counter()
     kept, held = hold_back(rows, config.held_back, config.seed)
-    trained_relations = len({r.relation for r in kept})
-    if trained_relations < 2:
-        raise ValueError("after holding back rows to score, fewer than 2 relations are left to train on: label more rows")
     mixed, all_descriptions, n_replay = list(kept), dict(descriptions), 0
     if replay is not None:
         replay_rows = cap_per_relation([r for r in replay[0] if r.relation not in descriptions],
@@ -267,8 +271,11 @@ def finetune(
             f"labelled rows of {len({r.relation for r in delivered if r.relation in descriptions})} relations "
             f"({n_replay} replayed); see `{REPORT_FILE}` for the rows held back and the scores before and after.\n")
     scored = partial / SCORED_FILE
-    if refit and resume and scored.is_file():
-        after = json.loads(scored.read_text())
+    # The first model's predictions survive an interruption of the second training, tied to the rows they score.
+    key = hashlib.sha256(json.dumps([[list(r.tokens), r.head, r.tail, r.relation] for r in held]).encode()).hexdigest()
+    saved = _read_json(scored) if refit and resume else None
+    if saved and saved.get("held") == key:
+        after = saved["predictions"]
     else:
         scoring = partial / "scoring" if refit else partial
         logger.info("fine-tuning %s%s on %d rows (%d replayed) of %d relations; %d held back", checkpoint,
@@ -277,13 +284,14 @@ def finetune(
         train(train_config, mixed, all_descriptions, scoring, resume=resume, card=card)
         after = predictions(scoring, held, descriptions, config.precision, examples=kept)
         if refit:
-            scored.write_text(json.dumps(after))
+            temporary = scored.with_suffix(".tmp")
+            temporary.write_text(json.dumps({"held": key, "predictions": after}))
+            temporary.replace(scored)
     if refit:
         shutil.rmtree(partial / "scoring", ignore_errors=True)
         logger.info("fine-tuning %s (part 2 of 2: the new version) on all %d rows (%d replayed)", checkpoint,
                     len(delivered), n_replay)
         train(train_config, delivered, all_descriptions, partial, resume=resume, card=card)
-        scored.unlink(missing_ok=True)
     report = FinetuneReport(checkpoint_id(checkpoint), str(output), sorted(descriptions), len(delivered) - n_replay,
                             len(held), n_replay, scores(held, before), scores(held, after),
                             round(time.perf_counter() - started, 1), asdict(config), scoring_rows=len(kept),
@@ -291,6 +299,8 @@ def finetune(
                             chance_better=chance_better(held, before["emma_fused"], after["emma_fused"]) if held else None)
     (partial / STATE_FILE).unlink(missing_ok=True)  # optimizer state: three times the model, useless once done
     (partial / REPORT_FILE).write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    shutil.rmtree(partial / "scoring", ignore_errors=True)
+    scored.unlink(missing_ok=True)
     partial.replace(output)
     return report
 
@@ -303,7 +313,11 @@ def partial_folder(output: str | Path) -> Path:
 
 def read_report(folder: str | Path) -> dict | None:
     """The `finetune.json` of a fine-tuned checkpoint folder, or None for a checkpoint that was not fine-tuned."""
+    return _read_json(Path(folder) / REPORT_FILE)
+
+
+def _read_json(path: Path) -> dict | None:
     try:
-        return json.loads((Path(folder) / REPORT_FILE).read_text())
+        return json.loads(path.read_text())
     except (OSError, ValueError):
         return None

@@ -232,3 +232,22 @@ def test_the_finetune_table_groups_by_recipe_with_a_mean_and_the_held_back_verdi
     mean = lines[8].split(" | ")
     assert mean[1] == "**mean of six**" and mean[6] == "31.5" and mean[7] == "+1.5" and mean[8] == "33.0 (+3.0)"
     assert "mean" not in lines[16]  # one domain only: no mean row
+
+
+def test_chance_better_at_workbench_scale_sums_sentence_counts():
+    import random
+    import time
+
+    from emma.evaluate import label_counts, macro_prf, macro_prf_counts
+
+    rng = random.Random(0)
+    relations = [f"r{k}" for k in range(40)]
+    rows = [Instance((f"s{k // 3}", "a", "b", "c"), (0, 1), (2, 3), rng.choice(relations)) for k in range(1000)]
+    gold = [r.relation for r in rows]
+    before = [g if rng.random() < 0.5 else rng.choice(relations) for g in gold]
+    after = [g if rng.random() < 0.6 else rng.choice(relations) for g in gold]
+    # Counts of parts add up to the whole's, which is what lets a resample be summed from its sentences.
+    assert macro_prf_counts(label_counts(gold[:400], after[:400]) + label_counts(gold[400:], after[400:])) == macro_prf(gold, after)
+    started = time.perf_counter()
+    assert chance_better(rows, before, after, resamples=200) == 1.0  # 60 % right against 50 %, on 1,000 pairs
+    print(f"chance_better, 1,000 rows × 200 resamples: {time.perf_counter() - started:.2f} s")
