@@ -174,8 +174,8 @@ def done_message(name: str, report: dict | None) -> str:
     # mostly won there (results/FINETUNE.md), so a loss on them is reported, not turned into advice to keep.
     return (f"Done: version {name} is ready but did not do better on your held-back sentences"
             f"{'' if firm else ', by too little to be sure'} ({evidence}; table below). That check is rough: on six "
-            "test domains it agreed with new text 9 times in 15, and fine-tuning beat the labels as examples alone "
-            "13 times in 15. Choose it under 'Model for my predictions' to try it, and go back to your current "
+            "test domains it agreed with new text half the time, and fine-tuning beat the labels as examples alone "
+            "16 times in 18. Choose it under 'Model for my predictions' to try it, and go back to your current "
             "model if its predictions are worse.")
 
 
