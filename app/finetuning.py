@@ -154,7 +154,7 @@ class Finetuner:
                     if "fine-tuning" in line:
                         part = PART.search(line)
                         job.part = f"part {part.group(1)} of {part.group(2)} ({part.group(3)})" if part else ""
-                        job.phase = "training, then scoring the held-back rows" if job.part.startswith("part 1") else "training"
+                        job.phase = "training, then scoring the held-back rows" if part and part.group(1) == "1" else "training"
                         job.step, job.total = 0, 0
         stdout = process.stdout.read()
         code = process.wait()

@@ -22,6 +22,8 @@ from typing import Sequence
 from .data import Instance
 from .pipeline import Extractor
 
+REPORT_RULES = {"recall_only": "recall", "emma": "classifier", "emma_fused": "fused"}  # report key: the rule it scores
+
 
 def macro_prf(gold: Sequence[str], predicted: Sequence[str]) -> dict[str, float]:
     """Macro P/R/F1 (percent) as in the reference code, plus accuracy and mean per-class F1.
@@ -93,9 +95,7 @@ def evaluate(extractor: Extractor, instances: Sequence[Instance], progress: bool
     preds = extractor.predict_batch(instances, top_k=extractor.config.k, progress=progress)
     gold = [i.relation for i in instances]
     return {
-        "recall_only": macro_prf(gold, [p.choice("recall") for p in preds]),
-        "emma": macro_prf(gold, [p.choice("classifier") for p in preds]),
-        "emma_fused": macro_prf(gold, [p.choice("fused") for p in preds]),
+        **{key: macro_prf(gold, [p.choice(rule) for p in preds]) for key, rule in REPORT_RULES.items()},
         "decision": extractor.config.decision,
         "top_k": _top_k_diagnostics(preds, gold),
         "n_instances": len(instances),

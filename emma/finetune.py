@@ -39,7 +39,7 @@ from typing import Sequence
 
 from .checkpoint import checkpoint_id, read_config
 from .data import Instance, by_relation, cap_per_relation, check_relations
-from .evaluate import label_counts, macro_prf, macro_prf_counts
+from .evaluate import REPORT_RULES, label_counts, macro_prf, macro_prf_counts
 from .pipeline import Extractor
 from .train import STATE_FILE, TrainConfig, train
 
@@ -172,12 +172,9 @@ def check_rows(rows: Sequence[Instance], descriptions: dict[str, str]) -> None:
         raise ValueError(f"fine-tuning needs labelled rows of at least 2 relations (in-batch negatives); these have {n}")
 
 
-RULES = {"recall_only": "recall", "emma": "classifier", "emma_fused": "fused"}  # report key: the rule it scores
-
-
 def predictions(checkpoint: Path, rows: Sequence[Instance], descriptions: dict[str, str], precision: str,
                 examples: Sequence[Instance] = ()) -> dict[str, list[str]]:
-    """{report key: the relation each rule of `RULES` picks for each of `rows`}, the candidates being `descriptions`
+    """{report key: the relation each rule of `REPORT_RULES` picks for each of `rows`}, the candidates being `descriptions`
     and `examples` counting as their relations' examples ({} without rows, and then nothing is loaded)."""
     if not rows:
         return {}
@@ -186,7 +183,7 @@ def predictions(checkpoint: Path, rows: Sequence[Instance], descriptions: dict[s
     for relation, group in by_relation(examples).items():
         extractor.add_examples(relation, group)
     predicted = extractor.predict_batch(rows, top_k=extractor.config.k)
-    return {key: [p.choice(rule) for p in predicted] for key, rule in RULES.items()}
+    return {key: [p.choice(rule) for p in predicted] for key, rule in REPORT_RULES.items()}
 
 
 def scores(rows: Sequence[Instance], predicted: dict[str, list[str]]) -> dict[str, float]:
@@ -295,7 +292,7 @@ def finetune(
     report = FinetuneReport(checkpoint_id(checkpoint), str(output), sorted(descriptions), len(delivered) - n_replay,
                             len(held), n_replay, scores(held, before), scores(held, after),
                             round(time.perf_counter() - started, 1), asdict(config), scoring_rows=len(kept),
-                            held_back_sentences=len({r.tokens for r in held}),
+                            held_back_sentences=len(sentence_groups(held)),
                             chance_better=chance_better(held, before["emma_fused"], after["emma_fused"]) if held else None)
     (partial / STATE_FILE).unlink(missing_ok=True)  # optimizer state: three times the model, useless once done
     (partial / REPORT_FILE).write_text(json.dumps(report.to_json(), indent=2) + "\n")

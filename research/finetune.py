@@ -4,10 +4,10 @@ Per CrossRE domain and fine-tune recipe: draw `rows` labelled rows per relation 
 `train` file; score its `dev` file (all 16 types as candidates) with the starting checkpoint using
 those rows as examples ("examples only", no training), then fine-tune on the same rows
 (`emma.finetune.finetune`, nothing held back) and score dev with the fine-tuned model, without
-and with the rows as examples. Recipe `workbench` runs as the workbench does: a fifth of the rows
-held back decides whether the fine-tuned model beats the rows as examples; `selected` is then what
-a user who follows that verdict ends up with (the fine-tuned model with the rows as examples, or the
-starting one with them). Forgetting: FewRel m = 15 `ori` test relations (at most
+and with the rows as examples. Recipe `workbench` runs as the workbench does: a first model trained
+without about a fifth of the rows (whole sentences) is scored on them, then the new version is trained
+on every row; `selected` is what a user who switches only when that held-back score improved ends up
+with (the new version with the rows as examples, or the starting one with them). Forgetting: FewRel m = 15 `ori` test relations (at most
 `fewrel_cap` instances each), before and after. One JSON line per (domain, recipe) in the results
 file; runs already there are skipped. CrossRE is measured on, never shipped: the fine-tuned
 folders are written under `runs/` (ignored by git) and deleted unless `--keep`.
