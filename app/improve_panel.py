@@ -17,6 +17,8 @@ from collections import Counter
 import gradio as gr
 import pandas as pd
 
+from emma.finetune import FinetuneConfig
+
 from .session import BadInput
 from .workbench import DB, QUIET, Workbench, user_errors
 
@@ -27,11 +29,12 @@ SERVER_MODEL = ""  # the dropdown's value for the server's own model
 FIRM = 0.9  # a held-back verdict is firm when the fine-tune wins (or loses) on at least this share of resamples
 SCORE_NAMES = {"recall_only": "recall only", "emma": "classifier", "emma_fused": "fused (the shipped rule)"}
 
-HELP = """Fine-tunes a copy of the model you are using on **your labelled sentences** (feedback with a known
+HELP = f"""Fine-tunes a copy of the model you are using on **your labelled sentences** (feedback with a known
 relation, imported examples, accepted items of your Annotate queues) of the relations switched on. First a model is
 trained without about a fifth of each relation's labels (whole sentences) and scored on them against your current model,
 your other labels counting as examples both times, as they do in your predictions; then the new version is trained on
-all your labels. It takes a few minutes; predictions keep working meanwhile. Only you can use the new version, since
+all your labels. Each model is averaged with the one it started from ({FinetuneConfig.blend:.0%} trained, {1 - FinetuneConfig.blend:.0%} as it was), which keeps
+most of the gain and forgets less of what the model knew. It takes a few minutes; predictions keep working meanwhile. Only you can use the new version, since
 it has learnt your sentences. It does not always beat the examples alone, and a few dozen held-back sentences give a
 rough verdict: the status line says how firm it is."""
 

@@ -18,6 +18,7 @@ checkpoint is written each epoch, and ``resume=True`` continues from the last sa
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -98,6 +99,11 @@ class TrainConfig:
     # knew (measured: it also keeps less of the gain; results/FINETUNE.md). A penalty added to the
     # loss does not do this under Adam, which rescales its tiny gradients to full-size steps.
     anchor: float = 0.0
+    # Share of the trained change the saved model keeps: θ₀ + blend·(θ − θ₀) (1: the trained weights
+    # as they are). A fine-tuned model averaged with its start keeps most of the new task's gain and
+    # more of what the start knew (WiSE-FT, Wortsman et al. 2022; results/FINETUNE.md). Applied to the
+    # last save only; the resume state keeps the trained weights, so a resumed run blends once.
+    blend: float = 1.0
     # Low-rank adapters (`emma.adapters`) of this rank instead of full fine-tuning (0: off): the base
     # encoder's weights stay fixed, adapters and the entity markers' embedding rows learn at `head_lr`,
     # like the other fresh weights. Checkpoints are saved merged, as ordinary models.
@@ -121,6 +127,10 @@ class TrainConfig:
             raise ValueError(f"adapter_rank={self.adapter_rank}: give 0 (full fine-tuning) or a rank of at least 1")
         if not 0 <= self.anchor < 1:
             raise ValueError(f"anchor={self.anchor}: give the share of the drift undone per step, in [0, 1)")
+        if not 0 < self.blend <= 1:
+            raise ValueError(f"blend={self.blend}: give the share of the trained change kept, in (0, 1]")
+        if self.blend < 1 and self.adapter_rank:
+            raise ValueError("blend < 1 averages full weights; it does not apply to adapters (adapter_rank > 0)")
 
     @classmethod
     def paper(cls, **changes) -> "TrainConfig":
@@ -292,7 +302,7 @@ class Run:
     position: Position
     started: float
     prior_time: float
-    anchor: list[tuple[nn.Parameter, torch.Tensor]] = field(default_factory=list)  # (weight, its starting value)
+    start: list[tuple[nn.Parameter, torch.Tensor]] = field(default_factory=list)  # (weight, its starting value)
 
     @classmethod
     def start(cls, config, model: Emma, tokenizer, data: TrainingData, accelerator, output: Path, resume: bool, card) -> "Run":
@@ -315,8 +325,8 @@ class Run:
         objective = JointObjective(model, tokenizer, world, rank, train_recall=config.train_recall,
                                    swap_negatives=config.swap_negatives)
         objective, optimizer = accelerator.prepare(objective, optimizer)
-        # Taken before a resume loads its state: the pull is toward where the whole run started.
-        anchor = [(p, p.detach().clone()) for p in model.parameters() if p.requires_grad] if config.anchor else []
+        # Taken before a resume loads its state: the pull and the blend are toward where the whole run started.
+        start = [(p, p.detach().clone()) for p in model.parameters() if p.requires_grad] if config.anchor or config.blend < 1 else []
         position = Position()
         if resume and (output / STATE_FILE).is_file():
             position = load_state(output / STATE_FILE, model, optimizer, scheduler)
@@ -324,7 +334,7 @@ class Run:
             logger.info("nothing to resume in %s; starting fresh", output)
         return cls(config, accelerator, objective, optimizer, scheduler, tokenizer, data, [s for s in stages if s], output,
                    card, total_steps, math.ceil(total_steps / max(1, steps_per_epoch)), position, time.perf_counter(),
-                   _read_meta(output).get("wall_time_s", 0.0) if resume else 0.0, anchor)
+                   _read_meta(output).get("wall_time_s", 0.0) if resume else 0.0, start)
 
     @property
     def model(self) -> Emma:
@@ -375,14 +385,14 @@ class Run:
         for stage in self.stages:
             self.accelerator.clip_grad_norm_(stage, self.config.max_grad_norm)
         self.optimizer.step()
-        if self.anchor:
+        if self.config.anchor:
             self.pull_back()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.position.step += 1
         record = {"step": self.position.step, "epoch": epoch, "loss": out.loss.item(), "recall_loss": out.recall_loss.item(),
                   "rerank_loss": out.rerank_loss.item(), "lr": self.scheduler.get_last_lr()[0]}
-        if self.anchor:
+        if self.config.anchor:
             record["drift"] = self.drift()
         if dev is not None and self.config.eval_every and self.position.step % self.config.eval_every == 0 and self.accelerator.is_main_process:
             record["dev"] = _dev_scores(self.model, self.tokenizer, dev)
@@ -393,13 +403,18 @@ class Run:
     @torch.no_grad()
     def pull_back(self) -> None:
         """θ ← θ − anchor·(θ − θ₀) for every trainable weight."""
-        for p, p0 in self.anchor:
+        for p, p0 in self.start:
             p.lerp_(p0, self.config.anchor)
 
     @torch.no_grad()
     def drift(self) -> float:
         """‖θ − θ₀‖ over the trainable weights: how far the run has moved from where it started."""
-        return math.sqrt(sum(((p - p0) ** 2).sum().item() for p, p0 in self.anchor))
+        return math.sqrt(sum(((p - p0) ** 2).sum().item() for p, p0 in self.start))
+
+    def blended(self) -> Emma:
+        """A copy of the model at θ₀ + blend·(θ − θ₀) for every trainable weight; the others as they are."""
+        names = {id(p): name for name, p in self.model.named_parameters()}
+        return blend_toward(copy.deepcopy(self.model), {names[id(p)]: p0 for p, p0 in self.start}, self.config.blend)
 
     def save(self, position: Position) -> int:
         """The checkpoint folder and the resume state at `position`; returns the step saved."""
@@ -411,10 +426,21 @@ class Run:
                     "wall_time_s": round(self.prior_time + time.perf_counter() - self.started, 1),
                     "device": str(self.accelerator.device), "processes": self.accelerator.num_processes,
                     "mixed_precision": self.accelerator.mixed_precision}
-            model = merged_copy(self.model) if has_adapters(self.model) else self.model
+            final = position.step >= self.total_steps
+            model = self.blended() if final and self.config.blend < 1 else self.model
+            model = merged_copy(model) if has_adapters(model) else model
             save_checkpoint(model, self.tokenizer, self.output, card=self.card, extra_files={META_FILE: meta})
             save_state(self.output / STATE_FILE, self.model, self.optimizer, self.scheduler, position, self.config)
         return position.step
+
+
+@torch.no_grad()
+def blend_toward(model: nn.Module, start: Mapping[str, torch.Tensor], share: float) -> nn.Module:
+    """Set each weight of `model` named in `start` to start + share·(weight − start), in place; returns `model`."""
+    for name, weight in model.named_parameters():
+        if name in start:
+            weight.copy_(torch.lerp(start[name].to(weight.dtype), weight, share))
+    return model
 
 
 def _training_instances(config: TrainConfig, instances: Sequence[Instance], descriptions: Mapping) -> list[Instance]:

@@ -1,4 +1,4 @@
-"""Command line: ``python -m research bench | experiment | table | fewshot | fewshot-table | transfer | transfer-table | transfer-grid | transfer-grid-table | train-recipe | gzsl | gzsl-table | gzsl-split | finetune-compare | finetune-table | ui-latency | loadtest | crashtest | extraction | extraction-latency | probe | probe-table | probe-sweep``.
+"""Command line: ``python -m research bench | experiment | table | fewshot | fewshot-table | transfer | transfer-table | transfer-grid | transfer-grid-table | train-recipe | gzsl | gzsl-table | gzsl-split | finetune-compare | finetune-blend | finetune-table | ui-latency | loadtest | crashtest | extraction | extraction-latency | probe | probe-table | probe-sweep``.
 
 The library's own commands (train, evaluate, predict, portable) are ``python -m emma``. Paths default
 to this repository's results/, runs/ and ../shared/data, whatever the working directory; user errors
@@ -320,6 +320,7 @@ def transfer_table(results, split, output, metrics) -> None:
 
 
 FINETUNE = RESULTS_DIR / "finetune.jsonl"
+FINETUNE_BLEND = RESULTS_DIR / "finetune_blend.jsonl"
 
 
 @cli.command("finetune-compare")
@@ -349,6 +350,36 @@ def finetune_cmd(checkpoint, data_dir, results, domains, recipes, rows, seed, fe
     from emma import DEFAULT_CHECKPOINT
 
     run(str(checkpoint or DEFAULT_CHECKPOINT), data_dir, results, domains, recipes, rows, seed, fewrel_cap, RUNS_DIR, keep)
+
+
+@cli.command("finetune-blend")
+@click.option("--checkpoint", type=click.Path(exists=True), help="The checkpoint the kept fine-tunes started from (default: the shipped one).")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=DATA_DIR, show_default="../shared/data")
+@click.option("--results", type=click.Path(path_type=Path), default=FINETUNE_BLEND, show_default="results/finetune_blend.jsonl")
+@click.option("--compared", type=click.Path(path_type=Path), default=FINETUNE, show_default="results/finetune.jsonl",
+              help="finetune-compare's results, for examples only beside each row.")
+@click.option("--domains", default="ai,science,music,literature,politics,news", show_default=True, help="CrossRE domains, comma-separated.")
+@click.option("--recipe", default="no-blend", show_default=True, help="The recipe whose fine-tunes were kept.")
+@click.option("--rows", type=int, default=20, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--blends", default="1,0.8,0.7,0.5", show_default=True, help="Shares of the trained change kept, comma-separated.")
+@click.option("--fewrel-cap", type=int, default=100, show_default=True)
+def finetune_blend_cmd(checkpoint, data_dir, results, compared, domains, recipe, rows, seed, blends, fewrel_cap) -> None:
+    """Choose the blend share without training again: kept fine-tunes averaged with their start, scored per share.
+
+    Example (after `finetune-compare --recipes no-blend --keep`):
+
+        python -m research finetune-blend --recipe no-blend --blends 1,0.8,0.7,0.5
+    """
+    from emma import DEFAULT_CHECKPOINT
+
+    from .finetune import blend_grid, blend_table
+    from .jsonl import read
+
+    blend_grid(str(checkpoint or DEFAULT_CHECKPOINT), data_dir, results, domains.split(","), recipe, rows, seed,
+               [float(b) for b in blends.split(",")], fewrel_cap, RUNS_DIR)
+    records = [r for r in read(results) if r["recipe"] == recipe and r["seed"] == seed and r["rows_per_relation"] == rows]
+    click.echo(blend_table(records, [r for r in read(compared) if r["rows_per_relation"] == rows]))
 
 
 @cli.command("finetune-table")

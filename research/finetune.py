@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import platform
 import shutil
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -27,7 +28,9 @@ from pathlib import Path
 import torch
 
 import emma
+from emma.checkpoint import load_checkpoint, save_checkpoint
 from emma.finetune import FinetuneConfig, finetune
+from emma.train import blend_toward
 
 from .fewshot import CROSSRE_DOMAINS
 from .jsonl import append, read
@@ -38,13 +41,16 @@ RECIPES = {  # "default" is FinetuneConfig's own (the shipped recipe); the other
     # The workbench's own run: a fifth of the rows (whole sentences) held back to score a first model, which decides
     # whether to switch ("selected" in the record); the new version is then trained on every row.
     "workbench": FinetuneConfig(),
-    "workbench-sentences": FinetuneConfig(refit=False),  # the model that scored is the new version (trained on 4/5)
-    "lr-2e-5": FinetuneConfig(held_back=0.0, lr=2e-5),  # the first recipe; the rest of this group was measured beside it
-    "anchor-0.02": FinetuneConfig(held_back=0.0, lr=2e-5, anchor=0.02),
-    "anchor-0.1": FinetuneConfig(held_back=0.0, lr=2e-5, anchor=0.1),
-    "epochs-8": FinetuneConfig(held_back=0.0, lr=2e-5, epochs=8),
-    "lr-1e-4": FinetuneConfig(held_back=0.0, lr=1e-4),
-    "replay": FinetuneConfig(held_back=0.0),  # + FewRel replay rows
+    # Measured before the blend was shipped (each record's config says so): the trained weights as they are.
+    "no-blend": FinetuneConfig(held_back=0.0, blend=1.0),
+    "workbench-no-blend": FinetuneConfig(blend=1.0),
+    "workbench-sentences": FinetuneConfig(refit=False, blend=1.0),  # the model that scored is the new version (trained on 4/5)
+    "lr-2e-5": FinetuneConfig(held_back=0.0, lr=2e-5, blend=1.0),  # the first recipe; the rest of this group was measured beside it
+    "anchor-0.02": FinetuneConfig(held_back=0.0, lr=2e-5, anchor=0.02, blend=1.0),
+    "anchor-0.1": FinetuneConfig(held_back=0.0, lr=2e-5, anchor=0.1, blend=1.0),
+    "epochs-8": FinetuneConfig(held_back=0.0, lr=2e-5, epochs=8, blend=1.0),
+    "lr-1e-4": FinetuneConfig(held_back=0.0, lr=1e-4, blend=1.0),
+    "replay": FinetuneConfig(held_back=0.0, blend=1.0),  # + FewRel replay rows
 }
 
 
@@ -63,6 +69,12 @@ def replay_data(data: Path) -> tuple[list[emma.Instance], dict[str, str]]:
             emma.read_descriptions(fewrel / "relation_description" / "relation_description_processed.json"))
 
 
+def labelled_rows(crossre: Path, domain: str, rows: int, seed: int) -> tuple[list[emma.Instance], dict[str, list[emma.Instance]]]:
+    """(dev instances, {relation: `rows` labelled rows drawn from train}) of a CrossRE domain: what a recipe trains on."""
+    dev = emma.read_instances(crossre / f"{domain}-dev.jsonl")
+    return dev, emma.draw_shots(emma.read_instances(crossre / f"{domain}-train.jsonl"), rows, seed=seed, exclude=dev)
+
+
 def fused(extractor: emma.Extractor, instances, descriptions, examples: dict | None = None) -> float:
     extractor.set_relations(descriptions)
     for relation, rows in (examples or {}).items():
@@ -79,8 +91,7 @@ def run(checkpoint: str, data: Path, results: Path, domains: list[str], recipes:
     base = emma.Extractor.load(checkpoint)
     fewrel_before = fused(base, check, check_descriptions)
     for domain in domains:
-        dev = emma.read_instances(crossre / f"{domain}-dev.jsonl")
-        drawn = emma.draw_shots(emma.read_instances(crossre / f"{domain}-train.jsonl"), rows, seed=seed, exclude=dev)
+        dev, drawn = labelled_rows(crossre, domain, rows, seed)
         labelled = [i for group in drawn.values() for i in group]
         zero = fused(base, dev, descriptions)
         examples_only = fused(base, dev, descriptions, drawn)
@@ -114,6 +125,56 @@ def run(checkpoint: str, data: Path, results: Path, domains: list[str], recipes:
                   f"in {minutes} min", flush=True)
             if not keep:
                 shutil.rmtree(output, ignore_errors=True)
+
+
+def blend_grid(checkpoint: str, data: Path, results: Path, domains: list[str], recipe: str, rows: int, seed: int,
+               blends: list[float], fewrel_cap: int, runs: Path) -> None:
+    """Score fine-tunes kept by `run(..., keep=True)` averaged with their start, θ₀ + b·(θ − θ₀), for each b in
+    `blends`, as `run` scores them (dev fused with the rows as examples; FewRel m = 15 `ori`): the blend share
+    costs no training to choose. One JSON line per (domain, recipe, seed, blend); ones already there are skipped."""
+    done = {(r["domain"], r["recipe"], r["seed"], r["blend"]) for r in read(results)}
+    crossre = data / "crossre"
+    descriptions = emma.read_descriptions(crossre / "descriptions.json")
+    check, check_descriptions = fewrel_check(data, fewrel_cap)
+    start = load_checkpoint(checkpoint, device="cpu")[0].state_dict()
+    for domain in domains:
+        tuned = runs / f"finetune-{domain}-{recipe}-{rows}-{seed}"
+        if not tuned.is_dir():
+            raise FileNotFoundError(f"{tuned}: run finetune-compare --recipes {recipe} --seed {seed} --keep first")
+        dev, drawn = labelled_rows(crossre, domain, rows, seed)
+        for share in blends:
+            if (domain, recipe, seed, share) in done:
+                continue
+            model, tokenizer = load_checkpoint(tuned, device="cpu")
+            blend_toward(model, start, share)
+            with tempfile.TemporaryDirectory() as folder:
+                save_checkpoint(model, tokenizer, folder)
+                blended = emma.Extractor.load(folder)
+                record = {"domain": domain, "recipe": recipe, "rows_per_relation": rows, "seed": seed, "blend": share,
+                          "checkpoint": emma.checkpoint_id(checkpoint), "finetuned": emma.checkpoint_id(tuned),
+                          "finetuned_examples": fused(blended, dev, descriptions, drawn),
+                          "fewrel_ori_after": fused(blended, check, check_descriptions), "fewrel_cap": fewrel_cap}
+            append(results, record)
+            print(f"{domain} {recipe} blend {share}: fine-tuned + examples {record['finetuned_examples']}, "
+                  f"FewRel ori {record['fewrel_ori_after']}", flush=True)
+
+
+def blend_table(records: list[dict], compared: list[dict]) -> str:
+    """Markdown: per blend share, dev (fine-tuned + examples) per domain and mean, and FewRel `ori` after (mean, worst),
+    beside examples only and FewRel before from the `finetune-compare` records of the same draw."""
+    base = {(r["domain"], r["seed"]): r for r in compared}
+    lines = ["| blend | " + " | ".join(CROSSRE_DOMAINS) + " | mean | Δ (− examples only) | FewRel ori after: mean (lowest) |",
+             "|---|" + "---|" * (len(CROSSRE_DOMAINS) + 3)]
+    for share in sorted({r["blend"] for r in records}, reverse=True):
+        rows = {r["domain"]: r for r in records if r["blend"] == share}
+        if sorted(rows) != sorted(CROSSRE_DOMAINS):
+            continue
+        mean = sum(r["finetuned_examples"] for r in rows.values()) / len(rows)
+        examples = sum(base[(d, r["seed"])]["examples_only"] for d, r in rows.items()) / len(rows)
+        fewrel = [r["fewrel_ori_after"] for r in rows.values()]
+        lines.append(f"| {share} | " + " | ".join(f"{rows[d]['finetuned_examples']:.1f}" for d in CROSSRE_DOMAINS)
+                     + f" | {mean:.1f} | {mean - examples:+.1f} | {sum(fewrel) / len(fewrel):.1f} ({min(fewrel):.1f}) |")
+    return "\n".join(lines)
 
 
 def table(records: list[dict]) -> str:

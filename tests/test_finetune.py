@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 import emma.finetune as finetune_module
@@ -158,6 +159,20 @@ def test_the_anchor_keeps_the_weights_nearer_the_start(tiny_checkpoint, toy_inst
 
 
 @pytest.mark.slow
+def test_the_blend_saves_the_model_between_the_start_and_the_trained_weights(tiny_checkpoint, toy_instances, toy_descriptions,
+                                                                            tmp_path):
+    full = finetune(tiny_checkpoint, toy_instances, toy_descriptions, tmp_path / "full", FinetuneConfig(refit=False, **FAST))
+    half = finetune(tiny_checkpoint, toy_instances, toy_descriptions, tmp_path / "half",
+                    FinetuneConfig(blend=0.5, refit=False, **FAST))
+    start, trained, blended = (load_checkpoint(f, device="cpu")[0].state_dict() for f in (tiny_checkpoint, full.output, half.output))
+    moved = [k for k in start if start[k].is_floating_point() and not torch.equal(start[k], trained[k])]
+    assert moved  # the training changed weights, and the blend kept half of each change (float16 on disk)
+    for k in moved:
+        assert torch.allclose(blended[k], (start[k] + trained[k]) / 2, atol=2e-3, rtol=1e-2), k
+    assert json.loads((Path(half.output) / "training.json").read_text())["config"]["blend"] == 0.5
+
+
+@pytest.mark.slow
 def test_replay_rows_are_mixed_in_but_not_scored(tiny_checkpoint, toy_instances, toy_descriptions, tmp_path):
     relations = sorted(toy_descriptions)
     new = {r: toy_descriptions[r] for r in relations[:2]}
@@ -251,3 +266,18 @@ def test_chance_better_at_workbench_scale_sums_sentence_counts():
     started = time.perf_counter()
     assert chance_better(rows, before, after, resamples=200) == 1.0  # 60 % right against 50 %, on 1,000 pairs
     print(f"chance_better, 1,000 rows × 200 resamples: {time.perf_counter() - started:.2f} s")
+
+
+def test_the_blend_table_has_a_row_per_share_with_the_gain_over_examples_and_the_lowest_fewrel():
+    from research.fewshot import CROSSRE_DOMAINS
+    from research.finetune import blend_table
+
+    compared = [{"domain": d, "seed": 0, "examples_only": 30.0} for d in CROSSRE_DOMAINS]
+    records = [{"domain": d, "seed": 0, "blend": share, "finetuned_examples": 30.0 + 10 * share + i,
+                "fewrel_ori_after": 90.0 - 2 * share - i / 10} for share in (0.5, 1.0) for i, d in enumerate(CROSSRE_DOMAINS)]
+    records.append({"domain": "ai", "seed": 0, "blend": 0.7, "finetuned_examples": 99.0, "fewrel_ori_after": 99.0})
+    lines = blend_table(records, compared).splitlines()
+    assert [line.split(" | ")[0] for line in lines[2:]] == ["| 1.0", "| 0.5"]  # 0.7 has one domain only: no row
+    cells = lines[3].split(" | ")
+    assert cells[1:7] == ["35.0", "36.0", "37.0", "38.0", "39.0", "40.0"] and cells[7:9] == ["37.5", "+7.5"]
+    assert cells[9] == "88.8 (88.5) |"

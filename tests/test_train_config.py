@@ -43,6 +43,9 @@ def test_relation_batches_min_relations():
         (dict(batch_size=1), "batch_size=1"),
         (dict(epochs=0), "epochs must be at least 1"),
         (dict(precision="half"), "precision='half'"),
+        (dict(blend=0.0), "blend=0.0"),
+        (dict(blend=1.5), "blend=1.5"),
+        (dict(blend=0.5, adapter_rank=4), "does not apply to adapters"),
     ],
 )
 def test_train_config_validation(kwargs, message):
