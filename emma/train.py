@@ -302,7 +302,7 @@ class Run:
     position: Position
     started: float
     prior_time: float
-    start: list[tuple[nn.Parameter, torch.Tensor]] = field(default_factory=list)  # (weight, its starting value)
+    initial: list[tuple[nn.Parameter, torch.Tensor]] = field(default_factory=list)  # (weight, its starting value)
 
     @classmethod
     def start(cls, config, model: Emma, tokenizer, data: TrainingData, accelerator, output: Path, resume: bool, card) -> "Run":
@@ -326,7 +326,7 @@ class Run:
                                    swap_negatives=config.swap_negatives)
         objective, optimizer = accelerator.prepare(objective, optimizer)
         # Taken before a resume loads its state: the pull and the blend are toward where the whole run started.
-        start = [(p, p.detach().clone()) for p in model.parameters() if p.requires_grad] if config.anchor or config.blend < 1 else []
+        initial = [(p, p.detach().clone()) for p in model.parameters() if p.requires_grad] if config.anchor or config.blend < 1 else []
         position = Position()
         if resume and (output / STATE_FILE).is_file():
             position = load_state(output / STATE_FILE, model, optimizer, scheduler)
@@ -334,7 +334,7 @@ class Run:
             logger.info("nothing to resume in %s; starting fresh", output)
         return cls(config, accelerator, objective, optimizer, scheduler, tokenizer, data, [s for s in stages if s], output,
                    card, total_steps, math.ceil(total_steps / max(1, steps_per_epoch)), position, time.perf_counter(),
-                   _read_meta(output).get("wall_time_s", 0.0) if resume else 0.0, start)
+                   _read_meta(output).get("wall_time_s", 0.0) if resume else 0.0, initial)
 
     @property
     def model(self) -> Emma:
@@ -403,18 +403,18 @@ class Run:
     @torch.no_grad()
     def pull_back(self) -> None:
         """θ ← θ − anchor·(θ − θ₀) for every trainable weight."""
-        for p, p0 in self.start:
+        for p, p0 in self.initial:
             p.lerp_(p0, self.config.anchor)
 
     @torch.no_grad()
     def drift(self) -> float:
         """‖θ − θ₀‖ over the trainable weights: how far the run has moved from where it started."""
-        return math.sqrt(sum(((p - p0) ** 2).sum().item() for p, p0 in self.start))
+        return math.sqrt(sum(((p - p0) ** 2).sum().item() for p, p0 in self.initial))
 
     def blended(self) -> Emma:
         """A copy of the model at θ₀ + blend·(θ − θ₀) for every trainable weight; the others as they are."""
         names = {id(p): name for name, p in self.model.named_parameters()}
-        return blend_toward(copy.deepcopy(self.model), {names[id(p)]: p0 for p, p0 in self.start}, self.config.blend)
+        return blend_toward(copy.deepcopy(self.model), {names[id(p)]: p0 for p, p0 in self.initial}, self.config.blend)
 
     def save(self, position: Position) -> int:
         """The checkpoint folder and the resume state at `position`; returns the step saved."""
