@@ -267,7 +267,8 @@ def finetune(
     delivered = mixed + held if refit else mixed
     card = (f"# Fine-tuned EMMA checkpoint\n\nFine-tuned from `{checkpoint_id(checkpoint)}` on {len(delivered) - n_replay} "
             f"labelled rows of {len({r.relation for r in delivered if r.relation in descriptions})} relations "
-            f"({n_replay} replayed); see `{REPORT_FILE}` for the rows held back and the scores before and after.\n")
+            f"({n_replay} replayed), then averaged with its start ({config.blend:.0%} of the trained change kept); "
+            f"see `{REPORT_FILE}` for the rows held back and the scores before and after.\n")
     scored = partial / SCORED_FILE
     # The first model's predictions survive an interruption of the second training, tied to the rows they score.
     key = hashlib.sha256(json.dumps([[list(r.tokens), r.head, r.tail, r.relation] for r in held]).encode()).hexdigest()

@@ -170,6 +170,7 @@ def test_the_blend_saves_the_model_between_the_start_and_the_trained_weights(tin
     for k in moved:
         assert torch.allclose(blended[k], (start[k] + trained[k]) / 2, atol=2e-3, rtol=1e-2), k
     assert json.loads((Path(half.output) / "training.json").read_text())["config"]["blend"] == 0.5
+    assert "50% of the trained change kept" in (Path(half.output) / "README.md").read_text()
 
 
 @pytest.mark.slow
