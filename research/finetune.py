@@ -10,10 +10,12 @@ on every row; `selected` is what a user who switches only when that held-back sc
 with (the new version with the rows as examples, or the starting one with them). Forgetting: FewRel m = 15 `ori` test relations (at most
 `fewrel_cap` instances each), before and after. One JSON line per (domain, recipe) in the results
 file; runs already there are skipped. CrossRE is measured on, never shipped: the fine-tuned
-folders are written under `runs/` (ignored by git) and deleted unless `--keep`.
+folders are written under `runs/` (ignored by git) and deleted unless `--keep`; `blend_grid` scores kept
+ones averaged with their start at several shares, to choose `FinetuneConfig.blend` without training again.
 
     python -m research finetune-compare --domains ai --recipes default,anchor-0.02,anchor-0.1,replay
     python -m research finetune-table
+    python -m research finetune-blend --recipe no-blend   # after finetune-compare --recipes no-blend --keep
 """
 
 from __future__ import annotations
