@@ -367,7 +367,9 @@ def finetune_cmd(checkpoint, data_dir, results, domains, recipes, rows, seed, fe
 def finetune_blend_cmd(checkpoint, data_dir, results, compared, domains, recipe, rows, seed, blends, fewrel_cap) -> None:
     """Choose the blend share without training again: kept fine-tunes averaged with their start, scored per share.
 
-    Example (after `finetune-compare --recipes no-blend --keep`):
+    The fine-tunes are kept by `finetune-compare --recipes no-blend --keep`.
+
+    Example:
 
         python -m research finetune-blend --recipe no-blend --blends 1,0.8,0.7,0.5
     """
