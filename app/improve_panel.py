@@ -33,9 +33,10 @@ HELP = f"""Fine-tunes a copy of the model you are using on **your labelled sente
 relation, imported examples, accepted items of your Annotate queues) of the relations switched on. First a model is
 trained without about a fifth of each relation's labels (whole sentences) and scored on them against your current model,
 your other labels counting as examples both times, as they do in your predictions; then the new version is trained on
-all your labels. Each model is averaged with the one it started from ({FinetuneConfig.blend:.0%} trained, {1 - FinetuneConfig.blend:.0%} as it was), which keeps
-most of the gain and forgets less of what the model knew. It takes a few minutes; predictions keep working meanwhile. Only you can use the new version, since
-it has learnt your sentences. It does not always beat the examples alone, and a few dozen held-back sentences give a
+all your labels. Each model is averaged with the one it started from ({FinetuneConfig.blend:.0%} trained,
+{1 - FinetuneConfig.blend:.0%} as it was), which keeps most of the gain and forgets less of what the model knew. It
+takes a few minutes; predictions keep working meanwhile. Only you can use the new version, since it has learnt your
+sentences. It does not always beat the examples alone, and a few dozen held-back sentences give a
 rough verdict: the status line says how firm it is."""
 
 

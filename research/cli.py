@@ -323,6 +323,15 @@ FINETUNE = RESULTS_DIR / "finetune.jsonl"
 FINETUNE_BLEND = RESULTS_DIR / "finetune_blend.jsonl"
 
 
+def _known(name: str, given: str, allowed) -> list[str]:
+    """The comma-separated values of `given`, each one of `allowed`; else an error naming the first that is not."""
+    values = given.split(",")
+    bad = [v for v in values if v not in allowed]
+    if bad:
+        raise click.BadParameter(f"unknown {name} {bad[0]!r}; choose from {', '.join(allowed)}")
+    return values
+
+
 @cli.command("finetune-compare")
 @click.option("--checkpoint", type=click.Path(exists=True), help="Checkpoint folder (default: the shipped one).")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=DATA_DIR, show_default="../shared/data")
@@ -342,11 +351,7 @@ def finetune_cmd(checkpoint, data_dir, results, domains, recipes, rows, seed, fe
     """
     from .finetune import DOMAINS, RECIPES, run
 
-    domains, recipes = domains.split(","), recipes.split(",")
-    for name, allowed in (("domain", DOMAINS), ("recipe", RECIPES)):
-        bad = [v for v in (domains if name == "domain" else recipes) if v not in allowed]
-        if bad:
-            raise click.BadParameter(f"unknown {name} {bad[0]!r}; choose from {', '.join(allowed)}")
+    domains, recipes = _known("domain", domains, DOMAINS), _known("recipe", recipes, RECIPES)
     from emma import DEFAULT_CHECKPOINT
 
     run(str(checkpoint or DEFAULT_CHECKPOINT), data_dir, results, domains, recipes, rows, seed, fewrel_cap, RUNS_DIR, keep)
@@ -358,7 +363,7 @@ def finetune_cmd(checkpoint, data_dir, results, domains, recipes, rows, seed, fe
 @click.option("--results", type=click.Path(path_type=Path), default=FINETUNE_BLEND, show_default="results/finetune_blend.jsonl")
 @click.option("--compared", type=click.Path(path_type=Path), default=FINETUNE, show_default="results/finetune.jsonl",
               help="finetune-compare's results, for examples only beside each row.")
-@click.option("--domains", default="ai,science,music,literature,politics,news", show_default=True, help="CrossRE domains, comma-separated.")
+@click.option("--domains", help="CrossRE domains, comma-separated (default: all six).")
 @click.option("--recipe", default="no-blend", show_default=True, help="The recipe whose fine-tunes were kept.")
 @click.option("--rows", type=int, default=20, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -375,10 +380,12 @@ def finetune_blend_cmd(checkpoint, data_dir, results, compared, domains, recipe,
     """
     from emma import DEFAULT_CHECKPOINT
 
-    from .finetune import blend_grid, blend_table
+    from .finetune import DOMAINS, RECIPES, blend_grid, blend_table
     from .jsonl import read
 
-    blend_grid(str(checkpoint or DEFAULT_CHECKPOINT), data_dir, results, domains.split(","), recipe, rows, seed,
+    domains = _known("domain", domains, DOMAINS) if domains else DOMAINS
+    _known("recipe", recipe, RECIPES)
+    blend_grid(str(checkpoint or DEFAULT_CHECKPOINT), data_dir, results, domains, recipe, rows, seed,
                [float(b) for b in blends.split(",")], fewrel_cap, RUNS_DIR)
     records = [r for r in read(results) if r["recipe"] == recipe and r["seed"] == seed and r["rows_per_relation"] == rows]
     click.echo(blend_table(records, [r for r in read(compared) if r["rows_per_relation"] == rows]))

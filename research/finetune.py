@@ -149,7 +149,7 @@ def blend_grid(checkpoint: str, data: Path, results: Path, domains: list[str], r
                 continue
             model, tokenizer = load_checkpoint(tuned, device="cpu")
             blend_toward(model, start, share)
-            with tempfile.TemporaryDirectory() as folder:
+            with tempfile.TemporaryDirectory() as folder:  # scored as a fine-tune saves it: float16 on disk
                 save_checkpoint(model, tokenizer, folder)
                 blended = emma.Extractor.load(folder)
                 record = {"domain": domain, "recipe": recipe, "rows_per_relation": rows, "seed": seed, "blend": share,
