@@ -1,4 +1,4 @@
-"""Transfer without training (issue 18): three ways to score CrossRE better at prediction time, probed.
+"""Transfer without training (issue 18): four ways to score CrossRE better at prediction time, probed.
 
     borrowed: the larger model's recall (checkpoints/emma-mpnet, no classifier of its own) proposes the k
         candidates, the default checkpoint's classifier reranks them (on its own tokenization of the
@@ -8,6 +8,10 @@
     soup: the weights of models trained from the same base with the same recipe on different relations
         (FewRel m = 15 splits `ori`, `40`, `41`: the transfer grid's runs) averaged into one model, recall
         only. Weight averages of fine-tunes are known to travel better than each; no extra latency.
+    centering: on text unlike the training data a few relations win for most sentences (hubs). Each
+        relation's recall score is lowered by `strength` × how far its mean cosine over the domain's own
+        unlabelled sentences (its `train` file, labels unused) lies above the mean of all relations
+        (`RelationIndex.with_offsets`, which the fused rule reads too); strength 0 is the model as shipped.
 
 Per CrossRE domain (dev, all 16 types; borrowed and forms also on FewRel m = 15 `ori`'s test relations,
 which the soup's `40`/`41` members were trained on); macro F1, one JSON line per (probe, model, set) in
@@ -16,6 +20,7 @@ results/inference_probes.jsonl. About 15 minutes on 2 CPU threads for the first 
     python -m research.inference_probes borrowed forms
     python -m research.inference_probes table          # markdown of every record, per probe
     python -m research.inference_probes soup --members checkpoints/emma-mpnet,runs/transfer-grid/mpnet+adapters-r16+forms_n100_recall_s42_m15-40,runs/transfer-grid/mpnet+adapters-r16+forms_n100_recall_s42_m15-41
+    python -m research.inference_probes centering      # both checkpoints, about 20 minutes
 """
 
 from __future__ import annotations
@@ -104,6 +109,38 @@ def soup(members: list[emma.Extractor]) -> emma.Extractor:
     return members[0]
 
 
+CENTERING_STRENGTHS = (0.0, 0.5, 1.0)
+
+
+def centering_offsets(model: emma.Extractor, corpus) -> dict[str, float]:
+    """{relation: −(its mean recall cosine over `corpus` − the mean over all relations)}, for the relations in force."""
+    relations = model.index.names
+    totals = dict.fromkeys(relations, 0.0)
+    for p in model.predict_batch(corpus, top_k=None, rerank=False):
+        for name, cosine in p.recall:
+            totals[name] += cosine
+    means = {r: totals[r] / len(corpus) for r in relations}
+    overall = sum(means.values()) / len(means)
+    return {r: overall - means[r] for r in relations}
+
+
+def centering(model: emma.Extractor, instances, descriptions, corpus) -> dict:
+    """Recall-only (and, with a classifier, fused) macro F1 at each of CENTERING_STRENGTHS."""
+    model.set_relations(descriptions)
+    plain, out = model.index, {}
+    unit = centering_offsets(model, corpus)
+    try:
+        for strength in CENTERING_STRENGTHS:
+            model.index = plain.with_offsets({r: strength * o for r, o in unit.items()})
+            report = emma.evaluate(model, instances)
+            out[f"recall {strength:g}"] = report["recall_only"]["f1"]
+            if model.model.classifier is not None:
+                out[f"fused {strength:g}"] = report["emma_fused"]["f1"]
+    finally:
+        model.index = plain
+    return out
+
+
 def crossre_recall(model: emma.Extractor, instances, descriptions) -> dict:
     model.set_relations(descriptions)
     return {"recall_only": emma.evaluate(model, instances)["recall_only"]["f1"]}
@@ -138,7 +175,7 @@ def table(records: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m research.inference_probes", description=__doc__.split("\n")[0])
-    parser.add_argument("probes", nargs="+", choices=["borrowed", "forms", "soup", "table"])
+    parser.add_argument("probes", nargs="+", choices=["borrowed", "forms", "soup", "centering", "table"])
     parser.add_argument("--members", default="", help="soup: checkpoint folders, comma-separated")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -155,6 +192,13 @@ def main(argv: list[str] | None = None) -> None:
             if "forms" in args.probes:
                 _record(args.results, "description forms", emma.checkpoint_id(str(LARGE)), name, instances,
                         lambda: forms(large, instances, descriptions))
+    if "centering" in args.probes:
+        for folder in (DEFAULT, LARGE):
+            model = emma.Extractor.load(folder)
+            for name, instances, descriptions in scored_sets(DATA_DIR, with_fewrel=False):
+                corpus = emma.read_instances(DATA_DIR / "crossre" / f"{name.removeprefix('crossre-')}-train.jsonl")
+                _record(args.results, "centering", emma.checkpoint_id(str(folder)), name, instances,
+                        lambda: centering(model, instances, descriptions, corpus))
     if "soup" in args.probes:
         folders = [f for f in args.members.split(",") if f]
         if len(folders) < 2:

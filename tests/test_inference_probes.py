@@ -25,3 +25,22 @@ def test_table_averages_the_six_domains_and_keeps_the_last_record_of_a_set():
     assert "### soup: a + b" in text
     assert "| crossre-ai | 6 |" in text and "| crossre-ai | 0 |" not in text
     assert "**CrossRE mean** | **3.50**" in text  # (6 + 1 + 2 + 3 + 4 + 5) / 6
+
+
+def test_centering_lowers_the_relations_that_match_the_corpus_best(tiny_extractor, toy_instances):
+    from research.inference_probes import CENTERING_STRENGTHS, centering, centering_offsets
+
+    offsets = centering_offsets(tiny_extractor, toy_instances)
+    means = {r: sum(dict(p.recall)[r] for p in tiny_extractor.predict_batch(toy_instances, top_k=None, rerank=False))
+             / len(toy_instances) for r in tiny_extractor.index.names}
+    assert set(offsets) == set(means)
+    assert abs(sum(offsets.values())) < 1e-5  # centred on the mean over all relations
+    assert min(offsets, key=offsets.get) == max(means, key=means.get)
+    # with the offsets, every relation's mean cosine over the corpus is the same
+    shifted = {r: means[r] + offsets[r] for r in means}
+    assert max(shifted.values()) - min(shifted.values()) < 1e-5
+
+    before = tiny_extractor.index
+    scores = centering(tiny_extractor, toy_instances, dict(zip(before.names, before.texts)), toy_instances)
+    assert set(scores) == {f"{rule} {s:g}" for s in CENTERING_STRENGTHS for rule in ("recall", "fused")}
+    assert not tiny_extractor.index.offsets  # the model is left as it was
