@@ -559,7 +559,10 @@ GZSL = RESULTS_DIR / "gzsl.jsonl"
               help="CrossRE files of the unseen sentences: dev to choose δ, test as the last check.")
 @click.option("--classifier-margins", default="0", show_default=True,
               help="γ values, comma-separated: trained candidates' classifier probabilities × e^−γ (a probe).")
-def gzsl(checkpoint, data_dir, results, margins, seen_per_relation, unseen_per_domain, split, classifier_margins) -> None:
+@click.option("--whole-catalogue", is_flag=True,
+              help="Also the catalogue's other default relations (untrained, Wiki-ZSL) as candidates, as in the workbench.")
+def gzsl(checkpoint, data_dir, results, margins, seen_per_relation, unseen_per_domain, split, classifier_margins,
+         whole_catalogue) -> None:
     """Generalized zero-shot: the 80 trained FewRel relations and 16 new CrossRE types in force together;
     seen / unseen accuracy and their harmonic mean per margin δ taken off the trained relations' recall.
 
@@ -573,7 +576,7 @@ def gzsl(checkpoint, data_dir, results, margins, seen_per_relation, unseen_per_d
     values = [float(m) for m in margins.split(",")]
     gammas = [float(g) for g in classifier_margins.split(",")]
     run(checkpoint, data_dir, REPO_ROOT / "assets" / "relations.json", results, values, seen_per_relation, unseen_per_domain, split,
-        gammas)
+        gammas, whole_catalogue)
 
 
 @cli.command("gzsl-table")

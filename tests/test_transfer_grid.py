@@ -140,4 +140,20 @@ def test_gzsl_with_the_catalogue_scores_each_margin_on_the_chosen_crossre_split(
     assert records[0]["candidates"] == 2 + 4 and records[0]["unseen_instances"] == 6 * 3
     # δ = 1 puts every trained relation below every new one: no unseen sentence is taken by a trained relation
     assert records[1]["fused"]["unseen_taken_by_trained"] == 0.0 and records[1]["recall"]["seen"] == 0.0
-    assert "| test | 1.0 | fused |" in gzsl_table(records) and CROSSRE_PREFIX == "crossre:"
+    assert "| test | 6 | 1.0 | fused |" in gzsl_table(records) and CROSSRE_PREFIX == "crossre:"
+
+    # the whole catalogue: its untrained default relations are candidates too (the switched-off one is not)
+    rows = json.loads(catalogue.read_text())
+    (name, text), (off, off_text) = list(toy_descriptions.items())[2:4]
+    # (texts of their own: the toy CrossRE types share the toy descriptions, and tied scores order arbitrarily)
+    rows += [{"id": "Q1", "label": name, "text": f"untrained: {text}", "source": "Wiki-ZSL", "default": True},
+             {"id": "Q2", "label": off, "text": off_text, "source": "Wiki-ZSL", "default": False}]
+    catalogue.write_text(json.dumps(rows))
+    whole = gzsl_run(tiny_checkpoint, toy_data, catalogue, tmp_path / "g2.jsonl", [0.0, 1.0], seen_per_relation=2,
+                     unseen_per_domain=3, split="test", whole_catalogue=True)
+    assert whole[0]["candidates"] == 2 + 1 + 4
+    # a sentence the untrained catalogue relation takes at δ = 0 it keeps when the trained ones are lowered
+    assert whole[1]["recall"]["seen"] == 0.0
+    assert whole[1]["recall"]["seen_taken_by_catalogue"] >= whole[0]["recall"]["seen_taken_by_catalogue"]
+    assert "seen_taken_by_catalogue" not in records[0]["recall"]
+    assert "| test | 7 | 1.0 | recall |" in gzsl_table(whole)
