@@ -18,7 +18,7 @@ from emma import DataError, instance_from_text, spans_overlap
 
 from . import plots
 from .engine import MAX_SENTENCE_CHARS
-from .records import prediction_record, public_record, summary_text
+from .records import dataset_label_text, prediction_record, public_record, summary_text
 from .session import BadInput, has_visible, highlighted, resolve_entities, resolve_entity, selection_span, sentence_case
 from .workbench import MODEL, PRIVATE, QUIET, Workbench, lenient, user_errors, warn
 
@@ -127,6 +127,13 @@ class PredictTab:
                 spans = {"head": list(ex["head"]), "tail": list(ex["tail"])}
         return (spans, *self.preview(sentence, head, tail, spans))
 
+    def dataset_label(self, record: dict) -> str | None:
+        """The relation the dataset gives the predicted pair when it is one of the built-in examples (else None)."""
+        for ex in self.wb.examples:
+            if (ex["text"], list(ex["head"]), list(ex["tail"])) == (record["sentence"], record["head"], record["tail"]):
+                return ex["relation"]
+        return None
+
     def opened(self, sentence: str, head: tuple[int, int], tail: tuple[int, int]) -> tuple:
         """Another tab's "see why": `sentence` with its head and tail character spans marked here, this tab shown.
 
@@ -224,10 +231,13 @@ class PredictTab:
             return (None, None, "", None, "", None, None, "", gr.update(), None, "", "")
         label_value = ({c["relation"]: c["deciding_score"] for c in record["candidates_detail"]} if record["reranked"]
                        else record["label"])
+        summary = summary_text(record)
+        if known := self.dataset_label(record):
+            summary += "\n" + dataset_label_text(record, known)
         return (
             highlighted(record["sentence"], tuple(record["head"]), tuple(record["tail"])),
             label_value,
-            summary_text(record),
+            summary,
             plots.recall_html(record),
             plots.why_html(record),
             plots.rerank_table(record),
@@ -270,7 +280,7 @@ class PredictTab:
             gr.Examples(
                 [[e["text"], e["head_text"], e["tail_text"]] for e in self.wb.examples],
                 inputs=[sentence, head, tail], outputs=[spans, marked, hint], fn=self.example_spans, run_on_click=True,
-                label="Examples (FewRel validation sentences, entities already marked)", elem_id="examples",
+                label="Examples (FewRel validation sentences, entities already marked; after Predict, the \"In words\" box says whether FewRel's own label agrees)", elem_id="examples",
                 api_visibility="private", cache_examples=False,
             )
         recall_plot, why, rerank, attention_plot, prediction_json = self._explain_panels()

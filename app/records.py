@@ -125,6 +125,20 @@ def summary_text(record: dict) -> str:
     return text + f" Head: '{record['head_text']}', tail: '{record['tail_text']}'."
 
 
+def dataset_label_text(record: dict, label: str) -> str:
+    """How the prediction compares with `label`, the dataset's own relation for this pair (a built-in example's)."""
+    if label == record["label"]:
+        return f"The dataset labels this pair '{label}' too: the prediction is right."
+    ranks = {name: i + 1 for i, (name, _) in enumerate(record["recall"])}
+    if label in ranks:
+        where = f"recall ranked it #{ranks[label]} of {len(ranks)}"
+    elif label in record.get("relations", {}):
+        where = f"below recall's top {len(ranks)}"
+    else:
+        where = "switched off in the Relations tab"
+    return f"The dataset labels this pair '{label}' ({where}): the prediction is wrong."
+
+
 def feedback_row(record: dict, owner: str, verdict: str, label: str | None, label_text: str | None, note: str | None) -> dict:
     return {
         "owner": owner,

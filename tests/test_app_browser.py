@@ -142,6 +142,15 @@ def test_browser_mark_add_relation_predict_feedback_then_the_label_counts(tiny_e
             page.click("#predict")
             expect(page.locator("#recall-plot")).to_contain_text(TAUGHT)
             expect(page.locator("#summary textarea")).to_have_value(re.compile(r"^Predicted '"))
+
+            # A built-in example, clicked and predicted: "In words" compares the prediction with FewRel's own label.
+            first = load_examples()[0]
+            page.locator("#examples").get_by_text(first["text"][:30]).first.click()
+            expect(page.locator("#head textarea")).to_have_value(first["head_text"])
+            expect(page.locator("#mark-hint textarea")).to_have_value("Ready: press Predict.")
+            page.click("#predict")
+            expect(page.locator("#summary textarea")).to_have_value(
+                re.compile(re.escape(f"The dataset labels this pair '{first['relation']}'")))
             page.screenshot(path=str(screenshot), full_page=True)
             page.context.browser.close()
     finally:

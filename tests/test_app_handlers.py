@@ -778,3 +778,21 @@ def test_a_recall_only_checkpoint_serves_every_panel(tiny_encoder_dir, toy_descr
     assert "Recall: top" in recall_chart and "Which description words" in attention and "rerank" not in latency.lower()
     _, status = wb.feedback("correct", None, None, session)
     assert status.startswith("Saved feedback #1: correct")
+
+
+def test_a_built_in_example_is_compared_with_its_dataset_label(wb, session, toy_descriptions):
+    from app.records import dataset_label_text
+
+    ex = wb.examples[0]
+    _, session = wb.predict(ex["text"], ex["head_text"], ex["tail_text"], {"head": ex["head"], "tail": ex["tail"]}, session)
+    summary = wb.show_prediction(session)[2]
+    # the toy relations do not include the example's FewRel relation
+    assert f"The dataset labels this pair '{ex['relation']}' (switched off in the Relations tab): the prediction is wrong." in summary
+    record = session["last"]
+    assert dataset_label_text(record, record["label"]).endswith("the prediction is right.")
+    other = next(name for name, _ in record["recall"] if name != record["label"])
+    rank = [name for name, _ in record["recall"]].index(other) + 1
+    assert f"(recall ranked it #{rank} of {len(toy_descriptions)}): the prediction is wrong." in dataset_label_text(record, other)
+    # a sentence that is not a built-in example gets no such line
+    _, session = predict(wb, session)
+    assert "The dataset labels" not in wb.show_prediction(session)[2]
