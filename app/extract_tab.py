@@ -108,10 +108,17 @@ class ExtractTab:
         """The chips row under the Predict tab's sentence, and its events."""
         with gr.Row():
             suggest_btn = gr.Button("Suggest entities", elem_id="suggest-entities", size="sm")
+        # Hidden until the first suggestions: an empty box under the sentence reads as something broken.
         chips = gr.HighlightedText(label="Suggested entities: click one for the head, the next for the tail",
-                                   elem_id="entity-chips", show_legend=False, combine_adjacent=False, interactive=False)
+                                   elem_id="entity-chips", show_legend=False, combine_adjacent=False, interactive=False,
+                                   visible=False)
         chip_spans, role = gr.State([]), gr.State("head")
-        suggest_btn.click(self.chips, [sentence], [chips, chip_spans, role], **MODEL, **QUIET)
+
+        def suggested(sentence_):
+            value, spans_, role_ = self.chips(sentence_)
+            return gr.update(value=value, visible=True), spans_, role_
+
+        suggest_btn.click(suggested, [sentence], [chips, chip_spans, role], **MODEL, **QUIET)
 
         def clicked(sentence_, head_, tail_, spans_, chip_spans_, role_, evt: gr.SelectData):
             return self.chip_clicked(predict, sentence_, head_, tail_, spans_, chip_spans_, role_, evt)

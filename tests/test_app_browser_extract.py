@@ -79,6 +79,7 @@ def test_browser_paste_extract_click_an_edge_and_a_row_then_see_attention(tiny_e
 
             # Chips on the Predict tab: the first chip clicked becomes the head, the next the tail.
             page.locator("#sentence textarea").fill("Marie Curie was born in Warsaw.")
+            expect(page.locator("#entity-chips")).to_be_hidden()  # no empty box before the first suggestions
             page.click("#suggest-entities")
             chips = page.locator("#entity-chips").get_by_text("Warsaw", exact=True)
             chips.click()
