@@ -284,6 +284,20 @@ def test_real_catalogue_loads_and_encodes(tiny_extractor, tmp_path):
     assert record["n_relations"] == 135 and len(record["recall"]) == 135
 
 
+def test_the_count_line_suggests_switching_off_a_crowded_catalogue_beside_own_relations(tiny_extractor, tmp_path):
+    from app.relations_tab import CROWDED_CATALOGUE
+
+    wb = workbench(Engine(tiny_extractor), Store(tmp_path / "wb.db"), Catalogue.load(), load_examples())
+    session = wb.open_session("user:x")
+    assert "Switch off all shown" not in wb.count_text(session)  # the catalogue alone: nothing of yours to crowd out
+    session, _ = wb.add_relation("works at", "person who is employed by this organization", session)
+    assert "switch off the 135 catalogue relations your text does not need" in wb.count_text(session)
+    session = wb.disable_shown("", session)
+    session = wb.enable_shown("capital", session)
+    assert 0 < len(session["enabled"]) < CROWDED_CATALOGUE
+    assert "Switch off all shown" not in wb.count_text(session)
+
+
 def test_import_export_relation_set_roundtrip(wb, session, tmp_path):
     session, _ = wb.add_relation("employer", "person who works for this organization", session)
     session = wb.disable_shown("capital", session)
