@@ -13,7 +13,9 @@ the fused rule reads too. The δ chosen here is the checkpoint's `seen_margin`.
 
 `whole_catalogue` adds the catalogue's other default relations (the Wiki-ZSL ones, which the model
 was not trained on either) as candidates, as the workbench has them switched on: a sentence one of
-them takes is counted wrong. A margin on the trained relations hands sentences to these too.
+them takes is counted wrong. A margin on the trained relations hands sentences to these too. Their
+own sentences are scored as well where the data has some (`catalogue_sentences`: the Wiki-ZSL sample
+holds 5 relations, of which the default catalogue has one untrained, `inception`).
 
 The classifier pulls too: trained on the FewRel relations, it prefers them among recall's candidates.
 `classifier_margins` (γ) probe a second margin, on the classifier: a trained candidate's probability is
@@ -56,6 +58,21 @@ def candidates(data: Path, catalogue: Path, whole_catalogue: bool = False) -> tu
     return {**fewrel, **others, **crossre}, set(fewrel)
 
 
+WIKIZSL_SAMPLE = Path("wikizsl") / "partial" / "relationprompt_wiki_dev_5rel.jsonl.gz"
+
+
+def catalogue_sentences(data: Path, catalogue: Path, per_relation: int, seed: int = 1234) -> list[emma.Instance]:
+    """Wiki-ZSL sample sentences of the catalogue's untrained default relations, labelled as `candidates` names them."""
+    names = {e["id"]: OTHER_PREFIX + e["label"] for e in json.loads(catalogue.read_text())
+             if e.get("source") != "FewRel" and e.get("default", True)}
+    path = data / WIKIZSL_SAMPLE
+    if not path.is_file():
+        return []
+    found = [emma.Instance(i.tokens, i.head, i.tail, names[i.relation])
+             for i in emma.read_instances(path, skip_invalid=True) if i.relation in names]
+    return emma.cap_per_relation(found, per_relation, seed=seed)
+
+
 def instances(data: Path, seen_names: set[str], seen_per_relation: int, unseen_per_domain: int, seed: int = 1234,
               split: str = "dev"):
     pool = fewrel_pool(data)
@@ -91,28 +108,34 @@ def run(checkpoint: str | None, data: Path, catalogue: Path, results: Path, marg
     relations, trained = candidates(data, catalogue, whole_catalogue)
     extractor.set_relations(relations, progress=True)
     seen, unseen = instances(data, trained, seen_per_relation, unseen_per_domain, split=split)
+    own = catalogue_sentences(data, catalogue, unseen_per_domain) if whole_catalogue else []
     records = []
     for margin in margins:
         view = extractor.with_index(extractor.index.with_offsets({name: -margin for name in trained}))
         start = time.perf_counter()
-        preds = view.predict_batch(seen + unseen, top_k=2)
+        preds = view.predict_batch(seen + unseen + own, top_k=2)
         wall = round(time.perf_counter() - start, 1)
         for gamma in classifier_margins:
             record = {"checkpoint": emma.checkpoint_id(extractor.checkpoint), "margin": margin,
                       "seen_instances": len(seen), "unseen_instances": len(unseen), "candidates": len(relations),
                       "crossre_split": split}
+            if own:
+                record["catalogue_instances"] = len(own)
             if gamma:
                 record["classifier_margin"] = gamma
             for rule in ("recall", "classifier", "fused"):
                 labels = [choose(p, rule, trained, gamma, extractor.config.temperature) for p in preds]
                 s = accuracy(labels[: len(seen)], [i.relation for i in seen])
-                u = accuracy(labels[len(seen):], [i.relation for i in unseen])
-                pulled = 100 * sum(label in trained for label in labels[len(seen):]) / len(unseen)
+                u = accuracy(labels[len(seen):len(seen) + len(unseen)], [i.relation for i in unseen])
+                pulled = 100 * sum(label in trained for label in labels[len(seen):len(seen) + len(unseen)]) / len(unseen)
                 record[rule] = {"seen": round(s, 1), "unseen": round(u, 1), "H": round(2 * s * u / (s + u) if s + u else 0.0, 1),
                                 "unseen_taken_by_trained": round(pulled, 1)}
                 if whole_catalogue:
                     record[rule]["seen_taken_by_catalogue"] = round(
                         100 * sum(label.startswith(OTHER_PREFIX) for label in labels[: len(seen)]) / len(seen), 1)
+                if own:
+                    record[rule]["catalogue_untrained"] = round(
+                        accuracy(labels[len(seen) + len(unseen):], [i.relation for i in own]), 1)
             record["wall_time_s"] = wall
             record["budget"] = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, precision {extractor.precision}, no training"
             append(results, record)
@@ -127,14 +150,15 @@ def table(records: list[dict]) -> str:
     """The δ table (records without a classifier margin), then the γ table when any record has one."""
     by_gamma = [r for r in records if r.get("classifier_margin")]
     records = [r for r in records if not r.get("classifier_margin")]
-    lines = ["| CrossRE split | candidates | δ (trained relations' recall − δ) | rule | seen acc. | unseen acc. | H | unseen taken by a trained relation | seen taken by the catalogue's untrained relations |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| CrossRE split | candidates | δ (trained relations' recall − δ) | rule | seen acc. | unseen acc. | H | unseen taken by a trained relation | seen taken by the catalogue's untrained relations | acc. on the catalogue's untrained relations' own sentences |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         for rule in ("recall", "fused"):
             x = r[rule]
             other = f"{x['seen_taken_by_catalogue']} %" if "seen_taken_by_catalogue" in x else "—"
+            own = f"{x['catalogue_untrained']} (n = {r['catalogue_instances']})" if "catalogue_untrained" in x else "—"
             lines.append(f"| {r.get('crossre_split', 'dev')} | {r.get('candidates', 96)} | {r['margin']} | {rule} | {x['seen']} | "
-                         f"{x['unseen']} | **{x['H']}** | {x['unseen_taken_by_trained']} % | {other} |")
+                         f"{x['unseen']} | **{x['H']}** | {x['unseen_taken_by_trained']} % | {other} | {own} |")
     if by_gamma:
         lines += ["", "| CrossRE split | δ | classifier margin γ | rule | seen acc. | unseen acc. | H | unseen taken by a trained relation |",
                   "|---|---|---|---|---|---|---|---|"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from pathlib import Path
 
 import pytest
 
@@ -127,7 +128,9 @@ def test_gzsl_on_the_split_holds_back_trained_sentences_and_chooses_the_margin_o
 
 @pytest.mark.slow
 def test_gzsl_with_the_catalogue_scores_each_margin_on_the_chosen_crossre_split(toy_data, tiny_checkpoint, toy_instances,
-                                                                                 toy_descriptions, tmp_path):
+                                                                                 toy_descriptions, tmp_path, monkeypatch):
+    import emma
+    from research import gzsl
     from research.gzsl import CROSSRE_PREFIX, run as gzsl_run, table as gzsl_table
 
     catalogue = tmp_path / "relations.json"
@@ -149,9 +152,17 @@ def test_gzsl_with_the_catalogue_scores_each_margin_on_the_chosen_crossre_split(
     rows += [{"id": "Q1", "label": name, "text": f"untrained: {text}", "source": "Wiki-ZSL", "default": True},
              {"id": "Q2", "label": off, "text": off_text, "source": "Wiki-ZSL", "default": False}]
     catalogue.write_text(json.dumps(rows))
+    # sentences of the untrained catalogue relation (by its id, as the Wiki-ZSL sample labels them) are scored too
+    monkeypatch.setattr(gzsl, "WIKIZSL_SAMPLE", Path("wikizsl-sample.jsonl"))
+    write_jsonl([emma.Instance(i.tokens, i.head, i.tail, "Q1") for i in toy_instances[:2]]
+                + [emma.Instance(i.tokens, i.head, i.tail, "Q2") for i in toy_instances[2:4]], toy_data / "wikizsl-sample.jsonl")
     whole = gzsl_run(tiny_checkpoint, toy_data, catalogue, tmp_path / "g2.jsonl", [0.0, 1.0], seen_per_relation=2,
                      unseen_per_domain=3, split="test", whole_catalogue=True)
     assert whole[0]["candidates"] == 2 + 1 + 4
+    assert whole[0]["catalogue_instances"] == 2  # Q2 is switched off in the catalogue: not scored
+    assert 0.0 <= whole[0]["fused"]["catalogue_untrained"] <= 100.0
+    # lowering the trained relations can only help an untrained relation's own sentences in recall
+    assert whole[1]["recall"]["catalogue_untrained"] >= whole[0]["recall"]["catalogue_untrained"]
     # a sentence the untrained catalogue relation takes at δ = 0 it keeps when the trained ones are lowered
     assert whole[1]["recall"]["seen"] == 0.0
     assert whole[1]["recall"]["seen_taken_by_catalogue"] >= whole[0]["recall"]["seen_taken_by_catalogue"]
