@@ -280,7 +280,7 @@ class PredictTab:
             gr.Examples(
                 [[e["text"], e["head_text"], e["tail_text"]] for e in self.wb.examples],
                 inputs=[sentence, head, tail], outputs=[spans, marked, hint], fn=self.example_spans, run_on_click=True,
-                label="Examples (FewRel validation sentences, entities already marked; after Predict, the \"In words\" box says whether FewRel's own label agrees)", elem_id="examples",
+                label="Examples (FewRel validation sentences, entities already marked)", elem_id="examples",
                 api_visibility="private", cache_examples=False,
             )
         recall_plot, why, rerank, attention_plot, prediction_json = self._explain_panels()

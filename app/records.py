@@ -135,7 +135,7 @@ def dataset_label_text(record: dict, label: str) -> str:
     elif label in record.get("relations", {}):
         where = f"below recall's top {len(ranks)}"
     else:
-        where = "switched off in the Relations tab"
+        where = "not among the relations in force"
     return f"The dataset labels this pair '{label}' ({where}): the prediction is wrong."
 
 

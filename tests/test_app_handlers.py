@@ -291,7 +291,7 @@ def test_the_count_line_suggests_switching_off_a_crowded_catalogue_beside_own_re
     session = wb.open_session("user:x")
     assert "Switch off all shown" not in wb.count_text(session)  # the catalogue alone: nothing of yours to crowd out
     session, _ = wb.add_relation("works at", "person who is employed by this organization", session)
-    assert "switch off the 135 catalogue relations your text does not need" in wb.count_text(session)
+    assert "switch off those of the 135 catalogue relations your text does not need" in wb.count_text(session)
     session = wb.disable_shown("", session)
     session = wb.enable_shown("capital", session)
     assert 0 < len(session["enabled"]) < CROWDED_CATALOGUE
@@ -801,7 +801,7 @@ def test_a_built_in_example_is_compared_with_its_dataset_label(wb, session, toy_
     _, session = wb.predict(ex["text"], ex["head_text"], ex["tail_text"], {"head": ex["head"], "tail": ex["tail"]}, session)
     summary = wb.show_prediction(session)[2]
     # the toy relations do not include the example's FewRel relation
-    assert f"The dataset labels this pair '{ex['relation']}' (switched off in the Relations tab): the prediction is wrong." in summary
+    assert f"The dataset labels this pair '{ex['relation']}' (not among the relations in force): the prediction is wrong." in summary
     record = session["last"]
     assert dataset_label_text(record, record["label"]).endswith("the prediction is right.")
     other = next(name for name, _ in record["recall"] if name != record["label"])

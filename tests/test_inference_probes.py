@@ -44,3 +44,6 @@ def test_centering_lowers_the_relations_that_match_the_corpus_best(tiny_extracto
     scores = centering(tiny_extractor, toy_instances, dict(zip(before.names, before.texts)), toy_instances)
     assert set(scores) == {f"{rule} {s:g}" for s in CENTERING_STRENGTHS for rule in ("recall", "fused")}
     assert not tiny_extractor.index.offsets  # the model is left as it was
+    import emma
+    plain = emma.evaluate(tiny_extractor, toy_instances)  # strength 0 is the model as it is
+    assert scores["recall 0"] == plain["recall_only"]["f1"] and scores["fused 0"] == plain["emma_fused"]["f1"]

@@ -163,8 +163,10 @@ def test_gzsl_with_the_catalogue_scores_each_margin_on_the_chosen_crossre_split(
     assert 0.0 <= whole[0]["fused"]["catalogue_untrained"] <= 100.0
     # lowering the trained relations can only help an untrained relation's own sentences in recall
     assert whole[1]["recall"]["catalogue_untrained"] >= whole[0]["recall"]["catalogue_untrained"]
-    # a sentence the untrained catalogue relation takes at δ = 0 it keeps when the trained ones are lowered
     assert whole[1]["recall"]["seen"] == 0.0
+    # a sentence the untrained catalogue relation takes at δ = 0 it keeps when the trained ones are lowered
     assert whole[1]["recall"]["seen_taken_by_catalogue"] >= whole[0]["recall"]["seen_taken_by_catalogue"]
+    assert whole[1]["recall"]["unseen_taken_by_catalogue"] >= whole[0]["recall"]["unseen_taken_by_catalogue"]
     assert "seen_taken_by_catalogue" not in records[0]["recall"]
     assert "| test | 7 | 1.0 | recall |" in gzsl_table(whole)
+    assert gzsl_table(whole + whole).count("| test | 7 | 1.0 | recall |") == 1  # a setting measured twice: one row
