@@ -47,13 +47,16 @@ CROSSRE_PREFIX = "crossre:"  # CrossRE's "part of" must not be FewRel's "part of
 OTHER_PREFIX = "catalogue:"  # the catalogue's untrained relations, apart from FewRel's ids
 
 
+def untrained_defaults(catalogue: Path) -> list[dict]:
+    """The catalogue's entries switched on by default that no checkpoint was trained on (not FewRel's)."""
+    return [e for e in json.loads(catalogue.read_text()) if e.get("source") != "FewRel" and e.get("default", True)]
+
+
 def candidates(data: Path, catalogue: Path, whole_catalogue: bool = False) -> tuple[dict[str, str], set[str]]:
     """({name: text} of the 80 FewRel and 16 CrossRE relations (and, `whole_catalogue`, the catalogue's
     other default relations), the FewRel (trained) names)."""
-    entries = json.loads(catalogue.read_text())
-    fewrel = {e["id"]: e["text"] for e in entries if e.get("source") == "FewRel"}
-    others = {OTHER_PREFIX + e["label"]: e["text"] for e in entries
-              if whole_catalogue and e.get("source") != "FewRel" and e.get("default", True)}
+    fewrel = {e["id"]: e["text"] for e in json.loads(catalogue.read_text()) if e.get("source") == "FewRel"}
+    others = {OTHER_PREFIX + e["label"]: e["text"] for e in untrained_defaults(catalogue)} if whole_catalogue else {}
     crossre = {CROSSRE_PREFIX + k: v for k, v in emma.read_descriptions(data / "crossre" / "descriptions.json").items()}
     return {**fewrel, **others, **crossre}, set(fewrel)
 
@@ -63,8 +66,7 @@ WIKIZSL_SAMPLE = Path("wikizsl") / "partial" / "relationprompt_wiki_dev_5rel.jso
 
 def catalogue_sentences(data: Path, catalogue: Path, per_relation: int, seed: int = 1234) -> list[emma.Instance]:
     """Wiki-ZSL sample sentences of the catalogue's untrained default relations, labelled as `candidates` names them."""
-    names = {e["id"]: OTHER_PREFIX + e["label"] for e in json.loads(catalogue.read_text())
-             if e.get("source") != "FewRel" and e.get("default", True)}
+    names = {e["id"]: OTHER_PREFIX + e["label"] for e in untrained_defaults(catalogue)}
     path = data / WIKIZSL_SAMPLE
     if not path.is_file():
         return []
