@@ -147,7 +147,7 @@ class PredictTab:
         """Wire `trigger(fn, inputs)` (returning `opened(...)`) to mark a pair here, then run the Predict button's handler."""
         outputs = [self.parts.sentence, self.parts.head, self.parts.tail, self.parts.spans, self.parts.marked, self.parts.hint, tabs]
         trigger(fn, inputs, outputs, **QUIET, **kwargs).success(self.predict_and_show, self.predict_inputs, self.predict_outputs,
-                                                                **MODEL, **PRIVATE)
+                                                                **self.predict_event)
 
     def preview(self, sentence: str, head: str, tail: str, spans: dict | None) -> tuple[dict, str]:
         """The marked sentence and a hint (no toasts: this runs while the user types)."""
@@ -289,7 +289,10 @@ class PredictTab:
         panels = [marked, label, summary, recall_plot, why, rerank, attention_plot, latency, correct_relation, verdict, note, feedback_status]
         self.parts, self.predict_inputs = parts, [sentence, head, tail, spans, session]
         self.predict_outputs = [prediction_json, session, *panels]
-        buttons[-1].click(self.predict_and_show, self.predict_inputs, self.predict_outputs, **MODEL, **PRIVATE)
+        # Progress and a refusal ("the head entity does not occur…") show on the Prediction panel alone: the toast
+        # says what is wrong, and the other eleven panels keep what they showed instead of each saying "Error".
+        self.predict_event = dict(**MODEL, **PRIVATE, show_progress_on=label)
+        buttons[-1].click(self.predict_and_show, self.predict_inputs, self.predict_outputs, **self.predict_event)
         # The /predict API returns the prediction alone; its button never shows (the page uses predict_and_show).
         gr.Button(visible=False).click(self.predict, [sentence, head, tail, spans, session], [prediction_json, session],
                                        api_name="predict", **MODEL)
@@ -338,13 +341,16 @@ class PredictTab:
         head_btn.click(self.mark_head, [p.sentence, selection, p.head, p.tail, p.spans], marks, js=READ_SELECTION, **QUIET)
         tail_btn.click(self.mark_tail, [p.sentence, selection, p.head, p.tail, p.spans], marks, js=READ_SELECTION, **QUIET)
         clear_btn.click(self.clear_marks, [p.sentence], marks, **QUIET)
-        # `.input` fires for typing only (not for values set by a handler), so each action previews once.
+        # `.input` fires for typing only (not for values set by a handler), so each action previews once; it keeps the
+        # entity boxes from dropping a span a handler has just marked.
         p.head.input(self.typed_head, [p.sentence, p.head, p.tail, p.spans], [p.spans, p.marked, p.hint],
                      trigger_mode="always_last", **QUIET)
         p.tail.input(self.typed_tail, [p.sentence, p.head, p.tail, p.spans], [p.spans, p.marked, p.hint],
                      trigger_mode="always_last", **QUIET)
-        p.sentence.input(self.preview, [p.sentence, p.head, p.tail, p.spans], [p.marked, p.hint],
-                         trigger_mode="always_last", **QUIET)
+        # The sentence previews on `.change`: Gradio's `.input` misses a paste, which would leave the old marks and
+        # "Ready" on show; the preview writes no state, so the extra run after a handler sets the sentence is harmless.
+        p.sentence.change(self.preview, [p.sentence, p.head, p.tail, p.spans], [p.marked, p.hint],
+                          trigger_mode="always_last", **QUIET)
 
 
 HELP_RECALL = """**Stage 1, recall.** The sentence (with its two entities) and every relation description are turned

@@ -57,6 +57,18 @@ def test_browser_mark_add_relation_predict_feedback_then_the_label_counts(tiny_e
             page = browser.open_page(p, url, timeout_ms=TIMEOUT_MS)
             sentence = page.locator("#sentence textarea")
             sentence.wait_for()
+            # A pasted sentence (no key pressed) is previewed: the first example's entities are not in it, and a
+            # Predict anyway is refused in a toast with only the Prediction panel marked, not every panel.
+            sentence.click()
+            page.keyboard.press("Control+A")
+            page.keyboard.insert_text(SENTENCE)
+            expect(page.locator("#mark-hint textarea")).to_have_value(re.compile(r"^The head entity .* does not occur in the sentence\.$"))
+            expect(page.locator("#marked")).to_contain_text(SENTENCE)
+            page.click("#predict")
+            expect(page.locator(".toast-body")).to_contain_text("does not occur in the sentence")
+            expect(page.locator("#label").get_by_text("Error", exact=True)).to_have_count(1)
+            for panel in ("summary", "marked", "recall-plot", "verdict"):
+                expect(page.locator(f"#{panel}").get_by_text("Error", exact=True)).to_have_count(0)
             sentence.fill(SENTENCE)
 
             # Mark the entities by selecting them in the sentence.
