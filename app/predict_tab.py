@@ -105,17 +105,6 @@ class PredictTab:
     def mark_tail(self, sentence, selection, head, tail, spans):
         return self.mark("tail", sentence, selection, head, tail, spans)
 
-    def typed(self, role: str, sentence: str, head: str, tail: str, spans: dict | None):
-        """An entity typed by hand: drop its marked span (the typed text is looked up). Returns (spans, marked, hint)."""
-        spans = {k: v for k, v in (spans or {}).items() if k != role}
-        return (spans, *self.preview(sentence, head, tail, spans))
-
-    def typed_head(self, sentence, head, tail, spans):
-        return self.typed("head", sentence, head, tail, spans)
-
-    def typed_tail(self, sentence, head, tail, spans):
-        return self.typed("tail", sentence, head, tail, spans)
-
     def clear_marks(self, sentence: str):
         return ("", "", {}, *self.preview(sentence, "", "", {}))
 
@@ -341,17 +330,12 @@ class PredictTab:
         head_btn.click(self.mark_head, [p.sentence, selection, p.head, p.tail, p.spans], marks, js=READ_SELECTION, **QUIET)
         tail_btn.click(self.mark_tail, [p.sentence, selection, p.head, p.tail, p.spans], marks, js=READ_SELECTION, **QUIET)
         clear_btn.click(self.clear_marks, [p.sentence], marks, **QUIET)
-        # `.input` fires for typing only (not for values set by a handler), so each action previews once; it keeps the
-        # entity boxes from dropping a span a handler has just marked.
-        p.head.input(self.typed_head, [p.sentence, p.head, p.tail, p.spans], [p.spans, p.marked, p.hint],
-                     trigger_mode="always_last", **QUIET)
-        p.tail.input(self.typed_tail, [p.sentence, p.head, p.tail, p.spans], [p.spans, p.marked, p.hint],
-                     trigger_mode="always_last", **QUIET)
-        # The sentence previews on `.change`: Gradio's `.input` misses a paste, which would leave the old marks and
-        # "Ready" on show; the preview writes no state, so the extra run after a handler sets the sentence is harmless.
-        p.sentence.change(self.preview, [p.sentence, p.head, p.tail, p.spans], [p.marked, p.hint],
-                          trigger_mode="always_last", **QUIET)
-
+        # Every box previews on `.change`, which also catches a paste (Gradio's `.input` fires on key presses only and
+        # would leave the old marks and "Ready" on show). The preview writes no state: a typed entity is looked up
+        # wherever its marked span no longer holds that text (`resolve_entity`), so the extra runs after a handler
+        # sets these boxes only redraw what it drew.
+        for box in (p.sentence, p.head, p.tail):
+            box.change(self.preview, [p.sentence, p.head, p.tail, p.spans], [p.marked, p.hint], trigger_mode="always_last", **QUIET)
 
 HELP_RECALL = """**Stage 1, recall.** The sentence (with its two entities) and every relation description are turned
 into vectors; each bar is how similar the sentence is to one description (for a relation with labelled examples, half

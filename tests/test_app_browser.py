@@ -69,6 +69,11 @@ def test_browser_mark_add_relation_predict_feedback_then_the_label_counts(tiny_e
             expect(page.locator("#label").get_by_text("Error", exact=True)).to_have_count(1)
             for panel in ("summary", "marked", "recall-plot", "verdict"):
                 expect(page.locator(f"#{panel}").get_by_text("Error", exact=True)).to_have_count(0)
+            page.locator("#head textarea").click()  # an entity pasted into its box is previewed too
+            page.keyboard.press("Control+A")
+            page.keyboard.insert_text("Apple")
+            expect(page.locator("#mark-hint textarea")).to_have_value(re.compile(r"^The tail entity .* does not occur in the sentence\.$"))
+            expect(page.locator("#marked")).to_contain_text("HEAD")
             sentence.fill(SENTENCE)
 
             # Mark the entities by selecting them in the sentence.

@@ -107,9 +107,10 @@ def test_mark_buttons_and_preview(wb):
         assert wb.mark_head(SENTENCE, "junk from a client", head, tail, spans)[:3] == (head, tail, spans)
     with pytest.warns(UserWarning, match="Select some words"):
         assert wb.mark_head(SENTENCE, {"index": ["a", None], "value": 3}, head, tail, spans)[:3] == (head, tail, spans)
-    # Typing an entity drops its marked span and previews once.
-    spans_after, value, _ = wb.typed_head(SENTENCE, "Apple", tail, spans)
-    assert "head" not in spans_after and value["entities"][0] == {"entity": "HEAD", "start": 0, "end": 5}
+    # A typed entity that differs from its marked span's text is looked up in the sentence.
+    assert SENTENCE[slice(*spans["head"])] == "Apple"
+    value, _ = wb.preview(SENTENCE, "1976", tail, spans)
+    assert value["entities"][0] == {"entity": "HEAD", "start": 35, "end": 39}
     with pytest.warns(UserWarning, match="overlaps the tail"):
         wb.mark_head(SENTENCE, [27, 31], head, tail, spans)
     assert wb.preview(SENTENCE, "<i>x</i>", "Apple", {})[1] == "The head entity '<i>x</i>' does not occur in the sentence."

@@ -132,9 +132,9 @@ def test_chips_mark_head_then_tail_and_typing_still_works(tabs):
     # Clicking the tail's chip as the next head is refused (it overlaps the tail) and the role stays.
     out = extract.chip_clicked(predict, sentence, head, tail, spans, chip_spans, role, Event(5, ["Cupertino", "GPE"]))
     assert out[2] == spans and out[-1] == "head"
-    # Typing an entity still works as before (the typed text is looked up).
-    spans2, marked2, hint2 = predict.typed_head(sentence, "Apple", tail, spans)
-    assert spans2 == {"tail": [35, 44]} and hint2 == "Ready: press Predict."
+    # Typing an entity still works as before (the typed text is looked up where the marked span no longer holds it).
+    marked2, hint2 = predict.preview(sentence, "Apple", tail, spans)
+    assert marked2["entities"][0] == {"entity": "HEAD", "start": 0, "end": 5} and hint2 == "Ready: press Predict."
     # A chip from an older sentence is not used.
     out = extract.chip_clicked(predict, "Something else entirely.", "", "", {}, chip_spans, "head", Event(1, ["Apple", "ORG"]))
     assert out[2] == {} and out[-1] == "head"
