@@ -96,12 +96,12 @@ class ImprovePanel:
             minutes = (time.time() - job.started) / 60
             where = f"step {job.step} of {job.total} ({100 * job.step / job.total:.0f} %)" if job.total else job.phase
             part = f", {job.part}" if job.part else ""
-            return (f"Fine-tuning on {job.rows} sentences{part}: {where}, {minutes:.1f} min so far.", pd.DataFrame(), dropdown,
+            return (f"Fine-tuning on {job.rows} sentences{part}: {where}, {minutes:.1f} min so far.", report_frame(None), dropdown,
                     gr.Timer(active=True))
         if job.state == "cancelled":
-            return "Cancelled: nothing was kept, and your model is unchanged.", pd.DataFrame(), dropdown, gr.Timer(active=False)
+            return "Cancelled: nothing was kept, and your model is unchanged.", report_frame(None), dropdown, gr.Timer(active=False)
         if job.state == "failed":
-            return f"The fine-tune failed: {job.message}. Your model is unchanged.", pd.DataFrame(), dropdown, gr.Timer(active=False)
+            return f"The fine-tune failed: {job.message}. Your model is unchanged.", report_frame(None), dropdown, gr.Timer(active=False)
         return done_message(job.name, job.report), report_frame(job.report), dropdown, gr.Timer(active=False)
 
     @user_errors
@@ -148,7 +148,8 @@ class ImprovePanel:
                 model = gr.Dropdown(label="Model for my predictions", choices=[], elem_id="improve-model", interactive=True,
                                     allow_custom_value=True)
             status = gr.Textbox(show_label=False, interactive=False, container=False, elem_id="improve-status")
-            report = gr.Dataframe(label="Macro F1 on your held-back sentences", interactive=False, elem_id="improve-report")
+            report = gr.Dataframe(report_frame(None), label="Macro F1 on your held-back sentences", interactive=False,
+                                  elem_id="improve-report")
             timer = gr.Timer(1.0, active=False)
         start.click(self.improve, [session], [status, timer], api_name="improve_model", **DB)
         stop.click(self.cancel, [session], [status], api_name="cancel_improve", **DB)
@@ -183,10 +184,13 @@ def done_message(name: str, report: dict | None) -> str:
             "model if its predictions are worse.")
 
 
+REPORT_COLUMNS = ["rule", "before", "after", "change"]
+
+
 def report_frame(report: dict | None) -> pd.DataFrame:
     """Before/after macro F1 per decision rule on the held-back rows, as a small table."""
     if not report or not report.get("after"):
-        return pd.DataFrame()
+        return pd.DataFrame(columns=REPORT_COLUMNS)
     rows = [{"rule": label, "before": round(report["before"].get(key, 0.0), 1), "after": round(report["after"][key], 1),
              "change": round(report["after"][key] - report["before"].get(key, 0.0), 1)}
             for key, label in SCORE_NAMES.items() if key in report["after"]]

@@ -116,8 +116,14 @@ def _marked_html(tokens, head, tail) -> str:
     return " ".join(words)
 
 
-def rerank_table(record: dict) -> pd.DataFrame:
-    """Recall rank → classifier rank for the k candidates, with both scores."""
+RERANK_COLUMNS = ["relation", "recall rank", "recall score", "classifier rank", "classifier probability",
+                  "combined (classifier × recall)", "final"]
+
+
+def rerank_table(record: dict | None) -> pd.DataFrame:
+    """Recall rank → classifier rank for the k candidates, with both scores (no rows before a prediction)."""
+    if not record:
+        return pd.DataFrame(columns=RERANK_COLUMNS)
     rows = []
     candidates = record["candidates_detail"]
     if record["reranked"]:  # in the order the decision rule ranked them (stable: recall order breaks ties)
@@ -132,9 +138,7 @@ def rerank_table(record: dict) -> pd.DataFrame:
             "combined (classifier × recall)": round(c["combined"], 4) if c.get("combined") is not None else "–",
             "final": "✔ predicted" if c["relation"] == record["label"] else "",
         })
-    columns = ["relation", "recall rank", "recall score", "classifier rank", "classifier probability",
-               "combined (classifier × recall)", "final"]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=RERANK_COLUMNS)
 
 
 def attention_html(record: dict) -> str:

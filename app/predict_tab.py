@@ -217,7 +217,7 @@ class PredictTab:
         """Everything the Predict tab shows about the last prediction, and a cleared feedback form."""
         record = self.wb.owned(session, request).get("last")
         if not record:
-            return (None, None, "", None, "", None, None, "", gr.update(), None, "", "")
+            return (None, None, "", None, "", plots.rerank_table(None), None, "", gr.update(), None, "", "")
         label_value = ({c["relation"]: c["deciding_score"] for c in record["candidates_detail"]} if record["reranked"]
                        else record["label"])
         summary = summary_text(record)
@@ -315,7 +315,8 @@ class PredictTab:
         gr.Markdown(HELP_WHY, elem_classes="panel-help")
         why = gr.HTML("", label="Why: your labelled sentences most like this one", elem_id="why")
         gr.Markdown(HELP_RERANK, elem_classes="panel-help")
-        rerank = gr.Dataframe(label="Reranking: recall rank → classifier rank", interactive=False, elem_id="rerank", wrap=True)
+        rerank = gr.Dataframe(plots.rerank_table(None), label="Reranking: recall rank → classifier rank", interactive=False,
+                              elem_id="rerank", wrap=True)
         gr.Markdown(HELP_ATTENTION, elem_classes="panel-help")
         attention_plot = gr.HTML(plots.placeholder("Attention weights appear here after Predict."),
                                  label="Attention of the two virtual entities over description words", elem_id="attention-plot")

@@ -64,7 +64,7 @@ def test_browser_paste_extract_click_an_edge_and_a_row_then_see_attention(tiny_e
             assert {head, tail} <= ENTITIES and head != tail, (head, tail)
             expect(page.locator("#summary textarea")).to_have_value(re.compile(f"Head: '{re.escape(head)}', tail: '{re.escape(tail)}'"))
             expect(page.locator("#recall-plot")).to_contain_text("Recall: top")
-            expect(page.locator("#rerank")).to_contain_text("classifier rank")
+            expect(page.locator("#rerank")).to_contain_text("✔ predicted")
 
             # Back on Extract, click a row naming Microsoft: its pair (with Redmond, the other entity of that sentence) is explained.
             page.get_by_role("tab", name="Extract").click()
