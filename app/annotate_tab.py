@@ -502,7 +502,7 @@ class AnnotateTab:
             export_btn = gr.Button("Export: FewRel JSONL + Label Studio JSON + doccano JSONL + descriptions", elem_id="annotate-export")
             export_status = gr.Textbox(show_label=False, interactive=False, container=False, elem_id="annotate-export-status")
             files = gr.File(label="Exports (train with: python -m emma train --data annotations.jsonl --descriptions descriptions.json)",
-                            file_count="multiple", interactive=False, elem_id="annotate-files", height=150)
+                            file_count="multiple", interactive=False, elem_id="annotate-files")
 
         view = [annotation, sentence, progress, suggestion_md, ordering, *candidates]
         request_id = gr.Textbox("", visible=False, label="request_id")

@@ -161,7 +161,7 @@ class FeedbackTab:
             export = gr.Button("Export shown rows: JSONL (FewRel format) + descriptions + CSV", elem_id="fb-export")
         status = gr.Textbox(show_label=False, interactive=False, elem_id="fb-status", container=False)
         files = gr.File(label="Exports (train with: python -m emma train --data feedback.jsonl --descriptions descriptions.json)",
-                        file_count="multiple", interactive=False, elem_id="fb-files", height=150)
+                        file_count="multiple", interactive=False, elem_id="fb-files")
 
         filters = [verdict, contains, everyone, session]
         request_id = gr.Textbox("", visible=False, label="request_id")  # optional idempotency key for API clients

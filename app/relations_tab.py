@@ -428,7 +428,7 @@ class RelationsTab:
             form["import"] = gr.UploadButton("Import relation set (JSON)", file_types=[".json"], size="sm",
                                              elem_id="import-relations")
             form["export"] = gr.Button("Export relations in force", size="sm", elem_id="export-relations")
-        form["file"] = gr.File(label="Exported relation set", elem_id="relations-file", interactive=False, height=90)
+        form["file"] = gr.File(label="Exported relation set", elem_id="relations-file", interactive=False)
         return form
 
     def _wire_own_relations(self, form: dict, session: gr.State, refresh: dict) -> None:
