@@ -95,6 +95,9 @@ text with character spans (`{"text", "head": [s, e], "tail": [s, e]}`), a Label 
 with their line and left out; nothing is imported if the import fails."""
 
 
+SAMPLE_QUEUE = "Example sentences"  # the queue `import_examples` makes from the Predict tab's examples
+
+
 def new_annotation() -> dict:
     """The per-session state of the tab: the open queue, the item shown, a render counter."""
     return {"queue": None, "position": None, "seq": 0}
@@ -179,6 +182,26 @@ class AnnotateTab:
         view = self._view(owner, annotation, ctx)
         return (report, gr.update(choices=self.queue_choices(owner), value=queue_id), *view)
 
+    @user_errors
+    def import_examples(self, annotation: dict | None, session: dict, request: gr.Request = None, progress=gr.Progress()):
+        """The Predict tab's example sentences as a queue of the caller's, to try the flow without a file (a second
+        call opens the same queue again). Each keeps its FewRel relation as the file's label when that is in force.
+        Returns what `import_file` does."""
+        session, ctx = self._context(session, request)
+        if not self.wb.examples:
+            raise BadInput("This workbench has no example sentences; import a file of your own.")
+        mine = [q for q in self.wb.store.queues(ctx.owner) if q["owner"] == ctx.owner and q["name"] == SAMPLE_QUEUE]
+        if mine:
+            self.wb.store.set_ordering(mine[0]["id"], ctx.owner, "file")
+            annotation = {**new_annotation(), "queue": mine[0]["id"], "seq": (annotation or {}).get("seq", 0)}
+            return (f"Opened your queue '{SAMPLE_QUEUE}' again.",
+                    gr.update(choices=self.queue_choices(ctx.owner), value=mine[0]["id"]), *self._view(ctx.owner, annotation, ctx))
+        rows = [{"text": e["text"], "head": e["head"], "tail": e["tail"],
+                 **({"relation": e["relation"]} if e["relation"] in ctx.relations else {})} for e in self.wb.examples]
+        path = self.wb.export_folder() / "examples.jsonl"
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+        return self.import_file(str(path), SAMPLE_QUEUE, False, annotation, session, request, progress)
+
     @staticmethod
     def _bad_text(bad, limit: int) -> str:
         lines = [f"- {_md(str(b))}" for b in bad[:limit]]
@@ -212,7 +235,7 @@ class AnnotateTab:
         try:
             _, ctx = self._context(session, request)
             if annotation["queue"] is None:
-                return (choices, *self._empty(annotation, "Import a file, or choose a queue."))
+                return (choices, *self._empty(annotation, "Import a file (or try the example sentences), or choose a queue."))
             return (choices, *self._view(owner, annotation, ctx))
         except BadInput as e:
             return (choices, *self._empty(annotation, str(e)))
@@ -465,8 +488,10 @@ class AnnotateTab:
             name = gr.Textbox(label="Queue name (default: the file name)", elem_id="annotate-name", scale=2)
             shared = gr.Checkbox(label="Share with every login of this workbench (only with --auth)", value=False,
                                  elem_id="annotate-shared", scale=2)
-            upload = gr.UploadButton("Import a file of instances", file_types=[".json", ".jsonl", ".gz"], variant="primary",
-                                     elem_id="annotate-file", scale=1)
+            with gr.Column(scale=1, min_width=200):
+                upload = gr.UploadButton("Import a file of instances", file_types=[".json", ".jsonl", ".gz"], variant="primary",
+                                         elem_id="annotate-file")
+                sample = gr.Button("No file? Try the example sentences", size="sm", elem_id="annotate-sample")
         report = gr.Markdown(elem_id="annotate-report")
         with gr.Row():
             # allow_custom_value: the handlers refuse a value that is not the caller's in a sentence of their own.
@@ -508,6 +533,7 @@ class AnnotateTab:
         request_id = gr.Textbox("", visible=False, label="request_id")
         upload.upload(self.import_file, [upload, name, shared, annotation, session], [report, queues, *view],
                       api_name="import_queue", **MODEL)
+        sample.click(self.import_examples, [annotation, session], [report, queues, *view], **MODEL, **PRIVATE)
         queues.input(self.open_queue, [queues, ordering, annotation, session], view, **MODEL, **QUIET)
         ordering.input(self.open_queue, [queues, ordering, annotation, session], view, **MODEL, **QUIET)
         hidden = gr.Textbox("", visible=False)

@@ -476,3 +476,29 @@ def test_a_differing_row_opens_in_the_predict_tab(tab, tmp_path):
         tab.open_error(PredictTab(tab.wb), state, session, click([999]), Request("ann"))
     with pytest.raises(gr.Error):  # another user's session cannot open ann's queue
         tab.open_error(PredictTab(tab.wb), state, tab.wb.open_session("user:bob"), click(row), Request("bob"))
+
+
+def test_the_example_sentences_make_a_queue_once_with_their_labels_where_in_force(tiny_extractor, toy_descriptions, tmp_path):
+    examples = load_examples()
+    in_force = examples[0]["relation"]
+    wb = Workbench(Engine(tiny_extractor), Store(tmp_path / "wb.db"),
+                   Catalogue.from_descriptions({**toy_descriptions, in_force: f"{in_force}: a relation"}), examples)
+    tab = AnnotateTab(wb)
+    session = wb.open_session("user:ann")
+    report, queues, *view = tab.import_examples(None, session, Request("ann"))
+    assert report.startswith(f"Imported {len(examples)} instances into the queue 'Example sentences'")
+    [queue] = wb.store.queues("user:ann")
+    assert queues["value"] == queue["id"] and queue["n_items"] == len(examples)
+    _, sentence, *_ = view_of(view)
+    assert sentence["text"] == examples[0]["text"]
+    with wb.store.connect() as db:
+        gold = [r[0] for r in db.execute("select gold from annotation_items where queue_id = ? order by position", [queue["id"]])]
+    # Only the relation in force is kept as the file's label; the others come without one.
+    assert gold == [e["relation"] if e["relation"] == in_force else None for e in examples]
+    # A second click opens the same queue: nothing imported twice.
+    report, queues, *view = tab.import_examples(None, session, Request("ann"))
+    assert report == "Opened your queue 'Example sentences' again." and queues["value"] == queue["id"]
+    assert len(wb.store.queues("user:ann")) == 1
+    # Another user gets a queue of their own.
+    tab.import_examples(None, wb.open_session("user:bob"), Request("bob"))
+    assert [q["owner"] for q in wb.store.queues("user:bob")] == ["user:bob"]

@@ -135,3 +135,32 @@ def queue_of(store):
     """(id, owner) of the one queue the test imported."""
     with store.connect() as db:
         return db.execute("select id, owner from annotation_queues").fetchone()
+
+
+def test_browser_a_first_visit_tries_the_queue_on_the_example_sentences(tiny_extractor, toy_descriptions, tmp_path):
+    _require_browser()
+    from playwright.sync_api import expect, sync_playwright
+
+    examples = load_examples()
+    store = Store(tmp_path / "workbench.db")
+    demo = build_demo(Workbench(Engine(tiny_extractor), store, Catalogue.from_descriptions(toy_descriptions), examples))
+    _, url, _ = launch(demo, port=None, prevent_thread_lock=True, quiet=True)
+    try:
+        with sync_playwright() as p:
+            page = browser.open_page(p, url, timeout_ms=TIMEOUT_MS)
+            page.get_by_role("tab", name="Annotate").click()
+            expect(page.locator("#annotate-progress")).to_contain_text("try the example sentences")
+            page.click("#annotate-sample")
+            expect(page.locator("#annotate-report")).to_contain_text(
+                f"Imported {len(examples)} instances into the queue 'Example sentences'")
+            progress_is(page, f"1 / {len(examples)}")
+            expect(page.locator("#annotate-sentence")).to_contain_text(examples[0]["head_text"])
+            page.locator("#annotate-suggestion").click()  # focus on the page, not a button
+            page.keyboard.press("Enter")  # accept the suggestion
+            progress_is(page, f"2 / {len(examples)}")
+            page.context.browser.close()
+    finally:
+        demo.close()
+    with store.connect() as db:
+        assert db.execute("select name from annotation_queues").fetchall() == [("Example sentences",)]
+        assert db.execute("select verdict from annotation_judgements").fetchall() == [("accepted",)]
