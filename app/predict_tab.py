@@ -334,9 +334,10 @@ class PredictTab:
         # Every box previews on `.change`, which also catches a paste (Gradio's `.input` fires on key presses only and
         # would leave the old marks and "Ready" on show). The preview writes no state: a typed entity is looked up
         # wherever its marked span no longer holds that text (`resolve_entity`), so the extra runs after a handler
-        # sets these boxes only redraw what it drew.
+        # sets these boxes only redraw the marks from the same values.
         for box in (p.sentence, p.head, p.tail):
             box.change(self.preview, [p.sentence, p.head, p.tail, p.spans], [p.marked, p.hint], trigger_mode="always_last", **QUIET)
+
 
 HELP_RECALL = """**Stage 1, recall.** The sentence (with its two entities) and every relation description are turned
 into vectors; each bar is how similar the sentence is to one description (for a relation with labelled examples, half
