@@ -78,7 +78,8 @@ def test_another_login_and_a_browser_get_nothing_of_an_unshared_queue(tiny_extra
         assert all(m["msg"] == "process_completed" for m in received) and any(m.get("success") for m in received)
         assert any("Choose one of your queues" in (m["output"].get("error") or "") for m in received)
         assert judgements(store) == before
-        assert store.queues("user:bob") == []
+        # Bob's only queue is his own, made by "Try the example sentences" from the built-in ones.
+        assert [(q["owner"], q["name"]) for q in store.queues("user:bob")] == [("user:bob", "Example sentences")]
         # Ann's own work is untouched and still hers.
         assert ann.predict(api_name="/annotate_undo")[0] == "Undone: item 1 (none of these)."
 
