@@ -561,8 +561,10 @@ GZSL = RESULTS_DIR / "gzsl.jsonl"
               help="γ values, comma-separated: trained candidates' classifier probabilities × e^−γ (a probe).")
 @click.option("--whole-catalogue", is_flag=True,
               help="Also the catalogue's other default relations (untrained, Wiki-ZSL) as candidates, as in the workbench.")
+@click.option("--margin-on", type=click.Choice(["trained", "catalogue"]), default="trained", show_default=True,
+              help="Take δ off the trained relations, or off every catalogue relation (trained or not) as the workbench does.")
 def gzsl(checkpoint, data_dir, results, margins, seen_per_relation, unseen_per_domain, split, classifier_margins,
-         whole_catalogue) -> None:
+         whole_catalogue, margin_on) -> None:
     """Generalized zero-shot: the 80 trained FewRel relations and 16 new CrossRE types in force together;
     seen / unseen accuracy and their harmonic mean per margin δ taken off the trained relations' recall.
 
@@ -576,7 +578,7 @@ def gzsl(checkpoint, data_dir, results, margins, seen_per_relation, unseen_per_d
     values = [float(m) for m in margins.split(",")]
     gammas = [float(g) for g in classifier_margins.split(",")]
     run(checkpoint, data_dir, REPO_ROOT / "assets" / "relations.json", results, values, seen_per_relation, unseen_per_domain, split,
-        gammas, whole_catalogue)
+        gammas, whole_catalogue, margin_on)
 
 
 @cli.command("gzsl-table")

@@ -143,7 +143,7 @@ def test_gzsl_with_the_catalogue_scores_each_margin_on_the_chosen_crossre_split(
     assert records[0]["candidates"] == 2 + 4 and records[0]["unseen_instances"] == 6 * 3
     # δ = 1 puts every trained relation below every new one: no unseen sentence is taken by a trained relation
     assert records[1]["fused"]["unseen_taken_by_trained"] == 0.0 and records[1]["recall"]["seen"] == 0.0
-    assert "| test | 6 | 1.0 | fused |" in gzsl_table(records) and CROSSRE_PREFIX == "crossre:"
+    assert "| test | 6 | trained relations | 1.0 | fused |" in gzsl_table(records) and CROSSRE_PREFIX == "crossre:"
 
     # the whole catalogue: its untrained default relations are candidates too (the switched-off one is not)
     rows = json.loads(catalogue.read_text())
@@ -168,5 +168,18 @@ def test_gzsl_with_the_catalogue_scores_each_margin_on_the_chosen_crossre_split(
     assert whole[1]["recall"]["seen_taken_by_catalogue"] >= whole[0]["recall"]["seen_taken_by_catalogue"]
     assert whole[1]["recall"]["unseen_taken_by_catalogue"] >= whole[0]["recall"]["unseen_taken_by_catalogue"]
     assert "seen_taken_by_catalogue" not in records[0]["recall"]
-    assert "| test | 7 | 1.0 | recall |" in gzsl_table(whole)
-    assert gzsl_table(whole + whole).count("| test | 7 | 1.0 | recall |") == 1  # a setting measured twice: one row
+    assert "| test | 7 | trained relations | 1.0 | recall |" in gzsl_table(whole)
+    assert gzsl_table(whole + whole).count("| test | 7 | trained relations | 1.0 | recall |") == 1  # a setting measured twice: one row
+    # δ off every catalogue relation (as the workbench applies it): at δ = 1 the user's relations (CrossRE) take
+    # every unseen sentence from trained and untrained catalogue relations alike, and the catalogue's own sentences too
+    lowered = gzsl_run(tiny_checkpoint, toy_data, catalogue, tmp_path / "g3.jsonl", [1.0], seen_per_relation=2,
+                       unseen_per_domain=3, split="test", whole_catalogue=True, margin_on="catalogue")
+    (record,) = lowered
+    assert record["margin_on"] == "catalogue" and "margin_on" not in whole[1]
+    assert record["recall"]["unseen_taken_by_trained"] == record["recall"]["unseen_taken_by_catalogue"] == 0.0
+    assert record["recall"]["catalogue_untrained"] == record["recall"]["seen"] == 0.0
+    assert "| test | 7 | the catalogue's relations | 1.0 | recall |" in gzsl_table(whole + lowered)
+    assert gzsl_table(whole + lowered).count("| test | 7 |") == 6  # the two settings of δ = 1 kept apart
+    with pytest.raises(ValueError, match="margin_on"):
+        gzsl_run(tiny_checkpoint, toy_data, catalogue, tmp_path / "g4.jsonl", [1.0], seen_per_relation=2,
+                 unseen_per_domain=3, margin_on="user")
