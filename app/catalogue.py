@@ -12,9 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
-# The project's checkpoints are trained on FewRel's relations: beside new ones, those need the
-# checkpoint's `seen_margin` (see `Engine`), or they take the new relations' sentences.
-TRAINED_SOURCE = "FewRel"
 
 
 @dataclass(frozen=True)
@@ -60,9 +57,10 @@ class Catalogue:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def trained_texts(self) -> frozenset[str]:
-        """Texts of the relations the project's checkpoints were trained on (source FewRel)."""
-        return frozenset(e.text for e in self.entries if e.source == TRAINED_SOURCE)
+    def texts(self) -> frozenset[str]:
+        """Every catalogue relation's text: beside a user's own relations these get the checkpoint's
+        `seen_margin` (see `Engine`)."""
+        return frozenset(e.text for e in self.entries)
 
     def defaults(self) -> list[str]:
         return [e.label for e in self.entries if e.default]

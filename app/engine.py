@@ -41,7 +41,8 @@ class Engine:
     Args:
         extractor: a loaded `Extractor`; its own relation index is left alone.
         checkpoint_id: recorded with every feedback row (default: folder name and weights hash).
-        trained: description texts of the relations the model was trained on (see `Catalogue.trained_texts`).
+        built_in: description texts of the deployment's own relations (`Catalogue.texts`): beside relations a
+            user wrote, their recall scores are lowered by the checkpoint's `seen_margin`.
 
     Example:
         >>> engine = Engine(Extractor.load("checkpoints/emma-minilm"))
@@ -49,12 +50,13 @@ class Engine:
         ...                {"founded by": "founded by: founder of this organization"}).label
     """
 
-    def __init__(self, extractor: Extractor, checkpoint_id: str | None = None, trained: frozenset[str] = frozenset()) -> None:
+    def __init__(self, extractor: Extractor, checkpoint_id: str | None = None, built_in: frozenset[str] = frozenset()) -> None:
         self.extractor = extractor
         self.checkpoint_id = checkpoint_id or emma.checkpoint_id(extractor.checkpoint)
-        # Description texts of relations the model was trained on: in force beside new ones, their
-        # recall scores are lowered by the checkpoint's seen_margin (`Extractor.seen_offsets`).
-        self.trained = trained
+        # The catalogue's relations, trained (FewRel) or not (Wiki-ZSL), all get the margin beside a user's own:
+        # the trained ones would take the user's sentences, and a margin on those alone handed the trained
+        # ones' sentences to the untrained catalogue relations near them (results/GZSL.md, "the catalogue's relations").
+        self.built_in = built_in
         self._cache: OrderedDict[str, DescriptionRow] = OrderedDict()
         self._pinned: set[str] = set()
         self._lock = threading.Lock()
@@ -165,10 +167,10 @@ class Engine:
         grouped: dict[str, list[ExampleRow]] = {}
         for e in used:
             grouped.setdefault(e.relation, []).append(ExampleRow(e, vectors[e.pair]))
-        seen = [name for name, text in relations.items() if text in self.trained]
+        built_in = [name for name, text in relations.items() if text in self.built_in]
         bare = [name for name, text in relations.items() if text == name]  # no description: scored by its examples
         index = RelationIndex.build(list(relations), rows, examples=grouped, undescribed=bare,
-                                    offsets=self.extractor.seen_offsets(seen))
+                                    offsets=self.extractor.seen_offsets(built_in))
         with self._lock:
             self._indexes[key] = index
             while len(self._indexes) > MAX_CACHED_INDEXES:

@@ -50,7 +50,7 @@ def create_workbench(checkpoint: str | Path | Extractor, db: str | Path, catalog
     logger.info("model %s on %s; database %s", extractor.checkpoint, extractor.device, store.path)
     catalogue = catalogue if catalogue is not None else Catalogue.load()
     return Workbench(
-        Engine(extractor, trained=catalogue.trained_texts()),
+        Engine(extractor, built_in=catalogue.texts()),
         store,
         catalogue,
         examples if examples is not None else load_examples(),

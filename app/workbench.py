@@ -139,7 +139,7 @@ class Workbench:
                     return self.engine
                 base = self.engine.extractor
                 engine = Engine(Extractor.load(self.finetuner.models_dir / name, device=str(base.device), precision=base.precision),
-                                trained=self.engine.trained)
+                                built_in=self.engine.built_in)
                 self._engines[name] = engine
                 while len(self._engines) > MAX_LOADED_MODELS:
                     self._engines.popitem(last=False)

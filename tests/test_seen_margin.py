@@ -64,10 +64,19 @@ def test_seen_margin_is_checked():
         EmmaConfig(seen_margin=1.5)
 
 
-def test_the_engine_lowers_the_catalogues_trained_relations(tiny_extractor, toy_descriptions):
-    catalogue = Catalogue.from_descriptions(toy_descriptions, source="FewRel")
+def test_the_engine_lowers_every_catalogue_relation_beside_the_users_own(tiny_extractor, toy_descriptions):
+    names = list(toy_descriptions)
+    # trained (FewRel) and untrained (Wiki-ZSL) catalogue relations alike
+    catalogue = Catalogue.from_descriptions({n: toy_descriptions[n] for n in names[:2]}, source="FewRel")
+    catalogue = Catalogue(catalogue.entries + Catalogue.from_descriptions({n: toy_descriptions[n] for n in names[2:]},
+                                                                          source="Wiki-ZSL").entries)
     tiny_extractor.config = dataclasses.replace(tiny_extractor.config, seen_margin=0.1)
-    engine = Engine(tiny_extractor, trained=catalogue.trained_texts())
+    engine = Engine(tiny_extractor, built_in=catalogue.texts())
     mine = {**toy_descriptions, "my relation": "my relation: something new"}
     assert engine.index(mine).offsets == {name: -0.1 for name in toy_descriptions}
+    # The margin only orders the user's relations against the catalogue's: with none of theirs, every
+    # relation is lowered alike and the prediction is the same as without a margin.
+    inst_text, head, tail = "Apple was founded by Steve Jobs .", (0, 5), (21, 31)
+    alone = engine.predict(inst_text, head, tail, toy_descriptions)
+    assert alone.label == Engine(tiny_extractor).predict(inst_text, head, tail, toy_descriptions).label
     assert Engine(tiny_extractor).index(mine).offsets == {}
