@@ -190,17 +190,29 @@ class AnnotateTab:
         session, ctx = self._context(session, request)
         if not self.wb.examples:
             raise BadInput("This workbench has no example sentences; import a file of your own.")
-        mine = [q for q in self.wb.store.queues(ctx.owner) if q["owner"] == ctx.owner and q["name"] == SAMPLE_QUEUE]
-        if mine:
-            self.wb.store.set_ordering(mine[0]["id"], ctx.owner, "file")
-            annotation = {**new_annotation(), "queue": mine[0]["id"], "seq": (annotation or {}).get("seq", 0)}
-            return (f"Opened your queue '{SAMPLE_QUEUE}' again.",
-                    gr.update(choices=self.queue_choices(ctx.owner), value=mine[0]["id"]), *self._view(ctx.owner, annotation, ctx))
+        if (opened := self._open_sample(annotation, ctx)) is not None:
+            return opened
         rows = [{"text": e["text"], "head": e["head"], "tail": e["tail"],
                  **({"relation": e["relation"]} if e["relation"] in ctx.relations else {})} for e in self.wb.examples]
         path = self.wb.export_folder() / "examples.jsonl"
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-        return self.import_file(str(path), SAMPLE_QUEUE, False, annotation, session, request, progress)
+        try:
+            return self.import_file(str(path), SAMPLE_QUEUE, False, annotation, session, request, progress)
+        except gr.Error:
+            # A second click that ran alongside the first: its queue exists now, so open it instead.
+            if (opened := self._open_sample(annotation, ctx)) is not None:
+                return opened
+            raise
+
+    def _open_sample(self, annotation: dict | None, ctx: Context):
+        """`import_examples`'s outputs for the caller's existing example queue, or None when they have none."""
+        mine = [q for q in self.wb.store.queues(ctx.owner) if q["owner"] == ctx.owner and q["name"] == SAMPLE_QUEUE]
+        if not mine:
+            return None
+        self.wb.store.set_ordering(mine[0]["id"], ctx.owner, "file")
+        annotation = {**new_annotation(), "queue": mine[0]["id"], "seq": (annotation or {}).get("seq", 0)}
+        return (f"Opened your queue '{SAMPLE_QUEUE}' again.",
+                gr.update(choices=self.queue_choices(ctx.owner), value=mine[0]["id"]), *self._view(ctx.owner, annotation, ctx))
 
     @staticmethod
     def _bad_text(bad, limit: int) -> str:

@@ -502,3 +502,14 @@ def test_the_example_sentences_make_a_queue_once_with_their_labels_where_in_forc
     # Another user gets a queue of their own.
     tab.import_examples(None, wb.open_session("user:bob"), Request("bob"))
     assert [q["owner"] for q in wb.store.queues("user:bob")] == ["user:bob"]
+
+
+def test_two_clicks_at_once_on_the_example_sentences_open_one_queue(wb, tab, monkeypatch):
+    session = wb.open_session("user:ann")
+    tab.import_examples(None, session, Request("ann"))
+    # The second click checked for the queue before the first had made it, then met it on import.
+    real, calls = tab._open_sample, []
+    monkeypatch.setattr(tab, "_open_sample", lambda annotation, ctx: calls.append(1) or (real(annotation, ctx) if len(calls) > 1 else None))
+    report, queues, *_ = tab.import_examples(None, session, Request("ann"))
+    assert report == "Opened your queue 'Example sentences' again." and len(calls) == 2
+    assert len(wb.store.queues("user:ann")) == 1

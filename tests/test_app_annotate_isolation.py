@@ -35,7 +35,7 @@ def annotate_events(demo):
 def attack(demo, http, identifiers, upload) -> list[dict]:
     received = []
     events = annotate_events(demo)
-    assert {fn.name for fn in events} >= {"import_file", "open_queue", "judge_accept", "judge_none", "judge_skip", "undo",
+    assert {fn.name for fn in events} >= {"import_file", "import_examples", "open_queue", "judge_accept", "judge_none", "judge_skip", "undo",
                                           "export", "show", "agreement", "score_file"}
     for fn in events:
         for text in identifiers:

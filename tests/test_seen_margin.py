@@ -74,9 +74,11 @@ def test_the_engine_lowers_every_catalogue_relation_beside_the_users_own(tiny_ex
     engine = Engine(tiny_extractor, built_in=catalogue.texts())
     mine = {**toy_descriptions, "my relation": "my relation: something new"}
     assert engine.index(mine).offsets == {name: -0.1 for name in toy_descriptions}
-    # The margin only orders the user's relations against the catalogue's: with none of theirs, every
-    # relation is lowered alike and the prediction is the same as without a margin.
+    # The margin only orders the user's relations against the catalogue's: with none of theirs in force, no
+    # offsets at all, so the scores shown (and thresholds read on them) are the plain cosines.
+    assert engine.index(toy_descriptions).offsets == {}
     inst_text, head, tail = "Apple was founded by Steve Jobs .", (0, 5), (21, 31)
     alone = engine.predict(inst_text, head, tail, toy_descriptions)
-    assert alone.label == Engine(tiny_extractor).predict(inst_text, head, tail, toy_descriptions).label
+    plain = Engine(tiny_extractor).predict(inst_text, head, tail, toy_descriptions)
+    assert alone.recall == plain.recall and alone.label == plain.label
     assert Engine(tiny_extractor).index(mine).offsets == {}
