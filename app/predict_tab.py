@@ -19,7 +19,7 @@ from emma import DataError, instance_from_text, spans_overlap
 from . import plots
 from .engine import MAX_SENTENCE_CHARS
 from .records import dataset_label_text, prediction_record, public_record, summary_text
-from .session import BadInput, has_visible, highlighted, resolve_entities, resolve_entity, selection_span, sentence_case
+from .session import BadInput, has_visible, highlighted, holds, resolve_entities, resolve_entity, selection_span, sentence_case
 from .workbench import MODEL, PRIVATE, QUIET, Workbench, lenient, user_errors, warn
 
 # Runs in the browser before the Head/Tail handler: the selection of the sentence box replaces the
@@ -110,11 +110,15 @@ class PredictTab:
 
     def example_spans(self, sentence: str, head: str, tail: str):
         """The exact spans of a clicked example (looked up by its text). Returns (spans, marked, hint)."""
-        spans = {}
+        spans = self._known_spans(sentence, head, tail)
+        return (spans, *self.preview(sentence, head, tail, spans))
+
+    def _known_spans(self, sentence: str, head: str, tail: str) -> dict:
+        """A built-in example's exact spans when these are its sentence and entity strings, else {}."""
         for ex in self.wb.examples:
             if ex["text"] == sentence and ex["head_text"] == head and ex["tail_text"] == tail:
-                spans = {"head": list(ex["head"]), "tail": list(ex["tail"])}
-        return (spans, *self.preview(sentence, head, tail, spans))
+                return {"head": list(ex["head"]), "tail": list(ex["tail"])}
+        return {}
 
     def dataset_label(self, record: dict) -> str | None:
         """The relation the dataset gives the predicted pair when it is one of the built-in examples (else None)."""
@@ -145,6 +149,11 @@ class PredictTab:
             return highlighted("", None, None), "Type or paste a sentence, or pick an example below."
         if len(sentence) > MAX_SENTENCE_CHARS:
             return highlighted("", None, None), f"The sentence is longer than {MAX_SENTENCE_CHARS} characters; shorten it."
+        # A clicked example's previews (one per box, by `.change`) may run before `example_spans` stores its
+        # spans: spans that no longer hold the entity strings give way to the example's own, so that every
+        # preview marks what Predict will read, even where an entity's text occurs twice.
+        if not all(holds(sentence, text, (spans or {}).get(role)) for role, text in (("head", head), ("tail", tail))):
+            spans = self._known_spans(sentence, head, tail) or spans
         try:
             h, t = resolve_entities(sentence, head, tail, spans)
         except BadInput as e:

@@ -222,6 +222,11 @@ def selection_span(text: str, index: list[int] | tuple[int, int], value: str | N
     return (s, e) if s < e else None
 
 
+def holds(sentence: str, typed: str, span) -> bool:
+    """Whether a marked `span` still holds the entity string `typed` (the test `resolve_entity` applies)."""
+    return bool(span) and bool((typed or "").strip()) and sentence[span[0]:span[1]].strip() == typed.strip()
+
+
 def resolve_entity(sentence: str, role: str, typed: str, marked, avoid: tuple[int, int] | None = None) -> tuple[int, int]:
     """Character span of one entity.
 
@@ -231,7 +236,7 @@ def resolve_entity(sentence: str, role: str, typed: str, marked, avoid: tuple[in
     typed = (typed or "").strip()
     if typed and not has_visible(typed):
         raise BadInput(f"The {role} entity has no visible characters; mark words of the sentence.")
-    if marked and typed and sentence[marked[0] : marked[1]].strip() == typed:
+    if holds(sentence, typed, marked):
         return int(marked[0]), int(marked[1])
     if not typed:
         raise BadInput(f"Mark the {role} entity: select it in the sentence and press {role.capitalize()}, or type it.")

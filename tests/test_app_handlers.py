@@ -811,3 +811,18 @@ def test_a_built_in_example_is_compared_with_its_dataset_label(wb, session, toy_
     # a sentence that is not a built-in example gets no such line
     _, session = predict(wb, session)
     assert "The dataset labels" not in wb.show_prediction(session)[2]
+
+
+def test_a_clicked_examples_preview_marks_its_own_spans_even_before_they_are_stored(tiny_extractor, toy_descriptions, tmp_path):
+    # An example whose head text occurs twice: looked up by text, the first "Paris" would be marked.
+    text = "Paris Hilton was born in New York, not in Paris ."
+    example = {"text": text, "head": [42, 47], "tail": [25, 33], "head_text": "Paris", "tail_text": "New York",
+               "relation": "place of birth"}
+    wb = workbench(Engine(tiny_extractor), Store(tmp_path / "wb.db"), Catalogue.from_descriptions(toy_descriptions), [example])
+    stale = {"head": [0, 4], "tail": [5, 9]}  # the previous sentence's spans, still in the state
+    value, hint = wb.preview(text, "Paris", "New York", stale)
+    assert value["entities"] == [{"entity": "HEAD", "start": 42, "end": 47}, {"entity": "TAIL", "start": 25, "end": 33}]
+    assert (value, hint) == wb.example_spans(text, "Paris", "New York")[1:]
+    # Spans the user marked keep their say while they still hold the strings, here the first "Paris".
+    value, _ = wb.preview(text, "Paris", "New York", {"head": [0, 5], "tail": [25, 33]})
+    assert value["entities"][0] == {"entity": "HEAD", "start": 0, "end": 5}
