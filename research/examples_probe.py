@@ -45,6 +45,20 @@ def instance_vectors(ex: emma.Extractor, instances: list[emma.Instance]) -> torc
     return torch.stack([r.vector for r in ex.encode_examples(instances)])
 
 
+def draws(pool: list[emma.Instance], names: list[str], k: int, seed: int) -> dict[int, list[int]]:
+    """{row of `names`: indices into `pool` of up to `k` of its instances}, drawn with `seed` (relations in name order)."""
+    by_rel: dict[str, list[int]] = {}
+    for j, inst in enumerate(pool):
+        by_rel.setdefault(inst.relation, []).append(j)
+    rng = random.Random(seed)
+    return {names.index(r): rng.sample(idx, min(k, len(idx))) for r, idx in sorted(by_rel.items()) if r in names}
+
+
+def top1_f1(gold: list[str], names: list[str], scores: torch.Tensor) -> float:
+    """Macro F1 of each row's best-scoring relation of `names` against `gold`."""
+    return emma.macro_prf(gold, [names[j] for j in scores.argmax(1).tolist()])["f1"]
+
+
 def domain_scores(ex: emma.Extractor, names: list[str], domain: str) -> dict[str, list[float]]:
     """{rule: [F1 per draw]} for one domain."""
     dev = emma.read_instances(DATA_DIR / "crossre" / f"{domain}-dev.jsonl")
@@ -54,17 +68,13 @@ def domain_scores(ex: emma.Extractor, names: list[str], domain: str) -> dict[str
     desc = q @ ex.index.vectors.T  # (B, N)
 
     def f1(scores: torch.Tensor) -> float:
-        return emma.macro_prf(gold, [names[j] for j in scores.argmax(1).tolist()])["f1"]
+        return top1_f1(gold, names, scores)
 
     out: dict[str, list[float]] = {"K0": [f1(desc)]}
-    by_rel: dict[str, list[int]] = {}
-    for j, inst in enumerate(train):
-        by_rel.setdefault(inst.relation, []).append(j)
     sims = q @ tv.T  # (B, M)
     for k in (1, 5, 10):
         for seed in (0, 1, 2):
-            rng = random.Random(seed)
-            drawn = {names.index(r): rng.sample(idx, min(k, len(idx))) for r, idx in sorted(by_rel.items())}
+            drawn = draws(train, names, k, seed)
             proto, nearest = torch.zeros_like(ex.index.vectors), desc.clone()
             has = torch.zeros(len(names), dtype=torch.bool)
             for n, picked in drawn.items():
@@ -153,7 +163,7 @@ def alternative_scores(ex: emma.Extractor, fs) -> dict[str, list[float]]:
     q_tail = torch.tensor([labels[t] for _, t in q_types])
 
     def f1(scores: torch.Tensor) -> float:
-        return emma.macro_prf(gold, [names[j] for j in scores.argmax(1).tolist()])["f1"]
+        return top1_f1(gold, names, scores)
 
     def prototypes(vectors: torch.Tensor, drawn: dict[int, list[int]]) -> torch.Tensor:
         out = torch.zeros(len(names), vectors.shape[1])
@@ -164,13 +174,9 @@ def alternative_scores(ex: emma.Extractor, fs) -> dict[str, list[float]]:
     def z(scores: torch.Tensor) -> torch.Tensor:
         return (scores - scores.mean(1, keepdim=True)) / scores.std(1, keepdim=True)
 
-    by_rel: dict[str, list[int]] = {}
-    for j, inst in enumerate(fs.pool):
-        by_rel.setdefault(inst.relation, []).append(j)
     out: dict[str, list[float]] = {"zero-shot": [f1(desc)]}
     for seed in (0, 1, 2):
-        rng = random.Random(seed)
-        drawn = {names.index(r): rng.sample(idx, min(5, len(idx))) for r, idx in sorted(by_rel.items()) if r in names}
+        drawn = draws(fs.pool, names, 5, seed)
         has = torch.zeros(len(names), dtype=torch.bool)
         has[list(drawn)] = True
 

@@ -19,3 +19,17 @@ def test_ner_types_label_each_entity_by_the_ner_span_it_overlaps_and_O_elsewhere
     founded = emma.Instance(tokens, (0, 1), (4, 6), "founded by")
     partial = emma.Instance(tokens, (5, 6), (7, 8), "x")  # "Jobs" lies inside the PERSON span; "fun" in none
     assert ner_types([founded, partial, founded]) == [("ORG", "PERSON"), ("PERSON", "O"), ("ORG", "PERSON")]
+
+
+def test_draws_pick_up_to_k_of_each_relations_instances_the_same_way_for_a_seed():
+    from research.examples_probe import draws
+
+    tokens = ("a", "b", "c")
+    pool = [emma.Instance(tokens, (0, 1), (2, 3), r) for r in ("x", "y", "x", "z", "x", "y")]
+    names = ["y", "x"]  # "z" is not among the relations: never drawn
+    drawn = draws(pool, names, 2, seed=0)
+    assert set(drawn) == {0, 1}
+    assert all(pool[j].relation == names[n] for n, picked in drawn.items() for j in picked)
+    assert [len(drawn[0]), len(drawn[1])] == [2, 2] and len(set(drawn[1])) == 2
+    assert draws(pool, names, 2, seed=0) == drawn
+    assert {n: len(v) for n, v in draws(pool, names, 5, seed=1).items()} == {0: 2, 1: 3}  # all there are, at most k
