@@ -2,9 +2,10 @@
 
 EMMA's cost per sentence is one encoder pass, a matrix product with the description vectors and k
 classifier pairs (paper section 3); `Extractor.predict_batch` does that for many sentences at once,
-several times faster per sentence than one by one. The workbench's handlers therefore do not call
-the model themselves: they hand a job to `ModelWorker` and wait. The worker takes whatever jobs are
-waiting when it is free (no added delay for a lone user), groups the predictions by relation set and
+about twice as cheap per sentence as one by one on 2 CPU cores. The workbench's handlers therefore
+do not call the model themselves: they hand a job to `ModelWorker` and wait. The worker takes whatever
+jobs are waiting when it is free; while several users are active it waits a little for the rest of a
+batch (`ModelWorker._gather`; never for a lone user). It groups the predictions by relation set and
 labelled examples (sessions with the same set and examples share one index) and runs each group as
 one batch. Users on a fine-tuned model version pass its `Engine`; it runs on the same thread, since
 the cores can serve one model call at a time anyway. Encoding new descriptions goes through the same thread, so the model is never used by
@@ -17,6 +18,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from concurrent.futures import Future
 
 from emma import Instance, Prediction, instance_from_text
@@ -26,6 +28,15 @@ from .engine import Engine
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 16  # sentences per model call
+# Users who each wait for their answer before sending the next sentence come back some tens of
+# milliseconds apart (through the server's HTTP and event handling). Taken as they came, 8 such
+# users formed batches of 1 + 7 (a lone sentence costs more than twice its share of a batch), so
+# while several users are active the worker waits up to GATHER_MS for as many jobs as there were
+# users active in the last RECENT_S: a batch's own, plus those whose jobs came in while it ran
+# (counting the batch alone, 8 users settled into batches of 6 and 2). Measured in README "Load"
+# (python -m research loadtest).
+GATHER_MS = 50.0
+RECENT_S = 1.0
 
 
 class ModelWorker:
@@ -34,6 +45,7 @@ class ModelWorker:
     Args:
         engine: the shared model and description cache.
         max_batch: most jobs taken at once.
+        gather_ms: longest wait for the rest of a batch while several users are active (0: never wait).
 
     Example:
         >>> worker = ModelWorker(Engine(Extractor.load()))
@@ -41,9 +53,10 @@ class ModelWorker:
         'founded by'
     """
 
-    def __init__(self, engine: Engine, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, engine: Engine, max_batch: int = MAX_BATCH, gather_ms: float = GATHER_MS) -> None:
         self.engine = engine
         self.max_batch = max_batch
+        self.gather_ms = gather_ms
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self.batch_sizes: list[int] = []  # recent batch sizes, for tests and the load script
         threading.Thread(target=self._run, name="emma-model", daemon=True).start()
@@ -66,14 +79,35 @@ class ModelWorker:
         return future.result()
 
     def _run(self) -> None:
+        recent: deque[tuple[float, int]] = deque()  # (when, users active) after each batch of the last RECENT_S
         while True:
-            jobs = [self._jobs.get()]
-            while len(jobs) < self.max_batch:
-                try:
-                    jobs.append(self._jobs.get_nowait())
-                except queue.Empty:
-                    break
+            first = self._jobs.get()
+            while recent and recent[0][0] < time.monotonic() - RECENT_S:
+                recent.popleft()
+            jobs = self._gather(first, max((active for _, active in recent), default=1))
             self._serve(jobs)
+            # The users active now: this batch's, and those whose jobs came in while it ran.
+            recent.append((time.monotonic(), len(jobs) + self._jobs.qsize()))
+
+    def _gather(self, first, expected: int) -> list:
+        """`first`, every job already waiting and, while fewer than `expected` (the users active of late),
+        those that arrive within `gather_ms`. With `expected` 1 (a lone user) it never waits."""
+        jobs = [first]
+        deadline = time.monotonic() + self.gather_ms / 1e3
+        while len(jobs) < self.max_batch:
+            try:
+                jobs.append(self._jobs.get_nowait())
+                continue
+            except queue.Empty:
+                pass
+            remaining = deadline - time.monotonic()
+            if len(jobs) >= expected or remaining <= 0:
+                break
+            try:
+                jobs.append(self._jobs.get(timeout=remaining))
+            except queue.Empty:
+                break
+        return jobs
 
     def _serve(self, jobs) -> None:
         groups: dict[tuple, list] = {}

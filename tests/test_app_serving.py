@@ -3,6 +3,7 @@ and the batched answers equal one-by-one predictions."""
 
 from __future__ import annotations
 
+import queue
 import threading
 
 import pytest
@@ -90,3 +91,65 @@ def test_the_load_script_measures_the_models_thread_alone(tiny_checkpoint):
     rows = measure(tiny_checkpoint, [1, 3], requests=2, threads=1, client="model")
     assert [(r["clients"], r["requests"], r["errors"]) for r in rows] == [(1, 2, 0), (3, 6, 0)]
     assert all(r["throughput_per_s"] > 0 and r["p50_ms"] <= r["p95_ms"] for r in rows)
+
+
+class Arrivals:
+    """Stands in for the worker's job queue: `waiting` jobs are there at once, `later` ones only arrive
+    while the worker waits (`get` with a timeout), and every wait is recorded."""
+
+    def __init__(self, waiting=(), later=()) -> None:
+        self.waiting, self.later, self.waits = list(waiting), list(later), []
+
+    def get_nowait(self):
+        if not self.waiting:
+            raise queue.Empty
+        return self.waiting.pop(0)
+
+    def get(self, timeout=None):
+        self.waits.append(timeout)
+        if not self.later:
+            raise queue.Empty
+        return self.later.pop(0)
+
+
+def test_a_lone_user_is_never_kept_waiting_for_a_batch(tiny_extractor):
+    worker = ModelWorker(Engine(tiny_extractor), gather_ms=500)
+    worker._jobs = Arrivals(later=["b"])
+    assert worker._gather("a", expected=1) == ["a"]
+    assert worker._jobs.waits == [], "with no other recent user the job runs at once"
+    worker._jobs = Arrivals(waiting=["b"], later=["c"])
+    assert worker._gather("a", expected=1) == ["a", "b"], "jobs already waiting always join"
+    assert worker._jobs.waits == []
+
+
+def test_with_several_active_users_the_worker_waits_briefly_for_the_rest_of_a_batch(tiny_extractor):
+    worker = ModelWorker(Engine(tiny_extractor), max_batch=4, gather_ms=500)
+    worker._jobs = Arrivals(waiting=["b"], later=["c", "d", "e"])
+    assert worker._gather("a", expected=3) == ["a", "b", "c"], "it stops waiting once the expected number came"
+    assert len(worker._jobs.waits) == 1 and 0 < worker._jobs.waits[0] <= 0.5
+    worker._jobs = Arrivals(later=["b"])
+    assert worker._gather("a", expected=3) == ["a", "b"], "nobody else comes: it runs what it has"
+    assert len(worker._jobs.waits) == 2 and all(0 < w <= 0.5 for w in worker._jobs.waits)
+    worker._jobs = Arrivals(waiting=list("bcdefg"))
+    assert worker._gather("a", expected=16) == list("abcd"), "never more than max_batch"
+
+
+def test_users_who_wait_for_each_answer_end_up_in_one_batch(tiny_extractor, toy_descriptions):
+    """Four users each send a sentence as soon as their previous answer came: once one batch held several
+    of them, the worker waits for the others, so they stop splitting into a lone job and the rest."""
+    worker = ModelWorker(Engine(tiny_extractor), gather_ms=1000)
+    users, rounds = 4, 8
+    gate = threading.Barrier(users)
+
+    def user(i: int) -> None:
+        gate.wait()
+        for r in range(rounds):
+            worker.predict(*SENTENCES[(i + r) % len(SENTENCES)], toy_descriptions)
+
+    threads = [threading.Thread(target=user, args=(i,)) for i in range(users)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert sum(worker.batch_sizes) == users * rounds
+    assert worker.batch_sizes[-4:] == [users] * 4, worker.batch_sizes
