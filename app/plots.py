@@ -72,7 +72,8 @@ def recall_html(record: dict, bars: int = RECALL_BARS) -> str:
     if with_examples:
         legend += (f" <span class='emma-key emma-desc-key' style='background:{DESCRIPTION_COLOR}'></span> description cosine"
                    f" <span class='emma-key emma-ex-key' style='background:{EXAMPLE_COLOR}'></span> examples' cosine")
-    what = ("recall score: ½ description cosine + ½ examples' cosine for relations with labelled examples"
+    what = ("recall score: description cosine mixed with the examples' cosine, which counts n / (n + 5) for a relation "
+            "with n labelled examples"
             if with_examples else "cosine similarity of sentence and description (the recall score)")
     return (f"<div class='emma-chart'><div class='emma-title'>Recall: top {len(recall)} of {record['n_relations']} relations "
             f"(★ = final prediction)</div><div class='emma-legend'>{legend}</div>{''.join(rows)}"

@@ -349,8 +349,9 @@ class PredictTab:
 
 
 HELP_RECALL = """**Stage 1, recall.** The sentence (with its two entities) and every relation description are turned
-into vectors; each bar is how similar the sentence is to one description (for a relation with labelled examples, half
-that and half the examples' similarity: the markers show both). The orange top-k go to stage 2."""
+into vectors; each bar is how similar the sentence is to one description (for a relation with n labelled examples, mixed
+with the examples' similarity, which counts n / (n + 5): one example a sixth, five as much as the description; the
+markers show both). The orange top-k go to stage 2."""
 
 HELP_WHY = """**Why: your labelled examples.** Every sentence you judged (Correct, or Wrong with the correct relation) is an
 example of its relation and counts at once: recall mixes the description's similarity with the examples'. For the top

@@ -251,18 +251,21 @@ def fewshot(checkpoint, data_dir, results, shots, seeds, sets, precision, split)
 @cli.command("fewshot-table")
 @click.option("--results", type=click.Path(exists=True, path_type=Path), default=FEWSHOT, show_default="results/fewshot.jsonl")
 @click.option("--split", type=click.Choice(["dev", "test"]), default="dev", show_default=True)
+@click.option("--checkpoint", "checkpoint_id", default="emma-minilm", show_default=True,
+              help="Only the runs of the checkpoint whose id starts with this.")
+@click.option("--rule", default=None, help="Example weighting of the runs (default: the shipped one; 0.5: the fixed weight before).")
 @click.option("--output", type=click.Path(), help="Write the markdown here too.")
-def fewshot_table(results, split, output) -> None:
+def fewshot_table(results, split, checkpoint_id, rule, output) -> None:
     """Render the few-shot table (markdown) from a results file of `fewshot`.
 
     Example:
 
         python -m research fewshot-table --output results/FEWSHOT.md
     """
-    from .fewshot import table
+    from .fewshot import EXAMPLE_RULE, table
     from .jsonl import read
 
-    text = table(read(results), split)
+    text = table(read(results), split, checkpoint_id, rule or EXAMPLE_RULE)
     _emit(text, output)
 
 

@@ -1,4 +1,4 @@
-"""How labelled examples should count in recall: the probe behind `emma.index.EXAMPLE_WEIGHT`.
+"""How labelled examples should count in recall: the probes behind `emma.index.example_weight`.
 
 Recall top-1 macro F1 on each CrossRE domain's dev file, with K = 1, 5, 10 examples per relation
 drawn from its train file (seeds 0-2): the relation's prototype (mean example vector) or its nearest
@@ -10,15 +10,21 @@ prediction time are scored beside them:
         themselves (each scored against prototypes built without it), as a user's own labels could choose it.
 Prints the best rules; no rerank, so it runs in a few minutes on 2 CPU threads.
 
+`--by-count` scores, on the six CrossRE domains and FewRel val_wiki (the sets of `research.fewshot`), K = 1,
+5, 10, 20 examples per relation (draws 0-2), the prototype mix at fixed weights w = 0.2 … 0.9 and at
+w = n / (n + κ) for a relation with n examples, κ = 2.5, 5, 10 (the shipped rule is κ = 5; rare relations
+have fewer than K examples in a train file).
+
 `--alternatives` scores, at K = 5 (draws 0-2) on the six CrossRE domains and FewRel val_wiki (the sets of
-`research.fewshot`), four other ways to use the same examples beside the shipped prototype mix (w = 0.5):
+`research.fewshot`), four other ways to use the same examples beside the prototype mix at w = 0.5 (the
+weight shipped when they were measured):
     centred: query and examples centred on the mean of all drawn examples before the prototype (SimpleShot's CL2N);
     z-scored: each source's cosines z-scored over the relations before mixing (the two spread differently);
     entity part: prototypes of the h[E_h] ⊕ h[E_t] part alone (h[CLS] carries the topic, not the relation);
     NER types: a prior log P(head type | r) + log P(tail type | r) from the examples' spaCy NER labels
         (add-one counts), added to the mix's logits (cos / 0.02) at weight 0.5.
 
-    python -m research.examples_probe [--alternatives]
+    python -m research.examples_probe [--alternatives | --by-count]
 """
 
 from __future__ import annotations
@@ -185,7 +191,7 @@ def alternative_scores(ex: emma.Extractor, fs) -> dict[str, list[float]]:
             return 0.5 * z(desc) + 0.5 * z(examples) if zscore else 0.5 * desc + 0.5 * examples
 
         shipped = mixed(q @ prototypes(tv, drawn).T)
-        out.setdefault("prototype, w = 0.5 (shipped)", []).append(f1(shipped))
+        out.setdefault("prototype, w = 0.5", []).append(f1(shipped))
         mu = tv[[j for picked in drawn.values() for j in picked]].mean(0)
         centred = F.normalize(q - mu, dim=-1) @ prototypes(F.normalize(tv - mu, dim=-1), drawn).T
         out.setdefault("centred (CL2N)", []).append(f1(mixed(centred)))
@@ -201,6 +207,55 @@ def alternative_scores(ex: emma.Extractor, fs) -> dict[str, list[float]]:
                  + (tail_counts / tail_counts.sum(1, keepdim=True)).log()[:, q_tail].T)
         out.setdefault("NER type prior", []).append(f1(shipped / 0.02 + 0.5 * prior))
     return out
+
+
+BY_COUNT_SHOTS = (1, 5, 10, 20)
+BY_COUNT_WEIGHTS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+BY_COUNT_KAPPAS = (2.5, 5.0, 10.0)
+
+
+def count_scores(ex: emma.Extractor, fs) -> dict[str, list[float]]:
+    """{rule: [recall top-1 macro F1 per draw]} for one `research.fewshot.FewShotSet`: "K{k}-w{w}" (fixed weight)
+    and "K{k}-n/(n+{κ})" (weight by each relation's number of examples), and "K0"."""
+    ex.set_relations(fs.descriptions)
+    names = list(fs.descriptions)
+    q, tv = instance_vectors(ex, fs.scored), instance_vectors(ex, fs.pool)
+    gold = [i.relation for i in fs.scored]
+    desc = q @ ex.index.vectors.T
+    out: dict[str, list[float]] = {"K0": [top1_f1(gold, names, desc)]}
+    for k in BY_COUNT_SHOTS:
+        for seed in (0, 1, 2):
+            drawn = draws(fs.pool, names, k, seed)
+            proto, count = torch.zeros_like(ex.index.vectors), torch.zeros(len(names))
+            for n, picked in drawn.items():
+                count[n] = len(picked)
+                proto[n] = F.normalize(tv[picked].mean(0), dim=-1)
+            examples = torch.where(count[None] > 0, q @ proto.T, desc)
+            for w in BY_COUNT_WEIGHTS:
+                out.setdefault(f"K{k}-w{w}", []).append(top1_f1(gold, names, (1 - w) * desc + w * examples))
+            for kappa in BY_COUNT_KAPPAS:
+                w = count / (count + kappa)
+                out.setdefault(f"K{k}-n/(n+{kappa:g})", []).append(top1_f1(gold, names, (1 - w) * desc + w * examples))
+    return out
+
+
+def by_count(ex: emma.Extractor) -> None:
+    """Print the `--by-count` table: per K and rule, CrossRE dev mean / FewRel val_wiki, mean of three draws."""
+    scores = {}
+    for fs in load_sets(DATA_DIR):
+        scores[fs.name] = {rule: statistics.mean(v) for rule, v in count_scores(ex, fs).items()}
+        print(fs.name, flush=True)
+    crossre = [name for name in scores if name.startswith("crossre-")]
+    rules = [f"w = {w}" for w in BY_COUNT_WEIGHTS] + [f"n/(n+{kappa:g})" for kappa in BY_COUNT_KAPPAS]
+    print(f"zero-shot: CrossRE dev mean {statistics.mean(scores[s]['K0'] for s in crossre):.1f}, "
+          f"FewRel val_wiki {scores['fewrel-val']['K0']:.1f}")
+    print("| rule (recall top-1; CrossRE dev mean / FewRel val_wiki) | " + " | ".join(f"K = {k}" for k in BY_COUNT_SHOTS)
+          + " |\n|---|" + "---|" * len(BY_COUNT_SHOTS))
+    for rule in rules:
+        key = rule.replace("w = ", "w")
+        cells = [f"{statistics.mean(scores[s][f'K{k}-{key}'] for s in crossre):.1f} / {scores['fewrel-val'][f'K{k}-{key}']:.1f}"
+                 for k in BY_COUNT_SHOTS]
+        print(f"| {rule} | " + " | ".join(cells) + " |")
 
 
 def alternatives(ex: emma.Extractor) -> None:
@@ -219,10 +274,14 @@ def alternatives(ex: emma.Extractor) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--alternatives", action="store_true", help="score the other rules at K = 5 instead")
+    parser.add_argument("--by-count", action="store_true", help="score fixed weights against weights by example count")
     args = parser.parse_args()
     ex = emma.Extractor.load()
     if args.alternatives:
         alternatives(ex)
+        return
+    if args.by_count:
+        by_count(ex)
         return
     descriptions = emma.read_descriptions(DATA_DIR / "crossre" / "descriptions.json")
     ex.set_relations(descriptions)

@@ -21,12 +21,20 @@ from pathlib import Path
 import torch
 
 import emma
+from emma.index import EXAMPLES_LIKE_DESCRIPTION
 
 from .jsonl import append, read
 
 CROSSRE_DOMAINS = ("ai", "science", "music", "literature", "politics", "news")
 FEWREL_POOL = 30  # instances per relation set aside as the FewRel example pool (more than the largest K, so seeds differ)
 FEWREL_SCORED = 200  # instances per relation scored
+EXAMPLE_RULE = f"n/(n+{EXAMPLES_LIKE_DESCRIPTION})"  # how recall weighs a relation's n examples (emma.index.example_weight)
+EARLIER_RULE = "0.5"  # records without "example_rule": the fixed weight used before
+
+
+def example_rule(record: dict) -> str | None:
+    """The example weighting a record was scored with; None for K = 0, which no rule changes."""
+    return record.get("example_rule", EARLIER_RULE) if record["shots"] else None
 
 
 @dataclass
@@ -75,19 +83,21 @@ def run_one(extractor: emma.Extractor, fs: FewShotSet, shots: int, seed: int) ->
             "emma": report["emma"]["f1"], "emma_fused": report["emma_fused"]["f1"],
             "decision": report["decision"], "n_instances": report["n_instances"],
             "wall_time_s": round(time.perf_counter() - start, 1),
-            "budget": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, no training"}
+            "budget": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, no training",
+            "example_rule": EXAMPLE_RULE}
 
 
 def run(checkpoint: str | None, data: Path, results: Path, shots: list[int], seeds: list[int],
         names: list[str] | None = None, precision: str = "auto", split: str = "dev") -> None:
     """Every (set, K, seed) not yet in `results` for this checkpoint and precision, one JSON line each as it finishes."""
     extractor = emma.Extractor.load(checkpoint, precision=precision)
-    done = {(r["set"], r["shots"], r["seed"], r["checkpoint"], r["precision"], r.get("split", "dev")) for r in read(results)}
+    done = {(r["set"], r["shots"], r["seed"], r["checkpoint"], r["precision"], r.get("split", "dev"), example_rule(r))
+            for r in read(results)}
     model = emma.checkpoint_id(extractor.checkpoint)
     for fs in load_sets(data, names, crossre_split=split):
         for k in shots:
             for seed in (seeds if k else seeds[:1]):
-                if (fs.name, k, seed, model, extractor.precision, split) in done:
+                if (fs.name, k, seed, model, extractor.precision, split, EXAMPLE_RULE if k else None) in done:
                     continue
                 record = {**run_one(extractor, fs, k, seed), "split": split}
                 append(results, record)
@@ -95,9 +105,14 @@ def run(checkpoint: str | None, data: Path, results: Path, shots: list[int], see
                       f"(recall {record['recall_only']:.2f}) in {record['wall_time_s']} s", flush=True)
 
 
-def table(records: list[dict], split: str = "dev") -> str:
-    """Markdown: macro F1 of the shipped rule (recall-only in brackets) per set and K, mean over seeds."""
-    records = [r for r in records if r.get("split", "dev") == split]
+def table(records: list[dict], split: str = "dev", checkpoint: str | None = None, rule: str = EXAMPLE_RULE) -> str:
+    """Markdown: macro F1 of the shipped rule (recall-only in brackets) per set and K, mean over seeds, for the
+    example weighting `rule` and the checkpoint whose id starts with `checkpoint` (None: the records must hold one)."""
+    records = [r for r in records if r.get("split", "dev") == split and example_rule(r) in (None, rule)
+               and (checkpoint is None or r["checkpoint"].startswith(checkpoint))]
+    checkpoints = sorted({r["checkpoint"] for r in records})
+    if len(checkpoints) > 1:
+        raise ValueError(f"the records hold {len(checkpoints)} checkpoints ({', '.join(checkpoints)}): choose one")
     sets = [s for s in [f"crossre-{d}" for d in CROSSRE_DOMAINS] + ["fewrel-val"] if any(r["set"] == s for r in records)]
     shots = sorted({r["shots"] for r in records})
     cell: dict[tuple[str, int], list[dict]] = {}

@@ -138,7 +138,7 @@ def test_users_who_wait_for_each_answer_end_up_in_one_batch(tiny_extractor, toy_
     """Four users each send a sentence as soon as their previous answer came: once one batch held several
     of them, the worker waits for the others, so they stop splitting into a lone job and the rest."""
     worker = ModelWorker(Engine(tiny_extractor), gather_ms=1000)
-    users, rounds = 4, 8
+    users, rounds = 4, 10
     gate = threading.Barrier(users)
 
     def user(i: int) -> None:
@@ -151,5 +151,8 @@ def test_users_who_wait_for_each_answer_end_up_in_one_batch(tiny_extractor, toy_
         t.start()
     for t in threads:
         t.join(timeout=120)
-    assert sum(worker.batch_sizes) == users * rounds
-    assert worker.batch_sizes[-4:] == [users] * 4, worker.batch_sizes
+    sizes = worker.batch_sizes
+    assert sum(sizes) == users * rounds
+    # The first batches may split the users (1 + 3, 2 + 2), and those who started a round behind then finish a round
+    # behind, alone; every batch in between holds all of them.
+    assert sizes[3:-2] and sizes[3:-2] == [users] * len(sizes[3:-2]), sizes

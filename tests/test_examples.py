@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from emma.data import Instance
-from emma.index import EXAMPLE_WEIGHT
+from emma.index import example_weight
 from emma.pipeline import Extractor
 
 
@@ -27,7 +27,7 @@ def test_no_examples_is_exactly_zero_shot(tiny_extractor, toy_instances):
 
 def test_recall_mixes_description_and_prototype_by_hand(tiny_extractor, toy_instances):
     ex = tiny_extractor
-    shots = {"born in": toy_instances[3:5], "capital of": toy_instances[6:8]}
+    shots = {"born in": toy_instances[3:5], "capital of": toy_instances[6:7]}  # 2 and 1 examples: two weights
     for relation, instances in shots.items():
         ex.add_examples(relation, instances)
     query = toy_instances[5]
@@ -37,7 +37,8 @@ def test_recall_mixes_description_and_prototype_by_hand(tiny_extractor, toy_inst
         desc = float(q @ ex.index.vectors[ex.index.position(name)])
         if name in shots:
             proto = F.normalize(_vectors(ex, shots[name]).mean(0), dim=0)
-            expected = (1 - EXAMPLE_WEIGHT) * desc + EXAMPLE_WEIGHT * float(q @ proto)
+            w = example_weight(len(shots[name]))
+            expected = (1 - w) * desc + w * float(q @ proto)
             assert p.recall_parts[name][1] == pytest.approx(float(q @ proto), abs=1e-5)
         else:
             expected = desc
@@ -125,3 +126,10 @@ def test_only_relations_with_examples_mix_in_their_prototype(tiny_extractor, toy
     after = dict(p.recall)
     assert all(after[n] == pytest.approx(before[n], abs=1e-6) for n in after if n != "capital of")
     assert after["capital of"] != pytest.approx(before["capital of"], abs=1e-4)
+
+
+def test_examples_count_more_the_more_there_are():
+    """w = n / (n + 5): one example barely moves recall, five count as much as the description."""
+    weights = [example_weight(n) for n in range(0, 41)]
+    assert weights[0] == 0 and weights[1] == pytest.approx(1 / 6) and weights[5] == pytest.approx(0.5)
+    assert all(a < b < 1 for a, b in zip(weights, weights[1:]))

@@ -8,7 +8,7 @@ import pytest
 
 from emma.data import write_jsonl
 from emma import checkpoint_id
-from research.fewshot import run, table
+from research.fewshot import EXAMPLE_RULE, run, table
 from research.jsonl import read
 
 
@@ -34,3 +34,17 @@ def test_runs_each_set_k_and_seed_once_and_resumes(tiny_checkpoint, toy_data, tm
     assert len(read(results)) == 3  # done runs are skipped
     text = table(records)
     assert "| crossre-ai |" in text and "K = 1" in text and "| CrossRE mean |" not in text.split("crossre-ai")[0]
+
+
+def test_the_table_keeps_checkpoints_and_example_rules_apart():
+    def record(checkpoint, shots, f1, rule=None):
+        r = {"set": "crossre-ai", "shots": shots, "seed": 0, "checkpoint": checkpoint, "emma_fused": f1, "recall_only": f1}
+        return {**r, "example_rule": rule} if rule else r
+
+    records = [record("a@1", 0, 10.0), record("a@1", 5, 20.0), record("a@1", 5, 30.0, EXAMPLE_RULE), record("b@2", 0, 50.0)]
+    with pytest.raises(ValueError, match="2 checkpoints"):
+        table(records)
+    shipped, before = table(records, checkpoint="a"), table(records, checkpoint="a", rule="0.5")
+    assert "| crossre-ai | 10.0 (10.0) | 30.0 (30.0) |" in shipped  # K = 0 counts for every rule
+    assert "| crossre-ai | 10.0 (10.0) | 20.0 (20.0) |" in before
+    assert "50.0" not in shipped + before
