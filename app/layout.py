@@ -44,6 +44,10 @@ CSS = """
 #catalogue .wrap { max-height: 340px; overflow-y: auto; }
 #mark-hint textarea { font-size: 0.9em; }
 .panel-help { color: var(--body-text-color-subdued); font-size: 0.92em; }
+/* An export box with no file yet, and the Extract tab's entities before the first extraction: one line high,
+   not Gradio's empty area of 130-250 pixels with a large icon. */
+#relations-file .empty, #fb-files .empty, #annotate-files .empty, #extract-entities .empty { min-height: 0; height: 2.5rem; }
+#relations-file .empty .icon, #fb-files .empty .icon, #annotate-files .empty .icon, #extract-entities .empty .icon { height: 1.5rem; }
 """ + plots.CHART_CSS
 
 THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])

@@ -396,8 +396,9 @@ def finetune_blend_cmd(checkpoint, data_dir, results, compared, domains, recipe,
 
 @cli.command("finetune-table")
 @click.option("--results", type=click.Path(exists=True, path_type=Path), default=FINETUNE, show_default="results/finetune.jsonl")
+@click.option("--rule", default=None, help="Only runs scored with this example weighting (n/(n+5): the shipped one; 0.5: before).")
 @click.option("--output", type=click.Path(), help="Write the markdown here too.")
-def finetune_table(results, output) -> None:
+def finetune_table(results, rule, output) -> None:
     """Render the fine-tune table (markdown) from a results file of `finetune-compare`.
 
     Example:
@@ -407,7 +408,7 @@ def finetune_table(results, output) -> None:
     from .finetune import table
     from .jsonl import read
 
-    text = table(read(results))
+    text = table(read(results), rule)
     _emit(text, output)
 
 

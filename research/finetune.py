@@ -34,7 +34,7 @@ from emma.checkpoint import load_checkpoint, save_checkpoint
 from emma.finetune import FinetuneConfig, finetune
 from emma.train import blend_toward
 
-from .fewshot import CROSSRE_DOMAINS
+from .fewshot import CROSSRE_DOMAINS, EARLIER_RULE, EXAMPLE_RULE
 from .jsonl import append, read
 from .protocol import dataset_files, fewrel_pool, split_file
 
@@ -86,7 +86,8 @@ def fused(extractor: emma.Extractor, instances, descriptions, examples: dict | N
 
 def run(checkpoint: str, data: Path, results: Path, domains: list[str], recipes: list[str], rows: int, seed: int,
         fewrel_cap: int, runs: Path, keep: bool) -> None:
-    done = {(r["domain"], r["recipe"], r["rows_per_relation"], r["seed"]) for r in read(results)}
+    done = {(r["domain"], r["recipe"], r["rows_per_relation"], r["seed"], r.get("example_rule", EARLIER_RULE))
+            for r in read(results)}
     crossre = data / "crossre"
     descriptions = emma.read_descriptions(crossre / "descriptions.json")
     check, check_descriptions = fewrel_check(data, fewrel_cap)
@@ -98,7 +99,7 @@ def run(checkpoint: str, data: Path, results: Path, domains: list[str], recipes:
         zero = fused(base, dev, descriptions)
         examples_only = fused(base, dev, descriptions, drawn)
         for recipe in recipes:
-            if (domain, recipe, rows, seed) in done:
+            if (domain, recipe, rows, seed, EXAMPLE_RULE) in done:
                 continue
             output = runs / f"finetune-{domain}-{recipe}-{rows}-{seed}"
             shutil.rmtree(output, ignore_errors=True)
@@ -113,7 +114,7 @@ def run(checkpoint: str, data: Path, results: Path, domains: list[str], recipes:
                       "zero_shot": zero, "examples_only": examples_only,
                       "finetuned": fused(tuned, dev, descriptions), "finetuned_examples": fused(tuned, dev, descriptions, drawn),
                       "fewrel_ori_before": fewrel_before, "fewrel_ori_after": fused(tuned, check, check_descriptions),
-                      "fewrel_cap": fewrel_cap, "finetune_minutes": minutes,
+                      "fewrel_cap": fewrel_cap, "finetune_minutes": minutes, "example_rule": EXAMPLE_RULE,
                       "held_back_before": report.before.get("emma_fused"), "held_back_after": report.after.get("emma_fused"),
                       "improved": report.improved, "chance_better": report.chance_better,
                       "held_back_sentences": report.held_back_sentences,
@@ -179,10 +180,12 @@ def blend_table(records: list[dict], compared: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def table(records: list[dict]) -> str:
+def table(records: list[dict], rule: str | None = None) -> str:
     """Markdown: per recipe (in `RECIPES` order), draw of the labelled rows and domain, dev macro F1 (fused) zero-shot, examples only,
     fine-tuned, the held-back verdict where there is one, and FewRel ori; a mean row for a recipe run on
-    every domain."""
+    every domain. `rule`: only the records scored with that example weighting (None: all)."""
+    if rule is not None:
+        records = [r for r in records if r.get("example_rule", EARLIER_RULE) == rule]
     lines = ["| recipe | domain | rows | zero-shot | examples only | fine-tuned | fine-tuned + examples | Δ (fine-tuned + examples − examples only) | held-back verdict → selected if followed (Δ) | FewRel ori before → after | minutes |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     order = {name: i for i, name in enumerate([*RECIPES, *sorted({r["recipe"] for r in records} - set(RECIPES))])}
