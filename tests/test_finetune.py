@@ -250,7 +250,7 @@ def test_the_finetune_table_groups_by_recipe_with_a_mean_and_the_held_back_verdi
     assert "mean" not in lines[16]  # one domain only: no mean row
     weighted = [{**record("ai", "default", 4.0), "example_rule": "n/(n+5)"}]
     by_count = table(records + weighted, rule="n/(n+5)").splitlines()
-    assert [line.split(" | ")[0] for line in by_count[2:]] == ["| default"]  # runs of another example weighting left out
+    assert [line.split(" | ")[0] for line in by_count[2:]] == ["| default, examples at n/(n+5)"]  # only that weighting
     assert len(table(records + weighted, rule="0.5").splitlines()) == len(lines)  # records without a rule: the fixed 0.5
 
 
