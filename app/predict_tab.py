@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from emma import DataError, instance_from_text, spans_overlap
+from emma.index import EXAMPLES_LIKE_DESCRIPTION
 
 from . import plots
 from .engine import MAX_SENTENCE_CHARS
@@ -348,10 +349,10 @@ class PredictTab:
             box.change(self.preview, [p.sentence, p.head, p.tail, p.spans], [p.marked, p.hint], trigger_mode="always_last", **QUIET)
 
 
-HELP_RECALL = """**Stage 1, recall.** The sentence (with its two entities) and every relation description are turned
+HELP_RECALL = f"""**Stage 1, recall.** The sentence (with its two entities) and every relation description are turned
 into vectors; each bar is how similar the sentence is to one description (for a relation with n labelled examples, mixed
-with the examples' similarity, which counts n / (n + 5): one example a sixth, five as much as the description; the
-markers show both). The orange top-k go to stage 2."""
+with the examples' similarity, which counts n / (n + {EXAMPLES_LIKE_DESCRIPTION}): a single example little,
+{EXAMPLES_LIKE_DESCRIPTION} as much as the description; the markers show both). The orange top-k go to stage 2."""
 
 HELP_WHY = """**Why: your labelled examples.** Every sentence you judged (Correct, or Wrong with the correct relation) is an
 example of its relation and counts at once: recall mixes the description's similarity with the examples'. For the top

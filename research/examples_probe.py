@@ -60,6 +60,14 @@ def draws(pool: list[emma.Instance], names: list[str], k: int, seed: int) -> dic
     return {names.index(r): rng.sample(idx, min(k, len(idx))) for r, idx in sorted(by_rel.items()) if r in names}
 
 
+def prototypes(vectors: torch.Tensor, drawn: dict[int, list[int]], relations: int) -> torch.Tensor:
+    """(relations, dim) unit mean of each relation's drawn rows of `vectors`; zero rows for relations without any."""
+    out = torch.zeros(relations, vectors.shape[1])
+    for n, picked in drawn.items():
+        out[n] = F.normalize(vectors[picked].mean(0), dim=-1)
+    return out
+
+
 def top1_f1(gold: list[str], names: list[str], scores: torch.Tensor) -> float:
     """Macro F1 of each row's best-scoring relation of `names` against `gold`."""
     return emma.macro_prf(gold, [names[j] for j in scores.argmax(1).tolist()])["f1"]
@@ -81,11 +89,10 @@ def domain_scores(ex: emma.Extractor, names: list[str], domain: str) -> dict[str
     for k in (1, 5, 10):
         for seed in (0, 1, 2):
             drawn = draws(train, names, k, seed)
-            proto, nearest = torch.zeros_like(ex.index.vectors), desc.clone()
+            proto, nearest = prototypes(tv, drawn, len(names)), desc.clone()
             has = torch.zeros(len(names), dtype=torch.bool)
             for n, picked in drawn.items():
                 has[n] = True
-                proto[n] = F.normalize(tv[picked].mean(0), dim=-1)
                 nearest[:, n] = sims[:, picked].max(1).values
             for rule, examples in (("proto", q @ proto.T), ("nn", nearest)):
                 examples = torch.where(has[None], examples, desc)  # relations without examples: description only
@@ -171,12 +178,6 @@ def alternative_scores(ex: emma.Extractor, fs) -> dict[str, list[float]]:
     def f1(scores: torch.Tensor) -> float:
         return top1_f1(gold, names, scores)
 
-    def prototypes(vectors: torch.Tensor, drawn: dict[int, list[int]]) -> torch.Tensor:
-        out = torch.zeros(len(names), vectors.shape[1])
-        for n, picked in drawn.items():
-            out[n] = F.normalize(vectors[picked].mean(0), dim=-1)
-        return out
-
     def z(scores: torch.Tensor) -> torch.Tensor:
         return (scores - scores.mean(1, keepdim=True)) / scores.std(1, keepdim=True)
 
@@ -190,13 +191,13 @@ def alternative_scores(ex: emma.Extractor, fs) -> dict[str, list[float]]:
             examples = torch.where(has[None], examples, desc)
             return 0.5 * z(desc) + 0.5 * z(examples) if zscore else 0.5 * desc + 0.5 * examples
 
-        shipped = mixed(q @ prototypes(tv, drawn).T)
+        shipped = mixed(q @ prototypes(tv, drawn, len(names)).T)
         out.setdefault("prototype, w = 0.5", []).append(f1(shipped))
         mu = tv[[j for picked in drawn.values() for j in picked]].mean(0)
-        centred = F.normalize(q - mu, dim=-1) @ prototypes(F.normalize(tv - mu, dim=-1), drawn).T
+        centred = F.normalize(q - mu, dim=-1) @ prototypes(F.normalize(tv - mu, dim=-1), drawn, len(names)).T
         out.setdefault("centred (CL2N)", []).append(f1(mixed(centred)))
-        out.setdefault("z-scored sources", []).append(f1(mixed(q @ prototypes(tv, drawn).T, zscore=True)))
-        ents = F.normalize(q[:, d:], dim=-1) @ prototypes(F.normalize(tv[:, d:], dim=-1), drawn).T
+        out.setdefault("z-scored sources", []).append(f1(mixed(q @ prototypes(tv, drawn, len(names)).T, zscore=True)))
+        ents = F.normalize(q[:, d:], dim=-1) @ prototypes(F.normalize(tv[:, d:], dim=-1), drawn, len(names)).T
         out.setdefault("entity part only", []).append(f1(mixed(ents)))
         head_counts, tail_counts = torch.ones(len(names), len(labels)), torch.ones(len(names), len(labels))
         for n, picked in drawn.items():
@@ -226,11 +227,10 @@ def count_scores(ex: emma.Extractor, fs) -> dict[str, list[float]]:
     for k in BY_COUNT_SHOTS:
         for seed in (0, 1, 2):
             drawn = draws(fs.pool, names, k, seed)
-            proto, count = torch.zeros_like(ex.index.vectors), torch.zeros(len(names))
+            count = torch.zeros(len(names))
             for n, picked in drawn.items():
                 count[n] = len(picked)
-                proto[n] = F.normalize(tv[picked].mean(0), dim=-1)
-            examples = torch.where(count[None] > 0, q @ proto.T, desc)
+            examples = torch.where(count[None] > 0, q @ prototypes(tv, drawn, len(names)).T, desc)
             for w in BY_COUNT_WEIGHTS:
                 out.setdefault(f"K{k}-w{w}", []).append(top1_f1(gold, names, (1 - w) * desc + w * examples))
             for kappa in BY_COUNT_KAPPAS:

@@ -32,9 +32,14 @@ EXAMPLE_RULE = f"n/(n+{EXAMPLES_LIKE_DESCRIPTION})"  # how recall weighs a relat
 EARLIER_RULE = "0.5"  # records without "example_rule": the fixed weight used before
 
 
+def scored_rule(record: dict) -> str:
+    """The example weighting a record (of `fewshot` or `finetune-compare`) was scored with."""
+    return record.get("example_rule", EARLIER_RULE)
+
+
 def example_rule(record: dict) -> str | None:
-    """The example weighting a record was scored with; None for K = 0, which no rule changes."""
-    return record.get("example_rule", EARLIER_RULE) if record["shots"] else None
+    """`scored_rule` of a few-shot record; None for K = 0, which no rule changes."""
+    return scored_rule(record) if record["shots"] else None
 
 
 @dataclass

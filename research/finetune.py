@@ -34,7 +34,7 @@ from emma.checkpoint import load_checkpoint, save_checkpoint
 from emma.finetune import FinetuneConfig, finetune
 from emma.train import blend_toward
 
-from .fewshot import CROSSRE_DOMAINS, EARLIER_RULE, EXAMPLE_RULE
+from .fewshot import CROSSRE_DOMAINS, EXAMPLE_RULE, scored_rule
 from .jsonl import append, read
 from .protocol import dataset_files, fewrel_pool, split_file
 
@@ -86,8 +86,7 @@ def fused(extractor: emma.Extractor, instances, descriptions, examples: dict | N
 
 def run(checkpoint: str, data: Path, results: Path, domains: list[str], recipes: list[str], rows: int, seed: int,
         fewrel_cap: int, runs: Path, keep: bool) -> None:
-    done = {(r["domain"], r["recipe"], r["rows_per_relation"], r["seed"], r.get("example_rule", EARLIER_RULE))
-            for r in read(results)}
+    done = {(r["domain"], r["recipe"], r["rows_per_relation"], r["seed"], scored_rule(r)) for r in read(results)}
     crossre = data / "crossre"
     descriptions = emma.read_descriptions(crossre / "descriptions.json")
     check, check_descriptions = fewrel_check(data, fewrel_cap)
@@ -185,7 +184,7 @@ def table(records: list[dict], rule: str | None = None) -> str:
     fine-tuned, the held-back verdict where there is one, and FewRel ori; a mean row for a recipe run on
     every domain. `rule`: only the records scored with that example weighting (None: all)."""
     if rule is not None:
-        records = [r for r in records if r.get("example_rule", EARLIER_RULE) == rule]
+        records = [r for r in records if scored_rule(r) == rule]
     lines = ["| recipe | domain | rows | zero-shot | examples only | fine-tuned | fine-tuned + examples | Δ (fine-tuned + examples − examples only) | held-back verdict → selected if followed (Δ) | FewRel ori before → after | minutes |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     order = {name: i for i, name in enumerate([*RECIPES, *sorted({r["recipe"] for r in records} - set(RECIPES))])}
