@@ -34,7 +34,7 @@ from starlette.middleware import Middleware
 
 from .relations_tab import RelationsTab
 from .security import RequestGuard, allowed_hosts
-from .workbench import EXPORT_TTL_S, PRIVATE, QUIET, UI_CONCURRENCY, Workbench
+from .workbench import EXPORT_TTL_S, PRIVATE, QUIET, UI_CONCURRENCY, WORKER_THREADS, Workbench
 
 MAX_BODY_BYTES = 2_000_000  # one request body (JSON events; uploads included)
 MAX_FILE_SIZE = "1mb"  # one uploaded file (a relation set of 500 relations is about 0.6 MB)
@@ -100,7 +100,9 @@ def build_demo(wb: Workbench) -> gr.Blocks:
         demo.load(on_load, [token, catalogue.search, marking.sentence, marking.head, marking.tail, marking.spans],
                   [session, token, everyone, *catalogue.views, marking.marked, marking.hint], **PRIVATE)
         demo.load(None, None, None, js=KEYS_JS)  # the Annotate tab's keyboard shortcuts (one handler for the page)
-    demo.queue(default_concurrency_limit=UI_CONCURRENCY, max_size=MAX_QUEUED)
+    # api_open=False: Gradio's direct POST route (/gradio_api/run/NAME) would let any client skip a queued event's
+    # concurrency limit; only events that are not queued (/predict, bounded by API_PREDICTIONS) answer there.
+    demo.queue(default_concurrency_limit=UI_CONCURRENCY, max_size=MAX_QUEUED, api_open=False)
     return demo
 
 
@@ -121,6 +123,7 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, au
         theme=THEME,
         footer_links=["api", "settings"],
         max_file_size=MAX_FILE_SIZE,
+        max_threads=WORKER_THREADS,
         app_kwargs={"middleware": [guard]},
         **kwargs,
     )

@@ -16,6 +16,7 @@ from emma import CheckpointError, Extractor
 
 from .catalogue import Catalogue, load_examples
 from .engine import Engine
+from .serving import load_extractor
 from .workbench import Workbench
 from .layout import build_demo
 from .storage import Store
@@ -43,7 +44,7 @@ def create_workbench(checkpoint: str | Path | Extractor, db: str | Path, catalog
         extractor = checkpoint
     else:
         try:
-            extractor = Extractor.load(checkpoint)
+            extractor = load_extractor(checkpoint)
         except CheckpointError as e:
             raise AppError(f"cannot load the checkpoint: {e}. Train one (python -m emma train …) or pass --checkpoint FOLDER.") from None
     store = Store(db)

@@ -21,7 +21,7 @@ from . import plots
 from .engine import MAX_SENTENCE_CHARS
 from .records import dataset_label_text, prediction_record, public_record, summary_text
 from .session import BadInput, has_visible, highlighted, holds, resolve_entities, resolve_entity, selection_span, sentence_case
-from .workbench import MODEL, PRIVATE, QUIET, Workbench, lenient, user_errors, warn
+from .workbench import API_PREDICTIONS, MODEL, PRIVATE, QUIET, Workbench, lenient, user_errors, warn
 
 # Runs in the browser before the Head/Tail handler: the selection of the sentence box replaces the
 # `selection` input (UTF-16 offsets and the selected text; `session.selection_span` converts them).
@@ -217,6 +217,16 @@ class PredictTab:
         # relation's scores and weights) is the costly part to copy; the rest is shared, never changed in place.
         return public_record(record), {**session, "last": record}
 
+    def predict_api(self, sentence: str, head: str, tail: str, spans: dict | None, session: dict, request: gr.Request = None):
+        """/predict for API clients: `predict`, refused at once while API_PREDICTIONS others are running."""
+        if not self.wb.api_predictions.acquire(blocking=False):
+            raise gr.Error(f"The server is busy with {API_PREDICTIONS} API predictions; try again in a moment.",
+                           print_exception=False)
+        try:
+            return self.predict(sentence, head, tail, spans, session, request)
+        finally:
+            self.wb.api_predictions.release()
+
     def predict_and_show(self, sentence: str, head: str, tail: str, spans: dict | None, session: dict,
                          request: gr.Request = None):
         """The Predict button: `predict` and `show_prediction` in one round trip (the page waits for one event, not two)."""
@@ -293,8 +303,10 @@ class PredictTab:
         self.predict_event = dict(**MODEL, **PRIVATE, show_progress_on=label)
         buttons[-1].click(self.predict_and_show, self.predict_inputs, self.predict_outputs, **self.predict_event)
         # The /predict API returns the prediction alone; its button never shows (the page uses predict_and_show).
-        gr.Button(visible=False).click(self.predict, [sentence, head, tail, spans, session], [prediction_json, session],
-                                       api_name="predict", **MODEL)
+        # Not queued: the model's thread is its queue (see API_PREDICTIONS), and a direct POST spares the client the
+        # queue's event stream and the server its handling (README, "Load").
+        gr.Button(visible=False).click(self.predict_api, [sentence, head, tail, spans, session], [prediction_json, session],
+                                       api_name="predict", queue=False, **MODEL)
         return parts
 
     def _marking_column(self, first):

@@ -229,10 +229,15 @@ def _login(gradio, headers: dict) -> str | None:
     return None
 
 
+def _runs_an_event(path: str) -> bool:
+    """A POST whose JSON body names the session an event runs in: a queue join, or a direct or queued call."""
+    return path.endswith("/queue/join") or "/gradio_api/run/" in path or "/gradio_api/call/" in path
+
+
 def _session_hashes(scope, body: bytes) -> list[str] | None:
     """Session hashes a Gradio request names: `?session_hash=`, /heartbeat/H and /stream/H, `"session_hash"` in a JSON body.
 
-    None when a body that names the session (a queue join) cannot be read the way Gradio will read it:
+    None when a body that names the session (`_runs_an_event`) cannot be read the way Gradio will read it:
     such a request is refused rather than let through unchecked.
     """
     found = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("session_hash", [])
@@ -244,7 +249,7 @@ def _session_hashes(scope, body: bytes) -> list[str] | None:
         try:
             data = json.loads(body)  # as Gradio parses it: surrounding whitespace allowed
         except ValueError:
-            return None if path.endswith("/queue/join") else found
+            return None if _runs_an_event(path) else found
         value = data.get("session_hash") if isinstance(data, dict) else None
         if value is not None and not isinstance(value, str):
             return None

@@ -10,6 +10,13 @@ labelled examples (sessions with the same set and examples share one index) and 
 one batch. Users on a fine-tuned model version pass its `Engine`; it runs on the same thread, since
 the cores can serve one model call at a time anyway. Encoding new descriptions goes through the same thread, so the model is never used by
 two threads at once and the model's queue needs no lock of its own.
+
+That thread is also the only long-lived thread that runs torch at all. torch's CPU kernels run on an
+OpenMP thread team per calling thread, and libgomp, once its teams hold more threads than the machine
+has cores, stops spin-waiting between parallel regions in all of them: a prediction then takes about
+twice as long (2 cores, shipped checkpoint: 23 → 48 ms, whether or not the other team is busy). So a
+checkpoint is loaded in a thread that ends with the load (`load_extractor`), and the catalogue's
+descriptions are encoded on the model's thread.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import time
 from collections import deque
 from concurrent.futures import Future
 
-from emma import Instance, Prediction, instance_from_text
+from emma import Extractor, Instance, Prediction, instance_from_text
 
 from .engine import Engine
 
@@ -37,6 +44,23 @@ MAX_BATCH = 16  # sentences per model call
 # (python -m research loadtest).
 GATHER_MS = 50.0
 RECENT_S = 1.0
+
+
+def load_extractor(checkpoint, **options) -> Extractor:
+    """`Extractor.load(checkpoint, **options)` in a thread that ends with it (see the module's note on
+    OpenMP teams: loading on the main thread or a handler's would halve the model thread's speed)."""
+    result: Future = Future()
+
+    def load() -> None:
+        try:
+            result.set_result(Extractor.load(checkpoint, **options))
+        except BaseException as e:  # re-raised in the caller's thread
+            result.set_exception(e)
+
+    thread = threading.Thread(target=load, name="emma-load", daemon=True)
+    thread.start()
+    thread.join()
+    return result.result()
 
 
 class ModelWorker:

@@ -32,13 +32,18 @@ from .catalogue import Catalogue
 from .engine import Engine
 from .finetuning import Finetuner
 from .identity import Identity, username
-from .serving import MAX_BATCH, ModelWorker
+from .serving import MAX_BATCH, ModelWorker, load_extractor
 from .session import BadInput, check_request_id, new_session, relations_in_force
 from .storage import RequestIdReused, Store
 
 MODEL_CONCURRENCY = MAX_BATCH  # model events waiting on the model's thread at once (it batches them; the queue holds the rest)
 DB_CONCURRENCY = 8  # SQLite writes at a time (WAL + busy timeout serialise them safely)
 UI_CONCURRENCY = 16  # cheap events: previews, tables
+# /predict from API clients is served outside Gradio's queue (POST /gradio_api/run/predict: one round trip, no
+# event stream), each request holding one of Gradio's worker threads while the model's thread batches it. At most
+# this many at once, the rest refused at once, so a flood of them cannot take the threads every other event needs.
+API_PREDICTIONS = 2 * MAX_BATCH
+WORKER_THREADS = 64  # Gradio's pool for every event's handler (its default is 40): API_PREDICTIONS leave half free
 MODEL = dict(concurrency_id="model", concurrency_limit=MODEL_CONCURRENCY)
 DB = dict(concurrency_id="db", concurrency_limit=DB_CONCURRENCY)
 EXPORT_TTL_S = 900  # exported files (and Gradio's copies) are deleted after 15 minutes
@@ -102,10 +107,13 @@ class Workbench:
         self.examples = examples or []
         self.identity = Identity(store.secret("owner_key"), admins)
         self.model = ModelWorker(engine)  # every model call of every session goes through its thread
+        self.api_predictions = threading.BoundedSemaphore(API_PREDICTIONS)
         # Exports live in a private (0700) folder removed when the process ends; each export's own folder
         # is deleted after EXPORT_TTL_S (Gradio serves copies from its cache, cleaned on the same timer).
         self._exports = tempfile.TemporaryDirectory(prefix="emma-workbench-exports-")
-        engine.encode([e.text for e in catalogue.entries], pin=True)
+        # On the model's thread, like every torch call of the app (see `serving`: a second thread's OpenMP team
+        # would halve the model's speed).
+        self.model.call(functools.partial(engine.encode, [e.text for e in catalogue.entries], pin=True))
 
     def export_folder(self) -> Path:
         """A new private folder for one export (0700; `private_files` makes its files 0600); stale ones go."""
@@ -138,7 +146,7 @@ class Workbench:
                 if self.own_version(session.get("owner"), name) is None:
                     return self.engine
                 base = self.engine.extractor
-                engine = Engine(Extractor.load(self.finetuner.models_dir / name, device=str(base.device), precision=base.precision),
+                engine = Engine(load_extractor(self.finetuner.models_dir / name, device=str(base.device), precision=base.precision),
                                 built_in=self.engine.built_in)
                 self._engines[name] = engine
                 while len(self._engines) > MAX_LOADED_MODELS:

@@ -633,8 +633,9 @@ def gzsl_split(checkpoint, trained_cap, data_dir, results, margins, output) -> N
 @click.option("--requests", type=click.IntRange(1, 200), default=20, show_default=True, help="/predict calls per client.")
 @click.option("--threads", type=int, default=2, show_default=True, help="torch threads of the server.")
 @click.option("--deadline", type=float, default=900, show_default=True, help="Seconds for the whole run.")
-@click.option("--client", type=click.Choice(["http", "gradio", "model"]), default="http", show_default=True,
-              help="http: light REST calls, one session each; gradio: the gradio_client package; model: no server, "
+@click.option("--client", type=click.Choice(["run", "call", "gradio", "model"]), default="run", show_default=True,
+              help="run: one POST to /gradio_api/run/predict per call, one session each; call: Gradio's queued "
+                   "route (POST, then the event's stream); gradio: the gradio_client package; model: no server, "
                    "threads calling the model's thread in this process (the batching ceiling).")
 @click.option("--output", type=click.Path(path_type=Path), help="Also write the rows as JSON here.")
 def loadtest(checkpoint, clients, requests, threads, deadline, client, output) -> None:

@@ -4,7 +4,8 @@
     python -m research loadtest --clients 1,8 --requests 10 --output results/loadtest.json
 
 Starts `app.py` in a child process on a free loopback port (its own temporary database; torch
-limited to --threads), drives it from this process with light REST clients (or `gradio_client`), and stops it. `--client model`
+limited to --threads), drives it from this process with light REST clients (one POST per prediction; `--client
+call` for Gradio's queued route, `--client gradio` for `gradio_client`), and stops it. `--client model`
 measures the model's thread alone, in this process (no server): the batching ceiling of the same load. Loopback
 only, bounded in clients (32), requests (200 per client) and time (--deadline).
 """
@@ -68,19 +69,37 @@ def cpu_seconds(pid: int) -> float | None:
         return None
 
 
-class HttpClient:
-    """A light client of Gradio's documented REST API: POST /gradio_api/call/predict, then read the event's
-    result stream. A few milliseconds of CPU per call, where `gradio_client` spends 70–95 (measured): on a
-    machine shared with the server, a heavy client takes the CPU the server would have served with."""
+class RunClient:
+    """The lightest client of /predict (`--client run`, the default): one POST to Gradio's direct route
+    /gradio_api/run/predict, which answers with the result (the event is not queued). A few milliseconds of CPU
+    per call, where `gradio_client` spends 70–95 (measured): on a machine shared with the server, a heavy client
+    takes the CPU the server would have served with."""
 
     def __init__(self, url: str) -> None:
         import httpx
 
-        self.url = url.rstrip("/") + "/gradio_api/call/predict"
+        self.url = url.rstrip("/") + "/gradio_api/run/predict"
         self.http = httpx.Client(timeout=60)
         # One session per client, as a browser tab has: without it every call is a new Gradio session, whose
         # set-up (a copy of every component's config) costs the server more than the prediction.
         self.session_hash = secrets.token_hex(8)
+
+    def predict(self, sentence: str, head: str, tail: str):
+        # The direct route takes every input of the event: the entity spans (none: found from the texts) and
+        # the session (Gradio's own, whatever is sent).
+        response = self.http.post(self.url, json={"data": [sentence, head, tail, None, None], "session_hash": self.session_hash})
+        if response.status_code != 200:
+            raise RuntimeError(f"/predict failed ({response.status_code}): {response.text[:200]}")
+        return response.json()["data"][0]
+
+
+class CallClient(RunClient):
+    """`--client call`: Gradio's queued REST route, POST /gradio_api/call/predict and then a GET of the event's
+    result stream (two requests and the queue's event handling per prediction)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.url = url.rstrip("/") + "/gradio_api/call/predict"
 
     def predict(self, sentence: str, head: str, tail: str):
         response = self.http.post(self.url, json={"data": [sentence, head, tail], "session_hash": self.session_hash})
@@ -134,11 +153,11 @@ class ModelClients:
         return self.wb.model.predict(sentence, h, t, self.relations)
 
 
-CLIENTS = {"http": HttpClient, "gradio": gradio_client}
+CLIENTS = {"run": RunClient, "call": CallClient, "gradio": gradio_client}
 
 
 def run_level(url: str | None, clients: int, requests: int, examples: list[dict], server_pid: int | None = None,
-              client: "str | ModelClients" = "http") -> dict:
+              client: "str | ModelClients" = "run") -> dict:
     """`clients` threads, each its own client session, `requests` /predict calls each after one warm-up.
 
     Beside the timings: CPU milliseconds per request spent by the server process and by these clients
@@ -202,7 +221,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def measure(checkpoint: Path, levels: list[int], requests: int, threads: int = 2, deadline: float = 900,
-            client: str = "http") -> list[dict]:
+            client: str = "run") -> list[dict]:
     """Start the workbench, run each level of clients against it, stop it; one row per level."""
     examples = load_examples()
     with tempfile.TemporaryDirectory(prefix="emma-loadtest-") as tmp:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -151,6 +152,10 @@ def test_login_keeps_relations_per_user_across_restarts(tiny_extractor, tmp_path
         _, url, _ = launch(demo, port=None, prevent_thread_lock=True, quiet=True, auth=[("ann", "pw1"), ("bob", "pw2")])
         try:
             ann = Client(url, auth=("ann", "pw1"), verbose=False)
+            # The direct route of /predict asks for the login like every other.
+            anonymous = httpx.post(url + "gradio_api/run/predict", json={"data": [SENTENCE, "Apple", "Steve Jobs", None, None],
+                                                                       "session_hash": "anonymous-1"}, timeout=30)
+            assert anonymous.status_code == 401 and "Steve Jobs" not in anonymous.text
             if restart == 0:
                 ann.predict(name="works at", description="person who is employed by this organization", api_name="/add_relation")
             record = ann.predict(sentence=SENTENCE, head="Apple", tail="Steve Jobs", api_name="/predict")
@@ -160,6 +165,26 @@ def test_login_keeps_relations_per_user_across_restarts(tiny_extractor, tmp_path
         finally:
             demo.close()
     assert Store(db).user_relations("user:ann") == {"works at": "person who is employed by this organization"}
+
+
+def test_predict_is_one_post_and_its_session_is_the_servers(server):
+    """/predict answers a direct POST (not queued: one round trip). The session input comes from the server's
+    state for that session hash: one sent in the body, here another owner's with three relations, is ignored."""
+    url, store, owner_of = server
+    forged = {"owner": "user:ann", "enabled": ["founded by", "member of", "country"], "user": {}, "last": None}
+    with httpx.Client(base_url=url, timeout=60) as http:
+        response = http.post("/gradio_api/run/predict", json={"data": [SENTENCE, "Apple", "Steve Jobs", None, forged],
+                                                              "session_hash": "direct-client-1"})
+        assert response.status_code == 200
+        [record, _] = response.json()["data"]
+        assert record["n_relations"] == 135 and (record["head"], record["tail"]) == ([0, 5], [21, 31])
+        refused = http.post("/gradio_api/run/predict", json={"data": [SENTENCE, "Google", "Steve Jobs", None, None],
+                                                             "session_hash": "direct-client-1"})
+        assert "The head entity 'Google' does not occur in the sentence." in refused.text
+        # Events that change data stay queued: no direct route to them.
+        assert http.post("/gradio_api/run/feedback", json={"data": ["correct", "", "", None, None],
+                                                            "session_hash": "direct-client-1"}).status_code != 200
+    assert len(store.feedback(owner=owner_of(SimpleNamespace(session_hash="direct-client-1")))) == 0
 
 
 def test_bad_verdict_gets_the_apps_own_message(server):

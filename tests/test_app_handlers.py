@@ -129,6 +129,35 @@ def test_example_spans_are_exact(wb):
 # ---------------------------------------------------------------------- prediction
 
 
+
+def test_api_predictions_beyond_the_bound_are_refused_at_once(wb, session):
+    """/predict from API clients runs outside Gradio's queue: while API_PREDICTIONS are running, one more is
+    refused with a plain message (its worker thread is not held); every call gives its slot back."""
+    from app.workbench import API_PREDICTIONS
+
+    def free_slots() -> int:
+        n = 0
+        while wb.api_predictions.acquire(blocking=False):
+            n += 1
+        for _ in range(n):
+            wb.api_predictions.release()
+        return n
+
+    assert free_slots() == API_PREDICTIONS
+    for _ in range(API_PREDICTIONS):
+        wb.api_predictions.acquire()
+    with pytest.raises(gr.Error, match=f"busy with {API_PREDICTIONS} API predictions"):
+        wb.predict_api(SENTENCE, "Apple", "Steve Jobs", {}, session)
+    wb.api_predictions.release()
+    record, _ = wb.predict_api(SENTENCE, "Apple", "Steve Jobs", {}, session)
+    assert record["head_text"] == "Apple" and free_slots() == 1
+    for _ in range(API_PREDICTIONS - 1):
+        wb.api_predictions.release()
+    with pytest.raises(gr.Error, match="does not occur"):  # a refused input gives its slot back too
+        wb.predict_api(SENTENCE, "Google", "Steve Jobs", {}, session)
+    assert free_slots() == API_PREDICTIONS
+
+
 def test_predict_returns_record_and_keeps_it_for_feedback(wb, session, toy_descriptions):
     before = json.dumps(session, sort_keys=True)
     record, new = predict(wb, session)

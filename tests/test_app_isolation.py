@@ -164,6 +164,17 @@ def test_attacker_under_auth_gets_nothing_of_another_user(tiny_extractor, tmp_pa
             assert padded.status_code == 403, padded.text
             broken = bob.post("/gradio_api/queue/join", content=b'{"session_hash": "x", ', headers={"content-type": "application/json"})
             assert broken.status_code == 400
+            # /predict's direct route (it is not queued) checks the same; no queued event answers there at all.
+            direct = {"data": [A_SENTENCE, "Quuxley", "Zorblaxia", None, None], "session_hash": ann.session_hash}
+            refused = bob.post("/gradio_api/run/predict", json=direct)
+            assert refused.status_code == 403 and "Quuxley" not in refused.text
+            assert bob.post("/gradio_api/run/predict", content=b'{"session_hash": "x", ',
+                            headers={"content-type": "application/json"}).status_code == 400
+            queued = [f.api_name for f in demo.fns.values() if isinstance(f.api_name, str) and f.queue]
+            assert len(queued) > 20 and "predict" not in queued
+            for name in queued:
+                r = bob.post(f"/gradio_api/run/{name}", json={"data": [], "session_hash": uuid.uuid4().hex})
+                assert r.status_code == 404, (name, r.status_code, r.text[:200])
             # A's example numbers too: B's remove_example (and everything else) must refuse them.
             received = attack(demo, bob, [A_RELATION, "user:ann", "ann", *a_examples], [uuid.uuid4().hex], upload_file(bob, tmp_path))
         assert sum(m.get("success") is True for m in received) > len(received) // 3, "the attack must reach the handlers"

@@ -156,3 +156,32 @@ def test_users_who_wait_for_each_answer_end_up_in_one_batch(tiny_extractor, toy_
     # The first batches may split the users (1 + 3, 2 + 2), and those who started a round behind then finish a round
     # behind, alone; every batch in between holds all of them.
     assert sizes[3:-2] and sizes[3:-2] == [users] * len(sizes[3:-2]), sizes
+
+
+def test_torch_runs_only_on_the_model_thread_or_a_passing_loader(tiny_checkpoint, tmp_path, monkeypatch):
+    """A checkpoint loads in a thread that ends with the load, and the catalogue's descriptions and every
+    prediction run on the model's thread: never on the thread that starts the workbench (nor a handler's),
+    whose OpenMP team would stay behind and halve the model thread's speed (see `app.serving`)."""
+    from emma import Extractor
+
+    from app.main import create_workbench
+
+    ran: list[tuple[str, str]] = []
+
+    def record(name, fn):
+        def wrapper(*args, **kwargs):
+            ran.append((name, threading.current_thread().name))
+            return fn(*args, **kwargs)
+        return wrapper
+
+    load = Extractor.load.__func__
+    monkeypatch.setattr(Extractor, "load", classmethod(record("load", load)))
+    monkeypatch.setattr(Engine, "encode", record("encode", Engine.encode))
+    monkeypatch.setattr(Extractor, "predict_batch", record("predict", Extractor.predict_batch))
+    wb = create_workbench(tiny_checkpoint, tmp_path / "wb.db")
+    session = wb.new_session()
+    text, head, tail = SENTENCES[0]
+    assert wb.model.predict(text, head, tail, wb.relations(session)).label in wb.relations(session)
+    assert {name for name, _ in ran} == {"load", "encode", "predict"}
+    assert {thread for _, thread in ran} == {"emma-load", "emma-model"}, ran
+    assert all(thread == "emma-load" for name, thread in ran if name == "load")
