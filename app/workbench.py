@@ -26,7 +26,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from emma import Extractor, Instance
+from emma import Instance
 
 from .catalogue import Catalogue
 from .engine import Engine
