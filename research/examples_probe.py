@@ -99,6 +99,8 @@ def domain_scores(ex: emma.Extractor, names: list[str], domain: str) -> dict[str
                 for w in WEIGHTS:
                     out.setdefault(f"K{k}-{rule}-w{w}", []).append(f1((1 - w) * desc + w * examples))
             out.setdefault(f"K{k}-lp", []).append(f1(q @ linear_probe(ex.index.vectors, tv, drawn).T))
+            shipped = torch.tensor([emma.index.example_weight(len(drawn.get(n, []))) for n in range(len(names))])
+            out.setdefault(f"K{k}-count", []).append(f1((1 - shipped) * desc + shipped * torch.where(has[None], q @ proto.T, desc)))
             w = loo_weight(ex.index.vectors, tv, drawn)
             examples = torch.where(has[None], q @ proto.T, desc)
             out.setdefault(f"K{k}-loo", []).append(f1((1 - w) * desc + w * examples))
@@ -291,7 +293,8 @@ def main() -> None:
     for rule, value in sorted(mean.items(), key=lambda kv: -kv[1])[:15]:
         print(f"{rule:18s} {value:.1f}")
     for k in (1, 5, 10):
-        print(f"K{k}: proto w0.5 {mean[f'K{k}-proto-w0.5']:.1f} · lp {mean[f'K{k}-lp']:.1f} · loo {mean[f'K{k}-loo']:.1f}")
+        print(f"K{k}: proto w0.5 {mean[f'K{k}-proto-w0.5']:.1f} · proto n/(n+5) {mean[f'K{k}-count']:.1f} · "
+              f"lp {mean[f'K{k}-lp']:.1f} · loo {mean[f'K{k}-loo']:.1f}")
     print(f"{'K0':18s} {mean['K0']:.1f}")
 
 
