@@ -94,16 +94,16 @@ def domain_scores(ex: emma.Extractor, names: list[str], domain: str) -> dict[str
             for n, picked in drawn.items():
                 has[n] = True
                 nearest[:, n] = sims[:, picked].max(1).values
-            for rule, examples in (("proto", q @ proto.T), ("nn", nearest)):
-                examples = torch.where(has[None], examples, desc)  # relations without examples: description only
+            # Relations without examples: description only.
+            by_proto, by_nearest = torch.where(has[None], q @ proto.T, desc), torch.where(has[None], nearest, desc)
+            for rule, examples in (("proto", by_proto), ("nn", by_nearest)):
                 for w in WEIGHTS:
                     out.setdefault(f"K{k}-{rule}-w{w}", []).append(f1((1 - w) * desc + w * examples))
             out.setdefault(f"K{k}-lp", []).append(f1(q @ linear_probe(ex.index.vectors, tv, drawn).T))
             shipped = torch.tensor([emma.index.example_weight(len(drawn.get(n, []))) for n in range(len(names))])
-            out.setdefault(f"K{k}-count", []).append(f1((1 - shipped) * desc + shipped * torch.where(has[None], q @ proto.T, desc)))
+            out.setdefault(f"K{k}-count", []).append(f1((1 - shipped) * desc + shipped * by_proto))
             w = loo_weight(ex.index.vectors, tv, drawn)
-            examples = torch.where(has[None], q @ proto.T, desc)
-            out.setdefault(f"K{k}-loo", []).append(f1((1 - w) * desc + w * examples))
+            out.setdefault(f"K{k}-loo", []).append(f1((1 - w) * desc + w * by_proto))
     return out
 
 

@@ -75,10 +75,12 @@ class RunClient:
     per call, where `gradio_client` spends 70–95 (measured): on a machine shared with the server, a heavy client
     takes the CPU the server would have served with."""
 
+    route = "/gradio_api/run/predict"
+
     def __init__(self, url: str) -> None:
         import httpx
 
-        self.url = url.rstrip("/") + "/gradio_api/run/predict"
+        self.url = url.rstrip("/") + self.route
         self.http = httpx.Client(timeout=60)
         # One session per client, as a browser tab has: without it every call is a new Gradio session, whose
         # set-up (a copy of every component's config) costs the server more than the prediction.
@@ -97,9 +99,7 @@ class CallClient(RunClient):
     """`--client call`: Gradio's queued REST route, POST /gradio_api/call/predict and then a GET of the event's
     result stream (two requests and the queue's event handling per prediction)."""
 
-    def __init__(self, url: str) -> None:
-        super().__init__(url)
-        self.url = url.rstrip("/") + "/gradio_api/call/predict"
+    route = "/gradio_api/call/predict"
 
     def predict(self, sentence: str, head: str, tail: str):
         response = self.http.post(self.url, json={"data": [sentence, head, tail], "session_hash": self.session_hash})
