@@ -95,6 +95,11 @@ class TrainingData:
             batches = batches[: len(batches) // world * world][rank::world]
         return batches
 
+    def relation_ids(self) -> torch.Tensor:
+        """(N,) each instance's relation id (its position in `relations`)."""
+        position = {r: j for j, r in enumerate(self.relations)}
+        return torch.tensor([position[i.relation] for i in self.instances])
+
     def batch(self, idx: list[int], device: torch.device, epoch: int = 0) -> dict:
         """Tensors for `JointObjective`, plus the token ids it pairs for the classifier."""
         ids = [self.encoded.ids[i] for i in idx]
@@ -110,6 +115,7 @@ class TrainingData:
             "desc_attention_mask": desc["attention_mask"].to(device),
             "desc_content_mask": desc["content_mask"].to(device),
             "relation_ids": torch.tensor([position[r] for r in rels], device=device),
+            "instance_index": torch.tensor(idx, device=device),  # rows of an `ExampleBank`
             "instance_ids": ids,
             "description_ids": descriptions,
         }

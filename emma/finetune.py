@@ -69,6 +69,7 @@ class FinetuneConfig:
     held_back: float = 0.2
     replay_per_relation: int = 10
     refit: bool = True
+    prototype_weight: float = 0.0
     seed: int = 42
     precision: str = "auto"
 
@@ -83,7 +84,7 @@ class FinetuneConfig:
         return TrainConfig(init_checkpoint=checkpoint, train_recall=True, epochs=self.epochs, lr=self.lr,
                            head_lr=self.head_lr, batch_size=min(self.batch_size, relations), warmup_steps=10,
                            anchor=self.anchor, blend=self.blend, seed=self.seed, precision=self.precision,
-                           classifier_max_per_relation=None)
+                           classifier_max_per_relation=None, prototype_weight=self.prototype_weight)
 
 
 @dataclass

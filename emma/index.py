@@ -36,8 +36,9 @@ from .data import Instance
 EXAMPLES_LIKE_DESCRIPTION = 5  # the number of examples that count as much as the description
 
 
-def example_weight(n: int) -> float:
-    """w of a relation with `n` labelled examples (module docstring): n / (n + 5), 0 without examples."""
+def example_weight(n):
+    """w of a relation with `n` labelled examples (module docstring): n / (n + 5), 0 without examples.
+    `n` may be a tensor of counts (the training objective mixes as recall does)."""
     return n / (n + EXAMPLES_LIKE_DESCRIPTION)
 
 

@@ -5,6 +5,11 @@ The recall loss contrasts each instance with the descriptions of the batch. A de
 instance's own relation that is not its target (possible when batches gather across processes, or
 when a batch holds two instances of one relation) is a false negative: it is masked out, never
 counted as a negative.
+
+A fine-tune's rows go on serving as the relations' examples, so recall then scores each relation by
+its description mixed with the prototype of those rows (`emma.index`). With an `ExampleBank`, the
+objective also trains on that mixed score (`prototype_weight`), each instance left out of its own
+relation's prototype as a new sentence would be.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .features import collate_pairs
+from .index import example_weight
 from .model import Emma, cosine_scores
 
 
@@ -104,6 +110,36 @@ def hard_negatives(scores: torch.Tensor, targets: torch.Tensor, excluded: torch.
 
 
 @dataclass
+class ExampleBank:
+    """Every training instance's unit vector (taken without gradient, e.g. at the start of an epoch) and,
+    per relation id, their sum and count: the examples the trained model will be used with."""
+
+    vectors: torch.Tensor  # (N, 3d) unit vectors, instance order
+    sums: torch.Tensor  # (R, 3d)
+    counts: torch.Tensor  # (R,) float
+
+    @classmethod
+    def of(cls, vectors: torch.Tensor, relation_ids: torch.Tensor, relations: int) -> "ExampleBank":
+        """(N, 3d) instance vectors and their (N,) relation ids in [0, relations) → the bank."""
+        unit = F.normalize(vectors.detach().float(), dim=-1)
+        sums = torch.zeros(relations, unit.shape[1], device=unit.device).index_add_(0, relation_ids, unit)
+        counts = torch.zeros(relations, device=unit.device).index_add_(0, relation_ids, torch.ones(len(unit), device=unit.device))
+        return cls(unit, sums, counts)
+
+    def mixed_scores(self, instances: torch.Tensor, descriptions: torch.Tensor, rows: torch.Tensor,
+                     relation_ids: torch.Tensor, column_relations: torch.Tensor) -> torch.Tensor:
+        """Recall's score with examples, (1 − w)·cos(description) + w·cos(prototype), for (B, 3d) instances
+        against (M, 3d) descriptions of relations `column_relations` (M,); `rows` (B,) are the instances'
+        positions in the bank, whose own vector is left out of its relation's prototype (and count)."""
+        own = relation_ids[:, None] == column_relations[None, :]  # (B, M)
+        sums = self.sums[column_relations][None] - own[..., None] * self.vectors[rows][:, None]  # (B, M, 3d)
+        counts = self.counts[column_relations][None] - own.float()  # (B, M)
+        prototype = torch.einsum("bd,bmd->bm", F.normalize(instances.float(), dim=-1), F.normalize(sums, dim=-1))
+        w = example_weight(counts)  # the index's rule, elementwise; 0 where a relation has no other row
+        return (1 - w) * cosine_scores(instances, descriptions) + w * prototype
+
+
+@dataclass
 class StepOutput:
     loss: torch.Tensor
     recall_loss: torch.Tensor
@@ -114,7 +150,7 @@ class JointObjective(nn.Module):
     """Emma plus its losses, so one `forward` goes through DDP and gradients are synchronised."""
 
     def __init__(self, model: Emma, tokenizer, world_size: int = 1, rank: int = 0, train_recall: bool = True,
-                 swap_negatives: bool = False) -> None:
+                 swap_negatives: bool = False, prototype_weight: float = 0.0) -> None:
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer  # pairs the classifier's candidates, chosen inside forward
@@ -122,6 +158,8 @@ class JointObjective(nn.Module):
         self.world_size, self.rank = world_size, rank
         self.train_recall = train_recall
         self.swap_negatives = swap_negatives
+        self.prototype_weight = prototype_weight
+        self.bank: ExampleBank | None = None  # set by the training loop when prototype_weight > 0
 
     def forward(self, batch: dict) -> StepOutput:
         recall = self.model.recall
@@ -142,6 +180,11 @@ class JointObjective(nn.Module):
         # of its own description, so matching must tell "A founded B" from "B founded A".
         extra = {"extra_negatives": cosine_scores(swapped_entities(inst), desc).diagonal()[:, None]} if self.swap_negatives else {}
         recall_loss = self.infonce(inst, all_desc, all_targets, false_neg, **extra)
+        if self.prototype_weight and self.bank is not None:
+            # The local batch only: the bank's rows are this process's positions.
+            mixed = self.bank.mixed_scores(inst, desc, batch["instance_index"], rel, rel) / self.infonce.temperature
+            mixed = mixed.masked_fill(same_relation_mask(rel, rel, targets), float("-inf"))
+            recall_loss = recall_loss + self.prototype_weight * F.cross_entropy(mixed, targets)
         if not self.train_recall:
             recall_loss = recall_loss.detach()  # reported, not trained
 

@@ -38,8 +38,8 @@ from .choices import CLASSIFIER_INITS, PRECISIONS, SCHEDULES, check_choice
 from .adapters import add_adapters, has_adapters, merged_copy
 from .batches import TrainingData
 from .data import Instance, cap_per_relation, check_relations
-from .features import init_marker_embeddings
-from .losses import JointObjective
+from .features import collate_instances, init_marker_embeddings
+from .losses import ExampleBank, JointObjective
 from .model import Emma, EmmaConfig
 from .precision import resolve_precision
 
@@ -112,6 +112,10 @@ class TrainConfig:
     # swapped is one more negative of its own description in the recall loss. Symmetric relations
     # (spouse, sibling) get the same push, which is this option's cost.
     swap_negatives: bool = False
+    # Fine-tuning: weight of a second recall loss on the score recall uses with examples, each relation's
+    # description mixed with the prototype of its training rows (refreshed each epoch, the instance's own
+    # row left out), since a fine-tune's rows go on serving as examples (`emma.losses.ExampleBank`). 0: off.
+    prototype_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):  # from a JSON config file
@@ -129,6 +133,8 @@ class TrainConfig:
             raise ValueError(f"anchor={self.anchor}: give the share of the drift undone per step, in [0, 1)")
         if not 0 < self.blend <= 1:
             raise ValueError(f"blend={self.blend}: give the share of the trained change kept, in (0, 1]")
+        if self.prototype_weight < 0:
+            raise ValueError(f"prototype_weight={self.prototype_weight}: give 0 (off) or a positive weight")
         if self.blend < 1 and self.adapter_rank:
             raise ValueError("blend < 1 averages full weights; it does not apply to adapters (adapter_rank > 0)")
 
@@ -323,7 +329,7 @@ class Run:
         optimizer, scheduler = make_optimizer(model, config, total_steps)
         stages = [[p for p in part.parameters() if p.requires_grad] for part in (model.recall, model.classifier) if part is not None]
         objective = JointObjective(model, tokenizer, world, rank, train_recall=config.train_recall,
-                                   swap_negatives=config.swap_negatives)
+                                   swap_negatives=config.swap_negatives, prototype_weight=config.prototype_weight)
         objective, optimizer = accelerator.prepare(objective, optimizer)
         # Taken before a resume loads its state: the pull and the blend are toward where the whole run started.
         initial = [(p, p.detach().clone()) for p in model.parameters() if p.requires_grad] if config.anchor or config.blend < 1 else []
@@ -351,6 +357,8 @@ class Run:
         self.objective.train()
         try:
             for epoch in range(self.position.epoch, self.epochs):
+                if self.config.prototype_weight and self.config.train_recall:
+                    self.accelerator.unwrap_model(self.objective).bank = self.example_bank()
                 for b, idx in enumerate(self.data.epoch(epoch, self.accelerator.num_processes, self.accelerator.process_index)):
                     if self.position.step >= self.total_steps:
                         break
@@ -399,6 +407,19 @@ class Run:
             self.objective.train()
             logger.info("step %d dev %s", self.position.step, record["dev"])
         return record
+
+    @torch.no_grad()
+    def example_bank(self) -> ExampleBank:
+        """Every training instance's vector under the current weights (eval mode), for the prototype loss."""
+        recall, ids, vectors = self.model.recall, self.data.encoded.ids, []
+        recall.eval()
+        for start in range(0, len(ids), 64):
+            inputs = {k: v.to(self.accelerator.device) for k, v in collate_instances(self.tokenizer, ids[start:start + 64]).items()}
+            with self.accelerator.autocast():
+                vectors.append(recall.encode_instances(**inputs).float())
+        self.objective.train()
+        rel = self.data.relation_ids().to(self.accelerator.device)
+        return ExampleBank.of(torch.cat(vectors), rel, len(self.data.relations))
 
     @torch.no_grad()
     def pull_back(self) -> None:

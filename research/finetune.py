@@ -52,6 +52,9 @@ RECIPES = {  # "default" is FinetuneConfig's own (the shipped recipe); the other
     "anchor-0.1": FinetuneConfig(held_back=0.0, lr=2e-5, anchor=0.1, blend=1.0),
     "epochs-8": FinetuneConfig(held_back=0.0, lr=2e-5, epochs=8, blend=1.0),
     "lr-1e-4": FinetuneConfig(held_back=0.0, lr=1e-4, blend=1.0),
+    "epochs-8-lr-5e-5": FinetuneConfig(held_back=0.0, epochs=8),  # the shipped recipe trained twice as long
+    # + a recall loss on the mixed score recall uses with the rows as examples (TrainConfig.prototype_weight)
+    "prototypes-1": FinetuneConfig(held_back=0.0, prototype_weight=1.0),
     "replay": FinetuneConfig(held_back=0.0, blend=1.0),  # + FewRel replay rows
 }
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from emma.losses import InfoNCELoss, hard_negatives, same_relation_mask, swapped_entities
+from emma.losses import ExampleBank, InfoNCELoss, hard_negatives, same_relation_mask, swapped_entities
 
 # Unit-free vectors whose cosines are easy to write down.
 INSTANCES = torch.tensor([[1.0, 0.0], [0.0, 2.0]])  # (2, 2)
@@ -87,6 +87,49 @@ def test_swap_negatives_add_each_instance_read_the_other_way_to_its_row(tiny_mod
     cos = torch.nn.functional.cosine_similarity(swapped_entities(inst), desc)
     expected = InfoNCELoss(model.config.temperature)(inst, desc, torch.arange(3), extra_negatives=cos[:, None])
     assert swapped.item() == pytest.approx(expected.item(), rel=1e-5) and swapped > plain
+
+
+def test_example_bank_mixes_as_recall_does_leaving_each_instance_out_of_its_own_prototype():
+    """Relation 0 has three rows, relation 1 one: row 0 is scored against relation 0's other two rows (w = 2/7)
+    and relation 1's row (w = 1/6); row 3 against relation 0's three rows and no prototype of its own (w = 0)."""
+    rows = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    rel = torch.tensor([0, 0, 0, 1])
+    bank = ExampleBank.of(rows * 3, rel, 2)  # lengths do not matter: the bank keeps unit vectors
+    queries, descriptions = torch.tensor([[1.0, 0.5, 0.0], [0.2, 0.0, 1.0]]), torch.tensor([[1.0, 1.0, 1.0], [0.0, 1.0, 1.0]])
+    got = bank.mixed_scores(queries, descriptions, torch.tensor([0, 3]), torch.tensor([0, 1]), torch.tensor([0, 1]))
+
+    unit = torch.nn.functional.normalize
+    cos = lambda a, b: float(unit(a, dim=0) @ unit(b, dim=0))
+    r = unit(rows, dim=-1)
+
+    def mixed(q, d, prototype, n):
+        w = n / (n + 5)
+        return (1 - w) * cos(q, d) + (w * cos(q, prototype) if n else 0.0)
+
+    expected = [[mixed(queries[0], descriptions[0], r[1] + r[2], 2), mixed(queries[0], descriptions[1], r[3], 1)],
+                [mixed(queries[1], descriptions[0], r[0] + r[1] + r[2], 3), mixed(queries[1], descriptions[1], r[3], 0)]]
+    assert got.flatten().tolist() == pytest.approx([x for row in expected for x in row], abs=1e-6)
+
+
+def test_the_prototype_loss_adds_infonce_on_the_mixed_scores(tiny_model, monkeypatch):
+    from emma.losses import JointObjective
+
+    model, tokenizer = tiny_model
+    inst, desc = torch.randn(3, 24), torch.randn(3, 24)
+    model.classifier = None
+    monkeypatch.setattr(model.recall, "encode_instances", lambda *args: inst)
+    monkeypatch.setattr(model.recall, "encode_descriptions", lambda *args: type("Encoded", (), {"vectors": desc})())
+    batch = {key: None for key in ("input_ids", "attention_mask", "head_marker", "tail_marker", "desc_input_ids",
+                                   "desc_attention_mask", "desc_content_mask")}
+    batch |= {"relation_ids": torch.tensor([0, 1, 2]), "instance_index": torch.tensor([4, 0, 2])}
+    bank = ExampleBank.of(torch.randn(6, 24), torch.tensor([1, 1, 2, 2, 0, 0]), 3)
+    objective = JointObjective(model, tokenizer, prototype_weight=0.5)
+    plain = objective(batch).recall_loss
+    objective.bank = bank
+    with_bank = objective(batch).recall_loss
+    mixed = bank.mixed_scores(inst, desc, batch["instance_index"], batch["relation_ids"], batch["relation_ids"])
+    expected = plain + 0.5 * torch.nn.functional.cross_entropy(mixed / model.config.temperature, torch.arange(3))
+    assert with_bank.item() == pytest.approx(expected.item(), rel=1e-5) and with_bank > plain
 
 
 def test_infonce_gradient_is_finite_with_masking():

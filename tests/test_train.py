@@ -179,6 +179,26 @@ def test_instances_of_one_relation_never_share_a_batch(tiny_encoder_dir, toy_des
     assert seen and all(len(set(b)) == len(b) for b in seen)
 
 
+def test_the_prototype_loss_trains_on_a_bank_refreshed_each_epoch(tiny_encoder_dir, toy_instances, toy_descriptions, tmp_path, monkeypatch):
+    banks = []
+    original = train_module.Run.example_bank
+
+    def example_bank(self):
+        banks.append(original(self))
+        return banks[-1]
+
+    monkeypatch.setattr(train_module.Run, "example_bank", example_bank)
+    plain = _log(train(_config(tiny_encoder_dir, epochs=2), toy_instances, toy_descriptions, tmp_path / "plain"))
+    assert not banks
+    with_bank = _log(train(_config(tiny_encoder_dir, epochs=2, prototype_weight=1.0), toy_instances, toy_descriptions, tmp_path / "bank"))
+    assert len(banks) == 2 and banks[0].vectors.shape[0] == len(toy_instances)
+    assert banks[0].counts.sum() == len(toy_instances) and not torch.equal(banks[0].vectors, banks[1].vectors)
+    # the same batches, seeds and first weights: only the added term differs at step 1
+    assert with_bank[0]["recall_loss"] > plain[0]["recall_loss"]
+    with pytest.raises(ValueError, match="prototype_weight"):
+        _config(tiny_encoder_dir, prototype_weight=-1)
+
+
 # ----------------------------------------------------------------------------- two processes (gloo)
 
 DDP_SCRIPT = r'''
