@@ -211,10 +211,11 @@ def test_cli_finetune_prints_the_report(tiny_checkpoint, toy_instances, toy_desc
     descs.write_text(json.dumps(toy_descriptions))
     out = tmp_path / "mine"
     args = ["finetune", "--checkpoint", tiny_checkpoint, "--data", str(data), "--descriptions", str(descs),
-            "--output", str(out), "--epochs", "1", "--precision", "fp32"]
+            "--output", str(out), "--epochs", "1", "--precision", "fp32", "--prototype-weight", "0.5"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert json.loads(result.output[result.output.index("{"):])["output"] == str(out)
+    assert json.loads((out / "training.json").read_text())["config"]["prototype_weight"] == 0.5
     again = CliRunner().invoke(cli, args)
     assert again.exit_code == 1 and "already exists" in again.output and "Traceback" not in again.output
 
