@@ -70,18 +70,25 @@ def test_swapped_entities_exchange_the_head_and_tail_parts():
     assert torch.equal(swapped_entities(torch.cat([cls, head, tail], dim=-1)), torch.cat([cls, tail, head], dim=-1))
 
 
+def recall_only_batch(model, monkeypatch):
+    """A batch of 3 whose recall vectors are fixed random ones (the encoder is not called), the classifier off."""
+    inst, desc = torch.randn(3, 24), torch.randn(3, 24)
+    model.classifier = None
+    monkeypatch.setattr(model.recall, "encode_instances", lambda *args: inst)
+    monkeypatch.setattr(model.recall, "encode_descriptions", lambda *args: type("Encoded", (), {"vectors": desc})())
+    batch = {key: None for key in ("input_ids", "attention_mask", "head_marker", "tail_marker", "desc_input_ids",
+                                   "desc_attention_mask", "desc_content_mask")}
+    return inst, desc, batch
+
+
 def test_swap_negatives_add_each_instance_read_the_other_way_to_its_row(tiny_model, monkeypatch):
     """With swap negatives on, the recall loss is InfoNCE with one more negative per row: the instance with head
     and tail parts swapped against its own description."""
     from emma.losses import JointObjective
 
     model, tokenizer = tiny_model
-    inst, desc = torch.randn(3, 24), torch.randn(3, 24)
-    model.classifier = None
-    monkeypatch.setattr(model.recall, "encode_instances", lambda *args: inst)
-    monkeypatch.setattr(model.recall, "encode_descriptions", lambda *args: type("Encoded", (), {"vectors": desc})())
-    batch = {key: None for key in ("input_ids", "attention_mask", "head_marker", "tail_marker", "desc_input_ids",
-                                   "desc_attention_mask", "desc_content_mask")} | {"relation_ids": torch.arange(3)}
+    inst, desc, batch = recall_only_batch(model, monkeypatch)
+    batch["relation_ids"] = torch.arange(3)
     plain = JointObjective(model, tokenizer)(batch).recall_loss
     swapped = JointObjective(model, tokenizer, swap_negatives=True)(batch).recall_loss
     cos = torch.nn.functional.cosine_similarity(swapped_entities(inst), desc)
@@ -115,12 +122,7 @@ def test_the_prototype_loss_adds_infonce_on_the_mixed_scores(tiny_model, monkeyp
     from emma.losses import JointObjective
 
     model, tokenizer = tiny_model
-    inst, desc = torch.randn(3, 24), torch.randn(3, 24)
-    model.classifier = None
-    monkeypatch.setattr(model.recall, "encode_instances", lambda *args: inst)
-    monkeypatch.setattr(model.recall, "encode_descriptions", lambda *args: type("Encoded", (), {"vectors": desc})())
-    batch = {key: None for key in ("input_ids", "attention_mask", "head_marker", "tail_marker", "desc_input_ids",
-                                   "desc_attention_mask", "desc_content_mask")}
+    inst, desc, batch = recall_only_batch(model, monkeypatch)
     batch |= {"relation_ids": torch.tensor([0, 1, 2]), "instance_index": torch.tensor([4, 0, 2])}
     bank = ExampleBank.of(torch.randn(6, 24), torch.tensor([1, 1, 2, 2, 0, 0]), 3)
     objective = JointObjective(model, tokenizer, prototype_weight=0.5)
