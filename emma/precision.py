@@ -1,11 +1,13 @@
 """Numeric precision: the one rule for what "auto" means, for inference and training.
 
-Weights stay float32; matrix products run in a half precision where the hardware does them fast
-(bf16 autocast is 1.5–3× faster on CPUs with AVX512-BF16 or AMX, and slower elsewhere), else in
-float32. bf16 is preferred over fp16 wherever both exist: it needs no loss scaling in training and
-the same choice then holds for inference.
+Weights stay float32; matrix products run in a half precision where the hardware does them fast,
+else in float32. bf16 is preferred over fp16 wherever both exist: it needs no loss scaling in
+training and the same choice then holds for inference. Whether bf16 is fast on a CPU cannot be read
+off its flags: with the same AVX512-BF16 (and no AMX), it made EMMA 1.5× faster than fp32 on an AMD
+EPYC and 1.2–1.3× slower on a Xeon whose AMX the hypervisor hides. So `bf16_pays_off` times it, once
+per process.
 
-Inference on a CPU without native bf16 has one more path, "int8": a copy of the model whose two
+Inference on a CPU where bf16 does not pay off has one more path, "int8": a copy of the model whose two
 encoders' `nn.Linear` layers (all but the feed-forward down-projections) are dynamically quantized
 (int8 weights per output channel, activations quantized per call; `torch.ao.quantization.quantize_dynamic`
 on the "x86" engine, fbgemm kernels).
@@ -20,6 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
+import time
 import warnings
 
 import torch
@@ -33,8 +37,38 @@ INT8_WHERE_NO_BF16 = True
 
 
 def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), where bf16 autocast pays off."""
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX): bf16 runs, not necessarily fast."""
     return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def bf16_pays_off() -> bool:
+    """Whether bf16 autocast is faster than fp32 on this CPU: native bf16, and a feed-forward-sized
+    product at least `BF16_MARGIN` times faster in bf16, timed once per process (about 0.1 s).
+
+    Measured beside the full model (README "Speed"): on a 2-core AMD EPYC with AVX512-BF16, EMMA's
+    p50 at 80 relations was 33 ms in bf16 against 49 in fp32; on a 2-core Xeon with AVX512-BF16 whose
+    AMX is hidden, this product took 2.9 ms in bf16 against 1.7 in fp32, and EMMA's p50 at 100 relations
+    66 ms against 57 (`results/bench_cpu_avx512bf16.md`). Gaps that wide do not flip with timing noise.
+    """
+    return cpu_has_bf16() and _bf16_speedup() >= BF16_MARGIN
+
+
+BF16_MARGIN = 1.2  # below it the difference is not worth bf16's rounding
+
+
+@functools.lru_cache(maxsize=1)
+def _bf16_speedup() -> float:
+    """fp32 time / bf16-autocast time of a (256 × 384) · (384 × 1536) product, best of 20 each, interleaved."""
+    layer, x = nn.Linear(384, 1536), torch.randn(256, 384)
+    best = {"fp32": float("inf"), "bf16": float("inf")}
+    with torch.inference_mode():
+        for _ in range(20):
+            for precision in best:
+                with autocast(torch.device("cpu"), precision):
+                    start = time.perf_counter()
+                    layer(x)
+                    best[precision] = min(best[precision], time.perf_counter() - start)
+    return best["fp32"] / best["bf16"]
 
 
 def cpu_has_int8() -> bool:
@@ -43,20 +77,21 @@ def cpu_has_int8() -> bool:
 
 
 def cpu_capabilities() -> dict:
-    """What decides the CPU path: torch's vector ISA, native bf16, int8 kernels and the quantized engine.
+    """What decides the CPU path: torch's vector ISA, native bf16 and whether it is faster, int8 kernels and the quantized engine.
 
     `ATEN_CPU_CAPABILITY`, `ONEDNN_MAX_CPU_ISA` and `FBGEMM_ENABLE_INSTRUCTIONS` lower what torch
     uses (how the README emulates an AVX2-only CPU on a newer one), and this reports the lowered values.
     """
-    return {"isa": torch.backends.cpu.get_cpu_capability(), "bf16": cpu_has_bf16(), "int8": cpu_has_int8(),
+    return {"isa": torch.backends.cpu.get_cpu_capability(), "bf16": cpu_has_bf16(),
+            "bf16_faster": bf16_pays_off(), "int8": cpu_has_int8(),
             "quantized_engine": torch.backends.quantized.engine}
 
 
 def resolve_precision(precision: str, device: torch.device, inference: bool = False) -> str:
     """Resolve "auto" for `device`.
 
-    GPUs: bf16 where supported, else fp16. CPUs: bf16 where native; else, for inference only, int8
-    where its kernels exist (`INT8_WHERE_NO_BF16`, measured); else fp32.
+    GPUs: bf16 where supported, else fp16. CPUs: bf16 where it pays off (`bf16_pays_off`); else, for
+    inference only, int8 where its kernels exist (`INT8_WHERE_NO_BF16`, measured); else fp32.
 
     Args:
         precision: one of `INFERENCE_PRECISIONS` with `inference=True`, else of `PRECISIONS`.
@@ -73,7 +108,7 @@ def resolve_precision(precision: str, device: torch.device, inference: bool = Fa
         return precision
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp16"
-    if device.type == "cpu" and cpu_has_bf16():
+    if device.type == "cpu" and bf16_pays_off():
         return "bf16"
     if inference and device.type == "cpu" and INT8_WHERE_NO_BF16 and cpu_has_int8():
         return "int8"

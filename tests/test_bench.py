@@ -212,7 +212,8 @@ def test_bench_compares_precisions_side_by_side(tiny_checkpoint, tmp_path, toy_i
     assert {(c["precision"], c["reference"], c["method"]) for c in report["comparison"]} == {("int8", "fp32", "emma"), ("int8", "fp32", "recall_only")}
     for c in report["comparison"]:
         assert c["rounds"] == 2 and len(c["latency_p50_ratios"]) == 2 and c["throughput_ratio"] > 0 and c["f1_difference"] is not None
-    assert set(report["machine"]["torch_cpu"]) == {"isa", "bf16", "int8", "quantized_engine"}
+    assert set(report["machine"]["torch_cpu"]) == {"isa", "bf16", "bf16_faster", "int8", "quantized_engine"}
+    assert ("faster than fp32" in result.output) == report["machine"]["torch_cpu"]["bf16"]
     assert "int8 vs fp32" in result.output
 
 

@@ -213,7 +213,7 @@ def test_half_precision_stays_close_to_fp32(tiny_checkpoint, toy_instances, toy_
 
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_precision_is_half_where_the_hardware_has_it(monkeypatch, native):
-    monkeypatch.setattr(emma.precision, "cpu_has_bf16", lambda: native)
+    monkeypatch.setattr(emma.precision, "bf16_pays_off", lambda: native)
     assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if native else "fp32")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: native)

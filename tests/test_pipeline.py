@@ -200,34 +200,49 @@ def test_resolve_precision():
         resolve_precision("half", torch.device("cpu"))
 
 
-@pytest.mark.parametrize("bf16, int8, measured, inference, expected", [
-    (True, True, True, True, "bf16"),     # native bf16: bf16, as before
-    (False, True, True, True, "int8"),    # AVX2-only x86: the measured int8 path
+@pytest.mark.parametrize("bf16_faster, int8, measured, inference, expected", [
+    (True, True, True, True, "bf16"),     # bf16 faster than fp32 here: bf16
+    (False, True, True, True, "int8"),    # no bf16, or bf16 slower (AVX512-BF16 on some CPUs): the measured int8 path
     (False, False, True, True, "fp32"),   # no int8 kernels (e.g. a torch without them)
     (False, True, False, True, "fp32"),   # had the measurement not favoured int8
     (False, True, True, False, "fp32"),   # training never gets int8
     (True, True, True, False, "bf16"),
 ])
-def test_auto_picks_per_cpu(monkeypatch, bf16, int8, measured, inference, expected):
-    monkeypatch.setattr(emma.precision, "cpu_has_bf16", lambda: bf16)
+def test_auto_picks_per_cpu(monkeypatch, bf16_faster, int8, measured, inference, expected):
+    monkeypatch.setattr(emma.precision, "bf16_pays_off", lambda: bf16_faster)
     monkeypatch.setattr(emma.precision, "cpu_has_int8", lambda: int8)
     monkeypatch.setattr(emma.precision, "INT8_WHERE_NO_BF16", measured)
     assert resolve_precision("auto", torch.device("cpu"), inference=inference) == expected
 
 
-def test_auto_extractor_on_a_cpu_without_bf16_runs_int8(monkeypatch, tiny_checkpoint, toy_descriptions, toy_instances):
-    monkeypatch.setattr(emma.precision, "cpu_has_bf16", lambda: False)
+@pytest.mark.parametrize("native, speedup, expected", [(True, 1.6, True), (True, 0.6, False), (True, 1.1, False), (False, 3.0, False)])
+def test_bf16_pays_off_only_where_it_is_timed_faster(monkeypatch, native, speedup, expected):
+    monkeypatch.setattr(emma.precision, "cpu_has_bf16", lambda: native)
+    monkeypatch.setattr(emma.precision, "_bf16_speedup", lambda: speedup)
+    assert emma.precision.bf16_pays_off() is expected
+
+
+@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16")
+def test_bf16_speedup_is_timed_once_per_process():
+    first = emma.precision._bf16_speedup()
+    assert first > 0 and emma.precision._bf16_speedup() == first  # cached: the choice cannot flip within a process
+
+
+def test_auto_extractor_where_bf16_does_not_pay_off_runs_int8(monkeypatch, tiny_checkpoint, toy_descriptions, toy_instances):
+    monkeypatch.setattr(emma.precision, "bf16_pays_off", lambda: False)
     ex = Extractor.load(tiny_checkpoint, device="cpu")
     assert ex.precision == ("int8" if emma.precision.cpu_has_int8() else "fp32")
     ex.set_relations(toy_descriptions)
     assert all(p.label in toy_descriptions for p in ex.predict_batch(toy_instances))
-    monkeypatch.setattr(emma.precision, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(emma.precision, "bf16_pays_off", lambda: True)
     assert Extractor.load(tiny_checkpoint, device="cpu").precision == "bf16"
 
 
 def test_cpu_capabilities_name_the_path():
     caps = emma.precision.cpu_capabilities()
-    assert set(caps) == {"isa", "bf16", "int8", "quantized_engine"} and isinstance(caps["bf16"], bool)
+    assert set(caps) == {"isa", "bf16", "bf16_faster", "int8", "quantized_engine"}
+    assert isinstance(caps["bf16"], bool) and caps["bf16_faster"] == emma.precision.bf16_pays_off()
+    assert caps["bf16"] or not caps["bf16_faster"]
 
 
 def test_load_defaults_to_cpu_here(tiny_checkpoint):

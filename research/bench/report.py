@@ -18,12 +18,14 @@ def _fmt(x, spec: str) -> str:
 
 
 def machine_line(report: dict) -> str:
-    """The CPU, what torch uses of it (ISA, native bf16, int8 kernels) and any limits set on it."""
+    """The CPU, what torch uses of it (ISA, native bf16 and whether it beats fp32, int8 kernels) and any limits set on it."""
     m = report.get("machine", {})
     cpu = m.get("torch_cpu", {})
     yes = lambda v: "yes" if v else "no"  # noqa: E731
     line = (f"CPU {m.get('cpu', '?')} (flags: {' '.join(m.get('cpu_flags', [])) or '?'}); torch uses ISA {cpu.get('isa', '?')}, "
-            f"native bf16 {yes(cpu.get('bf16'))}, int8 kernels {yes(cpu.get('int8'))} ({cpu.get('quantized_engine', '?')})")
+            f"native bf16 {yes(cpu.get('bf16'))}"
+            + (f" (faster than fp32: {yes(cpu['bf16_faster'])})" if cpu.get("bf16") and "bf16_faster" in cpu else "")
+            + f", int8 kernels {yes(cpu.get('int8'))} ({cpu.get('quantized_engine', '?')})")
     limits = m.get("isa_limits") or {}
     return line + (f"; limited by {' '.join(f'{k}={v}' for k, v in limits.items())}" if limits else "") + (f"; GPU {m['gpu']}" if "gpu" in m else "")
 
