@@ -24,7 +24,7 @@ weight shipped when they were measured):
     NER types: a prior log P(head type | r) + log P(tail type | r) from the examples' spaCy NER labels
         (add-one counts), added to the mix's logits (cos / 0.02) at weight 0.5.
 
-    python -m research.examples_probe [--alternatives | --by-count]
+    python -m research.examples_probe [--alternatives | --by-count] [--checkpoint C]
 """
 
 from __future__ import annotations
@@ -277,8 +277,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--alternatives", action="store_true", help="score the other rules at K = 5 instead")
     parser.add_argument("--by-count", action="store_true", help="score fixed weights against weights by example count")
+    parser.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the shipped one)")
     args = parser.parse_args()
-    ex = emma.Extractor.load()
+    ex = emma.Extractor.load(args.checkpoint)
     if args.alternatives:
         alternatives(ex)
         return
