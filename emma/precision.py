@@ -58,15 +58,17 @@ BF16_MARGIN = 1.2  # below it the difference is not worth bf16's rounding
 
 @functools.lru_cache(maxsize=1)
 def _bf16_speedup() -> float:
-    """fp32 time / bf16-autocast time of a (256 × 384) · (384 × 1536) product, best of 20 each, interleaved."""
-    layer, x = nn.Linear(384, 1536), torch.randn(256, 384)
+    """fp32 time / bf16-autocast time of a (256 × 384) · (384 × 1536) product, best of 20 each, interleaved.
+    Its operands come from a generator of its own: resolving a precision must not move a seeded run's random state."""
+    generator = torch.Generator().manual_seed(0)
+    x, weight = torch.randn(256, 384, generator=generator), torch.randn(1536, 384, generator=generator)
     best = {"fp32": float("inf"), "bf16": float("inf")}
     with torch.inference_mode():
         for _ in range(20):
             for precision in best:
                 with autocast(torch.device("cpu"), precision):
                     start = time.perf_counter()
-                    layer(x)
+                    torch.nn.functional.linear(x, weight)
                     best[precision] = min(best[precision], time.perf_counter() - start)
     return best["fp32"] / best["bf16"]
 

@@ -223,8 +223,11 @@ def test_bf16_pays_off_only_where_it_is_timed_faster(monkeypatch, native, speedu
 
 
 @pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16")
-def test_bf16_speedup_is_timed_once_per_process():
+def test_bf16_speedup_is_timed_once_per_process_and_leaves_the_random_state_alone():
+    emma.precision._bf16_speedup.cache_clear()
+    state = torch.random.get_rng_state()
     first = emma.precision._bf16_speedup()
+    assert torch.equal(torch.random.get_rng_state(), state)  # a seeded training run draws the same numbers on every CPU
     assert first > 0 and emma.precision._bf16_speedup() == first  # cached: the choice cannot flip within a process
 
 
