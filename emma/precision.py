@@ -34,6 +34,9 @@ from .choices import INFERENCE_PRECISIONS, PRECISIONS, check_choice
 
 # The measured decision above: int8 is faster than fp32 and within 0.5 F1 of it on a CPU without bf16.
 INT8_WHERE_NO_BF16 = True
+# bf16 is used on a CPU only where timed at least this many times faster than fp32 (`bf16_pays_off`);
+# below it the difference is not worth bf16's rounding.
+BF16_MARGIN = 1.2
 
 
 def cpu_has_bf16() -> bool:
@@ -53,9 +56,6 @@ def bf16_pays_off() -> bool:
     return cpu_has_bf16() and _bf16_speedup() >= BF16_MARGIN
 
 
-BF16_MARGIN = 1.2  # below it the difference is not worth bf16's rounding
-
-
 @functools.lru_cache(maxsize=1)
 def _bf16_speedup() -> float:
     """fp32 time / bf16-autocast time of a (256 × 384) · (384 × 1536) product, best of 20 each, interleaved.
@@ -68,7 +68,7 @@ def _bf16_speedup() -> float:
             for precision in best:
                 with autocast(torch.device("cpu"), precision):
                     start = time.perf_counter()
-                    torch.nn.functional.linear(x, weight)
+                    nn.functional.linear(x, weight)
                     best[precision] = min(best[precision], time.perf_counter() - start)
     return best["fp32"] / best["bf16"]
 
