@@ -154,8 +154,8 @@ def build_model(config: TrainConfig) -> tuple[Emma, object]:
     A recall-only checkpoint continued with `config.model.use_classifier` gets a fresh classifier (the
     second stage of two-stage training), starting from its recall encoder or the base encoder.
     """
-    encoder = config.encoder or default_encoder()
     if not config.init_checkpoint:
+        encoder = config.encoder or default_encoder()
         tokenizer = load_tokenizer(encoder)
         model = Emma.from_encoder(config.model_config(), len(tokenizer), pretrained=encoder)
         for part in (model.recall, model.classifier):
@@ -170,7 +170,8 @@ def build_model(config: TrainConfig) -> tuple[Emma, object]:
         if config.classifier_init == "recall":
             model = model.with_new_classifier(arch, len(tokenizer), from_recall=True)
         else:
-            model = model.with_new_classifier(arch, len(tokenizer), pretrained=encoder)
+            # Only a fresh classifier reads the base encoder: a checkpoint continued as it is needs no encoder package.
+            model = model.with_new_classifier(arch, len(tokenizer), pretrained=config.encoder or default_encoder())
             init_marker_embeddings(model.classifier.encoder, tokenizer)
     return model.train(), tokenizer
 
