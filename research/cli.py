@@ -1,4 +1,4 @@
-"""Command line: ``python -m research bench | experiment | table | fewshot | fewshot-table | transfer | transfer-table | transfer-grid | transfer-grid-table | train-recipe | gzsl | gzsl-table | gzsl-split | finetune-compare | finetune-blend | finetune-table | ui-latency | loadtest | crashtest | extraction | extraction-latency | probe | probe-table | probe-sweep``.
+"""Command line: ``python -m research bench | experiment | table | fewshot | fewshot-table | transfer | transfer-table | transfer-grid | transfer-grid-table | train-recipe | gzsl | gzsl-table | gzsl-split | finetune-compare | finetune-blend | finetune-table | finetune-sweep | finetune-sweep-table | ui-latency | loadtest | crashtest | extraction | extraction-latency | probe | probe-table | probe-sweep``.
 
 The library's own commands (train, evaluate, predict, portable) are ``python -m emma``. Paths default
 to this repository's results/, runs/ and ../shared/data, whatever the working directory; user errors
@@ -392,6 +392,49 @@ def finetune_blend_cmd(checkpoint, data_dir, results, compared, domains, recipe,
                [float(b) for b in blends.split(",")], fewrel_cap, RUNS_DIR)
     records = [r for r in read(results) if r["recipe"] == recipe and r["seed"] == seed and r["rows_per_relation"] == rows]
     click.echo(blend_table(records, [r for r in read(compared) if r["rows_per_relation"] == rows]))
+
+
+FINETUNE_SWEEP = RESULTS_DIR / "finetune_sweep.jsonl"
+
+
+@cli.command("finetune-sweep")
+@click.option("--checkpoint", type=click.Path(exists=True), help="Checkpoint folder (default: the shipped one).")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=DATA_DIR, show_default="../shared/data")
+@click.option("--results", type=click.Path(path_type=Path), default=FINETUNE_SWEEP, show_default="results/finetune_sweep.jsonl")
+@click.option("--domains", help="CrossRE domains, comma-separated (default: all six).")
+@click.option("--trainings", help="Comma-separated names of research.finetune.SWEEP_TRAININGS, run in this order (default: all).")
+@click.option("--blends", default="1,0.85,0.7,0.5", show_default=True, help="Shares of the trained change kept, comma-separated.")
+@click.option("--rows", type=int, default=20, show_default=True, help="Labelled rows per relation, from the domain's train file.")
+@click.option("--seeds", default="0,1,2", show_default=True, help="Draws of the labelled rows, comma-separated.")
+@click.option("--fewrel-cap", type=int, default=100, show_default=True)
+@click.option("--minutes", type=float, help="Start no fine-tune after this many minutes (the records so far stay).")
+def finetune_sweep_cmd(checkpoint, data_dir, results, domains, trainings, blends, rows, seeds, fewrel_cap, minutes) -> None:
+    """Training strength against the blend share, over several draws of the labelled rows.
+
+    Example (one process per domain on a GPU, then the table):
+
+        python -m research finetune-sweep --domains ai --trainings epochs-4-lr-5e-5,epochs-8-lr-5e-5
+        python -m research finetune-sweep-table
+    """
+    from emma import DEFAULT_CHECKPOINT
+
+    from .finetune import DOMAINS, SWEEP_TRAININGS, sweep
+
+    domains = _known("domain", domains, DOMAINS) if domains else DOMAINS
+    trainings = _known("training", trainings, SWEEP_TRAININGS) if trainings else list(SWEEP_TRAININGS)
+    sweep(str(checkpoint or DEFAULT_CHECKPOINT), data_dir, results, domains, trainings, [float(b) for b in blends.split(",")],
+          rows, [int(s) for s in seeds.split(",")], fewrel_cap, RUNS_DIR, minutes)
+
+
+@cli.command("finetune-sweep-table")
+@click.option("--results", type=click.Path(exists=True, path_type=Path), default=FINETUNE_SWEEP, show_default="results/finetune_sweep.jsonl")
+@click.option("--output", type=click.Path(), help="Write the markdown here too.")
+def finetune_sweep_table(results, output) -> None:
+    """Render `finetune-sweep`'s table (markdown): per training and blend share, means over domains and draws."""
+    from .finetune import sweep_table
+    from .jsonl import read
+
+    _emit(sweep_table(read(results)), output)
 
 
 @cli.command("finetune-table")

