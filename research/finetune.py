@@ -16,6 +16,8 @@ ones averaged with their start at several shares, to choose `FinetuneConfig.blen
     python -m research finetune-compare --domains ai --recipes default,anchor-0.02,anchor-0.1,replay
     python -m research finetune-table
     python -m research finetune-blend --recipe no-blend   # after finetune-compare --recipes no-blend --keep
+    python -m research finetune-sweep --domains ai --seeds 0,1,2   # each training once, scored at several shares
+    python -m research finetune-sweep-table
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ import random
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -121,8 +125,7 @@ def run(checkpoint: str, data: Path, results: Path, domains: list[str], recipes:
                       "held_back_before": report.before.get("emma_fused"), "held_back_after": report.after.get("emma_fused"),
                       "improved": report.improved, "chance_better": report.chance_better,
                       "held_back_sentences": report.held_back_sentences,
-                      "budget": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-                                f"precision {tuned.precision}, config {config}"}
+                      "budget": f"{_device_name()}, precision {tuned.precision}, config {config}"}
             if report.improved is not None:  # what a user who switches only on a better held-back score ends up with
                 record["selected"] = record["finetuned_examples"] if report.improved else examples_only
             append(results, record)
@@ -131,6 +134,17 @@ def run(checkpoint: str, data: Path, results: Path, domains: list[str], recipes:
                   f"in {minutes} min", flush=True)
             if not keep:
                 shutil.rmtree(output, ignore_errors=True)
+
+
+@contextmanager
+def blended_with_start(tuned: Path, start: dict, share: float) -> Iterator[emma.Extractor]:
+    """The fine-tune in folder `tuned` averaged with its start, θ₀ + share·(θ − θ₀), loaded as an `Extractor` from a
+    temporary folder: scored as a fine-tune saves it (float16 on disk)."""
+    model, tokenizer = load_checkpoint(tuned, device="cpu")
+    blend_toward(model, start, share)
+    with tempfile.TemporaryDirectory() as folder:
+        save_checkpoint(model, tokenizer, folder)
+        yield emma.Extractor.load(folder)
 
 
 # Trainings of `sweep`: each trained once with the change kept whole, then scored at several blend shares.
@@ -184,11 +198,7 @@ def sweep(checkpoint: str, data: Path, results: Path, domains: list[str], traini
                 for share in blends:
                     if (domain, training, seed, share) in done:
                         continue
-                    model, tokenizer = load_checkpoint(output, device="cpu")
-                    blend_toward(model, start, share)
-                    with tempfile.TemporaryDirectory() as folder:  # scored as a fine-tune saves it: float16 on disk
-                        save_checkpoint(model, tokenizer, folder)
-                        blended = emma.Extractor.load(folder)
+                    with blended_with_start(output, start, share) as blended:
                         record = {"domain": domain, "training": training, "blend": share, "rows_per_relation": rows,
                                   "seed": seed, "rows": len(labelled), "checkpoint": emma.checkpoint_id(checkpoint),
                                   "zero_shot": zero, "examples_only": examples_only[seed],
@@ -270,11 +280,7 @@ def blend_grid(checkpoint: str, data: Path, results: Path, domains: list[str], r
         for share in blends:
             if (domain, recipe, seed, share) in done:
                 continue
-            model, tokenizer = load_checkpoint(tuned, device="cpu")
-            blend_toward(model, start, share)
-            with tempfile.TemporaryDirectory() as folder:  # scored as a fine-tune saves it: float16 on disk
-                save_checkpoint(model, tokenizer, folder)
-                blended = emma.Extractor.load(folder)
+            with blended_with_start(tuned, start, share) as blended:
                 record = {"domain": domain, "recipe": recipe, "rows_per_relation": rows, "seed": seed, "blend": share,
                           "checkpoint": emma.checkpoint_id(checkpoint), "finetuned": emma.checkpoint_id(tuned),
                           "finetuned_examples": fused(blended, dev, descriptions, drawn),
