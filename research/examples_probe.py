@@ -24,7 +24,11 @@ weight shipped when they were measured):
     NER types: a prior log P(head type | r) + log P(tail type | r) from the examples' spaCy NER labels
         (add-one counts), added to the mix's logits (cos / 0.02) at weight 0.5.
 
-    python -m research.examples_probe [--alternatives | --by-count] [--checkpoint C]
+`--after-finetune S` scores, on each CrossRE domain's kept `default` fine-tune of draw S, recall top-1 with its own
+20 rows per relation as examples at w = n / (n + κ), beside the starting checkpoint (and, with `--fused-kappas`, the
+fine-tune's fused macro F1 at those κ).
+
+    python -m research.examples_probe [--alternatives | --by-count | --after-finetune S [--fused-kappas 1,5,40]] [--checkpoint C]
 """
 
 from __future__ import annotations
@@ -272,13 +276,97 @@ def alternatives(ex: emma.Extractor) -> None:
         print(f"| {rule} | {statistics.mean(scores[s][rule] for s in crossre):.1f} | {scores['fewrel-val'][rule]:.1f} |")
 
 
+AFTER_FINETUNE_KAPPAS = (1.0, 2.5, 5.0, 10.0, 20.0, 40.0)
+
+
+def weight_scores(ex: emma.Extractor, names: list[str], dev: list[emma.Instance],
+                  rows: dict[str, list[emma.Instance]]) -> dict[str, float]:
+    """Recall top-1 macro F1 on `dev` with `rows` as each relation's examples, mixed at w = n / (n + κ) for each κ of
+    `AFTER_FINETUNE_KAPPAS` ("κ"), and the descriptions alone ("descriptions")."""
+    q = instance_vectors(ex, dev)
+    desc = q @ ex.index.vectors.T
+    flat = [row for name in names for row in rows.get(name, [])]
+    vectors = instance_vectors(ex, flat)
+    drawn, start = {}, 0
+    for n, name in enumerate(names):
+        drawn[n] = list(range(start, start + len(rows.get(name, []))))
+        start += len(rows.get(name, []))
+    count = torch.tensor([float(len(picked)) for picked in drawn.values()])
+    examples = torch.where(count[None] > 0, q @ prototypes(vectors, {n: p for n, p in drawn.items() if p}, len(names)).T, desc)
+    gold = [i.relation for i in dev]
+    out = {"descriptions": top1_f1(gold, names, desc)}
+    for kappa in AFTER_FINETUNE_KAPPAS:
+        w = count / (count + kappa)
+        out[f"{kappa:g}"] = top1_f1(gold, names, (1 - w) * desc + w * examples)
+    return out
+
+
+def fused_weight_scores(ex: emma.Extractor, descriptions: dict[str, str], dev: list[emma.Instance],
+                        rows: dict[str, list[emma.Instance]], kappas) -> dict[str, float]:
+    """Fused macro F1 (recall and classifier, as the workbench decides) on `dev` with `rows` as examples at
+    w = n / (n + κ) for each κ of `kappas`: the library's rule with its constant set to κ for the scoring."""
+    from unittest import mock
+
+    from .finetune import fused
+
+    out = {}
+    for kappa in kappas:
+        with mock.patch.object(emma.index, "EXAMPLES_LIKE_DESCRIPTION", kappa):
+            out[f"{kappa:g}"] = fused(ex, dev, descriptions, rows)
+    return out
+
+
+def after_finetune(checkpoint: str | None, runs, seed: int, fused_kappas=()) -> None:
+    """Print, per CrossRE domain with a kept `default` fine-tune (`finetune-compare --recipes default --seed S --keep`),
+    recall top-1 on dev with the fine-tune's own 20 rows per relation as examples at w = n / (n + κ), for the starting
+    checkpoint and the fine-tune: whether a fine-tuned model wants its examples weighed otherwise. With `fused_kappas`,
+    the fine-tune's fused macro F1 at those κ too (slower: the classifier reads every dev pair per κ)."""
+    from .finetune import labelled_rows
+
+    crossre = DATA_DIR / "crossre"
+    descriptions = emma.read_descriptions(crossre / "descriptions.json")
+    base = emma.Extractor.load(checkpoint)
+    header = ["descriptions"] + [f"{k:g}" for k in AFTER_FINETUNE_KAPPAS]
+    print("| domain | model | descriptions alone | " + " | ".join(f"κ = {k:g}" for k in AFTER_FINETUNE_KAPPAS) + " |\n|---|---|"
+          + "---|" * len(header))
+    totals: dict[str, list[dict[str, float]]] = {"start": [], "fine-tuned": []}
+    for domain in DOMAINS:
+        tuned = runs / f"finetune-{domain}-default-20-{seed}"
+        if not tuned.is_dir():
+            continue
+        dev, drawn = labelled_rows(crossre, domain, 20, seed)
+        for label, ex in (("start", base), ("fine-tuned", emma.Extractor.load(tuned))):
+            ex.set_relations(descriptions)
+            scores = weight_scores(ex, list(descriptions), dev, drawn)
+            totals[label].append(scores)
+            print(f"| {domain} | {label} | " + " | ".join(f"{scores[h]:.1f}" for h in header) + " |", flush=True)
+        if fused_kappas:
+            fused_scores = fused_weight_scores(ex, descriptions, dev, drawn, fused_kappas)
+            totals.setdefault("fine-tuned, fused", []).append(fused_scores)
+            print(f"| {domain} | fine-tuned, fused | " + " | ".join(f"κ = {k}: {v:.1f}" for k, v in fused_scores.items()) + " |",
+                  flush=True)
+    for label, rows in totals.items():
+        if rows:
+            keys = list(rows[0])
+            print(f"| mean of {len(rows)} | {label} | " + " | ".join(f"{k}: {statistics.mean(r[k] for r in rows):.1f}" for k in keys) + " |")
+
+
 @torch.inference_mode()
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--alternatives", action="store_true", help="score the other rules at K = 5 instead")
     parser.add_argument("--by-count", action="store_true", help="score fixed weights against weights by example count")
     parser.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the shipped one)")
+    parser.add_argument("--after-finetune", type=int, metavar="SEED", default=None,
+                        help="score example weights on the kept default fine-tunes of this draw (runs/finetune-*-default-20-SEED)")
+    parser.add_argument("--fused-kappas", default="", help="with --after-finetune: κ values (comma-separated) scored fused too")
     args = parser.parse_args()
+    if args.after_finetune is not None:
+        from . import RUNS_DIR
+
+        after_finetune(args.checkpoint, RUNS_DIR, args.after_finetune,
+                       [float(k) for k in args.fused_kappas.split(",") if k])
+        return
     ex = emma.Extractor.load(args.checkpoint)
     if args.alternatives:
         alternatives(ex)
