@@ -409,12 +409,12 @@ FINETUNE_SWEEP = RESULTS_DIR / "finetune_sweep.jsonl"
 @click.option("--fewrel-cap", type=int, default=100, show_default=True)
 @click.option("--minutes", type=float, help="Start no fine-tune after this many minutes (the records so far stay).")
 def finetune_sweep_cmd(checkpoint, data_dir, results, domains, trainings, blends, rows, seeds, fewrel_cap, minutes) -> None:
-    """Training strength against the blend share, over several draws of the labelled rows.
+    """Training strength against the blend share, over several draws of the labelled rows (on a GPU, one process per
+    domain and draw can share it: each appends whole lines to the results file).
 
-    Example (one process per domain on a GPU, then the table):
+    Example:
 
         python -m research finetune-sweep --domains ai --trainings epochs-4-lr-5e-5,epochs-8-lr-5e-5
-        python -m research finetune-sweep-table
     """
     from emma import DEFAULT_CHECKPOINT
 
@@ -430,7 +430,12 @@ def finetune_sweep_cmd(checkpoint, data_dir, results, domains, trainings, blends
 @click.option("--results", type=click.Path(exists=True, path_type=Path), default=FINETUNE_SWEEP, show_default="results/finetune_sweep.jsonl")
 @click.option("--output", type=click.Path(), help="Write the markdown here too.")
 def finetune_sweep_table(results, output) -> None:
-    """Render `finetune-sweep`'s table (markdown): per training and blend share, means over domains and draws."""
+    """Render `finetune-sweep`'s table (markdown): per training and blend share, means over domains and draws.
+
+    Example:
+
+        python -m research finetune-sweep-table --output results/tmp/sweep.md
+    """
     from .finetune import sweep_table
     from .jsonl import read
 
