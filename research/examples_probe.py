@@ -72,6 +72,16 @@ def prototypes(vectors: torch.Tensor, drawn: dict[int, list[int]], relations: in
     return out
 
 
+def prototype_scores(q: torch.Tensor, desc: torch.Tensor, vectors: torch.Tensor, drawn: dict[int, list[int]],
+                     relations: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """((B, relations) cosine of each query to each relation's prototype of its drawn rows of `vectors`, the
+    description's cosine for a relation without any; (relations,) how many rows each relation has)."""
+    count = torch.zeros(relations)
+    for n, picked in drawn.items():
+        count[n] = len(picked)
+    return torch.where(count[None] > 0, q @ prototypes(vectors, drawn, relations).T, desc), count
+
+
 def top1_f1(gold: list[str], names: list[str], scores: torch.Tensor) -> float:
     """Macro F1 of each row's best-scoring relation of `names` against `gold`."""
     return emma.macro_prf(gold, [names[j] for j in scores.argmax(1).tolist()])["f1"]
@@ -232,11 +242,7 @@ def count_scores(ex: emma.Extractor, fs) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {"K0": [top1_f1(gold, names, desc)]}
     for k in BY_COUNT_SHOTS:
         for seed in (0, 1, 2):
-            drawn = draws(fs.pool, names, k, seed)
-            count = torch.zeros(len(names))
-            for n, picked in drawn.items():
-                count[n] = len(picked)
-            examples = torch.where(count[None] > 0, q @ prototypes(tv, drawn, len(names)).T, desc)
+            examples, count = prototype_scores(q, desc, tv, draws(fs.pool, names, k, seed), len(names))
             for w in BY_COUNT_WEIGHTS:
                 out.setdefault(f"K{k}-w{w}", []).append(top1_f1(gold, names, (1 - w) * desc + w * examples))
             for kappa in BY_COUNT_KAPPAS:
@@ -285,14 +291,13 @@ def weight_scores(ex: emma.Extractor, names: list[str], dev: list[emma.Instance]
     `AFTER_FINETUNE_KAPPAS` ("κ"), and the descriptions alone ("descriptions")."""
     q = instance_vectors(ex, dev)
     desc = q @ ex.index.vectors.T
-    flat = [row for name in names for row in rows.get(name, [])]
-    vectors = instance_vectors(ex, flat)
-    drawn, start = {}, 0
+    flat: list[emma.Instance] = []
+    drawn: dict[int, list[int]] = {}  # row of `names`: indices of its rows in `flat`
     for n, name in enumerate(names):
-        drawn[n] = list(range(start, start + len(rows.get(name, []))))
-        start += len(rows.get(name, []))
-    count = torch.tensor([float(len(picked)) for picked in drawn.values()])
-    examples = torch.where(count[None] > 0, q @ prototypes(vectors, {n: p for n, p in drawn.items() if p}, len(names)).T, desc)
+        if rows.get(name):
+            drawn[n] = list(range(len(flat), len(flat) + len(rows[name])))
+            flat += rows[name]
+    examples, count = prototype_scores(q, desc, instance_vectors(ex, flat), drawn, len(names))
     gold = [i.relation for i in dev]
     out = {"descriptions": top1_f1(gold, names, desc)}
     for kappa in AFTER_FINETUNE_KAPPAS:
@@ -335,13 +340,14 @@ def after_finetune(checkpoint: str | None, runs, seed: int, fused_kappas=()) -> 
         if not tuned.is_dir():
             continue
         dev, drawn = labelled_rows(crossre, domain, 20, seed)
-        for label, ex in (("start", base), ("fine-tuned", emma.Extractor.load(tuned))):
+        finetuned = emma.Extractor.load(tuned)
+        for label, ex in (("start", base), ("fine-tuned", finetuned)):
             ex.set_relations(descriptions)
             scores = weight_scores(ex, list(descriptions), dev, drawn)
             totals[label].append(scores)
             print(f"| {domain} | {label} | " + " | ".join(f"{scores[h]:.1f}" for h in header) + " |", flush=True)
         if fused_kappas:
-            fused_scores = fused_weight_scores(ex, descriptions, dev, drawn, fused_kappas)
+            fused_scores = fused_weight_scores(finetuned, descriptions, dev, drawn, fused_kappas)
             totals.setdefault("fine-tuned, fused", []).append(fused_scores)
             print(f"| {domain} | fine-tuned, fused | " + " | ".join(f"κ = {k}: {v:.1f}" for k, v in fused_scores.items()) + " |",
                   flush=True)

@@ -92,6 +92,12 @@ def fused(extractor: emma.Extractor, instances, descriptions, examples: dict | N
     return round(emma.evaluate(extractor, instances)["emma_fused"]["f1"], 2)
 
 
+def tuned_scores(extractor: emma.Extractor, dev, descriptions, drawn: dict, check, check_descriptions) -> dict[str, float]:
+    """What a fine-tuned model is scored on: dev fused without and with the labelled rows as examples, and FewRel."""
+    return {"finetuned": fused(extractor, dev, descriptions), "finetuned_examples": fused(extractor, dev, descriptions, drawn),
+            "fewrel_ori_after": fused(extractor, check, check_descriptions)}
+
+
 def run(checkpoint: str, data: Path, results: Path, domains: list[str], recipes: list[str], rows: int, seed: int,
         fewrel_cap: int, runs: Path, keep: bool) -> None:
     done = {(r["domain"], r["recipe"], r["rows_per_relation"], r["seed"], scored_rule(r)) for r in read(results)}
@@ -118,9 +124,8 @@ def run(checkpoint: str, data: Path, results: Path, domains: list[str], recipes:
             tuned = emma.Extractor.load(output)
             record = {"domain": domain, "recipe": recipe, "rows_per_relation": rows, "seed": seed,
                       "rows": len(labelled), "relations": len(drawn), "checkpoint": emma.checkpoint_id(checkpoint),
-                      "zero_shot": zero, "examples_only": examples_only,
-                      "finetuned": fused(tuned, dev, descriptions), "finetuned_examples": fused(tuned, dev, descriptions, drawn),
-                      "fewrel_ori_before": fewrel_before, "fewrel_ori_after": fused(tuned, check, check_descriptions),
+                      "zero_shot": zero, "examples_only": examples_only, "fewrel_ori_before": fewrel_before,
+                      **tuned_scores(tuned, dev, descriptions, drawn, check, check_descriptions),
                       "fewrel_cap": fewrel_cap, "finetune_minutes": minutes, "example_rule": EXAMPLE_RULE,
                       "held_back_before": report.before.get("emma_fused"), "held_back_after": report.after.get("emma_fused"),
                       "improved": report.improved, "chance_better": report.chance_better,
@@ -201,11 +206,8 @@ def sweep(checkpoint: str, data: Path, results: Path, domains: list[str], traini
                     with blended_with_start(output, start, share) as blended:
                         record = {"domain": domain, "training": training, "blend": share, "rows_per_relation": rows,
                                   "seed": seed, "rows": len(labelled), "checkpoint": emma.checkpoint_id(checkpoint),
-                                  "zero_shot": zero, "examples_only": examples_only[seed],
-                                  "finetuned": fused(blended, dev, descriptions),
-                                  "finetuned_examples": fused(blended, dev, descriptions, drawn),
-                                  "fewrel_ori_before": fewrel_before,
-                                  "fewrel_ori_after": fused(blended, check, check_descriptions),
+                                  "zero_shot": zero, "examples_only": examples_only[seed], "fewrel_ori_before": fewrel_before,
+                                  **tuned_scores(blended, dev, descriptions, drawn, check, check_descriptions),
                                   "fewrel_cap": fewrel_cap, "finetune_minutes": trained_minutes, "example_rule": EXAMPLE_RULE,
                                   "budget": f"{_device_name()}, precision {blended.precision}, config {config}"}
                     append(results, record)
