@@ -70,6 +70,9 @@ class FinetuneConfig:
     replay_per_relation: int = 10
     refit: bool = True
     prototype_weight: float = 0.0
+    # Low-rank adapters of this rank instead of moving every encoder weight (0: off; `TrainConfig.adapter_rank`):
+    # they learn at `head_lr`, and the new version is saved merged. Adapters replace the blend (give blend=1).
+    adapter_rank: int = 0
     seed: int = 42
     precision: str = "auto"
 
@@ -78,13 +81,16 @@ class FinetuneConfig:
             raise ValueError(f"held_back={self.held_back}: give a fraction in [0, 1)")
         if self.epochs < 1:
             raise ValueError(f"epochs={self.epochs}: give at least 1")
+        if self.adapter_rank and self.blend < 1:
+            raise ValueError(f"adapter_rank={self.adapter_rank} with blend={self.blend}: adapters replace the blend; give blend=1")
 
     def train_config(self, checkpoint: str, relations: int) -> TrainConfig:
         """The `TrainConfig` of this fine-tune: both stages trained jointly from `checkpoint`."""
         return TrainConfig(init_checkpoint=checkpoint, train_recall=True, epochs=self.epochs, lr=self.lr,
                            head_lr=self.head_lr, batch_size=min(self.batch_size, relations), warmup_steps=10,
                            anchor=self.anchor, blend=self.blend, seed=self.seed, precision=self.precision,
-                           classifier_max_per_relation=None, prototype_weight=self.prototype_weight)
+                           classifier_max_per_relation=None, prototype_weight=self.prototype_weight,
+                           adapter_rank=self.adapter_rank)
 
 
 @dataclass

@@ -28,7 +28,15 @@ weight shipped when they were measured):
 20 rows per relation as examples at w = n / (n + κ), beside the starting checkpoint (and, with `--fused-kappas`, the
 fine-tune's fused macro F1 at those κ).
 
-    python -m research.examples_probe [--alternatives | --by-count | --after-finetune S [--fused-kappas 1,5,40]] [--checkpoint C]
+`--classifier-share` scores, on the six CrossRE domains and FewRel val_wiki, K = 0, 5, 10 examples per relation (draws
+0-2), how much the classifier's vote should count once recall has examples, and over how many candidates: the pick
+among recall's top k = 2 (shipped), 3, 4 by α·log p(classifier) + log softmax(recall / τ), for α = 1 (the shipped
+fused rule), 0.5, 0.25, 0 (recall alone) and α = 1 − w̄, w̄ the mean example weight of the k candidates (the
+classifier reads descriptions only, so its vote would count as much as the descriptions count in recall; K = 0 is
+then exactly the fused rule). With `--after-finetune S --picks`, the same grid on each kept fine-tune and its start,
+the fine-tune's 20 rows per relation as examples (a fine-tuned classifier has read the domain).
+
+    python -m research.examples_probe [--alternatives | --by-count | --classifier-share | --after-finetune S [--picks | --fused-kappas 1,5,40]] [--checkpoint C]
 """
 
 from __future__ import annotations
@@ -251,23 +259,36 @@ def count_scores(ex: emma.Extractor, fs) -> dict[str, list[float]]:
     return out
 
 
+def set_means(ex: emma.Extractor, score) -> dict[str, dict[str, float]]:
+    """{set name: {rule: mean over draws}} of `score(ex, fs)` on every set of `research.fewshot.load_sets`, each set's
+    line printed as it lands."""
+    means = {}
+    for fs in load_sets(DATA_DIR):
+        means[fs.name] = {rule: statistics.mean(v) for rule, v in score(ex, fs).items()}
+        print(fs.name, {rule: round(v, 1) for rule, v in means[fs.name].items()}, flush=True)
+    return means
+
+
+def print_grid(means: dict[str, dict[str, float]], title: str, rows: dict[str, str], shots) -> None:
+    """A markdown table with one row per `rows` item (label: rule key with "{K}" for the shots) and one column per K of
+    `shots`, each cell "CrossRE dev mean / FewRel val_wiki"."""
+    crossre = [name for name in means if name.startswith("crossre-")]
+    print(f"| {title} (CrossRE dev mean / FewRel val_wiki) | " + " | ".join(f"K = {k}" for k in shots)
+          + " |\n|---|" + "---|" * len(shots))
+    for label, key in rows.items():
+        cells = [f"{statistics.mean(means[s][key.format(K=k)] for s in crossre):.1f} / {means['fewrel-val'][key.format(K=k)]:.1f}"
+                 for k in shots]
+        print(f"| {label} | " + " | ".join(cells) + " |")
+
+
 def by_count(ex: emma.Extractor) -> None:
     """Print the `--by-count` table: per K and rule, CrossRE dev mean / FewRel val_wiki, mean of three draws."""
-    scores = {}
-    for fs in load_sets(DATA_DIR):
-        scores[fs.name] = {rule: statistics.mean(v) for rule, v in count_scores(ex, fs).items()}
-        print(fs.name, flush=True)
-    crossre = [name for name in scores if name.startswith("crossre-")]
-    rules = [f"w = {w}" for w in BY_COUNT_WEIGHTS] + [f"n/(n+{kappa:g})" for kappa in BY_COUNT_KAPPAS]
-    print(f"zero-shot: CrossRE dev mean {statistics.mean(scores[s]['K0'] for s in crossre):.1f}, "
-          f"FewRel val_wiki {scores['fewrel-val']['K0']:.1f}")
-    print("| rule (recall top-1; CrossRE dev mean / FewRel val_wiki) | " + " | ".join(f"K = {k}" for k in BY_COUNT_SHOTS)
-          + " |\n|---|" + "---|" * len(BY_COUNT_SHOTS))
-    for rule in rules:
-        key = rule.replace("w = ", "w")
-        cells = [f"{statistics.mean(scores[s][f'K{k}-{key}'] for s in crossre):.1f} / {scores['fewrel-val'][f'K{k}-{key}']:.1f}"
-                 for k in BY_COUNT_SHOTS]
-        print(f"| {rule} | " + " | ".join(cells) + " |")
+    means = set_means(ex, count_scores)
+    crossre = [name for name in means if name.startswith("crossre-")]
+    print(f"zero-shot: CrossRE dev mean {statistics.mean(means[s]['K0'] for s in crossre):.1f}, "
+          f"FewRel val_wiki {means['fewrel-val']['K0']:.1f}")
+    rows = {f"w = {w}": f"K{{K}}-w{w}" for w in BY_COUNT_WEIGHTS} | {f"n/(n+{kappa:g})": f"K{{K}}-n/(n+{kappa:g})" for kappa in BY_COUNT_KAPPAS}
+    print_grid(means, "rule (recall top-1)", rows, BY_COUNT_SHOTS)
 
 
 def alternatives(ex: emma.Extractor) -> None:
@@ -321,25 +342,29 @@ def fused_weight_scores(ex: emma.Extractor, descriptions: dict[str, str], dev: l
     return out
 
 
+def kept_finetunes(runs, seed: int):
+    """(domain, folder, dev instances, {relation: its 20 rows}) for each CrossRE domain with a kept `default` fine-tune of
+    draw `seed` (`finetune-compare --recipes default --seed S --keep`)."""
+    from .finetune import labelled_rows
+
+    for domain in DOMAINS:
+        tuned = runs / f"finetune-{domain}-default-20-{seed}"
+        if tuned.is_dir():
+            yield domain, tuned, *labelled_rows(DATA_DIR / "crossre", domain, 20, seed)
+
+
 def after_finetune(checkpoint: str | None, runs, seed: int, fused_kappas=()) -> None:
     """Print, per CrossRE domain with a kept `default` fine-tune (`finetune-compare --recipes default --seed S --keep`),
     recall top-1 on dev with the fine-tune's own 20 rows per relation as examples at w = n / (n + κ), for the starting
     checkpoint and the fine-tune: whether a fine-tuned model wants its examples weighed otherwise. With `fused_kappas`,
     the fine-tune's fused macro F1 at those κ too (slower: the classifier reads every dev pair per κ)."""
-    from .finetune import labelled_rows
-
-    crossre = DATA_DIR / "crossre"
-    descriptions = emma.read_descriptions(crossre / "descriptions.json")
+    descriptions = emma.read_descriptions(DATA_DIR / "crossre" / "descriptions.json")
     base = emma.Extractor.load(checkpoint)
     header = ["descriptions"] + [f"{k:g}" for k in AFTER_FINETUNE_KAPPAS]
     print("| domain | model | descriptions alone | " + " | ".join(f"κ = {k:g}" for k in AFTER_FINETUNE_KAPPAS) + " |\n|---|---|"
           + "---|" * len(header))
     totals: dict[str, list[dict[str, float]]] = {"start": [], "fine-tuned": []}
-    for domain in DOMAINS:
-        tuned = runs / f"finetune-{domain}-default-20-{seed}"
-        if not tuned.is_dir():
-            continue
-        dev, drawn = labelled_rows(crossre, domain, 20, seed)
+    for domain, tuned, dev, drawn in kept_finetunes(runs, seed):
         finetuned = emma.Extractor.load(tuned)
         for label, ex in (("start", base), ("fine-tuned", finetuned)):
             ex.set_relations(descriptions)
@@ -357,19 +382,167 @@ def after_finetune(checkpoint: str | None, runs, seed: int, fused_kappas=()) -> 
             print(f"| mean of {len(rows)} | {label} | " + " | ".join(f"{k}: {statistics.mean(r[k] for r in rows):.1f}" for k in keys) + " |")
 
 
+CLASSIFIER_SHARE_SHOTS = (0, 5, 10)
+CLASSIFIER_SHARES = ("1", "0.5", "0.25", "0", "1-w")
+CANDIDATE_KS = (2, 3, 4)
+
+
+def share_pick(prediction: emma.Prediction, share: str, counts: dict[str, int], temperature: float, k: int | None = None) -> str:
+    """The candidate among recall's first `k` (default: all the prediction's) picked by
+    α·log p(classifier) + log softmax(recall score / τ), α = `share` or 1 − those candidates' mean example weight
+    ("1-w"); recall's pick when the classifier did not run. The classifier scores each pair alone (its probabilities
+    are a softmax over the candidates), so a smaller k is the same ranking renormalised over the first k."""
+    if not prediction.reranked:
+        return prediction.recall_label
+    k = k or len(prediction.candidates)
+    candidates = prediction.candidates[:k]
+    if share == "1-w":
+        alpha = 1 - statistics.mean(float(emma.index.example_weight(counts.get(c, 0))) for c in candidates)
+    else:
+        alpha = float(share)
+    recall = torch.tensor([s for _, s in prediction.recall[:k]]) / temperature
+    cls = torch.log(torch.tensor(prediction.probabilities[:k]).clamp_min(1e-12))
+    return candidates[int(torch.argmax(alpha * cls + recall))]
+
+
+def pick_scores(ex: emma.Extractor, scored: list[emma.Instance], counts: dict[str, int]) -> dict[str, float]:
+    """{"k{k}-α{share}": macro F1} on `scored` for each k of `CANDIDATE_KS` and share of `CLASSIFIER_SHARES`, from one
+    prediction pass with the classifier reading recall's top max(k) (the relations and examples already in `ex`)."""
+    from unittest import mock
+
+    gold = [i.relation for i in scored]
+    # Both configs: a quantized extractor keeps its own copy of the model's.
+    with mock.patch.object(ex.config, "k", max(CANDIDATE_KS)), mock.patch.object(ex.model.config, "k", max(CANDIDATE_KS)):
+        predictions = ex.predict_batch(scored, top_k=max(CANDIDATE_KS))
+    return {f"k{k}-α{share}": emma.macro_prf(gold, [share_pick(p, share, counts, ex.config.temperature, k) for p in predictions])["f1"]
+            for k in CANDIDATE_KS for share in CLASSIFIER_SHARES}
+
+
+def share_scores(ex: emma.Extractor, fs) -> dict[str, list[float]]:
+    """{"K{K}-k{k}-α{share}": [macro F1 per draw]} for one `research.fewshot.FewShotSet` (K = 0: one draw)."""
+    out: dict[str, list[float]] = {}
+    for shots in CLASSIFIER_SHARE_SHOTS:
+        for seed in ((0,) if shots == 0 else (0, 1, 2)):
+            ex.set_relations(fs.descriptions)
+            drawn = emma.draw_shots(fs.pool, shots, seed=seed, exclude=fs.scored) if shots else {}
+            for relation, examples in drawn.items():
+                ex.add_examples(relation, examples)
+            for rule, f1 in pick_scores(ex, fs.scored, {r: len(v) for r, v in drawn.items()}).items():
+                out.setdefault(f"K{shots}-{rule}", []).append(f1)
+    return out
+
+
+def classifier_share(ex: emma.Extractor) -> None:
+    """Print the `--classifier-share` table: per (k, α) and K, CrossRE dev mean / FewRel val_wiki (mean of the draws)."""
+    rows = {f"k = {k}, α = {share}": f"K{{K}}-k{k}-α{share}" for k in CANDIDATE_KS for share in CLASSIFIER_SHARES}
+    print_grid(set_means(ex, share_scores), "candidates, classifier share", rows, CLASSIFIER_SHARE_SHOTS)
+
+
+CALIBRATION_SHOTS = (1, 5, 10)
+CALIBRATION_PENALTIES = (0.01, 0.1, 1.0)
+
+
+def mixed_scores(q: torch.Tensor, desc: torch.Tensor, vectors: torch.Tensor, drawn: dict[int, list[int]],
+                 relations: int) -> torch.Tensor:
+    """(B, relations) recall scores as the library mixes them: (1 − w)·description + w·prototype, w = n / (n + 5)."""
+    examples, count = prototype_scores(q, desc, vectors, drawn, relations)
+    w = emma.index.example_weight(count)
+    return (1 - w) * desc + w * examples
+
+
+def relation_biases(pool_desc: torch.Tensor, vectors: torch.Tensor, drawn: dict[int, list[int]], penalty: float,
+                    temperature: float = 0.02) -> torch.Tensor:
+    """(relations,) offsets b fitted so that softmax((score + b) / τ) labels the drawn rows of `vectors` (whose description
+    cosines are the rows of `pool_desc`) themselves, each scored
+    by the mixed rule with its own relation's prototype built without it (leave one out), + penalty·Σ(b/τ)²:
+    relations whose scores run high for other relations' sentences are pulled down."""
+    relations = pool_desc.shape[1]
+    rows, labels = [], []
+    for n, picked in drawn.items():
+        for j in picked:
+            others = {m: [i for i in js if i != j] for m, js in drawn.items()}
+            others = {m: js for m, js in others.items() if js}
+            rows.append(mixed_scores(vectors[j:j + 1], pool_desc[j:j + 1], vectors, others, relations)[0])
+            labels.append(n)
+    with torch.inference_mode(False), torch.enable_grad():  # normal tensors: the caller's are inference tensors
+        scores, y = torch.stack(rows).float().clone(), torch.tensor(labels)
+        b = torch.zeros(relations, requires_grad=True)
+        optimizer = torch.optim.Adam([b], lr=0.002)
+        for _ in range(200):
+            loss = F.cross_entropy((scores + b) / temperature, y) + penalty * ((b / temperature) ** 2).sum()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return b.detach()
+
+
+def calibration_scores(ex: emma.Extractor, fs) -> dict[str, list[float]]:
+    """{"K{K}-shipped" | "K{K}-bias-{penalty}": [recall top-1 macro F1 per draw]} for one `research.fewshot.FewShotSet`."""
+    ex.set_relations(fs.descriptions)
+    names = list(fs.descriptions)
+    q, tv = instance_vectors(ex, fs.scored), instance_vectors(ex, fs.pool)
+    gold = [i.relation for i in fs.scored]
+    desc, pool_desc = q @ ex.index.vectors.T, tv @ ex.index.vectors.T
+    out: dict[str, list[float]] = {}
+    for shots in CALIBRATION_SHOTS:
+        for seed in (0, 1, 2):
+            drawn = draws(fs.pool, names, shots, seed)
+            shipped = mixed_scores(q, desc, tv, drawn, len(names))
+            out.setdefault(f"K{shots}-shipped", []).append(top1_f1(gold, names, shipped))
+            for penalty in CALIBRATION_PENALTIES:
+                b = relation_biases(pool_desc, tv, drawn, penalty, ex.config.temperature)
+                out.setdefault(f"K{shots}-bias-{penalty:g}", []).append(top1_f1(gold, names, shipped + b))
+    return out
+
+
+def calibrated(ex: emma.Extractor) -> None:
+    """Print the `--calibrated` table: per rule and K, CrossRE dev mean / FewRel val_wiki, recall top-1, three draws."""
+    rows = {rule: f"K{{K}}-{rule}" for rule in ["shipped", *(f"bias-{p:g}" for p in CALIBRATION_PENALTIES)]}
+    print_grid(set_means(ex, calibration_scores), "rule (recall top-1)", rows, CALIBRATION_SHOTS)
+
+
+def after_finetune_picks(checkpoint: str | None, runs, seed: int) -> None:
+    """Print `pick_scores` on each CrossRE domain's dev with a kept `default` fine-tune of draw `seed`, for the start and
+    the fine-tune, the fine-tune's own 20 rows per relation as examples; then the means over the domains found."""
+    descriptions = emma.read_descriptions(DATA_DIR / "crossre" / "descriptions.json")
+    base = emma.Extractor.load(checkpoint)
+    totals: dict[str, list[dict[str, float]]] = {"start": [], "fine-tuned": []}
+    for domain, tuned, dev, drawn in kept_finetunes(runs, seed):
+        for label, ex in (("start", base), ("fine-tuned", emma.Extractor.load(tuned))):
+            ex.set_relations(descriptions)
+            for relation, rows in drawn.items():
+                ex.add_examples(relation, rows)
+            scores = pick_scores(ex, dev, {r: len(v) for r, v in drawn.items()})
+            totals[label].append(scores)
+            print(domain, label, {rule: round(v, 1) for rule, v in scores.items()}, flush=True)
+    print("| k | α | " + " | ".join(f"{label} + examples (mean of {len(rows)})" for label, rows in totals.items())
+          + " |\n|---|---|" + "---|" * len(totals))
+    for k in CANDIDATE_KS:
+        for share in CLASSIFIER_SHARES:
+            rule = f"k{k}-α{share}"
+            print(f"| {k} | {share} | " + " | ".join(f"{statistics.mean(r[rule] for r in rows):.1f}" if rows else "—"
+                                                   for rows in totals.values()) + " |")
+
+
 @torch.inference_mode()
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--alternatives", action="store_true", help="score the other rules at K = 5 instead")
     parser.add_argument("--by-count", action="store_true", help="score fixed weights against weights by example count")
+    parser.add_argument("--classifier-share", action="store_true", help="score how much the classifier's vote counts with examples")
+    parser.add_argument("--calibrated", action="store_true", help="score per-relation offsets fitted on the examples")
     parser.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the shipped one)")
     parser.add_argument("--after-finetune", type=int, metavar="SEED", default=None,
                         help="score example weights on the kept default fine-tunes of this draw (runs/finetune-*-default-20-SEED)")
+    parser.add_argument("--picks", action="store_true", help="with --after-finetune: the --classifier-share grid instead")
     parser.add_argument("--fused-kappas", default="", help="with --after-finetune: κ values (comma-separated) scored fused too")
     args = parser.parse_args()
     if args.after_finetune is not None:
         from . import RUNS_DIR
 
+        if args.picks:
+            after_finetune_picks(args.checkpoint, RUNS_DIR, args.after_finetune)
+            return
         after_finetune(args.checkpoint, RUNS_DIR, args.after_finetune,
                        [float(k) for k in args.fused_kappas.split(",") if k])
         return
@@ -379,6 +552,12 @@ def main() -> None:
         return
     if args.by_count:
         by_count(ex)
+        return
+    if args.classifier_share:
+        classifier_share(ex)
+        return
+    if args.calibrated:
+        calibrated(ex)
         return
     descriptions = emma.read_descriptions(DATA_DIR / "crossre" / "descriptions.json")
     ex.set_relations(descriptions)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import replace
 
 import pytest
+import torch
 
 import emma
 from research.examples_probe import ner_types
@@ -61,3 +63,61 @@ def test_fused_weight_scores_set_the_librarys_kappa_for_the_scoring_only(tiny_ex
     assert scores[f"{EXAMPLES_LIKE_DESCRIPTION:g}"] == fused(tiny_extractor, toy_instances, toy_descriptions, rows)
     assert scores["1e+09"] == fused(tiny_extractor, toy_instances, toy_descriptions)  # examples weigh ~0: descriptions alone
     assert example_weight(5) == 5 / (5 + EXAMPLES_LIKE_DESCRIPTION)  # the constant is back after the scoring
+
+
+
+def test_share_pick_at_one_is_the_libraries_fused_rule(tiny_extractor, toy_instances):
+    from research.examples_probe import share_pick
+
+    predictions = tiny_extractor.predict_batch(toy_instances, top_k=tiny_extractor.config.k)
+    tau = tiny_extractor.config.temperature
+    assert all(p.reranked for p in predictions)
+    assert [share_pick(p, "1", {}, tau) for p in predictions] == [p.choice("fused") for p in predictions]
+    assert [share_pick(p, "1-w", {}, tau) for p in predictions] == [p.choice("fused") for p in predictions]  # no examples: α = 1
+    assert [share_pick(p, "0", {}, tau) for p in predictions] == [p.recall_label for p in predictions]
+
+
+def test_share_pick_lets_the_classifier_count_less_as_the_candidates_examples_count_more():
+    from research.examples_probe import share_pick
+
+    # Recall prefers a by 0.5 in log space (cosines 0.01 apart at τ = 0.02), the classifier b by log 9 ≈ 2.2.
+    p = emma.Prediction(label="b", score=0.9, recall=[("a", 0.50), ("b", 0.49)], candidates=["a", "b"],
+                        probabilities=[0.1, 0.9], reranked=True, recall_label="a")
+    assert share_pick(p, "1", {}, 0.02) == "b" and share_pick(p, "0", {}, 0.02) == "a"
+    assert share_pick(p, "0.25", {}, 0.02) == "b" and share_pick(p, "0.1", {}, 0.02) == "a"
+    assert share_pick(p, "1-w", {"a": 5, "b": 5}, 0.02) == "b"  # w = 1/2: α = 1/2, 0.5 · 2.2 > 0.5
+    assert share_pick(p, "1-w", {"a": 45, "b": 45}, 0.02) == "a"  # w = 0.9: α = 0.1, 0.1 · 2.2 < 0.5
+    assert share_pick(replace(p, reranked=False), "1", {}, 0.02) == "a"
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])  # int8: the extractor holds a quantized copy of the model
+def test_pick_scores_at_the_shipped_k_and_share_are_the_libraries_fused_and_recall_scores(tiny_checkpoint, toy_descriptions,
+                                                                                       toy_instances, precision):
+    from research.examples_probe import pick_scores
+
+    tiny_extractor = emma.Extractor.load(tiny_checkpoint, precision=precision)
+    tiny_extractor.set_relations(toy_descriptions)
+    assert tiny_extractor.config.k == 2
+    report = emma.evaluate(tiny_extractor, toy_instances)
+    scores = pick_scores(tiny_extractor, toy_instances, {})
+    assert scores["k2-α1"] == pytest.approx(report["emma_fused"]["f1"])
+    assert scores["k2-α0"] == scores["k3-α0"] == scores["k4-α0"] == pytest.approx(report["recall_only"]["f1"])
+    assert tiny_extractor.config.k == 2  # the wider k was for the scoring only
+
+
+def test_relation_biases_pull_down_a_description_that_attracts_every_example():
+    from research.examples_probe import mixed_scores, relation_biases
+
+    vectors = torch.nn.functional.normalize(torch.ones(9, 6), dim=-1)  # one vector for all: prototypes cannot tell
+    drawn = {r: [3 * r, 3 * r + 1, 3 * r + 2] for r in range(3)}
+    pool_desc = torch.tensor([0.6, 0.5, 0.5]).repeat(9, 1)  # relation 0's description scores highest for every example
+    for r, picked in drawn.items():
+        pool_desc[picked, r] += 0.05  # and each example's own description a little higher than the others'
+    labels = torch.tensor([r for r in range(3) for _ in range(3)])
+    before = mixed_scores(vectors, pool_desc, vectors, drawn, 3)
+    assert before.argmax(1).tolist() == [0] * 9
+    with torch.inference_mode():  # as the probe calls it
+        b = relation_biases(pool_desc, vectors, drawn, penalty=0.01)
+    assert b[0] < b[1] and b[0] < b[2]
+    assert torch.equal((before + b).argmax(1), labels)
+    assert relation_biases(pool_desc, vectors, drawn, penalty=100.0).abs().max() < b.abs().max()  # the penalty holds them back

@@ -158,6 +158,24 @@ def test_the_anchor_keeps_the_weights_nearer_the_start(tiny_checkpoint, toy_inst
     assert len(log) == 4 and log[-1]["drift"] > 0
 
 
+def test_adapters_replace_the_blend_and_reach_the_training(tiny_checkpoint):
+    with pytest.raises(ValueError, match="adapters replace the blend"):
+        FinetuneConfig(adapter_rank=8)  # the default blend 0.7 averages full weights
+    assert FinetuneConfig(adapter_rank=8, blend=1.0).train_config(tiny_checkpoint, relations=3).adapter_rank == 8
+    assert FinetuneConfig().train_config(tiny_checkpoint, relations=3).adapter_rank == 0
+
+
+@pytest.mark.slow
+def test_an_adapter_finetune_saves_an_ordinary_model_with_the_base_weights_moved(tiny_checkpoint, toy_instances,
+                                                                                 toy_descriptions, tmp_path):
+    tuned = finetune(tiny_checkpoint, toy_instances, toy_descriptions, tmp_path / "lora",
+                     FinetuneConfig(adapter_rank=4, blend=1.0, refit=False, **FAST))
+    start, trained = (load_checkpoint(f, device="cpu")[0].state_dict() for f in (tiny_checkpoint, tuned.output))
+    assert set(trained) == set(start)  # merged: no adapter weights in the checkpoint
+    moved = {k for k in start if start[k].is_floating_point() and not torch.equal(start[k], trained[k])}
+    assert any(".encoder." in k and k.endswith("query.weight") for k in moved)  # the adapters, folded into the encoder
+
+
 @pytest.mark.slow
 def test_the_blend_saves_the_model_between_the_start_and_the_trained_weights(tiny_checkpoint, toy_instances, toy_descriptions,
                                                                             tmp_path):
