@@ -36,7 +36,10 @@ classifier reads descriptions only, so its vote would count as much as the descr
 then exactly the fused rule). With `--after-finetune S --picks`, the same grid on each kept fine-tune and its start,
 the fine-tune's 20 rows per relation as examples (a fine-tuned classifier has read the domain).
 
-    python -m research.examples_probe [--alternatives | --by-count | --classifier-share | --after-finetune S [--picks | --fused-kappas 1,5,40]] [--checkpoint C]
+`--calibrated` scores, at K = 1, 5, 10 (draws 0-2) on the same sets, recall top-1 with one offset per relation added
+to the shipped mix, fitted on the examples themselves (each scored with its own prototype left out) at three penalties.
+
+    python -m research.examples_probe [--alternatives | --by-count | --classifier-share | --calibrated | --after-finetune S [--picks | --fused-kappas 1,5,40]] [--checkpoint C]
 """
 
 from __future__ import annotations
@@ -452,10 +455,10 @@ def mixed_scores(q: torch.Tensor, desc: torch.Tensor, vectors: torch.Tensor, dra
 
 def relation_biases(pool_desc: torch.Tensor, vectors: torch.Tensor, drawn: dict[int, list[int]], penalty: float,
                     temperature: float = 0.02) -> torch.Tensor:
-    """(relations,) offsets b fitted so that softmax((score + b) / τ) labels the drawn rows of `vectors` (whose description
-    cosines are the rows of `pool_desc`) themselves, each scored
-    by the mixed rule with its own relation's prototype built without it (leave one out), + penalty·Σ(b/τ)²:
-    relations whose scores run high for other relations' sentences are pulled down."""
+    """(relations,) offsets b fitted so that softmax((score + b) / τ) labels the drawn rows of `vectors` themselves
+    (their description cosines: the rows of `pool_desc`), each scored by the mixed rule with its own relation's
+    prototype built without it (leave one out), + penalty·Σ(b/τ)²: relations whose scores run high for other
+    relations' sentences are pulled down."""
     relations = pool_desc.shape[1]
     rows, labels = [], []
     for n, picked in drawn.items():
