@@ -135,7 +135,7 @@ class Extractor:
         tokenizer: its tokenizer, markers added.
         precision: "auto" (see `emma.precision.resolve_precision`), "fp32", "bf16", "fp16", or "int8"
             (CPU: predictions run on an int8-quantized copy of `model`, which itself is not changed).
-        batch_size: sentences per encoder batch in `predict_batch`.
+        batch_size: sentences per encoder batch in `predict_batch` (int8: always 1, see `__init__`).
 
     Attributes:
         rerank_batch_size: sentences per classifier call (their k pairs each), regrouped by pair length;
@@ -151,6 +151,14 @@ class Extractor:
         self.config = model.config
         self.batch_size = batch_size
         self.rerank_batch_size: int | None = None if self.device.type == "cuda" else 8
+        if self.precision == "int8":
+            # Dynamic int8 takes each activation's scale from the whole input tensor, so in a batch a
+            # sentence's scores would depend on the sentences beside it and on their padding: of 120 CrossRE
+            # news sentences scored alone and in one batch, 20 got another label (fp32: none). A sentence must
+            # get the same answer whoever else is predicting (the server batches users together) and whether
+            # it is evaluated from a file or typed in. So int8 encodes one text at a time and reranks one
+            # sentence (its k pairs) at a time. Batching bought int8 little on a CPU anyway.
+            self.batch_size, self.rerank_batch_size = 1, 1
         self.index = RelationIndex()
         self.checkpoint: str = ""
 

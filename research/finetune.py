@@ -162,7 +162,6 @@ SWEEP_TRAININGS = {
     "epochs-4-lr-2e-4": FinetuneConfig(held_back=0.0, lr=2e-4, blend=1.0),
     # Low-rank adapters (rank 16) over a frozen encoder, at the adapters' rate (`head_lr`): less to forget.
     "adapters-16-epochs-4-lr-5e-4": FinetuneConfig(held_back=0.0, adapter_rank=16, head_lr=5e-4, blend=1.0),
-    "adapters-16-epochs-8-lr-5e-4": FinetuneConfig(held_back=0.0, adapter_rank=16, epochs=8, head_lr=5e-4, blend=1.0),
 }
 
 
