@@ -157,7 +157,7 @@ class Extractor:
             # news sentences scored alone and in one batch, 20 got another label (fp32: none). A sentence must
             # get the same answer whoever else is predicting (the server batches users together) and whether
             # it is evaluated from a file or typed in. So int8 encodes one text at a time and reranks one
-            # sentence (its k pairs) at a time. Batching bought int8 little on a CPU anyway.
+            # sentence (its k pairs) at a time, at the cost of its batched throughput (README "Speed").
             self.batch_size, self.rerank_batch_size = 1, 1
         self.index = RelationIndex()
         self.checkpoint: str = ""
