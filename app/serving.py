@@ -41,7 +41,7 @@ MAX_BATCH = 16  # sentences per model call
 # while several users are active the worker waits up to GATHER_MS for as many jobs as there were
 # users active in the last RECENT_S: a batch's own, plus those whose jobs came in while it ran
 # (counting the batch alone, 8 users settled into batches of 6 and 2). Measured in README "Load"
-# (python -m research loadtest).
+# (python -m research loadtest). An extractor that runs one text at a time is never waited for (`_batch_pays`).
 GATHER_MS = 50.0
 RECENT_S = 1.0
 
@@ -108,7 +108,8 @@ class ModelWorker:
             first = self._jobs.get()
             while recent and recent[0][0] < time.monotonic() - RECENT_S:
                 recent.popleft()
-            jobs = self._gather(first, max((active for _, active in recent), default=1))
+            expected = max((active for _, active in recent), default=1) if _batch_pays(first) else 1
+            jobs = self._gather(first, expected)
             self._serve(jobs)
             # The users active now: this batch's, and those whose jobs came in while it ran.
             recent.append((time.monotonic(), len(jobs) + self._jobs.qsize()))
@@ -161,6 +162,13 @@ class ModelWorker:
         for (_, future), prediction in zip(group, predictions):
             prediction.timings_ms = {"descriptions": index_ms, **prediction.timings_ms}
             future.set_result(prediction)
+
+
+def _batch_pays(job) -> bool:
+    """Whether waiting for company can pay for `job`: not for a prediction on an extractor that runs one text at a
+    time (int8, `Extractor.__init__`), where a batch shares no arithmetic and the wait would only delay it."""
+    (kind, payload), _ = job
+    return not (kind == "predict" and payload[5].extractor.batch_size == 1)
 
 
 def _settle(future: Future, fn) -> None:
