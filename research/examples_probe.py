@@ -54,7 +54,7 @@ import torch.nn.functional as F
 import emma
 
 from . import DATA_DIR
-from .fewshot import load_sets
+from .fewshot import load_sets, use_relations
 
 DOMAINS = ("ai", "science", "music", "literature", "politics", "news")
 WEIGHTS = (0.3, 0.5, 0.7, 1.0)
@@ -426,10 +426,8 @@ def share_scores(ex: emma.Extractor, fs) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {}
     for shots in CLASSIFIER_SHARE_SHOTS:
         for seed in ((0,) if shots == 0 else (0, 1, 2)):
-            ex.set_relations(fs.descriptions)
             drawn = emma.draw_shots(fs.pool, shots, seed=seed, exclude=fs.scored) if shots else {}
-            for relation, examples in drawn.items():
-                ex.add_examples(relation, examples)
+            use_relations(ex, fs.descriptions, drawn)
             for rule, f1 in pick_scores(ex, fs.scored, {r: len(v) for r, v in drawn.items()}).items():
                 out.setdefault(f"K{shots}-{rule}", []).append(f1)
     return out
@@ -512,9 +510,7 @@ def after_finetune_picks(checkpoint: str | None, runs, seed: int) -> None:
     totals: dict[str, list[dict[str, float]]] = {"start": [], "fine-tuned": []}
     for domain, tuned, dev, drawn in kept_finetunes(runs, seed):
         for label, ex in (("start", base), ("fine-tuned", emma.Extractor.load(tuned))):
-            ex.set_relations(descriptions)
-            for relation, rows in drawn.items():
-                ex.add_examples(relation, rows)
+            use_relations(ex, descriptions, drawn)
             scores = pick_scores(ex, dev, {r: len(v) for r, v in drawn.items()})
             totals[label].append(scores)
             print(domain, label, {rule: round(v, 1) for rule, v in scores.items()}, flush=True)

@@ -74,12 +74,17 @@ def load_sets(data: Path, names: list[str] | None = None, crossre_split: str = "
     return sets
 
 
+def use_relations(extractor: emma.Extractor, descriptions: dict[str, str], examples: dict | None = None) -> None:
+    """Put `descriptions` in force on `extractor` (dropping any examples), then each relation's `examples` rows."""
+    extractor.set_relations(descriptions)
+    for relation, rows in (examples or {}).items():
+        extractor.add_examples(relation, rows)
+
+
 def run_one(extractor: emma.Extractor, fs: FewShotSet, shots: int, seed: int) -> dict:
     """Score `fs` with `shots` examples per relation drawn with `seed`; returns the results record."""
-    extractor.set_relations(fs.descriptions)
     drawn = emma.draw_shots(fs.pool, shots, seed=seed, exclude=fs.scored)
-    for relation, examples in drawn.items():
-        extractor.add_examples(relation, examples)
+    use_relations(extractor, fs.descriptions, drawn)
     start = time.perf_counter()
     report = emma.evaluate(extractor, fs.scored)
     return {"set": fs.name, "shots": shots, "seed": seed, "examples": sum(len(v) for v in drawn.values()),

@@ -39,7 +39,7 @@ from emma.checkpoint import load_checkpoint, save_checkpoint
 from emma.finetune import FinetuneConfig, finetune
 from emma.train import blend_toward
 
-from .fewshot import CROSSRE_DOMAINS, EXAMPLE_RULE, scored_rule
+from .fewshot import CROSSRE_DOMAINS, EXAMPLE_RULE, scored_rule, use_relations
 from .jsonl import append, read
 from .protocol import dataset_files, fewrel_pool, split_file
 
@@ -86,9 +86,7 @@ def labelled_rows(crossre: Path, domain: str, rows: int, seed: int) -> tuple[lis
 
 
 def fused(extractor: emma.Extractor, instances, descriptions, examples: dict | None = None) -> float:
-    extractor.set_relations(descriptions)
-    for relation, rows in (examples or {}).items():
-        extractor.add_examples(relation, rows)
+    use_relations(extractor, descriptions, examples)
     return round(emma.evaluate(extractor, instances)["emma_fused"]["f1"], 2)
 
 
