@@ -372,7 +372,9 @@ candidates, the three labelled sentences most like this one, with their cosine s
 
 HELP_RERANK = """**Stage 2, classifier.** A second model reads the sentence together with each of the k descriptions and
 gives probabilities. Models that combine the two stages multiply them with recall's own confidence ("combined"), so a
-hesitant classifier does not overrule a sure recall. When the pick is not recall's #1, stage 2 has corrected recall."""
+hesitant classifier does not overrule a sure recall. The classifier reads only descriptions, so when the candidates have
+labelled examples its vote counts as much as their descriptions count in recall. When the pick is not recall's #1,
+stage 2 has corrected recall."""
 
 HELP_ATTENTION = """**Why these descriptions?** Each description is summarised twice, once for the head entity and once for the
 tail (two "virtual entities"). Each row shows how much weight each word of the description got."""

@@ -57,7 +57,7 @@ def prediction_record(sentence, head, tail, instance, prediction, relations, che
             "recall_score": float(scores[name]),
             "classifier_rank": cls_rank.get(name),
             "probability": float(prediction.probabilities[i]) if prediction.reranked else None,
-            "combined": float(fused[i]) if fused else None,  # classifier × recall, renormalised
+            "combined": float(fused[i]) if fused else None,  # classifier^share × recall, renormalised
             # The score the checkpoint's decision rule ranked by: one place that knows the rule.
             "deciding_score": float(deciding[i]) if deciding else None,
             "attention": prediction.attention.get(name, {"tokens": [], "head": [], "tail": []}),
@@ -79,6 +79,8 @@ def prediction_record(sentence, head, tail, instance, prediction, relations, che
         "recall_label": prediction.recall_label,
         "reranked": bool(prediction.reranked),
         "decision": prediction.decision,
+        # the power of the classifier's probability in "combined": below 1 when the candidates have examples
+        "classifier_share": float(prediction.classifier_share),
         "note": prediction.note,
         "candidates": list(prediction.candidates),
         "candidates_detail": detail,
@@ -111,6 +113,10 @@ def summary_text(record: dict) -> str:
         if record.get("decision") == "fused":
             text = (f"Predicted '{label}': classifier probability {mine['probability']:.2f}, "
                     f"{mine['combined']:.2f} combined with recall's confidence.")
+            share = record.get("classifier_share", 1.0)
+            if share < 1:
+                text += (f" Your labelled examples of these candidates count in recall, so the classifier, which reads"
+                         f" only descriptions, counted {share:.0%} as much as it does without them.")
             who = "classifier and recall together preferred"
         else:
             text = f"Predicted '{label}' with classifier probability {mine['probability']:.2f}."

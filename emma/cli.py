@@ -339,7 +339,7 @@ def predict(checkpoint, descriptions, text, head, tail, top_k) -> None:
     """Predict the relation between two entities of a sentence; prints JSON.
 
     Keys: label, description, score (under the decision rule in force), recall, candidates,
-    probabilities (the classifier's), fused, decision, reranked, note.
+    probabilities (the classifier's), fused, classifier_share (its power in fused), decision, reranked, note.
 
     Example:
 
@@ -362,6 +362,7 @@ def predict(checkpoint, descriptions, text, head, tail, top_k) -> None:
         "candidates": p.candidates,
         "probabilities": p.probabilities,
         "fused": p.fused,
+        "classifier_share": p.classifier_share,
         "decision": p.decision,
         "reranked": p.reranked,
         "note": p.note,

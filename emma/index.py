@@ -216,6 +216,14 @@ class RelationIndex:
         combined = (1 - w) * description + w * examples
         return RecallScores(self._shifted(combined), description, examples.masked_fill(w == 0, float("nan")))
 
+    def description_share(self, rows: Sequence[int]) -> float:
+        """1 − the mean example weight w of the relations at positions `rows`: how much their descriptions count
+        in their recall scores (1 without examples, 0 for relations known by examples alone). The fused decision
+        weighs the classifier, which reads descriptions only, by it (`emma.pipeline.fuse`)."""
+        if not rows or self._weights is None:
+            return 1.0
+        return 1.0 - float(self._weights[list(rows)].mean())
+
     def _shifted(self, scores: torch.Tensor) -> torch.Tensor:
         return scores if self._shift is None else scores + self._shift  # (B, N) + (N,)
 

@@ -57,8 +57,10 @@ class Prediction:
         recall_parts: {relation: (description cosine, examples' prototype cosine or None)} for `recall`.
         candidates: the k relations sent to the classifier, in recall order.
         probabilities: classifier probabilities aligned with `candidates` (empty if not reranked).
-        fused: classifier probability × recall softmax(cos/τ) over the candidates, renormalised
-            (empty if not reranked).
+        fused: classifier probability^classifier_share × recall softmax(cos/τ) over the candidates,
+            renormalised (empty if not reranked; `fuse`).
+        classifier_share: the power of the classifier's probability in `fused`: 1 − the candidates' mean
+            example weight, so 1 for relations without labelled examples.
         decision: which rule picked `label`: "classifier", "fused" (EmmaConfig.decision) or "recall".
         reranked: whether the classifier ran.
         recall_label: recall's top-1 relation (differs from `label` when the classifier corrected it).
@@ -79,6 +81,7 @@ class Prediction:
     recall_label: str
     fused: list[float] = field(default_factory=list)
     decision: str = "recall"
+    classifier_share: float = 1.0
     attention: dict[str, dict] = field(default_factory=dict)
     recall_parts: dict[str, tuple[float, float | None]] = field(default_factory=dict)
     examples: dict[str, list[tuple[Instance, float]]] = field(default_factory=dict)
@@ -98,15 +101,20 @@ class Prediction:
         return self.candidates[max(range(len(scores)), key=scores.__getitem__)]
 
 
-def fuse(probabilities: Sequence[float], cosines: Sequence[float], temperature: float) -> list[float]:
-    """Both stages' beliefs over the k candidates: classifier probability × softmax(cos / τ), renormalised.
+def fuse(probabilities: Sequence[float], cosines: Sequence[float], temperature: float,
+         classifier_share: float = 1.0) -> list[float]:
+    """Both stages' beliefs over the k candidates: classifier probability^share × softmax(cos / τ), renormalised.
 
     The paper lets the classifier decide alone. A classifier trained briefly is often less sure than
     recall, and the product lets recall's confidence count too (EmmaConfig.decision = "fused").
+    The classifier reads only descriptions, so once the candidates have labelled examples its vote counts
+    as much as their descriptions count in recall: `classifier_share` = 1 − their mean example weight
+    (`RelationIndex.description_share`; 1 without examples, the plain product). Measured by
+    `python -m research.examples_probe --classifier-share` (results/FEWSHOT.md).
     """
     log_recall = torch.log_softmax(torch.tensor([float(c) for c in cosines]) / temperature, dim=0)
     log_cls = torch.log(torch.tensor([float(p) for p in probabilities]).clamp_min(1e-12))
-    return torch.softmax(log_cls + log_recall, dim=0).tolist()
+    return torch.softmax(classifier_share * log_cls + log_recall, dim=0).tolist()
 
 
 def rule_scores(rule: str, probabilities: Sequence[float], fused: Sequence[float]) -> list[float]:
@@ -115,13 +123,14 @@ def rule_scores(rule: str, probabilities: Sequence[float], fused: Sequence[float
     return list(fused if rule == "fused" else probabilities)
 
 
-def decide(probabilities: Sequence[float], cosines: Sequence[float], temperature: float, rule: str) -> tuple[int, float, list[float]]:
-    """Apply decision `rule` to one instance's k candidates (recall order).
+def decide(probabilities: Sequence[float], cosines: Sequence[float], temperature: float, rule: str,
+           classifier_share: float = 1.0) -> tuple[int, float, list[float]]:
+    """Apply decision `rule` to one instance's k candidates (recall order); `classifier_share` as in `fuse`.
 
     Returns:
         (index of the winning candidate, its score under the rule, the fused scores).
     """
-    fused = fuse(probabilities, cosines, temperature)
+    fused = fuse(probabilities, cosines, temperature, classifier_share)
     scores = rule_scores(rule, probabilities, fused)
     best = max(range(len(scores)), key=scores.__getitem__)
     return best, scores[best], fused
@@ -399,9 +408,10 @@ class Extractor:
         names, k = self.index.names, min(self.config.k, len(self.index))
         ranked = [names[j] for j in rows[:keep]]
         candidates = [names[j] for j in rows[:k]]
-        label, score, fused = candidates[0], scores[0], []
+        label, score, fused, share = candidates[0], scores[0], [], 1.0
         if not skip_reason:
-            best, score, fused = decide(probabilities, scores[:k], self.config.temperature, self.config.decision)
+            share = self.index.description_share(rows[:k])
+            best, score, fused = decide(probabilities, scores[:k], self.config.temperature, self.config.decision, share)
             label = candidates[best]
         return Prediction(
             label=label,
@@ -413,6 +423,7 @@ class Extractor:
             recall_label=candidates[0],
             fused=fused,
             decision="recall" if skip_reason else self.config.decision,
+            classifier_share=share,
             attention={names[j]: self.index.rows[j].attention() for j in rows[:k]},
             recall_parts=dict(zip(ranked, parts[:keep])),
             examples={names[j]: self.index.nearest_examples(vector, names[j]) for j in rows[:k] if names[j] in self.index.examples},

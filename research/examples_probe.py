@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -64,6 +65,25 @@ LOO_WEIGHTS = (0.0, 0.2, 0.35, 0.5, 0.65, 0.8, 1.0)
 def instance_vectors(ex: emma.Extractor, instances: list[emma.Instance]) -> torch.Tensor:
     """(B, 3d) unit instance vectors."""
     return torch.stack([r.vector for r in ex.encode_examples(instances)])
+
+
+class EncodedSet(NamedTuple):
+    """One `research.fewshot.FewShotSet` encoded once, with its relations in force: what the recall-only probes score."""
+
+    names: list[str]  # the relations, in index order
+    gold: list[str]  # the scored instances' relations
+    scored: torch.Tensor  # (B, 3d) unit vectors of the scored instances
+    pool: torch.Tensor  # (M, 3d) unit vectors of the pool the examples are drawn from
+    desc: torch.Tensor  # (B, N) the scored instances' description cosines
+    pool_desc: torch.Tensor  # (M, N) the pool's
+
+
+def encode_set(ex: emma.Extractor, fs) -> EncodedSet:
+    """Put `fs`'s descriptions in force on `ex` and encode its scored instances and pool."""
+    ex.set_relations(fs.descriptions)
+    q, pool = instance_vectors(ex, fs.scored), instance_vectors(ex, fs.pool)
+    return EncodedSet(list(fs.descriptions), [i.relation for i in fs.scored], q, pool,
+                      q @ ex.index.vectors.T, pool @ ex.index.vectors.T)
 
 
 def draws(pool: list[emma.Instance], names: list[str], k: int, seed: int) -> dict[int, list[int]]:
@@ -191,11 +211,7 @@ def ner_types(instances: list[emma.Instance]) -> list[tuple[str, str]]:
 
 def alternative_scores(ex: emma.Extractor, fs) -> dict[str, list[float]]:
     """{rule: [recall top-1 macro F1 per draw]} at K = 5 for one `research.fewshot.FewShotSet`."""
-    ex.set_relations(fs.descriptions)
-    names = list(fs.descriptions)
-    q, tv = instance_vectors(ex, fs.scored), instance_vectors(ex, fs.pool)
-    gold = [i.relation for i in fs.scored]
-    desc = q @ ex.index.vectors.T
+    names, gold, q, tv, desc, _ = encode_set(ex, fs)
     d = q.shape[1] // 3
     q_types, pool_types = ner_types(fs.scored), ner_types(fs.pool)
     labels = {lab: i for i, lab in enumerate(sorted({t for pair in q_types + pool_types for t in pair}))}
@@ -245,11 +261,7 @@ BY_COUNT_KAPPAS = (2.5, 5.0, 10.0)
 def count_scores(ex: emma.Extractor, fs) -> dict[str, list[float]]:
     """{rule: [recall top-1 macro F1 per draw]} for one `research.fewshot.FewShotSet`: "K{k}-w{w}" (fixed weight)
     and "K{k}-n/(n+{κ})" (weight by each relation's number of examples), and "K0"."""
-    ex.set_relations(fs.descriptions)
-    names = list(fs.descriptions)
-    q, tv = instance_vectors(ex, fs.scored), instance_vectors(ex, fs.pool)
-    gold = [i.relation for i in fs.scored]
-    desc = q @ ex.index.vectors.T
+    names, gold, q, tv, desc, _ = encode_set(ex, fs)
     out: dict[str, list[float]] = {"K0": [top1_f1(gold, names, desc)]}
     for k in BY_COUNT_SHOTS:
         for seed in (0, 1, 2):
@@ -262,24 +274,27 @@ def count_scores(ex: emma.Extractor, fs) -> dict[str, list[float]]:
     return out
 
 
-def set_means(ex: emma.Extractor, score) -> dict[str, dict[str, float]]:
+def set_means(ex: emma.Extractor, score, split: str = "dev") -> dict[str, dict[str, float]]:
     """{set name: {rule: mean over draws}} of `score(ex, fs)` on every set of `research.fewshot.load_sets`, each set's
-    line printed as it lands."""
+    line printed as it lands. `split` "test" scores the CrossRE test files and leaves FewRel out (its val_wiki is the
+    only FewRel set, and the dev run scored it)."""
+    names = None if split == "dev" else [f"crossre-{d}" for d in DOMAINS]
     means = {}
-    for fs in load_sets(DATA_DIR):
+    for fs in load_sets(DATA_DIR, names, crossre_split=split):
         means[fs.name] = {rule: statistics.mean(v) for rule, v in score(ex, fs).items()}
         print(fs.name, {rule: round(v, 1) for rule, v in means[fs.name].items()}, flush=True)
     return means
 
 
-def print_grid(means: dict[str, dict[str, float]], title: str, rows: dict[str, str], shots) -> None:
+def print_grid(means: dict[str, dict[str, float]], title: str, rows: dict[str, str], shots, split: str = "dev") -> None:
     """A markdown table with one row per `rows` item (label: rule key with "{K}" for the shots) and one column per K of
-    `shots`, each cell "CrossRE dev mean / FewRel val_wiki"."""
+    `shots`, each cell "CrossRE `split` mean / FewRel val_wiki" (FewRel "—" when `means` has no FewRel set)."""
     crossre = [name for name in means if name.startswith("crossre-")]
-    print(f"| {title} (CrossRE dev mean / FewRel val_wiki) | " + " | ".join(f"K = {k}" for k in shots)
+    print(f"| {title} (CrossRE {split} mean / FewRel val_wiki) | " + " | ".join(f"K = {k}" for k in shots)
           + " |\n|---|" + "---|" * len(shots))
     for label, key in rows.items():
-        cells = [f"{statistics.mean(means[s][key.format(K=k)] for s in crossre):.1f} / {means['fewrel-val'][key.format(K=k)]:.1f}"
+        cells = [f"{statistics.mean(means[s][key.format(K=k)] for s in crossre):.1f} / "
+                 + (f"{means['fewrel-val'][key.format(K=k)]:.1f}" if "fewrel-val" in means else "—")
                  for k in shots]
         print(f"| {label} | " + " | ".join(cells) + " |")
 
@@ -433,10 +448,10 @@ def share_scores(ex: emma.Extractor, fs) -> dict[str, list[float]]:
     return out
 
 
-def classifier_share(ex: emma.Extractor) -> None:
-    """Print the `--classifier-share` table: per (k, α) and K, CrossRE dev mean / FewRel val_wiki (mean of the draws)."""
+def classifier_share(ex: emma.Extractor, split: str = "dev") -> None:
+    """Print the `--classifier-share` table: per (k, α) and K, CrossRE `split` mean / FewRel val_wiki (mean of the draws)."""
     rows = {f"k = {k}, α = {share}": f"K{{K}}-k{k}-α{share}" for k in CANDIDATE_KS for share in CLASSIFIER_SHARES}
-    print_grid(set_means(ex, share_scores), "candidates, classifier share", rows, CLASSIFIER_SHARE_SHOTS)
+    print_grid(set_means(ex, share_scores, split), "candidates, classifier share", rows, CLASSIFIER_SHARE_SHOTS, split)
 
 
 CALIBRATION_SHOTS = (1, 5, 10)
@@ -479,11 +494,7 @@ def relation_biases(pool_desc: torch.Tensor, vectors: torch.Tensor, drawn: dict[
 
 def calibration_scores(ex: emma.Extractor, fs) -> dict[str, list[float]]:
     """{"K{K}-shipped" | "K{K}-bias-{penalty}": [recall top-1 macro F1 per draw]} for one `research.fewshot.FewShotSet`."""
-    ex.set_relations(fs.descriptions)
-    names = list(fs.descriptions)
-    q, tv = instance_vectors(ex, fs.scored), instance_vectors(ex, fs.pool)
-    gold = [i.relation for i in fs.scored]
-    desc, pool_desc = q @ ex.index.vectors.T, tv @ ex.index.vectors.T
+    names, gold, q, tv, desc, pool_desc = encode_set(ex, fs)
     out: dict[str, list[float]] = {}
     for shots in CALIBRATION_SHOTS:
         for seed in (0, 1, 2):
@@ -531,6 +542,8 @@ def main() -> None:
     parser.add_argument("--classifier-share", action="store_true", help="score how much the classifier's vote counts with examples")
     parser.add_argument("--calibrated", action="store_true", help="score per-relation offsets fitted on the examples")
     parser.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the shipped one)")
+    parser.add_argument("--split", choices=("dev", "test"), default="dev",
+                        help="with --classifier-share: the CrossRE file scored (test: CrossRE only)")
     parser.add_argument("--after-finetune", type=int, metavar="SEED", default=None,
                         help="score example weights on the kept default fine-tunes of this draw (runs/finetune-*-default-20-SEED)")
     parser.add_argument("--picks", action="store_true", help="with --after-finetune: the --classifier-share grid instead")
@@ -553,7 +566,7 @@ def main() -> None:
         by_count(ex)
         return
     if args.classifier_share:
-        classifier_share(ex)
+        classifier_share(ex, args.split)
         return
     if args.calibrated:
         calibrated(ex)

@@ -28,7 +28,10 @@ from .jsonl import append, read
 CROSSRE_DOMAINS = ("ai", "science", "music", "literature", "politics", "news")
 FEWREL_POOL = 30  # instances per relation set aside as the FewRel example pool (more than the largest K, so seeds differ)
 FEWREL_SCORED = 200  # instances per relation scored
-EXAMPLE_RULE = f"n/(n+{EXAMPLES_LIKE_DESCRIPTION})"  # how recall weighs a relation's n examples (emma.index.example_weight)
+# How a relation's n examples count: recall weighs them n / (n + 5) (emma.index.example_weight), and the fused rule
+# weighs the classifier by 1 − the candidates' mean weight (emma.pipeline.fuse). Records scored before the second
+# part read "n/(n+5)".
+EXAMPLE_RULE = f"n/(n+{EXAMPLES_LIKE_DESCRIPTION}), classifier 1-w"
 EARLIER_RULE = "0.5"  # records without "example_rule": the fixed weight used before
 
 

@@ -578,6 +578,8 @@ def test_records_and_panels_follow_the_checkpoints_decision_rule():
     table = plots.rerank_table(fused)
     assert table["relation"].tolist() == ["a", "b"] and table.loc[0, "final"] == "✔ predicted"
     assert {c["relation"]: c["deciding_score"] for c in fused["candidates_detail"]} == combined
+    assert fused["classifier_share"] == 1.0 and "counted" not in text
+    assert "counted 40% as much" in summary_text({**fused, "classifier_share": 0.4})  # the candidates have examples
 
 
 # ---------------------------------------------------------------------- labelled examples

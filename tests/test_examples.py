@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from emma.data import Instance
 from emma.index import example_weight
-from emma.pipeline import Extractor
+from emma.pipeline import Extractor, fuse
 
 
 def _vectors(ex, instances):
@@ -115,6 +115,23 @@ def test_remove_examples_matches_sentence_and_spans_whatever_the_label(tiny_extr
     assert [e.instance.pair for e in ex.index.examples["born in"]] == [unlabelled[1].pair]
     ex.remove_examples("born in", toy_instances[4:5])  # labelled this time: matched all the same
     assert "born in" not in ex.index.examples
+
+
+def test_the_classifier_counts_as_much_as_the_candidates_descriptions_do(tiny_extractor, toy_instances):
+    """The fused rule weighs the classifier's log-probability by 1 − the candidates' mean example weight."""
+    ex = tiny_extractor
+    target = toy_instances[10]
+    zero_shot = ex.predict_tokens(target.tokens, target.head, target.tail)
+    assert zero_shot.classifier_share == 1.0
+    ex.add_examples("member of", toy_instances[9:12])
+    p = ex.predict_tokens(target.tokens, target.head, target.tail)
+    assert p.reranked and "member of" in p.candidates  # its own example pulls it in
+    share = 1 - sum(example_weight(3 if c == "member of" else 0) for c in p.candidates) / len(p.candidates)
+    assert p.classifier_share == pytest.approx(share) and share < 1
+    cosines = [dict(p.recall)[c] for c in p.candidates]
+    assert p.fused == pytest.approx(fuse(p.probabilities, cosines, ex.config.temperature, share))
+    assert p.fused != pytest.approx(fuse(p.probabilities, cosines, ex.config.temperature), abs=1e-6)
+    assert p.label == p.candidates[p.fused.index(max(p.fused))]
 
 
 def test_only_relations_with_examples_mix_in_their_prototype(tiny_extractor, toy_instances):

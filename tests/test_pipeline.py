@@ -49,6 +49,15 @@ def test_prediction_fields(tiny_extractor, toy_instances):
     assert set(p.timings_ms) == {"encode", "recall", "rerank"}
 
 
+def test_the_classifier_share_scales_its_vote_from_none_to_all():
+    probs, cos, tau = [0.9, 0.1], [0.50, 0.52], 0.02
+    recall_alone = torch.softmax(torch.tensor(cos) / tau, dim=0).tolist()
+    assert fuse(probs, cos, tau, 0.0) == pytest.approx(recall_alone)
+    product = [p * r for p, r in zip(probs, recall_alone)]
+    assert fuse(probs, cos, tau) == pytest.approx([x / sum(product) for x in product])
+    assert fuse(probs, cos, tau)[0] > fuse(probs, cos, tau, 0.5)[0] > fuse(probs, cos, tau, 0.0)[0]
+
+
 def test_attention_weights_sum_to_one_over_description_tokens(tiny_extractor, toy_instances):
     p = tiny_extractor.predict_batch(toy_instances[:1])[0]
     assert set(p.attention) == set(p.candidates)
