@@ -30,10 +30,11 @@ fine-tune's fused macro F1 at those κ).
 
 `--classifier-share` scores, on the six CrossRE domains and FewRel val_wiki, K = 0, 5, 10 examples per relation (draws
 0-2), how much the classifier's vote should count once recall has examples, and over how many candidates: the pick
-among recall's top k = 2 (shipped), 3, 4 by α·log p(classifier) + log softmax(recall / τ), for α = 1 (the shipped
-fused rule), 0.5, 0.25, 0 (recall alone) and α = 1 − w̄, w̄ the mean example weight of the k candidates (the
-classifier reads descriptions only, so its vote would count as much as the descriptions count in recall; K = 0 is
-then exactly the fused rule). With `--after-finetune S --picks`, the same grid on each kept fine-tune and its start,
+among recall's top k = 2 (shipped), 3, 4 by α·log p(classifier) + log softmax(recall / τ), for α = 1 (the fused
+rule before), 0.5, 0.25, 0 (recall alone) and α = 1 − w̄, w̄ the mean example weight of the k candidates (the
+classifier reads descriptions only, so its vote counts as much as the descriptions count in recall; shipped since,
+`emma.pipeline.fuse`; K = 0 is then exactly the rule before). `--split test` scores the CrossRE test files instead
+(FewRel left out). With `--after-finetune S --picks`, the same grid on each kept fine-tune and its start,
 the fine-tune's 20 rows per relation as examples (a fine-tuned classifier has read the domain).
 
 `--calibrated` scores, at K = 1, 5, 10 (draws 0-2) on the same sets, recall top-1 with one offset per relation added
