@@ -42,8 +42,8 @@ def pseudo_labels(scores: torch.Tensor, per_relation: int, temperature: float,
 
 def pseudo_scores(ex: emma.Extractor, fs) -> dict[str, list[float]]:
     """{"K{K}-{rule}": [value per draw]} for one `research.fewshot.FewShotSet`: recall top-1 macro F1 of the shipped
-    mix ("shipped") and with m pseudo-labels per relation added ("pseudo-{m}"), and those labels' precision in %
-    ("precision-{m}")."""
+    mix ("shipped"), with m pseudo-labels per relation from the pool added ("pseudo-{m}") and those labels' precision
+    in % ("precision-{m}"), and with m from the scored sentences themselves ("corpus-{m}")."""
     names, gold, q, pool, desc, pool_desc = encode_set(ex, fs)
     out: dict[str, list[float]] = {}
     for shots in PSEUDO_SHOTS:
