@@ -406,22 +406,26 @@ CLASSIFIER_SHARES = ("1", "0.5", "0.25", "0", "1-w")
 CANDIDATE_KS = (2, 3, 4)
 
 
+def share_alpha(candidates: list[str], share: str, counts: dict[str, int]) -> float:
+    """α of rule `share` over `candidates`: the number itself, or for "1-w" 1 − their mean example weight with
+    `counts` examples per relation (the library's `classifier_share` for relations with descriptions)."""
+    if share == "1-w":
+        return 1 - statistics.mean(float(emma.index.example_weight(counts.get(c, 0))) for c in candidates)
+    return float(share)
+
+
 def share_pick(prediction: emma.Prediction, share: str, counts: dict[str, int], temperature: float, k: int | None = None) -> str:
-    """The candidate among recall's first `k` (default: all the prediction's) picked by
-    α·log p(classifier) + log softmax(recall score / τ), α = `share` or 1 − those candidates' mean example weight
-    ("1-w"); recall's pick when the classifier did not run. The classifier scores each pair alone (its probabilities
-    are a softmax over the candidates), so a smaller k is the same ranking renormalised over the first k."""
+    """The candidate among recall's first `k` (default: all the prediction's) that `emma.pipeline.fuse` ranks first
+    with classifier share α = `share_alpha` (α·log p(classifier) + log softmax(recall score / τ)); recall's pick when
+    the classifier did not run. The classifier scores each pair alone (its probabilities are a softmax over the
+    candidates), so a smaller k is the same ranking renormalised over the first k."""
     if not prediction.reranked:
         return prediction.recall_label
     k = k or len(prediction.candidates)
     candidates = prediction.candidates[:k]
-    if share == "1-w":
-        alpha = 1 - statistics.mean(float(emma.index.example_weight(counts.get(c, 0))) for c in candidates)
-    else:
-        alpha = float(share)
-    recall = torch.tensor([s for _, s in prediction.recall[:k]]) / temperature
-    cls = torch.log(torch.tensor(prediction.probabilities[:k]).clamp_min(1e-12))
-    return candidates[int(torch.argmax(alpha * cls + recall))]
+    fused = emma.pipeline.fuse(prediction.probabilities[:k], [s for _, s in prediction.recall[:k]], temperature,
+                               share_alpha(candidates, share, counts))
+    return candidates[max(range(k), key=fused.__getitem__)]
 
 
 def pick_scores(ex: emma.Extractor, scored: list[emma.Instance], counts: dict[str, int]) -> dict[str, float]:

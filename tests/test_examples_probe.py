@@ -66,8 +66,8 @@ def test_fused_weight_scores_set_the_librarys_kappa_for_the_scoring_only(tiny_ex
 
 
 
-def test_share_pick_at_one_is_the_libraries_fused_rule(tiny_extractor, toy_instances):
-    from research.examples_probe import share_pick
+def test_share_pick_is_the_libraries_fused_rule_at_one_without_examples_and_at_one_minus_w_with_them(tiny_extractor, toy_instances):
+    from research.examples_probe import share_alpha, share_pick
 
     predictions = tiny_extractor.predict_batch(toy_instances, top_k=tiny_extractor.config.k)
     tau = tiny_extractor.config.temperature
@@ -75,6 +75,15 @@ def test_share_pick_at_one_is_the_libraries_fused_rule(tiny_extractor, toy_insta
     assert [share_pick(p, "1", {}, tau) for p in predictions] == [p.choice("fused") for p in predictions]
     assert [share_pick(p, "1-w", {}, tau) for p in predictions] == [p.choice("fused") for p in predictions]  # no examples: α = 1
     assert [share_pick(p, "0", {}, tau) for p in predictions] == [p.recall_label for p in predictions]
+    # With examples the library weighs the classifier by 1 − w̄: the probe's "1-w" must be that rule.
+    shots = {"born in": toy_instances[3:5], "member of": toy_instances[9:12]}
+    for relation, rows in shots.items():
+        tiny_extractor.add_examples(relation, rows)
+    predictions = tiny_extractor.predict_batch(toy_instances, top_k=tiny_extractor.config.k)
+    counts = {r: len(v) for r, v in shots.items()}
+    assert any(p.classifier_share < 1 for p in predictions)
+    assert [share_alpha(p.candidates, "1-w", counts) for p in predictions] == pytest.approx([p.classifier_share for p in predictions])
+    assert [share_pick(p, "1-w", counts, tau) for p in predictions] == [p.choice("fused") for p in predictions]
 
 
 def test_share_pick_lets_the_classifier_count_less_as_the_candidates_examples_count_more():
