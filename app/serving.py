@@ -27,6 +27,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future
+from typing import NamedTuple
 
 from emma import Extractor, Instance, Prediction, instance_from_text
 
@@ -44,6 +45,17 @@ MAX_BATCH = 16  # sentences per model call
 # (python -m research loadtest). An extractor that runs one text at a time is never waited for (`_batch_pays`).
 GATHER_MS = 50.0
 RECENT_S = 1.0
+
+
+class PredictJob(NamedTuple):
+    """One prediction waiting for the model's thread (`ModelWorker.predict`'s arguments)."""
+
+    text: str
+    head: tuple[int, int]
+    tail: tuple[int, int]
+    relations: dict[str, str]
+    examples: tuple[Instance, ...]
+    engine: Engine
 
 
 def load_extractor(checkpoint, **options) -> Extractor:
@@ -91,7 +103,7 @@ class ModelWorker:
 
         `engine`: another model to run it on (a user's fine-tuned version); default the worker's own.
         """
-        return self._submit(("predict", (text, tuple(head), tuple(tail), relations, tuple(examples), engine or self.engine)))
+        return self._submit(("predict", PredictJob(text, tuple(head), tuple(tail), relations, tuple(examples), engine or self.engine)))
 
     def call(self, fn, *args):
         """Run `fn(*args)` on the model's thread (e.g. `engine.encode` for new descriptions) and return its result."""
@@ -141,7 +153,7 @@ class ModelWorker:
                 _settle(future, lambda: payload[0](*payload[1]))
             else:
                 # One index per model, relation set and examples: another owner's examples never enter this batch's index.
-                groups.setdefault((id(payload[5]), tuple(payload[3].items()), payload[4]), []).append((payload, future))
+                groups.setdefault((id(payload.engine), tuple(payload.relations.items()), payload.examples), []).append((payload, future))
         for group in groups.values():
             self._predict_group(group)
 
@@ -150,10 +162,11 @@ class ModelWorker:
         self.batch_sizes = (self.batch_sizes + [len(group)])[-1000:]
         try:
             t0 = time.perf_counter()
-            engine = group[0][0][5]
-            index = engine.index(group[0][0][3], group[0][0][4])
+            first = group[0][0]
+            engine = first.engine
+            index = engine.index(first.relations, first.examples)
             index_ms = (time.perf_counter() - t0) * 1e3
-            instances = [instance_from_text(text, head, tail) for (text, head, tail, *_), _ in group]
+            instances = [instance_from_text(job.text, job.head, job.tail) for job, _ in group]
             predictions = engine.extractor.with_index(index).predict_batch(instances, top_k=None)
         except Exception as e:  # handed to each waiting handler, which turns user errors into messages
             for _, future in group:
@@ -168,7 +181,7 @@ def _batch_pays(job) -> bool:
     """Whether waiting for company can pay for `job`: not for a prediction on an extractor that runs one text at a
     time (int8, `Extractor.__init__`), where a batch shares no arithmetic and the wait would only delay it."""
     (kind, payload), _ = job
-    return not (kind == "predict" and payload[5].extractor.batch_size == 1)
+    return not (kind == "predict" and payload.engine.extractor.batch_size == 1)
 
 
 def _settle(future: Future, fn) -> None:

@@ -14,8 +14,9 @@ on the "x86" engine, fbgemm kernels). Its activation scales come from the whole 
 runs it one text at a time (`Extractor.__init__`). Training never uses it.
 Measured by `python -m research bench --precision fp32,auto` on an AMD EPYC limited to AVX2 (README "Speed",
 `results/bench_cpu_avx2.md`; 1 thread, fp32 and int8 interleaved; batched then): EMMA's single-sentence p50
-at 100 relations went from 57.9 to 40.8 ms (per-round ratio 0.74), throughput ×1.37, and EMMA's macro F1 on 480 FewRel val_wiki sentences moved −0.29 (16 relations)
-and +1.02 (80), within 0.5 of fp32 or above it, so "auto" picks int8 there (`INT8_WHERE_NO_BF16`).
+at 100 relations went from 57.9 to 40.8 ms (per-round ratio 0.74), throughput ×1.37, and EMMA's macro F1
+on 480 FewRel val_wiki sentences moved −0.29 (16 relations) and +1.02 (80), within 0.5 of fp32 or above it,
+so "auto" picks int8 there (`INT8_WHERE_NO_BF16`).
 """
 
 from __future__ import annotations

@@ -137,11 +137,11 @@ def test_with_several_active_users_the_worker_waits_briefly_for_the_rest_of_a_ba
 def test_the_worker_waits_for_company_only_where_a_batch_shares_arithmetic(tiny_checkpoint, tiny_extractor):
     from emma import Extractor
 
-    from app.serving import _batch_pays
+    from app.serving import PredictJob, _batch_pays
 
     one_at_a_time = Engine(Extractor.load(tiny_checkpoint, device="cpu", precision="int8"))
     assert one_at_a_time.extractor.batch_size == 1
-    job = lambda engine: (("predict", ("text", (0, 1), (2, 3), {}, (), engine)), None)  # noqa: E731
+    job = lambda engine: (("predict", PredictJob("text", (0, 1), (2, 3), {}, (), engine)), None)  # noqa: E731
     assert _batch_pays(job(Engine(tiny_extractor))) and not _batch_pays(job(one_at_a_time))
     assert _batch_pays((("call", (print, ())), None))
 
