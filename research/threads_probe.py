@@ -57,29 +57,39 @@ def serve(ex: Extractor, instances: list[Instance], workers: int, threads_each: 
     """Predict every instance one at a time, split round-robin over `workers` threads of `threads_each` torch threads."""
     labels: list[str | None] = [None] * len(instances)
     latencies: list[float] = []
+    errors: list[BaseException] = []
     ready = threading.Barrier(workers + 1)
     lock = threading.Lock()
 
     def work(rows: list[int]) -> None:
         torch.set_num_threads(threads_each)  # this thread's team only
-        for i in rows[:WARM_UP]:
-            ex.predict_batch([instances[i]])
-        ready.wait()
-        for i in rows:
-            t = time.perf_counter()
-            label = ex.predict_batch([instances[i]])[0].label
-            with lock:
-                latencies.append(time.perf_counter() - t)
-                labels[i] = label
+        try:
+            for i in rows[:WARM_UP]:
+                ex.predict_batch([instances[i]])
+            ready.wait()
+            for i in rows:
+                t = time.perf_counter()
+                label = ex.predict_batch([instances[i]])[0].label
+                with lock:
+                    latencies.append(time.perf_counter() - t)
+                    labels[i] = label
+        except BaseException as e:  # handed to the caller; the others and the clock stop waiting instead of hanging
+            errors.append(e)
+            ready.abort()
 
     threads = [threading.Thread(target=work, args=(list(range(w, len(instances), workers)),)) for w in range(workers)]
     for thread in threads:
         thread.start()
-    ready.wait()
+    try:
+        ready.wait()
+    except threading.BrokenBarrierError:
+        pass
     start = time.perf_counter()
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - start
+    if errors:
+        raise errors[0]
     return ModeRun(workers, threads_each, len(instances) / wall, 1e3 * statistics.median(latencies), labels)
 
 
