@@ -20,7 +20,7 @@ import html
 
 import pandas as pd
 
-from emma.index import EXAMPLES_LIKE_DESCRIPTION
+from emma.index import EXAMPLES_COUNTED, EXAMPLES_LIKE_DESCRIPTION
 
 RECALL_BARS = 15
 CANDIDATE_COLOR = "#e8710a"
@@ -75,7 +75,7 @@ def recall_html(record: dict, bars: int = RECALL_BARS) -> str:
         legend += (f" <span class='emma-key emma-desc-key' style='background:{DESCRIPTION_COLOR}'></span> description cosine"
                    f" <span class='emma-key emma-ex-key' style='background:{EXAMPLE_COLOR}'></span> examples' cosine")
     what = ("recall score: description cosine mixed with the examples' cosine, which counts "
-            f"n / (n + {EXAMPLES_LIKE_DESCRIPTION}) for a relation with n labelled examples"
+            f"n / (n + {EXAMPLES_LIKE_DESCRIPTION}) for a relation with n labelled examples (n counted up to {EXAMPLES_COUNTED})"
             if with_examples else "cosine similarity of sentence and description (the recall score)")
     return (f"<div class='emma-chart'><div class='emma-title'>Recall: top {len(recall)} of {record['n_relations']} relations "
             f"(★ = final prediction)</div><div class='emma-legend'>{legend}</div>{''.join(rows)}"

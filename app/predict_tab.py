@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from emma import DataError, instance_from_text, spans_overlap
-from emma.index import EXAMPLES_LIKE_DESCRIPTION
+from emma.index import EXAMPLES_COUNTED, EXAMPLES_LIKE_DESCRIPTION
 
 from . import plots
 from .engine import MAX_SENTENCE_CHARS
@@ -364,7 +364,8 @@ class PredictTab:
 HELP_RECALL = f"""**Stage 1, recall.** The sentence (with its two entities) and every relation description are turned
 into vectors; each bar is how similar the sentence is to one description (for a relation with n labelled examples, mixed
 with the examples' similarity, which counts n / (n + {EXAMPLES_LIKE_DESCRIPTION}): a single example little,
-{EXAMPLES_LIKE_DESCRIPTION} as much as the description; the markers show both). The orange top-k go to stage 2."""
+{EXAMPLES_LIKE_DESCRIPTION} as much as the description, {EXAMPLES_COUNTED} or more {EXAMPLES_COUNTED // EXAMPLES_LIKE_DESCRIPTION} times as much; the markers show both).
+The orange top-k go to stage 2."""
 
 HELP_WHY = """**Why: your labelled examples.** Every sentence you judged (Correct, or Wrong with the correct relation) is an
 example of its relation and counts at once: recall mixes the description's similarity with the examples'. For the top

@@ -253,7 +253,7 @@ def fewshot(checkpoint, data_dir, results, shots, seeds, sets, precision, split)
 @click.option("--split", type=click.Choice(["dev", "test"]), default="dev", show_default=True)
 @click.option("--checkpoint", "checkpoint_id", default="emma-minilm", show_default=True,
               help="Only the runs of the checkpoint whose id starts with this.")
-@click.option("--rule", default=None, help="How the runs weighed examples (default: the shipped rule; 'n/(n+5)': before the classifier's share; 0.5: the fixed weight before that).")
+@click.option("--rule", default=None, help="How the runs weighed examples (default: the shipped rule; 'n/(n+5), classifier 1-w': before the cap on n; 'n/(n+5)': before the classifier's share; 0.5: the fixed weight before that).")
 @click.option("--output", type=click.Path(), help="Write the markdown here too.")
 def fewshot_table(results, split, checkpoint_id, rule, output) -> None:
     """Render the few-shot table (markdown) from a results file of `fewshot`.
@@ -444,7 +444,7 @@ def finetune_sweep_table(results, output) -> None:
 
 @cli.command("finetune-table")
 @click.option("--results", type=click.Path(exists=True, path_type=Path), default=FINETUNE, show_default="results/finetune.jsonl")
-@click.option("--rule", default=None, help="Only runs scored with this example rule (research.fewshot.EXAMPLE_RULE: the shipped one; 'n/(n+5)': before the classifier's share; 0.5: the fixed weight).")
+@click.option("--rule", default=None, help="Only runs scored with this example rule (research.fewshot.EXAMPLE_RULE: the shipped one; 'n/(n+5), classifier 1-w': before the cap on n; 'n/(n+5)': before the classifier's share; 0.5: the fixed weight).")
 @click.option("--output", type=click.Path(), help="Write the markdown here too.")
 def finetune_table(results, rule, output) -> None:
     """Render the fine-tune table (markdown) from a results file of `finetune-compare`.

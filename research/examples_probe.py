@@ -40,7 +40,11 @@ the fine-tune's 20 rows per relation as examples (a fine-tuned classifier has re
 `--calibrated` scores, at K = 1, 5, 10 (draws 0-2) on the same sets, recall top-1 with one offset per relation added
 to the shipped mix, fitted on the examples themselves (each scored with its own prototype left out) at three penalties.
 
-    python -m research.examples_probe [--alternatives | --by-count | --classifier-share | --calibrated | --after-finetune S [--picks | --fused-kappas 1,5,40]] [--checkpoint C]
+`--every-row` scores each CrossRE domain's dev file (fused, recall in brackets) with every row of its train file as
+examples (up to 185 for one relation), the count in w = m / (m + 5) capped at m = min(n, 20) (shipped), at 10, or not
+at all (`emma.index.EXAMPLES_COUNTED`).
+
+    python -m research.examples_probe [--alternatives | --by-count | --classifier-share | --calibrated | --every-row | --after-finetune S [--picks | --fused-kappas 1,5,40]] [--checkpoint C]
 """
 
 from __future__ import annotations
@@ -361,6 +365,41 @@ def fused_weight_scores(ex: emma.Extractor, descriptions: dict[str, str], dev: l
     return out
 
 
+EVERY_ROW_CAPS = (None, 20, 10)  # None: the count uncapped, the rule before the cap
+
+
+def every_row_scores(ex: emma.Extractor, fs) -> dict[str, dict[str, float]]:
+    """{cap: {"fused", "recall"} macro F1} on `fs` (a CrossRE `research.fewshot.FewShotSet`) with every labelled row of
+    its pool as examples, the example count capped at each of `EVERY_ROW_CAPS` (`emma.index.EXAMPLES_COUNTED`)."""
+    from unittest import mock
+
+    every = emma.draw_shots(fs.pool, len(fs.pool), seed=0, exclude=fs.scored)
+    out = {}
+    for cap in EVERY_ROW_CAPS:
+        with mock.patch.object(emma.index, "EXAMPLES_COUNTED", cap or len(fs.pool)):
+            use_relations(ex, fs.descriptions, every)
+            report = emma.evaluate(ex, fs.scored)
+        out["uncapped" if cap is None else f"capped at {cap}"] = {"fused": report["emma_fused"]["f1"],
+                                                                  "recall": report["recall_only"]["f1"]}
+    return out
+
+
+def every_row(ex: emma.Extractor) -> None:
+    """Print fused (recall) dev macro F1 per CrossRE domain with every train row as examples, per cap on the count."""
+    sets = [fs for fs in load_sets(DATA_DIR) if fs.name != "fewrel-val"]
+    scores = {}
+    for fs in sets:
+        scores[fs.name] = every_row_scores(ex, fs)
+        print(fs.name, {k: round(v["fused"], 1) for k, v in scores[fs.name].items()}, flush=True)
+    names = list(scores[sets[0].name])
+    print("| examples: every train row | " + " | ".join(fs.name.removeprefix("crossre-") for fs in sets) + " | mean |\n|---|"
+          + "---|" * (len(sets) + 1))
+    for name in names:
+        cells = [scores[fs.name][name] for fs in sets]
+        print(f"| {name} | " + " | ".join(f"{c['fused']:.1f} ({c['recall']:.1f})" for c in cells)
+              + f" | {statistics.mean(c['fused'] for c in cells):.1f} ({statistics.mean(c['recall'] for c in cells):.1f}) |")
+
+
 def kept_finetunes(runs, seed: int):
     """(domain, folder, dev instances, {relation: its 20 rows}) for each CrossRE domain with a kept `default` fine-tune of
     draw `seed` (`finetune-compare --recipes default --seed S --keep`)."""
@@ -546,6 +585,7 @@ def main() -> None:
     parser.add_argument("--by-count", action="store_true", help="score fixed weights against weights by example count")
     parser.add_argument("--classifier-share", action="store_true", help="score how much the classifier's vote counts with examples")
     parser.add_argument("--calibrated", action="store_true", help="score per-relation offsets fitted on the examples")
+    parser.add_argument("--every-row", action="store_true", help="every train row as examples, the count capped or not")
     parser.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the shipped one)")
     parser.add_argument("--split", choices=("dev", "test"), default="dev",
                         help="with --classifier-share: the CrossRE file scored (test: CrossRE only)")
@@ -575,6 +615,9 @@ def main() -> None:
         return
     if args.calibrated:
         calibrated(ex)
+        return
+    if args.every_row:
+        every_row(ex)
         return
     descriptions = emma.read_descriptions(DATA_DIR / "crossre" / "descriptions.json")
     ex.set_relations(descriptions)

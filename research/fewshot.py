@@ -21,23 +21,30 @@ from pathlib import Path
 import torch
 
 import emma
-from emma.index import EXAMPLES_LIKE_DESCRIPTION
+from emma.index import EXAMPLES_COUNTED, EXAMPLES_LIKE_DESCRIPTION
 
 from .jsonl import append, read
 
 CROSSRE_DOMAINS = ("ai", "science", "music", "literature", "politics", "news")
 FEWREL_POOL = 30  # instances per relation set aside as the FewRel example pool (more than the largest K, so seeds differ)
 FEWREL_SCORED = 200  # instances per relation scored
-# How a relation's n examples count: recall weighs them n / (n + 5) (emma.index.example_weight), and the fused rule
-# weighs the classifier by 1 − the candidates' mean weight (emma.pipeline.fuse). Records scored before the second
-# part read "n/(n+5)".
-EXAMPLE_RULE = f"n/(n+{EXAMPLES_LIKE_DESCRIPTION}), classifier 1-w"
+# How a relation's n examples count: recall weighs them m / (m + 5) with m = min(n, 20) (emma.index.example_weight),
+# and the fused rule weighs the classifier by 1 − the candidates' mean weight (emma.pipeline.fuse). Records scored
+# before the cap read UNCAPPED_RULE, before the classifier's share "n/(n+5)".
+_m = f"min(n,{EXAMPLES_COUNTED})"
+EXAMPLE_RULE = f"{_m}/({_m}+{EXAMPLES_LIKE_DESCRIPTION}), classifier 1-w"
+UNCAPPED_RULE = f"n/(n+{EXAMPLES_LIKE_DESCRIPTION}), classifier 1-w"
 EARLIER_RULE = "0.5"  # records without "example_rule": the fixed weight used before
 
 
 def scored_rule(record: dict) -> str:
-    """The example weighting a record (of `fewshot` or `finetune-compare`) was scored with."""
-    return record.get("example_rule", EARLIER_RULE)
+    """The example weighting a record (of `fewshot` or `finetune-compare`) was scored with. A record of the uncapped
+    rule drawn with at most `EXAMPLES_COUNTED` examples per relation holds under the cap too: the weights are equal."""
+    rule = record.get("example_rule", EARLIER_RULE)
+    most = record.get("shots", record.get("rows_per_relation"))
+    if rule == UNCAPPED_RULE and most is not None and most <= EXAMPLES_COUNTED:
+        return EXAMPLE_RULE
+    return rule
 
 
 def example_rule(record: dict) -> str | None:

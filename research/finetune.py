@@ -322,7 +322,7 @@ def table(records: list[dict], rule: str | None = None) -> str:
     rank = {d: i for i, d in enumerate(CROSSRE_DOMAINS)}
     by_recipe: dict[str, list[dict]] = {}  # recipe and draw: each draw of a recipe gets its own rows and mean
     for r in sorted(records, key=lambda r: (order[r["recipe"]], r.get("seed", 0), rank.get(r["domain"], len(rank)))):
-        name = r["recipe"] if "example_rule" not in r else f"{r['recipe']}, examples at {r['example_rule']}"
+        name = r["recipe"] if "example_rule" not in r else f"{r['recipe']}, examples at {scored_rule(r)}"
         name = name if not r.get("seed") else f"{name}, draw {r['seed']}"
         by_recipe.setdefault(name, []).append(r)
     for recipe, rows in by_recipe.items():

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from emma.data import Instance
-from emma.index import example_weight
+from emma.index import EXAMPLES_COUNTED, example_weight
 from emma.pipeline import Extractor, fuse
 
 
@@ -145,8 +145,24 @@ def test_only_relations_with_examples_mix_in_their_prototype(tiny_extractor, toy
     assert after["capital of"] != pytest.approx(before["capital of"], abs=1e-4)
 
 
-def test_examples_count_more_the_more_there_are():
-    """w = n / (n + 5): one example barely moves recall, five count as much as the description."""
-    weights = [example_weight(n) for n in range(0, 41)]
+def test_a_relation_with_many_examples_leaves_its_description_and_the_classifier_a_fifth(tiny_extractor, toy_instances):
+    """Past EXAMPLES_COUNTED examples, more sharpen the prototype but do not push the description further out."""
+    ex = tiny_extractor
+    source, target = toy_instances[9], toy_instances[10]
+    many = [Instance(source.tokens + (f"extra{i}",), source.head, source.tail, "member of") for i in range(3 * EXAMPLES_COUNTED)]
+    ex.add_examples("member of", many)
+    p = ex.predict_tokens(target.tokens, target.head, target.tail)
+    assert p.reranked and "member of" in p.candidates
+    assert p.classifier_share == pytest.approx(1 - 0.8 / len(p.candidates))  # w = 20 / 25 for it, 0 for the others
+
+
+def test_examples_count_more_the_more_there_are_up_to_a_cap():
+    """w = m / (m + 5), m = min(n, 20): one example barely moves recall, five count as much as the description,
+    and a relation with hundreds of imported rows still leaves its description (and the classifier) a fifth."""
+    weights = [example_weight(n) for n in range(0, 401)]
     assert weights[0] == 0 and weights[1] == pytest.approx(1 / 6) and weights[5] == pytest.approx(0.5)
-    assert all(a < b < 1 for a, b in zip(weights, weights[1:]))
+    assert all(a < b < 1 for a, b in zip(weights[:EXAMPLES_COUNTED + 1], weights[1:EXAMPLES_COUNTED + 1]))
+    assert weights[EXAMPLES_COUNTED:] == pytest.approx([0.8] * (401 - EXAMPLES_COUNTED))
+    # The training objective passes counts as a tensor: the same rule elementwise.
+    counts = torch.tensor([0.0, 1.0, 5.0, 20.0, 21.0, 400.0])
+    assert example_weight(counts).tolist() == pytest.approx([example_weight(int(n)) for n in counts.tolist()])

@@ -89,13 +89,13 @@ def test_share_pick_is_the_libraries_fused_rule_at_one_without_examples_and_at_o
 def test_share_pick_lets_the_classifier_count_less_as_the_candidates_examples_count_more():
     from research.examples_probe import share_pick
 
-    # Recall prefers a by 0.5 in log space (cosines 0.01 apart at τ = 0.02), the classifier b by log 9 ≈ 2.2.
-    p = emma.Prediction(label="b", score=0.9, recall=[("a", 0.50), ("b", 0.49)], candidates=["a", "b"],
+    # Recall prefers a by 1.0 in log space (cosines 0.02 apart at τ = 0.02), the classifier b by log 9 ≈ 2.2.
+    p = emma.Prediction(label="b", score=0.9, recall=[("a", 0.50), ("b", 0.48)], candidates=["a", "b"],
                         probabilities=[0.1, 0.9], reranked=True, recall_label="a")
     assert share_pick(p, "1", {}, 0.02) == "b" and share_pick(p, "0", {}, 0.02) == "a"
-    assert share_pick(p, "0.25", {}, 0.02) == "b" and share_pick(p, "0.1", {}, 0.02) == "a"
-    assert share_pick(p, "1-w", {"a": 5, "b": 5}, 0.02) == "b"  # w = 1/2: α = 1/2, 0.5 · 2.2 > 0.5
-    assert share_pick(p, "1-w", {"a": 45, "b": 45}, 0.02) == "a"  # w = 0.9: α = 0.1, 0.1 · 2.2 < 0.5
+    assert share_pick(p, "0.5", {}, 0.02) == "b" and share_pick(p, "0.25", {}, 0.02) == "a"
+    assert share_pick(p, "1-w", {"a": 5, "b": 5}, 0.02) == "b"  # w = 1/2: α = 1/2, 0.5 · 2.2 > 1
+    assert share_pick(p, "1-w", {"a": 45, "b": 45}, 0.02) == "a"  # w = 0.8 (45 counted as 20): α = 0.2, 0.2 · 2.2 < 1
     assert share_pick(replace(p, reranked=False), "1", {}, 0.02) == "a"
 
 
@@ -130,3 +130,19 @@ def test_relation_biases_pull_down_a_description_that_attracts_every_example():
     assert b[0] < b[1] and b[0] < b[2]
     assert torch.equal((before + b).argmax(1), labels)
     assert relation_biases(pool_desc, vectors, drawn, penalty=100.0).abs().max() < b.abs().max()  # the penalty holds them back
+
+
+def test_every_row_scores_each_cap_and_leaves_the_shipped_cap_in_place(tiny_extractor, toy_descriptions, toy_instances):
+    from emma.index import EXAMPLES_COUNTED
+    from research.examples_probe import EVERY_ROW_CAPS, every_row_scores
+    from research.fewshot import FewShotSet
+
+    source = toy_instances[9]
+    pool = [emma.Instance(source.tokens + (f"extra{i}",), source.head, source.tail, source.relation) for i in range(25)]
+    fs = FewShotSet("crossre-toy", toy_descriptions, toy_instances, pool + toy_instances[:4])
+    scores = every_row_scores(tiny_extractor, fs)
+    assert list(scores) == ["uncapped" if c is None else f"capped at {c}" for c in EVERY_ROW_CAPS]
+    assert all(0 <= v["fused"] <= 100 and 0 <= v["recall"] <= 100 for v in scores.values())
+    assert emma.index.EXAMPLES_COUNTED == EXAMPLES_COUNTED
+    # The examples stay in force (every pool row not scored), as the last cap left them.
+    assert sum(len(v) for v in tiny_extractor.index.examples.values()) == 25

@@ -36,6 +36,18 @@ def test_runs_each_set_k_and_seed_once_and_resumes(tiny_checkpoint, toy_data, tm
     assert "| crossre-ai |" in text and "K = 1" in text and "| CrossRE mean |" not in text.split("crossre-ai")[0]
 
 
+def test_records_of_the_uncapped_rule_count_as_shipped_only_where_the_cap_changes_nothing():
+    from emma.index import EXAMPLES_COUNTED
+    from research.fewshot import UNCAPPED_RULE, scored_rule
+
+    assert scored_rule({"shots": EXAMPLES_COUNTED, "example_rule": UNCAPPED_RULE}) == EXAMPLE_RULE
+    assert scored_rule({"shots": EXAMPLES_COUNTED + 1, "example_rule": UNCAPPED_RULE}) == UNCAPPED_RULE
+    assert scored_rule({"rows_per_relation": EXAMPLES_COUNTED, "example_rule": UNCAPPED_RULE}) == EXAMPLE_RULE  # a fine-tune's
+    assert scored_rule({"rows_per_relation": 1000, "example_rule": UNCAPPED_RULE}) == UNCAPPED_RULE
+    assert scored_rule({"shots": 5, "example_rule": "n/(n+5)"}) == "n/(n+5)"  # before the classifier's share: not the same
+    assert scored_rule({"shots": 5}) == "0.5"
+
+
 def test_the_table_keeps_checkpoints_and_example_rules_apart():
     def record(checkpoint, shots, f1, rule=None):
         r = {"set": "crossre-ai", "shots": shots, "seed": 0, "checkpoint": checkpoint, "emma_fused": f1, "recall_only": f1}
