@@ -386,7 +386,7 @@ def every_row_scores(ex: emma.Extractor, fs) -> dict[str, dict[str, float]]:
 
 def every_row(ex: emma.Extractor) -> None:
     """Print fused (recall) dev macro F1 per CrossRE domain with every train row as examples, per cap on the count."""
-    sets = [fs for fs in load_sets(DATA_DIR) if fs.name != "fewrel-val"]
+    sets = load_sets(DATA_DIR, [f"crossre-{d}" for d in DOMAINS])
     scores = {}
     for fs in sets:
         scores[fs.name] = every_row_scores(ex, fs)
