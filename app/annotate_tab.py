@@ -29,7 +29,7 @@ import plotly.graph_objects as go
 
 from emma import NO_RELATION, Instance, Record, cohen_kappa, kappa_per_label, macro_prf, read_corpus, write_corpus
 
-from .session import BadInput, highlighted, shown
+from .session import BadInput, highlighted, in_markdown, shown
 from .storage import add_judgement, relation_set_id, remember_relation_set, undo_judgement
 from .suggestions import N_CANDIDATES, Context, Suggester, Suggestion, item_instance, set_key
 from .workbench import MODEL, PRIVATE, QUIET, Workbench, user_errors
@@ -174,7 +174,7 @@ class AnnotateTab:
         except ValueError as e:
             raise BadInput(f"{str(e)[0].upper()}{str(e)[1:]}; choose another name.") from None
         self.wb.store.set_ordering(queue_id, owner, "file")
-        report = f"Imported {len(items)} instance{'s' if len(items) != 1 else ''} into the queue '{_md(name)}' ({corpus.format} format)."
+        report = f"Imported {len(items)} instance{'s' if len(items) != 1 else ''} into the queue '{in_markdown(name)}' ({corpus.format} format)."
         if corpus.bad:
             n = len(corpus.bad)
             report += f"\n\n{n} bad record{'s' if n != 1 else ''} left out:\n\n{self._bad_text(corpus.bad, MAX_BAD_SHOWN)}"
@@ -216,7 +216,7 @@ class AnnotateTab:
 
     @staticmethod
     def _bad_text(bad, limit: int) -> str:
-        lines = [f"- {_md(str(b))}" for b in bad[:limit]]
+        lines = [f"- {in_markdown(str(b))}" for b in bad[:limit]]
         if len(bad) > limit:
             lines.append(f"- … and {len(bad) - limit} more")
         return "\n".join(lines)
@@ -285,9 +285,9 @@ class AnnotateTab:
         where = f" · line {item['line']}" if item.get("line") else ""
         status = (f'<div data-seq="{annotation["seq"]}" data-position="{position}"><b>{done + 1} / {total}</b> · '
                   f"item {position + 1}{where} · {ORDERS[ordering]}</div>")
-        lines = [f"**Suggestion: {_md(s.label)}** (press Enter) · margin over the next candidate {s.margin:.3f}"]
+        lines = [f"**Suggestion: {in_markdown(s.label)}** (press Enter) · margin over the next candidate {s.margin:.3f}"]
         if item.get("gold"):
-            lines.append(f"The file says: {_md('none of these' if item['gold'] == NO_RELATION else item['gold'])}")
+            lines.append(f"The file says: {in_markdown('none of these' if item['gold'] == NO_RELATION else item['gold'])}")
         buttons = [gr.update(value=f"{i + 1} · {name}", visible=True, variant="primary" if name == s.label else "secondary")
                    for i, (name, _) in enumerate(s.candidates)]
         buttons += [gr.update(visible=False)] * (N_BUTTONS - len(buttons))
@@ -422,7 +422,7 @@ class AnnotateTab:
                 la, lb = [by_owner[a][p] for p in both], [by_owner[b][p] for p in both]
                 kappa = cohen_kappa(la, lb)
                 who = f"{_login(a)} and {_login(b)}"
-                summary.append(f"- **{_md(who)}**: {len(both)} items judged by both, agree on {sum(u == v for u, v in zip(la, lb))}, "
+                summary.append(f"- **{in_markdown(who)}**: {len(both)} items judged by both, agree on {sum(u == v for u, v in zip(la, lb))}, "
                                f"Cohen's κ = {'undefined' if kappa is None else f'{kappa:.3f}'}")
                 for label, k in kappa_per_label(la, lb).items():
                     per_relation.append({"annotators": who, "relation": label, "kappa": None if k is None else round(k, 3),
@@ -637,7 +637,3 @@ def confusion_figure(gold: list[str], predicted: list[str], labels: list[str]) -
 def _login(owner: str) -> str:
     return owner.split(":", 1)[1] if owner.startswith("user:") else "you"
 
-
-def _md(text: str) -> str:
-    """User text inside Markdown: escaped, so a relation name cannot add links or markup."""
-    return html.escape(str(text), quote=False).replace("*", "\\*").replace("_", "\\_").replace("[", "\\[").replace("`", "\\`")

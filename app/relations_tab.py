@@ -17,6 +17,7 @@ from emma import DataError, read_instances, relation_text
 from .session import (
     BadInput,
     check_relation,
+    in_markdown,
     parse_relation_set,
     sentence_case,
     shown,
@@ -40,6 +41,7 @@ from .workbench import DB, MODEL, PRIVATE, QUIET, Workbench, user_errors, warn
 MAX_IMPORTED_EXAMPLES = 2000  # per import file
 IMPORT_CHUNK = 64  # examples encoded per turn of the model's thread
 MAX_QUERY_CHARS = 200
+FIT_COLUMNS = ["relation", "examples", "its description ranks it first", "ranked first instead"]
 # This many catalogue relations on beside a user's own and the count line suggests switching some off. A round
 # number, not a measured threshold: the measured setting (results/GZSL.md) is the whole default catalogue, 135.
 CROWDED_CATALOGUE = 20
@@ -122,6 +124,38 @@ class RelationsTab:
                  "from feedback": f"#{e['feedback_id']}" if e["feedback_id"] else "imported"}
                 for e in reversed(self.wb.store.examples(session["owner"]))]
         return pd.DataFrame(rows, columns=["#", "relation", "sentence", "in force", "from feedback"])
+
+    def description_fit(self, session: dict, request: gr.Request = None) -> tuple[str, pd.DataFrame]:
+        """How well each relation in force is told apart by its description alone, on the owner's labelled examples of
+        it (`emma.RelationIndex.description_fits`). Returns (summary markdown, table, weakest descriptions first)."""
+        wb = self.wb
+        session = wb.owned(session, request)
+        relations = wb.relations(session)
+        examples = tuple(e for e in wb.labelled(session) if e.relation in relations)
+        table = pd.DataFrame(columns=FIT_COLUMNS)
+        if not examples:
+            return "No labelled examples of relations in force yet: judge a prediction, or import labelled sentences.", table
+        index = wb.model.call(wb.engine_for(session).index, relations, examples)
+        fits = sorted(index.description_fits(), key=lambda f: f.right / f.examples)
+        table = pd.DataFrame([{"relation": f.relation, "examples": f.examples,
+                               "its description ranks it first": f"{f.right} of {f.examples}",
+                               "ranked first instead": ", ".join(f"{name} ({n})" for name, n in f.taken_by[:3]) or "—"}
+                              for f in fits], columns=FIT_COLUMNS)
+        by_examples_alone = len({e.relation for e in examples} - {f.relation for f in fits})
+        weak = [f for f in fits if f.right * 2 < f.examples]
+        if weak:
+            names = ", ".join(f"**{in_markdown(f.relation)}** ({f.right} of {f.examples})" for f in weak[:5])
+            text = (f"{plural(len(weak), 'description')} of {len(fits)} rank{'s' if len(weak) == 1 else ''} fewer than half of "
+                    f"{'its' if len(weak) == 1 else 'their'} own examples first: {names}{' …' if len(weak) > 5 else ''}. "
+                    "Recall leans on a relation's examples (up to 4/5 of its score), but the classifier that picks among "
+                    "recall's candidates reads descriptions only: sharpen such a description (for a catalogue relation, "
+                    "add your own with a better one and switch the catalogue's off), or label more of its sentences.")
+        else:
+            text = f"Every one of the {plural(len(fits), 'description')} checked ranks at least half of its own examples first."
+        if by_examples_alone:
+            text += f" {plural(by_examples_alone, 'relation')} known by examples alone (no description to check)."
+        return ("Each labelled example scored by the descriptions alone, as recall scores a sentence before any labels. "
+                + text), table
 
     def pick_example(self, session: dict, evt: gr.SelectData, request: gr.Request = None) -> str:
         """Clicking a row of your examples puts its number into the remove box."""
@@ -396,6 +430,12 @@ class RelationsTab:
             panel["import"] = gr.UploadButton("Import labelled sentences (JSON / JSONL)", file_types=[".json", ".jsonl"], size="sm",
                                               elem_id="import-examples", scale=2)
         panel["status"] = gr.Textbox(show_label=False, interactive=False, elem_id="example-status", container=False)
+        with gr.Accordion("Do my descriptions fit my examples?", open=False, elem_id="description-fit-panel"):
+            panel["check"] = gr.Button("Check each description against its labelled examples", size="sm",
+                                       elem_id="check-descriptions")
+            panel["fit_summary"] = gr.Markdown(elem_id="description-fit-summary")
+            panel["fit"] = gr.Dataframe(label="Descriptions against their own examples (weakest first)", interactive=False,
+                                        elem_id="description-fit", wrap=True, max_height=360)
         panel["request_id"] = gr.Textbox("", visible=False, label="request_id")  # optional idempotency key for API clients
         return panel
 
@@ -403,6 +443,7 @@ class RelationsTab:
         panel["table"].select(self.pick_example, [session], [panel["id"]], **QUIET)
         panel["remove"].click(self.remove_example, [panel["id"], session, panel["request_id"]], [session, panel["status"]],
                               api_name="remove_example", **DB).success(**refresh)
+        panel["check"].click(self.description_fit, [session], [panel["fit_summary"], panel["fit"]], **MODEL, **PRIVATE)
         panel["import"].upload(self.import_examples, [panel["import"], session, panel["request_id"]], [session, panel["status"]],
                                **DB, **PRIVATE).success(**refresh)
 

@@ -36,6 +36,11 @@ def new_session(catalogue: Catalogue) -> dict:
     return {"owner": None, "enabled": catalogue.defaults(), "user": {}, "last": None}
 
 
+def in_markdown(text: str) -> str:
+    """User text inside Markdown: escaped, so a relation name cannot add links or markup."""
+    return html.escape(str(text), quote=False).replace("*", "\\*").replace("_", "\\_").replace("[", "\\[").replace("`", "\\`")
+
+
 def shown(text: str, limit: int = 80) -> str:
     """User text quoted for a message: shortened, and HTML-escaped because toasts render HTML."""
     text = " ".join(str(text).split())

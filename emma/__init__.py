@@ -21,7 +21,7 @@ from .data import (
 from .evaluate import evaluate, macro_prf
 from .features import collate_pairs, description_window, encode_instances, find_entity, instance_from_text, sentence_window
 from .model import Emma, EmmaConfig
-from .index import DescriptionRow, ExampleRow, RelationIndex
+from .index import DescriptionFit, DescriptionRow, ExampleRow, RelationIndex
 from .pipeline import Extractor, Prediction
 from .precision import autocast
 from .train import TrainConfig
@@ -34,6 +34,7 @@ __all__ = [
     "DEFAULT_CHECKPOINT",
     "CheckpointError",
     "DataError",
+    "DescriptionFit",
     "DescriptionRow",
     "Emma",
     "EmmaConfig",

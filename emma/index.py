@@ -29,6 +29,7 @@ research fewshot --split test`). A relation with examples and no description is 
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
@@ -78,6 +79,28 @@ class ExampleRow:
 
     instance: Instance
     vector: torch.Tensor
+
+
+@dataclass(frozen=True)
+class DescriptionFit:
+    """How well one relation's description alone labels the relation's own labelled examples.
+
+    Each example is scored as recall scores a sentence without examples (its cosine with every description in
+    force, offsets included) and counts as `right` when its own relation's description comes first. Few right
+    means the examples carry the relation in recall, and the classifier, which reads descriptions only, helps
+    little on it: a description worth rewriting, or a relation to label more sentences of.
+
+    Attributes:
+        relation: the relation's name.
+        examples: how many labelled examples it has.
+        right: how many of them its description ranks first among the descriptions.
+        taken_by: (another relation, how many of the examples its description ranked first), most first.
+    """
+
+    relation: str
+    examples: int
+    right: int
+    taken_by: tuple[tuple[str, int], ...]
 
 
 @dataclass
@@ -229,6 +252,23 @@ class RelationIndex:
         if not rows or self._weights is None:
             return 1.0
         return 1.0 - float(self._weights[list(rows)].mean())
+
+    def description_fits(self) -> list[DescriptionFit]:
+        """A `DescriptionFit` for each described relation with examples, in index order (relations known by
+        examples alone have no description to check, and are never a description's pick)."""
+        described = [i for i, n in enumerate(self.names) if n not in self.undescribed]
+        checked = [n for n in self.names if self.examples.get(n) and n not in self.undescribed]
+        if not checked:
+            return []
+        columns = torch.tensor(described, device=self.vectors.device)
+        fits = []
+        for name in checked:
+            queries = torch.stack([e.vector for e in self.examples[name]]).float()
+            scores = self._shifted(queries @ self.vectors.T)[:, columns]
+            picks = Counter(self.names[described[j]] for j in scores.argmax(1).tolist())
+            right = picks.pop(name, 0)
+            fits.append(DescriptionFit(name, len(queries), right, tuple(picks.most_common())))
+        return fits
 
     def _shifted(self, scores: torch.Tensor) -> torch.Tensor:
         return scores if self._shift is None else scores + self._shift  # (B, N) + (N,)

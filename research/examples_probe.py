@@ -44,7 +44,10 @@ to the shipped mix, fitted on the examples themselves (each scored with its own 
 examples (up to 185 for one relation), the count in w = m / (m + 5) capped at m = min(n, 20) (shipped), at 10, or not
 at all (`emma.index.EXAMPLES_COUNTED`).
 
-    python -m research.examples_probe [--alternatives | --by-count | --classifier-share | --calibrated | --every-row | --after-finetune S [--picks | --fused-kappas 1,5,40]] [--checkpoint C]
+`--agreement` scores, at K = 1, 5, 10, 20 (draws 0-2) on the same sets, recall top-1 with each relation's example
+weight made to follow how well the descriptions alone already label the drawn examples (`agreement_scores`).
+
+    python -m research.examples_probe [--alternatives | --by-count | --classifier-share | --calibrated | --every-row | --agreement | --after-finetune S [--picks | --fused-kappas 1,5,40]] [--checkpoint C]
 """
 
 from __future__ import annotations
@@ -60,9 +63,8 @@ import torch.nn.functional as F
 import emma
 
 from . import DATA_DIR
-from .fewshot import load_sets, use_relations
+from .fewshot import CROSSRE_DOMAINS as DOMAINS, load_sets, use_relations
 
-DOMAINS = ("ai", "science", "music", "literature", "politics", "news")
 WEIGHTS = (0.3, 0.5, 0.7, 1.0)
 LOO_WEIGHTS = (0.0, 0.2, 0.35, 0.5, 0.65, 0.8, 1.0)
 
@@ -557,6 +559,52 @@ def calibrated(ex: emma.Extractor) -> None:
     print_grid(set_means(ex, calibration_scores), "rule (recall top-1)", rows, CALIBRATION_SHOTS)
 
 
+AGREEMENT_SHOTS = (1, 5, 10, 20)
+
+
+def description_agreement(pool_desc: torch.Tensor, drawn: dict[int, list[int]], temperature: float) -> tuple[float, torch.Tensor]:
+    """How well the descriptions alone label the drawn rows: (the fraction of all of them whose best description is
+    their own relation's, (relations,) each relation's mean softmax(description cosines / τ) probability of its own)."""
+    right, soft = [], torch.zeros(pool_desc.shape[1])
+    for n, picked in drawn.items():
+        rows = pool_desc[picked]
+        right += (rows.argmax(1) == n).tolist()
+        soft[n] = torch.softmax(rows / temperature, 1)[:, n].mean()
+    return sum(right) / len(right), soft
+
+
+def agreement_scores(ex: emma.Extractor, fs) -> dict[str, list[float]]:
+    """{"K{K}-{rule}": [recall top-1 macro F1 per draw]} for one `research.fewshot.FewShotSet`: the shipped weight w
+    beside weights that follow how well the descriptions already label the drawn examples (agreement A over all of
+    them, or each relation's own soft agreement a_r): κ = 5·c^(2A − 1) in place of 5, w·(1 − βA), w·(1 − β·a_r)."""
+    names, gold, q, tv, desc, pool_desc = encode_set(ex, fs)
+    out: dict[str, list[float]] = {"K0": [top1_f1(gold, names, desc)]}
+    for shots in AGREEMENT_SHOTS:
+        for seed in (0, 1, 2):
+            drawn = draws(fs.pool, names, shots, seed)
+            examples, count = prototype_scores(q, desc, tv, drawn, len(names))
+            agreement, own = description_agreement(pool_desc, drawn, ex.config.temperature)
+            w = emma.index.example_weight(count)
+            m = count.clamp(max=emma.index.EXAMPLES_COUNTED)
+            rules = {"shipped": w, "A": torch.full_like(w, agreement)}
+            for c in (2, 4):
+                rules[f"κ·{c}^(2A−1)"] = m / (m + emma.index.EXAMPLES_LIKE_DESCRIPTION * c ** (2 * agreement - 1))
+            for beta in (0.5, 1.0):
+                rules[f"w·(1−{beta:g}A)"] = w * (1 - beta * agreement)
+            rules["w·(1−0.5a_r)"] = w * (1 - 0.5 * own)
+            for rule, weight in rules.items():
+                value = agreement * 100 if rule == "A" else top1_f1(gold, names, (1 - weight) * desc + weight * examples)
+                out.setdefault(f"K{shots}-{rule}", []).append(value)
+    return out
+
+
+def agreement(ex: emma.Extractor) -> None:
+    """Print the `--agreement` table: per rule and K, CrossRE dev mean / FewRel val_wiki, recall top-1, three draws
+    (the row "A" is the agreement itself, in %)."""
+    rules = ["A", "shipped", "κ·2^(2A−1)", "κ·4^(2A−1)", "w·(1−0.5A)", "w·(1−1A)", "w·(1−0.5a_r)"]
+    print_grid(set_means(ex, agreement_scores), "rule (recall top-1)", {r: f"K{{K}}-{r}" for r in rules}, AGREEMENT_SHOTS)
+
+
 def after_finetune_picks(checkpoint: str | None, runs, seed: int) -> None:
     """Print `pick_scores` on each CrossRE domain's dev with a kept `default` fine-tune of draw `seed`, for the start and
     the fine-tune, the fine-tune's own 20 rows per relation as examples; then the means over the domains found."""
@@ -586,6 +634,7 @@ def main() -> None:
     parser.add_argument("--classifier-share", action="store_true", help="score how much the classifier's vote counts with examples")
     parser.add_argument("--calibrated", action="store_true", help="score per-relation offsets fitted on the examples")
     parser.add_argument("--every-row", action="store_true", help="every train row as examples, the count capped or not")
+    parser.add_argument("--agreement", action="store_true", help="example weights that follow how well the descriptions label the examples")
     parser.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the shipped one)")
     parser.add_argument("--split", choices=("dev", "test"), default="dev",
                         help="with --classifier-share: the CrossRE file scored (test: CrossRE only)")
@@ -618,6 +667,9 @@ def main() -> None:
         return
     if args.every_row:
         every_row(ex)
+        return
+    if args.agreement:
+        agreement(ex)
         return
     descriptions = emma.read_descriptions(DATA_DIR / "crossre" / "descriptions.json")
     ex.set_relations(descriptions)

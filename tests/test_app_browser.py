@@ -147,6 +147,12 @@ def test_browser_mark_add_relation_predict_feedback_then_the_label_counts(tiny_e
             expect(page.locator("#relation-count")).to_contain_text("1 labelled example of 1 relation")
             expect(page.locator("#examples-table")).to_contain_text("[HEAD Apple] was founded by")
             expect(page.locator("#examples-table")).to_contain_text("#1")
+            # Its description is checked against it: does the description alone rank its own example first?
+            page.get_by_text("Do my descriptions fit my examples?").click()
+            page.click("#check-descriptions")
+            expect(page.locator("#description-fit")).to_contain_text(correct)
+            expect(page.locator("#description-fit")).to_contain_text(re.compile(r"[01] of 1"))
+            expect(page.locator("#description-fit-summary")).to_contain_text("scored by the descriptions alone")
             page.get_by_role("tab", name="Predict").click()
 
             # A new name as the correct relation teaches a relation by this sentence alone; the next prediction scores it.

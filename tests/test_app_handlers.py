@@ -857,3 +857,29 @@ def test_a_clicked_examples_preview_marks_its_own_spans_even_before_they_are_sto
     # Spans the user marked keep their say while they still hold the strings, here the first "Paris".
     value, _ = wb.preview(text, "Paris", "New York", {"head": [0, 5], "tail": [25, 33]})
     assert value["entities"][0] == {"entity": "HEAD", "start": 0, "end": 5}
+
+
+def test_check_descriptions_against_own_examples(wb, session, tmp_path):
+    path = tmp_path / "ex.jsonl"
+    rows = [{"tokens": f"{c} is the capital of {k} .".split(), "head": [0, 1], "tail": [5, 6], "relation": "capital of"}
+            for c, k in (("Paris", "France"), ("Rome", "Italy"), ("Oslo", "Norway"))]
+    rows.append({"tokens": "Ann was born in Oslo .".split(), "head": [0, 1], "tail": [4, 5], "relation": "born in"})
+    rows.append({"tokens": "Lima is the capital city of Peru .".split(), "head": [0, 1], "tail": [6, 7], "relation": "capital city of"})
+    session, _ = wb.add_relation("capital city of", "", session)  # no description: known by its example alone
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    session, _ = wb.import_examples(str(path), session)
+
+    summary, table = wb.description_fit(session)
+    index = wb.shared.engine.index(wb.relations(session), wb.labelled(session))
+    fits = {f.relation: f for f in index.description_fits()}
+    assert set(fits) == {"capital of", "born in"} and list(table["relation"]) == sorted(fits, key=lambda r: fits[r].right / fits[r].examples)
+    for row in table.to_dict("records"):
+        fit = fits[row["relation"]]
+        assert row["examples"] == fit.examples and row["its description ranks it first"] == f"{fit.right} of {fit.examples}"
+        assert row["ranked first instead"] == (", ".join(f"{n} ({c})" for n, c in fit.taken_by) or "—")
+    weak = [f for f in fits.values() if f.right * 2 < f.examples]
+    assert ("fewer than half" in summary) == bool(weak) and all(f"**{f.relation}**" in summary for f in weak)
+    assert "1 relation known by examples alone" in summary
+    # Another user sees none of ann's examples.
+    summary, table = wb.description_fit(wb.open_session("user:bob"))
+    assert summary.startswith("No labelled examples") and table.empty

@@ -166,3 +166,24 @@ def test_examples_count_more_the_more_there_are_up_to_a_cap():
     # The training objective passes counts as a tensor: the same rule elementwise.
     counts = torch.tensor([0.0, 1.0, 5.0, 20.0, 21.0, 400.0])
     assert example_weight(counts).tolist() == pytest.approx([example_weight(int(n)) for n in counts.tolist()])
+
+
+def test_description_fits_say_which_description_ranks_each_example_first():
+    """A relation's description is checked against its own examples as recall scores without examples: described
+    relations only (C, known by its examples alone, is neither checked nor ever a pick), offsets included."""
+    from emma.index import DescriptionFit, DescriptionRow, ExampleRow, RelationIndex
+
+    def row(*v):
+        return DescriptionRow("text", F.normalize(torch.tensor(v), dim=0), (), (), (), ())
+
+    def examples(relation, *vectors):
+        return [ExampleRow(Instance(("x", "y", str(i)), (0, 1), (1, 2), relation), F.normalize(torch.tensor(v), dim=0))
+                for i, v in enumerate(vectors)]
+
+    a = examples("A", (0.2, 1.0, 0.1), (0.3, 1.0, 0.0), (1.0, 0.2, 0.9), (0.5, 0.1, 1.0))  # B's, B's, A's, C's row but A's
+    index = RelationIndex.build(["A", "B", "C"], [row(1.0, 0.0, 0.0), row(0.0, 1.0, 0.0), row(0.0, 0.0, 1.0)],
+                                {"A": a, "C": examples("C", (0.0, 0.0, 1.0))}, undescribed=["C"])
+    assert index.description_fits() == [DescriptionFit("A", 4, 2, (("B", 2),))]
+    # B's recall scores lowered by 0.9: its description no longer takes A's first two examples.
+    assert index.with_offsets({"B": -0.9}).description_fits() == [DescriptionFit("A", 4, 4, ())]
+    assert RelationIndex.build(["A"], [row(1.0, 0.0, 0.0)]).description_fits() == []  # no examples, nothing to check
