@@ -12,7 +12,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from emma import DataError, read_instances, relation_text
+from emma import DataError, DescriptionFit, read_instances, relation_text
 
 from .session import (
     BadInput,
@@ -49,6 +49,27 @@ CROWDED_CATALOGUE = 20
 
 def plural(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def fit_summary(fits: list[DescriptionFit], by_examples_alone: int) -> str:
+    """The line above the description check's table: which descriptions rank fewer than half of their own examples
+    first (`fits` weakest first), what that means, and how many relations had no description to check."""
+    text = "Each labelled example scored by the descriptions alone, as recall scores a sentence before any labels."
+    weak = [f for f in fits if f.right * 2 < f.examples]
+    if weak:
+        names = ", ".join(f"**{in_markdown(f.relation)}** ({f.right} of {f.examples})" for f in weak[:5])
+        more = f" and {len(weak) - 5} more" if len(weak) > 5 else ""
+        one = len(weak) == 1
+        text += (f" {plural(len(weak), 'description')} of {len(fits)} rank{'s' if one else ''} fewer than half of "
+                 f"{'its' if one else 'their'} own examples first: {names}{more}. Recall leans on a relation's examples "
+                 "(up to 4/5 of its score), but the classifier that picks among recall's candidates reads descriptions "
+                 "only: sharpen such a description (for a catalogue relation, add your own with a better one and switch "
+                 "the catalogue's off), or label more of its sentences.")
+    elif fits:
+        text += f" {'The' if len(fits) == 1 else 'Every one of the'} {plural(len(fits), 'description')} checked ranks at least half of its own examples first."
+    if by_examples_alone:
+        text += f" {plural(by_examples_alone, 'relation')} {'is' if by_examples_alone == 1 else 'are'} known by examples alone: no description to check."
+    return text
 
 
 @dataclass
@@ -142,20 +163,7 @@ class RelationsTab:
                                "ranked first instead": ", ".join(f"{name} ({n})" for name, n in f.taken_by[:3]) or "—"}
                               for f in fits], columns=FIT_COLUMNS)
         by_examples_alone = len({e.relation for e in examples} - {f.relation for f in fits})
-        weak = [f for f in fits if f.right * 2 < f.examples]
-        if weak:
-            names = ", ".join(f"**{in_markdown(f.relation)}** ({f.right} of {f.examples})" for f in weak[:5])
-            text = (f"{plural(len(weak), 'description')} of {len(fits)} rank{'s' if len(weak) == 1 else ''} fewer than half of "
-                    f"{'its' if len(weak) == 1 else 'their'} own examples first: {names}{' …' if len(weak) > 5 else ''}. "
-                    "Recall leans on a relation's examples (up to 4/5 of its score), but the classifier that picks among "
-                    "recall's candidates reads descriptions only: sharpen such a description (for a catalogue relation, "
-                    "add your own with a better one and switch the catalogue's off), or label more of its sentences.")
-        else:
-            text = f"Every one of the {plural(len(fits), 'description')} checked ranks at least half of its own examples first."
-        if by_examples_alone:
-            text += f" {plural(by_examples_alone, 'relation')} known by examples alone (no description to check)."
-        return ("Each labelled example scored by the descriptions alone, as recall scores a sentence before any labels. "
-                + text), table
+        return fit_summary(fits, by_examples_alone), table
 
     def pick_example(self, session: dict, evt: gr.SelectData, request: gr.Request = None) -> str:
         """Clicking a row of your examples puts its number into the remove box."""

@@ -47,7 +47,10 @@ at all (`emma.index.EXAMPLES_COUNTED`).
 `--agreement` scores, at K = 1, 5, 10, 20 (draws 0-2) on the same sets, recall top-1 with each relation's example
 weight made to follow how well the descriptions alone already label the drawn examples (`agreement_scores`).
 
-    python -m research.examples_probe [--alternatives | --by-count | --classifier-share | --calibrated | --every-row | --agreement | --after-finetune S [--picks | --fused-kappas 1,5,40]] [--checkpoint C]
+`--enriched` scores, at K = 5 (draw 0) on the same sets, the fused decision with each description followed by its
+examples' entity pairs ("… For example: X and Y; …"), which the classifier then reads too.
+
+    python -m research.examples_probe [--alternatives | --by-count | --classifier-share | --calibrated | --every-row | --agreement | --enriched | --after-finetune S [--picks | --fused-kappas 1,5,40]] [--checkpoint C]
 """
 
 from __future__ import annotations
@@ -605,6 +608,38 @@ def agreement(ex: emma.Extractor) -> None:
     print_grid(set_means(ex, agreement_scores), "rule (recall top-1)", {r: f"K{{K}}-{r}" for r in rules}, AGREEMENT_SHOTS)
 
 
+def enriched_descriptions(descriptions: dict[str, str], drawn: dict[str, list[emma.Instance]]) -> dict[str, str]:
+    """Each description with its relation's drawn examples' entity pairs appended ("… For example: X and Y; …"), so
+    that the classifier, which reads descriptions only, reads the examples too."""
+    def pair(i: emma.Instance) -> str:
+        return f"{' '.join(i.tokens[slice(*i.head)])} and {' '.join(i.tokens[slice(*i.tail)])}"
+
+    return {r: f"{text.rstrip('. ')}. For example: {'; '.join(pair(i) for i in drawn[r])}." if drawn.get(r) else text
+            for r, text in descriptions.items()}
+
+
+def enriched_scores(ex: emma.Extractor, fs) -> dict[str, list[float]]:
+    """{"shipped" | "enriched": [fused macro F1]} for one `research.fewshot.FewShotSet` at K = 5, draw 0: the
+    examples as the library uses them, with the plain descriptions or with `enriched_descriptions`."""
+    drawn = emma.draw_shots(fs.pool, 5, seed=0, exclude=fs.scored)
+    out = {}
+    for rule, descriptions in (("shipped", fs.descriptions), ("enriched", enriched_descriptions(fs.descriptions, drawn))):
+        use_relations(ex, descriptions, drawn)
+        out[rule] = [emma.evaluate(ex, fs.scored)["emma_fused"]["f1"]]
+    return out
+
+
+def enriched(ex: emma.Extractor) -> None:
+    """Print the `--enriched` scores per set and the CrossRE dev mean (fused, K = 5, draw 0)."""
+    means = set_means(ex, enriched_scores)
+    crossre = [name for name in means if name.startswith("crossre-")]
+    print("| descriptions (fused, K = 5, draw 0) | " + " | ".join(s.removeprefix("crossre-") for s in means)
+          + " | CrossRE mean |\n|---|" + "---|" * (len(means) + 1))
+    for rule in ("shipped", "enriched"):
+        print(f"| {rule} | " + " | ".join(f"{means[s][rule]:.1f}" for s in means)
+              + f" | {statistics.mean(means[s][rule] for s in crossre):.1f} |")
+
+
 def after_finetune_picks(checkpoint: str | None, runs, seed: int) -> None:
     """Print `pick_scores` on each CrossRE domain's dev with a kept `default` fine-tune of draw `seed`, for the start and
     the fine-tune, the fine-tune's own 20 rows per relation as examples; then the means over the domains found."""
@@ -634,6 +669,7 @@ def main() -> None:
     parser.add_argument("--classifier-share", action="store_true", help="score how much the classifier's vote counts with examples")
     parser.add_argument("--calibrated", action="store_true", help="score per-relation offsets fitted on the examples")
     parser.add_argument("--every-row", action="store_true", help="every train row as examples, the count capped or not")
+    parser.add_argument("--enriched", action="store_true", help="descriptions with the examples' entity pairs appended (fused)")
     parser.add_argument("--agreement", action="store_true", help="example weights that follow how well the descriptions label the examples")
     parser.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the shipped one)")
     parser.add_argument("--split", choices=("dev", "test"), default="dev",
@@ -670,6 +706,9 @@ def main() -> None:
         return
     if args.agreement:
         agreement(ex)
+        return
+    if args.enriched:
+        enriched(ex)
         return
     descriptions = emma.read_descriptions(DATA_DIR / "crossre" / "descriptions.json")
     ex.set_relations(descriptions)

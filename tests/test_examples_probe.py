@@ -146,3 +146,22 @@ def test_every_row_scores_each_cap_and_leaves_the_shipped_cap_in_place(tiny_extr
     assert emma.index.EXAMPLES_COUNTED == EXAMPLES_COUNTED
     # The examples stay in force (every pool row not scored), as the last cap left them.
     assert sum(len(v) for v in tiny_extractor.index.examples.values()) == 25
+
+
+def test_description_agreement_counts_examples_whose_own_description_comes_first():
+    from research.examples_probe import description_agreement
+
+    pool_desc = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3], [0.6, 0.5]])  # rows: examples; columns: descriptions
+    agreement, own = description_agreement(pool_desc, {0: [0, 1], 1: [2, 3]}, temperature=0.1)
+    assert agreement == pytest.approx(1 / 4)  # only row 0's own description (0) comes first
+    soft = torch.softmax(pool_desc / 0.1, 1)
+    assert own.tolist() == pytest.approx([float(soft[[0, 1], 0].mean()), float(soft[[2, 3], 1].mean())])
+
+
+def test_enriched_descriptions_append_each_drawn_examples_entity_pair():
+    from research.examples_probe import enriched_descriptions
+
+    tokens = ("Steve", "Jobs", "founded", "Apple", ".")
+    drawn = {"founded by": [emma.Instance(tokens, (3, 4), (0, 2), "founded by")]}
+    out = enriched_descriptions({"founded by": "founder of the organization.", "capital of": "capital city"}, drawn)
+    assert out == {"founded by": "founder of the organization. For example: Apple and Steve Jobs.", "capital of": "capital city"}
