@@ -1,18 +1,21 @@
 """The Relations tab: the catalogue (search, switch on/off), the user's own relations
 (add, edit, delete, import, export) and their labelled examples (how many each relation has, remove
-one, import a file of them). Every change is saved for the session's owner at once.
+one, import a file of them, check each description against them). Every change is saved for the session's
+owner at once.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
 from emma import DataError, DescriptionFit, read_instances, relation_text
+from emma.index import EXAMPLES_COUNTED, EXAMPLES_LIKE_DESCRIPTION
 
 from .session import (
     BadInput,
@@ -41,6 +44,7 @@ from .workbench import DB, MODEL, PRIVATE, QUIET, Workbench, user_errors, warn
 MAX_IMPORTED_EXAMPLES = 2000  # per import file
 IMPORT_CHUNK = 64  # examples encoded per turn of the model's thread
 MAX_QUERY_CHARS = 200
+MOST_EXAMPLE_WEIGHT = Fraction(EXAMPLES_COUNTED, EXAMPLES_COUNTED + EXAMPLES_LIKE_DESCRIPTION)  # emma.index.example_weight's cap
 FIT_COLUMNS = ["relation", "examples", "its description ranks it first", "ranked first instead"]
 # This many catalogue relations on beside a user's own and the count line suggests switching some off. A round
 # number, not a measured threshold: the measured setting (results/GZSL.md) is the whole default catalogue, 135.
@@ -62,7 +66,7 @@ def fit_summary(fits: list[DescriptionFit], by_examples_alone: int) -> str:
         one = len(weak) == 1
         text += (f" {plural(len(weak), 'description')} of {len(fits)} rank{'s' if one else ''} fewer than half of "
                  f"{'its' if one else 'their'} own examples first: {names}{more}. Recall leans on a relation's examples "
-                 "(up to 4/5 of its score), but the classifier that picks among recall's candidates reads descriptions "
+                 f"(up to {MOST_EXAMPLE_WEIGHT} of its score), but the classifier that picks among recall's candidates reads descriptions "
                  "only: sharpen such a description (for a catalogue relation, add your own with a better one and switch "
                  "the catalogue's off), or label more of its sentences.")
     elif fits:

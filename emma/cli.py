@@ -201,7 +201,9 @@ def evaluate(checkpoint, data, descriptions, split, k, max_per_relation, precisi
     """Score recall-only and full EMMA (macro P/R/F1) on a zero-shot (or few-shot) test set.
 
     Prints one JSON object with keys recall_only and emma (precision, recall, f1 in percent),
-    n_instances and n_relations, and shots (examples per relation drawn from --examples; 0 without).
+    n_instances and n_relations, and shots (examples per relation drawn from --examples; 0 without). With
+    examples, description_fit says how many of them their own relation's description alone ranks first, in all
+    and per relation (`RelationIndex.description_fits`): how well the descriptions suit this text.
     Without --split every described relation in the data is a candidate.
 
     Example:
@@ -230,6 +232,11 @@ def evaluate(checkpoint, data, descriptions, split, k, max_per_relation, precisi
     report = run_evaluation(ex, instances, progress=True)
     report["shots"] = shots
     report["examples"] = sum(len(v) for v in drawn.values())
+    if drawn:
+        fits = ex.index.description_fits()
+        report["description_fit"] = {
+            "right": sum(f.right for f in fits), "examples": sum(f.examples for f in fits),
+            "per_relation": {f.relation: {"right": f.right, "examples": f.examples, "taken_by": dict(f.taken_by)} for f in fits}}
     report["protocol"] = {
         "checkpoint": checkpoint or "default",
         "data": list(data),

@@ -178,6 +178,11 @@ def test_evaluate_with_examples_uses_k_shots_never_scored(runner, tiny_checkpoin
         assert not set(labelled) & set(scored)
         ex.add_examples(relation, labelled)
     assert report["recall_only"] == pytest.approx(evaluate(ex, scored)["recall_only"])
+    fits = ex.index.description_fits()
+    assert report["description_fit"]["examples"] == 4 and report["description_fit"]["right"] == sum(f.right for f in fits)
+    assert report["description_fit"]["per_relation"] == {f.relation: {"right": f.right, "examples": 1, "taken_by": dict(f.taken_by)}
+                                                         for f in fits}
+    assert "description_fit" not in zero
     _assert_clean_error(runner.invoke(cli, [*args, "--shots", "2"]), "--shots 2 needs --examples FILE")
 
 
