@@ -67,8 +67,9 @@ def fit_summary(fits: list[DescriptionFit], by_examples_alone: int) -> str:
         text += (f" {plural(len(weak), 'description')} of {len(fits)} rank{'s' if one else ''} fewer than half of "
                  f"{'its' if one else 'their'} own examples first: {names}{more}. Recall leans on a relation's examples "
                  f"(up to {MOST_EXAMPLE_WEIGHT} of its score), but the classifier that picks among recall's candidates reads descriptions "
-                 "only: sharpen such a description (for a catalogue relation, add your own with a better one and switch "
-                 "the catalogue's off), or label more of its sentences.")
+                 "only. Sharpen such a description if the relation is yours (click its row); for any of them, switch off "
+                 "the relations that take its examples (last column) if your text does not need them, or label more of its "
+                 "sentences.")
     elif fits:
         text += f" {'The' if len(fits) == 1 else 'Every one of the'} {plural(len(fits), 'description')} checked ranks at least half of its own examples first."
     if by_examples_alone:
@@ -176,7 +177,7 @@ class RelationsTab:
         return str(row[0]) if row and str(row[0]) in mine else ""
 
     def pick_user_relation(self, session: dict, evt: gr.SelectData, request: gr.Request = None) -> tuple[str, str]:
-        """Clicking a row of your relations puts it into the form for editing."""
+        """Clicking a row of your relations (or of the description check) puts it into the form for editing."""
         row = evt.row_value or []
         mine = self.wb.owned(session, request)["user"]
         name = row[0] if row and row[0] in mine else ""
@@ -425,6 +426,7 @@ class RelationsTab:
         reset_btn.click(self.reset_catalogue, [session], [session], **PRIVATE).success(**refresh)
         self._wire_own_relations(form, session, refresh)
         self._wire_examples(examples, session, refresh)
+        examples["fit"].select(self.pick_user_relation, [session], [form["name"], form["description"]], **QUIET)
         return RelationsParts(search, views)
 
     @staticmethod
@@ -446,7 +448,8 @@ class RelationsTab:
             panel["check"] = gr.Button("Check each description against its labelled examples", size="sm",
                                        elem_id="check-descriptions")
             panel["fit_summary"] = gr.Markdown(elem_id="description-fit-summary")
-            panel["fit"] = gr.Dataframe(label="Descriptions against their own examples (weakest first)", interactive=False,
+            panel["fit"] = gr.Dataframe(label="Descriptions against their own examples (weakest first; click one of your "
+                                              "relations to edit it)", interactive=False,
                                         elem_id="description-fit", wrap=True, max_height=360)
         panel["request_id"] = gr.Textbox("", visible=False, label="request_id")  # optional idempotency key for API clients
         return panel

@@ -153,6 +153,10 @@ def test_browser_mark_add_relation_predict_feedback_then_the_label_counts(tiny_e
             expect(page.locator("#description-fit")).to_contain_text(correct)
             expect(page.locator("#description-fit")).to_contain_text(re.compile(r"[01] of 1"))
             expect(page.locator("#description-fit-summary")).to_contain_text("scored by the descriptions alone")
+            # Clicking the row of one of your relations puts it into the form, to sharpen its description.
+            page.locator("#rel-name textarea").fill("")
+            page.locator("#description-fit [data-row][data-col='0']").filter(has_text=correct).first.click()
+            expect(page.locator("#rel-name textarea")).to_have_value(correct if correct == "works at" else "")
             page.get_by_role("tab", name="Predict").click()
 
             # A new name as the correct relation teaches a relation by this sentence alone; the next prediction scores it.
