@@ -42,7 +42,7 @@ to the shipped mix, fitted on the examples themselves (each scored with its own 
 
 `--every-row` scores each CrossRE domain's dev file (fused, recall in brackets) with every row of its train file as
 examples (up to 185 for one relation), the count in w = m / (m + 5) capped at m = min(n, 20) (shipped), at 10, or not
-at all (`emma.index.EXAMPLES_COUNTED`).
+at all (`emma.index.EXAMPLES_COUNTED`); `--set fewrel-val` scores FewRel val_wiki with its whole pool, 30 per relation.
 
 `--agreement` scores, at K = 1, 5, 10, 20 (draws 0-2) on the same sets, recall top-1 with each relation's example
 weight made to follow how well the descriptions alone already label the drawn examples (`agreement_scores`).
@@ -50,7 +50,7 @@ weight made to follow how well the descriptions alone already label the drawn ex
 `--enriched` scores, at K = 5 (draw 0) on the same sets, the fused decision with each description followed by its
 examples' entity pairs ("… For example: X and Y; …"), which the classifier then reads too.
 
-    python -m research.examples_probe [--alternatives | --by-count | --classifier-share | --calibrated | --every-row | --agreement | --enriched | --after-finetune S [--picks | --fused-kappas 1,5,40]] [--checkpoint C]
+    python -m research.examples_probe [--alternatives | --by-count | --classifier-share | --calibrated | --every-row [--set NAME] | --agreement | --enriched | --after-finetune S [--picks | --fused-kappas 1,5,40]] [--checkpoint C]
 """
 
 from __future__ import annotations
@@ -374,7 +374,7 @@ EVERY_ROW_CAPS = (None, 20, 10)  # None: the count uncapped, the rule before the
 
 
 def every_row_scores(ex: emma.Extractor, fs) -> dict[str, dict[str, float]]:
-    """{cap: {"fused", "recall"} macro F1} on `fs` (a CrossRE `research.fewshot.FewShotSet`) with every labelled row of
+    """{cap: {"fused", "recall"} macro F1} on `fs` (a `research.fewshot.FewShotSet`) with every labelled row of
     its pool as examples, the example count capped at each of `EVERY_ROW_CAPS` (`emma.index.EXAMPLES_COUNTED`)."""
     from unittest import mock
 
@@ -389,19 +389,21 @@ def every_row_scores(ex: emma.Extractor, fs) -> dict[str, dict[str, float]]:
     return out
 
 
-def every_row(ex: emma.Extractor) -> None:
-    """Print fused (recall) dev macro F1 per CrossRE domain with every train row as examples, per cap on the count."""
-    sets = load_sets(DATA_DIR, [f"crossre-{d}" for d in DOMAINS])
+def every_row(ex: emma.Extractor, names: list[str] | None = None) -> None:
+    """Print fused (recall) macro F1 per set with every labelled row of its pool as examples, per cap on the count:
+    the sets `names` of `research.fewshot.load_sets` (default: the six CrossRE domains, whose pool is a train file;
+    "fewrel-val" has 30 per relation), and their mean when there are several."""
+    sets = load_sets(DATA_DIR, names or [f"crossre-{d}" for d in DOMAINS])
     scores = {}
     for fs in sets:
         scores[fs.name] = every_row_scores(ex, fs)
         print(fs.name, {k: round(v["fused"], 1) for k, v in scores[fs.name].items()}, flush=True)
-    names = list(scores[sets[0].name])
-    print("| examples: every train row | " + " | ".join(fs.name.removeprefix("crossre-") for fs in sets) + " | mean |\n|---|"
+    rules = list(scores[sets[0].name])
+    print("| examples: every row of the pool | " + " | ".join(fs.name.removeprefix("crossre-") for fs in sets) + " | mean |\n|---|"
           + "---|" * (len(sets) + 1))
-    for name in names:
-        cells = [scores[fs.name][name] for fs in sets]
-        print(f"| {name} | " + " | ".join(f"{c['fused']:.1f} ({c['recall']:.1f})" for c in cells)
+    for rule in rules:
+        cells = [scores[fs.name][rule] for fs in sets]
+        print(f"| {rule} | " + " | ".join(f"{c['fused']:.1f} ({c['recall']:.1f})" for c in cells)
               + f" | {statistics.mean(c['fused'] for c in cells):.1f} ({statistics.mean(c['recall'] for c in cells):.1f}) |")
 
 
@@ -669,6 +671,8 @@ def main() -> None:
     parser.add_argument("--classifier-share", action="store_true", help="score how much the classifier's vote counts with examples")
     parser.add_argument("--calibrated", action="store_true", help="score per-relation offsets fitted on the examples")
     parser.add_argument("--every-row", action="store_true", help="every train row as examples, the count capped or not")
+    parser.add_argument("--set", action="append", dest="sets", metavar="NAME",
+                        help="with --every-row: a set to score (crossre-ai … crossre-news, fewrel-val; repeat; default the six CrossRE domains)")
     parser.add_argument("--enriched", action="store_true", help="descriptions with the examples' entity pairs appended (fused)")
     parser.add_argument("--agreement", action="store_true", help="example weights that follow how well the descriptions label the examples")
     parser.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the shipped one)")
@@ -702,7 +706,7 @@ def main() -> None:
         calibrated(ex)
         return
     if args.every_row:
-        every_row(ex)
+        every_row(ex, args.sets)
         return
     if args.agreement:
         agreement(ex)
