@@ -683,6 +683,9 @@ def main() -> None:
     parser.add_argument("--picks", action="store_true", help="with --after-finetune: the --classifier-share grid instead")
     parser.add_argument("--fused-kappas", default="", help="with --after-finetune: κ values (comma-separated) scored fused too")
     args = parser.parse_args()
+    unknown = sorted(set(args.sets or ()) - {f"crossre-{d}" for d in DOMAINS} - {"fewrel-val"})
+    if unknown:
+        parser.error(f"--set {unknown[0]}: not a set (crossre-{', crossre-'.join(DOMAINS)}, fewrel-val)")
     if args.after_finetune is not None:
         from . import RUNS_DIR
 
