@@ -696,27 +696,13 @@ def main() -> None:
                        [float(k) for k in args.fused_kappas.split(",") if k])
         return
     ex = emma.Extractor.load(args.checkpoint)
-    if args.alternatives:
-        alternatives(ex)
-        return
-    if args.by_count:
-        by_count(ex)
-        return
-    if args.classifier_share:
-        classifier_share(ex, args.split)
-        return
-    if args.calibrated:
-        calibrated(ex)
-        return
-    if args.every_row:
-        every_row(ex, args.sets)
-        return
-    if args.agreement:
-        agreement(ex)
-        return
-    if args.enriched:
-        enriched(ex)
-        return
+    probes = {"alternatives": alternatives, "by_count": by_count,
+              "classifier_share": lambda ex: classifier_share(ex, args.split), "calibrated": calibrated,
+              "every_row": lambda ex: every_row(ex, args.sets), "agreement": agreement, "enriched": enriched}
+    for flag, probe in probes.items():
+        if getattr(args, flag):
+            probe(ex)
+            return
     descriptions = emma.read_descriptions(DATA_DIR / "crossre" / "descriptions.json")
     ex.set_relations(descriptions)
     names = list(descriptions)
