@@ -385,8 +385,9 @@ class RelationsTab:
             raise BadInput(f"Import at most {MAX_IMPORTED_EXAMPLES} labelled sentences at a time; this file holds {len(instances)}.")
         # The importer pays for encoding, a chunk per turn of the model's thread, so other users'
         # predictions go in between instead of waiting behind one large import at their next prediction.
+        engine = wb.engine_for(session)  # the model the owner predicts with: its cache is the one their predictions read
         for start in range(0, len(instances), IMPORT_CHUNK):
-            wb.model.call(wb.engine.encode_examples, instances[start : start + IMPORT_CHUNK])
+            wb.model.call(engine.encode_examples, instances[start : start + IMPORT_CHUNK])
         status = (f"Imported {plural(len(instances), 'labelled example')} of {plural(len({i.relation for i in instances}), 'relation')}, "
                   "used from your next prediction.")
 

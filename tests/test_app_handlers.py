@@ -898,3 +898,14 @@ def test_fit_summary_names_the_weak_descriptions_and_says_why_they_matter():
     assert one.endswith("2 relations are known by examples alone: no description to check.")
     assert fit_summary([DescriptionFit("c", 2, 1, ())], 0).endswith("The 1 description checked ranks at least half of its own examples first.")
     assert fit_summary([], 1).endswith("1 relation is known by examples alone: no description to check.")
+
+
+def test_imported_examples_are_encoded_by_the_model_the_owner_predicts_with(wb, session, tiny_extractor, tmp_path, monkeypatch):
+    mine = Engine(tiny_extractor)  # stands in for the owner's fine-tuned version
+    monkeypatch.setattr(wb.shared, "engine_for", lambda s: mine if s["owner"] == "user:ann" else wb.shared.engine)
+    path = tmp_path / "ex.jsonl"
+    path.write_text(json.dumps({"tokens": "Paris is the capital of France .".split(), "head": [0, 1], "tail": [5, 6],
+                                "relation": "capital of"}) + "\n")
+    wb.import_examples(str(path), session)
+    key = (tuple("Paris is the capital of France .".split()), (0, 1), (5, 6))
+    assert key in mine._examples and key not in wb.shared.engine._examples
