@@ -246,7 +246,7 @@ class RelationsTab:
             return wb.refreshed(session), prior
         name, description, text = check_relation(session, wb.catalogue, name, description, editing)
         n = wb.engine.count_pieces(text)
-        wb.model.call(wb.engine.encode, [text])  # encode before saving: an encoder failure saves nothing
+        wb.model.call(wb.engine_for(session).encode, [text])  # encode before saving: an encoder failure saves nothing
         new = with_user_relation(session, name, description)
         status = f"{'Updated' if editing else 'Added'} '{name}'; {len(wb.relations(new))} relations in force."
         if not description and name not in wb.relations(new):
@@ -308,7 +308,7 @@ class RelationsTab:
             check_relation(trial, wb.catalogue, name, description, editing=False)
             trial = with_user_relation(trial, name, description)
         texts = {n: relation_text(n, d) for n, d in user.items()}
-        wb.model.call(wb.engine.encode, list(texts.values()))
+        wb.model.call(wb.engine_for(session).encode, list(texts.values()))
         status = (f"Imported {len(enabled)} catalogue and {len(user)} own relations; "
                   f"{len(wb.relations(trial))} relations in force.")
 

@@ -900,7 +900,7 @@ def test_fit_summary_names_the_weak_descriptions_and_says_why_they_matter():
     assert fit_summary([], 1).endswith("1 relation is known by examples alone: no description to check.")
 
 
-def test_imported_examples_are_encoded_by_the_model_the_owner_predicts_with(wb, session, tiny_extractor, tmp_path, monkeypatch):
+def test_new_relations_and_examples_are_encoded_by_the_model_the_owner_predicts_with(wb, session, tiny_extractor, tmp_path, monkeypatch):
     mine = Engine(tiny_extractor)  # stands in for the owner's fine-tuned version
     monkeypatch.setattr(wb.shared, "engine_for", lambda s: mine if s["owner"] == "user:ann" else wb.shared.engine)
     path = tmp_path / "ex.jsonl"
@@ -909,3 +909,6 @@ def test_imported_examples_are_encoded_by_the_model_the_owner_predicts_with(wb, 
     wb.import_examples(str(path), session)
     key = (tuple("Paris is the capital of France .".split()), (0, 1), (5, 6))
     assert key in mine._examples and key not in wb.shared.engine._examples
+    wb.add_relation("works at", "person employed by this organization", session)
+    text = emma.relation_text("works at", "person employed by this organization")
+    assert text in mine._cache and text not in wb.shared.engine._cache
