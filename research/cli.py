@@ -254,8 +254,10 @@ def fewshot(checkpoint, data_dir, results, shots, seeds, sets, precision, split)
 @click.option("--checkpoint", "checkpoint_id", default="emma-minilm", show_default=True,
               help="Only the runs of the checkpoint whose id starts with this.")
 @click.option("--rule", default=None, help="How the runs weighed examples (default: the shipped rule; 'n/(n+5), classifier 1-w': before the cap on n; 'n/(n+5)': before the classifier's share; 0.5: the fixed weight before that).")
+@click.option("--precision", type=click.Choice(INFERENCE_PRECISIONS), default=None,
+              help="Only the runs scored at this precision (default: all).")
 @click.option("--output", type=click.Path(), help="Write the markdown here too.")
-def fewshot_table(results, split, checkpoint_id, rule, output) -> None:
+def fewshot_table(results, split, checkpoint_id, rule, precision, output) -> None:
     """Render the few-shot table (markdown) from a results file of `fewshot`.
 
     Example:
@@ -265,7 +267,8 @@ def fewshot_table(results, split, checkpoint_id, rule, output) -> None:
     from .fewshot import EXAMPLE_RULE, table
     from .jsonl import read
 
-    text = table(read(results), split, checkpoint_id, rule or EXAMPLE_RULE)
+    records = [r for r in read(results) if precision is None or r["precision"] == precision]
+    text = table(records, split, checkpoint_id, rule or EXAMPLE_RULE)
     _emit(text, output)
 
 

@@ -60,3 +60,22 @@ def test_the_table_keeps_checkpoints_and_example_rules_apart():
     assert "| crossre-ai | 10.0 (10.0) | 30.0 (30.0) |" in shipped  # K = 0 counts for every rule
     assert "| crossre-ai | 10.0 (10.0) | 20.0 (20.0) |" in before
     assert "50.0" not in shipped + before
+
+
+def test_the_table_command_can_keep_one_precision(tmp_path):
+    from click.testing import CliRunner
+
+    from research.cli import cli
+
+    def record(precision, shots, f1):
+        return {"set": "crossre-ai", "shots": shots, "seed": 0, "checkpoint": "a@1", "precision": precision,
+                "emma_fused": f1, "recall_only": f1, **({"example_rule": EXAMPLE_RULE} if shots else {})}
+
+    results = tmp_path / "fewshot.jsonl"
+    results.write_text("".join(json.dumps(r) + "\n" for r in (record("bf16", 0, 10.0), record("int8", 0, 12.0), record("int8", 5, 20.0))))
+    args = ["fewshot-table", "--results", str(results), "--checkpoint", "a"]
+    both = CliRunner().invoke(cli, args)
+    one = CliRunner().invoke(cli, [*args, "--precision", "int8"])
+    assert both.exit_code == 0 and one.exit_code == 0, both.output + one.output
+    assert "| crossre-ai | 11.0 ± 1.4 (11.0) | 20.0 (20.0) |" in both.output
+    assert "| crossre-ai | 12.0 (12.0) | 20.0 (20.0) |" in one.output
