@@ -58,7 +58,9 @@ def plural(n: int, noun: str) -> str:
 def fit_summary(fits: list[DescriptionFit], by_examples_alone: int) -> str:
     """The line above the description check's table: which descriptions rank fewer than half of their own examples
     first (`fits` weakest first), what that means, and how many relations had no description to check."""
-    text = "Each labelled example scored by the descriptions alone, as recall scores a sentence before any labels."
+    checked = sum(f.examples for f in fits)
+    text = (f"{plural(checked, 'labelled example')} scored by the descriptions alone, as recall scores a sentence before "
+            "any labels (check again after labelling more).")
     weak = [f for f in fits if f.right * 2 < f.examples]
     if weak:
         names = ", ".join(f"**{in_markdown(f.relation)}** ({f.right} of {f.examples})" for f in weak[:5])

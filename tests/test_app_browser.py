@@ -152,7 +152,7 @@ def test_browser_mark_add_relation_predict_feedback_then_the_label_counts(tiny_e
             page.click("#check-descriptions")
             expect(page.locator("#description-fit")).to_contain_text(correct)
             expect(page.locator("#description-fit")).to_contain_text(re.compile(r"[01] of 1"))
-            expect(page.locator("#description-fit-summary")).to_contain_text("scored by the descriptions alone")
+            expect(page.locator("#description-fit-summary")).to_contain_text("1 labelled example scored by the descriptions alone")
             # Clicking the row of one of your relations puts it into the form, to sharpen its description.
             page.locator("#rel-name textarea").fill("")
             page.locator("#description-fit [data-row][data-col='0']").filter(has_text=correct).first.click()

@@ -880,6 +880,7 @@ def test_check_descriptions_against_own_examples(wb, session, tmp_path):
     weak = [f for f in fits.values() if f.right * 2 < f.examples]
     assert ("fewer than half" in summary) == bool(weak) and all(f"**{f.relation}**" in summary for f in weak)
     assert "1 relation is known by examples alone: no description to check." in summary
+    assert summary.startswith("4 labelled examples scored by the descriptions alone")  # Lima's relation has no description
     # Another user sees none of ann's examples.
     summary, table = wb.description_fit(wb.open_session("user:bob"))
     assert summary.startswith("No labelled examples") and table.empty
@@ -891,6 +892,7 @@ def test_fit_summary_names_the_weak_descriptions_and_says_why_they_matter():
 
     weak = [DescriptionFit(f"r{i}", 4, 1, (("other", 3),)) for i in range(7)]
     text = fit_summary([*weak, DescriptionFit("fine", 2, 1, (("r0", 1),)), DescriptionFit("x_*y*", 3, 0, ())], 0)
+    assert text.startswith("33 labelled examples scored by the descriptions alone")
     assert "8 descriptions of 9 rank fewer than half of their own examples first: **r0** (1 of 4)," in text
     assert "**r4** (1 of 4) and 3 more. " in text and "fine" not in text and "classifier" in text
     one = fit_summary([DescriptionFit("x_*y*", 2, 0, (("c", 2),)), DescriptionFit("c", 2, 2, ())], 2)
