@@ -58,6 +58,8 @@ def plural(n: int, noun: str) -> str:
 def fit_summary(fits: list[DescriptionFit], by_examples_alone: int) -> str:
     """The line above the description check's table: which descriptions rank fewer than half of their own examples
     first (`fits` weakest first), what that means, and how many relations had no description to check."""
+    if not fits:
+        return f"{plural(by_examples_alone, 'relation')} with examples, known by examples alone: no description to check."
     checked = sum(f.examples for f in fits)
     text = (f"{plural(checked, 'labelled example')} scored by the descriptions alone, as recall scores a sentence before "
             "any labels (check again after labelling more).")
@@ -72,7 +74,7 @@ def fit_summary(fits: list[DescriptionFit], by_examples_alone: int) -> str:
                  "only. Sharpen such a description if the relation is yours (click its row); for any of them, switch off "
                  "the relations that take its examples (last column) if your text does not need them, or label more of its "
                  "sentences.")
-    elif fits:
+    else:
         text += f" {'The' if len(fits) == 1 else 'Every one of the'} {plural(len(fits), 'description')} checked ranks at least half of its own examples first."
     if by_examples_alone:
         text += f" {plural(by_examples_alone, 'relation')} {'is' if by_examples_alone == 1 else 'are'} known by examples alone: no description to check."

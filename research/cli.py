@@ -254,8 +254,8 @@ def fewshot(checkpoint, data_dir, results, shots, seeds, sets, precision, split)
 @click.option("--checkpoint", "checkpoint_id", default="emma-minilm", show_default=True,
               help="Only the runs of the checkpoint whose id starts with this.")
 @click.option("--rule", default=None, help="How the runs weighed examples (default: the shipped rule; 'n/(n+5), classifier 1-w': before the cap on n; 'n/(n+5)': before the classifier's share; 0.5: the fixed weight before that).")
-@click.option("--precision", type=click.Choice(INFERENCE_PRECISIONS), default=None,
-              help="Only the runs scored at this precision (default: all).")
+@click.option("--precision", type=click.Choice([p for p in INFERENCE_PRECISIONS if p != "auto"]), default=None,
+              help="Only the runs scored at this precision (default: all; records hold the precision `auto` chose).")
 @click.option("--output", type=click.Path(), help="Write the markdown here too.")
 def fewshot_table(results, split, checkpoint_id, rule, precision, output) -> None:
     """Render the few-shot table (markdown) from a results file of `fewshot`.

@@ -899,7 +899,7 @@ def test_fit_summary_names_the_weak_descriptions_and_says_why_they_matter():
     assert "1 description of 2 ranks fewer than half of its own examples first: **x\\_\\*y\\*** (0 of 2)." in one
     assert one.endswith("2 relations are known by examples alone: no description to check.")
     assert fit_summary([DescriptionFit("c", 2, 1, ())], 0).endswith("The 1 description checked ranks at least half of its own examples first.")
-    assert fit_summary([], 1).endswith("1 relation is known by examples alone: no description to check.")
+    assert fit_summary([], 1) == "1 relation with examples, known by examples alone: no description to check."
 
 
 def test_new_relations_and_examples_are_encoded_by_the_model_the_owner_predicts_with(wb, session, tiny_extractor, tmp_path, monkeypatch):
