@@ -579,8 +579,8 @@ def description_agreement(pool_desc: torch.Tensor, drawn: dict[int, list[int]], 
 
 
 def agreement_scores(ex: emma.Extractor, fs) -> dict[str, list[float]]:
-    """{"K{K}-{rule}": [recall top-1 macro F1 per draw]} for one `research.fewshot.FewShotSet`: the shipped weight w
-    beside weights that follow how well the descriptions already label the drawn examples (agreement A over all of
+    """{"K{K}-{rule}": [recall top-1 macro F1 per draw]} for one `research.fewshot.FewShotSet` ("K{K}-A": the agreement
+    itself, in %): the shipped weight w beside weights that follow how well the descriptions already label the drawn examples (agreement A over all of
     them, or each relation's own soft agreement a_r): κ = 5·c^(2A − 1) in place of 5, w·(1 − βA), w·(1 − β·a_r)."""
     names, gold, q, tv, desc, pool_desc = encode_set(ex, fs)
     out: dict[str, list[float]] = {"K0": [top1_f1(gold, names, desc)]}
@@ -591,15 +591,15 @@ def agreement_scores(ex: emma.Extractor, fs) -> dict[str, list[float]]:
             agreement, own = description_agreement(pool_desc, drawn, ex.config.temperature)
             w = emma.index.example_weight(count)
             m = count.clamp(max=emma.index.EXAMPLES_COUNTED)
-            rules = {"shipped": w, "A": torch.full_like(w, agreement)}
+            out.setdefault(f"K{shots}-A", []).append(agreement * 100)
+            rules = {"shipped": w}
             for c in (2, 4):
                 rules[f"κ·{c}^(2A−1)"] = m / (m + emma.index.EXAMPLES_LIKE_DESCRIPTION * c ** (2 * agreement - 1))
             for beta in (0.5, 1.0):
                 rules[f"w·(1−{beta:g}A)"] = w * (1 - beta * agreement)
             rules["w·(1−0.5a_r)"] = w * (1 - 0.5 * own)
             for rule, weight in rules.items():
-                value = agreement * 100 if rule == "A" else top1_f1(gold, names, (1 - weight) * desc + weight * examples)
-                out.setdefault(f"K{shots}-{rule}", []).append(value)
+                out.setdefault(f"K{shots}-{rule}", []).append(top1_f1(gold, names, (1 - weight) * desc + weight * examples))
     return out
 
 

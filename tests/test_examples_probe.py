@@ -165,3 +165,19 @@ def test_enriched_descriptions_append_each_drawn_examples_entity_pair():
     drawn = {"founded by": [emma.Instance(tokens, (3, 4), (0, 2), "founded by")]}
     out = enriched_descriptions({"founded by": "founder of the organization.", "capital of": "capital city"}, drawn)
     assert out == {"founded by": "founder of the organization. For example: Apple and Steve Jobs.", "capital of": "capital city"}
+
+
+def test_agreement_scores_report_the_agreement_apart_and_the_shipped_rule_as_the_library_mixes(tiny_extractor, toy_descriptions,
+                                                                                                 toy_instances):
+    from research.examples_probe import (AGREEMENT_SHOTS, agreement_scores, description_agreement, draws, encode_set,
+                                         mixed_scores, top1_f1)
+    from research.fewshot import FewShotSet
+
+    fs = FewShotSet("crossre-toy", toy_descriptions, toy_instances[1::2], toy_instances[0::2])
+    scores = agreement_scores(tiny_extractor, fs)
+    names, gold, q, tv, desc, pool_desc = encode_set(tiny_extractor, fs)
+    for shots in AGREEMENT_SHOTS:
+        drawn = [draws(fs.pool, names, shots, seed) for seed in (0, 1, 2)]
+        assert scores[f"K{shots}-A"] == pytest.approx([100 * description_agreement(pool_desc, d, 0.02)[0] for d in drawn])
+        assert scores[f"K{shots}-shipped"] == pytest.approx([top1_f1(gold, names, mixed_scores(q, desc, tv, d, len(names)))
+                                                            for d in drawn])
