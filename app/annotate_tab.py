@@ -118,7 +118,7 @@ class AnnotateTab:
         relations = self.wb.relations(session)
         if not relations:
             raise BadInput("No relation is switched on; enable some in the Relations tab or add your own.")
-        examples = tuple(e for e in self.wb.labelled(session) if e.relation in relations)
+        examples = self.wb.labelled_in_force(session, relations)
         engine = self.wb.engine_for(session)  # the owner's fine-tuned version, if they chose one
         return session, Context(session["owner"], relations, examples, set_key(engine.checkpoint_id, relations, examples), engine)
 

@@ -139,7 +139,7 @@ class ExtractTab:
         relations = wb.relations(session)
         if not relations:
             raise BadInput("No relation is switched on; enable some in the Relations tab or add your own.")
-        examples = tuple(e for e in wb.labelled(session) if e.relation in relations)
+        examples = wb.labelled_in_force(session, relations)
         engine = self._engine(session)
 
         def job():

@@ -202,8 +202,7 @@ class PredictTab:
             warnings_.append(f"The sentence has {n} word pieces but the model reads {wb.engine.sentence_window}; "
                              "only the words nearest the entities were used.")
             warn(warnings_[-1])
-        # The owner's labelled examples of relations in force count in recall at once (others wait, kept).
-        examples = tuple(e for e in wb.labelled(session) if e.relation in relations)
+        examples = wb.labelled_in_force(session, relations)
         try:
             instance = instance_from_text(sentence, h, t)
             engine = wb.engine_for(session)  # the owner's fine-tuned version, if they chose one

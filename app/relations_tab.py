@@ -161,7 +161,7 @@ class RelationsTab:
         wb = self.wb
         session = wb.owned(session, request)
         relations = wb.relations(session)
-        examples = tuple(e for e in wb.labelled(session) if e.relation in relations)
+        examples = wb.labelled_in_force(session, relations)
         table = pd.DataFrame(columns=FIT_COLUMNS)
         if not examples:
             return "No labelled examples of relations in force yet: judge a prediction, or import labelled sentences.", table

@@ -228,6 +228,11 @@ class Workbench:
         """
         return self.engine.instances(self.store.labelled(session["owner"]))
 
+    def labelled_in_force(self, session: dict, relations: dict[str, str]) -> tuple[Instance, ...]:
+        """The owner's labelled examples of `relations` (those in force), which recall counts at once; the others
+        are kept and wait until their relation is switched on again."""
+        return tuple(e for e in self.labelled(session) if e.relation in relations)
+
     # ------------------------------------------------------------------ idempotent writes
 
     def replay(self, session: dict, request_id: str | None, action: str) -> str | None:
