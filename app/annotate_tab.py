@@ -115,9 +115,7 @@ class AnnotateTab:
     def _context(self, session, request) -> tuple[dict, Context]:
         """(session, what this caller's suggestions depend on)."""
         session = self.wb.owned(session, request)
-        relations = self.wb.relations(session)
-        if not relations:
-            raise BadInput("No relation is switched on; enable some in the Relations tab or add your own.")
+        relations = self.wb.relations_to_predict(session)
         examples = self.wb.labelled_in_force(session, relations)
         engine = self.wb.engine_for(session)  # the owner's fine-tuned version, if they chose one
         return session, Context(session["owner"], relations, examples, set_key(engine.checkpoint_id, relations, examples), engine)

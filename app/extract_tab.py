@@ -136,9 +136,7 @@ class ExtractTab:
             raise BadInput("Paste a sentence or a paragraph first.")
         if len(text) > MAX_TEXT_CHARS:
             raise BadInput(f"The text has {len(text)} characters; extraction takes at most {MAX_TEXT_CHARS}.")
-        relations = wb.relations(session)
-        if not relations:
-            raise BadInput("No relation is switched on; enable some in the Relations tab or add your own.")
+        relations = wb.relations_to_predict(session)
         examples = wb.labelled_in_force(session, relations)
         engine = self._engine(session)
 

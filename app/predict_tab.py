@@ -193,9 +193,7 @@ class PredictTab:
         sentence = sentence or ""
         check_length(sentence)
         h, t = resolve_entities(sentence, head, tail, spans)
-        relations = wb.relations(session)
-        if not relations:
-            raise BadInput("No relation is switched on; enable some in the Relations tab or add your own.")
+        relations = wb.relations_to_predict(session)
         warnings_ = []
         n = wb.engine.count_pieces(sentence)
         if n > wb.engine.sentence_window:

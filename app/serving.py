@@ -61,15 +61,21 @@ class PredictJob(NamedTuple):
 def load_extractor(checkpoint, **options) -> Extractor:
     """`Extractor.load(checkpoint, **options)` in a thread that ends with it (see the module's note on
     OpenMP teams: loading on the main thread or a handler's would halve the model thread's speed)."""
+    return in_passing_thread(Extractor.load, checkpoint, **options)
+
+
+def in_passing_thread(fn, *args, **kwargs):
+    """`fn(*args, **kwargs)` in a thread that ends with it, so that no OpenMP team stays behind on the caller's
+    thread; its exception, if any, is re-raised in the caller's."""
     result: Future = Future()
 
-    def load() -> None:
+    def run() -> None:
         try:
-            result.set_result(Extractor.load(checkpoint, **options))
+            result.set_result(fn(*args, **kwargs))
         except BaseException as e:  # re-raised in the caller's thread
             result.set_exception(e)
 
-    thread = threading.Thread(target=load, name="emma-load", daemon=True)
+    thread = threading.Thread(target=run, name="emma-load", daemon=True)
     thread.start()
     thread.join()
     return result.result()

@@ -214,6 +214,13 @@ class Workbench:
         """{name: text} of the relations in force (a relation defined by examples alone once it has one)."""
         return relations_in_force(session, self.catalogue, self.labelled_relations(session))
 
+    def relations_to_predict(self, session: dict) -> dict[str, str]:
+        """The relations in force for a prediction, extraction or suggestion; BadInput when none is."""
+        relations = self.relations(session)
+        if not relations:
+            raise BadInput("No relation is switched on; enable some in the Relations tab or add your own.")
+        return relations
+
     def labelled_relations(self, session: dict) -> set[str]:
         """The owner's relations with labelled examples, read only when one of theirs lacks a description."""
         if all(session["user"].values()) or not session.get("owner"):

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from app.catalogue import Catalogue, load_examples
-from app.serving import load_extractor
+from app.serving import in_passing_thread, load_extractor
 from emma import Extractor, Instance, instance_from_text
 from emma.precision import cpu_capabilities
 
@@ -42,15 +42,6 @@ class ModeRun:
     sentences_per_s: float
     p50_ms: float
     labels: list[str]  # in the sentences' order, so the modes can be checked to agree
-
-
-def on_thread(fn, *args):
-    """`fn(*args)` on a thread that ends with it (no OpenMP team left behind on the caller's thread)."""
-    out: list = []
-    thread = threading.Thread(target=lambda: out.append(fn(*args)))
-    thread.start()
-    thread.join()
-    return out[0]
 
 
 def serve(ex: Extractor, instances: list[Instance], workers: int, threads_each: int) -> ModeRun:
@@ -96,7 +87,7 @@ def serve(ex: Extractor, instances: list[Instance], workers: int, threads_each: 
 def measure(checkpoint: str | Path, precision: str, sentences: int, rounds: int) -> list[ModeRun]:
     ex = load_extractor(checkpoint, precision=precision)
     relations = {e.label: e.text for e in Catalogue.load().entries if e.default}
-    on_thread(ex.set_relations, relations)
+    in_passing_thread(ex.set_relations, relations)
     examples = load_examples()
     instances = [instance_from_text(e["text"], tuple(e["head"]), tuple(e["tail"])) for e in examples]
     instances = (instances * (sentences // len(instances) + 1))[:sentences]

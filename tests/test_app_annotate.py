@@ -184,6 +184,13 @@ def test_import_refuses_a_file_with_nothing_to_import(tab, tmp_path, content, me
     assert tab.wb.store.queues("user:ann") == []
 
 
+def test_import_with_no_relation_in_force_is_refused_and_writes_nothing(tab, tmp_path):
+    session = {**tab.wb.open_session("user:ann"), "enabled": [], "user": {}}
+    with pytest.raises(gr.Error, match="No relation is switched on"):
+        tab.import_file(toy_file(tmp_path), "", False, None, session, Request("ann"))
+    assert tab.wb.store.queues("user:ann") == []
+
+
 def test_share_needs_a_login(tab, tmp_path):
     session = tab.wb.open_session("browser:x")
     with pytest.raises(gr.Error, match="logged-in"):
