@@ -115,8 +115,7 @@ class AnnotateTab:
     def _context(self, session, request) -> tuple[dict, Context]:
         """(session, what this caller's suggestions depend on)."""
         session = self.wb.owned(session, request)
-        relations = self.wb.relations_to_predict(session)
-        examples = self.wb.labelled_in_force(session, relations)
+        relations, examples = self.wb.to_predict(session)
         engine = self.wb.engine_for(session)  # the owner's fine-tuned version, if they chose one
         return session, Context(session["owner"], relations, examples, set_key(engine.checkpoint_id, relations, examples), engine)
 

@@ -136,8 +136,7 @@ class ExtractTab:
             raise BadInput("Paste a sentence or a paragraph first.")
         if len(text) > MAX_TEXT_CHARS:
             raise BadInput(f"The text has {len(text)} characters; extraction takes at most {MAX_TEXT_CHARS}.")
-        relations = wb.relations_to_predict(session)
-        examples = wb.labelled_in_force(session, relations)
+        relations, examples = wb.to_predict(session)
         engine = self._engine(session)
 
         def job():

@@ -8,6 +8,9 @@ next prediction uses it. One example per sentence and spans: judging it again re
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import gradio as gr
 import pandas as pd
 
@@ -16,7 +19,7 @@ from emma import relation_text
 from .predict_tab import PredictParts
 from .records import feedback_row, write_feedback_exports
 from .session import BadInput, check_relation, shown, with_user_relation
-from .storage import insert_feedback, other_examples, replace_example, upsert_user_relation
+from .storage import add_user_relation, insert_feedback, other_examples, replace_example
 from .workbench import DB, PRIVATE, QUIET, Workbench, lenient, user_errors
 
 VERDICTS = ("correct", "wrong")
@@ -47,6 +50,14 @@ def example_status(label: str | None, before: str | None, in_force: bool, full: 
     return text + ", used from your next prediction."
 
 
+def page_request_id(record: dict, verdict: str, label: str | None, note: str | None) -> str | None:
+    """The request id of a judgement sent without one: the prediction's id and a digest of what was judged."""
+    if not record.get("id"):
+        return None
+    judged = json.dumps([verdict, label, note], ensure_ascii=False).encode("utf-8")
+    return f"page:{record['id']}:{hashlib.sha256(judged).hexdigest()[:16]}"
+
+
 class FeedbackTab:
     """Handlers of the feedback form and the Feedback tab over the shared `Workbench`."""
 
@@ -62,16 +73,15 @@ class FeedbackTab:
         relation of theirs, defined by this sentence alone (no description), in the same transaction.
         `request_id` (optional, from API clients): a repeated id returns the first status line and writes nothing.
         """
-        session = self.wb.owned(session, request)
-        prior = self.wb.replay(session, request_id, "feedback")
-        if prior is not None:
-            return self.wb.refreshed(session), prior
+        session = self.wb.current(session, request)  # a relation another tab added is not created again
         record = session.get("last")
         if not record:
             raise BadInput("Predict a relation first; feedback refers to the last prediction.")
         verdict = verdict.strip().lower() if isinstance(verdict, str) else ""
         if verdict not in VERDICTS:
             raise BadInput("Choose whether the prediction was correct or wrong.")
+        if correct_relation is not None and not isinstance(correct_relation, str):
+            raise BadInput("The correct relation should be a relation name.")
         label = " ".join((correct_relation or "").split()) or None
         note = (note or "").strip() or None
         if label and len(label) > 100:
@@ -84,6 +94,11 @@ class FeedbackTab:
             label = record["label"]
         elif label == record["label"]:
             raise BadInput("You marked the prediction wrong but chose the predicted relation; choose the correct one.")
+        # The page sends no id: the same judgement of the same prediction (a double click) is then saved once.
+        request_id = request_id or page_request_id(record, verdict, label, note)
+        prior = self.wb.replay(session, request_id, "feedback")
+        if prior is not None:
+            return session, prior
         session, label_text, created = self._correct_relation(session, record, label)
         row = feedback_row(record, session["owner"], verdict, label, label_text, note)
         what = f"the correct relation is '{label}'" if label else "correct relation not given"
@@ -91,13 +106,13 @@ class FeedbackTab:
         owner, words, head, tail = session["owner"], record["tokens"], record["head_tokens"], record["tail_tokens"]
 
         def write(db):
-            if created:
-                upsert_user_relation(db, owner, label, "", label_text)
+            # Insert only: a relation of this name saved meanwhile (by another tab) keeps its description.
+            added = created and add_user_relation(db, owner, label, "", label_text)
             feedback_id = insert_feedback(db, row, record["relations"])
             full = bool(label) and other_examples(db, owner, words, head, tail) >= MAX_EXAMPLES
             before = replace_example(db, owner, words, head, tail, None if full else label, feedback_id)
             status = f"Saved feedback #{feedback_id}: {verdict} ({what}).{example_status(label, before, in_force, full)}"
-            return status + (NEW_RELATION.format(label=label) if created and not full else "")
+            return status + (NEW_RELATION.format(label=label) if added and not full else "")
 
         return self.wb.once(session, request_id, "feedback", write)
 

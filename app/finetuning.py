@@ -96,6 +96,7 @@ class Finetuner:
                 raise RuntimeError("busy")
             job = Job(owner, name, checkpoint_id(parent), len(rows))
             self._running = self._jobs[owner] = job
+            self._process = None  # until the child starts: a cancel meanwhile is acted on once it has
         try:
             inputs = self.models_dir / (name + JOB_SUFFIX)
             inputs.mkdir(parents=True, mode=0o700)
@@ -111,7 +112,11 @@ class Finetuner:
         except Exception as e:
             self._finish(job, "failed", f"could not start the fine-tune ({e})")
             raise
-        self._process = process
+        with self._lock:
+            self._process = process
+            cancelled = job.state == "cancelling"
+        if cancelled:
+            process.terminate()
         threading.Thread(target=self._watch, args=(job, process), name=f"finetune-{name}", daemon=True).start()
         return job
 
@@ -158,6 +163,11 @@ class Finetuner:
                         job.step, job.total = 0, 0
         stdout = process.stdout.read()
         code = process.wait()
+        if job.state == "cancelling":  # even if the child finished first: the user asked for nothing to be kept
+            shutil.rmtree(partial_folder(self.models_dir / job.name), ignore_errors=True)
+            shutil.rmtree(self.models_dir / job.name, ignore_errors=True)
+            self._finish(job, "cancelled")
+            return
         if code == 0:
             try:
                 self._register(job, json.loads(stdout))
@@ -165,9 +175,6 @@ class Finetuner:
                 self._finish(job, "failed", f"the fine-tune finished but its report could not be read ({e})")
             return
         shutil.rmtree(partial_folder(self.models_dir / job.name), ignore_errors=True)
-        if job.state == "cancelling":
-            self._finish(job, "cancelled")
-            return
         message = last[len("Error: "):] if last.startswith("Error: ") else f"the fine-tune process stopped (exit code {code}): {last}"
         self._finish(job, "failed", message)
 

@@ -53,15 +53,19 @@ class ImprovePanel:
         labelled = list(self.wb.labelled(session))
         known = {r.pair for r in labelled}
         labelled += [r for r in self.wb.engine.instances(self.wb.store.annotated(session["owner"])) if r.pair not in known]
-        rows = [r for r in labelled if r.relation in relations][:MAX_ROWS]
+        in_force = [r for r in labelled if r.relation in relations]
+        rows = in_force[-MAX_ROWS:]  # the newest: the owner's latest labels
         usable = {rel for rel, n in Counter(r.relation for r in rows).items() if n >= MIN_ROWS_PER_RELATION}
         if len(usable) < MIN_RELATIONS:
             raise BadInput(f"Label at least {MIN_ROWS_PER_RELATION} sentences of each of at least {MIN_RELATIONS} relations "
                            f"switched on first (you have {len(rows)} labelled sentences of relations in force, "
                            f"{len(usable)} relation(s) with {MIN_ROWS_PER_RELATION} or more).")
         used = [r for r in rows if r.relation in usable]
-        left_out = len(labelled) - len(used)
+        capped = len(in_force) - len(rows)
+        left_out = len(labelled) - len(used) - capped
         note = f" {left_out} labelled sentences are left out (relation off, or fewer than {MIN_ROWS_PER_RELATION} of it)." if left_out else ""
+        if capped:
+            note += f" The {capped} oldest are left out: a fine-tune reads at most the newest {MAX_ROWS}."
         return used, {rel: text for rel, text in relations.items() if rel in usable}, note
 
     @user_errors
@@ -130,7 +134,7 @@ class ImprovePanel:
         """Switch the caller's predictions to version `name` ("" for the server's model). Returns (session, status)."""
         session = self.wb.owned(session, request)
         name = name or None
-        if name is not None and self.wb.own_version(session["owner"], name) is None:
+        if name is not None and (not isinstance(name, str) or self.wb.own_version(session["owner"], name) is None):
             raise BadInput("That model version is not one of yours.")
         self.wb.store.choose_model(session["owner"], name)
         session = {**session, "model": name}

@@ -92,11 +92,11 @@ def build_demo(wb: Workbench) -> gr.Blocks:
         def on_load(token_, search, sentence, head, tail, spans, request: gr.Request = None):
             """One round trip: the owner's session, the Relations tab's views, the marked sentence."""
             session_, token_, everyone_ = wb.load(token_, request)
-            views = relations.relation_views(search, session_, request)
+            views = relations.relation_views_of(search, session_, request)
             return (session_, token_, everyone_, *views, *predict.preview(sentence, head, tail, spans))
 
         # Feedback saved on the Predict tab adds examples: the Relations tab shows them when opened.
-        relations_tab.select(relations.relation_views, [catalogue.search, session], catalogue.views, **QUIET)
+        relations_tab.select(relations.relation_views_of, [catalogue.search, session], catalogue.views, **QUIET)
         demo.load(on_load, [token, catalogue.search, marking.sentence, marking.head, marking.tail, marking.spans],
                   [session, token, everyone, *catalogue.views, marking.marked, marking.hint], **PRIVATE)
         demo.load(None, None, None, js=KEYS_JS)  # the Annotate tab's keyboard shortcuts (one handler for the page)

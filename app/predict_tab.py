@@ -193,14 +193,13 @@ class PredictTab:
         sentence = sentence or ""
         check_length(sentence)
         h, t = resolve_entities(sentence, head, tail, spans)
-        relations = wb.relations_to_predict(session)
+        relations, examples = wb.to_predict(session)
         warnings_ = []
         n = wb.engine.count_pieces(sentence)
         if n > wb.engine.sentence_window:
             warnings_.append(f"The sentence has {n} word pieces but the model reads {wb.engine.sentence_window}; "
                              "only the words nearest the entities were used.")
             warn(warnings_[-1])
-        examples = wb.labelled_in_force(session, relations)
         try:
             instance = instance_from_text(sentence, h, t)
             engine = wb.engine_for(session)  # the owner's fine-tuned version, if they chose one

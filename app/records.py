@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -66,6 +67,7 @@ def prediction_record(sentence, head, tail, instance, prediction, relations, che
             "example_score": _part(prediction, name, 1),
         })
     return {
+        "id": uuid.uuid4().hex,  # what a repeated judgement of this prediction is recognised by
         "sentence": sentence,
         "head": list(head),
         "tail": list(tail),

@@ -83,7 +83,8 @@ def fit_summary(fits: list[DescriptionFit], by_examples_alone: int) -> str:
 
 @dataclass
 class RelationsParts:
-    """What the page load fills in: the search box and the five views of `RelationsTab.relation_views`."""
+    """What the page load fills in: the search box, and the five views of `RelationsTab.relation_views` with the
+    query their checkbox group was built for (`RelationsTab.relation_views_of`)."""
 
     search: gr.Textbox
     views: list
@@ -116,6 +117,17 @@ class RelationsTab:
         """Everything the tab shows: catalogue checkboxes, catalogue table, count, your relations, your examples."""
         session = self.wb.owned(session, request)
         return (*self.catalogue_view(query, session), self.user_relations_view(session), self.examples_view(session))
+
+    # The checkbox group applies to the relations it shows, which lag the search box while a search is on its
+    # way: the query it was built for travels with it (a State), and a tick or a "shown" button uses that one.
+
+    def catalogue_view_of(self, query: str, session: dict, request: gr.Request = None):
+        """`catalogue_view` and the query it was built for."""
+        return (*self.catalogue_view(query, session, request), query)
+
+    def relation_views_of(self, query: str, session: dict, request: gr.Request = None):
+        """`relation_views` and the query its checkbox group was built for."""
+        return (*self.relation_views(query, session, request), query)
 
     def count_text(self, session: dict, matches: int | None = None, counts: dict[str, int] | None = None) -> str:
         counts = self.wb.store.example_counts(session["owner"]) if counts is None else counts
@@ -155,13 +167,13 @@ class RelationsTab:
                 for e in reversed(self.wb.store.examples(session["owner"]))]
         return pd.DataFrame(rows, columns=["#", "relation", "sentence", "in force", "from feedback"])
 
+    @user_errors
     def description_fit(self, session: dict, request: gr.Request = None) -> tuple[str, pd.DataFrame]:
         """How well each relation in force is told apart by its description alone, on the owner's labelled examples of
         it (`emma.RelationIndex.description_fits`). Returns (summary markdown, table, weakest descriptions first)."""
         wb = self.wb
         session = wb.owned(session, request)
-        relations = wb.relations(session)
-        examples = wb.labelled_in_force(session, relations)
+        relations, examples = wb.to_predict(session)
         table = pd.DataFrame(columns=FIT_COLUMNS)
         if not examples:
             return "No labelled examples of relations in force yet: judge a prediction, or import labelled sentences.", table
@@ -192,7 +204,7 @@ class RelationsTab:
     @user_errors
     def set_shown_enabled(self, selected: list[str], query: str, session: dict, request: gr.Request = None) -> dict:
         """The checkbox group changed: the shown relations become `selected`; hidden ones keep their state."""
-        session = self.wb.owned(session, request)
+        session = self.wb.current(session, request)
         if not isinstance(selected or [], list) or not all(isinstance(label, str) for label in selected or []):
             raise BadInput("Tick relations of the catalogue to switch them on.")
         shown_labels = {e.label for e in self.wb.catalogue.search((query or "")[:MAX_QUERY_CHARS])}
@@ -201,7 +213,7 @@ class RelationsTab:
 
     @user_errors
     def switch_shown(self, on: bool, query: str, session: dict, request: gr.Request = None) -> dict:
-        session = self.wb.owned(session, request)
+        session = self.wb.current(session, request)
         shown_labels = [e.label for e in self.wb.catalogue.search((query or "")[:MAX_QUERY_CHARS])]
         if on:
             keep = session["enabled"] + shown_labels
@@ -217,7 +229,7 @@ class RelationsTab:
 
     @user_errors
     def reset_catalogue(self, session: dict, request: gr.Request = None) -> dict:
-        return self._save_enabled(self.wb.owned(session, request), self.wb.catalogue.defaults())
+        return self._save_enabled(self.wb.current(session, request), self.wb.catalogue.defaults())
 
     def _save_enabled(self, session: dict, enabled: list[str]) -> dict:
         session = with_enabled(session, self.wb.catalogue, enabled)
@@ -243,11 +255,11 @@ class RelationsTab:
 
     def _save_relation(self, name, description, session, request_id, request, editing: bool):
         wb = self.wb
-        session = wb.owned(session, request)
+        session = wb.current(session, request)
         action = "edit_relation" if editing else "add_relation"
         prior = wb.replay(session, request_id, action)
         if prior is not None:
-            return wb.refreshed(session), prior
+            return session, prior
         name, description, text = check_relation(session, wb.catalogue, name, description, editing)
         n = wb.engine.count_pieces(text)
         wb.model.call(wb.engine_for(session).encode, [text])  # encode before saving: an encoder failure saves nothing
@@ -270,10 +282,10 @@ class RelationsTab:
     def delete_relation(self, name: str, session: dict, request_id: str = "", request: gr.Request = None) -> tuple[dict, str]:
         """Delete one of your relations. Returns (session, status)."""
         wb = self.wb
-        session = wb.owned(session, request)
+        session = wb.current(session, request)
         prior = wb.replay(session, request_id, "delete_relation")
         if prior is not None:
-            return wb.refreshed(session), prior
+            return session, prior
         new = without_user_relation(session, name)
         name = " ".join((name or "").split())
         status = f"Deleted '{name}'; {len(wb.relations(new))} relations in force."
@@ -295,10 +307,10 @@ class RelationsTab:
     def import_relations(self, path: str | None, session: dict, request_id: str = "", request: gr.Request = None) -> tuple[dict, str]:
         """Load a relation set: its catalogue relations become the enabled ones, the rest your own."""
         wb = self.wb
-        session = wb.owned(session, request)
+        session = wb.current(session, request)
         prior = wb.replay(session, request_id, "import_relations")
         if prior is not None:
-            return wb.refreshed(session), prior
+            return session, prior
         if not path:
             raise BadInput("Choose a JSON file to import.")
         try:
@@ -328,12 +340,12 @@ class RelationsTab:
     def remove_example(self, example_id, session: dict, request_id: str = "", request: gr.Request = None) -> tuple[dict, str]:
         """Forget one of your labelled examples (by its number); predictions stop using it at once. Returns (session, status)."""
         wb = self.wb
-        session = wb.owned(session, request)
+        session = wb.current(session, request)
         prior = wb.replay(session, request_id, "remove_example")
         if prior is not None:
             return session, prior
         text = str(example_id if example_id is not None else "").strip().lstrip("#")
-        if not text.isdigit() or len(text) > 12:
+        if not (text.isascii() and text.isdigit()) or len(text) > 12:
             raise BadInput("Give the number of one of your examples (click its row in the table).")
         number = int(text)
 
@@ -353,7 +365,7 @@ class RelationsTab:
         """Add labelled sentences from a file (the Feedback tab's feedback.jsonl, FewRel JSON, any format
         `emma.read_instances` reads) as examples of relations in force; all or nothing. Returns (session, status)."""
         wb = self.wb
-        session = wb.owned(session, request)
+        session = wb.current(session, request)
         prior = wb.replay(session, request_id, "import_examples")
         if prior is not None:
             return session, prior
@@ -421,18 +433,19 @@ class RelationsTab:
                                        elem_id="catalogue-table", wrap=True, max_height=420)
         examples = self._examples_panel()
         views = [catalogue, catalogue_table, relation_count, form["user_table"], examples["table"]]
-        refresh = dict(fn=self.relation_views, inputs=[search, session], outputs=views, **PRIVATE)
+        shown_query = gr.State("")  # the query `catalogue` was built for (see `catalogue_view_of`)
+        refresh = dict(fn=self.relation_views_of, inputs=[search, session], outputs=[*views, shown_query], **PRIVATE)
 
-        search.change(self.catalogue_view, [search, session], views[:3], trigger_mode="always_last", **QUIET)
-        catalogue.input(self.set_shown_enabled, [catalogue, search, session], [session], trigger_mode="always_last",
+        search.change(self.catalogue_view_of, [search, session], [*views[:3], shown_query], trigger_mode="always_last", **QUIET)
+        catalogue.input(self.set_shown_enabled, [catalogue, shown_query, session], [session], trigger_mode="always_last",
                         **QUIET).success(**refresh)
         for button, handler in ((enable_btn, self.enable_shown), (disable_btn, self.disable_shown)):
-            button.click(handler, [search, session], [session], **PRIVATE).success(**refresh)
+            button.click(handler, [shown_query, session], [session], **PRIVATE).success(**refresh)
         reset_btn.click(self.reset_catalogue, [session], [session], **PRIVATE).success(**refresh)
         self._wire_own_relations(form, session, refresh)
         self._wire_examples(examples, session, refresh)
         examples["fit"].select(self.pick_user_relation, [session], [form["name"], form["description"]], **QUIET)
-        return RelationsParts(search, views)
+        return RelationsParts(search, [*views, shown_query])
 
     @staticmethod
     def _examples_panel() -> dict:

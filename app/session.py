@@ -161,7 +161,8 @@ def parse_relation_set(data: object, catalogue: Catalogue) -> tuple[list[str], d
     """Read an imported relation set: {name: description} (as exported) or pid2name {id: [name, description]}.
 
     Returns (catalogue labels to enable, {name: description} of the user's relations). A name whose
-    text equals its catalogue entry's enables that entry; anything else becomes a user relation.
+    text equals its catalogue entry's enables that entry; anything else becomes a user relation, one
+    defined by its examples ("") where the text is the name alone (as such a relation is exported).
     """
     if not isinstance(data, dict) or not data:
         raise BadInput("The file should hold a JSON object {relation name: description}.")
@@ -180,6 +181,10 @@ def parse_relation_set(data: object, catalogue: Catalogue) -> tuple[list[str], d
         description = description.strip()
         if description.lower().startswith(name.lower() + ":"):  # exported sets hold "name: description"
             description = description[len(name) + 1 :].strip()
+            if not has_visible(description):
+                raise BadInput(f"The entry {shown(key)} has an empty description.")
+        elif " ".join(description.split()).lower() == name.lower():
+            description = ""  # exported as its bare name: a relation defined by its labelled examples
         text = relation_text(name, description)
         entry = catalogue.by_label.get(name)
         if entry is not None and entry.text in (text, value if isinstance(value, str) else None):

@@ -595,6 +595,14 @@ def upsert_user_relation(db: Database, owner: str, name: str, description: str, 
     )
 
 
+def add_user_relation(db: Database, owner: str, name: str, description: str, text: str) -> bool:
+    """Store a new relation of `owner`'s unless one of that name is stored (it is left as it is); True if added."""
+    if db["user_relations"].count_where("owner = ? and name = ?", [owner, name]):
+        return False
+    upsert_user_relation(db, owner, name, description, text)
+    return True
+
+
 def replace_user_relations(db: Database, owner: str, relations: dict[str, tuple[str, str]], enabled: list[str]) -> None:
     stamp = now()
     for name, (description, text) in relations.items():

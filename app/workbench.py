@@ -118,7 +118,11 @@ class Workbench:
     def export_folder(self) -> Path:
         """A new private folder for one export (0700; `private_files` makes its files 0600); stale ones go."""
         for old in Path(self._exports.name).iterdir():
-            if time.time() - old.stat().st_mtime > EXPORT_TTL_S:
+            try:
+                stale = time.time() - old.stat().st_mtime > EXPORT_TTL_S
+            except FileNotFoundError:  # a concurrent export removed it first
+                continue
+            if stale:
                 shutil.rmtree(old, ignore_errors=True)
         return Path(tempfile.mkdtemp(dir=self._exports.name))
 
@@ -142,16 +146,20 @@ class Workbench:
             return self.engine
         with self._engines_lock:
             engine = self._engines.get(name)
-            if engine is None:
-                if self.own_version(session.get("owner"), name) is None:
-                    return self.engine
-                base = self.engine.extractor
-                engine = Engine(load_extractor(self.finetuner.models_dir / name, device=str(base.device), precision=base.precision),
-                                built_in=self.engine.built_in)
-                self._engines[name] = engine
-                while len(self._engines) > MAX_LOADED_MODELS:
-                    self._engines.popitem(last=False)
+            if engine is not None:
+                self._engines.move_to_end(name)
+                return engine
+        if self.own_version(session.get("owner"), name) is None:
+            return self.engine
+        # Loaded outside the lock (seconds), so that users of versions already loaded do not wait for it.
+        base = self.engine.extractor
+        loaded = Engine(load_extractor(self.finetuner.models_dir / name, device=str(base.device), precision=base.precision),
+                        built_in=self.engine.built_in)
+        with self._engines_lock:
+            engine = self._engines.setdefault(name, loaded)  # a concurrent first use may have loaded it as well
             self._engines.move_to_end(name)
+            while len(self._engines) > MAX_LOADED_MODELS:
+                self._engines.popitem(last=False)
         return engine
 
     def own_version(self, owner: str | None, name: str) -> dict | None:
@@ -214,13 +222,6 @@ class Workbench:
         """{name: text} of the relations in force (a relation defined by examples alone once it has one)."""
         return relations_in_force(session, self.catalogue, self.labelled_relations(session))
 
-    def relations_to_predict(self, session: dict) -> dict[str, str]:
-        """The relations in force for a prediction, extraction or suggestion; BadInput when none is."""
-        relations = self.relations(session)
-        if not relations:
-            raise BadInput("No relation is switched on; enable some in the Relations tab or add your own.")
-        return relations
-
     def labelled_relations(self, session: dict) -> set[str]:
         """The owner's relations with labelled examples, read only when one of theirs lacks a description."""
         if all(session["user"].values()) or not session.get("owner"):
@@ -235,10 +236,19 @@ class Workbench:
         """
         return self.engine.instances(self.store.labelled(session["owner"]))
 
-    def labelled_in_force(self, session: dict, relations: dict[str, str]) -> tuple[Instance, ...]:
-        """The owner's labelled examples of `relations` (those in force), which recall counts at once; the others
-        are kept and wait until their relation is switched on again."""
-        return tuple(e for e in self.labelled(session) if e.relation in relations)
+    def to_predict(self, session: dict) -> tuple[dict[str, str], tuple[Instance, ...]]:
+        """(the relations in force, the owner's labelled examples of them) for a prediction, an extraction, a
+        suggestion or the description check; BadInput when no relation is in force.
+
+        Both come from one read of the examples, so a relation defined by examples alone is in force exactly
+        when an example of it is passed with it, whatever another tab removes meanwhile. Examples of
+        relations switched off are kept and wait until their relation is switched on again.
+        """
+        examples = self.labelled(session)
+        relations = relations_in_force(session, self.catalogue, {e.relation for e in examples})
+        if not relations:
+            raise BadInput("No relation is switched on; enable some in the Relations tab or add your own.")
+        return relations, tuple(e for e in examples if e.relation in relations)
 
     # ------------------------------------------------------------------ idempotent writes
 
@@ -267,7 +277,13 @@ class Workbench:
             raise BadInput("That request id was already used for another action; send a new one.") from None
         return (session if wrote else self.refreshed(session)), status
 
+    def current(self, session: dict | None, request: gr.Request | None) -> dict:
+        """The caller's session (`owned`) with their relations and switches as stored: what a change is checked
+        against and built on, since another tab or client of the same owner may have changed them since this
+        session was loaded (a stale copy would overwrite or re-add what the other one saved)."""
+        return self.refreshed(self.owned(session, request))
+
     def refreshed(self, session: dict) -> dict:
-        """The session with its relations as stored (after a repeated request id wrote nothing)."""
+        """The session with its relations and switches as stored."""
         stored = self.open_session(session["owner"])
         return {**session, "enabled": stored["enabled"], "user": stored["user"]}

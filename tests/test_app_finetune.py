@@ -95,6 +95,8 @@ def test_fine_tune_from_labels_then_switch_and_keep_the_choice(wb, toy_instances
     # Only ann can use it; once chosen, her predictions (and feedback rows) name the new checkpoint.
     with pytest.raises(BadInput, match="not one of yours"):
         panel.choose.__wrapped__(panel, job.name, bob)
+    with pytest.raises(BadInput, match="not one of yours"):
+        panel.choose.__wrapped__(panel, [job.name], ann)  # an API client's odd value, not a database error
     ann, status = panel.choose.__wrapped__(panel, job.name, ann)
     version = wb.store.model_version(job.name)
     assert version["checkpoint"] in status and version["parent"] == wb.engine.checkpoint_id
@@ -127,6 +129,24 @@ def test_only_its_owner_can_cancel_a_fine_tune_and_nothing_is_kept(wb, toy_insta
     assert status.startswith("Cancelled") and "unchanged" in status
     with pytest.raises(BadInput, match="no fine-tune running"):  # a repeated click changes nothing
         panel.cancel.__wrapped__(panel, ann)
+
+
+def test_a_cancel_before_the_child_process_starts_still_stops_it(wb, toy_instances, monkeypatch):
+    import app.finetuning
+
+    real_popen = app.finetuning.subprocess.Popen
+
+    def popen_after_a_cancel(*args, **kwargs):  # the click lands while the rows are written, before the child runs
+        assert wb.finetuner.cancel("user:ann")
+        return real_popen(*args, **kwargs)
+
+    monkeypatch.setattr(app.finetuning.subprocess, "Popen", popen_after_a_cancel)
+    panel, ann = ImprovePanel(wb), wb.open_session("user:ann")
+    label(wb, "user:ann", toy_instances)
+    panel.improve.__wrapped__(panel, ann)
+    job = wait(wb.finetuner, "user:ann")
+    assert job.state == "cancelled" and wb.finetuner.running() is None
+    assert wb.store.model_versions("user:ann") == [] and list(wb.finetuner.models_dir.iterdir()) == []
 
 
 @pytest.mark.slow
@@ -175,3 +195,13 @@ def test_the_done_line_says_how_firmly_the_held_back_sentences_back_the_verdict(
     assert says in message
     assert "under 'Model for my predictions'" in message and message.startswith("Done: version v2 is ready")
     assert done_message("v2", {}) == "Done: version v2 is ready. Choose it under 'Model for my predictions' to use it."
+
+
+def test_over_the_cap_a_fine_tune_reads_the_newest_labels_and_says_so(wb, toy_instances, monkeypatch):
+    import app.improve_panel
+
+    monkeypatch.setattr(app.improve_panel, "MAX_ROWS", len(toy_instances) - 3)
+    label(wb, "user:ann", toy_instances)
+    rows, _, note = ImprovePanel(wb).training_rows(wb.open_session("user:ann"))
+    assert {r.pair for r in rows} <= {i.pair for i in toy_instances[3:]}
+    assert f"The 3 oldest are left out: a fine-tune reads at most the newest {len(toy_instances) - 3}." in note

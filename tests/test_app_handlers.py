@@ -403,6 +403,72 @@ def test_feedback_bad_input_saves_nothing(wb, session):
     assert rows.iloc[0]["user_label_description"] == wb.relations(session)[other]
 
 
+def test_a_double_click_saves_one_judgement_and_a_changed_one_saves_again(wb, session):
+    record, session = predict(wb, session)
+    other = next(n for n, _ in record["recall"] if n != record["label"])
+    _, first = wb.feedback("wrong", other, "hm", session)
+    _, again = wb.feedback("wrong", other, "hm", session)  # no request id, as the page sends
+    assert again == first and wb.store.count_feedback() == 1
+    wb.feedback("correct", None, None, session)  # the user changed their mind: a new row
+    assert wb.store.count_feedback() == 2
+    _, session = predict(wb, session)  # the same sentence predicted again is a new prediction
+    wb.feedback("wrong", other, "hm", session)
+    assert wb.store.count_feedback() == 3
+
+
+def test_a_stale_tab_neither_erases_nor_overwrites_what_another_tab_saved(wb):
+    stale, fresh = wb.open_session("user:ann"), wb.open_session("user:ann")
+    fresh, _ = wb.add_relation("acquired by", "company bought by this other company", fresh)
+    with pytest.raises(gr.Error, match="already have a relation named 'acquired by'"):
+        wb.add_relation("acquired by", "something else", stale)
+    _, stale = predict(wb, stale)  # the stale tab does not know the relation; naming it must not re-create it
+    stale, status = wb.feedback("wrong", "acquired by", None, stale)
+    assert "defined by" not in status
+    assert wb.store.user_relations("user:ann") == {"acquired by": "company bought by this other company"}
+    assert stale["user"] == {"acquired by": "company bought by this other company"}
+    fresh = wb.disable_shown("capital", fresh)
+    stale = wb.disable_shown("born", stale)  # built on the stored switches, not the stale tab's copy
+    assert "capital of" not in stale["enabled"] and "born in" not in stale["enabled"]
+
+
+def test_an_example_removed_by_another_tab_mid_prediction_takes_its_relation_out_of_force(wb, session, monkeypatch):
+    session, _ = wb.add_relation("taught at", "", session)
+    _, session = predict(wb, session)
+    session, _ = wb.feedback("wrong", "taught at", None, session)
+    assert "taught at" in predict(wb, session)[1]["last"]["relations"]
+    # The count of examples still says one while the examples, read next, have none (removed in between):
+    # the prediction reads the examples once, so the relation and its examples agree.
+    monkeypatch.setattr(wb.store, "labelled", lambda owner: [])
+    record, session = predict(wb, session)
+    assert "taught at" not in session["last"]["relations"] and record["n_examples"] == 0
+
+
+def test_a_relation_defined_by_examples_survives_export_and_import(wb, session):
+    session, _ = wb.add_relation("taught at", "", session)
+    record, session = predict(wb, session)
+    session, _ = wb.feedback("wrong", "taught at", None, session)
+    exported = json.loads(Path(wb.export_relations(session)).read_text())
+    assert exported["taught at"] == "taught at"
+    bob, status = wb.import_relations(wb.export_relations(session), wb.open_session("user:bob"))
+    assert wb.store.user_relations("user:bob") == {"taught at": ""}  # still defined by examples, not by its name
+    bad = Path(wb.export_relations(session)).with_name("bad.json")
+    bad.write_text(json.dumps({"x": "x:"}))
+    with pytest.raises(gr.Error, match="empty description"):
+        wb.import_relations(str(bad), wb.open_session("user:carl"))
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda wb, s: wb.feedback("wrong", 5, None, s), "should be a relation name"),
+    (lambda wb, s: wb.feedback("wrong", ["x"], None, s), "should be a relation name"),
+    (lambda wb, s: wb.remove_example("²", s), "Give the number of one of your examples"),
+])
+def test_odd_api_values_are_plain_errors(wb, session, call, message):
+    _, session = predict(wb, session)
+    with pytest.raises(gr.Error, match=message):
+        call(wb, session)
+    assert wb.store.count_feedback() == 0
+
+
 def test_feedback_view_filters_and_exports(wb, session, tmp_path):
     sentences = [("Paris is the capital and largest city of France .", "Paris", "France"),
                  ("Marie Curie was born in Warsaw in 1867 .", "Marie Curie", "Warsaw"),

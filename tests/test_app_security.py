@@ -105,8 +105,8 @@ def test_export_rows_are_capped(wb, monkeypatch):
     session = wb.open_session("user:ann")
     _, session = PredictTab(wb).predict(SENTENCE, "Apple", "Steve Jobs", {}, session)
     fb = FeedbackTab(wb)
-    for _ in range(3):
-        fb.feedback("correct", None, None, session)
+    for n in range(3):
+        fb.feedback("correct", None, f"note {n}", session)  # three judgements (the same one again is saved once)
     monkeypatch.setattr(feedback_tab, "MAX_EXPORT_ROWS", 2)
     with pytest.raises(gr.Error, match="More than 2 rows match; narrow the filters"):
         fb.export_feedback("all", "", False, session)
