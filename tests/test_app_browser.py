@@ -197,3 +197,32 @@ def test_browser_mark_add_relation_predict_feedback_then_the_label_counts(tiny_e
     assert screenshot.stat().st_size > 10_000
     if os.environ.get("EMMA_SCREENSHOT"):
         shutil.copy(screenshot, os.environ["EMMA_SCREENSHOT"])
+
+
+def test_browser_a_tick_applies_to_the_relations_its_search_shows(tiny_extractor, tmp_path):
+    """Untick one of the relations a search shows: that one goes off and no other; clearing the search keeps it off."""
+    _require_browser()
+    from playwright.sync_api import expect, sync_playwright
+
+    catalogue = Catalogue.load()
+    demo = build_demo(Workbench(Engine(tiny_extractor), Store(tmp_path / "workbench.db"), catalogue, load_examples()))
+    _, url, _ = launch(demo, port=None, prevent_thread_lock=True, quiet=True)
+    on = len(catalogue.defaults())
+    try:
+        with sync_playwright() as p:
+            page = browser.open_page(p, url, timeout_ms=TIMEOUT_MS)
+            page.get_by_role("tab", name="Relations").click()
+            count = page.locator("#relation-count")
+            expect(count).to_contain_text(f"{on} relations in force")
+            page.locator("#relation-search textarea").fill("birth")
+            boxes = page.locator("#catalogue input[type=checkbox]")
+            expect(boxes).to_have_count(len(catalogue.search("birth")))
+            page.locator("#catalogue label").filter(has_text="date of birth").locator("input").uncheck()
+            expect(count).to_contain_text(f"{on - 1} relations in force")
+            page.locator("#relation-search textarea").fill("")
+            expect(boxes).to_have_count(len(catalogue))
+            expect(count).to_contain_text(f"{on - 1} relations in force")
+            expect(page.locator("#catalogue label").filter(has_text="date of birth").locator("input")).not_to_be_checked()
+            expect(page.locator("#catalogue label").filter(has_text="place of birth").locator("input")).to_be_checked()
+    finally:
+        demo.close()
