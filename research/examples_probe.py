@@ -66,7 +66,7 @@ import torch.nn.functional as F
 import emma
 
 from . import DATA_DIR
-from .fewshot import CROSSRE_DOMAINS as DOMAINS, load_sets, use_relations
+from .fewshot import CROSSRE_DOMAINS as DOMAINS, SET_NAMES, load_sets, use_relations
 
 WEIGHTS = (0.3, 0.5, 0.7, 1.0)
 LOO_WEIGHTS = (0.0, 0.2, 0.35, 0.5, 0.65, 0.8, 1.0)
@@ -683,9 +683,9 @@ def main() -> None:
     parser.add_argument("--picks", action="store_true", help="with --after-finetune: the --classifier-share grid instead")
     parser.add_argument("--fused-kappas", default="", help="with --after-finetune: κ values (comma-separated) scored fused too")
     args = parser.parse_args()
-    unknown = sorted(set(args.sets or ()) - {f"crossre-{d}" for d in DOMAINS} - {"fewrel-val"})
+    unknown = sorted(set(args.sets or ()) - set(SET_NAMES))
     if unknown:
-        parser.error(f"--set {unknown[0]}: not a set (crossre-{', crossre-'.join(DOMAINS)}, fewrel-val)")
+        parser.error(f"--set {unknown[0]}: not a set ({', '.join(SET_NAMES)})")
     if args.after_finetune is not None:
         from . import RUNS_DIR
 

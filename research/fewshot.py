@@ -26,6 +26,7 @@ from emma.index import EXAMPLES_COUNTED, EXAMPLES_LIKE_DESCRIPTION
 from .jsonl import append, read
 
 CROSSRE_DOMAINS = ("ai", "science", "music", "literature", "politics", "news")
+SET_NAMES = (*(f"crossre-{d}" for d in CROSSRE_DOMAINS), "fewrel-val")  # what `load_sets` loads, in its order
 FEWREL_POOL = 30  # instances per relation set aside as the FewRel example pool (more than the largest K, so seeds differ)
 FEWREL_SCORED = 200  # instances per relation scored
 # How a relation's n examples count: recall weighs them m / (m + 5) with m = min(n, 20) (emma.index.example_weight),
@@ -133,7 +134,7 @@ def table(records: list[dict], split: str = "dev", checkpoint: str | None = None
     checkpoints = sorted({r["checkpoint"] for r in records})
     if len(checkpoints) > 1:
         raise ValueError(f"the records hold {len(checkpoints)} checkpoints ({', '.join(checkpoints)}): choose one")
-    sets = [s for s in [f"crossre-{d}" for d in CROSSRE_DOMAINS] + ["fewrel-val"] if any(r["set"] == s for r in records)]
+    sets = [s for s in SET_NAMES if any(r["set"] == s for r in records)]
     shots = sorted({r["shots"] for r in records})
     cell: dict[tuple[str, int], list[dict]] = {}
     for r in records:
