@@ -187,9 +187,9 @@ class Finetuner:
         self._finish(job, "done")
 
     def _finish(self, job: Job, state: str, message: str = "") -> None:
-        job.state, job.message = state, message
         shutil.rmtree(self.models_dir / (job.name + JOB_SUFFIX), ignore_errors=True)
-        with self._lock:
+        with self._lock:  # one step, so a job seen finished never still holds the one fine-tune slot
+            job.state, job.message = state, message
             if self._running is job:
                 self._running = None
         if state == "failed":

@@ -567,7 +567,7 @@ def test_recall_chart_draws_the_shown_scores_on_a_zoomed_axis(wb, session):
 def test_load_finds_the_owner(wb):
     class Request:  # what gr.Request offers the handler
         username = None
-        session_hash = "abc"
+        session_hash = "not-hex-zz"  # no hex digest can contain it
 
     session, token, everyone = wb.load(None, Request())
     assert len(token) == 43 and session["owner"].startswith("browser:") and token not in session["owner"]
@@ -586,8 +586,8 @@ def test_load_finds_the_owner(wb):
     assert session["owner"] == "user:ann"
     Request.username = None
     _, session = wb.predict(SENTENCE, "Apple", "Steve Jobs", {}, wb.new_session(), Request())
-    assert session["owner"].startswith("session:") and "abc" not in session["owner"]
-    assert wb.identity.session_owner("abc") == session["owner"]
+    assert session["owner"].startswith("session:") and "not-hex-zz" not in session["owner"]
+    assert wb.identity.session_owner("not-hex-zz") == session["owner"]
 
 
 def test_user_relation_table_and_picking_a_row(wb, session):
