@@ -99,10 +99,11 @@ class FeedbackTab:
         prior = self.wb.replay(session, request_id, "feedback")
         if prior is not None:
             return session, prior
-        session, label_text, created = self._correct_relation(session, record, label)
+        relations = self.wb.relations(session)
+        session, label_text, created = self._correct_relation(session, record, label, relations)
         row = feedback_row(record, session["owner"], verdict, label, label_text, note)
         what = f"the correct relation is '{label}'" if label else "correct relation not given"
-        in_force = bool(label) and (label in self.wb.relations(session) or label in session["user"])
+        in_force = bool(label) and (label in relations or label in session["user"])
         owner, words, head, tail = session["owner"], record["tokens"], record["head_tokens"], record["tail_tokens"]
 
         def write(db):
@@ -116,14 +117,16 @@ class FeedbackTab:
 
         return self.wb.once(session, request_id, "feedback", write)
 
-    def _correct_relation(self, session: dict, record: dict, label: str | None) -> tuple[dict, str | None, bool]:
-        """(session, the text of the correct relation `label`, whether it is a new relation of the user's).
+    def _correct_relation(self, session: dict, record: dict, label: str | None,
+                          relations: dict[str, str]) -> tuple[dict, str | None, bool]:
+        """(session, the text of the correct relation `label`, whether it is a new relation of the user's), given
+        the `relations` in force.
 
         A label the prediction did not offer is one of the user's relations, a catalogue relation (switched
         off: the example waits), or a new name: a relation defined by this example alone."""
         if not label:
             return session, None, False
-        text = record["relations"].get(label) or self.wb.relations(session).get(label)
+        text = record["relations"].get(label) or relations.get(label)
         if text:
             return session, text, False
         if label in session["user"]:  # defined by examples, none yet
