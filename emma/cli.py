@@ -194,7 +194,8 @@ def _training_data(data, descriptions, split) -> tuple[list, dict, tuple | None]
 @click.option("--markdown", is_flag=True, help="Print a markdown table to stderr too.")
 @click.option("--skip-invalid", is_flag=True, help="Drop broken records (logged) instead of stopping at the first.")
 @click.option("--examples", type=click.Path(), help="Labelled file to draw --shots examples per relation from (never an evaluated instance).")
-@click.option("--shots", type=int, default=0, show_default=True, help="Labelled examples per relation, used at once by recall (0: zero-shot).")
+@click.option("--shots", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Labelled examples per relation, used at once by recall (0: zero-shot, --examples unread).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for drawing the examples.")
 def evaluate(checkpoint, data, descriptions, split, k, max_per_relation, precision, output, markdown, skip_invalid,
              examples, shots, seed) -> None:
@@ -307,9 +308,7 @@ def _draw_examples(path, shots: int, seed: int, scored: list, relations: list, s
 
     if shots and not path:
         raise click.ClickException(f"--shots {shots} needs --examples FILE to draw them from")
-    if path and shots < 1:
-        raise click.ClickException("--examples needs --shots K (examples per relation, at least 1)")
-    if not shots:
+    if not shots:  # K = 0 in a sweep over K is the zero-shot evaluation, --examples or not
         return {}
     labelled = [i for i in _load_instances([path], skip_invalid) if i.relation in set(relations)]
     if not labelled:

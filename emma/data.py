@@ -427,6 +427,18 @@ def cap_per_relation(instances: Sequence[Instance], cap: int | None, seed: int =
     return out
 
 
+def one_per_pair(instances: Iterable[Instance]) -> list[Instance]:
+    """`instances` with each (sentence, head, tail) once, by its first row: a multi-label file, or a sentence
+    judged twice, labels a pair more than once, and an example stands for one relation."""
+    seen: set = set()
+    out = []
+    for inst in instances:
+        if inst.pair not in seen:
+            seen.add(inst.pair)
+            out.append(inst)
+    return out
+
+
 def draw_shots(labelled: Sequence[Instance], shots: int, seed: int = 0, exclude: Iterable[Instance] = ()) -> dict[str, list[Instance]]:
     """{relation: up to `shots` labelled instances}, drawn at random with a fixed seed, none of `exclude`.
 
@@ -436,13 +448,13 @@ def draw_shots(labelled: Sequence[Instance], shots: int, seed: int = 0, exclude:
     """
     if shots < 0:
         raise ValueError(f"shots={shots}: give 0 or more examples per relation")
+    if not shots:
+        return {}
+    if any(inst.relation is None for inst in labelled):
+        raise DataError("an example has no relation label")
     barred = {i.pair for i in exclude}
     by_rel: dict[str, list[Instance]] = {}
-    for inst in labelled:
-        if inst.relation is None:
-            raise DataError("an example has no relation label")
-        if inst.pair not in barred:
-            barred.add(inst.pair)
-            by_rel.setdefault(inst.relation, []).append(inst)
+    for inst in one_per_pair(i for i in labelled if i.pair not in barred):
+        by_rel.setdefault(inst.relation, []).append(inst)
     rng = random.Random(seed)
-    return {rel: rng.sample(group, min(shots, len(group))) for rel, group in sorted(by_rel.items()) if shots}
+    return {rel: rng.sample(group, min(shots, len(group))) for rel, group in sorted(by_rel.items())}

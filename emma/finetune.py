@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .checkpoint import checkpoint_id, read_config
-from .data import Instance, by_relation, cap_per_relation, check_relations
+from .data import Instance, by_relation, cap_per_relation, check_relations, one_per_pair
 from .evaluate import REPORT_RULES, label_counts, macro_prf, macro_prf_counts
 from .pipeline import Extractor
 from .train import STATE_FILE, TrainConfig, train
@@ -83,6 +83,7 @@ class FinetuneConfig:
             raise ValueError(f"epochs={self.epochs}: give at least 1")
         if self.adapter_rank and self.blend < 1:
             raise ValueError(f"adapter_rank={self.adapter_rank} with blend={self.blend}: adapters replace the blend; give blend=1")
+        self.train_config("", 2)  # the training's own checks (blend, anchor, …) now, not after the scoring before
 
     def train_config(self, checkpoint: str, relations: int) -> TrainConfig:
         """The `TrainConfig` of this fine-tune: both stages trained jointly from `checkpoint`."""
@@ -188,7 +189,7 @@ def predictions(checkpoint: Path, rows: Sequence[Instance], descriptions: dict[s
         return {}
     extractor = Extractor.load(checkpoint, precision=precision)
     extractor.set_relations(descriptions)
-    for relation, group in by_relation(examples).items():
+    for relation, group in by_relation(one_per_pair(examples)).items():
         extractor.add_examples(relation, group)
     predicted = extractor.predict_batch(rows, top_k=extractor.config.k)
     return {key: [p.choice(rule) for p in predicted] for key, rule in REPORT_RULES.items()}

@@ -184,6 +184,11 @@ def test_evaluate_with_examples_uses_k_shots_never_scored(runner, tiny_checkpoin
                                                          for f in fits}
     assert "description_fit" not in zero
     _assert_clean_error(runner.invoke(cli, [*args, "--shots", "2"]), "--shots 2 needs --examples FILE")
+    # K = 0 of a sweep over K is the zero-shot evaluation, --examples given or not; a negative K is refused.
+    swept = json.loads(runner.invoke(cli, [*args, "--examples", str(files["dir"] / "pool.jsonl"), "--shots", "0"]).stdout)
+    assert {k: v for k, v in swept.items() if k != "protocol"} == {k: v for k, v in zero.items() if k != "protocol"}
+    result = runner.invoke(cli, [*args, "--examples", str(files["dir"] / "pool.jsonl"), "--shots", "-1"])
+    assert result.exit_code == 2 and "--shots" in result.output and "Traceback" not in result.output
 
 
 def test_evaluate_split_with_unknown_relation(runner, tiny_checkpoint, files):

@@ -99,7 +99,7 @@ def test_draw_shots_is_seeded_capped_and_never_draws_a_scored_instance(toy_insta
     assert set(shots) == {i.relation for i in toy_instances} and all(len(v) == 2 for v in shots.values())
     assert toy_instances[0] not in shots["founded by"]  # the one excluded: only the other two remain to draw
     assert sorted(map(id, shots["founded by"])) == sorted(map(id, toy_instances[1:3]))
-    assert draw_shots(toy_instances, 0) == {}
+    assert draw_shots(toy_instances, 0) == {} == draw_shots([Instance(("a", "b"), (0, 1), (1, 2), None)], 0)  # nothing read
     twice = [toy_instances[0], Instance(toy_instances[0].tokens, toy_instances[0].head, toy_instances[0].tail, "born in")]
     assert draw_shots(twice, 5) == {"founded by": [toy_instances[0]]}  # one pair, drawn once, by its first label
     with pytest.raises(ValueError, match="shots=-1"):

@@ -92,6 +92,21 @@ def test_rows_a_finetune_cannot_use_are_refused(toy_instances, toy_descriptions,
         check_rows(rows, toy_descriptions)
 
 
+def test_a_pair_labelled_twice_is_one_example_of_the_scoring(tiny_checkpoint, toy_instances, toy_descriptions):
+    first = toy_instances[0]
+    other = next(r for r in toy_descriptions if r != first.relation)
+    twice = [*toy_instances[:6], Instance(first.tokens, first.head, first.tail, other)]  # a multi-label row, or judged twice
+    once = finetune_module.predictions(tiny_checkpoint, toy_instances[6:], toy_descriptions, "fp32", examples=toy_instances[:6])
+    assert finetune_module.predictions(tiny_checkpoint, toy_instances[6:], toy_descriptions, "fp32", examples=twice) == once
+
+
+@pytest.mark.parametrize("bad, message", [(dict(blend=0), "blend=0"), (dict(anchor=1), "anchor=1"),
+                                          (dict(prototype_weight=-1), "prototype_weight=-1"), (dict(batch_size=1), "batch_size=1")])
+def test_a_bad_training_setting_is_refused_before_any_scoring(bad, message):
+    with pytest.raises(ValueError, match=message):
+        FinetuneConfig(**bad)
+
+
 @pytest.mark.slow
 def test_finetune_writes_a_new_checkpoint_with_its_report_and_leaves_the_parent_alone(tiny_checkpoint, toy_instances,
                                                                                      toy_descriptions, tmp_path):
