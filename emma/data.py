@@ -77,6 +77,11 @@ class Instance:
     relation: str | None = None
 
     def __post_init__(self) -> None:
+        # A string would pass as a sequence of characters (tokens) or of digits (a span) and read as wrong data.
+        if isinstance(self.tokens, str) or not all(isinstance(t, str) for t in self.tokens):
+            raise DataError("tokens must be a list of words (strings), not one string")
+        if isinstance(self.head, str) or isinstance(self.tail, str):
+            raise DataError("head and tail must be [start, end] token positions, not text")
         object.__setattr__(self, "tokens", tuple(self.tokens))
         object.__setattr__(self, "head", (int(self.head[0]), int(self.head[1])))
         object.__setattr__(self, "tail", (int(self.tail[0]), int(self.tail[1])))
@@ -182,7 +187,7 @@ _ON_ERROR: contextvars.ContextVar = contextvars.ContextVar("emma_data_on_error",
 
 def _make(tokens, head, tail, relation, where: str) -> Instance:
     try:
-        return Instance(tuple(tokens), tuple(head), tuple(tail), None if relation is None else str(relation))
+        return Instance(tokens, head, tail, None if relation is None else str(relation))
     except DataError as e:
         raise DataError(f"{where}: {e}") from None
     except (TypeError, ValueError, IndexError) as e:
@@ -261,7 +266,7 @@ def _fewrel_record(r: dict, relation: str, where: str) -> Instance:
         head = _span_from_indices(r["h"][2][0], where)
         tail = _span_from_indices(r["t"][2][0], where)
         tokens = r["tokens"]
-    except (KeyError, IndexError, TypeError) as e:
+    except (KeyError, IndexError, TypeError, ValueError) as e:
         raise DataError(f"{where}: malformed FewRel record ({e!r})") from None
     return _make(tokens, head, tail, relation, where)
 
@@ -314,7 +319,7 @@ def _triplet(t: dict, where: str) -> Instance:
         head = _span_from_indices(_first_run(t["head"]), where)
         tail = _span_from_indices(_first_run(t["tail"]), where)
         tokens, relation = t["tokens"], t.get("label_id") or t.get("label")
-    except (KeyError, TypeError) as e:
+    except (KeyError, TypeError, ValueError) as e:
         raise DataError(f"{where}: malformed triplet ({e!r})") from None
     return _make(tokens, head, tail, relation, where)
 

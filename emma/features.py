@@ -249,10 +249,13 @@ def find_entity(text: str, entity: str, avoid: Span | None = None) -> Span:
     # A case-insensitive regex, not str.lower(): lower() can change the length of a string ("İ"), which
     # would shift every offset after it.
     pattern = re.compile(re.escape(entity.strip()), re.IGNORECASE)
-    match = pattern.search(text)
+    match, overlapped = pattern.search(text), False
     while match:
         span = match.span()
         if avoid is None or not spans_overlap(span, avoid):
             return span
+        overlapped = True
         match = pattern.search(text, match.start() + 1)
+    if overlapped:
+        raise DataError(f"the entity {entity.strip()!r} occurs only within the other entity; mark two separate spans")
     raise DataError(f"the entity {entity.strip()!r} does not occur in the sentence")

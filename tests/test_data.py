@@ -385,6 +385,24 @@ def test_skip_invalid_drops_only_the_broken_records(tmp_path, caplog):
     assert "skipped 1 invalid record" in caplog.text and "record 1" in caplog.text
 
 
+@pytest.mark.parametrize("record, message", [
+    ('{"tokens": "Paris is in France", "head": [0, 1], "tail": [3, 4]}', "tokens must be a list of words"),
+    ('{"tokens": ["Paris", "is", "in", "France"], "head": "01", "tail": [3, 4]}', "head and tail must be"),
+    ('{"tokens": [["Paris"], "is", "in", "France"], "head": [0, 1], "tail": [3, 4]}', "tokens must be a list of words"),
+    ('{"tokens": ["a", "b"], "h": ["a", "Q1", [["x"]]], "t": ["b", "Q2", [[1]]]}', "malformed FewRel record"),
+    ('{"triplets": [{"tokens": ["a", "b"], "head": ["Hyman"], "tail": [1], "label": "r"}]}', "malformed triplet"),
+])
+def test_text_where_positions_or_words_belong_is_a_data_error_naming_the_record(tmp_path, record, message):
+    from emma.data import read_instances
+
+    path = tmp_path / ("fewrel.json" if '"h"' in record else "rows.jsonl")
+    path.write_text('{"P1": [' + record + "]}" if '"h"' in record else record + "\n")
+    with pytest.raises(DataError, match=message) as error:
+        read_instances(path)
+    assert "record 0" in str(error.value)
+    assert read_instances(path, skip_invalid=True) == []
+
+
 def test_skip_invalid_reads_the_real_wikizsl_sample(shared_data):
     from emma.data import read_instances
 

@@ -233,7 +233,7 @@ def test_find_entity():
     assert find_entity(text, "jobs", avoid=(0, 20)) == (30, 34)
     with pytest.raises(DataError, match="'Microsoft' does not occur"):
         find_entity(text, "Microsoft")
-    with pytest.raises(DataError, match="does not occur"):
+    with pytest.raises(DataError, match="'Apple' occurs only within the other entity"):
         find_entity("Apple", "Apple", avoid=(0, 5))
     with pytest.raises(DataError, match="empty"):
         find_entity(text, " ")
