@@ -19,7 +19,7 @@ from emma import relation_text
 from .predict_tab import PredictParts
 from .records import feedback_row, write_feedback_exports
 from .session import BadInput, check_relation, shown, with_user_relation
-from .storage import add_user_relation, insert_feedback, other_examples, replace_example
+from .storage import add_user_relation, forget_requests, insert_feedback, other_examples, replace_example
 from .workbench import DB, PRIVATE, QUIET, Workbench, lenient, user_errors
 
 VERDICTS = ("correct", "wrong")
@@ -50,12 +50,21 @@ def example_status(label: str | None, before: str | None, in_force: bool, full: 
     return text + ", used from your next prediction."
 
 
+def page_request_prefix(record: dict) -> str | None:
+    """What every request id `page_request_id` gives one prediction starts with (None: the record has no id)."""
+    return f"page:{record['id']}:" if record.get("id") else None
+
+
 def page_request_id(record: dict, verdict: str, label: str | None, note: str | None) -> str | None:
-    """The request id of a judgement sent without one: the prediction's id and a digest of what was judged."""
-    if not record.get("id"):
+    """The request id of a judgement sent without one: the prediction's id and a digest of what was judged.
+
+    Only the latest judgement of a prediction is remembered under it (the feedback handler forgets the
+    others), so a double click saves once, while judging P, then X, then P again saves all three."""
+    prefix = page_request_prefix(record)
+    if prefix is None:
         return None
     judged = json.dumps([verdict, label, note], ensure_ascii=False).encode("utf-8")
-    return f"page:{record['id']}:{hashlib.sha256(judged).hexdigest()[:16]}"
+    return prefix + hashlib.sha256(judged).hexdigest()[:16]
 
 
 class FeedbackTab:
@@ -95,6 +104,7 @@ class FeedbackTab:
         elif label == record["label"]:
             raise BadInput("You marked the prediction wrong but chose the predicted relation; choose the correct one.")
         # The page sends no id: the same judgement of the same prediction (a double click) is then saved once.
+        forget = None if request_id else page_request_prefix(record)
         request_id = request_id or page_request_id(record, verdict, label, note)
         prior = self.wb.replay(session, request_id, "feedback")
         if prior is not None:
@@ -107,6 +117,8 @@ class FeedbackTab:
         owner, words, head, tail = session["owner"], record["tokens"], record["head_tokens"], record["tail_tokens"]
 
         def write(db):
+            if forget:  # an earlier, different judgement of this prediction: repeating it later saves it again
+                forget_requests(db, owner, forget)
             # Insert only: a relation of this name saved meanwhile (by another tab) keeps its description.
             added = created and add_user_relation(db, owner, label, "", label_text)
             feedback_id = insert_feedback(db, row, record["relations"])

@@ -682,6 +682,11 @@ def undo_judgement(db: Database, queue_id: int, owner: str) -> dict | None:
     return rows[0]
 
 
+def forget_requests(db: Database, owner: str, prefix: str) -> None:
+    """Forget `owner`'s remembered request ids that start with `prefix` (in the caller's transaction)."""
+    db.execute("delete from requests where owner = ? and substr(request_id, 1, ?) = ?", [owner, len(prefix), prefix])
+
+
 def _prior_result(db: Database, owner: str, request_id: str, action: str) -> str | None:
     rows = list(db["requests"].rows_where("owner = ? and request_id = ?", [owner, request_id]))
     if not rows:

@@ -411,9 +411,14 @@ def test_a_double_click_saves_one_judgement_and_a_changed_one_saves_again(wb, se
     assert again == first and wb.store.count_feedback() == 1
     wb.feedback("correct", None, None, session)  # the user changed their mind: a new row
     assert wb.store.count_feedback() == 2
-    _, session = predict(wb, session)  # the same sentence predicted again is a new prediction
-    wb.feedback("wrong", other, "hm", session)
+    _, back = wb.feedback("wrong", other, "hm", session)  # and back again: saved, and the example follows
+    assert back != first and wb.store.count_feedback() == 3
+    assert list(wb.store.feedback()["user_label"])[0] == other
+    wb.feedback("wrong", other, "hm", session)  # a double click of that one is still saved once
     assert wb.store.count_feedback() == 3
+    _, session = predict(wb, session)  # the same sentence predicted again is a new prediction
+    wb.feedback("correct", None, None, session)
+    assert wb.store.count_feedback() == 4
 
 
 def test_a_stale_tab_neither_erases_nor_overwrites_what_another_tab_saved(wb):
