@@ -29,7 +29,7 @@ import plotly.graph_objects as go
 
 from emma import NO_RELATION, Instance, Record, cohen_kappa, kappa_per_label, macro_prf, read_corpus, write_corpus
 
-from .session import BadInput, highlighted, in_markdown, shown
+from .session import BadInput, check_import_size, highlighted, in_markdown, shown
 from .storage import add_judgement, relation_set_id, remember_relation_set, undo_judgement
 from .suggestions import N_CANDIDATES, Context, Suggester, Suggestion, item_instance, set_key
 from .workbench import MODEL, PRIVATE, QUIET, Workbench, user_errors
@@ -38,7 +38,6 @@ N_BUTTONS = N_CANDIDATES  # candidate buttons (keys 1…5)
 VIEW_OUTPUTS = 5 + N_BUTTONS  # state, sentence, progress, suggestion, order, the candidate buttons
 PREFETCH = 4  # items predicted ahead of the one shown
 MAX_QUEUE_ITEMS = 10000  # instances per import
-MAX_IMPORT_BYTES = 50_000_000  # a file over this is refused before reading (uploads are capped lower by the server)
 MAX_QUEUES = 50  # queues per owner
 MAX_NAME_CHARS = 80
 MAX_BAD_SHOWN = 200  # bad records listed after an import
@@ -147,8 +146,7 @@ class AnnotateTab:
         path = Path(file if isinstance(file, str) else getattr(file, "name", "") or (file or {}).get("path", "")) if file else None
         if not path or not path.is_file():
             raise BadInput("Choose a file to import first.")
-        if path.stat().st_size > MAX_IMPORT_BYTES:
-            raise BadInput(f"The file has {path.stat().st_size / 1e6:.0f} MB; import at most {MAX_IMPORT_BYTES // 1_000_000} MB at once.")
+        check_import_size(path)
         name = " ".join((name or "").split()) or Path(path.name).stem.split(".")[0] or "queue"
         if len(name) > MAX_NAME_CHARS:
             raise BadInput(f"The queue name is longer than {MAX_NAME_CHARS} characters.")

@@ -19,6 +19,7 @@ from emma.index import EXAMPLES_COUNTED, EXAMPLES_LIKE_DESCRIPTION
 
 from .session import (
     BadInput,
+    check_import_size,
     check_relation,
     in_markdown,
     parse_relation_set,
@@ -315,7 +316,7 @@ class RelationsTab:
             raise BadInput("Choose a JSON file to import.")
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError):  # ValueError: JSON, or an integer too long
             raise BadInput("The file is not valid JSON.") from None
         enabled, user = parse_relation_set(data, wb.catalogue)
         trial = with_enabled(session, wb.catalogue, enabled)
@@ -371,12 +372,13 @@ class RelationsTab:
             return session, prior
         if not path:
             raise BadInput("Choose a file of labelled sentences to import.")
+        check_import_size(Path(path))
         try:
             instances = read_instances(path)
         except DataError as e:  # invalid spans, missing fields: the reader names the record
             message = str(e).replace(str(path), "the file")
             raise BadInput(sentence_case(message)) from None
-        except (OSError, UnicodeDecodeError, ValueError):
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: JSON nested too deep
             raise BadInput("The file is not a labelled-sentence file (JSON or JSONL with tokens, head, tail and relation).") from None
         in_force = wb.relations(session)
         mine = {(tuple(e["tokens"]), tuple(e["head"]), tuple(e["tail"])): e["relation"] for e in wb.store.examples(session["owner"])}

@@ -14,8 +14,11 @@ it was. Bad input raises `BadInput` with one plain sentence for the UI.
 from __future__ import annotations
 
 import copy
+import gzip
 import html
 import unicodedata
+import zlib
+from pathlib import Path
 from typing import Collection
 
 from emma import DataError, find_entity, instance_from_text, relation_text, spans_overlap
@@ -26,6 +29,7 @@ MAX_NAME_CHARS = 100
 MAX_DESCRIPTION_CHARS = 1000
 MAX_USER_RELATIONS = 500
 MAX_REQUEST_ID_CHARS = 100
+MAX_IMPORT_BYTES = 50_000_000  # an imported file, unpacked; a larger one is refused before it is parsed
 
 
 class BadInput(ValueError):
@@ -62,6 +66,27 @@ def check_request_id(value) -> str | None:
     if not isinstance(value, str) or len(value) > MAX_REQUEST_ID_CHARS or not value.isprintable() or not value.strip():
         raise BadInput(f"A request id must be a printable string of at most {MAX_REQUEST_ID_CHARS} characters.")
     return value
+
+
+def check_import_size(path: Path) -> None:
+    """Refuse an imported file over `MAX_IMPORT_BYTES`, a gzipped one by what it unpacks to (read in steps, so a
+    small upload that unpacks to gigabytes never sits in memory), or a .gz file that does not unpack."""
+    limit = f"import at most {MAX_IMPORT_BYTES // 1_000_000} MB at once"
+    if not path.is_file():
+        raise BadInput("The file to import is gone; choose it again.")
+    if path.stat().st_size > MAX_IMPORT_BYTES:
+        raise BadInput(f"The file has {path.stat().st_size / 1e6:.0f} MB; {limit}.")
+    if path.suffix != ".gz":
+        return
+    unpacked = 0
+    try:
+        with gzip.open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                unpacked += len(chunk)
+                if unpacked > MAX_IMPORT_BYTES:
+                    raise BadInput(f"The file unpacks to more than {MAX_IMPORT_BYTES // 1_000_000} MB; {limit}.")
+    except (OSError, EOFError, zlib.error):
+        raise BadInput("The file's name ends in .gz but it is not a readable gzip file.") from None
 
 
 def sentence_case(message: str) -> str:

@@ -172,12 +172,12 @@ def _values(text: str, corpus: Corpus) -> Iterator[tuple[int | None, object]]:
         try:
             yield from _array_elements(text, offset)
             return
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # RecursionError: nested too deep for the parser
             pass  # not one JSON list: read it line by line
     if stripped.startswith("{") and "\n" in stripped.strip():
         try:
             whole = json.loads(stripped)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             whole = None
         if isinstance(whole, dict) and whole and all(isinstance(v, list) for v in whole.values()):
             for relation, items in whole.items():  # FewRel: {relation: [records]}
@@ -194,6 +194,8 @@ def _values(text: str, corpus: Corpus) -> Iterator[tuple[int | None, object]]:
             yield number, json.loads(line)
         except json.JSONDecodeError as e:
             corpus.bad.append(BadRecord(number, f"not JSON ({e.msg})"))
+        except RecursionError:
+            corpus.bad.append(BadRecord(number, "JSON nested too deeply to read"))
 
 
 def _array_elements(text: str, start: int) -> Iterator[tuple[int, object]]:

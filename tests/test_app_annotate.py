@@ -12,6 +12,7 @@ import pytest
 from app.annotate_tab import N_BUTTONS, AnnotateTab
 from app.catalogue import Catalogue, load_examples
 from app.engine import Engine
+from app.relations_tab import RelationsTab
 from app.storage import Store, add_judgement, undo_judgement
 from app.workbench import Workbench
 from emma import read_corpus
@@ -407,6 +408,37 @@ def test_a_file_over_the_size_limit_is_refused_before_reading(tab, tmp_path):
         f.truncate(51_000_000)
     with pytest.raises(gr.Error, match="51 MB; import at most 50 MB"):
         tab.import_file(str(path), "", False, None, tab.wb.open_session("user:ann"), Request("ann"))
+
+
+@pytest.mark.parametrize("packed, message", [
+    (b"\0" * 51_000_000, "unpacks to more than 50 MB"),  # a small upload that unpacks to a large file
+    (None, "not a readable gzip file"),
+])
+def test_a_gzipped_file_is_limited_by_what_it_unpacks_to(tab, tmp_path, packed, message):
+    import gzip
+
+    path = tmp_path / "bomb.jsonl.gz"
+    path.write_bytes(gzip.compress(packed) if packed else b"\x1f\x8b not gzip at all")
+    assert path.stat().st_size < 1_000_000
+    relations = RelationsTab(tab.wb)
+    for importer in (lambda: tab.import_file(str(path), "", False, None, tab.wb.open_session("user:ann"), Request("ann")),
+                     lambda: relations.import_examples(str(path), tab.wb.open_session("user:ann"), "", Request("ann"))):
+        with pytest.raises(gr.Error, match=message):
+            importer()
+    assert tab.wb.store.queues("user:ann") == [] and tab.wb.store.examples("user:ann") == []
+
+
+def test_json_nested_too_deep_is_a_bad_record_not_a_crash(tab, tmp_path):
+    path = tmp_path / "deep.jsonl"
+    path.write_text("[" * 100_000 + "]" * 100_000 + "\n" + json.dumps(
+        {"text": "Paris is in France .", "head": [0, 5], "tail": [12, 18]}) + "\n")
+    report, *_ = tab.import_file(str(path), "", False, None, tab.wb.open_session("user:ann"), Request("ann"))
+    assert "nested too deeply" in report and len(tab.wb.store.queues("user:ann")) == 1
+    relations = RelationsTab(tab.wb)
+    with pytest.raises(gr.Error, match="not a labelled-sentence file"):
+        relations.import_examples(str(path), tab.wb.open_session("user:ann"), "", Request("ann"))
+    with pytest.raises(gr.Error, match="not valid JSON"):
+        relations.import_relations(str(path), tab.wb.open_session("user:ann"), "", Request("ann"))
 
 
 def test_suggestion_margin_is_the_gap_between_the_two_best_deciding_scores():
