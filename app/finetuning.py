@@ -44,6 +44,9 @@ PART = re.compile(r"part (\d) of (\d): ([^)]*)\)")  # emma.finetune's log line a
 JOB_SUFFIX = ".job"
 
 
+FINISHED = ("done", "failed", "cancelled")  # a job's last states; before them it is running, then perhaps cancelling
+
+
 @dataclass
 class Job:
     """One fine-tune: who asked, where it writes, how far it is."""
@@ -98,8 +101,11 @@ class Finetuner:
             self._running = self._jobs[owner] = job
             self._process = None  # until the child starts: a cancel meanwhile is acted on once it has
         try:
+            # Private like the database: the models are trained on the users' sentences.
+            self.models_dir.mkdir(parents=True, mode=0o700, exist_ok=True)
+            self.models_dir.chmod(0o700)
             inputs = self.models_dir / (name + JOB_SUFFIX)
-            inputs.mkdir(parents=True, mode=0o700)
+            inputs.mkdir(mode=0o700)
             write_jsonl(rows, inputs / "rows.jsonl")
             (inputs / "descriptions.json").write_text(json.dumps(descriptions, ensure_ascii=False))
             (inputs / "job.json").write_text(json.dumps({"owner": owner, "name": name, "parent": job.parent, "rows": len(rows)}))
@@ -139,6 +145,18 @@ class Finetuner:
             process.terminate()
 
     def _watch(self, job: Job, process: subprocess.Popen) -> None:
+        """`_follow` the child; whatever goes wrong meanwhile (a locked or full database) fails the job, keeps
+        nothing and frees the one fine-tune slot, instead of holding it until a restart."""
+        try:
+            self._follow(job, process)
+        except Exception as e:
+            logger.exception("fine-tune %s: watching it failed", job.name)
+            if job.state not in FINISHED:
+                shutil.rmtree(partial_folder(self.models_dir / job.name), ignore_errors=True)
+                shutil.rmtree(self.models_dir / job.name, ignore_errors=True)
+                self._finish(job, "failed", f"the fine-tune finished but could not be saved ({e})")
+
+    def _follow(self, job: Job, process: subprocess.Popen) -> None:
         """Follow the child's progress bar; when it exits, record the version or the reason it failed."""
         last = ""
         buffer = ""
@@ -170,9 +188,12 @@ class Finetuner:
             return
         if code == 0:
             try:
-                self._register(job, json.loads(stdout))
-            except (ValueError, KeyError, OSError) as e:
+                report = json.loads(stdout)
+            except ValueError as e:
+                shutil.rmtree(self.models_dir / job.name, ignore_errors=True)
                 self._finish(job, "failed", f"the fine-tune finished but its report could not be read ({e})")
+                return
+            self._register(job, report)
             return
         shutil.rmtree(partial_folder(self.models_dir / job.name), ignore_errors=True)
         message = last[len("Error: "):] if last.startswith("Error: ") else f"the fine-tune process stopped (exit code {code}): {last}"

@@ -19,6 +19,7 @@ import pandas as pd
 
 from emma.finetune import FinetuneConfig
 
+from .finetuning import FINISHED
 from .session import BadInput
 from .workbench import DB, QUIET, Workbench, user_errors
 
@@ -84,6 +85,8 @@ class ImprovePanel:
             self.wb.finetuner.start(session["owner"], engine.extractor.checkpoint, rows, descriptions)
         except RuntimeError:
             raise BadInput("Another fine-tune started a moment ago; try again when it has finished.") from None
+        except OSError as e:  # no room for its files, no process: the job is recorded as failed, nothing is kept
+            raise BadInput(f"The fine-tune could not start ({e.strerror or e}); your model is unchanged.") from None
         return (f"Started: fine-tuning on {len(rows)} labelled sentences of {len(descriptions)} relations.{note}",
                 gr.Timer(active=True))
 
@@ -96,7 +99,7 @@ class ImprovePanel:
         dropdown = gr.Dropdown(choices=choices, value=value)
         if job is None:
             return "", report_frame(self.latest_report(session)), dropdown, gr.Timer(active=False)
-        if job.state in ("running", "cancelling"):
+        if job.state not in FINISHED:
             minutes = (time.time() - job.started) / 60
             where = f"step {job.step} of {job.total} ({100 * job.step / job.total:.0f} %)" if job.total else job.phase
             part = f", {job.part}" if job.part else ""

@@ -9,7 +9,7 @@ import pytest
 
 from app.catalogue import Catalogue, load_examples
 from app.engine import Engine
-from app.finetuning import Finetuner
+from app.finetuning import FINISHED, Finetuner
 from app.improve_panel import ImprovePanel
 from app.predict_tab import PredictTab
 from app.session import BadInput
@@ -35,7 +35,7 @@ def label(wb, owner, instances):
 
 def wait(finetuner, owner, seconds=300):
     deadline = time.time() + seconds
-    while finetuner.job(owner).state in ("running", "cancelling"):
+    while finetuner.job(owner).state not in FINISHED:
         assert time.time() < deadline, "the fine-tune did not finish"
         time.sleep(0.5)
     return finetuner.job(owner)
@@ -147,6 +147,40 @@ def test_a_cancel_before_the_child_process_starts_still_stops_it(wb, toy_instanc
     job = wait(wb.finetuner, "user:ann")
     assert job.state == "cancelled" and wb.finetuner.running() is None
     assert wb.store.model_versions("user:ann") == [] and list(wb.finetuner.models_dir.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_version_the_database_cannot_take_fails_keeps_nothing_and_frees_the_slot(wb, toy_instances, monkeypatch):
+    import sqlite3
+
+    def locked(row):
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(wb.store, "add_model_version", locked)
+    panel, ann = ImprovePanel(wb), wb.open_session("user:ann")
+    label(wb, "user:ann", toy_instances)
+    panel.improve.__wrapped__(panel, ann)
+    job = wait(wb.finetuner, "user:ann")
+    assert job.state == "failed" and "could not be saved (database is locked)" in job.message
+    assert wb.finetuner.running() is None and list(wb.finetuner.models_dir.iterdir()) == []
+    assert wb.finetuner.models_dir.stat().st_mode & 0o777 == 0o700  # the models are the users' sentences, trained in
+
+
+def test_a_fine_tune_that_cannot_start_is_a_plain_message(wb, toy_instances, monkeypatch):
+    import errno
+
+    import app.finetuning
+
+    def no_memory(*args, **kwargs):
+        raise OSError(errno.ENOMEM, "Cannot allocate memory")
+
+    monkeypatch.setattr(app.finetuning.subprocess, "Popen", no_memory)
+    panel, ann = ImprovePanel(wb), wb.open_session("user:ann")
+    label(wb, "user:ann", toy_instances)
+    with pytest.raises(BadInput, match=r"could not start \(Cannot allocate memory\); your model is unchanged"):
+        panel.improve.__wrapped__(panel, ann)
+    assert wb.finetuner.job("user:ann").state == "failed" and wb.finetuner.running() is None
+    assert list(wb.finetuner.models_dir.iterdir()) == []
 
 
 @pytest.mark.slow
