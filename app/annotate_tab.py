@@ -580,9 +580,12 @@ class AnnotateTab:
             summary = gr.Markdown(elem_id="agreement-summary")
             per_relation = gr.Dataframe(label="κ per relation", interactive=False, elem_id="agreement-relations")
             disagreements = gr.Dataframe(label="Disagreements", interactive=False, elem_id="agreement-disagreements", wrap=True)
-        tab.select(lambda session_, request=None: gr.update(choices=self.queue_choices(self.wb.owned(session_, request)["owner"])),
-                   [session], [queue_choice], **QUIET)
+        tab.select(self.agreement_queues, [session], [queue_choice], **QUIET)
         compute.click(self.agreement, [queue_choice, session], [summary, per_relation, disagreements], **PRIVATE)
+
+    def agreement_queues(self, session: dict, request: gr.Request = None):
+        """The agreement panel's queue choices: the caller's queues (the login decides under --auth)."""
+        return gr.update(choices=self.queue_choices(self.wb.owned(session, request)["owner"]))
 
     def accept_searched(self, choice, annotation: dict | None, session: dict, request_id: str = "", request: gr.Request = None):
         """A relation picked in the search box: accept it (an emptied box does nothing). Returns (status, *view, search)."""

@@ -210,6 +210,19 @@ def write_feedback_exports(frame: pd.DataFrame, folder: Path, store: Store) -> l
             if isinstance(text, str) and text:
                 descriptions.setdefault(label, text)
     descs.write_text(json.dumps(descriptions, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    frame.to_csv(csv_path, index=False, quoting=csv.QUOTE_NONNUMERIC)
+    spreadsheet_safe(frame).to_csv(csv_path, index=False, quoting=csv.QUOTE_NONNUMERIC)
     return [jsonl, descs, csv_path]
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet reads as a formula at the start of a cell
+
+
+def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with every text cell that a spreadsheet would run as a formula prefixed with an apostrophe: a
+    user's note or sentence, opened by an admin exporting everyone's feedback, must stay text."""
+    out = frame.copy()
+    for column in out.columns:
+        if out[column].dtype == object:
+            out[column] = out[column].map(lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_STARTS) else v)
+    return out
 

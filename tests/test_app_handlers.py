@@ -482,7 +482,7 @@ def test_feedback_view_filters_and_exports(wb, session, tmp_path):
         record, session = predict(wb, session, sentence, head, tail)
         if label == record["label"]:
             label = next(n for n, _ in record["recall"] if n != label)
-        wb.feedback(verdict, label, "n", session)
+        wb.feedback(verdict, label, '=HYPERLINK("http://x")', session)  # a note a spreadsheet would run
     wb.feedback("correct", None, None, {**wb.open_session("user:bob"), "last": session["last"]})
     assert len(wb.feedback_view("all", "", False, session)) == 3
     admin = workbench(wb.engine, wb.store, wb.catalogue, admins=["ann"])
@@ -502,7 +502,7 @@ def test_feedback_view_filters_and_exports(wb, session, tmp_path):
     assert line["h"][2] == [[0]] and line["relation"] == instances[0].relation
     descs = emma.read_descriptions(descriptions)
     assert set(descs) == {i.relation for i in instances}
-    assert len(pd.read_csv(csv_file)) == 3
+    assert len(pd.read_csv(csv_file)) == 3 and set(pd.read_csv(csv_file)["note"]) == {"'=HYPERLINK(\"http://x\")"}
 
 
 def test_store_is_safe_across_threads(tmp_path):
