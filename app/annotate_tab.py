@@ -345,19 +345,28 @@ class AnnotateTab:
         return "accepted", name
 
     @user_errors
-    def undo(self, annotation: dict | None, session: dict, request: gr.Request = None):
-        """Delete this user's last judgement in the queue and show that item again. Returns (status, *view)."""
+    def undo(self, annotation: dict | None, session: dict, request_id: str = "", request: gr.Request = None):
+        """Delete this user's last judgement in the queue and show that item again. Returns (status, *view).
+
+        `request_id` (optional, from API clients): a retried undo with the same id takes back nothing more.
+        """
         session, ctx = self._context(session, request)
         owner = ctx.owner
         annotation = {**new_annotation(), **(annotation or {})}
         q = self._queue(owner, annotation["queue"])
-        with self.wb.store.transaction() as db:
+        undone = []
+
+        def write(db):
             last = undo_judgement(db, q["id"], owner)
-        if last is None:
-            return ("Nothing to undo in this queue.", *self._view(owner, annotation, ctx))
-        annotation["position"] = last["position"]
-        what = VERDICT_TEXT[last["verdict"]] + (f", {last['relation']}" if last["relation"] else "")
-        status = f"Undone: item {last['position'] + 1} ({what})."
+            if last is None:
+                return "Nothing to undo in this queue."
+            undone.append(last)
+            what = VERDICT_TEXT[last["verdict"]] + (f", {last['relation']}" if last["relation"] else "")
+            return f"Undone: item {last['position'] + 1} ({what})."
+
+        _, status = self.wb.once(session, request_id, "annotate_undo", write)
+        if undone:
+            annotation["position"] = undone[0]["position"]
         return (status, *self._view(owner, annotation, ctx))
 
     # ------------------------------------------------------------------ export and agreement
@@ -559,7 +568,7 @@ class AnnotateTab:
                      **MODEL, **PRIVATE).then(None, js="() => { if (document.activeElement) document.activeElement.blur(); }")
         accept_typed.click(_judging(self.judge, "accept"), [search, annotation, session, request_id], [status, *view],
                            **MODEL, **PRIVATE)
-        undo.click(self.undo, [annotation, session], [status, *view], api_name="annotate_undo", **MODEL, **keyed)
+        undo.click(self.undo, [annotation, session, request_id], [status, *view], api_name="annotate_undo", **MODEL, **keyed)
         export_btn.click(self.export, [annotation, session], [files, export_status], **PRIVATE)
         score_btn.click(self.score_file, [annotation, session], [score_summary, confusion, per_relation, errors], **MODEL, **PRIVATE)
         if predict is not None and tabs is not None:  # a clicked row is explained by the Predict tab's own handler

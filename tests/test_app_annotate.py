@@ -213,8 +213,10 @@ def test_judge_by_candidate_suggestion_none_skip_and_undo(tab, tmp_path):
     assert status == "Item 3: none of these."
     status, *view = tab.judge("skip", "", view[0], session, "", req)  # S
     assert status == "Item 4: skipped."
-    status, *view = tab.undo(view[0], session, req)  # U
+    status, *view = tab.undo(view[0], session, "u-1", req)  # U
     assert status == "Undone: item 4 (skipped)." and position(view[0]) == 3
+    again, *_ = tab.undo(view[0], session, "u-1", req)  # a retried undo takes back nothing more
+    assert again == status and len(tab.wb.store.judgements(state["queue"], "user:ann")) == 3
     status, *view = tab.judge("accept", "capital of", view[0], session, "", req)  # typed with /
     assert status == "Item 4: accepted (capital of)."
     verdicts = [(j["position"], j["verdict"], j["relation"]) for j in tab.wb.store.judgements(state["queue"], "user:ann")]
@@ -340,7 +342,7 @@ def test_queues_of_others_stay_private(tab, tmp_path):
         assert queues["choices"] == []
         for call in (lambda: tab.open_queue(queue_id, "file", stolen, eve, request),
                      lambda: tab.judge("none", "", stolen, eve, "", request),
-                     lambda: tab.undo(stolen, eve, request),
+                     lambda: tab.undo(stolen, eve, request=request),
                      lambda: tab.export(stolen, eve, request),
                      lambda: tab.agreement(queue_id, eve, request)):
             with pytest.raises(gr.Error, match="Choose one of your queues"):

@@ -46,7 +46,8 @@ def test_import_ten_thousand_gzipped_instances_and_judge_over_http(tiny_extracto
         assert first[0] == again[0] == "Item 1: none of these."
         status = c.predict(choice="2", request_id="j-2", api_name="/annotate_accept")[0]
         assert status.startswith("Item 2: accepted (")
-        assert c.predict(api_name="/annotate_undo")[0].startswith("Undone: item 2 (accepted, ")
+        assert c.predict(request_id="u-1", api_name="/annotate_undo")[0].startswith("Undone: item 2 (accepted, ")
+        assert c.predict(request_id="u-1", api_name="/annotate_undo")[0].startswith("Undone: item 2 (accepted, ")  # a retry
     ((owner,),) = _owners(store)
     (queue,) = store.queues(owner)
     assert [(j["position"], j["verdict"]) for j in store.judgements(queue["id"])] == [(0, "none")]
