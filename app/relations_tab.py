@@ -85,7 +85,7 @@ def fit_summary(fits: list[DescriptionFit], by_examples_alone: int) -> str:
 @dataclass
 class RelationsParts:
     """What the page load fills in: the search box, and the five views of `RelationsTab.relation_views` with the
-    query their checkbox group was built for (`RelationsTab.relation_views_of`)."""
+    query their checkbox group was built for and the boxes it ticked (`RelationsTab.relation_views_of`)."""
 
     search: gr.Textbox
     views: list
@@ -121,14 +121,18 @@ class RelationsTab:
 
     # The checkbox group applies to the relations it shows, which lag the search box while a search is on its
     # way: the query it was built for travels with it (a State), and a tick or a "shown" button uses that one.
+    # The boxes it ticked travel too, so that a tick changes only what was ticked or unticked in this window:
+    # another window's switches, saved since this one was drawn, stand.
 
     def catalogue_view_of(self, query: str, session: dict, request: gr.Request = None):
-        """`catalogue_view` and the query it was built for."""
-        return (*self.catalogue_view(query, session, request), query)
+        """`catalogue_view`, the query it was built for and the labels its checkbox group ticked."""
+        boxes, *rest = self.catalogue_view(query, session, request)
+        return (boxes, *rest, query, list(boxes["value"]))
 
     def relation_views_of(self, query: str, session: dict, request: gr.Request = None):
-        """`relation_views` and the query its checkbox group was built for."""
-        return (*self.relation_views(query, session, request), query)
+        """`relation_views`, the query its checkbox group was built for and the labels the group ticked."""
+        boxes, *rest = self.relation_views(query, session, request)
+        return (boxes, *rest, query, list(boxes["value"]))
 
     def count_text(self, session: dict, matches: int | None = None, counts: dict[str, int] | None = None) -> str:
         counts = self.wb.store.example_counts(session["owner"]) if counts is None else counts
@@ -203,13 +207,18 @@ class RelationsTab:
     # ------------------------------------------------------------------ catalogue switches
 
     @user_errors
-    def set_shown_enabled(self, selected: list[str], query: str, session: dict, request: gr.Request = None) -> dict:
-        """The checkbox group changed: the shown relations become `selected`; hidden ones keep their state."""
+    def set_shown_enabled(self, selected: list[str], query: str, session: dict, ticked: list[str] | None = None,
+                          request: gr.Request = None) -> dict:
+        """The checkbox group of the relations `query` shows changed from `ticked` (what it showed; None: as stored) to
+        `selected`: what was ticked is switched on, what was unticked off; every other relation keeps its state."""
         session = self.wb.current(session, request)
-        if not isinstance(selected or [], list) or not all(isinstance(label, str) for label in selected or []):
-            raise BadInput("Tick relations of the catalogue to switch them on.")
+        for labels in (selected, ticked):
+            if not isinstance(labels or [], list) or not all(isinstance(label, str) for label in labels or []):
+                raise BadInput("Tick relations of the catalogue to switch them on.")
         shown_labels = {e.label for e in self.wb.catalogue.search((query or "")[:MAX_QUERY_CHARS])}
-        keep = [label for label in session["enabled"] if label not in shown_labels] + list(selected or [])
+        before = set(ticked) if ticked is not None else {label for label in session["enabled"] if label in shown_labels}
+        after = set(selected or [])
+        keep = [label for label in session["enabled"] if label not in before - after] + sorted(after - before)
         return self._save_enabled(session, keep)
 
     @user_errors
@@ -436,18 +445,20 @@ class RelationsTab:
         examples = self._examples_panel()
         views = [catalogue, catalogue_table, relation_count, form["user_table"], examples["table"]]
         shown_query = gr.State("")  # the query `catalogue` was built for (see `catalogue_view_of`)
-        refresh = dict(fn=self.relation_views_of, inputs=[search, session], outputs=[*views, shown_query], **PRIVATE)
+        shown_ticked = gr.State([])  # and the boxes it ticked
+        shown = [shown_query, shown_ticked]
+        refresh = dict(fn=self.relation_views_of, inputs=[search, session], outputs=[*views, *shown], **PRIVATE)
 
-        search.change(self.catalogue_view_of, [search, session], [*views[:3], shown_query], trigger_mode="always_last", **QUIET)
-        catalogue.input(self.set_shown_enabled, [catalogue, shown_query, session], [session], trigger_mode="always_last",
-                        **QUIET).success(**refresh)
+        search.change(self.catalogue_view_of, [search, session], [*views[:3], *shown], trigger_mode="always_last", **QUIET)
+        catalogue.input(self.set_shown_enabled, [catalogue, shown_query, session, shown_ticked], [session],
+                        trigger_mode="always_last", **QUIET).success(**refresh)
         for button, handler in ((enable_btn, self.enable_shown), (disable_btn, self.disable_shown)):
             button.click(handler, [shown_query, session], [session], **PRIVATE).success(**refresh)
         reset_btn.click(self.reset_catalogue, [session], [session], **PRIVATE).success(**refresh)
         self._wire_own_relations(form, session, refresh)
         self._wire_examples(examples, session, refresh)
         examples["fit"].select(self.pick_user_relation, [session], [form["name"], form["description"]], **QUIET)
-        return RelationsParts(search, [*views, shown_query])
+        return RelationsParts(search, [*views, *shown])
 
     @staticmethod
     def _examples_panel() -> dict:

@@ -290,6 +290,19 @@ def test_sessions_do_not_share_relations(wb):
     assert wb.open_session("user:bob")["enabled"] == ["born in"]
 
 
+def test_a_tick_in_a_stale_window_changes_only_that_relation(wb):
+    a, b = wb.open_session("user:ann"), wb.open_session("user:ann")
+    *_, query_a, ticked_a = wb.relation_views_of("", a)
+    *_, query_b, ticked_b = wb.relation_views_of("", b)  # both windows drawn: every relation on
+    assert ticked_a == ticked_b == ["founded by", "born in", "capital of", "member of"]
+    a = wb.set_shown_enabled([n for n in ticked_a if n != "born in"], query_a, a, ticked_a)  # window A unticks "born in"
+    b = wb.set_shown_enabled([n for n in ticked_b if n != "member of"], query_b, b, ticked_b)  # B, not redrawn, another
+    assert wb.open_session("user:ann")["enabled"] == ["founded by", "capital of"]  # both changes stand
+    *_, query_b, ticked_b = wb.relation_views_of("", b)
+    b = wb.set_shown_enabled([*ticked_b, "born in"], query_b, b, ticked_b)
+    assert wb.open_session("user:ann")["enabled"] == ["founded by", "born in", "capital of"]
+
+
 def test_catalogue_search_and_switches(wb, session):
     update, table, count = wb.catalogue_view("birth", session)
     assert update["choices"] == [("born in · born in · custom", "born in")] and list(table["relation"]) == ["born in"]
