@@ -25,6 +25,7 @@ from .session import (
     parse_relation_set,
     sentence_case,
     shown,
+    stored_switches,
     waiting_for_examples,
     with_enabled,
     with_user_relation,
@@ -216,20 +217,21 @@ class RelationsTab:
             if not isinstance(labels or [], list) or not all(isinstance(label, str) for label in labels or []):
                 raise BadInput("Tick relations of the catalogue to switch them on.")
         shown_labels = {e.label for e in self.wb.catalogue.search((query or "")[:MAX_QUERY_CHARS])}
-        before = set(ticked) if ticked is not None else {label for label in session["enabled"] if label in shown_labels}
         after = set(selected or [])
-        keep = [label for label in session["enabled"] if label not in before - after] + sorted(after - before)
-        return self._save_enabled(session, keep)
+
+        def change(stored: list[str]) -> list[str]:
+            before = set(ticked) if ticked is not None else {label for label in stored if label in shown_labels}
+            return [label for label in stored if label not in before - after] + sorted(after - before)
+
+        return self._switch(session, change)
 
     @user_errors
     def switch_shown(self, on: bool, query: str, session: dict, request: gr.Request = None) -> dict:
         session = self.wb.current(session, request)
         shown_labels = [e.label for e in self.wb.catalogue.search((query or "")[:MAX_QUERY_CHARS])]
         if on:
-            keep = session["enabled"] + shown_labels
-        else:
-            keep = [label for label in session["enabled"] if label not in set(shown_labels)]
-        return self._save_enabled(session, keep)
+            return self._switch(session, lambda stored: stored + shown_labels)
+        return self._switch(session, lambda stored: [label for label in stored if label not in set(shown_labels)])
 
     def enable_shown(self, query, session, request: gr.Request = None):
         return self.switch_shown(True, query, session, request)
@@ -239,12 +241,17 @@ class RelationsTab:
 
     @user_errors
     def reset_catalogue(self, session: dict, request: gr.Request = None) -> dict:
-        return self._save_enabled(self.wb.current(session, request), self.wb.catalogue.defaults())
+        return self._switch(self.wb.current(session, request), lambda stored: self.wb.catalogue.defaults())
 
-    def _save_enabled(self, session: dict, enabled: list[str]) -> dict:
-        session = with_enabled(session, self.wb.catalogue, enabled)
-        self.wb.store.save_workspace(session["owner"], session["enabled"])
-        return session
+    def _switch(self, session: dict, change) -> dict:
+        """The session with its catalogue switches changed by `change` (the stored switches → the new ones), applied
+        to the switches as stored at the moment of writing, in one transaction."""
+        catalogue = self.wb.catalogue
+
+        def checked(stored: list[str] | None) -> list[str]:
+            return with_enabled(session, catalogue, change(stored_switches(stored, catalogue)))["enabled"]  # BadInput: unknown
+
+        return {**session, "enabled": self.wb.store.update_workspace(session["owner"], checked)}
 
     # ------------------------------------------------------------------ your relations
 

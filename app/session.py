@@ -172,6 +172,12 @@ def without_user_relation(session: dict, name: str) -> dict:
     return out
 
 
+def stored_switches(stored: list[str] | None, catalogue: Catalogue) -> list[str]:
+    """The catalogue relations switched on, from what the store holds (None: never saved, so the defaults);
+    a label the catalogue no longer has is dropped."""
+    return catalogue.defaults() if stored is None else [label for label in stored if label in catalogue.by_label]
+
+
 def with_enabled(session: dict, catalogue: Catalogue, enabled: list[str]) -> dict:
     unknown = [label for label in enabled if label not in catalogue.by_label]
     if unknown:

@@ -268,9 +268,14 @@ class Store:
             rows = list(db["workspaces"].rows_where("owner = ?", [owner]))
         return json.loads(rows[0]["enabled"]) if rows else None
 
-    def save_workspace(self, owner: str, enabled: list[str]) -> None:
+    def update_workspace(self, owner: str, change: Callable[[list[str] | None], list[str]]) -> list[str]:
+        """Replace the owner's enabled catalogue labels with `change(the stored ones, None when never saved)`, read
+        and written in one transaction: two switches at once (two windows) both stand. Returns the new labels."""
         with self.transaction() as db:
+            rows = list(db["workspaces"].rows_where("owner = ?", [owner]))
+            enabled = change(json.loads(rows[0]["enabled"]) if rows else None)
             db["workspaces"].upsert({"owner": owner, "enabled": json.dumps(enabled), "updated": now()}, pk="owner")
+        return enabled
 
     def user_relations(self, owner: str) -> dict[str, str]:
         """{name: description} of the owner's relations, oldest first."""

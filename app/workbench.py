@@ -33,7 +33,7 @@ from .engine import Engine
 from .finetuning import Finetuner
 from .identity import Identity, username
 from .serving import MAX_BATCH, ModelWorker, load_extractor
-from .session import BadInput, check_request_id, new_session, relations_in_force
+from .session import BadInput, check_request_id, new_session, relations_in_force, stored_switches
 from .storage import RequestIdReused, Store
 
 MODEL_CONCURRENCY = MAX_BATCH  # model events waiting on the model's thread at once (it batches them; the queue holds the rest)
@@ -181,9 +181,7 @@ class Workbench:
         """A session for `owner` with the relations saved for them (encoded later, by the model's queue)."""
         session = self.new_session()
         session["owner"] = owner
-        enabled = self.store.workspace(owner)
-        if enabled is not None:
-            session["enabled"] = [label for label in enabled if label in self.catalogue.by_label]
+        session["enabled"] = stored_switches(self.store.workspace(owner), self.catalogue)
         session["user"] = self.store.user_relations(owner)
         session["model"] = self.model_choice(owner)
         return session

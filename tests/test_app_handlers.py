@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -516,6 +517,23 @@ def test_feedback_view_filters_and_exports(wb, session, tmp_path):
     descs = emma.read_descriptions(descriptions)
     assert set(descs) == {i.relation for i in instances}
     assert len(pd.read_csv(csv_file)) == 3 and set(pd.read_csv(csv_file)["note"]) == {"'=HYPERLINK(\"http://x\")"}
+
+
+def test_two_switches_at_once_both_stand(tmp_path):
+    store = Store(tmp_path / "t.db")
+    inside, done = threading.Event(), []
+
+    def slow(stored):  # the first switch reads, then takes its time before writing
+        inside.set()
+        time.sleep(0.3)
+        return (stored or []) + ["a"]
+
+    first = threading.Thread(target=lambda: done.append(store.update_workspace("o", slow)))
+    first.start()
+    inside.wait()
+    store.update_workspace("o", lambda stored: (stored or []) + ["b"])  # waits for the first, then builds on it
+    first.join()
+    assert store.workspace("o") == ["a", "b"] and done == [["a"]]
 
 
 def test_store_is_safe_across_threads(tmp_path):
