@@ -20,8 +20,9 @@ $(STAMP): requirements.txt | $(PY)
 
 install: $(STAMP)
 
-run: $(STAMP)
-	$(PY) app.py $(ARGS)
+# The workbench on the shipped checkpoint; "Improve the model from my labels" may also start from emma-mpnet.
+run: $(STAMP) mpnet
+	$(PY) app.py --finetune-from checkpoints/emma-mpnet $(ARGS)
 
 # The whole suite, the second checkpoint (checkpoints/emma-mpnet, over all-mpnet-base-v2) included.
 test: $(STAMP) mpnet

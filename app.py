@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "Without it nobody sees another user's rows.")
     parser.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                         help="a host name the server also answers to (besides the --host address), e.g. behind a proxy; repeatable")
+    parser.add_argument("--finetune-from", type=Path, action="append", default=[], metavar="CHECKPOINT",
+                        help="another model 'Improve the model from my labels' can start from, e.g. checkpoints/emma-mpnet "
+                             "(larger: more gain from the same labels in a new domain, several times slower to train and "
+                             "to predict; results/FINETUNE.md); repeatable")
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
     parser.add_argument("--hash-password", action="store_true",
                         help="read a password (twice, not echoed) and print its hash for an --auth-file line, then exit")
@@ -103,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     auth = read_users(parser, args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        demo = create_app(args.checkpoint, args.db, admins=args.admin)
+        demo = create_app(args.checkpoint, args.db, admins=args.admin, finetune_from=args.finetune_from)
     except AppError as e:
         parser.exit(2, f"error: {e}\n")
     launch(demo, host=args.host, port=args.port, auth=auth, share=args.share, allowed_host=args.allowed_host)

@@ -27,6 +27,7 @@ MIN_ROWS_PER_RELATION = 2  # one to train on, one to hold back and score where i
 MIN_RELATIONS = 2  # in-batch negatives need another relation
 MAX_ROWS = 5000  # rows one fine-tune takes (a few minutes on 2 cores per few hundred)
 SERVER_MODEL = ""  # the dropdown's value for the server's own model
+CURRENT_MODEL = ""  # the start dropdown's value for "the model you are using"
 FIRM = 0.9  # a held-back verdict is firm when the fine-tune wins (or loses) on at least this share of resamples
 SCORE_NAMES = {"recall_only": "recall only", "emma": "classifier", "emma_fused": "fused (the shipped rule)"}
 
@@ -69,10 +70,19 @@ class ImprovePanel:
             note += f" The {capped} oldest are left out: a fine-tune reads at most the newest {MAX_ROWS}."
         return used, {rel: text for rel, text in relations.items() if rel in usable}, note
 
+    def start_choices(self) -> list[tuple[str, str]]:
+        """The models a fine-tune may start from: the one the user is on, then the server's `--finetune-from` ones."""
+        return [("the model you are using", CURRENT_MODEL)] + [(f"{name} (larger: slower, more gain in a new domain)", name)
+                                                                 for name in self.wb.finetune_from]
+
     @user_errors
-    def improve(self, session: dict, request: gr.Request = None) -> tuple[str, gr.Timer]:
-        """Start a fine-tune of the caller's model on their labels. Returns (status, the polling timer switched on)."""
+    def improve(self, session: dict, start_from: str | None = CURRENT_MODEL, request: gr.Request = None) -> tuple[str, gr.Timer]:
+        """Start a fine-tune on the caller's labels, of the model they use or of one of the server's other starting
+        models (`start_from`, a name of `Workbench.finetune_from`). Returns (status, the polling timer switched on)."""
         session = self.wb.owned(session, request)
+        if start_from and (not isinstance(start_from, str) or start_from not in self.wb.finetune_from):
+            offered = ", ".join(self.wb.finetune_from) or "none"
+            raise BadInput(f"A fine-tune can start from the model you are using, or one the server offers ({offered}).")
         rows, descriptions, note = self.training_rows(session)
         running = self.wb.finetuner.running()
         if running is not None:
@@ -80,14 +90,15 @@ class ImprovePanel:
             raise BadInput("Your fine-tune is still running; its progress shows below." if mine else
                            f"Another fine-tune is running on this server (started {time.strftime('%H:%M', time.localtime(running.started))}); "
                            "try again when it has finished.")
-        engine = self.wb.engine_for(session)
+        parent = self.wb.finetune_from[start_from] if start_from else self.wb.engine_for(session).extractor.checkpoint
         try:
-            self.wb.finetuner.start(session["owner"], engine.extractor.checkpoint, rows, descriptions)
+            self.wb.finetuner.start(session["owner"], parent, rows, descriptions)
         except RuntimeError:
             raise BadInput("Another fine-tune started a moment ago; try again when it has finished.") from None
         except OSError as e:  # no room for its files, no process: the job is recorded as failed, nothing is kept
             raise BadInput(f"The fine-tune could not start ({e.strerror or e}); your model is unchanged.") from None
-        return (f"Started: fine-tuning on {len(rows)} labelled sentences of {len(descriptions)} relations.{note}",
+        start = f" from {start_from}" if start_from else ""
+        return (f"Started: fine-tuning{start} on {len(rows)} labelled sentences of {len(descriptions)} relations.{note}",
                 gr.Timer(active=True))
 
     @user_errors
@@ -150,6 +161,9 @@ class ImprovePanel:
             gr.Markdown(HELP, elem_classes="panel-help")
             with gr.Row():
                 start = gr.Button("Improve the model from my labels", variant="primary", elem_id="improve-start")
+                # Shown only where the server offers another start (--finetune-from).
+                start_from = gr.Dropdown(label="Start from", choices=self.start_choices(), value=CURRENT_MODEL,
+                                         visible=bool(self.wb.finetune_from), elem_id="improve-from", interactive=True)
                 stop = gr.Button("Cancel the fine-tune", variant="secondary", elem_id="improve-cancel")
                 # allow_custom_value: the handler checks the name itself (and says so in a sentence), not Gradio.
                 model = gr.Dropdown(label="Model for my predictions", choices=[], elem_id="improve-model", interactive=True,
@@ -158,7 +172,7 @@ class ImprovePanel:
             report = gr.Dataframe(report_frame(None), label="Macro F1 on your held-back sentences", interactive=False,
                                   elem_id="improve-report")
             timer = gr.Timer(1.0, active=False)
-        start.click(self.improve, [session], [status, timer], api_name="improve_model", **DB)
+        start.click(self.improve, [session, start_from], [status, timer], api_name="improve_model", **DB)
         stop.click(self.cancel, [session], [status], api_name="cancel_improve", **DB)
         timer.tick(self.progress, [session], [status, report, model, timer], **QUIET)
         tab.select(self.progress, [session], [status, report, model, timer], **QUIET)

@@ -13,6 +13,7 @@ from pathlib import Path
 import gradio as gr
 
 from emma import CheckpointError, Extractor
+from emma.checkpoint import read_config
 
 from .catalogue import Catalogue, load_examples
 from .engine import Engine
@@ -35,11 +36,19 @@ def default_db_path() -> Path:
 
 
 def create_workbench(checkpoint: str | Path | Extractor, db: str | Path, catalogue: Catalogue | None = None,
-                     examples: list[dict] | None = None, admins=()) -> Workbench:
+                     examples: list[dict] | None = None, admins=(), finetune_from=()) -> Workbench:
     """The shared resources: the model (loaded here unless an `Extractor` is given), the store, the catalogue.
 
-    `admins` are the logins that may view and export everyone's feedback.
+    `admins` are the logins that may view and export everyone's feedback; `finetune_from`, checkpoint folders a
+    user's fine-tune may start from instead of the model they use (checked here, loaded only by a fine-tune).
     """
+    starts = {}
+    for folder in map(Path, finetune_from):
+        try:
+            read_config(folder)
+        except CheckpointError as e:
+            raise AppError(f"cannot offer --finetune-from {folder}: {e}") from None
+        starts[folder.name] = folder
     if isinstance(checkpoint, Extractor):
         extractor = checkpoint
     else:
@@ -47,6 +56,8 @@ def create_workbench(checkpoint: str | Path | Extractor, db: str | Path, catalog
             extractor = load_extractor(checkpoint)
         except CheckpointError as e:
             raise AppError(f"cannot load the checkpoint: {e}. Train one (python -m emma train …) or pass --checkpoint FOLDER.") from None
+    # The server's own model is no other start (make run ARGS="--checkpoint checkpoints/emma-mpnet").
+    starts = {name: folder for name, folder in starts.items() if folder.resolve() != Path(extractor.checkpoint).resolve()}
     store = Store(db)
     logger.info("model %s on %s; database %s", extractor.checkpoint, extractor.device, store.path)
     catalogue = catalogue if catalogue is not None else Catalogue.load()
@@ -56,6 +67,7 @@ def create_workbench(checkpoint: str | Path | Extractor, db: str | Path, catalog
         catalogue,
         examples if examples is not None else load_examples(),
         admins=admins,
+        finetune_from=starts,
     )
 
 

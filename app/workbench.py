@@ -96,9 +96,11 @@ class Workbench:
     """
 
     def __init__(self, engine: Engine, store: Store, catalogue: Catalogue, examples: list[dict] | None = None,
-                 admins=(), models_dir: str | Path | None = None) -> None:
+                 admins=(), models_dir: str | Path | None = None, finetune_from: dict[str, Path] | None = None) -> None:
         self.engine = engine
         self.store = store
+        # {name: checkpoint folder}: other models a user's fine-tune may start from (`--finetune-from`).
+        self.finetune_from = dict(finetune_from or {})
         # Fine-tuned model versions: files beside the database unless told otherwise; loaded on first use.
         self.finetuner = Finetuner(store, models_dir or store.path.parent / "models")
         self._engines: OrderedDict[str, Engine] = OrderedDict()

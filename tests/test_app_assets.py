@@ -72,7 +72,7 @@ def test_app_py_arguments(monkeypatch, tmp_path, capsys):
     assert "cannot load the checkpoint" in capsys.readouterr().err
     launched = {}
     monkeypatch.setattr(script, "launch", lambda demo, **kw: launched.update(kw))
-    monkeypatch.setattr(script, "create_app", lambda checkpoint, db, admins: (checkpoint, db, admins))
+    monkeypatch.setattr(script, "create_app", lambda checkpoint, db, admins, finetune_from: (checkpoint, db, admins))
     users = tmp_path / "users.txt"
     users.write_text(f"# logins\nbob:{script.hash_password('pw2')}\n")
     script.main(["--checkpoint", "ck", "--db", str(tmp_path / "w.db"), "--auth", "ann:pw", "--auth-file", str(users),

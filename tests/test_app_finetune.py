@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -164,6 +165,33 @@ def test_a_version_the_database_cannot_take_fails_keeps_nothing_and_frees_the_sl
     assert job.state == "failed" and "could not be saved (database is locked)" in job.message
     assert wb.finetuner.running() is None and list(wb.finetuner.models_dir.iterdir()) == []
     assert wb.finetuner.models_dir.stat().st_mode & 0o777 == 0o700  # the models are the users' sentences, trained in
+
+
+def test_a_fine_tune_starts_from_the_model_in_use_or_one_the_server_offers(wb, toy_instances, tiny_checkpoint, monkeypatch):
+    started = []
+    monkeypatch.setattr(wb.finetuner, "start", lambda owner, parent, rows, descriptions: started.append(parent))
+    panel, ann = ImprovePanel(wb), wb.open_session("user:ann")
+    label(wb, "user:ann", toy_instances)
+    assert [value for _, value in panel.start_choices()] == [""]  # nothing offered: the panel shows no choice
+    with pytest.raises(BadInput, match=r"or one the server offers \(none\)"):
+        panel.improve.__wrapped__(panel, ann, "larger")
+    wb.finetune_from = {"larger": Path(tiny_checkpoint)}  # --finetune-from
+    assert [value for _, value in panel.start_choices()] == ["", "larger"]
+    status, _ = panel.improve.__wrapped__(panel, ann, "larger")
+    assert status.startswith("Started: fine-tuning from larger on 12 labelled sentences") and started == [Path(tiny_checkpoint)]
+    status, _ = panel.improve.__wrapped__(panel, ann, "")
+    assert status.startswith("Started: fine-tuning on") and started[-1] == wb.engine.extractor.checkpoint
+    for unknown in ("../larger", ["larger"]):
+        with pytest.raises(BadInput, match=r"or one the server offers \(larger\)"):
+            panel.improve.__wrapped__(panel, ann, unknown)
+    assert len(started) == 2
+
+
+def test_a_start_that_is_no_checkpoint_is_refused_when_the_server_starts(tmp_path):
+    from app.main import AppError, create_workbench
+
+    with pytest.raises(AppError, match=f"cannot offer --finetune-from {tmp_path}: .*is .* a checkpoint folder"):
+        create_workbench(tmp_path / "never loaded", tmp_path / "wb.db", finetune_from=[tmp_path])
 
 
 def test_a_fine_tune_that_cannot_start_is_a_plain_message(wb, toy_instances, monkeypatch):
