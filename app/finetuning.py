@@ -152,9 +152,14 @@ class Finetuner:
         except Exception as e:
             logger.exception("fine-tune %s: watching it failed", job.name)
             if job.state not in FINISHED:
+                running = process.poll() is None
+                if running:  # stopped first: nothing may write into the folders removed below, or hold the CPU
+                    process.kill()
+                    process.wait()
                 shutil.rmtree(partial_folder(self.models_dir / job.name), ignore_errors=True)
                 shutil.rmtree(self.models_dir / job.name, ignore_errors=True)
-                self._finish(job, "failed", f"the fine-tune finished but could not be saved ({e})")
+                what = "stopped" if running else "finished but could not be saved"
+                self._finish(job, "failed", f"the fine-tune {what} ({e})")
 
     def _follow(self, job: Job, process: subprocess.Popen) -> None:
         """Follow the child's progress bar; when it exits, record the version or the reason it failed."""

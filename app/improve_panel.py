@@ -21,7 +21,7 @@ from emma.finetune import FinetuneConfig
 
 from .finetuning import FINISHED
 from .session import BadInput
-from .workbench import DB, QUIET, Workbench, user_errors
+from .workbench import DB, QUIET, Workbench, lenient, user_errors
 
 MIN_ROWS_PER_RELATION = 2  # one to train on, one to hold back and score where it is in another sentence
 MIN_RELATIONS = 2  # in-batch negatives need another relation
@@ -164,8 +164,8 @@ class ImprovePanel:
             with gr.Row():
                 start = gr.Button("Improve the model from my labels", variant="primary", elem_id="improve-start")
                 # Shown only where the server offers another start (--finetune-from).
-                start_from = gr.Dropdown(label="Start from", choices=self.start_choices(), value=CURRENT_MODEL,
-                                         visible=bool(self.wb.finetune_from), elem_id="improve-from", interactive=True)
+                start_from = lenient(gr.Dropdown(label="Start from", choices=self.start_choices(), value=CURRENT_MODEL,
+                                                 visible=bool(self.wb.finetune_from), elem_id="improve-from", interactive=True))
                 stop = gr.Button("Cancel the fine-tune", variant="secondary", elem_id="improve-cancel")
                 # allow_custom_value: the handler checks the name itself (and says so in a sentence), not Gradio.
                 model = gr.Dropdown(label="Model for my predictions", choices=[], elem_id="improve-model", interactive=True,

@@ -14,7 +14,8 @@ Named API endpoints (usable from `gradio_client`; state is kept per client sessi
 /feedback(verdict, correct_relation, note) (a judged sentence becomes a labelled example; a new
 correct_relation name becomes a relation of the caller's defined by that sentence),
 /remove_example(example_id), /import_queue(file, name, shared), /annotate_accept(choice),
-/extract(text) (every relation in a paragraph), /annotate_none, /annotate_skip, /annotate_undo, /improve_model, /choose_model(name).
+/extract(text) (every relation in a paragraph), /annotate_none, /annotate_skip, /annotate_undo, /improve_model(start_from),
+/choose_model(name).
 
 Concurrency: only the model (and SQLite writes) have limits of their own; everything per session
 runs in the default pool, and the page load never touches the model.

@@ -48,7 +48,10 @@ def create_workbench(checkpoint: str | Path | Extractor, db: str | Path, catalog
             read_config(folder)
         except CheckpointError as e:
             raise AppError(f"cannot offer --finetune-from {folder}: {e}") from None
-        starts[folder.name] = folder
+        name = folder.resolve().name  # what the panel shows and the API's start_from names
+        if name in starts:
+            raise AppError(f"--finetune-from {folder}: another start is also named {name!r}; give each its own folder name")
+        starts[name] = folder
     if isinstance(checkpoint, Extractor):
         extractor = checkpoint
     else:

@@ -209,9 +209,10 @@ class RelationsTab:
 
     @user_errors
     def set_shown_enabled(self, selected: list[str], query: str, session: dict, ticked: list[str] | None = None,
-                          request: gr.Request = None) -> dict:
+                          request: gr.Request = None) -> tuple[dict, list[str]]:
         """The checkbox group of the relations `query` shows changed from `ticked` (what it showed; None: as stored) to
-        `selected`: what was ticked is switched on, what was unticked off; every other relation keeps its state."""
+        `selected`: what was ticked is switched on, what was unticked off; every other relation keeps its state.
+        Returns (session, the shown relations now on: what the group shows, and the next change starts from)."""
         session = self.wb.current(session, request)
         for labels in (selected, ticked):
             if not isinstance(labels or [], list) or not all(isinstance(label, str) for label in labels or []):
@@ -223,7 +224,8 @@ class RelationsTab:
             before = set(ticked) if ticked is not None else {label for label in stored if label in shown_labels}
             return [label for label in stored if label not in before - after] + sorted(after - before)
 
-        return self._switch(session, change)
+        session = self._switch(session, change)
+        return session, [label for label in session["enabled"] if label in shown_labels]
 
     @user_errors
     def switch_shown(self, on: bool, query: str, session: dict, request: gr.Request = None) -> dict:
@@ -457,7 +459,7 @@ class RelationsTab:
         refresh = dict(fn=self.relation_views_of, inputs=[search, session], outputs=[*views, *shown], **PRIVATE)
 
         search.change(self.catalogue_view_of, [search, session], [*views[:3], *shown], trigger_mode="always_last", **QUIET)
-        catalogue.input(self.set_shown_enabled, [catalogue, shown_query, session, shown_ticked], [session],
+        catalogue.input(self.set_shown_enabled, [catalogue, shown_query, session, shown_ticked], [session, shown_ticked],
                         trigger_mode="always_last", **QUIET).success(**refresh)
         for button, handler in ((enable_btn, self.enable_shown), (disable_btn, self.disable_shown)):
             button.click(handler, [shown_query, session], [session], **PRIVATE).success(**refresh)

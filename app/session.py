@@ -284,9 +284,19 @@ def resolve_entity(sentence: str, role: str, typed: str, marked, avoid: tuple[in
     try:
         return find_entity(sentence, typed, avoid=avoid)
     except DataError:
-        if avoid is not None and typed.lower() in sentence.lower():
-            raise BadInput("The head and tail entities overlap; mark two separate spans.") from None
-        raise BadInput(f"The {role} entity {shown(typed)} does not occur in the sentence.") from None
+        pass
+    if avoid is not None and _occurs(sentence, typed):  # it does, but only within the other entity
+        raise BadInput("The head and tail entities overlap; mark two separate spans.")
+    raise BadInput(f"The {role} entity {shown(typed)} does not occur in the sentence.")
+
+
+def _occurs(sentence: str, typed: str) -> bool:
+    """Whether `find_entity` finds `typed` anywhere in `sentence`."""
+    try:
+        find_entity(sentence, typed)
+    except DataError:
+        return False
+    return True
 
 
 def resolve_entities(sentence: str, head_text: str, tail_text: str, spans: dict | None) -> tuple[tuple[int, int], tuple[int, int]]:

@@ -78,11 +78,13 @@ class Instance:
 
     def __post_init__(self) -> None:
         # A string would pass as a sequence of characters (tokens) or of digits (a span) and read as wrong data.
-        if isinstance(self.tokens, str) or not all(isinstance(t, str) for t in self.tokens):
-            raise DataError("tokens must be a list of words (strings), not one string")
-        if isinstance(self.head, str) or isinstance(self.tail, str):
-            raise DataError("head and tail must be [start, end] token positions, not text")
+        if isinstance(self.tokens, str):
+            raise DataError("tokens must be a list of words, not one string")
+        if any(isinstance(span, (str, dict)) for span in (self.head, self.tail)):
+            raise DataError("head and tail must be [start, end] token positions")
         object.__setattr__(self, "tokens", tuple(self.tokens))
+        if not all(isinstance(t, str) for t in self.tokens):
+            raise DataError("tokens must be a list of words (strings)")
         object.__setattr__(self, "head", (int(self.head[0]), int(self.head[1])))
         object.__setattr__(self, "tail", (int(self.tail[0]), int(self.tail[1])))
         problem = self.problem()
@@ -190,7 +192,7 @@ def _make(tokens, head, tail, relation, where: str) -> Instance:
         return Instance(tokens, head, tail, None if relation is None else str(relation))
     except DataError as e:
         raise DataError(f"{where}: {e}") from None
-    except (TypeError, ValueError, IndexError) as e:
+    except (TypeError, ValueError, LookupError) as e:
         raise DataError(f"{where}: malformed record ({e})") from None
 
 

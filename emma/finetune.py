@@ -79,11 +79,7 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.held_back < 1:
             raise ValueError(f"held_back={self.held_back}: give a fraction in [0, 1)")
-        if self.epochs < 1:
-            raise ValueError(f"epochs={self.epochs}: give at least 1")
-        if self.adapter_rank and self.blend < 1:
-            raise ValueError(f"adapter_rank={self.adapter_rank} with blend={self.blend}: adapters replace the blend; give blend=1")
-        self.train_config("", 2)  # the training's own checks (blend, anchor, …) now, not after the scoring before
+        self.train_config("", 2)  # the training's own checks (epochs, blend, anchor, …) now, not after the scoring before
 
     def train_config(self, checkpoint: str, relations: int) -> TrainConfig:
         """The `TrainConfig` of this fine-tune: both stages trained jointly from `checkpoint`."""

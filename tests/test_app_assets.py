@@ -72,11 +72,13 @@ def test_app_py_arguments(monkeypatch, tmp_path, capsys):
     assert "cannot load the checkpoint" in capsys.readouterr().err
     launched = {}
     monkeypatch.setattr(script, "launch", lambda demo, **kw: launched.update(kw))
-    monkeypatch.setattr(script, "create_app", lambda checkpoint, db, admins, finetune_from: (checkpoint, db, admins))
+    created = {}
+    monkeypatch.setattr(script, "create_app", lambda checkpoint, db, admins, finetune_from: created.update(starts=finetune_from))
     users = tmp_path / "users.txt"
     users.write_text(f"# logins\nbob:{script.hash_password('pw2')}\n")
     script.main(["--checkpoint", "ck", "--db", str(tmp_path / "w.db"), "--auth", "ann:pw", "--auth-file", str(users),
-                 "--admin", "bob", "--port", "7999", "--allowed-host", "emma.example"])
+                 "--admin", "bob", "--port", "7999", "--allowed-host", "emma.example", "--finetune-from", "big"])
+    assert created == {"starts": [Path("big")]}
     auth = launched.pop("auth")
     assert launched == {"host": "127.0.0.1", "port": 7999, "share": False, "allowed_host": ["emma.example"]}
     assert auth("ann", "pw") and auth("bob", "pw2") and not auth("bob", "pw") and not auth("carl", "pw")

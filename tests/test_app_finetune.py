@@ -187,11 +187,17 @@ def test_a_fine_tune_starts_from_the_model_in_use_or_one_the_server_offers(wb, t
     assert len(started) == 2
 
 
-def test_a_start_that_is_no_checkpoint_is_refused_when_the_server_starts(tmp_path):
+def test_a_start_that_is_no_checkpoint_or_shares_a_name_is_refused_when_the_server_starts(tmp_path, tiny_checkpoint):
+    import shutil
+
     from app.main import AppError, create_workbench
 
     with pytest.raises(AppError, match=f"cannot offer --finetune-from {tmp_path}: .*is .* a checkpoint folder"):
         create_workbench(tmp_path / "never loaded", tmp_path / "wb.db", finetune_from=[tmp_path])
+    for twin in ("a/best", "b/best"):
+        shutil.copytree(tiny_checkpoint, tmp_path / twin)
+    with pytest.raises(AppError, match="another start is also named 'best'"):
+        create_workbench(tmp_path / "never loaded", tmp_path / "wb.db", finetune_from=[tmp_path / "a/best", tmp_path / "b/best"])
 
 
 def test_a_fine_tune_that_cannot_start_is_a_plain_message(wb, toy_instances, monkeypatch):

@@ -389,6 +389,8 @@ def test_skip_invalid_drops_only_the_broken_records(tmp_path, caplog):
     ('{"tokens": "Paris is in France", "head": [0, 1], "tail": [3, 4]}', "tokens must be a list of words"),
     ('{"tokens": ["Paris", "is", "in", "France"], "head": "01", "tail": [3, 4]}', "head and tail must be"),
     ('{"tokens": [["Paris"], "is", "in", "France"], "head": [0, 1], "tail": [3, 4]}', "tokens must be a list of words"),
+    ('{"tokens": ["Paris", "is", "in", "France"], "head": {"start": 0, "end": 1}, "tail": [3, 4]}', "head and tail must be"),
+    ('{"tokens": ["Paris", "is", "in", "France"], "head": [0], "tail": [3, 4]}', "malformed record"),
     ('{"tokens": ["a", "b"], "h": ["a", "Q1", [["x"]]], "t": ["b", "Q2", [[1]]]}', "malformed FewRel record"),
     ('{"triplets": [{"tokens": ["a", "b"], "head": ["Hyman"], "tail": [1], "label": "r"}]}', "malformed triplet"),
 ])

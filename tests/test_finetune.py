@@ -174,7 +174,7 @@ def test_the_anchor_keeps_the_weights_nearer_the_start(tiny_checkpoint, toy_inst
 
 
 def test_adapters_replace_the_blend_and_reach_the_training(tiny_checkpoint):
-    with pytest.raises(ValueError, match="adapters replace the blend"):
+    with pytest.raises(ValueError, match="does not apply to adapters"):
         FinetuneConfig(adapter_rank=8)  # the default blend 0.7 averages full weights
     assert FinetuneConfig(adapter_rank=8, blend=1.0).train_config(tiny_checkpoint, relations=3).adapter_rank == 8
     assert FinetuneConfig().train_config(tiny_checkpoint, relations=3).adapter_rank == 0
