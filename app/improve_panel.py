@@ -40,8 +40,8 @@ all your labels. Each model is averaged with the one it started from ({FinetuneC
 takes a few minutes; predictions keep working meanwhile. Only you can use the new version, since it has learnt your
 sentences. It does not always beat the examples alone, and a few dozen held-back sentences give a
 rough verdict: the status line says how firm it is. Where the server offers a larger model under **Start from**, the
-fine-tune can start from it instead: from the same labels it gained more in new domains (results/FINETUNE.md), but
-it trains and predicts several times more slowly (tens of minutes on a small CPU)."""
+fine-tune can start from it instead: from the same labels it mostly ended higher in new domains (results/FINETUNE.md),
+but it trains and predicts several times more slowly (tens of minutes on a small CPU)."""
 
 
 class ImprovePanel:
