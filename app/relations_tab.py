@@ -212,7 +212,8 @@ class RelationsTab:
                           request: gr.Request = None) -> tuple[dict, list[str]]:
         """The checkbox group of the relations `query` shows changed from `ticked` (what it showed; None: as stored) to
         `selected`: what was ticked is switched on, what was unticked off; every other relation keeps its state.
-        Returns (session, the shown relations now on: what the group shows, and the next change starts from)."""
+        Returns (session, `selected`: the boxes as this window shows them, which its next change starts from; the
+        redraw that follows brings both to the stored switches)."""
         session = self.wb.current(session, request)
         for labels in (selected, ticked):
             if not isinstance(labels or [], list) or not all(isinstance(label, str) for label in labels or []):
@@ -224,8 +225,7 @@ class RelationsTab:
             before = set(ticked) if ticked is not None else {label for label in stored if label in shown_labels}
             return [label for label in stored if label not in before - after] + sorted(after - before)
 
-        session = self._switch(session, change)
-        return session, [label for label in session["enabled"] if label in shown_labels]
+        return self._switch(session, change), list(selected or [])
 
     @user_errors
     def switch_shown(self, on: bool, query: str, session: dict, request: gr.Request = None) -> dict:

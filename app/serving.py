@@ -75,7 +75,7 @@ def in_passing_thread(fn, *args, **kwargs):
         except BaseException as e:  # re-raised in the caller's thread
             result.set_exception(e)
 
-    thread = threading.Thread(target=run, name=f"emma-passing-{getattr(fn, '__name__', 'call')}", daemon=True)
+    thread = threading.Thread(target=run, name="emma-passing", daemon=True)
     thread.start()
     thread.join()
     return result.result()

@@ -195,5 +195,5 @@ def test_torch_runs_only_on_the_model_thread_or_a_passing_loader(tiny_checkpoint
     text, head, tail = SENTENCES[0]
     assert wb.model.predict(text, head, tail, wb.relations(session)).label in wb.relations(session)
     assert {name for name, _ in ran} == {"load", "encode", "predict"}
-    assert {thread for _, thread in ran} == {"emma-load", "emma-model"}, ran
-    assert all(thread == "emma-load" for name, thread in ran if name == "load")
+    assert {thread for _, thread in ran} == {"emma-passing", "emma-model"}, ran
+    assert all(thread == "emma-passing" for name, thread in ran if name == "load")
