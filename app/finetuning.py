@@ -156,8 +156,6 @@ class Finetuner:
                 if running:  # stopped first: nothing may write into the folders removed below, or hold the CPU
                     process.kill()
                     process.wait()
-                shutil.rmtree(partial_folder(self.models_dir / job.name), ignore_errors=True)
-                shutil.rmtree(self.models_dir / job.name, ignore_errors=True)
                 what = "stopped" if running else "finished but could not be saved"
                 self._finish(job, "failed", f"the fine-tune {what} ({e})")
 
@@ -187,20 +185,16 @@ class Finetuner:
         stdout = process.stdout.read()
         code = process.wait()
         if job.state == "cancelling":  # even if the child finished first: the user asked for nothing to be kept
-            shutil.rmtree(partial_folder(self.models_dir / job.name), ignore_errors=True)
-            shutil.rmtree(self.models_dir / job.name, ignore_errors=True)
             self._finish(job, "cancelled")
             return
         if code == 0:
             try:
                 report = json.loads(stdout)
             except ValueError as e:
-                shutil.rmtree(self.models_dir / job.name, ignore_errors=True)
                 self._finish(job, "failed", f"the fine-tune finished but its report could not be read ({e})")
                 return
             self._register(job, report)
             return
-        shutil.rmtree(partial_folder(self.models_dir / job.name), ignore_errors=True)
         message = last[len("Error: "):] if last.startswith("Error: ") else f"the fine-tune process stopped (exit code {code}): {last}"
         self._finish(job, "failed", message)
 
@@ -213,7 +207,11 @@ class Finetuner:
         self._finish(job, "done")
 
     def _finish(self, job: Job, state: str, message: str = "") -> None:
+        """End `job` in `state`; only a job that ends done keeps what its child wrote (its inputs never stay)."""
         shutil.rmtree(self.models_dir / (job.name + JOB_SUFFIX), ignore_errors=True)
+        if state != "done":
+            shutil.rmtree(partial_folder(self.models_dir / job.name), ignore_errors=True)
+            shutil.rmtree(self.models_dir / job.name, ignore_errors=True)
         with self._lock:  # one step, so a job seen finished never still holds the one fine-tune slot
             job.state, job.message = state, message
             if self._running is job:

@@ -19,6 +19,7 @@ from emma.index import EXAMPLES_COUNTED, EXAMPLES_LIKE_DESCRIPTION
 
 from .session import (
     BadInput,
+    catalogue_order,
     check_import_size,
     check_relation,
     in_markdown,
@@ -250,8 +251,8 @@ class RelationsTab:
         to the switches as stored at the moment of writing, in one transaction."""
         catalogue = self.wb.catalogue
 
-        def checked(stored: list[str] | None) -> list[str]:
-            return with_enabled(session, catalogue, change(stored_switches(stored, catalogue)))["enabled"]  # BadInput: unknown
+        def checked(stored: list[str] | None) -> list[str]:  # inside the write transaction: no copy of the session here
+            return catalogue_order(catalogue, change(stored_switches(stored, catalogue)))
 
         return {**session, "enabled": self.wb.store.update_workspace(session["owner"], checked)}
 

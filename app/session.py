@@ -178,13 +178,18 @@ def stored_switches(stored: list[str] | None, catalogue: Catalogue) -> list[str]
     return catalogue.defaults() if stored is None else [label for label in stored if label in catalogue.by_label]
 
 
-def with_enabled(session: dict, catalogue: Catalogue, enabled: list[str]) -> dict:
+def catalogue_order(catalogue: Catalogue, enabled: list[str]) -> list[str]:
+    """`enabled` once each, in catalogue order; BadInput for a label the catalogue does not have."""
     unknown = [label for label in enabled if label not in catalogue.by_label]
     if unknown:
         raise BadInput(f"{shown(unknown[0])} is not in the catalogue.")
-    out = copy.deepcopy(session)
     keep = set(enabled)
-    out["enabled"] = [e.label for e in catalogue.entries if e.label in keep]
+    return [e.label for e in catalogue.entries if e.label in keep]
+
+
+def with_enabled(session: dict, catalogue: Catalogue, enabled: list[str]) -> dict:
+    out = copy.deepcopy(session)
+    out["enabled"] = catalogue_order(catalogue, enabled)
     return out
 
 
