@@ -21,7 +21,7 @@ import zlib
 from pathlib import Path
 from typing import Collection
 
-from emma import DataError, find_entity, instance_from_text, relation_text, spans_overlap
+from emma import DataError, EntityWithinOther, find_entity, instance_from_text, relation_text, spans_overlap
 
 from .catalogue import Catalogue
 
@@ -288,20 +288,10 @@ def resolve_entity(sentence: str, role: str, typed: str, marked, avoid: tuple[in
         raise BadInput(f"Mark the {role} entity: select it in the sentence and press {role.capitalize()}, or type it.")
     try:
         return find_entity(sentence, typed, avoid=avoid)
+    except EntityWithinOther:
+        raise BadInput("The head and tail entities overlap; mark two separate spans.") from None
     except DataError:
-        pass
-    if avoid is not None and _occurs(sentence, typed):  # it does, but only within the other entity
-        raise BadInput("The head and tail entities overlap; mark two separate spans.")
-    raise BadInput(f"The {role} entity {shown(typed)} does not occur in the sentence.")
-
-
-def _occurs(sentence: str, typed: str) -> bool:
-    """Whether `find_entity` finds `typed` anywhere in `sentence`."""
-    try:
-        find_entity(sentence, typed)
-    except DataError:
-        return False
-    return True
+        raise BadInput(f"The {role} entity {shown(typed)} does not occur in the sentence.") from None
 
 
 def resolve_entities(sentence: str, head_text: str, tail_text: str, spans: dict | None) -> tuple[tuple[int, int], tuple[int, int]]:

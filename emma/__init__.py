@@ -19,7 +19,7 @@ from .data import (
     DataError, Instance, Split, cap_per_relation, draw_shots, read_descriptions, read_instances, read_split, relation_text, spans_overlap,
 )
 from .evaluate import evaluate, macro_prf
-from .features import collate_pairs, description_window, encode_instances, find_entity, instance_from_text, sentence_window
+from .features import EntityWithinOther, collate_pairs, description_window, encode_instances, find_entity, instance_from_text, sentence_window
 from .model import Emma, EmmaConfig
 from .index import DescriptionFit, DescriptionRow, ExampleRow, RelationIndex
 from .pipeline import Extractor, Prediction
@@ -40,6 +40,7 @@ __all__ = [
     "EmmaConfig",
     "EntityModelError",
     "EntitySpan",
+    "EntityWithinOther",
     "ExampleRow",
     "Extraction",
     "Extractor",

@@ -242,8 +242,13 @@ def instance_from_text(text: str, head: Span, tail: Span, relation: str | None =
     return Instance(tuple(tokens), tuple(token_spans["head"]), tuple(token_spans["tail"]), relation)
 
 
+class EntityWithinOther(DataError):
+    """An entity string that occurs in the text only where it overlaps the other entity."""
+
+
 def find_entity(text: str, entity: str, avoid: Span | None = None) -> Span:
-    """Character span of the first occurrence of `entity` in `text` (case-insensitive), not overlapping `avoid`."""
+    """Character span of the first occurrence of `entity` in `text` (case-insensitive), not overlapping `avoid`;
+    `EntityWithinOther` where every occurrence overlaps it, `DataError` where there is none."""
     if not entity or not entity.strip():
         raise DataError("an entity is empty")
     # A case-insensitive regex, not str.lower(): lower() can change the length of a string ("İ"), which
@@ -257,5 +262,5 @@ def find_entity(text: str, entity: str, avoid: Span | None = None) -> Span:
         overlapped = True
         match = pattern.search(text, match.start() + 1)
     if overlapped:
-        raise DataError(f"the entity {entity.strip()!r} occurs only within the other entity; mark two separate spans")
+        raise EntityWithinOther(f"the entity {entity.strip()!r} occurs only within the other entity; mark two separate spans")
     raise DataError(f"the entity {entity.strip()!r} does not occur in the sentence")

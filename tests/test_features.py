@@ -8,6 +8,7 @@ import torch
 from emma.data import DataError, Instance
 from emma.features import (
     MARKERS,
+    EntityWithinOther,
     add_markers,
     collate_pairs,
     collate_single,
@@ -231,9 +232,10 @@ def test_find_entity():
     assert first == (0, 4)
     assert find_entity(text, "jobs", avoid=first) == (15, 19)  # the next occurrence not overlapping
     assert find_entity(text, "jobs", avoid=(0, 20)) == (30, 34)
-    with pytest.raises(DataError, match="'Microsoft' does not occur"):
+    with pytest.raises(DataError, match="'Microsoft' does not occur") as absent:
         find_entity(text, "Microsoft")
-    with pytest.raises(DataError, match="'Apple' occurs only within the other entity"):
+    assert not isinstance(absent.value, EntityWithinOther)
+    with pytest.raises(EntityWithinOther, match="'Apple' occurs only within the other entity"):
         find_entity("Apple", "Apple", avoid=(0, 5))
     with pytest.raises(DataError, match="empty"):
         find_entity(text, " ")
