@@ -91,8 +91,10 @@ class Finetuner:
         with self._lock:
             return self._jobs.get(owner)
 
-    def start(self, owner: str, parent: str | Path, rows: list[Instance], descriptions: dict[str, str]) -> Job:
-        """Start fine-tuning checkpoint `parent` on `rows` for `owner`; raises RuntimeError while another runs."""
+    def start(self, owner: str, parent: str | Path, rows: list[Instance], descriptions: dict[str, str],
+              baseline: str | Path | None = None) -> Job:
+        """Start fine-tuning checkpoint `parent` on `rows` for `owner`, its held-back rows scored before by `baseline`
+        (default: `parent`; `emma.finetune.finetune`); raises RuntimeError while another runs."""
         name = f"ft-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         with self._lock:
             if self._running is not None:
@@ -111,6 +113,8 @@ class Finetuner:
             (inputs / "job.json").write_text(json.dumps({"owner": owner, "name": name, "parent": job.parent, "rows": len(rows)}))
             command = [sys.executable, "-m", "emma", "finetune", "--checkpoint", str(parent), "--data", str(inputs / "rows.jsonl"),
                        "--descriptions", str(inputs / "descriptions.json"), "--output", str(self.models_dir / name)]
+            if baseline is not None:
+                command += ["--baseline", str(baseline)]
             # The child imports the same `emma` as this process, wherever the server was started from.
             path = os.pathsep.join(p for p in (str(Path(emma.__file__).parent.parent), os.environ.get("PYTHONPATH")) if p)
             process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

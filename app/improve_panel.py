@@ -92,9 +92,11 @@ class ImprovePanel:
             raise BadInput("Your fine-tune is still running; its progress shows below." if mine else
                            f"Another fine-tune is running on this server (started {time.strftime('%H:%M', time.localtime(running.started))}); "
                            "try again when it has finished.")
-        parent = self.wb.finetune_from[start_from] if start_from else self.wb.engine_for(session).extractor.checkpoint
+        in_use = self.wb.engine_for(session).extractor.checkpoint
+        # From another start, "before" is still the model the user would switch from, so the verdict answers their question.
+        parent, baseline = (self.wb.finetune_from[start_from], in_use) if start_from else (in_use, None)
         try:
-            self.wb.finetuner.start(session["owner"], parent, rows, descriptions)
+            self.wb.finetuner.start(session["owner"], parent, rows, descriptions, baseline=baseline)
         except RuntimeError:
             raise BadInput("Another fine-tune started a moment ago; try again when it has finished.") from None
         except OSError as e:  # no room for its files, no process: the job is recorded as failed, nothing is kept
@@ -223,6 +225,8 @@ def report_frame(report: dict | None) -> pd.DataFrame:
         held += f", scored by a model trained on the other {report['scoring_rows']}; the new version trained on all {report['trained_rows']}"
     else:
         held += f"; the new version trained on the other {report['trained_rows']}"
+    if report.get("baseline") and report["baseline"] != report["parent"]:
+        held += f"; before: the model you were using ({report['baseline']}), after: a fine-tune of {report['parent']}"
     rows.append({"rule": held,
                  "before": None, "after": None, "change": None})
     return pd.DataFrame(rows)

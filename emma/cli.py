@@ -276,7 +276,8 @@ def evaluate(checkpoint, data, descriptions, split, k, max_per_relation, precisi
 @click.option("--precision", type=click.Choice(PRECISIONS))
 @click.option("--skip-invalid", is_flag=True, help="Drop broken records (logged) instead of stopping at the first.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted fine-tune into the same --output.")
-def finetune(checkpoint, data, descriptions, output, replay, replay_descriptions, skip_invalid, resume, **flags) -> None:
+@click.option("--baseline", type=click.Path(), help="Checkpoint the held-back rows are scored with before (default: --checkpoint), e.g. the model a user would switch from.")
+def finetune(checkpoint, data, descriptions, output, replay, replay_descriptions, skip_invalid, resume, baseline, **flags) -> None:
     """Adapt a trained checkpoint to labelled rows (recall and classifier), keeping what it knew.
 
     Holds back a share of each relation's rows (whole sentences), fine-tunes a first model on the rest and
@@ -298,7 +299,7 @@ def finetune(checkpoint, data, descriptions, output, replay, replay_descriptions
     rows = _load_instances(data, skip_invalid)
     extra = (_load_instances([replay], skip_invalid), read_descriptions(replay_descriptions)) if replay else None
     report = run_finetune(checkpoint or DEFAULT_CHECKPOINT, rows, read_descriptions(descriptions), output, config,
-                          replay=extra, resume=resume)
+                          replay=extra, resume=resume, baseline=baseline)
     click.echo(json.dumps(report.to_json(), indent=2))
 
 

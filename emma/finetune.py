@@ -117,6 +117,7 @@ class FinetuneReport:
     held_back_sentences: int = 0
     chance_better: float | None = None  # `chance_better` of the fused rule's predictions, after against before
     improved: bool | None = None
+    baseline: str = ""  # checkpoint id of the model "before" scored: the parent, or the one a user would switch from
 
     def __post_init__(self) -> None:
         if self.before and self.after:
@@ -230,6 +231,7 @@ def finetune(
     config: FinetuneConfig | None = None,
     replay: tuple[Sequence[Instance], dict[str, str]] | None = None,
     resume: bool = False,
+    baseline: str | Path | None = None,
 ) -> FinetuneReport:
     """Fine-tune `checkpoint` on labelled `rows` into a new checkpoint folder `output`.
 
@@ -240,13 +242,17 @@ def finetune(
         replay: (instances, descriptions) of data the checkpoint knew, mixed in at
             `config.replay_per_relation` rows per relation.
         resume: continue an interrupted fine-tune into the same `output`.
+        baseline: the checkpoint "before" is scored with (default: `checkpoint`). A fine-tune that starts from
+            another model than the one a user predicts with is judged against the one they would switch from.
 
     Returns:
         the `FinetuneReport`, also written to `output/finetune.json`.
     """
     config = config or FinetuneConfig()
     checkpoint, output = Path(checkpoint), Path(output)
-    read_config(checkpoint)  # a clear error now, not after the held-back scoring, for a folder that is no checkpoint
+    baseline = Path(baseline) if baseline is not None else checkpoint
+    for folder in (checkpoint, baseline):
+        read_config(folder)  # a clear error now, not after the held-back scoring, for a folder that is no checkpoint
     check_rows(rows, descriptions)
     if output.exists():
         raise ValueError(f"{output} already exists: choose a new folder for the fine-tuned model")
@@ -265,7 +271,7 @@ def finetune(
     relations = sorted({r.relation for r in mixed})
     # Scored as the user's predictions will run: the trained rows stay examples of their relations,
     # before and after, so "after" beats "before" only if fine-tuning adds to what the examples already give.
-    before = predictions(checkpoint, held, descriptions, config.precision, examples=kept)
+    before = predictions(baseline, held, descriptions, config.precision, examples=kept)
     train_config = config.train_config(str(checkpoint), len(relations))
     refit = config.refit and bool(held)
     delivered = mixed + held if refit else mixed
@@ -299,7 +305,8 @@ def finetune(
                             len(held), n_replay, scores(held, before), scores(held, after),
                             round(time.perf_counter() - started, 1), asdict(config), scoring_rows=len(kept),
                             held_back_sentences=len(sentence_groups(held)),
-                            chance_better=chance_better(held, before["emma_fused"], after["emma_fused"]) if held else None)
+                            chance_better=chance_better(held, before["emma_fused"], after["emma_fused"]) if held else None,
+                            baseline=checkpoint_id(baseline))
     (partial / STATE_FILE).unlink(missing_ok=True)  # optimizer state: three times the model, useless once done
     (partial / REPORT_FILE).write_text(json.dumps(report.to_json(), indent=2) + "\n")
     shutil.rmtree(partial / "scoring", ignore_errors=True)

@@ -169,7 +169,7 @@ def test_a_version_the_database_cannot_take_fails_keeps_nothing_and_frees_the_sl
 
 def test_a_fine_tune_starts_from_the_model_in_use_or_one_the_server_offers(wb, toy_instances, tiny_checkpoint, monkeypatch):
     started = []
-    monkeypatch.setattr(wb.finetuner, "start", lambda owner, parent, rows, descriptions: started.append(parent))
+    monkeypatch.setattr(wb.finetuner, "start", lambda owner, parent, rows, descriptions, baseline: started.append((parent, baseline)))
     panel, ann = ImprovePanel(wb), wb.open_session("user:ann")
     label(wb, "user:ann", toy_instances)
     assert [value for _, value in panel.start_choices()] == [""]  # nothing offered: the panel shows no choice
@@ -178,9 +178,11 @@ def test_a_fine_tune_starts_from_the_model_in_use_or_one_the_server_offers(wb, t
     wb.finetune_from = {"larger": Path(tiny_checkpoint)}  # --finetune-from
     assert [value for _, value in panel.start_choices()] == ["", "larger"]
     status, _ = panel.improve.__wrapped__(panel, ann, "larger")
-    assert status.startswith("Started: fine-tuning from larger on 12 labelled sentences") and started == [Path(tiny_checkpoint)]
+    in_use = wb.engine.extractor.checkpoint
+    # "before" is scored by the model ann would switch from, whichever model the fine-tune starts from
+    assert status.startswith("Started: fine-tuning from larger on 12 labelled sentences") and started == [(Path(tiny_checkpoint), in_use)]
     status, _ = panel.improve.__wrapped__(panel, ann, "")
-    assert status.startswith("Started: fine-tuning on") and started[-1] == wb.engine.extractor.checkpoint
+    assert status.startswith("Started: fine-tuning on") and started[-1] == (in_use, None)
     for unknown in ("../larger", ["larger"]):
         with pytest.raises(BadInput, match=r"or one the server offers \(larger\)"):
             panel.improve.__wrapped__(panel, ann, unknown)
@@ -263,6 +265,22 @@ def test_the_done_line_says_how_firmly_the_held_back_sentences_back_the_verdict(
     assert says in message
     assert "under 'Model for my predictions'" in message and message.startswith("Done: version v2 is ready")
     assert done_message("v2", {}) == "Done: version v2 is ready. Choose it under 'Model for my predictions' to use it."
+
+
+def test_the_table_names_the_model_before_when_the_fine_tune_started_from_another():
+    from app.improve_panel import report_frame
+    from emma.finetune import FinetuneReport
+
+    def note(**baseline):
+        report = FinetuneReport("emma-mpnet@1", "o", ["a", "b"], 40, 10, 0, {"emma_fused": 50.0}, {"emma_fused": 55.0},
+                                scoring_rows=30, held_back_sentences=8, **baseline).to_json()
+        frame = report_frame(report)
+        assert frame.loc[frame["rule"] == "fused (the shipped rule)", "change"].item() == 5.0
+        return frame["rule"].iloc[-1]
+
+    assert note().startswith("held back: 10 labelled pairs in 8 sentences, scored by a model trained on the other 30")
+    assert "before:" not in note() and "before:" not in note(baseline="emma-mpnet@1")
+    assert note(baseline="emma-minilm@2").endswith("; before: the model you were using (emma-minilm@2), after: a fine-tune of emma-mpnet@1")
 
 
 def test_over_the_cap_a_fine_tune_reads_the_newest_labels_and_says_so(wb, toy_instances, monkeypatch):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import torch
 from click.testing import CliRunner
 
 import emma.finetune as finetune_module
-from emma.checkpoint import load_checkpoint
+from emma.checkpoint import CheckpointError, checkpoint_id, load_checkpoint
 from emma.cli import cli
 from emma.data import Instance, write_jsonl
 from emma.evaluate import evaluate
@@ -138,6 +139,29 @@ def test_finetune_writes_a_new_checkpoint_with_its_report_and_leaves_the_parent_
 
 
 @pytest.mark.slow
+def test_before_is_scored_by_the_model_a_user_would_switch_from(tiny_checkpoint, toy_instances, toy_descriptions, tmp_path,
+                                                              monkeypatch):
+    in_use = tmp_path / "in-use"
+    shutil.copytree(tiny_checkpoint, in_use)
+    real, read = finetune_module.predictions, []
+
+    def spy(checkpoint, rows, *args, **kwargs):
+        read.append(Path(checkpoint).name)
+        return real(checkpoint, rows, *args, **kwargs)
+
+    monkeypatch.setattr(finetune_module, "predictions", spy)
+    with pytest.raises(CheckpointError):  # a baseline that is no checkpoint: refused before any scoring or training
+        finetune(tiny_checkpoint, toy_instances, toy_descriptions, tmp_path / "never", FinetuneConfig(**FAST), baseline=tmp_path)
+    assert read == [] and not (tmp_path / "never.partial").exists()
+    config = FinetuneConfig(held_back=0.34, refit=False, **FAST)
+    report = finetune(tiny_checkpoint, toy_instances, toy_descriptions, tmp_path / "mine", config, baseline=in_use)
+    assert read == ["in-use", "mine.partial"]  # before: the model in use; after: the fine-tune of the start
+    kept, held = hold_back(toy_instances, 0.34, seed=config.seed)
+    assert report.before == finetune_module.scores(held, real(in_use, held, toy_descriptions, "fp32", examples=kept))
+    assert report.baseline == checkpoint_id(in_use) != report.parent == checkpoint_id(tiny_checkpoint)
+
+
+@pytest.mark.slow
 def test_refit_scores_a_first_model_then_trains_the_new_version_on_every_row(tiny_checkpoint, toy_instances,
                                                                              toy_descriptions, tmp_path, monkeypatch):
     real, calls = finetune_module.train, []
@@ -249,6 +273,11 @@ def test_cli_finetune_prints_the_report(tiny_checkpoint, toy_instances, toy_desc
     assert result.exit_code == 0, result.output
     assert json.loads(result.output[result.output.index("{"):])["output"] == str(out)
     assert json.loads((out / "training.json").read_text())["config"]["prototype_weight"] == 0.5
+    in_use = tmp_path / "in-use"
+    shutil.copytree(tiny_checkpoint, in_use)
+    compared = CliRunner().invoke(cli, [*args[:8], str(tmp_path / "other"), *args[9:], "--baseline", str(in_use)])
+    assert compared.exit_code == 0, compared.output
+    assert json.loads(compared.output[compared.output.index("{"):])["baseline"] == checkpoint_id(in_use)
     again = CliRunner().invoke(cli, args)
     assert again.exit_code == 1 and "already exists" in again.output and "Traceback" not in again.output
 
