@@ -40,6 +40,7 @@ from typing import Sequence
 from .checkpoint import checkpoint_id, read_config
 from .data import Instance, by_relation, cap_per_relation, check_relations, one_per_pair
 from .evaluate import REPORT_RULES, label_counts, macro_prf, macro_prf_counts
+from .model import EmmaConfig
 from .pipeline import Extractor
 from .train import STATE_FILE, TrainConfig, train
 
@@ -73,6 +74,8 @@ class FinetuneConfig:
     # Low-rank adapters of this rank instead of moving every encoder weight (0: off; `TrainConfig.adapter_rank`):
     # they learn at `head_lr`, and the new version is saved merged. Adapters replace the blend (give blend=1).
     adapter_rank: int = 0
+    # A start without a classifier (recall only, like emma-mpnet) gets one, a copy of its recall encoder trained on the rows.
+    add_classifier: bool = True
     seed: int = 42
     precision: str = "auto"
 
@@ -83,7 +86,8 @@ class FinetuneConfig:
 
     def train_config(self, checkpoint: str, relations: int) -> TrainConfig:
         """The `TrainConfig` of this fine-tune: both stages trained jointly from `checkpoint`."""
-        return TrainConfig(init_checkpoint=checkpoint, train_recall=True, epochs=self.epochs, lr=self.lr,
+        return TrainConfig(init_checkpoint=checkpoint, model=EmmaConfig(use_classifier=self.add_classifier),
+                           train_recall=True, epochs=self.epochs, lr=self.lr,
                            head_lr=self.head_lr, batch_size=min(self.batch_size, relations), warmup_steps=10,
                            anchor=self.anchor, blend=self.blend, seed=self.seed, precision=self.precision,
                            classifier_max_per_relation=None, prototype_weight=self.prototype_weight,

@@ -61,6 +61,7 @@ RECIPES = {  # "default" is FinetuneConfig's own (the shipped recipe); the other
     # + a recall loss on the mixed score recall uses with the rows as examples (TrainConfig.prototype_weight)
     "prototypes-1": FinetuneConfig(held_back=0.0, prototype_weight=1.0),
     "replay": FinetuneConfig(held_back=0.0, blend=1.0),  # + FewRel replay rows
+    "recall-only": FinetuneConfig(held_back=0.0, add_classifier=False),  # a start without classifier stays without
 }
 
 

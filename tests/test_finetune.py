@@ -17,6 +17,7 @@ from emma.cli import cli
 from emma.data import Instance, write_jsonl
 from emma.evaluate import evaluate
 from emma.pipeline import Extractor
+from emma.evaluate import REPORT_RULES
 from emma.finetune import REPORT_FILE, FinetuneConfig, chance_better, check_rows, finetune, hold_back, read_report
 from emma.train import LOG_FILE, STATE_FILE
 
@@ -159,6 +160,23 @@ def test_before_is_scored_by_the_model_a_user_would_switch_from(tiny_checkpoint,
     kept, held = hold_back(toy_instances, 0.34, seed=config.seed)
     assert report.before == finetune_module.scores(held, real(in_use, held, toy_descriptions, "fp32", examples=kept))
     assert report.baseline == checkpoint_id(in_use) != report.parent == checkpoint_id(tiny_checkpoint)
+
+
+@pytest.mark.slow
+def test_a_start_without_classifier_gets_one_only_when_asked(tiny_encoder_dir, tiny_checkpoint, toy_instances,
+                                                           toy_descriptions, tmp_path):
+    from emma.checkpoint import load_tokenizer, read_config, save_checkpoint
+    from emma.model import Emma, EmmaConfig
+
+    tokenizer = load_tokenizer(tiny_encoder_dir)
+    config = EmmaConfig(encoder="tiny", max_length=64, max_description_length=32, use_classifier=False)
+    recall_only = save_checkpoint(Emma.from_encoder(config, len(tokenizer), pretrained=tiny_encoder_dir), tokenizer,
+                                  tmp_path / "recall-only")
+    for start, add, kept in ((recall_only, False, False), (recall_only, True, True), (tiny_checkpoint, False, True)):
+        out = tmp_path / f"{Path(start).name}-{add}"
+        report = finetune(start, toy_instances, toy_descriptions, out, FinetuneConfig(held_back=0.25, add_classifier=add, **FAST))
+        assert read_config(out)[0].use_classifier is kept  # a classifier is added on request, never taken away
+        assert (report.after["emma"] == report.after["recall_only"]) if not kept else set(report.after) == set(REPORT_RULES)
 
 
 @pytest.mark.slow
