@@ -271,6 +271,7 @@ def evaluate(checkpoint, data, descriptions, split, k, max_per_relation, precisi
 @click.option("--blend", type=float, help="Share of the trained change the new version keeps, averaged with the starting weights (1: all of it).")
 @click.option("--prototype-weight", type=float, help="Weight of the recall loss on the score used with the rows as examples (description mixed with their prototype; 0: off).")
 @click.option("--held-back", type=float, help="Share of each relation's rows held back (whole sentences) and scored before and after by a first model trained on the rest.")
+@click.option("--add-classifier/--no-add-classifier", default=None, help="Whether a checkpoint without classifier (recall only) gets one, a copy of its recall encoder trained on the rows (default: it does).")
 @click.option("--refit/--no-refit", default=None, help="Train the new version on every row after the scoring (default), or deliver the first model.")
 @click.option("--seed", type=int)
 @click.option("--precision", type=click.Choice(PRECISIONS))

@@ -11,7 +11,6 @@ workbench's own handlers and child process (its held-back verdict, wall time and
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -54,32 +53,34 @@ def run(server: str, start: str | None, data: Path, domain: str, rows: int, seed
         write_jsonl(labelled, folder / "rows.jsonl")
         session, imported = relations.import_examples.__wrapped__(relations, str(folder / "rows.jsonl"), session)
         print(imported, flush=True)
-        started = time.perf_counter()
-        status, _ = panel.improve.__wrapped__(panel, session, Path(start).resolve().name if start else CURRENT_MODEL)
-        print(status, flush=True)
-        while True:
-            status, *_ = panel.progress.__wrapped__(panel, session)
-            print(f"\r{status[:150]:150}", end="", flush=True)
-            if not status.startswith("Fine-tuning"):
-                break
-            time.sleep(POLL_S)
-        print(flush=True)
-        minutes = round((time.perf_counter() - started) / 60, 1)
-        job = wb.finetuner.job(session["owner"])
-        if job.state != "done":
-            raise RuntimeError(f"the fine-tune ended {job.state}: {status}")
-        session, _ = panel.choose.__wrapped__(panel, job.name, session)
-        version = wb.engine_for(session).extractor
-        record = {"domain": domain, "rows_per_relation": rows, "seed": seed, "rows": len(labelled), "trained_rows": job.report["trained_rows"],
-                  "relations": len(job.report["relations"]), "server": emma.checkpoint_id(server),
-                  "start": emma.checkpoint_id(start or server), "held_back": {k: job.report[k] for k in ("before", "after", "chance_better", "held_back_sentences", "baseline")},
-                  "done_message": status, "minutes": minutes,
-                  "version_mb": round(sum(f.stat().st_size for f in Path(version.checkpoint).iterdir()) / 2**20),
-                  "server_examples": scores(wb.engine.extractor, dev, descriptions, drawn),
-                  "version_examples": scores(version, dev, descriptions, drawn),
-                  "budget": f"{device_name()}, precision {version.precision}, the workbench's own recipe (FinetuneConfig defaults)"}
-        wb.finetuner.close()
-        shutil.rmtree(folder / "models", ignore_errors=True)
+        try:  # an interrupted run stops its child before the scratch folder goes
+            started = time.perf_counter()
+            status, _ = panel.improve.__wrapped__(panel, session, Path(start).resolve().name if start else CURRENT_MODEL)
+            print(status, flush=True)
+            while True:
+                status, *_ = panel.progress.__wrapped__(panel, session)
+                print(f"\r{status[:150]:150}", end="", flush=True)
+                if not status.startswith("Fine-tuning"):
+                    break
+                time.sleep(POLL_S)
+            print(flush=True)
+            minutes = round((time.perf_counter() - started) / 60, 1)
+            job = wb.finetuner.job(session["owner"])
+            if job.state != "done":
+                raise RuntimeError(f"the fine-tune ended {job.state}: {status}")
+            session, _ = panel.choose.__wrapped__(panel, job.name, session)
+            version = wb.engine_for(session).extractor
+            held_back = {k: job.report[k] for k in ("before", "after", "chance_better", "held_back_sentences", "baseline")}
+            record = {"domain": domain, "rows_per_relation": rows, "seed": seed, "rows": len(labelled),
+                      "trained_rows": job.report["trained_rows"], "relations": len(job.report["relations"]),
+                      "server": emma.checkpoint_id(server), "start": emma.checkpoint_id(start or server),
+                      "held_back": held_back, "done_message": status, "minutes": minutes,
+                      "version_mb": round(sum(f.stat().st_size for f in Path(version.checkpoint).iterdir()) / 2**20),
+                      "server_examples": scores(wb.engine.extractor, dev, descriptions, drawn),
+                      "version_examples": scores(version, dev, descriptions, drawn),
+                      "budget": f"{device_name()}, precision {version.precision}, the workbench's own recipe (FinetuneConfig defaults)"}
+        finally:
+            wb.finetuner.close()
     append(results, record)
     print(json.dumps(record, indent=2), flush=True)
     return record

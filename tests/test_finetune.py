@@ -293,9 +293,10 @@ def test_cli_finetune_prints_the_report(tiny_checkpoint, toy_instances, toy_desc
     assert json.loads((out / "training.json").read_text())["config"]["prototype_weight"] == 0.5
     in_use = tmp_path / "in-use"
     shutil.copytree(tiny_checkpoint, in_use)
-    compared = CliRunner().invoke(cli, [*args[:8], str(tmp_path / "other"), *args[9:], "--baseline", str(in_use)])
+    compared = CliRunner().invoke(cli, [*args[:8], str(tmp_path / "other"), *args[9:], "--baseline", str(in_use), "--no-add-classifier"])
     assert compared.exit_code == 0, compared.output
-    assert json.loads(compared.output[compared.output.index("{"):])["baseline"] == checkpoint_id(in_use)
+    report = json.loads(compared.output[compared.output.index("{"):])
+    assert report["baseline"] == checkpoint_id(in_use) and report["config"]["add_classifier"] is False
     again = CliRunner().invoke(cli, args)
     assert again.exit_code == 1 and "already exists" in again.output and "Traceback" not in again.output
 
