@@ -55,7 +55,9 @@ def run(server: str, start: str | None, data: Path, domain: str, rows: int, seed
         print(imported, flush=True)
         try:  # an interrupted run stops its child before the scratch folder goes
             started = time.perf_counter()
-            status, _ = panel.improve.__wrapped__(panel, session, Path(start).resolve().name if start else CURRENT_MODEL)
+            offered = Path(start).resolve().name if start else CURRENT_MODEL
+            # A --start that is the server's own model is no other start (create_workbench drops it).
+            status, _ = panel.improve.__wrapped__(panel, session, offered if offered in wb.finetune_from else CURRENT_MODEL)
             print(status, flush=True)
             while True:
                 status, *_ = panel.progress.__wrapped__(panel, session)

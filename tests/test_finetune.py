@@ -463,7 +463,8 @@ def test_the_workbench_flow_scores_the_users_model_and_the_new_version_with_the_
     write_jsonl(toy_instances, crossre / "toy-train.jsonl")
     write_jsonl(toy_instances[::4], crossre / "toy-dev.jsonl")  # never drawn as examples
     results = tmp_path / "workbench_finetune.jsonl"
-    record = run(tiny_checkpoint, None, tmp_path / "data", "toy", 20, 0, results)
+    # --start naming the server's own model: no other start, the fine-tune starts from the model in use
+    record = run(tiny_checkpoint, tiny_checkpoint, tmp_path / "data", "toy", 20, 0, results)
     assert read(results) == [record]
     assert record["rows"] == record["trained_rows"] == 9 and record["relations"] == 4
     assert record["server"] == record["start"] == record["held_back"]["baseline"] == checkpoint_id(tiny_checkpoint)
