@@ -30,6 +30,7 @@ MAX_DESCRIPTION_CHARS = 1000
 MAX_USER_RELATIONS = 500
 MAX_REQUEST_ID_CHARS = 100
 MAX_IMPORT_BYTES = 50_000_000  # an imported file, unpacked; a larger one is refused before it is parsed
+OVERLAP = "The head and tail entities overlap; mark two separate spans."  # a marked span, or a typed entity found only there
 
 
 class BadInput(ValueError):
@@ -289,7 +290,7 @@ def resolve_entity(sentence: str, role: str, typed: str, marked, avoid: tuple[in
     try:
         return find_entity(sentence, typed, avoid=avoid)
     except EntityWithinOther:
-        raise BadInput("The head and tail entities overlap; mark two separate spans.") from None
+        raise BadInput(OVERLAP) from None
     except DataError:
         raise BadInput(f"The {role} entity {shown(typed)} does not occur in the sentence.") from None
 
@@ -303,7 +304,7 @@ def resolve_entities(sentence: str, head_text: str, tail_text: str, spans: dict 
     head = resolve_entity(sentence, "head", head_text, spans.get("head"))
     tail = resolve_entity(sentence, "tail", tail_text, spans.get("tail"), avoid=head)
     if spans_overlap(head, tail):
-        raise BadInput("The head and tail entities overlap; mark two separate spans.")
+        raise BadInput(OVERLAP)
     try:
         instance_from_text(sentence, head, tail)
     except DataError as e:

@@ -284,8 +284,9 @@ def finetune(
             f"({n_replay} replayed), then averaged with its start ({config.blend:.0%} of the trained change kept); "
             f"see `{REPORT_FILE}` for the rows held back and the scores before and after.\n")
     scored = partial / SCORED_FILE
-    # The first model's predictions survive an interruption of the second training, tied to the rows they score.
-    key = hashlib.sha256(json.dumps([[list(r.tokens), r.head, r.tail, r.relation] for r in held]).encode()).hexdigest()
+    # The first model's predictions survive an interruption of the second training, tied to the rows they score
+    # and the recipe that trained it.
+    key = hashlib.sha256(json.dumps([[[list(r.tokens), r.head, r.tail, r.relation] for r in held], asdict(config)]).encode()).hexdigest()
     saved = _read_json(scored) if refit and resume else None
     if saved and saved.get("held") == key:
         after = saved["predictions"]

@@ -220,6 +220,17 @@ def test_a_fine_tune_that_cannot_start_is_a_plain_message(wb, toy_instances, mon
 
 
 @pytest.mark.slow
+def test_the_child_scores_before_with_the_baseline_it_is_given(wb, toy_instances, tiny_checkpoint, tmp_path):
+    owner = "user:ann"
+    # A baseline that is no checkpoint stops the child before any training: proof that it reached the child.
+    wb.finetuner.start(owner, tiny_checkpoint, toy_instances, {i.relation: i.relation for i in toy_instances},
+                       baseline=tmp_path / "no-such-model")
+    job = wait(wb.finetuner, owner)
+    assert job.state == "failed" and "no-such-model" in job.message
+    assert wb.store.model_versions(owner) == [] and list(wb.finetuner.models_dir.iterdir()) == []
+
+
+@pytest.mark.slow
 def test_a_failed_fine_tune_says_why_and_leaves_nothing(wb, toy_instances, tmp_path):
     owner = "user:ann"
     job = wb.finetuner.start(owner, tmp_path / "no-such-checkpoint", toy_instances, {i.relation: i.relation for i in toy_instances})

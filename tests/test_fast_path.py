@@ -250,9 +250,9 @@ def test_half_precision_on_the_real_encoder(packaged_encoder, tmp_path, toy_inst
 def assert_int8_agrees(fp32_preds, int8_preds, recall_tie: float, probability_tol: float, label_ties: bool = True) -> int:
     """int8 predictions equal fp32's, except where fp32 itself nearly ties; returns how many near ties were met.
 
-    Recall: every score within `recall_tie`, and the same k candidates unless a relation entering or
-    leaving the top k scores within twice `recall_tie` of fp32's k-th score (each of the two may move by
-    `recall_tie`; on an AMD EPYC a swap at 0.062 came from drifts of 0.047 at most). Classifier: on the same
+    Recall: every score within `recall_tie` of fp32's; so the k candidates differ only where a relation
+    entering or leaving the top k scored within twice `recall_tie` of the k-th (both scores move: on an AMD
+    EPYC a swap 0.062 from the k-th came from drifts of 0.047 at most), counted as a near tie. Classifier: on the same
     candidates, probabilities within `probability_tol`; with `label_ties`, the same label unless
     fp32's two best deciding scores are within it (without: flips are counted, not excused, since
     the fused rule divides recall's drift by its temperature).
@@ -262,9 +262,7 @@ def assert_int8_agrees(fp32_preds, int8_preds, recall_tie: float, probability_to
         ref = dict(p.recall)
         kth = p.recall[len(p.candidates) - 1][1]
         swapped = set(p.candidates) ^ set(q.candidates)
-        for name in swapped:  # both it and the k-th may drift by up to recall_tie, in opposite directions
-            assert abs(ref[name] - kth) < 2 * recall_tie, f"{name}: fp32 recall {ref[name]:.4f} vs k-th {kth:.4f} is no tie"
-        ties += bool(swapped)
+        ties += bool(swapped)  # the drift check below bounds a swap: it and the k-th within 2 × recall_tie
         assert all(abs(ref[name] - s) < recall_tie for name, s in q.recall), "int8 recall scores drift beyond the tie width"
         if swapped or not p.reranked:
             continue
