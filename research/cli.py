@@ -405,7 +405,7 @@ WORKBENCH_FINETUNE = RESULTS_DIR / "workbench_finetune.jsonl"
 @click.option("--start", type=click.Path(exists=True), help="A model the server offers to start from (app.py --finetune-from); default: the server's.")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=DATA_DIR, show_default="../shared/data")
 @click.option("--results", type=click.Path(path_type=Path), default=WORKBENCH_FINETUNE, show_default="results/workbench_finetune.jsonl")
-@click.option("--domain", default="science", show_default=True, help="A CrossRE domain.")
+@click.option("--domain", default="science", show_default=True, help="A CrossRE domain, or several comma-separated (one run each).")
 @click.option("--rows", type=int, default=20, show_default=True, help="Labelled rows per relation, from the domain's train file.")
 @click.option("--seed", type=int, default=0, show_default=True)
 def workbench_finetune_cmd(checkpoint, start, data_dir, results, domain, rows, seed) -> None:
@@ -421,7 +421,8 @@ def workbench_finetune_cmd(checkpoint, start, data_dir, results, domain, rows, s
     from .finetune import DOMAINS
     from .workbench_finetune import run
 
-    run(str(checkpoint or DEFAULT_CHECKPOINT), start, data_dir, _known("domain", domain, DOMAINS)[0], rows, seed, results)
+    for name in _known("domain", domain, DOMAINS):
+        run(str(checkpoint or DEFAULT_CHECKPOINT), start, data_dir, name, rows, seed, results)
 
 
 FINETUNE_SWEEP = RESULTS_DIR / "finetune_sweep.jsonl"

@@ -36,6 +36,7 @@ import torch
 
 import emma
 from emma.checkpoint import load_checkpoint, save_checkpoint
+from emma.evaluate import REPORT_RULES
 from emma.finetune import FinetuneConfig, finetune
 from emma.train import blend_toward
 
@@ -86,9 +87,15 @@ def labelled_rows(crossre: Path, domain: str, rows: int, seed: int) -> tuple[lis
     return dev, emma.draw_shots(emma.read_instances(crossre / f"{domain}-train.jsonl"), rows, seed=seed, exclude=dev)
 
 
-def fused(extractor: emma.Extractor, instances, descriptions, examples: dict | None = None) -> float:
+def rule_scores(extractor: emma.Extractor, instances, descriptions, examples: dict | None = None) -> dict[str, float]:
+    """Macro F1 of each decision rule (`emma.evaluate.REPORT_RULES`) on `instances`, `examples` counting as examples."""
     use_relations(extractor, descriptions, examples)
-    return round(emma.evaluate(extractor, instances)["emma_fused"]["f1"], 2)
+    report = emma.evaluate(extractor, instances)
+    return {rule: round(report[rule]["f1"], 2) for rule in REPORT_RULES}
+
+
+def fused(extractor: emma.Extractor, instances, descriptions, examples: dict | None = None) -> float:
+    return rule_scores(extractor, instances, descriptions, examples)["emma_fused"]
 
 
 def tuned_scores(extractor: emma.Extractor, dev, descriptions, drawn: dict, check, check_descriptions) -> dict[str, float]:

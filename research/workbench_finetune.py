@@ -17,20 +17,11 @@ from pathlib import Path
 
 import emma
 from emma.data import write_jsonl
-from emma.evaluate import REPORT_RULES
 
-from .fewshot import use_relations
-from .finetune import device_name, labelled_rows
+from .finetune import device_name, labelled_rows, rule_scores
 from .jsonl import append
 
 POLL_S = 2  # seconds between progress reads, as the panel polls
-
-
-def scores(extractor: emma.Extractor, dev, descriptions: dict[str, str], drawn: dict) -> dict[str, float]:
-    """Dev macro F1 of each rule, the drawn rows counting as examples (as in the user's predictions)."""
-    use_relations(extractor, descriptions, drawn)
-    report = emma.evaluate(extractor, dev)
-    return {rule: round(report[rule]["f1"], 2) for rule in REPORT_RULES}
 
 
 def run(server: str, start: str | None, data: Path, domain: str, rows: int, seed: int, results: Path) -> dict:
@@ -78,8 +69,8 @@ def run(server: str, start: str | None, data: Path, domain: str, rows: int, seed
                       "server": emma.checkpoint_id(server), "start": emma.checkpoint_id(start or server),
                       "held_back": held_back, "done_message": status, "minutes": minutes,
                       "version_mb": round(sum(f.stat().st_size for f in Path(version.checkpoint).iterdir()) / 2**20),
-                      "server_examples": scores(wb.engine.extractor, dev, descriptions, drawn),
-                      "version_examples": scores(version, dev, descriptions, drawn),
+                      "server_examples": rule_scores(wb.engine.extractor, dev, descriptions, drawn),
+                      "version_examples": rule_scores(version, dev, descriptions, drawn),
                       "budget": f"{device_name()}, precision {version.precision}, the workbench's own recipe (FinetuneConfig defaults)"}
         finally:
             wb.finetuner.close()

@@ -260,7 +260,6 @@ def assert_int8_agrees(fp32_preds, int8_preds, recall_tie: float, probability_to
     ties = 0
     for p, q in zip(fp32_preds, int8_preds):
         ref = dict(p.recall)
-        kth = p.recall[len(p.candidates) - 1][1]
         swapped = set(p.candidates) ^ set(q.candidates)
         ties += bool(swapped)  # the drift check below bounds a swap: it and the k-th within 2 × recall_tie
         assert all(abs(ref[name] - s) < recall_tie for name, s in q.recall), "int8 recall scores drift beyond the tie width"

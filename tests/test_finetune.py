@@ -16,7 +16,7 @@ import emma.finetune as finetune_module
 from emma.checkpoint import CheckpointError, checkpoint_id, load_checkpoint
 from emma.cli import cli
 from emma.data import Instance, write_jsonl
-from emma.evaluate import REPORT_RULES, evaluate
+from emma.evaluate import evaluate
 from emma.pipeline import Extractor
 from emma.finetune import REPORT_FILE, FinetuneConfig, chance_better, check_rows, finetune, hold_back, read_report
 from emma.train import LOG_FILE, STATE_FILE
@@ -447,7 +447,8 @@ def test_a_checkpoint_is_continued_without_the_base_encoder_package(tiny_checkpo
 def test_the_workbench_flow_scores_the_users_model_and_the_new_version_with_the_same_examples(tiny_checkpoint, toy_instances,
                                                                                              toy_descriptions, tmp_path):
     from research.jsonl import read
-    from research.workbench_finetune import run, scores
+    from research.finetune import rule_scores
+    from research.workbench_finetune import run
 
     # The domain's own relations, not the workbench's catalogue (which holds "founded by" with the toy description).
     toy_descriptions = {f"toy {r}": f"{text} (in toy text)" for r, text in toy_descriptions.items()}
@@ -463,7 +464,7 @@ def test_the_workbench_flow_scores_the_users_model_and_the_new_version_with_the_
     assert read(results) == [record]
     assert record["rows"] == record["trained_rows"] == 9 and record["relations"] == 4
     assert record["server"] == record["start"] == record["held_back"]["baseline"] == checkpoint_id(tiny_checkpoint)
-    assert record["done_message"].startswith("Done: version ft-") and record["version_mb"] >= 0
+    assert record["done_message"].startswith("Done: version ft-")
     drawn = {r: [i for i in toy_instances if i.relation == r and i not in toy_instances[::4]] for r in toy_descriptions}
     server = Extractor.load(tiny_checkpoint)
-    assert record["server_examples"] == scores(server, toy_instances[::4], toy_descriptions, drawn)
+    assert record["server_examples"] == rule_scores(server, toy_instances[::4], toy_descriptions, drawn)
