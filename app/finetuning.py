@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 PROGRESS = re.compile(r"training:\s+\d+%\|[^|]*\|\s*(\d+)/(\d+)")
 PART = re.compile(r"part (\d) of (\d): ([^)]*)\)")  # emma.finetune's log line as each of its two trainings starts
 JOB_SUFFIX = ".job"
+VERSION_PREFIX = "ft-"  # every version's folder name starts so
 
 
 FINISHED = ("done", "failed", "cancelled")  # a job's last states; before them it is running, then perhaps cancelling
@@ -95,7 +96,7 @@ class Finetuner:
               baseline: str | Path | None = None) -> Job:
         """Start fine-tuning checkpoint `parent` on `rows` for `owner`, its held-back rows scored before by `baseline`
         (default: `parent`; `emma.finetune.finetune`); raises RuntimeError while another runs."""
-        name = f"ft-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        name = f"{VERSION_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         with self._lock:
             if self._running is not None:
                 raise RuntimeError("busy")
@@ -147,6 +148,13 @@ class Finetuner:
             process = self._process if self._running is not None else None
         if process is not None and process.poll() is None:
             process.terminate()
+
+    def delete_files(self, name: str) -> None:
+        """Remove version `name`'s folder (after its record: a folder left by a crash here is swept by `recover`)."""
+        folder = self.models_dir / name
+        if folder.parent != self.models_dir or not name.startswith(VERSION_PREFIX):
+            raise ValueError(f"{name!r} is not a model version's name")
+        shutil.rmtree(folder, ignore_errors=True)
 
     def _watch(self, job: Job, process: subprocess.Popen) -> None:
         """`_follow` the child; whatever goes wrong meanwhile (a locked or full database) fails the job, keeps
@@ -239,6 +247,10 @@ class Finetuner:
                 continue
             job = Job(meta["owner"], meta["name"], meta["parent"], meta["rows"])
             self._register(job, report)
+        # A version whose record was deleted but whose files a crash kept: nothing can load it, so it only takes room.
+        for folder in self.models_dir.glob(VERSION_PREFIX + "*"):
+            if folder.is_dir() and folder.suffix not in (JOB_SUFFIX, ".partial") and self.store.model_version(folder.name) is None:
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def _lower_priority() -> None:  # pragma: no cover - runs in the child

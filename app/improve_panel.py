@@ -11,8 +11,10 @@ feedback row records the checkpoint id of the model that made the prediction.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections import Counter
+from pathlib import Path
 
 import gradio as gr
 import pandas as pd
@@ -26,6 +28,9 @@ from .workbench import DB, QUIET, Workbench, lenient, user_errors
 MIN_ROWS_PER_RELATION = 2  # one to train on, one to hold back and score where it is in another sentence
 MIN_RELATIONS = 2  # in-batch negatives need another relation
 MAX_ROWS = 5000  # rows one fine-tune takes (a few minutes on 2 cores per few hundred)
+MAX_VERSIONS = 10  # versions one user keeps (each a whole model on disk, 90-420 MB); deleting one makes room
+MIN_FREE_DISK = 2 * 1024**3  # bytes the models' disk must have free for a fine-tune to start (without logins,
+# many browsers may each keep MAX_VERSIONS: this, not the cap, is what keeps them from filling the disk)
 SERVER_MODEL = ""  # the dropdown's value for the server's own model
 CURRENT_MODEL = ""  # the start dropdown's value for "the model you are using"
 FIRM = 0.9  # a held-back verdict is firm when the fine-tune wins (or loses) on at least this share of resamples
@@ -41,7 +46,8 @@ takes a few minutes; predictions keep working meanwhile. Only you can use the ne
 sentences. It does not always beat the examples alone, and a few dozen held-back sentences give a
 rough verdict: the status line says how firm it is. Where the server offers a larger model under **Start from**, the
 fine-tune can start from it instead: from the same labels it mostly ended higher in new domains (results/FINETUNE.md),
-but it trains and predicts several times more slowly (tens of minutes on a small CPU)."""
+but it trains and predicts several times more slowly (tens of minutes on a small CPU). Each version is a whole model
+on the server's disk: you keep up to {MAX_VERSIONS}, and can delete those you no longer use."""
 
 
 class ImprovePanel:
@@ -86,6 +92,13 @@ class ImprovePanel:
             offered = ", ".join(self.wb.finetune_from) or "none"
             raise BadInput(f"A fine-tune can start from the model you are using, or one the server offers ({offered}).")
         rows, descriptions, note = self.training_rows(session)
+        if len(self.wb.store.model_versions(session["owner"])) >= MAX_VERSIONS:
+            raise BadInput(f"You keep {MAX_VERSIONS} model versions, the most one user may: delete one you no longer use "
+                           "(Delete a version, below) before fine-tuning again.")
+        free = shutil.disk_usage(existing_parent(self.wb.finetuner.models_dir)).free
+        if free < MIN_FREE_DISK:
+            raise BadInput(f"The server's disk has {free / 1024**3:.1f} GB free, too little for another model version; "
+                           "delete versions you no longer use, or ask the server's owner to make room.")
         running = self.wb.finetuner.running()
         if running is not None:
             mine = running.owner == session["owner"]
@@ -107,24 +120,26 @@ class ImprovePanel:
 
     @user_errors
     def progress(self, session: dict, request: gr.Request = None):
-        """Status line, before/after table, model choices, and whether to keep polling."""
+        """Status line, before/after table, model choices, whether to keep polling, and the versions one may delete."""
         session = self.wb.owned(session, request)
         job = self.wb.finetuner.job(session["owner"])
         choices, value = self.model_choices(session)
-        dropdown = gr.Dropdown(choices=choices, value=value)
+        dropdown, deletable = gr.Dropdown(choices=choices, value=value), gr.Dropdown(choices=choices[1:], value=None)
         if job is None:
-            return "", report_frame(self.latest_report(session)), dropdown, gr.Timer(active=False)
+            return "", report_frame(self.latest_report(session)), dropdown, gr.Timer(active=False), deletable
         if job.state not in FINISHED:
             minutes = (time.time() - job.started) / 60
             where = f"step {job.step} of {job.total} ({100 * job.step / job.total:.0f} %)" if job.total else job.phase
             part = f", {job.part}" if job.part else ""
             return (f"Fine-tuning on {job.rows} sentences{part}: {where}, {minutes:.1f} min so far.", report_frame(None), dropdown,
-                    gr.Timer(active=True))
+                    gr.Timer(active=True), deletable)
         if job.state == "cancelled":
-            return "Cancelled: nothing was kept, and your model is unchanged.", report_frame(None), dropdown, gr.Timer(active=False)
+            status = "Cancelled: nothing was kept, and your model is unchanged."
+            return status, report_frame(None), dropdown, gr.Timer(active=False), deletable
         if job.state == "failed":
-            return f"The fine-tune failed: {job.message}. Your model is unchanged.", report_frame(None), dropdown, gr.Timer(active=False)
-        return done_message(job.name, job.report), report_frame(job.report), dropdown, gr.Timer(active=False)
+            status = f"The fine-tune failed: {job.message}. Your model is unchanged."
+            return status, report_frame(None), dropdown, gr.Timer(active=False), deletable
+        return done_message(job.name, job.report), report_frame(job.report), dropdown, gr.Timer(active=False), deletable
 
     @user_errors
     def cancel(self, session: dict, request: gr.Request = None) -> str:
@@ -159,6 +174,18 @@ class ImprovePanel:
         used = self.wb.engine_for(session).checkpoint_id
         return session, f"Your predictions now use {name or 'the server model'} ({used})."
 
+    @user_errors
+    def delete(self, name: str | None, session: dict, request: gr.Request = None) -> tuple[str, dict, dict]:
+        """Delete the caller's version `name` (not the one their predictions use). Returns (status, the model
+        choices, the versions one may delete). A repeated delete says the version is no longer theirs."""
+        session = self.wb.owned(session, request)
+        if not name or not isinstance(name, str):
+            raise BadInput("Pick one of your versions to delete.")
+        self.wb.delete_version(session["owner"], name)
+        choices, value = self.model_choices(session)
+        return (f"Deleted {name}: its files are gone, and your feedback rows still name the checkpoint they judged.",
+                gr.Dropdown(choices=choices, value=value), gr.Dropdown(choices=choices[1:], value=None))
+
     def build(self, session: gr.State, tab: gr.Tab) -> None:
         """The panel (call inside the Feedback tab)."""
         with gr.Accordion("Improve the model from my labels", open=True, elem_id="improve"):
@@ -172,15 +199,29 @@ class ImprovePanel:
                 # allow_custom_value: the handler checks the name itself (and says so in a sentence), not Gradio.
                 model = gr.Dropdown(label="Model for my predictions", choices=[], elem_id="improve-model", interactive=True,
                                     allow_custom_value=True)
+            with gr.Row():
+                deletable = gr.Dropdown(label="Delete a version you no longer use", choices=[], elem_id="improve-delete-choice",
+                                        interactive=True, allow_custom_value=True)
+                delete = gr.Button("Delete the version", variant="stop", elem_id="improve-delete")
             status = gr.Textbox(show_label=False, interactive=False, container=False, elem_id="improve-status")
             report = gr.Dataframe(report_frame(None), label="Macro F1 on your held-back sentences", interactive=False,
                                   elem_id="improve-report")
             timer = gr.Timer(1.0, active=False)
         start.click(self.improve, [session, start_from], [status, timer], api_name="improve_model", **DB)
         stop.click(self.cancel, [session], [status], api_name="cancel_improve", **DB)
-        timer.tick(self.progress, [session], [status, report, model, timer], **QUIET)
-        tab.select(self.progress, [session], [status, report, model, timer], **QUIET)
+        timer.tick(self.progress, [session], [status, report, model, timer, deletable], **QUIET)
+        tab.select(self.progress, [session], [status, report, model, timer, deletable], **QUIET)
+        # Progress shows on the status line only: a refusal must not leave the two dropdowns under an error overlay.
+        delete.click(self.delete, [deletable, session], [status, model, deletable], api_name="delete_model_version",
+                     show_progress_on=status, **DB)
         model.input(self.choose, [model, session], [session, status], api_name="choose_model", **DB)
+
+
+def existing_parent(path: Path) -> Path:
+    """`path`, or its nearest folder above that exists (the models' folder is made at the first fine-tune)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 def done_message(name: str, report: dict | None) -> str:

@@ -533,6 +533,17 @@ class Store:
             rows = list(db["model_versions"].rows_where("name = ?", [name]))
         return rows[0] if rows else None
 
+    def delete_model_version(self, owner: str, name: str) -> str:
+        """Forget `owner`'s version `name` unless they predict with it, in one transaction (a choice made meanwhile
+        in another tab is seen). Returns "deleted", "in use" or "not theirs" (also for a version deleted already)."""
+        with self.transaction() as db:
+            if not list(db["model_versions"].rows_where("name = ? and owner = ?", [name, owner])):
+                return "not theirs"
+            if list(db["model_choice"].rows_where("owner = ? and name = ?", [owner, name])):
+                return "in use"
+            db["model_versions"].delete_where("name = ? and owner = ?", [name, owner])
+            return "deleted"
+
     def model_choice(self, owner: str) -> str | None:
         """The model version `owner` chose for their predictions (None: the server's model)."""
         with self.connect() as db:

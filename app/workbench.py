@@ -171,6 +171,21 @@ class Workbench:
             return None
         return version
 
+    def delete_version(self, owner: str, name: str) -> None:
+        """Delete `owner`'s model version `name`: its record, its copy in memory, its files. BadInput when it is not
+        theirs, when their predictions use it, or while their fine-tune runs (which may be reading it)."""
+        running = self.finetuner.running()
+        if running is not None and running.owner == owner:
+            raise BadInput("Your fine-tune is running and may be reading that version; delete it once the fine-tune has finished.")
+        outcome = self.store.delete_model_version(owner, name)
+        if outcome == "not theirs":
+            raise BadInput("That model version is not one of yours (or is deleted already).")
+        if outcome == "in use":
+            raise BadInput(f"Your predictions use {name}: choose another model for them first.")
+        with self._engines_lock:
+            self._engines.pop(name, None)
+        self.finetuner.delete_files(name)
+
     def model_choice(self, owner: str) -> str | None:
         """The version `owner` chose, if they may still use it (else None: the server's model)."""
         name = self.store.model_choice(owner)

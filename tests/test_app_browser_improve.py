@@ -1,5 +1,5 @@
 """'Improve the model from my labels' in a real browser: log in, fine-tune (a real child process on the tiny
-model), see the before/after table, switch to the new version, and find the choice kept after a reload."""
+model), see the before/after table, switch to the new version, find the choice kept after a reload, then delete it."""
 
 from __future__ import annotations
 
@@ -55,6 +55,20 @@ def test_browser_improve_the_model_then_use_it(tiny_extractor, toy_instances, to
             page.reload()
             page.get_by_role("tab", name="Feedback").click()
             expect(page.locator("#improve-model input")).to_have_value(re.compile(version["name"]))
+
+            # The version in use cannot be deleted; once ann is back on the server's model it can, files and all.
+            page.locator("#improve-delete-choice input").click()
+            page.get_by_role("option", name=re.compile(version["name"])).click()
+            page.click("#improve-delete")
+            expect(page.locator(".toast-body")).to_contain_text("choose another model for them first")
+            assert (wb.finetuner.models_dir / version["name"]).is_dir()
+            page.locator("#improve-model input").click()
+            page.get_by_role("option", name=re.compile("server model")).click()
+            expect(status).to_have_value(re.compile("now use the server model"))
+            page.click("#improve-delete")
+            expect(status).to_have_value(re.compile(f"Deleted {version['name']}"))
+            assert store.model_versions("user:ann") == [] and not (wb.finetuner.models_dir / version["name"]).exists()
+            expect(page.locator("#improve-model input")).to_have_value(re.compile("server model"))
             page.context.browser.close()
     finally:
         wb.finetuner.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -84,13 +85,14 @@ def test_fine_tune_from_labels_then_switch_and_keep_the_choice(wb, toy_instances
     job = wait(wb.finetuner, "user:ann")
     assert job.state == "done", job.message
     assert job.part == "part 2 of 2 (the new version)"  # the child's log names each of its two trainings
-    status, report, dropdown, _ = panel.progress.__wrapped__(panel, ann)
+    status, report, dropdown, _, deletable = panel.progress.__wrapped__(panel, ann)
     assert "is ready" in status
     assert ("did better" in status) == job.report["improved"]  # the held-back verdict, said plainly
     assert f"on {job.report['held_back_sentences']} held-back sentences" in status
     assert ("That check is rough" in status) == (not job.report["improved"])
     assert list(report["rule"][:3]) == ["recall only", "classifier", "fused (the shipped rule)"]
     assert job.name in [value for _, value in dropdown.constructor_args["choices"]]
+    assert [value for _, value in deletable.constructor_args["choices"]] == [job.name]  # the server's model is not deletable
     assert not list(wb.finetuner.models_dir.glob("*.job")) and not list(wb.finetuner.models_dir.glob("*.partial"))
 
     # Only ann can use it; once chosen, her predictions (and feedback rows) name the new checkpoint.
@@ -256,6 +258,101 @@ def test_recover_registers_a_fine_tune_that_finished_unwatched(tmp_path, tiny_ch
     Finetuner(store, models)
     assert [v["name"] for v in store.model_versions("user:ann")] == ["ft-x"]
     assert sorted(p.name for p in models.iterdir()) == ["ft-x"]
+
+
+def version(wb, owner: str, name: str, files_from: str | None = None) -> Path:
+    """Register a model version `name` of `owner` as a finished fine-tune would (its folder a copy of `files_from`)."""
+    import shutil
+
+    folder = wb.finetuner.models_dir / name
+    if files_from:
+        shutil.copytree(files_from, folder)
+    else:
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(b"weights")
+    wb.store.add_model_version({"name": name, "owner": owner, "checkpoint": f"{name}@0", "parent": "p", "rows": 12,
+                                "held_back": 3, "report": json.dumps({"before": {}, "after": {}})})
+    return folder
+
+
+def test_a_version_is_deleted_by_its_owner_only_and_never_while_in_use(wb, tiny_checkpoint, monkeypatch):
+    from app.finetuning import Job
+
+    panel, ann = ImprovePanel(wb), wb.open_session("user:ann")
+    used, old, bobs = (version(wb, "user:ann", "ft-used", tiny_checkpoint), version(wb, "user:ann", "ft-old", tiny_checkpoint),
+                       version(wb, "user:bob", "ft-bobs"))
+    ann, _ = panel.choose.__wrapped__(panel, "ft-used", ann)
+    stale_tab = {**ann, "model": "ft-old"}  # another tab of ann's still on the old version, loaded in memory
+    assert wb.engine_for(stale_tab) is not wb.engine
+
+    for name, refusal in (("ft-bobs", "not one of yours"), ("ft-used", "Your predictions use ft-used: choose another model"),
+                          ("../ft-old", "not one of yours"), ("", "Pick one of your versions"), (["ft-old"], "Pick one")):
+        with pytest.raises(BadInput, match=re.escape(refusal) if isinstance(refusal, str) else refusal):
+            panel.delete.__wrapped__(panel, name, ann)
+    monkeypatch.setattr(wb.finetuner, "running", lambda: Job("user:ann", "ft-new", "p", 12))
+    with pytest.raises(BadInput, match="Your fine-tune is running"):
+        panel.delete.__wrapped__(panel, "ft-old", ann)
+    assert used.is_dir() and old.is_dir() and bobs.is_dir() and len(wb.store.model_versions("user:ann")) == 2
+    monkeypatch.undo()
+
+    status, model, deletable = panel.delete.__wrapped__(panel, "ft-old", ann)
+    assert status.startswith("Deleted ft-old") and not old.exists() and used.is_dir() and bobs.is_dir()
+    assert [v["name"] for v in wb.store.model_versions("user:ann")] == ["ft-used"]
+    assert [value for _, value in model.constructor_args["choices"]] == ["", "ft-used"]
+    assert [value for _, value in deletable.constructor_args["choices"]] == ["ft-used"]
+    assert wb.engine_for(stale_tab) is wb.engine  # the copy in memory went with it: that tab predicts with the server's
+    with pytest.raises(BadInput, match=re.escape("not one of yours (or is deleted already)")):
+        panel.delete.__wrapped__(panel, "ft-old", ann)  # a retry changes nothing
+
+
+def test_at_the_version_cap_a_fine_tune_waits_for_a_deletion(wb, toy_instances, monkeypatch):
+    from app.improve_panel import MAX_VERSIONS
+
+    started = []
+    monkeypatch.setattr(wb.finetuner, "start", lambda owner, parent, rows, descriptions, baseline: started.append(owner))
+    panel, ann = ImprovePanel(wb), wb.open_session("user:ann")
+    label(wb, "user:ann", toy_instances)
+    for n in range(MAX_VERSIONS):
+        version(wb, "user:ann", f"ft-{n}")
+    with pytest.raises(BadInput, match=f"You keep {MAX_VERSIONS} model versions"):
+        panel.improve.__wrapped__(panel, ann)
+    panel.delete.__wrapped__(panel, "ft-3", ann)
+    status, _ = panel.improve.__wrapped__(panel, ann)
+    assert status.startswith("Started") and started == ["user:ann"]
+
+
+def test_a_fine_tune_waits_while_the_disk_is_nearly_full(wb, toy_instances, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    import app.improve_panel
+    from app.improve_panel import MIN_FREE_DISK
+
+    started = []
+    monkeypatch.setattr(wb.finetuner, "start", lambda owner, parent, rows, descriptions, baseline: started.append(owner))
+    usage, real = namedtuple("usage", "total used free"), shutil.disk_usage
+    asked = []
+
+    def disk_usage(path):
+        asked.append(Path(path))
+        return usage(10 * MIN_FREE_DISK, 9 * MIN_FREE_DISK, MIN_FREE_DISK - 1)
+
+    monkeypatch.setattr(app.improve_panel.shutil, "disk_usage", disk_usage)
+    panel, ann = ImprovePanel(wb), wb.open_session("user:ann")
+    label(wb, "user:ann", toy_instances)
+    with pytest.raises(BadInput, match=r"The server's disk has 2\.0 GB free, too little"):
+        panel.improve.__wrapped__(panel, ann)
+    # asked where the models will go: their folder, or (before the first fine-tune makes it) the nearest one above
+    assert started == [] and asked[0].exists() and wb.finetuner.models_dir.is_relative_to(asked[0])
+    monkeypatch.setattr(app.improve_panel.shutil, "disk_usage", real)
+    assert panel.improve.__wrapped__(panel, ann)[0].startswith("Started") and started == ["user:ann"]
+
+
+def test_recover_sweeps_the_files_of_a_version_whose_record_was_deleted(wb):
+    kept, orphan = version(wb, "user:ann", "ft-kept"), version(wb, "user:ann", "ft-orphan")
+    assert wb.store.delete_model_version("user:ann", "ft-orphan") == "deleted"  # then a crash, before its files went
+    Finetuner(wb.store, wb.finetuner.models_dir)
+    assert kept.is_dir() and not orphan.exists()
 
 
 @pytest.mark.parametrize("after, chance, says", [

@@ -111,7 +111,7 @@ def snapshot(store: Store, owners: list[str]) -> str:
     marks = ",".join("?" * len(owners))
     with store.connect() as db:
         return json.dumps({table: db.execute(f"select * from {table} where owner in ({marks}) order by 1, 2", owners).fetchall()
-                           for table in ("workspaces", "user_relations", "feedback", "examples")})
+                           for table in ("workspaces", "user_relations", "feedback", "examples", "model_versions", "model_choice")})
 
 
 def upload_file(http: httpx.Client, tmp_path) -> dict:
@@ -144,6 +144,12 @@ def test_attacker_under_auth_gets_nothing_of_another_user(tiny_extractor, tmp_pa
     with serve(tiny_extractor, tmp_path / "wb.db", auth=users, admins=["carl"]) as (demo, url, store):
         ann = Client(url, auth=users[0], verbose=False, download_files=False)
         give_a_data(ann)
+        # A fine-tuned version of ann's, as a finished fine-tune leaves it (B must not delete, choose or read it).
+        a_version = store.path.parent / "models" / "ft-ann-version"
+        a_version.mkdir(parents=True)
+        (a_version / "model.safetensors").write_bytes(b"weights")
+        store.add_model_version({"name": a_version.name, "owner": "user:ann", "checkpoint": "ft-ann-version@0", "parent": "p",
+                                 "rows": 12, "held_back": 3, "report": "{}"})
         before = snapshot(store, ["user:ann"])
         assert A_NOTE in before
         a_examples = [str(e["id"]) for e in store.examples("user:ann")]
@@ -176,9 +182,10 @@ def test_attacker_under_auth_gets_nothing_of_another_user(tiny_extractor, tmp_pa
                 r = bob.post(f"/gradio_api/run/{name}", json={"data": [], "session_hash": uuid.uuid4().hex})
                 assert r.status_code == 404, (name, r.status_code, r.text[:200])
             # A's example numbers too: B's remove_example (and everything else) must refuse them.
-            received = attack(demo, bob, [A_RELATION, "user:ann", "ann", *a_examples], [uuid.uuid4().hex], upload_file(bob, tmp_path))
+            received = attack(demo, bob, [A_RELATION, "user:ann", "ann", a_version.name, *a_examples], [uuid.uuid4().hex],
+                              upload_file(bob, tmp_path))
         assert sum(m.get("success") is True for m in received) > len(received) // 3, "the attack must reach the handlers"
-        assert snapshot(store, ["user:ann"]) == before
+        assert snapshot(store, ["user:ann"]) == before and (a_version / "model.safetensors").is_file()
 
         # B predicting A's sentences is not influenced by A's examples (same relations in force but A's own).
         bob_client = Client(url, auth=users[1], verbose=False, download_files=False)
