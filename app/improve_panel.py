@@ -94,7 +94,7 @@ class ImprovePanel:
         rows, descriptions, note = self.training_rows(session)
         if len(self.wb.store.model_versions(session["owner"])) >= MAX_VERSIONS:
             raise BadInput(f"You keep {MAX_VERSIONS} model versions, the most one user may: delete one you no longer use "
-                           "(Delete a version, below) before fine-tuning again.")
+                           "(Delete a version you no longer use, in this panel) before fine-tuning again.")
         free = shutil.disk_usage(existing_parent(self.wb.finetuner.models_dir)).free
         if free < MIN_FREE_DISK:
             raise BadInput(f"The server's disk has {free / 1024**3:.1f} GB free, too little for another model version; "

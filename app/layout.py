@@ -60,8 +60,8 @@ INTRO = """
 2. **Predict.** EMMA compares the sentence with a written description of every relation switched on
    (tab *Relations*, where you can write your own in plain words: no retraining) and picks the best one.
 3. **Check and give feedback.** The panels show how it decided; tell it whether it was right. A sentence you judge
-   (right, or wrong with the right relation picked) becomes an example of that relation and counts from your next prediction; with enough of them, *Improve the model
-   from my labels* (tab *Feedback*) fine-tunes a version of the model for you.
+   (right, or wrong with the right relation picked) becomes an example of that relation and counts from your next
+   prediction; with enough of them, *Improve the model from my labels* (tab *Feedback*) fine-tunes a version for you.
 """
 
 
