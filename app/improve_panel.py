@@ -97,7 +97,7 @@ class ImprovePanel:
                            "(Delete a version you no longer use, in this panel) before fine-tuning again.")
         free = shutil.disk_usage(existing_parent(self.wb.finetuner.models_dir)).free
         if free < MIN_FREE_DISK:
-            raise BadInput(f"The server's disk has {free / 1024**3:.1f} GB free, too little for another model version; "
+            raise BadInput(f"The server's disk has {free / 1024**3:.1f} GB free and a fine-tune needs {MIN_FREE_DISK / 1024**3:.0f} GB; "
                            "delete versions you no longer use, or ask the server's owner to make room.")
         running = self.wb.finetuner.running()
         if running is not None:
