@@ -11,7 +11,7 @@ Scored at K = 5, draws 0-2, on the six CrossRE dev files and FewRel val_wiki (th
 the shipped fused pick among recall's top k beside picks whose classifier probabilities come from the fitted head,
 fused with classifier share 1 − w̄ (shipped) or 1 (the fitted classifier has read the examples too).
 
-    python -m research.classifier_examples_probe [--checkpoint C] [--steps 0,50,200] [--sets crossre-ai,fewrel-val]
+    python -m research.classifier_examples_probe [--checkpoint C] [--steps 0,50,200] [--pull 1] [--seeds 0,1,2] [--sets crossre-ai,fewrel-val]
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from .fewshot import SET_NAMES, load_sets, use_relations
 
 SHOTS = 5
 SEEDS = (0, 1, 2)
-NEGATIVES = 3  # the descriptions an example is contrasted with: its own and recall's first wrong ones
+NEGATIVES = 3  # wrong descriptions each example is contrasted with: those its description cosines rank first
 LEARNING_RATE = 1e-3
 PULL = 1.0  # L2 pull of the fitted head toward the trained one (per parameter, summed)
 
@@ -93,7 +93,7 @@ def draw_scores(ex: emma.Extractor, fs, drawn: dict[str, list[emma.Instance]], s
     examples = [(r, inst) for r, rows in drawn.items() for inst in rows]
     example_ids = encode_instances(ex.tokenizer, [inst for _, inst in examples], ex.config.max_length).ids
     vectors = torch.stack([row.vector for row in ex.encode_examples([inst for _, inst in examples])])
-    description = (vectors @ ex.index.vectors.T)  # (E, N): the descriptions alone, as the examples are not in the way
+    description = vectors @ ex.index.vectors.T  # (E, N) description cosines: an example's confusions before examples count
     example_rows = []
     for (relation, _), scores in zip(examples, description):
         own = names.index(relation)
