@@ -249,7 +249,8 @@ class Finetuner:
             self._register(job, report)
         # A version whose record was deleted but whose files a crash kept: nothing can load it, so it only takes room.
         for folder in self.models_dir.glob(VERSION_PREFIX + "*"):
-            if folder.is_dir() and folder.suffix not in (JOB_SUFFIX, ".partial") and self.store.model_version(folder.name) is None:
+            # A version's name has no dot; a job's inputs and a partial output end in a suffix.
+            if folder.is_dir() and not folder.suffix and self.store.model_version(folder.name) is None:
                 shutil.rmtree(folder, ignore_errors=True)
 
 

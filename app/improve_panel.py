@@ -123,8 +123,7 @@ class ImprovePanel:
         """Status line, before/after table, model choices, whether to keep polling, and the versions one may delete."""
         session = self.wb.owned(session, request)
         job = self.wb.finetuner.job(session["owner"])
-        choices, value = self.model_choices(session)
-        dropdown, deletable = gr.Dropdown(choices=choices, value=value), gr.Dropdown(choices=choices[1:], value=None)
+        dropdown, deletable = self.version_dropdowns(session)
         if job is None:
             return "", report_frame(self.latest_report(session)), dropdown, gr.Timer(active=False), deletable
         if job.state not in FINISHED:
@@ -153,14 +152,17 @@ class ImprovePanel:
         versions = self.wb.store.model_versions(session["owner"])
         return json.loads(versions[-1]["report"]) if versions else None
 
-    def model_choices(self, session: dict) -> tuple[list[tuple[str, str]], str]:
+    def version_dropdowns(self, session: dict) -> tuple[gr.Dropdown, gr.Dropdown]:
+        """(*Model for my predictions*: the server's model and the owner's versions, theirs selected; *Delete a
+        version*: the versions alone, none selected)."""
         choices = [(f"server model ({self.wb.engine.checkpoint_id})", SERVER_MODEL)]
         for v in self.wb.store.model_versions(session["owner"]):
             report = json.loads(v["report"])
             after = report.get("after", {}).get("emma_fused")
             score = f", held-back check {report['before'].get('emma_fused', 0):.0f} → {after:.0f}" if after is not None else ""
             choices.append((f"{v['name']} ({v['rows']} labels{score})", v["name"]))
-        return choices, session.get("model") or SERVER_MODEL
+        return (gr.Dropdown(choices=choices, value=session.get("model") or SERVER_MODEL),
+                gr.Dropdown(choices=choices[1:], value=None))
 
     @user_errors
     def choose(self, name: str | None, session: dict, request: gr.Request = None) -> tuple[dict, str]:
@@ -182,9 +184,8 @@ class ImprovePanel:
         if not name or not isinstance(name, str):
             raise BadInput("Pick one of your versions to delete.")
         self.wb.delete_version(session["owner"], name)
-        choices, value = self.model_choices(session)
         return (f"Deleted {name}: its files are gone, and your feedback rows still name the checkpoint they judged.",
-                gr.Dropdown(choices=choices, value=value), gr.Dropdown(choices=choices[1:], value=None))
+                *self.version_dropdowns(session))
 
     def build(self, session: gr.State, tab: gr.Tab) -> None:
         """The panel (call inside the Feedback tab)."""

@@ -251,8 +251,8 @@ def assert_int8_agrees(fp32_preds, int8_preds, recall_tie: float, probability_to
     """int8 predictions equal fp32's, except where fp32 itself nearly ties; returns how many near ties were met.
 
     Recall: every score within `recall_tie` of fp32's; so the k candidates differ only where a relation
-    entering or leaving the top k scored within twice `recall_tie` of the k-th (both scores move: on an AMD
-    EPYC a swap 0.062 from the k-th came from drifts of 0.047 at most), counted as a near tie. Classifier: on the same
+    entering or leaving the top k scored within twice `recall_tie` of the k-th (both scores move), counted as a
+    near tie. Classifier: on the same
     candidates, probabilities within `probability_tol`; with `label_ties`, the same label unless
     fp32's two best deciding scores are within it (without: flips are counted, not excused, since
     the fused rule divides recall's drift by its temperature).
