@@ -64,6 +64,10 @@ class Job:
     part: str = ""  # which of the fine-tune's trainings runs (a first one to score held-back rows, then the new version)
     message: str = ""  # why it failed
     report: dict | None = None
+    # What the status line says this fine-tune is and leaves out: the start's words, repeated while it runs,
+    # because the first progress poll replaces the start's line within a second.
+    summary: str = ""
+    note: str = ""
 
 
 class Finetuner:
@@ -93,14 +97,15 @@ class Finetuner:
             return self._jobs.get(owner)
 
     def start(self, owner: str, parent: str | Path, rows: list[Instance], descriptions: dict[str, str],
-              baseline: str | Path | None = None) -> Job:
+              baseline: str | Path | None = None, summary: str = "", note: str = "") -> Job:
         """Start fine-tuning checkpoint `parent` on `rows` for `owner`, its held-back rows scored before by `baseline`
-        (default: `parent`; `emma.finetune.finetune`); raises RuntimeError while another runs."""
+        (default: `parent`; `emma.finetune.finetune`); raises RuntimeError while another runs. `summary` and
+        `note` are kept on the job for its status line."""
         name = f"{VERSION_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         with self._lock:
             if self._running is not None:
                 raise RuntimeError("busy")
-            job = Job(owner, name, checkpoint_id(parent), len(rows))
+            job = Job(owner, name, checkpoint_id(parent), len(rows), summary=summary, note=note)
             self._running = self._jobs[owner] = job
             self._process = None  # until the child starts: a cancel meanwhile is acted on once it has
         try:

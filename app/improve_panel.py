@@ -22,6 +22,7 @@ import pandas as pd
 from emma.finetune import FinetuneConfig
 
 from .finetuning import FINISHED
+from .relations_tab import plural
 from .session import BadInput
 from .workbench import DB, QUIET, Workbench, lenient, user_errors
 
@@ -73,9 +74,13 @@ class ImprovePanel:
         used = [r for r in rows if r.relation in usable]
         capped = len(in_force) - len(rows)
         left_out = len(labelled) - len(used) - capped
-        note = f" {left_out} labelled sentences are left out (relation off, or fewer than {MIN_ROWS_PER_RELATION} of it)." if left_out else ""
+        note = ""
+        if left_out:
+            note = (f" {plural(left_out, 'labelled sentence')} {'is' if left_out == 1 else 'are'} left out (relation off, "
+                    f"or fewer than {MIN_ROWS_PER_RELATION} of it).")
         if capped:
-            note += f" The {capped} oldest are left out: a fine-tune reads at most the newest {MAX_ROWS}."
+            oldest = "The oldest is" if capped == 1 else f"The {capped} oldest are"
+            note += f" {oldest} left out: a fine-tune reads at most the newest {MAX_ROWS}."
         return used, {rel: text for rel, text in relations.items() if rel in usable}, note
 
     def start_choices(self) -> list[tuple[str, str]]:
@@ -108,15 +113,15 @@ class ImprovePanel:
         in_use = self.wb.engine_for(session).extractor.checkpoint
         # From another start, "before" is still the model the user would switch from, so the verdict answers their question.
         parent, baseline = (self.wb.finetune_from[start_from], in_use) if start_from else (in_use, None)
+        start = f" from {start_from}" if start_from else ""
+        summary = f"{start} on {len(rows)} labelled sentences of {len(descriptions)} relations"
         try:
-            self.wb.finetuner.start(session["owner"], parent, rows, descriptions, baseline=baseline)
+            self.wb.finetuner.start(session["owner"], parent, rows, descriptions, baseline=baseline, summary=summary, note=note)
         except RuntimeError:
             raise BadInput("Another fine-tune started a moment ago; try again when it has finished.") from None
         except OSError as e:  # no room for its files, no process: the job is recorded as failed, nothing is kept
             raise BadInput(f"The fine-tune could not start ({e.strerror or e}); your model is unchanged.") from None
-        start = f" from {start_from}" if start_from else ""
-        return (f"Started: fine-tuning{start} on {len(rows)} labelled sentences of {len(descriptions)} relations.{note}",
-                gr.Timer(active=True))
+        return f"Started: fine-tuning{summary}.{note}", gr.Timer(active=True)
 
     @user_errors
     def progress(self, session: dict, request: gr.Request = None):
@@ -130,8 +135,8 @@ class ImprovePanel:
             minutes = (time.time() - job.started) / 60
             where = f"step {job.step} of {job.total} ({100 * job.step / job.total:.0f} %)" if job.total else job.phase
             part = f", {job.part}" if job.part else ""
-            return (f"Fine-tuning on {job.rows} sentences{part}: {where}, {minutes:.1f} min so far.", report_frame(None), dropdown,
-                    gr.Timer(active=True), deletable)
+            return (f"Fine-tuning{job.summary}{part}: {where}, {minutes:.1f} min so far.{job.note}", report_frame(None),
+                    dropdown, gr.Timer(active=True), deletable)
         if job.state == "cancelled":
             status = "Cancelled: nothing was kept, and your model is unchanged."
             return status, report_frame(None), dropdown, gr.Timer(active=False), deletable

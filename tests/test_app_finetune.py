@@ -116,11 +116,21 @@ def test_fine_tune_from_labels_then_switch_and_keep_the_choice(wb, toy_instances
 
 
 @pytest.mark.slow
-def test_only_its_owner_can_cancel_a_fine_tune_and_nothing_is_kept(wb, toy_instances):
+def test_only_its_owner_can_cancel_a_fine_tune_and_nothing_is_kept(wb, toy_instances, monkeypatch):
+    import app.improve_panel
+
+    monkeypatch.setattr(app.improve_panel, "MAX_ROWS", len(toy_instances) - 2)  # for a note on rows left out
     panel = ImprovePanel(wb)
     ann, bob = wb.open_session("user:ann"), wb.open_session("user:bob")
     label(wb, "user:ann", toy_instances)
-    panel.improve.__wrapped__(panel, ann)
+    started, _ = panel.improve.__wrapped__(panel, ann)
+    # The progress line, which replaces the start's within a second, still says what trains and what was left out.
+    status, *_ = panel.progress.__wrapped__(panel, ann)
+    # The two oldest "founded by" rows are over the cap; the third, alone, is too few to train on.
+    assert started.startswith(f"Started: fine-tuning on {len(toy_instances) - 3} labelled sentences of 3 relations.")
+    assert status.startswith(f"Fine-tuning on {len(toy_instances) - 3} labelled sentences of 3 relations")
+    assert "min so far. 1 labelled sentence is left out" in status and "The 2 oldest are left out" in status
+    assert started.endswith(status.split("so far.")[1])
     with pytest.raises(BadInput, match="no fine-tune running"):
         panel.cancel.__wrapped__(panel, bob)
     assert wb.finetuner.job("user:ann").state == "running"
@@ -171,7 +181,7 @@ def test_a_version_the_database_cannot_take_fails_keeps_nothing_and_frees_the_sl
 
 def test_a_fine_tune_starts_from_the_model_in_use_or_one_the_server_offers(wb, toy_instances, tiny_checkpoint, monkeypatch):
     started = []
-    monkeypatch.setattr(wb.finetuner, "start", lambda owner, parent, rows, descriptions, baseline: started.append((parent, baseline)))
+    monkeypatch.setattr(wb.finetuner, "start", lambda owner, parent, rows, descriptions, baseline, **status: started.append((parent, baseline)))
     panel, ann = ImprovePanel(wb), wb.open_session("user:ann")
     label(wb, "user:ann", toy_instances)
     assert [value for _, value in panel.start_choices()] == [""]  # nothing offered: the panel shows no choice
@@ -309,7 +319,7 @@ def test_at_the_version_cap_a_fine_tune_waits_for_a_deletion(wb, toy_instances, 
     from app.improve_panel import MAX_VERSIONS
 
     started = []
-    monkeypatch.setattr(wb.finetuner, "start", lambda owner, parent, rows, descriptions, baseline: started.append(owner))
+    monkeypatch.setattr(wb.finetuner, "start", lambda owner, parent, rows, descriptions, baseline, **status: started.append(owner))
     panel, ann = ImprovePanel(wb), wb.open_session("user:ann")
     label(wb, "user:ann", toy_instances)
     for n in range(MAX_VERSIONS):
@@ -329,7 +339,7 @@ def test_a_fine_tune_waits_while_the_disk_is_nearly_full(wb, toy_instances, monk
     from app.improve_panel import MIN_FREE_DISK
 
     started = []
-    monkeypatch.setattr(wb.finetuner, "start", lambda owner, parent, rows, descriptions, baseline: started.append(owner))
+    monkeypatch.setattr(wb.finetuner, "start", lambda owner, parent, rows, descriptions, baseline, **status: started.append(owner))
     usage, real = namedtuple("usage", "total used free"), shutil.disk_usage
     asked = []
 
