@@ -87,7 +87,7 @@ def labelled_rows(crossre: Path, domain: str, rows: int, seed: int) -> tuple[lis
     return dev, emma.draw_shots(emma.read_instances(crossre / f"{domain}-train.jsonl"), rows, seed=seed, exclude=dev)
 
 
-def rule_scores(extractor: emma.Extractor, instances, descriptions, examples: dict | None = None) -> dict[str, float]:
+def macro_f1_by_rule(extractor: emma.Extractor, instances, descriptions, examples: dict | None = None) -> dict[str, float]:
     """Macro F1 of each decision rule (`emma.evaluate.REPORT_RULES`) on `instances`, `examples` counting as examples."""
     use_relations(extractor, descriptions, examples)
     report = emma.evaluate(extractor, instances)
@@ -95,7 +95,7 @@ def rule_scores(extractor: emma.Extractor, instances, descriptions, examples: di
 
 
 def fused(extractor: emma.Extractor, instances, descriptions, examples: dict | None = None) -> float:
-    return rule_scores(extractor, instances, descriptions, examples)["emma_fused"]
+    return macro_f1_by_rule(extractor, instances, descriptions, examples)["emma_fused"]
 
 
 def tuned_scores(extractor: emma.Extractor, dev, descriptions, drawn: dict, check, check_descriptions) -> dict[str, float]:

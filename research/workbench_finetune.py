@@ -18,7 +18,7 @@ from pathlib import Path
 import emma
 from emma.data import write_jsonl
 
-from .finetune import device_name, labelled_rows, rule_scores
+from .finetune import device_name, labelled_rows, macro_f1_by_rule
 from .jsonl import append
 
 POLL_S = 2  # seconds between progress reads, as the panel polls
@@ -69,8 +69,8 @@ def run(server: str, start: str | None, data: Path, domain: str, rows: int, seed
                       "server": emma.checkpoint_id(server), "start": emma.checkpoint_id(start or server),
                       "held_back": held_back, "done_message": status, "minutes": minutes,
                       "version_mb": round(sum(f.stat().st_size for f in Path(version.checkpoint).iterdir()) / 2**20),
-                      "server_examples": rule_scores(wb.engine.extractor, dev, descriptions, drawn),
-                      "version_examples": rule_scores(version, dev, descriptions, drawn),
+                      "server_examples": macro_f1_by_rule(wb.engine.extractor, dev, descriptions, drawn),
+                      "version_examples": macro_f1_by_rule(version, dev, descriptions, drawn),
                       "budget": f"{device_name()}, precision {version.precision}, the workbench's own recipe (FinetuneConfig defaults)"}
         finally:
             wb.finetuner.close()

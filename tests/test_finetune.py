@@ -447,7 +447,7 @@ def test_a_checkpoint_is_continued_without_the_base_encoder_package(tiny_checkpo
 def test_the_workbench_flow_scores_the_users_model_and_the_new_version_with_the_same_examples(tiny_checkpoint, toy_instances,
                                                                                              toy_descriptions, tmp_path):
     from research.jsonl import read
-    from research.finetune import rule_scores
+    from research.finetune import macro_f1_by_rule
     from research.workbench_finetune import run
 
     # The domain's own relations, not the workbench's catalogue (which holds "founded by" with the toy description).
@@ -467,4 +467,4 @@ def test_the_workbench_flow_scores_the_users_model_and_the_new_version_with_the_
     assert record["done_message"].startswith("Done: version ft-")
     drawn = {r: [i for i in toy_instances if i.relation == r and i not in toy_instances[::4]] for r in toy_descriptions}
     server = Extractor.load(tiny_checkpoint)
-    assert record["server_examples"] == rule_scores(server, toy_instances[::4], toy_descriptions, drawn)
+    assert record["server_examples"] == macro_f1_by_rule(server, toy_instances[::4], toy_descriptions, drawn)
