@@ -368,14 +368,20 @@ class Extractor:
         probs: list[list[float]] = [[] for _ in ids]
         for c in range(0, len(order), step):
             sub = order[c : c + step]
-            firsts = [ids[r] for r in sub for _ in candidates[r]]
-            seconds = [list(rows[j].token_ids) for r in sub for j in candidates[r]]
-            pairs = {key: v.to(self.device, non_blocking=True) for key, v in collate_pairs(self.tokenizer, firsts, seconds).items()}
+            pairs = self.pair_inputs([ids[r] for r in sub], [candidates[r] for r in sub])
             with autocast(self.device, self.precision):
                 logits = self.model.classifier(**pairs)  # (b, k)
             for r, p in zip(sub, torch.softmax(logits.float(), dim=-1).cpu().tolist()):
                 probs[r] = p
         return probs
+
+    def pair_inputs(self, ids: list[list[int]], candidates: list[list[int]]) -> dict[str, torch.Tensor]:
+        """The classifier's input, on the device: each sentence (marked ids) paired with each of its candidate rows
+        of the index, in order."""
+        rows = self.index.rows
+        firsts = [sent for sent, cand in zip(ids, candidates) for _ in cand]
+        seconds = [list(rows[j].token_ids) for cand in candidates for j in cand]
+        return {key: v.to(self.device, non_blocking=True) for key, v in collate_pairs(self.tokenizer, firsts, seconds).items()}
 
     def _predict_ids(self, ids: list[list[int]], top_k: int | None, rerank: bool) -> list[Prediction]:
         """recall → rerank → decide for one batch of marked sentences."""

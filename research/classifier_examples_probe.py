@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 import emma
-from emma.features import collate_pairs, encode_instances
+from emma.features import encode_instances
 from emma.precision import autocast
 
 from . import DATA_DIR
@@ -41,12 +41,8 @@ def pair_states(ex: emma.Extractor, sentences: list[list[int]], rows: list[list[
     """(Σ len(rows[i]), F) the classifier's pair states of each sentence (marked ids) with the descriptions at its
     index rows, in order."""
     out = []
-    index_rows = ex.index.rows
     for start in range(0, len(sentences), 32):
-        chunk = range(start, min(start + 32, len(sentences)))
-        firsts = [sentences[i] for i in chunk for _ in rows[i]]
-        seconds = [list(index_rows[j].token_ids) for i in chunk for j in rows[i]]
-        pairs = {k: v.to(ex.device) for k, v in collate_pairs(ex.tokenizer, firsts, seconds).items()}
+        pairs = ex.pair_inputs(sentences[start : start + 32], rows[start : start + 32])
         with autocast(ex.device, ex.precision):
             out.append(ex.model.classifier.pair_features(**pairs).float().cpu())
     return torch.cat(out)
