@@ -64,8 +64,9 @@ class Job:
     part: str = ""  # which of the fine-tune's trainings runs (a first one to score held-back rows, then the new version)
     message: str = ""  # why it failed
     report: dict | None = None
-    # What the status line says this fine-tune is and leaves out: the start's words, repeated while it runs,
-    # because the first progress poll replaces the start's line within a second.
+    # The start's words, repeated on every progress line, which replaces the start's line within a second:
+    # what trains (" from emma-mpnet on 12 labelled sentences of 4 relations", read after "fine-tuning") and
+    # what was left out of it (sentences, each beginning with a space).
     summary: str = ""
     note: str = ""
 
