@@ -18,7 +18,7 @@ from emma import relation_text
 
 from .predict_tab import PredictParts
 from .records import feedback_row, write_feedback_exports
-from .session import BadInput, check_relation, shown, with_user_relation
+from .session import BadInput, check_relation, resolve_entities, shown, with_user_relation
 from .storage import add_user_relation, forget_requests, insert_feedback, other_examples, replace_example
 from .workbench import DB, PRIVATE, QUIET, Workbench, lenient, user_errors
 
@@ -65,6 +65,15 @@ def page_request_id(record: dict, verdict: str, label: str | None, note: str | N
         return None
     judged = json.dumps([verdict, label, note], ensure_ascii=False).encode("utf-8")
     return prefix + hashlib.sha256(judged).hexdigest()[:16]
+
+
+def predicted_here(record: dict, sentence: str, head: str, tail: str, spans: dict | None) -> bool:
+    """Whether the sentence and entities in the boxes are those of prediction `record`."""
+    try:
+        marks = resolve_entities(sentence, head, tail, spans)
+    except BadInput:
+        return False
+    return sentence == record["sentence"] and marks == (tuple(record["head"]), tuple(record["tail"]))
 
 
 class FeedbackTab:
@@ -128,6 +137,17 @@ class FeedbackTab:
             return status + (NEW_RELATION.format(label=label) if added and not full else "")
 
         return self.wb.once(session, request_id, "feedback", write)
+
+    @user_errors
+    def feedback_on_screen(self, verdict: str, correct_relation: str | None, note: str | None, sentence: str, head: str,
+                           tail: str, spans: dict | None, session: dict, request: gr.Request = None) -> tuple[dict, str]:
+        """The page's Save feedback: `feedback`, refused when the sentence or entities on screen are no longer the
+        ones last predicted (the panels still show that prediction, and the judgement would be saved against it)."""
+        record = self.wb.owned(session, request).get("last")
+        if record and not predicted_here(record, sentence, head, tail, spans):
+            raise BadInput("The sentence or its entities changed since the last prediction: press Predict, then judge "
+                           "the prediction it shows.")
+        return self.feedback(verdict, correct_relation, note, session, "", request)
 
     def _correct_relation(self, session: dict, record: dict, label: str | None,
                           relations: dict[str, str]) -> tuple[dict, str | None, bool]:
@@ -194,11 +214,14 @@ class FeedbackTab:
                         file_count="multiple", interactive=False, elem_id="fb-files")
 
         filters = [verdict, contains, everyone, session]
-        request_id = gr.Textbox("", visible=False, label="request_id")  # optional idempotency key for API clients
         form.feedback_btn.click(
-            self.feedback, [form.verdict, form.correct_relation, form.note, session, request_id], [session, form.feedback_status],
-            api_name="feedback", **DB,
+            self.feedback_on_screen, [form.verdict, form.correct_relation, form.note, form.sentence, form.head, form.tail,
+                                      form.spans, session], [session, form.feedback_status], **PRIVATE, **DB,
         ).success(self.feedback_view, filters, [table], **QUIET)
+        # /feedback for API clients judges their last /predict (they have no boxes); its button never shows.
+        request_id = gr.Textbox("", visible=False, label="request_id")  # optional idempotency key
+        gr.Button(visible=False).click(self.feedback, [form.verdict, form.correct_relation, form.note, session, request_id],
+                                       [session, form.feedback_status], api_name="feedback", **DB)
         for trigger in (refresh.click, verdict.change, everyone.change, contains.submit, tab.select):
             trigger(self.feedback_view, filters, [table], **QUIET)
         export.click(self.export_feedback, filters, [files, status], **PRIVATE)

@@ -133,6 +133,10 @@ def test_browser_mark_add_relation_predict_feedback_then_the_label_counts(tiny_e
             expect(page.locator("#why")).to_contain_text("No labelled examples")  # before: none among the candidates
             sentence.fill(SIMILAR)
             expect(page.locator("#mark-hint textarea")).to_have_value("Ready: press Predict.")
+            # Saving now would judge the last prediction, still on show, of the sentence before: refused until Predict.
+            page.locator("#verdict").get_by_text("Correct").click()
+            page.click("#submit-feedback")
+            expect(page.locator(".toast-body")).to_contain_text("changed since the last prediction")
             t0 = time.perf_counter()
             page.click("#predict")
             expect(page.locator("#why")).to_contain_text("[HEAD Apple] was founded by [TAIL Steve Jobs] in 1976 in California .")

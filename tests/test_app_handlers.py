@@ -421,6 +421,22 @@ def test_feedback_bad_input_saves_nothing(wb, session):
     assert rows.iloc[0]["user_label_description"] == wb.relations(session)[other]
 
 
+def test_the_page_saves_feedback_only_on_the_sentence_it_predicted(wb, session):
+    record, session = predict(wb, session)
+    spans = {"head": record["head"], "tail": record["tail"]}
+    # Boxes changed after the prediction (its panels still on show): another sentence, entity, or an entity now
+    # missing from the sentence. Each is refused, and nothing is saved against the prediction of before.
+    for sentence, head, tail, marks in [("Microsoft was founded by Bill Gates .", "Microsoft", "Bill Gates", {}),
+                                        (SENTENCE, "Steve Jobs", "Apple", {}), (SENTENCE, "Apple", "Wozniak", spans)]:
+        with pytest.raises(gr.Error, match="changed since the last prediction: press Predict"):
+            wb.feedback_on_screen("correct", None, None, sentence, head, tail, marks, session)
+    assert wb.store.count_feedback() == 0
+    _, status = wb.feedback_on_screen("correct", None, None, SENTENCE, "Apple", "Steve Jobs", spans, session)
+    assert status.startswith("Saved feedback #1: correct") and wb.store.feedback().iloc[0]["sentence"] == SENTENCE
+    with pytest.raises(gr.Error, match="Predict a relation first"):  # no prediction yet: the form's own message
+        wb.feedback_on_screen("correct", None, None, SENTENCE, "Apple", "Steve Jobs", {}, wb.open_session("user:bob"))
+
+
 def test_a_double_click_saves_one_judgement_and_a_changed_one_saves_again(wb, session):
     record, session = predict(wb, session)
     other = next(n for n, _ in record["recall"] if n != record["label"])
