@@ -192,8 +192,8 @@ class ImprovePanel:
         return (f"Deleted {name}: its files are gone, and your feedback rows still name the checkpoint they judged.",
                 *self.version_dropdowns(session))
 
-    def build(self, session: gr.State, tab: gr.Tab) -> None:
-        """The panel (call inside the Feedback tab)."""
+    def build(self, session: gr.State, tab: gr.Tab, header: gr.Markdown) -> None:
+        """The panel (call inside the Feedback tab); `header`, the page's model line, follows the user's choice."""
         with gr.Accordion("Improve the model from my labels", open=True, elem_id="improve"):
             gr.Markdown(HELP, elem_classes="panel-help")
             with gr.Row():
@@ -220,7 +220,8 @@ class ImprovePanel:
         # Progress shows on the status line only: a refusal must not leave the two dropdowns under an error overlay.
         delete.click(self.delete, [deletable, session], [status, model, deletable], api_name="delete_model_version",
                      show_progress_on=status, **DB)
-        model.input(self.choose, [model, session], [session, status], api_name="choose_model", **DB)
+        model.input(self.choose, [model, session], [session, status], api_name="choose_model", **DB).success(
+            self.wb.model_line, [session], [header], **QUIET)
 
 
 def existing_parent(path: Path) -> Path:

@@ -76,8 +76,7 @@ def build_demo(wb: Workbench) -> gr.Blocks:
         # The browser's workspace token (see `identity`); BrowserState's own encryption is not relied on.
         token = gr.BrowserState(None, storage_key="emma-workbench-token", secret=wb.store.secret())
         gr.Markdown(INTRO)
-        gr.Markdown(f"Model `{wb.engine.checkpoint_id}` · classifier reranks the top k = {wb.engine.k} · "
-                    f"device {wb.engine.extractor.device}", elem_classes="panel-help")
+        header = gr.Markdown(wb.model_line(None), elem_classes="panel-help", elem_id="model-line")
         with gr.Tabs() as tabs:
             with gr.Tab("Predict", id="predict-tab"):
                 marking = predict.build(session, chips=extract.build_chips)
@@ -90,18 +89,18 @@ def build_demo(wb: Workbench) -> gr.Blocks:
             with gr.Tab("Feedback", id="feedback-tab") as feedback_tab:
                 everyone = feedback.build(feedback_tab, session, marking)
                 annotate.build_agreement(session, feedback_tab)
-                improve.build(session, feedback_tab)
+                improve.build(session, feedback_tab, header)
 
         def on_load(token_, search, sentence, head, tail, spans, request: gr.Request = None):
             """One round trip: the owner's session, the Relations tab's views, the marked sentence."""
             session_, token_, everyone_ = wb.load(token_, request)
             views = relations.relation_views_of(search, session_, request)
-            return (session_, token_, everyone_, *views, *predict.preview(sentence, head, tail, spans))
+            return (session_, token_, everyone_, wb.model_line(session_), *views, *predict.preview(sentence, head, tail, spans))
 
         # Feedback saved on the Predict tab adds examples: the Relations tab shows them when opened.
         relations_tab.select(relations.relation_views_of, [catalogue.search, session], catalogue.views, **QUIET)
         demo.load(on_load, [token, catalogue.search, marking.sentence, marking.head, marking.tail, marking.spans],
-                  [session, token, everyone, *catalogue.views, marking.marked, marking.hint], **PRIVATE)
+                  [session, token, everyone, header, *catalogue.views, marking.marked, marking.hint], **PRIVATE)
         demo.load(None, None, None, js=KEYS_JS)  # the Annotate tab's keyboard shortcuts (one handler for the page)
     # api_open=False: Gradio's direct POST route (/gradio_api/run/NAME) would let any client skip a queued event's
     # concurrency limit; only events that are not queued (/predict, bounded by API_PREDICTIONS) answer there.

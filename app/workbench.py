@@ -191,6 +191,14 @@ class Workbench:
         name = self.store.model_choice(owner)
         return name if name and self.own_version(owner, name) is not None else None
 
+    def model_line(self, session: dict | None) -> str:
+        """The page header's line: the model a session predicts with (its owner's chosen version, read from the
+        store rather than loaded), the classifier's k and the device."""
+        name = (session or {}).get("model")
+        version = self.store.model_version(name) if name else None
+        model = f"`{version['checkpoint']}` (your fine-tuned version)" if version else f"`{self.engine.checkpoint_id}`"
+        return f"Model {model} · classifier reranks the top k = {self.engine.k} · device {self.engine.extractor.device}"
+
     def new_session(self) -> dict:
         return new_session(self.catalogue)
 

@@ -52,10 +52,12 @@ def test_browser_improve_the_model_then_use_it(tiny_extractor, toy_instances, to
             page.get_by_role("option", name=re.compile(version["name"])).click()
             expect(status).to_have_value(re.compile(f"now use {version['name']}"))
             assert store.model_choice("user:ann") == version["name"]
+            expect(page.locator("#model-line")).to_contain_text(f"{version['checkpoint']} (your fine-tuned version)")
 
             page.reload()
             page.get_by_role("tab", name="Feedback").click()
             expect(page.locator("#improve-model input")).to_have_value(re.compile(version["name"]))
+            expect(page.locator("#model-line")).to_contain_text(f"{version['checkpoint']} (your fine-tuned version)")
 
             # The version in use cannot be deleted; once ann is back on the server's model it can, files and all.
             page.locator("#improve-delete-choice input").click()
@@ -66,6 +68,7 @@ def test_browser_improve_the_model_then_use_it(tiny_extractor, toy_instances, to
             page.locator("#improve-model input").click()
             page.get_by_role("option", name=re.compile("server model")).click()
             expect(status).to_have_value(re.compile("now use the server model"))
+            expect(page.locator("#model-line")).not_to_contain_text("your fine-tuned version")
             page.click("#improve-delete")
             expect(status).to_have_value(re.compile(f"Deleted {version['name']}"))
             assert store.model_versions("user:ann") == [] and not (wb.finetuner.models_dir / version["name"]).exists()

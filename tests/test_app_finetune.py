@@ -103,6 +103,8 @@ def test_fine_tune_from_labels_then_switch_and_keep_the_choice(wb, toy_instances
     ann, status = panel.choose.__wrapped__(panel, job.name, ann)
     version = wb.store.model_version(job.name)
     assert version["checkpoint"] in status and version["parent"] == wb.engine.checkpoint_id
+    assert f"`{version['checkpoint']}` (your fine-tuned version)" in wb.model_line(ann)  # the page's header
+    assert f"`{wb.engine.checkpoint_id}` ·" in wb.model_line(bob)
     record, _ = predict.predict.__wrapped__(predict, "Apple was founded by Steve Jobs .", "Apple", "Steve Jobs", {}, ann)
     assert record["checkpoint"] == version["checkpoint"] != wb.engine.checkpoint_id
     record, _ = predict.predict.__wrapped__(predict, "Apple was founded by Steve Jobs .", "Apple", "Steve Jobs", {}, bob)
