@@ -7,7 +7,10 @@ training (EMMA paper, section 4.1). Everything downstream of this module sees on
 Readers (gzip is handled transparently by file name):
 - FewRel: ``{relation: [{"tokens", "h": [name, id, [[tok idx, ...], ...]], "t": ...}]}``
 - RE-Matching list: ``[{"token", "h": {"pos": [start, end)}, "t": ..., "relation"}]``
-- JSONL: one ``{"tokens", "head": [start, end), "tail": [start, end), "relation"}`` per line
+- JSONL: one ``{"tokens", "head": [start, end), "tail": [start, end), "relation"}`` per line, or FewRel's
+  ``{"tokens", "h", "t", "relation"}``
+
+Records are numbered from 1 in messages, as a person counts them.
 - Wiki-ZSL RelationPrompt JSONL: ``{"triplets": [{"tokens", "head": [idx...], "tail": [...], "label_id"}]}``
 """
 
@@ -259,7 +262,7 @@ def _read_fewrel(path: Path, data: dict) -> list[Instance]:
         if not isinstance(records, list):
             raise DataError(f"{path}: relation {relation!r} should map to a list of instances")
         for i, r in enumerate(records):
-            _append_valid(out, lambda r=r, where=f"{path}: relation {relation} record {i}": _fewrel_record(r, relation, where))
+            _append_valid(out, lambda r=r, where=f"{path}: relation {relation} record {i + 1}": _fewrel_record(r, relation, where))
     return out
 
 
@@ -268,15 +271,19 @@ def _fewrel_record(r: dict, relation: str, where: str) -> Instance:
         head = _span_from_indices(r["h"][2][0], where)
         tail = _span_from_indices(r["t"][2][0], where)
         tokens = r["tokens"]
-    except (KeyError, IndexError, TypeError, ValueError) as e:
-        raise DataError(f"{where}: malformed FewRel record ({e!r})") from None
+    except DataError:
+        raise
+    except KeyError as e:
+        raise DataError(f"{where}: the FewRel record has no {e.args[0]!r} field ({KEYED_FORMATS['FewRel']})") from None
+    except (IndexError, TypeError, ValueError):
+        raise DataError(f"{where}: malformed FewRel record ({KEYED_FORMATS['FewRel']})") from None
     return _make(tokens, head, tail, relation, where)
 
 
 def _read_rematching(path: Path, data: list) -> list[Instance]:
     out = []
     for i, r in enumerate(data):
-        _append_valid(out, lambda r=r, where=f"{path}: record {i}": _keyed_record(
+        _append_valid(out, lambda r=r, where=f"{path}: record {i + 1}": _keyed_record(
             r, where, "RE-Matching", lambda: (r["token"], r["h"]["pos"], r["t"]["pos"], r.get("relation"))))
     return out
 
@@ -284,7 +291,10 @@ def _read_rematching(path: Path, data: list) -> list[Instance]:
 def _read_jsonl(path: Path, data: list) -> list[Instance]:
     out = []
     for i, r in enumerate(data):
-        _append_valid(out, lambda r=r, where=f"{path}: record {i}": _keyed_record(
+        if isinstance(r, dict) and "head" not in r and "h" in r:  # FewRel's instance, one per line with its relation
+            _append_valid(out, lambda r=r, where=f"{path}: record {i + 1}": _fewrel_record(r, r.get("relation"), where))
+            continue
+        _append_valid(out, lambda r=r, where=f"{path}: record {i + 1}": _keyed_record(
             r, where, "JSONL", lambda: (r["tokens"], r["head"], r["tail"], r.get("relation"))))
     return out
 
@@ -292,9 +302,19 @@ def _read_jsonl(path: Path, data: list) -> list[Instance]:
 def _keyed_record(r, where: str, kind: str, fields) -> Instance:
     try:
         tokens, head, tail, relation = fields()
-    except (KeyError, TypeError, AttributeError) as e:
-        raise DataError(f"{where}: malformed {kind} record ({e!r})") from None
+    except KeyError as e:
+        raise DataError(f"{where}: the {kind} record has no {e.args[0]!r} field ({KEYED_FORMATS[kind]})") from None
+    except (TypeError, AttributeError):
+        raise DataError(f"{where}: malformed {kind} record ({KEYED_FORMATS[kind]})") from None
     return _make(tokens, head, tail, relation, where)
+
+
+# What each format's record holds, for a message about a record that does not.
+KEYED_FORMATS = {
+    "FewRel": 'expected {"tokens": [words], "h": [name, id, [[token indices]]], "t": [name, id, [[token indices]]]}',
+    "JSONL": 'expected {"tokens": [words], "head": [start, end], "tail": [start, end], "relation": name}',
+    "RE-Matching": 'expected {"token": [words], "h": {"pos": [start, end]}, "t": {"pos": [start, end]}, "relation": name}',
+}
 
 
 def _first_run(indices: Sequence[int]) -> list[int]:
@@ -310,9 +330,9 @@ def _read_relationprompt(path: Path, data: list) -> list[Instance]:
     out = []
     for i, r in enumerate(data):
         if not isinstance(r, dict) or not isinstance(r.get("triplets"), list):
-            raise DataError(f"{path}: record {i}: expected {{'triplets': [...]}}")
+            raise DataError(f"{path}: record {i + 1}: expected {{'triplets': [...]}}")
         for j, t in enumerate(r["triplets"]):
-            _append_valid(out, lambda t=t, where=f"{path}: record {i} triplet {j}": _triplet(t, where))
+            _append_valid(out, lambda t=t, where=f"{path}: record {i + 1} triplet {j + 1}": _triplet(t, where))
     return out
 
 
@@ -360,7 +380,7 @@ def read_descriptions(path: str | Path) -> dict[str, str]:
                 desc = r["description"]
                 out[str(r["relation"])] = (" ".join(desc) if isinstance(desc, list) else str(desc)).strip()
             except (KeyError, TypeError):
-                raise DataError(f"{path}: record {i}: expected {{'relation', 'description'}}") from None
+                raise DataError(f"{path}: record {i + 1}: expected {{'relation', 'description'}}") from None
     else:
         raise DataError(f"{path}: unrecognised description format")
     for rel, text in out.items():

@@ -860,7 +860,7 @@ def test_import_examples_all_or_nothing(wb, session, tmp_path):
     cases = [
         ((paris, {**rome, "relation": "sibling"}), "'sibling' is not a relation in force"),
         ((paris, paris), "with the same entities twice"),
-        ((paris, {**rome, "tail": [5, 9]}), r"The file: record 1: tail span \[5, 9\] is outside the 7 tokens"),
+        ((paris, {**rome, "tail": [5, 9]}), r"The file: record 2: tail span \[5, 9\] is outside the 7 tokens"),
         ((paris, {**rome, "head": [5, 6]}), "head and tail are the same span"),
     ]
     for lines, message in cases:

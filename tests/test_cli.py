@@ -210,8 +210,8 @@ def test_evaluate_k_mismatch(runner, tiny_checkpoint, files):
     [
         (None, ["missing.jsonl: no such file"]),
         ('{"tokens": ["a", "b"], "head": [0, 1], "tail": [1, 2], "relation": "born in"}\n'
-         '{"tokens": ["a", "b"], "head": [0, 1], "tail": [1, 9], "relation": "born in"}\n', ["bad.jsonl: record 1", "outside"]),
-        ('{"tokens": ["a", "b"], "head": [0, 1], "tail": [0, 1], "relation": "born in"}\n', ["bad.jsonl: record 0", "same span"]),
+         '{"tokens": ["a", "b"], "head": [0, 1], "tail": [1, 9], "relation": "born in"}\n', ["bad.jsonl: record 2", "outside"]),
+        ('{"tokens": ["a", "b"], "head": [0, 1], "tail": [0, 1], "relation": "born in"}\n', ["bad.jsonl: record 1", "same span"]),
         ("this is not json\n", ["bad.jsonl: line 1 is neither JSON nor JSONL"]),
     ],
 )

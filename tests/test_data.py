@@ -157,7 +157,7 @@ def _bad_jsonl(tmp_path, record):
         ({"tokens": ["a", "b"], "head": [0, 1], "tail": [1, 5], "relation": "r"}, "outside the 2 tokens"),
         ({"tokens": ["a", "b"], "head": [0, 1], "tail": [0, 1], "relation": "r"}, "same span"),
         ({"tokens": [], "head": [0, 1], "tail": [1, 2], "relation": "r"}, "no tokens"),
-        ({"tokens": ["a", "b"], "head": [0, 1], "relation": "r"}, "malformed"),
+        ({"tokens": ["a", "b"], "head": [0, 1], "relation": "r"}, "record has no 'tail' field (expected {\"tokens\""),
         ({"tokens": ["a", "b"], "head": None, "tail": [1, 2], "relation": "r"}, "malformed"),
     ],
 )
@@ -166,7 +166,7 @@ def test_bad_jsonl_record_names_file_and_record(tmp_path, record, message):
     with pytest.raises(DataError) as err:
         read_instances(path)
     text = str(err.value)
-    assert str(path) in text and "record 2" in text and message in text
+    assert str(path) in text and "record 3" in text and message in text
 
 
 def test_bad_fewrel_record_names_file_relation_and_record(tmp_path):
@@ -175,22 +175,22 @@ def test_bad_fewrel_record_names_file_relation_and_record(tmp_path):
         {"tokens": ["a", "b", "c"], "h": ["a", "Q", [[0]]], "t": ["z", "Q", [[7]]]},
     ]}
     path = _write(tmp_path / "fewrel.json", data)
-    with pytest.raises(DataError, match=r"fewrel\.json: relation P1 record 1: tail span \[7, 8\] is outside"):
+    with pytest.raises(DataError, match=r"fewrel\.json: relation P1 record 2: tail span \[7, 8\] is outside"):
         read_instances(path)
 
 
 def test_fewrel_non_contiguous_occurrence_is_an_error(tmp_path):
     data = {"P1": [{"tokens": ["a", "b", "c"], "h": ["a", "Q", [[0, 2]]], "t": ["b", "Q", [[1]]]}]}
-    with pytest.raises(DataError, match="record 0: entity token indices \\[0, 2\\] are not contiguous"):
+    with pytest.raises(DataError, match="record 1: entity token indices \\[0, 2\\] are not contiguous"):
         read_instances(_write(tmp_path / "f.json", data))
 
 
 def test_bad_rematching_and_relationprompt_records(tmp_path):
     rem = [{"token": ["a", "b"], "h": {"pos": [0, 1]}, "t": {"pos": [0, 1]}, "relation": "r"}]
-    with pytest.raises(DataError, match=r"rem\.json: record 0: head and tail are the same span"):
+    with pytest.raises(DataError, match=r"rem\.json: record 1: head and tail are the same span"):
         read_instances(_write(tmp_path / "rem.json", rem))
     wiki = [{"triplets": [{"tokens": ["a", "b"], "head": [], "tail": [1], "label_id": "P1"}]}]
-    with pytest.raises(DataError, match=r"wiki\.jsonl: record 0 triplet 0: empty entity"):
+    with pytest.raises(DataError, match=r"wiki\.jsonl: record 1 triplet 1: empty entity"):
         read_instances(_write_lines(tmp_path / "wiki.jsonl", wiki))
 
 
@@ -239,7 +239,7 @@ def test_descriptions_gzip(tmp_path):
         ({"P1": ["only a name"]}, "relation 'P1': expected a string or \\[name, description\\]"),
         ({"P1": 3}, "relation 'P1'"),
         ({"P1": "   "}, "relation 'P1' has an empty description"),
-        ([{"relation": "P1"}], "record 0: expected"),
+        ([{"relation": "P1"}], "record 1: expected"),
         ("just a string", "unrecognised description format"),
     ],
 )
@@ -354,8 +354,8 @@ def test_real_fewrel_ori_split_selects_val_relations(shared_data):
 
 def test_real_wikizsl_relationprompt_file(shared_data, tmp_path):
     path = shared_data / "wikizsl" / "partial" / "relationprompt_wiki_dev_5rel.jsonl.gz"
-    # The published file has unusable triplets (head == tail in record 4099): the error names it.
-    with pytest.raises(DataError, match=r"relationprompt_wiki_dev_5rel\.jsonl\.gz: record 4099 triplet 0: head and tail are the same span"):
+    # The published file has unusable triplets (head == tail in record 4100, counting from 1): the error names it.
+    with pytest.raises(DataError, match=r"relationprompt_wiki_dev_5rel\.jsonl\.gz: record 4100 triplet 1: head and tail are the same span"):
         read_instances(path)
     with gzip.open(path, "rt", encoding="utf-8") as f:
         lines = f.readlines()[:4099]
@@ -378,11 +378,11 @@ def test_skip_invalid_drops_only_the_broken_records(tmp_path, caplog):
         '{"tokens": ["a", "b"], "head": [0, 1], "tail": [0, 1], "relation": "r"}\n'
         '{"tokens": ["x", "y"], "head": [0, 1], "tail": [1, 2], "relation": "s"}\n'
     )
-    with pytest.raises(DataError, match="record 1"):
+    with pytest.raises(DataError, match="record 2"):  # the second line: records count from 1
         read_instances(path)
     kept = read_instances(path, skip_invalid=True)
     assert [i.relation for i in kept] == ["r", "s"]
-    assert "skipped 1 invalid record" in caplog.text and "record 1" in caplog.text
+    assert "skipped 1 invalid record" in caplog.text and "record 2" in caplog.text
 
 
 @pytest.mark.parametrize("record, message", [
@@ -401,7 +401,7 @@ def test_text_where_positions_or_words_belong_is_a_data_error_naming_the_record(
     path.write_text('{"P1": [' + record + "]}" if '"h"' in record else record + "\n")
     with pytest.raises(DataError, match=message) as error:
         read_instances(path)
-    assert "record 0" in str(error.value)
+    assert "record 1" in str(error.value)
     assert read_instances(path, skip_invalid=True) == []
 
 
@@ -411,3 +411,16 @@ def test_skip_invalid_reads_the_real_wikizsl_sample(shared_data):
     kept = read_instances(shared_data / "wikizsl" / "partial" / "relationprompt_wiki_dev_5rel.jsonl.gz", skip_invalid=True)
     assert len(kept) == 5864 - 3
     assert {i.relation for i in kept} == {"P106", "P571", "P241", "P706", "P466"}
+
+
+def test_jsonl_lines_may_be_fewrel_instances_with_their_relation(tmp_path):
+    path = tmp_path / "fewrel_lines.jsonl"
+    path.write_text('{"tokens": ["Curie", "was", "born", "in", "Warsaw"], "h": ["Curie", "", [[0]]], "t": ["Warsaw", "", [[4]]], '
+                    '"relation": "born in"}\n'
+                    '{"tokens": ["Rome", "is", "in", "Italy"], "h": ["Rome", "Q1", [[0]]], "t": ["Italy", "Q2", [[3]]]}\n')
+    first, second = read_instances(path)
+    assert (first.head, first.tail, first.relation) == ((0, 1), (4, 5), "born in")
+    assert (second.tokens, second.relation) == (("Rome", "is", "in", "Italy"), None)
+    path.write_text('{"tokens": ["a", "b"], "h": ["a", "", [[0]]], "relation": "r"}\n')
+    with pytest.raises(DataError, match=r"record 1: the FewRel record has no 't' field \(expected"):
+        read_instances(path)
