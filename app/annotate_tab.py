@@ -43,6 +43,7 @@ MAX_NAME_CHARS = 80
 MAX_BAD_SHOWN = 200  # bad records listed after an import
 MAX_SCORED = 2000  # labelled items one error analysis scores (500 took 25 s with the shipped model on the loaded 2-core machine)
 ORDERS = {"file": "file order", "doubt": "most doubtful first"}
+ALL_DONE = "Every item of this queue is done"
 CANDIDATE_LABEL = re.compile(r"^([1-9]) · ")  # a candidate button's label: its key, then the relation
 VERDICT_TEXT = {"accepted": "accepted", "none": "none of these", "skipped": "skipped"}
 EXPORTS = {"fewrel": "annotations.jsonl", "labelstudio": "annotations.labelstudio.json", "doccano": "annotations.doccano.jsonl"}
@@ -268,8 +269,8 @@ class AnnotateTab:
         done, total = store.queue_progress(queue_id, owner)
         annotation = {**annotation, "position": position, "seq": annotation.get("seq", 0) + 1}
         if position is None:
-            status = (f'<div data-seq="{annotation["seq"]}" data-position="">All {total} items judged ({done} / {total}). '
-                      "Export them below, or press U to undo the last one.</div>")
+            status = (f'<div data-seq="{annotation["seq"]}" data-position="">{ALL_DONE} ({done} / {total}, judged or skipped). '
+                      "Export your judgements below, or press U to undo the last one.</div>")
             return (annotation, highlighted("", None, None), status, "", gr.update(value=ordering),
                     *[gr.update(visible=False)] * N_BUTTONS)
         item = store.queue_item(queue_id, position)
@@ -305,7 +306,7 @@ class AnnotateTab:
         position = annotation.get("position")
         item = self.wb.store.queue_item(q["id"], position) if position is not None else None
         if item is None:
-            raise BadInput("There is no item to judge here; choose a queue.")
+            raise BadInput(f"{ALL_DONE}: press U to undo the last judgement, or choose another queue.")
         s = self.suggester.get(q["id"], item, ctx)
         verdict, relation = self._verdict(action, choice, s, ctx.relations)
         row = {"queue_id": q["id"], "position": position, "owner": owner, "verdict": verdict, "relation": relation,
@@ -555,7 +556,8 @@ class AnnotateTab:
         hidden = gr.Textbox("", visible=False)
         # Every key is an action: a click while the previous judgement is still finishing must not be dropped
         # (Gradio's default, trigger_mode="once"). A repeat on a stale item is refused by the store ("judged already").
-        keyed = dict(trigger_mode="multiple")
+        # A refusal (a key pressed once the queue is done) marks the status line alone, not every panel it updates.
+        keyed = dict(trigger_mode="multiple", show_progress_on=status)
         for button, action in ((accept, "accept"), (none, "none"), (skip, "skip")):
             button.click(_judging(self.judge, action), [hidden, annotation, session, request_id], [status, *view],
                          api_name=f"annotate_{action}", **MODEL, **keyed)

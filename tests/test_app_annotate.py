@@ -226,6 +226,18 @@ def test_judge_by_candidate_suggestion_none_skip_and_undo(tab, tmp_path):
     assert row["checkpoint"] == tab.wb.engine.checkpoint_id and row["suggested"] == suggested
 
 
+def test_a_key_pressed_once_the_queue_is_done_says_so(tab, tmp_path):
+    session, out = imported(tab, tmp_path)
+    state, req = out[2], Request("ann")
+    for action in ["accept"] * 11 + ["skip"]:
+        status, *view = tab.judge(action, "", state, session, "", req)
+        state = view[0]
+    assert "Every item of this queue is done (12 / 12, judged or skipped)" in view[2] and "press U" in view[2]
+    with pytest.raises(gr.Error, match="Every item of this queue is done: press U to undo"):
+        tab.judge("accept", "", state, session, "", req)  # Enter again
+    assert len(tab.wb.store.judgements(state["queue"], "user:ann")) == 12
+
+
 @pytest.mark.parametrize("choice, message", [(9, "no candidate 9"), ("flies to", "not one of the relations in force")])
 def test_judge_refuses_a_bad_choice(tab, tmp_path, choice, message):
     session, out = imported(tab, tmp_path)

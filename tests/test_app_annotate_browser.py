@@ -100,6 +100,18 @@ def test_browser_import_judge_by_keyboard_reload_export_reimport(tiny_extractor,
             progress_is(page, f"11 / {n}")
             expect(page.locator("#annotate-progress [data-position]")).to_have_attribute("data-position", "10")
 
+            # Skipping the last two finishes the queue; Enter then is refused in a toast, one panel marked, not five.
+            page.locator("#annotate-suggestion").click()
+            page.keyboard.press("s")
+            progress_is(page, f"12 / {n}")
+            page.keyboard.press("s")
+            progress_is(page, f"Every item of this queue is done ({n} / {n}, judged or skipped)")
+            page.keyboard.press("Enter")
+            expect(page.locator(".toast-body")).to_contain_text("Every item of this queue is done: press U to undo")
+            expect(page.locator("#annotate-status")).to_contain_text("Error")
+            for panel in ("#annotate-sentence", "#annotate-progress", "#annotate-suggestion", "#annotate-order"):
+                expect(page.locator(panel)).not_to_contain_text("Error")
+
             # Export, then import the Label Studio file again: the same sentences, spans and labels.
             page.get_by_text("Export your judgements of this queue").click()
             page.click("#annotate-export")
