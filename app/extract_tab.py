@@ -205,7 +205,7 @@ class ExtractTab:
         gr.Markdown(HELP, elem_classes="panel-help")
         with gr.Row():
             with gr.Column(scale=3):
-                text = gr.Textbox(EXAMPLE_PARAGRAPH, label="Paragraph", lines=5, max_lines=20, max_length=MAX_TEXT_CHARS,
+                text = gr.Textbox(EXAMPLE_PARAGRAPH, label="Paragraph", lines=5, max_lines=20,
                                   elem_id="extract-text")
                 entities = gr.HighlightedText(label="Entities (suggested by the English NER)", elem_id="extract-entities",
                                               show_legend=True, combine_adjacent=False)

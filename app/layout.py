@@ -29,6 +29,7 @@ from . import plots
 from .annotate_tab import KEYS_JS, AnnotateTab
 from .extract_tab import ExtractTab
 from .feedback_tab import FeedbackTab
+from .identity import username
 from .improve_panel import ImprovePanel
 from .predict_tab import PredictTab
 from starlette.middleware import Middleware
@@ -76,7 +77,11 @@ def build_demo(wb: Workbench) -> gr.Blocks:
         # The browser's workspace token (see `identity`); BrowserState's own encryption is not relied on.
         token = gr.BrowserState(None, storage_key="emma-workbench-token", secret=wb.store.secret())
         gr.Markdown(INTRO)
-        header = gr.Markdown(wb.model_line(None), elem_classes="panel-help", elem_id="model-line")
+        with gr.Row(equal_height=True):
+            header = gr.Markdown(wb.model_line(None), elem_classes="panel-help", elem_id="model-line")
+            # Shown under --auth. Relative, so that it works behind a proxy's path too; this browser's login only.
+            logout = gr.Button("Log out", link="logout?all_session=false", size="sm", scale=0, min_width=90, visible=False,
+                               elem_id="logout")
         with gr.Tabs() as tabs:
             with gr.Tab("Predict", id="predict-tab"):
                 marking = predict.build(session, chips=extract.build_chips)
@@ -95,12 +100,13 @@ def build_demo(wb: Workbench) -> gr.Blocks:
             """One round trip: the owner's session, the Relations tab's views, the marked sentence."""
             session_, token_, everyone_ = wb.load(token_, request)
             views = relations.relation_views_of(search, session_, request)
-            return (session_, token_, everyone_, wb.model_line(session_), *views, *predict.preview(sentence, head, tail, spans))
+            return (session_, token_, everyone_, wb.model_line(session_), gr.update(visible=username(request) is not None),
+                    *views, *predict.preview(sentence, head, tail, spans))
 
         # Feedback saved on the Predict tab adds examples: the Relations tab shows them when opened.
         relations_tab.select(relations.relation_views_of, [catalogue.search, session], catalogue.views, **QUIET)
         demo.load(on_load, [token, catalogue.search, marking.sentence, marking.head, marking.tail, marking.spans],
-                  [session, token, everyone, header, *catalogue.views, marking.marked, marking.hint], **PRIVATE)
+                  [session, token, everyone, header, logout, *catalogue.views, marking.marked, marking.hint], **PRIVATE)
         demo.load(None, None, None, js=KEYS_JS)  # the Annotate tab's keyboard shortcuts (one handler for the page)
     # api_open=False: Gradio's direct POST route (/gradio_api/run/NAME) would let any client skip a queued event's
     # concurrency limit; only events that are not queued (/predict, bounded by API_PREDICTIONS) answer there.

@@ -308,7 +308,7 @@ class PredictTab:
     def _marking_column(self, first):
         sentence = gr.Textbox(
             first["text"] if first else "", label="Sentence (select words, then press Head or Tail)",
-            lines=3, max_lines=8, max_length=MAX_SENTENCE_CHARS, elem_id="sentence",
+            lines=3, max_lines=8, elem_id="sentence",
         )
         with gr.Row():
             head_btn = gr.Button("Head ← selection", elem_id="mark-head", size="sm")

@@ -57,6 +57,13 @@ def test_browser_mark_add_relation_predict_feedback_then_the_label_counts(tiny_e
             page = browser.open_page(p, url, timeout_ms=TIMEOUT_MS)
             sentence = page.locator("#sentence textarea")
             sentence.wait_for()
+            expect(page.locator("#model-line")).to_contain_text("Model")
+            expect(page.locator("#logout")).to_be_hidden()  # no --auth: nobody to log out
+            # A paste over the limit is not cut short without a word: the hint says what is wrong.
+            sentence.click()
+            page.keyboard.press("Control+A")
+            page.keyboard.insert_text("word " * 500)
+            expect(page.locator("#mark-hint textarea")).to_have_value("The sentence is longer than 2000 characters; shorten it.")
             # A pasted sentence (no key pressed) is previewed: the first example's entities are not in it, and a
             # Predict anyway is refused in a toast with only the Prediction panel marked, not every panel.
             sentence.click()

@@ -41,6 +41,9 @@ def test_browser_paste_extract_click_an_edge_and_a_row_then_see_attention(tiny_e
             page.get_by_role("tab", name="Extract").click()
             text = page.locator("#extract-text textarea")
             text.wait_for()
+            text.fill("word " * 1001)  # over the 5,000 characters: refused in a sentence, not cut short in the box
+            page.click("#extract-all")
+            expect(page.locator(".toast-body")).to_contain_text("The text has 5005 characters; extraction takes at most 5000.")
             text.fill(PARAGRAPH)
 
             t0 = time.perf_counter()

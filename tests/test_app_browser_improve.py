@@ -73,6 +73,11 @@ def test_browser_improve_the_model_then_use_it(tiny_extractor, toy_instances, to
             expect(status).to_have_value(re.compile(f"Deleted {version['name']}"))
             assert store.model_versions("user:ann") == [] and not (wb.finetuner.models_dir / version["name"]).exists()
             expect(page.locator("#improve-model input")).to_have_value(re.compile("server model"))
+
+            # Log out ends this browser's login: the login form again, and nothing of ann's behind it.
+            page.click("#logout")
+            expect(page.get_by_label("username")).to_be_visible()
+            expect(page.locator("#model-line")).to_have_count(0)
             page.context.browser.close()
     finally:
         wb.finetuner.close()
