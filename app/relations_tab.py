@@ -168,8 +168,15 @@ class RelationsTab:
     def examples_view(self, session: dict) -> pd.DataFrame:
         """The owner's labelled examples, newest first, each saying whether its relation is in force."""
         in_force = self.wb.relations(session)
+        known = set(self.wb.catalogue.by_label) | set(session["user"])
+
+        def state(relation: str) -> str:
+            if relation in in_force:
+                return "yes"
+            return "no: kept, ignored until switched on" if relation in known else "no: its relation is deleted; used again if you add it back"
+
         rows = [{"#": e["id"], "relation": e["relation"], "sentence": bracketed(e["tokens"], e["head"], e["tail"]),
-                 "in force": "yes" if e["relation"] in in_force else "no: kept, ignored until switched on",
+                 "in force": state(e["relation"]),
                  "from feedback": f"#{e['feedback_id']}" if e["feedback_id"] else "imported"}
                 for e in reversed(self.wb.store.examples(session["owner"]))]
         return pd.DataFrame(rows, columns=["#", "relation", "sentence", "in force", "from feedback"])
@@ -347,6 +354,10 @@ class RelationsTab:
         wb.model.call(wb.engine_for(session).encode, list(texts.values()))
         status = (f"Imported {len(enabled)} catalogue and {len(user)} own relations; "
                   f"{len(wb.relations(trial))} relations in force.")
+        off = [label for label in session["enabled"] if label not in trial["enabled"]]
+        if off:  # the set replaces the switches: say so, since a big catalogue can go off unnoticed
+            status += (f" The set replaces what was switched on: {plural(len(off), 'catalogue relation')} not in it "
+                       f"{'is' if len(off) == 1 else 'are'} now off (Default set switches the usual ones on again).")
 
         def write(db):
             replace_user_relations(db, trial["owner"], {n: (user[n], texts[n]) for n in user}, trial["enabled"])

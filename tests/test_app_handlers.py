@@ -355,6 +355,7 @@ def test_import_export_relation_set_roundtrip(wb, session, tmp_path):
     other = wb.open_session("user:bob")
     other, status = wb.import_relations(wb.export_relations(session), other)
     assert wb.relations(other) == exported and "Imported 3 catalogue and 1 own" in status
+    assert "The set replaces what was switched on: 1 catalogue relation not in it is now off" in status  # capital of
     assert wb.open_session("user:bob")["user"] == {"employer": "person who works for this organization"}
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"a": "same words", "b": "same words"}))
@@ -773,6 +774,18 @@ def test_an_example_of_a_relation_not_in_force_is_kept_and_ignored(wb, session):
     session = wb.reset_catalogue(session)
     record, _ = predict(wb, session, SIMILAR)
     assert record["n_examples"] == 1 and record["recall_parts"][other][1] is not None
+
+
+def test_an_example_of_a_deleted_relation_says_so(wb, session):
+    _, session = predict(wb, session)
+    session, _ = wb.feedback("wrong", "started by", None, session)  # a new relation, taught by this sentence
+    session, _ = wb.delete_relation("started by", session)
+    _, _, _, _, examples = wb.relation_views("", session)
+    assert examples.loc[0, "relation"] == "started by"
+    assert examples.loc[0, "in force"] == "no: its relation is deleted; used again if you add it back"
+    session, _ = wb.add_relation("started by", "", session)
+    _, _, _, _, examples = wb.relation_views("", session)
+    assert examples.loc[0, "in force"] == "yes"
 
 
 def test_remove_example(wb, session):
