@@ -55,9 +55,10 @@ def recall_html(record: dict, bars: int = RECALL_BARS) -> str:
     low, high = max(-1.0, low - pad), min(1.0, high + pad)
     at = lambda v: f"{100 * (v - low) / (high - low):.1f}%"  # noqa: E731
     rows = []
+    offsets = record.get("recall_offsets") or {}
     for i, (name, score) in enumerate(recall):
         color = CANDIDATE_COLOR if name in candidates else OTHER_COLOR
-        star = " ★" if name == record["label"] else ""
+        star = (" ★" if name == record["label"] else "") + (" ↓" if offsets.get(name) else "")
         marks = ""
         if name in with_examples:
             desc, ex = with_examples[name]
@@ -77,6 +78,10 @@ def recall_html(record: dict, bars: int = RECALL_BARS) -> str:
     what = ("recall score: description cosine mixed with the examples' cosine, which counts "
             f"n / (n + {EXAMPLES_LIKE_DESCRIPTION}) for a relation with n labelled examples (n counted up to {EXAMPLES_COUNTED})"
             if with_examples else "cosine similarity of sentence and description (the recall score)")
+    lowered = {o for name, _ in recall if (o := offsets.get(name))}
+    if lowered:
+        what += (f"; ↓ = a catalogue relation, scored {-min(lowered):.2f} below that beside relations of yours, so that it "
+                 "does not take their sentences")
     return (f"<div class='emma-chart'><div class='emma-title'>Recall: top {len(recall)} of {record['n_relations']} relations "
             f"(★ = final prediction)</div><div class='emma-legend'>{legend}</div>{''.join(rows)}"
             f"<div class='emma-axis'>{what}; axis from {low:.2f} to {high:.2f}</div></div>")
@@ -98,6 +103,8 @@ def why_html(record: dict, candidates: int | None = None) -> str:
     for n in names:
         desc, ex = (parts.get(n) or [None, None])[:2]
         score = (f"description {desc:.3f}" if desc is not None else "") + (f" · examples {ex:.3f}" if ex is not None else "")
+        if offset := (record.get("recall_offsets") or {}).get(n):
+            score += f" · {offset:+.2f} as a catalogue relation beside yours"
         out.append(f"<div class='why-relation'><b>{_t(n, 100)}</b> <span class='why-scores'>({score})</span>")
         rows = near.get(n) or []
         if not rows:

@@ -89,6 +89,8 @@ def prediction_record(sentence, head, tail, instance, prediction, relations, che
         "recall": [[name, float(s)] for name, s in prediction.recall],
         # {relation: [description cosine, example prototype cosine or None]} for every relation ranked
         "recall_parts": {name: [_part(prediction, name, 0), _part(prediction, name, 1)] for name, _ in prediction.recall},
+        # {relation: added to its recall score after the mix}: the catalogue's relations, lowered beside the user's own
+        "recall_offsets": {name: float(o) for name, o in prediction.recall_offsets.items()},
         # {candidate: [{tokens, head, tail, cosine}]}: its labelled sentences most like this one ("why")
         "examples": {name: [{"tokens": list(inst.tokens), "head": list(inst.head), "tail": list(inst.tail),
                              "cosine": float(cos)} for inst, cos in near]

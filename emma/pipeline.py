@@ -55,6 +55,8 @@ class Prediction:
         recall: [(relation, score)] sorted by recall score, all relations (or the top `top_k`): the
             description's cosine, mixed with the examples' when the relation has some (`emma.index`).
         recall_parts: {relation: (description cosine, examples' prototype cosine or None)} for `recall`.
+        recall_offsets: {relation: what was added to its recall score after the mix} for those of `recall`
+            that have an offset (`RelationIndex.offsets`: −seen_margin for trained relations beside new ones).
         candidates: the k relations sent to the classifier, in recall order.
         probabilities: classifier probabilities aligned with `candidates` (empty if not reranked).
         fused: classifier probability^classifier_share × recall softmax(cos/τ) over the candidates,
@@ -84,6 +86,7 @@ class Prediction:
     classifier_share: float = 1.0
     attention: dict[str, dict] = field(default_factory=dict)
     recall_parts: dict[str, tuple[float, float | None]] = field(default_factory=dict)
+    recall_offsets: dict[str, float] = field(default_factory=dict)
     examples: dict[str, list[tuple[Instance, float]]] = field(default_factory=dict)
     note: str = ""
     timings_ms: dict[str, float] = field(default_factory=dict)
@@ -432,6 +435,7 @@ class Extractor:
             classifier_share=share,
             attention={names[j]: self.index.rows[j].attention() for j in rows[:k]},
             recall_parts=dict(zip(ranked, parts[:keep])),
+            recall_offsets={n: self.index.offsets[n] for n in ranked if n in self.index.offsets},
             examples={names[j]: self.index.nearest_examples(vector, names[j]) for j in rows[:k] if names[j] in self.index.examples},
             note=skip_reason,
             timings_ms=dict(timings),

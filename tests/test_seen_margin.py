@@ -82,3 +82,25 @@ def test_the_engine_lowers_every_catalogue_relation_beside_the_users_own(tiny_ex
     plain = Engine(tiny_extractor).predict(inst_text, head, tail, toy_descriptions)
     assert alone.recall == plain.recall and alone.label == plain.label
     assert Engine(tiny_extractor).index(mine).offsets == {}
+
+
+def test_a_prediction_says_which_scores_were_lowered_and_the_recall_chart_shows_it(tiny_extractor, toy_descriptions):
+    from app import plots
+    from app.records import prediction_record
+    from emma import instance_from_text
+
+    tiny_extractor.config = dataclasses.replace(tiny_extractor.config, seen_margin=0.1)
+    engine = Engine(tiny_extractor, built_in=Catalogue.from_descriptions(toy_descriptions).texts())
+    mine = {**toy_descriptions, "my relation": "my relation: something new"}
+    sentence, head, tail = "Apple was founded by Steve Jobs .", (0, 5), (21, 31)
+    prediction = engine.predict(sentence, head, tail, mine)
+    assert prediction.recall_offsets == {name: pytest.approx(-0.1) for name in toy_descriptions}
+    for name, score in prediction.recall:  # the bar is the cosine plus the offset; the parts keep the cosine
+        assert score == pytest.approx(prediction.recall_parts[name][0] + prediction.recall_offsets.get(name, 0.0), abs=1e-5)
+    record = prediction_record(sentence, head, tail, instance_from_text(sentence, head, tail), prediction, mine, "c", {}, [])
+    chart = plots.recall_html(record)
+    assert chart.count(" ↓</span>") == len(toy_descriptions) and "↓ = a catalogue relation, scored 0.10 below that" in chart
+    alone = engine.predict(sentence, head, tail, toy_descriptions)
+    assert alone.recall_offsets == {}
+    record = prediction_record(sentence, head, tail, instance_from_text(sentence, head, tail), alone, toy_descriptions, "c", {}, [])
+    assert "↓" not in plots.recall_html(record)
