@@ -148,8 +148,8 @@ class Engine:
             examples: labelled instances (`relation` set); those of relations in `relations` count in
                 recall, the others are ignored (kept by the caller until their relation is on again).
 
-        A relation whose text is its bare name has no description (`emma.relation_text`): recall scores
-        it by its examples alone, so it needs at least one among `examples`.
+        A relation whose text is its bare name has no description (`emma.relation_text`): recall mixes its
+        name's cosine with its examples' (`emma.index`), and it needs at least one among `examples`.
         """
         if not relations:
             raise ValueError("no relations to choose from")

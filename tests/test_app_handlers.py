@@ -817,13 +817,16 @@ def test_a_new_name_as_the_correct_relation_teaches_a_relation_by_that_sentence(
     assert "'taught at' is a new relation of yours, defined by this example alone" in status
     assert session["user"]["taught at"] == "" and wb.store.user_relations("user:ann")["taught at"] == ""
     assert wb.store.feedback().iloc[0]["user_label_description"] == "taught at"
-    # In force from now on, scored by its example alone; the library scores it the same way.
+    # In force from now on, scored by its name and example; the library scores it the same way.
     record, session = predict(wb, session, SIMILAR)
     assert session["last"]["relations"]["taught at"] == "taught at" and record["n_examples"] == 1
     tiny_extractor.add_relation("taught at", examples=[emma.Instance(tuple(SENTENCE.split()), (0, 1), (4, 6))])
     direct = tiny_extractor.predict(SIMILAR, head=(0, 5), tail=(21, 31))
     assert dict(record["recall"])["taught at"] == pytest.approx(dict(direct.recall)["taught at"], abs=1e-5)
-    assert record["recall_parts"]["taught at"][1] == pytest.approx(dict(direct.recall)["taught at"], abs=1e-5)
+    name, example = record["recall_parts"]["taught at"]
+    w = emma.index.example_weight(1)
+    assert dict(record["recall"])["taught at"] == pytest.approx((1 - w) * name + w * example, abs=1e-5)
+    assert "title='name cosine" in plots.recall_html(session["last"], bars=len(record["recall"]))  # the chart reads the full record
     _, table, count, mine, _ = wb.relation_views("", session)
     assert mine.set_index("relation").loc["taught at", "description"] == "none: defined by its examples"
     assert "1 of your own" in count

@@ -65,8 +65,10 @@ def test_a_relation_defined_by_examples_alone(tiny_checkpoint, toy_descriptions,
     assert "born in" in ex.index.undescribed and ex.relations["born in"] == "born in"
     query = toy_instances[5]
     p = ex.predict_tokens(query.tokens, query.head, query.tail)
-    desc, proto = p.recall_parts["born in"]
-    assert dict(p.recall)["born in"] == pytest.approx(proto, abs=1e-6)  # its examples alone score it
+    name, proto = p.recall_parts["born in"]
+    w = example_weight(2)  # its name stands for the description, mixed with its two examples as for a description
+    assert dict(p.recall)["born in"] == pytest.approx((1 - w) * name + w * proto, abs=1e-6)
+    assert ex.index.description_share([ex.index.names.index("born in")]) == pytest.approx(1 - w)
     with pytest.raises(ValueError, match="'born in' has neither a description nor examples"):
         ex.remove_examples("born in")
     assert "born in" in ex.index.examples  # the refused call changed nothing

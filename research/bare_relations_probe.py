@@ -1,0 +1,113 @@
+"""How a relation known by a name and labelled examples alone (no description) should be scored beside described ones.
+
+In the workbench a user can teach a relation by naming it as the correct relation of a sentence: it has no description,
+and recall scored it by its examples' prototype alone. An instance's cosine with other instances runs higher than its
+cosine with descriptions, so such a relation took sentences of every other relation. This probe scores, on the six
+CrossRE domains (dev, examples from train) and FewRel val_wiki (the sets of `research.fewshot`), a relation set in
+which every other relation is bare (its name and K examples; the two halves in turn) and the rest are described and
+have no examples, as a user's new relations sit beside the catalogue. Two rules for a bare relation:
+
+    prototype alone:   cos(prototype)
+    name as description: (1 − w)·cos(name) + w·cos(prototype), w = n / (n + 5) as for a described relation
+                       (`emma.index.example_weight`), the name's row being what the encoder reads for it
+
+Recall top-1 macro F1 over all relations, and over the bare and the described ones apart; K = 1, 5, 20, draws 0-2.
+
+    python -m research.bare_relations_probe [--checkpoint C]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+
+import torch
+
+import emma
+from emma.evaluate import label_counts
+
+from . import DATA_DIR
+from .examples_probe import draws, encode_set, prototypes
+from .fewshot import load_sets
+
+SHOTS = (1, 5, 20)
+SEEDS = (0, 1, 2)
+RULES = ("prototype alone", "name as description")
+
+
+def relation_names(fs) -> dict[str, str]:
+    """{relation id: the name a user would give it}: CrossRE's "name: description" texts, FewRel's pid2name."""
+    if fs.name == "fewrel-val":
+        pid2name = json.loads((DATA_DIR / "fewrel" / "pid2name.json").read_text())
+        return {r: pid2name[r][0] for r in fs.descriptions}
+    return {r: text.split(":")[0].strip() for r, text in fs.descriptions.items()}
+
+
+def macro_f1_of(gold: list[str], picked: list[str], relations: set[str]) -> float:
+    """The whole set's macro F1 (`emma.macro_prf`), or, for a part of its relations, the mean of their per-relation
+    F1 (those with scored instances; every instance still counts, so a relation that takes others' loses precision)."""
+    if relations >= set(gold):
+        return emma.macro_prf(gold, picked)["f1"]
+    counts = label_counts(gold, picked)
+    f1s = []
+    for r in sorted(relations):
+        if counts["gold", r]:
+            p = counts["tp", r] / counts["pred", r] if counts["pred", r] else 0.0
+            rec = counts["tp", r] / counts["gold", r]
+            f1s.append(200 * p * rec / (p + rec) if p + rec else 0.0)
+    return statistics.mean(f1s) if f1s else float("nan")
+
+
+def set_scores(ex: emma.Extractor, fs) -> dict[str, list[float]]:
+    """{"K{k} {rule} {all|bare|described}": [F1 per draw and half]} for one set."""
+    encoded = encode_set(ex, fs)
+    names = encoded.names
+    by_name = relation_names(fs)
+    name_rows = torch.stack([r.vector for r in ex.encode_descriptions([by_name[n] for n in names])])
+    name_cos = encoded.scored @ name_rows.T
+    out: dict[str, list[float]] = {}
+    for k in SHOTS:
+        for seed in SEEDS:
+            drawn = draws(fs.pool, names, k, seed)
+            proto = encoded.scored @ prototypes(encoded.pool, drawn, len(names)).T
+            counts = torch.tensor([float(len(drawn.get(n, []))) for n in range(len(names))])
+            w = emma.index.example_weight(counts)
+            for half in (0, 1):
+                bare = torch.tensor([n % 2 == half and counts[n] > 0 for n in range(len(names))])
+                rules = {"prototype alone": proto, "name as description": (1 - w) * name_cos + w * proto}
+                for rule, bare_scores in rules.items():
+                    scores = torch.where(bare[None], bare_scores, encoded.desc)
+                    picked = [names[j] for j in scores.argmax(1).tolist()]
+                    groups = {"all": set(names), "bare": {names[n] for n in range(len(names)) if bare[n]},
+                              "described": {names[n] for n in range(len(names)) if not bare[n]}}
+                    for group, relations in groups.items():
+                        out.setdefault(f"K{k} {rule} {group}", []).append(macro_f1_of(encoded.gold, picked, relations))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the shipped one)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+    ex = emma.Extractor.load(args.checkpoint)
+    sets = load_sets(DATA_DIR)
+    means: dict[str, dict[str, float]] = {}
+    for fs in sets:
+        scores = set_scores(ex, fs)
+        means[fs.name] = {key: statistics.mean(v) for key, v in scores.items()}
+        print(fs.name, {key: round(v, 1) for key, v in means[fs.name].items() if " all" in key}, flush=True)
+    crossre = [name for name in means if name.startswith("crossre")]
+    print("\n| K | rule | CrossRE mean: all / bare / described | FewRel val_wiki: all / bare / described |\n|---|---|---|---|")
+    for k in SHOTS:
+        for rule in RULES:
+            cells = []
+            for group_sets in (crossre, ["fewrel-val"]):
+                cells.append(" / ".join(f"{statistics.mean(means[s][f'K{k} {rule} {g}'] for s in group_sets):.1f}"
+                                        for g in ("all", "bare", "described")))
+            print(f"| {k} | {rule} | {cells[0]} | {cells[1]} |")
+
+
+if __name__ == "__main__":
+    main()

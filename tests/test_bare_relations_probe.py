@@ -1,0 +1,28 @@
+"""research.bare_relations_probe: the F1 of a part of the relations, and the two rules it scores for a bare relation."""
+
+from __future__ import annotations
+
+import pytest
+
+import emma
+from research.bare_relations_probe import RULES, SHOTS, macro_f1_of, set_scores
+from research.fewshot import FewShotSet
+
+
+def test_the_f1_of_some_relations_counts_every_instance_against_them():
+    gold, picked = ["a", "a", "b", "c"], ["a", "b", "b", "b"]
+    assert macro_f1_of(gold, picked, {"a", "b", "c"}) == emma.macro_prf(gold, picked)["f1"]
+    # a: P 1, R 1/2 → 66.7; b: P 1/3 (it took an "a" and the "c"), R 1 → 50
+    assert macro_f1_of(gold, picked, {"a"}) == pytest.approx(200 / 3)
+    assert macro_f1_of(gold, picked, {"b"}) == pytest.approx(50.0)
+    assert macro_f1_of(gold, picked, {"a", "b"}) == pytest.approx((200 / 3 + 50) / 2)
+
+
+def test_both_rules_are_scored_for_every_count_draw_half_and_group(tiny_extractor, toy_descriptions, toy_instances):
+    # Descriptions in CrossRE's "name: description" form give each relation its name.
+    descriptions = {r: f"{r}: {text}" for r, text in toy_descriptions.items()}
+    fs = FewShotSet("crossre-toy", descriptions, toy_instances, toy_instances)
+    scores = set_scores(tiny_extractor, fs)
+    assert set(scores) == {f"K{k} {rule} {group}" for k in SHOTS for rule in RULES for group in ("all", "bare", "described")}
+    assert all(len(v) == 3 * 2 for v in scores.values())  # three draws, each half of the relations bare in turn
+    assert all(0.0 <= f <= 100.0 for v in scores.values() for f in v)
