@@ -172,6 +172,7 @@ class FeedbackTab:
     def feedback_view(self, verdict: str, contains: str, everyone: bool, session: dict, request: gr.Request = None) -> pd.DataFrame:
         """The caller's feedback rows (everyone's for an admin who asks), newest first; owner ids only for admins."""
         frame = self._frame(verdict, contains, everyone, session, request, MAX_TABLE_ROWS)
+        frame = frame.assign(score=frame["score"].round(3))  # the exports keep the full value
         return frame[COLUMNS + ["owner"] if everyone else COLUMNS].fillna("")
 
     def _frame(self, verdict, contains, everyone, session, request, limit: int) -> pd.DataFrame:

@@ -520,7 +520,8 @@ def test_feedback_view_filters_and_exports(wb, session, tmp_path):
             label = next(n for n, _ in record["recall"] if n != label)
         wb.feedback(verdict, label, '=HYPERLINK("http://x")', session)  # a note a spreadsheet would run
     wb.feedback("correct", None, None, {**wb.open_session("user:bob"), "last": session["last"]})
-    assert len(wb.feedback_view("all", "", False, session)) == 3
+    shown = wb.feedback_view("all", "", False, session)
+    assert len(shown) == 3 and list(shown["score"]) == [round(s, 3) for s in wb.store.feedback(owner="user:ann")["score"]]
     admin = workbench(wb.engine, wb.store, wb.catalogue, admins=["ann"])
 
     class Ann:  # what gr.Request offers the handler
