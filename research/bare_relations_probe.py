@@ -13,7 +13,15 @@ have no examples, as a user's new relations sit beside the catalogue. Two rules 
 
 Recall top-1 macro F1 over all relations, and over the bare and the described ones apart; K = 1, 5, 20, draws 0-2.
 
-    python -m research.bare_relations_probe [--checkpoint C]
+`--mixed` scores the workbench's usual case with descriptions everywhere: every other relation has K examples, the rest
+none. Two rules for a relation with examples:
+
+    shipped:  (1 − w)·cos(description) + w·cos(prototype), w = n / (n + 5)
+    centred:  the same with cos(prototype) moved, per sentence, by the mean description cosine minus the mean prototype
+              cosine over the relations with examples (so that the two sources share a level before they mix)
+    scaled:   cos(prototype) given, per sentence, the mean and spread of the description cosines over those relations
+
+    python -m research.bare_relations_probe [--mixed] [--checkpoint C]
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from .fewshot import load_sets
 SHOTS = (1, 5, 20)
 SEEDS = (0, 1, 2)
 RULES = ("prototype alone", "name as description")
+MIXED_RULES = ("shipped", "centred", "scaled")
 
 
 def relation_names(fs) -> dict[str, str]:
@@ -86,27 +95,57 @@ def set_scores(ex: emma.Extractor, fs) -> dict[str, list[float]]:
     return out
 
 
+def mixed_scores(ex: emma.Extractor, fs) -> dict[str, list[float]]:
+    """{"K{k} {rule} {all|with examples|without}": [F1 per draw and half]} for one set (`--mixed`)."""
+    encoded = encode_set(ex, fs)
+    names = encoded.names
+    out: dict[str, list[float]] = {}
+    for k in SHOTS:
+        for seed in SEEDS:
+            drawn = draws(fs.pool, names, k, seed)
+            proto = encoded.scored @ prototypes(encoded.pool, drawn, len(names)).T
+            counts = torch.tensor([float(len(drawn.get(n, []))) for n in range(len(names))])
+            for half in (0, 1):
+                has = torch.tensor([n % 2 == half and counts[n] > 0 for n in range(len(names))])
+                w = torch.where(has, emma.index.example_weight(counts), torch.zeros_like(counts))
+                d, p = encoded.desc[:, has], proto[:, has]
+                level = (d.mean(1) - p.mean(1))[:, None]  # (B, 1)
+                scaled = (proto - p.mean(1, keepdim=True)) / p.std(1, keepdim=True).clamp(min=1e-6) * d.std(1, keepdim=True) \
+                    + d.mean(1, keepdim=True)
+                for rule, examples in (("shipped", proto), ("centred", proto + level), ("scaled", scaled)):
+                    scores = (1 - w) * encoded.desc + w * torch.where(has[None], examples, encoded.desc)
+                    picked = [names[j] for j in scores.argmax(1).tolist()]
+                    groups = {"all": set(names), "with examples": {names[n] for n in range(len(names)) if has[n]},
+                              "without": {names[n] for n in range(len(names)) if not has[n]}}
+                    for group, relations in groups.items():
+                        out.setdefault(f"K{k} {rule} {group}", []).append(macro_f1_of(encoded.gold, picked, relations))
+    return out
+
+
+def print_table(means: dict[str, dict[str, float]], rules: tuple[str, ...], groups: tuple[str, ...]) -> None:
+    crossre = [name for name in means if name.startswith("crossre")]
+    print(f"\n| K | rule | CrossRE mean: {' / '.join(groups)} | FewRel val_wiki: {' / '.join(groups)} |\n|---|---|---|---|")
+    for k in SHOTS:
+        for rule in rules:
+            cells = [" / ".join(f"{statistics.mean(means[s][f'K{k} {rule} {g}'] for s in group_sets):.1f}" for g in groups)
+                     for group_sets in (crossre, ["fewrel-val"])]
+            print(f"| {k} | {rule} | {cells[0]} | {cells[1]} |")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mixed", action="store_true", help="described relations, every other one with examples")
     parser.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the shipped one)")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     ex = emma.Extractor.load(args.checkpoint)
-    sets = load_sets(DATA_DIR)
+    score, rules, groups = ((mixed_scores, MIXED_RULES, ("all", "with examples", "without")) if args.mixed
+                            else (set_scores, RULES, ("all", "bare", "described")))
     means: dict[str, dict[str, float]] = {}
-    for fs in sets:
-        scores = set_scores(ex, fs)
-        means[fs.name] = {key: statistics.mean(v) for key, v in scores.items()}
+    for fs in load_sets(DATA_DIR):
+        means[fs.name] = {key: statistics.mean(v) for key, v in score(ex, fs).items()}
         print(fs.name, {key: round(v, 1) for key, v in means[fs.name].items() if " all" in key}, flush=True)
-    crossre = [name for name in means if name.startswith("crossre")]
-    print("\n| K | rule | CrossRE mean: all / bare / described | FewRel val_wiki: all / bare / described |\n|---|---|---|---|")
-    for k in SHOTS:
-        for rule in RULES:
-            cells = []
-            for group_sets in (crossre, ["fewrel-val"]):
-                cells.append(" / ".join(f"{statistics.mean(means[s][f'K{k} {rule} {g}'] for s in group_sets):.1f}"
-                                        for g in ("all", "bare", "described")))
-            print(f"| {k} | {rule} | {cells[0]} | {cells[1]} |")
+    print_table(means, rules, groups)
 
 
 if __name__ == "__main__":

@@ -26,3 +26,13 @@ def test_both_rules_are_scored_for_every_count_draw_half_and_group(tiny_extracto
     assert set(scores) == {f"K{k} {rule} {group}" for k in SHOTS for rule in RULES for group in ("all", "bare", "described")}
     assert all(len(v) == 3 * 2 for v in scores.values())  # three draws, each half of the relations bare in turn
     assert all(0.0 <= f <= 100.0 for v in scores.values() for f in v)
+
+
+def test_the_mixed_case_scores_both_rules_with_and_without_examples(tiny_extractor, toy_descriptions, toy_instances):
+    from research.bare_relations_probe import MIXED_RULES, mixed_scores
+
+    fs = FewShotSet("crossre-toy", dict(toy_descriptions), toy_instances, toy_instances)
+    scores = mixed_scores(tiny_extractor, fs)
+    assert set(scores) == {f"K{k} {rule} {group}" for k in SHOTS for rule in MIXED_RULES
+                           for group in ("all", "with examples", "without")}
+    assert all(len(v) == 6 and all(0.0 <= f <= 100.0 for f in v) for v in scores.values())
