@@ -38,6 +38,12 @@ def _t(text: str, limit: int = 60) -> str:
     return html.escape(text, quote=True)
 
 
+def first_source(record: dict, name: str) -> str:
+    """What recall's first score of relation `name` compares the sentence with: its description, or, for a relation
+    known by its name and examples alone (its text is its name), that name."""
+    return "name" if record.get("relations", {}).get(name) == name else "description"
+
+
 def recall_html(record: dict, bars: int = RECALL_BARS) -> str:
     """Horizontal bars of the top recall scores; the k candidates sent to the classifier in orange.
 
@@ -62,9 +68,8 @@ def recall_html(record: dict, bars: int = RECALL_BARS) -> str:
         marks = ""
         if name in with_examples:
             desc, ex = with_examples[name]
-            source = "name" if record.get("relations", {}).get(name) == name else "description"
             marks = (f"<span class='emma-mark emma-desc' style='left:{at(desc)};background:{DESCRIPTION_COLOR}' "
-                     f"title='{source} cosine {desc:.3f}'></span>"
+                     f"title='{first_source(record, name)} cosine {desc:.3f}'></span>"
                      f"<span class='emma-mark emma-ex' style='left:{at(ex)};background:{EXAMPLE_COLOR}' "
                      f"title=\"examples' cosine {ex:.3f}\"></span>")
         rows.append(f"<div class='emma-row' title='{_t(name, 200)}: {score:.3f}'>"
@@ -103,8 +108,7 @@ def why_html(record: dict, candidates: int | None = None) -> str:
     out = []
     for n in names:
         desc, ex = (parts.get(n) or [None, None])[:2]
-        source = "name" if record.get("relations", {}).get(n) == n else "description"  # no description: its name stands in
-        score = (f"{source} {desc:.3f}" if desc is not None else "") + (f" · examples {ex:.3f}" if ex is not None else "")
+        score = (f"{first_source(record, n)} {desc:.3f}" if desc is not None else "") + (f" · examples {ex:.3f}" if ex is not None else "")
         if offset := (record.get("recall_offsets") or {}).get(n):
             score += f" · {offset:+.2f} as a catalogue relation beside yours"
         out.append(f"<div class='why-relation'><b>{_t(n, 100)}</b> <span class='why-scores'>({score})</span>")
