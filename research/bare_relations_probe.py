@@ -68,57 +68,58 @@ def macro_f1_of(gold: list[str], picked: list[str], relations: set[str]) -> floa
     return statistics.mean(f1s) if f1s else float("nan")
 
 
-def set_scores(ex: emma.Extractor, fs) -> dict[str, list[float]]:
-    """{"K{k} {rule} {all|bare|described}": [F1 per draw and half]} for one set."""
-    encoded = encode_set(ex, fs)
+def labelled_halves(encoded, fs):
+    """For each K, draw and half of the relations: (K, (B, N) prototype cosines, (N,) example counts, (N,) which
+    relations have examples: every other one, the two halves in turn)."""
     names = encoded.names
-    by_name = relation_names(fs)
-    name_rows = torch.stack([r.vector for r in ex.encode_descriptions([by_name[n] for n in names])])
-    name_cos = encoded.scored @ name_rows.T
-    out: dict[str, list[float]] = {}
     for k in SHOTS:
         for seed in SEEDS:
             drawn = draws(fs.pool, names, k, seed)
             proto = encoded.scored @ prototypes(encoded.pool, drawn, len(names)).T
             counts = torch.tensor([float(len(drawn.get(n, []))) for n in range(len(names))])
-            w = emma.index.example_weight(counts)
             for half in (0, 1):
-                bare = torch.tensor([n % 2 == half and counts[n] > 0 for n in range(len(names))])
-                rules = {"prototype alone": proto, "name as description": (1 - w) * name_cos + w * proto}
-                for rule, bare_scores in rules.items():
-                    scores = torch.where(bare[None], bare_scores, encoded.desc)
-                    picked = [names[j] for j in scores.argmax(1).tolist()]
-                    groups = {"all": set(names), "bare": {names[n] for n in range(len(names)) if bare[n]},
-                              "described": {names[n] for n in range(len(names)) if not bare[n]}}
-                    for group, relations in groups.items():
-                        out.setdefault(f"K{k} {rule} {group}", []).append(macro_f1_of(encoded.gold, picked, relations))
+                yield k, proto, counts, torch.tensor([n % 2 == half and counts[n] > 0 for n in range(len(names))])
+
+
+def add_f1(out: dict[str, list[float]], key: str, scores: torch.Tensor, encoded, marked: torch.Tensor,
+           groups: tuple[str, str]) -> None:
+    """Append to `out["{key} {group}"]` the F1 of the top-1 picks of `scores` over all relations and over the
+    `marked` ones and the others (named by `groups`)."""
+    names = encoded.names
+    picked = [names[j] for j in scores.argmax(1).tolist()]
+    parts = {"all": set(names), groups[0]: {names[n] for n in range(len(names)) if marked[n]},
+             groups[1]: {names[n] for n in range(len(names)) if not marked[n]}}
+    for group, relations in parts.items():
+        out.setdefault(f"{key} {group}", []).append(macro_f1_of(encoded.gold, picked, relations))
+
+
+def set_scores(ex: emma.Extractor, fs) -> dict[str, list[float]]:
+    """{"K{k} {rule} {all|bare|described}": [F1 per draw and half]} for one set."""
+    encoded = encode_set(ex, fs)
+    by_name = relation_names(fs)
+    name_rows = torch.stack([r.vector for r in ex.encode_descriptions([by_name[n] for n in encoded.names])])
+    name_cos = encoded.scored @ name_rows.T
+    out: dict[str, list[float]] = {}
+    for k, proto, counts, bare in labelled_halves(encoded, fs):
+        w = emma.index.example_weight(counts)
+        for rule, bare_scores in {"prototype alone": proto, "name as description": (1 - w) * name_cos + w * proto}.items():
+            add_f1(out, f"K{k} {rule}", torch.where(bare[None], bare_scores, encoded.desc), encoded, bare, ("bare", "described"))
     return out
 
 
 def mixed_scores(ex: emma.Extractor, fs) -> dict[str, list[float]]:
     """{"K{k} {rule} {all|with examples|without}": [F1 per draw and half]} for one set (`--mixed`)."""
     encoded = encode_set(ex, fs)
-    names = encoded.names
     out: dict[str, list[float]] = {}
-    for k in SHOTS:
-        for seed in SEEDS:
-            drawn = draws(fs.pool, names, k, seed)
-            proto = encoded.scored @ prototypes(encoded.pool, drawn, len(names)).T
-            counts = torch.tensor([float(len(drawn.get(n, []))) for n in range(len(names))])
-            for half in (0, 1):
-                has = torch.tensor([n % 2 == half and counts[n] > 0 for n in range(len(names))])
-                w = torch.where(has, emma.index.example_weight(counts), torch.zeros_like(counts))
-                d, p = encoded.desc[:, has], proto[:, has]
-                level = (d.mean(1) - p.mean(1))[:, None]  # (B, 1)
-                scaled = (proto - p.mean(1, keepdim=True)) / p.std(1, keepdim=True).clamp(min=1e-6) * d.std(1, keepdim=True) \
-                    + d.mean(1, keepdim=True)
-                for rule, examples in (("shipped", proto), ("centred", proto + level), ("scaled", scaled)):
-                    scores = (1 - w) * encoded.desc + w * torch.where(has[None], examples, encoded.desc)
-                    picked = [names[j] for j in scores.argmax(1).tolist()]
-                    groups = {"all": set(names), "with examples": {names[n] for n in range(len(names)) if has[n]},
-                              "without": {names[n] for n in range(len(names)) if not has[n]}}
-                    for group, relations in groups.items():
-                        out.setdefault(f"K{k} {rule} {group}", []).append(macro_f1_of(encoded.gold, picked, relations))
+    for k, proto, counts, has in labelled_halves(encoded, fs):
+        w = torch.where(has, emma.index.example_weight(counts), torch.zeros_like(counts))
+        d, p = encoded.desc[:, has], proto[:, has]
+        level = (d.mean(1) - p.mean(1))[:, None]  # (B, 1)
+        scaled = (proto - p.mean(1, keepdim=True)) / p.std(1, keepdim=True).clamp(min=1e-6) * d.std(1, keepdim=True) \
+            + d.mean(1, keepdim=True)
+        for rule, examples in (("shipped", proto), ("centred", proto + level), ("scaled", scaled)):
+            scores = (1 - w) * encoded.desc + w * torch.where(has[None], examples, encoded.desc)
+            add_f1(out, f"K{k} {rule}", scores, encoded, has, ("with examples", "without"))
     return out
 
 
