@@ -119,6 +119,9 @@ class ExtractTab:
             return gr.update(value=value, visible=True), spans_, role_
 
         suggest_btn.click(suggested, [sentence], [chips, chip_spans, role], **MODEL, **QUIET)
+        # Chips of another sentence would mark spans of this one: a new sentence takes them away until asked again.
+        sentence.change(lambda: (gr.update(value=None, visible=False), [], "head"), None, [chips, chip_spans, role],
+                        trigger_mode="always_last", **QUIET)
 
         def clicked(sentence_, head_, tail_, spans_, chip_spans_, role_, evt: gr.SelectData):
             return self.chip_clicked(predict, sentence_, head_, tail_, spans_, chip_spans_, role_, evt)

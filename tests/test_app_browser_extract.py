@@ -90,6 +90,8 @@ def test_browser_paste_extract_click_an_edge_and_a_row_then_see_attention(tiny_e
             page.locator("#entity-chips").get_by_text("Marie Curie", exact=True).click()
             expect(page.locator("#tail textarea")).to_have_value("Marie Curie")
             expect(page.locator("#mark-hint textarea")).to_have_value("Ready: press Predict.")
+            page.locator("#sentence textarea").fill("Ada Lovelace worked with Charles Babbage.")
+            expect(page.locator("#entity-chips")).to_be_hidden()  # the chips were Marie Curie's sentence's
             page.context.browser.close()
     finally:
         demo.close()
