@@ -303,9 +303,9 @@ def _chip_span(sentence: str, chip_spans: list, evt) -> tuple[int, int] | None:
     """
     value = evt.value
     text = str(value[0] if isinstance(value, (list, tuple)) and value else value or "")
-    index = evt.index if isinstance(evt.index, int) else -1
+    index = evt.index if isinstance(evt.index, int) and evt.index >= 0 else None  # (-1 % 2 is 1 in Python)
     spans = sorted(tuple(x) for x in chip_spans)
-    if index % 2 == 1 and index // 2 < len(spans):
+    if index is not None and index % 2 == 1 and index // 2 < len(spans):
         s, e = spans[index // 2]
         if sentence[s:e] == text:
             return s, e

@@ -168,3 +168,16 @@ def test_a_threshold_that_is_not_in_0_1_is_one_plain_sentence(tabs, value):
     for call in (lambda: extract.views(None, value), lambda: extract.open_pair(predict, "0:1", None, value)):
         with pytest.raises(gr.Error, match="The threshold must be a number between 0 and 1."):
             call()
+
+
+def test_a_chip_click_without_a_chip_index_or_chips_finds_the_span_by_its_text_or_none():
+    from types import SimpleNamespace
+
+    from app.extract_tab import _chip_span
+
+    sentence = "Marie Curie was born in Warsaw ."
+    chips = [[0, 11], [24, 30]]
+    assert _chip_span(sentence, chips, SimpleNamespace(index=3, value="Warsaw")) == (24, 30)
+    assert _chip_span(sentence, chips, SimpleNamespace(index=[0, 5], value="Warsaw")) == (24, 30)  # not a segment number
+    assert _chip_span(sentence, [], SimpleNamespace(index=[0, 5], value="Warsaw")) is None  # no chips: nothing to mark
+    assert _chip_span(sentence, [], SimpleNamespace(index=-1, value="Warsaw")) is None
