@@ -20,6 +20,9 @@ none. Two rules for a relation with examples:
     centred:  the same with cos(prototype) moved, per sentence, by the mean description cosine minus the mean prototype
               cosine over the relations with examples (so that the two sources share a level before they mix)
     scaled:   cos(prototype) given, per sentence, the mean and spread of the description cosines over those relations
+    by count: cos(prototype) − c(n), c(n) the mean gap between prototype and description cosines of sentences of other
+              relations, for prototypes of n examples, measured once on FewRel's training relations (`count_levels`):
+              a level that does not depend on how many relations have examples
 
     python -m research.bare_relations_probe [--mixed] [--checkpoint C]
 """
@@ -37,12 +40,13 @@ from emma.evaluate import label_counts
 
 from . import DATA_DIR
 from .examples_probe import draws, encode_set, prototypes
-from .fewshot import load_sets
+from .fewshot import FewShotSet, load_sets
 
 SHOTS = (1, 5, 20)
 SEEDS = (0, 1, 2)
 RULES = ("prototype alone", "name as description")
-MIXED_RULES = ("shipped", "centred", "scaled")
+MIXED_RULES = ("shipped", "centred", "scaled", "by count")
+LEVEL_RELATIONS, LEVEL_SCORED = 24, 20  # FewRel training relations and sentences each for `count_levels`
 
 
 def relation_names(fs) -> dict[str, str]:
@@ -107,8 +111,31 @@ def set_scores(ex: emma.Extractor, fs) -> dict[str, list[float]]:
     return out
 
 
-def mixed_scores(ex: emma.Extractor, fs) -> dict[str, list[float]]:
-    """{"K{k} {rule} {all|with examples|without}": [F1 per draw and half]} for one set (`--mixed`)."""
+def count_levels(ex: emma.Extractor) -> dict[int, float]:
+    """{n: mean cos(sentence, prototype of n examples) − cos(sentence, description) over sentences of other relations},
+    for n in `SHOTS`, on `LEVEL_RELATIONS` of FewRel's training relations (the checkpoint's own; never an evaluated set)."""
+    fewrel = DATA_DIR / "fewrel"
+    rows = emma.read_instances(fewrel / "partial" / "train_wiki_partial_union.json.gz")
+    relations = sorted({i.relation for i in rows})[:LEVEL_RELATIONS]
+    descriptions = emma.read_descriptions(fewrel / "relation_description" / "relation_description_processed.json")
+    capped = emma.cap_per_relation([i for i in rows if i.relation in relations], LEVEL_SCORED + max(SHOTS), seed=7)
+    scored = emma.cap_per_relation(capped, LEVEL_SCORED, seed=8)
+    taken = {id(i) for i in scored}
+    pool = [i for i in capped if id(i) not in taken]
+    fs = FewShotSet("fewrel-train", {r: descriptions[r] for r in relations}, scored, pool)
+    encoded = encode_set(ex, fs)
+    other = torch.tensor([[g != r for r in encoded.names] for g in encoded.gold])  # (B, N)
+    levels = {}
+    for k in SHOTS:
+        drawn = draws(pool, encoded.names, k, seed=0)
+        proto = encoded.scored @ prototypes(encoded.pool, drawn, len(encoded.names)).T
+        levels[k] = float((proto - encoded.desc)[other].mean())
+    return levels
+
+
+def mixed_scores(ex: emma.Extractor, fs, levels: dict[int, float]) -> dict[str, list[float]]:
+    """{"K{k} {rule} {all|with examples|without}": [F1 per draw and half]} for one set (`--mixed`), `levels` from
+    `count_levels`."""
     encoded = encode_set(ex, fs)
     out: dict[str, list[float]] = {}
     for k, proto, counts, has in labelled_halves(encoded, fs):
@@ -117,7 +144,7 @@ def mixed_scores(ex: emma.Extractor, fs) -> dict[str, list[float]]:
         level = (d.mean(1) - p.mean(1))[:, None]  # (B, 1)
         scaled = (proto - p.mean(1, keepdim=True)) / p.std(1, keepdim=True).clamp(min=1e-6) * d.std(1, keepdim=True) \
             + d.mean(1, keepdim=True)
-        for rule, examples in (("shipped", proto), ("centred", proto + level), ("scaled", scaled)):
+        for rule, examples in (("shipped", proto), ("centred", proto + level), ("scaled", scaled), ("by count", proto - levels[k])):
             scores = (1 - w) * encoded.desc + w * torch.where(has[None], examples, encoded.desc)
             add_f1(out, f"K{k} {rule}", scores, encoded, has, ("with examples", "without"))
     return out
@@ -140,8 +167,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     ex = emma.Extractor.load(args.checkpoint)
-    score, rules, groups = ((mixed_scores, MIXED_RULES, ("all", "with examples", "without")) if args.mixed
-                            else (set_scores, RULES, ("all", "bare", "described")))
+    if args.mixed:
+        levels = count_levels(ex)
+        print("levels by count:", {k: round(v, 3) for k, v in levels.items()}, flush=True)
+        score, rules, groups = (lambda ex_, fs_: mixed_scores(ex_, fs_, levels)), MIXED_RULES, ("all", "with examples", "without")
+    else:
+        score, rules, groups = set_scores, RULES, ("all", "bare", "described")
     means: dict[str, dict[str, float]] = {}
     for fs in load_sets(DATA_DIR):
         means[fs.name] = {key: statistics.mean(v) for key, v in score(ex, fs).items()}

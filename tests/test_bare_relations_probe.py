@@ -32,7 +32,18 @@ def test_the_mixed_case_scores_both_rules_with_and_without_examples(tiny_extract
     from research.bare_relations_probe import MIXED_RULES, mixed_scores
 
     fs = FewShotSet("crossre-toy", dict(toy_descriptions), toy_instances, toy_instances)
-    scores = mixed_scores(tiny_extractor, fs)
+    scores = mixed_scores(tiny_extractor, fs, {k: 0.05 for k in SHOTS})
     assert set(scores) == {f"K{k} {rule} {group}" for k in SHOTS for rule in MIXED_RULES
                            for group in ("all", "with examples", "without")}
     assert all(len(v) == 6 and all(0.0 <= f <= 100.0 for f in v) for v in scores.values())
+
+
+def test_the_levels_by_count_are_measured_on_fewrel_training_relations(tiny_extractor, shared_data, monkeypatch):
+    import research.bare_relations_probe as probe
+
+    monkeypatch.setattr(probe, "DATA_DIR", shared_data)
+    monkeypatch.setattr(probe, "LEVEL_RELATIONS", 3)
+    monkeypatch.setattr(probe, "LEVEL_SCORED", 4)
+    levels = probe.count_levels(tiny_extractor)
+    assert set(levels) == set(SHOTS) and all(-2.0 < v < 2.0 for v in levels.values())
+    assert levels == probe.count_levels(tiny_extractor)  # one fixed draw
