@@ -9,9 +9,9 @@ Readers (gzip is handled transparently by file name):
 - RE-Matching list: ``[{"token", "h": {"pos": [start, end)}, "t": ..., "relation"}]``
 - JSONL: one ``{"tokens", "head": [start, end), "tail": [start, end), "relation"}`` per line, or FewRel's
   ``{"tokens", "h", "t", "relation"}``
+- Wiki-ZSL RelationPrompt JSONL: ``{"triplets": [{"tokens", "head": [idx...], "tail": [...], "label_id"}]}``
 
 Records are numbered from 1 in messages, as a person counts them.
-- Wiki-ZSL RelationPrompt JSONL: ``{"triplets": [{"tokens", "head": [idx...], "tail": [...], "label_id"}]}``
 """
 
 from __future__ import annotations
@@ -274,9 +274,9 @@ def _fewrel_record(r: dict, relation: str, where: str) -> Instance:
     except DataError:
         raise
     except KeyError as e:
-        raise DataError(f"{where}: the FewRel record has no {e.args[0]!r} field ({KEYED_FORMATS['FewRel']})") from None
+        raise DataError(f"{where}: the FewRel record has no {e.args[0]!r} field ({RECORD_FORMATS['FewRel']})") from None
     except (IndexError, TypeError, ValueError):
-        raise DataError(f"{where}: malformed FewRel record ({KEYED_FORMATS['FewRel']})") from None
+        raise DataError(f"{where}: malformed FewRel record ({RECORD_FORMATS['FewRel']})") from None
     return _make(tokens, head, tail, relation, where)
 
 
@@ -303,14 +303,14 @@ def _keyed_record(r, where: str, kind: str, fields) -> Instance:
     try:
         tokens, head, tail, relation = fields()
     except KeyError as e:
-        raise DataError(f"{where}: the {kind} record has no {e.args[0]!r} field ({KEYED_FORMATS[kind]})") from None
+        raise DataError(f"{where}: the {kind} record has no {e.args[0]!r} field ({RECORD_FORMATS[kind]})") from None
     except (TypeError, AttributeError):
-        raise DataError(f"{where}: malformed {kind} record ({KEYED_FORMATS[kind]})") from None
+        raise DataError(f"{where}: malformed {kind} record ({RECORD_FORMATS[kind]})") from None
     return _make(tokens, head, tail, relation, where)
 
 
 # What each format's record holds, for a message about a record that does not.
-KEYED_FORMATS = {
+RECORD_FORMATS = {
     "FewRel": 'expected {"tokens": [words], "h": [name, id, [[token indices]]], "t": [name, id, [[token indices]]]}',
     "JSONL": 'expected {"tokens": [words], "head": [start, end], "tail": [start, end], "relation": name}',
     "RE-Matching": 'expected {"token": [words], "h": {"pos": [start, end]}, "t": {"pos": [start, end]}, "relation": name}',

@@ -32,11 +32,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from collections import Counter
 
 import torch
 
 import emma
-from emma.evaluate import label_counts
+from emma.evaluate import label_counts, macro_prf_counts
 
 from . import DATA_DIR
 from .examples_probe import draws, encode_set, prototypes
@@ -63,13 +64,10 @@ def macro_f1_of(gold: list[str], picked: list[str], relations: set[str]) -> floa
     if relations >= set(gold):
         return emma.macro_prf(gold, picked)["f1"]
     counts = label_counts(gold, picked)
-    f1s = []
-    for r in sorted(relations):
-        if counts["gold", r]:
-            p = counts["tp", r] / counts["pred", r] if counts["pred", r] else 0.0
-            rec = counts["tp", r] / counts["gold", r]
-            f1s.append(200 * p * rec / (p + rec) if p + rec else 0.0)
-    return statistics.mean(f1s) if f1s else float("nan")
+    # Only the part's gold counts: `macro_prf_counts` averages F1 over the relations with gold instances.
+    part = Counter({key: v for key, v in counts.items()
+                    if not (isinstance(key, tuple) and key[0] == "gold" and key[1] not in relations)})
+    return macro_prf_counts(part)["per_class_f1"] if any(counts["gold", r] for r in relations) else float("nan")
 
 
 def labelled_halves(encoded, fs):
