@@ -27,12 +27,13 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from emma import EntityModelError, split_sentences, suggest_entities
-from emma.extract import MAX_TEXT_CHARS
+from emma.extract import MAX_TEXT_CHARS, finish_extraction, plan_extraction
 
 from .session import BadInput, sentence_case
 from .workbench import MODEL, PRIVATE, QUIET, Workbench, lenient, user_errors, warn
 
 TABLE_COLUMNS = ["#", "head", "relation", "tail", "score", "sentence"]
+EXTRACT_CHUNK = 32  # pairs per job of the model's thread: a long paragraph lets other users' predictions in between
 EXAMPLE_PARAGRAPH = ("Marie Curie was born in Warsaw, then part of the Russian Empire. She moved to Paris to study at the "
                      "University of Paris. In 1895 she married Pierre Curie, a French physicist. Together with Henri "
                      "Becquerel they won the Nobel Prize in Physics in 1903. Their daughter Irène Joliot-Curie later worked "
@@ -130,8 +131,12 @@ class ExtractTab:
 
     # ------------------------------------------------------------------ extraction
 
-    def run_extraction(self, text: str, session: dict, request: gr.Request = None):
-        """Every relation of `text` with this session's relations; returns (the extraction as plain data, session)."""
+    def run_extraction(self, text: str, session: dict, request: gr.Request = None, progress=None):
+        """Every relation of `text` with this session's relations; returns (the extraction as plain data, session).
+
+        The entities, then every `EXTRACT_CHUNK` pairs, are each one job of the model's thread, so that other users'
+        predictions go in between a long paragraph's; `progress(done, total)` after each chunk of pairs.
+        """
         wb = self.wb
         session = wb.owned(session, request)
         text = text or ""
@@ -142,25 +147,34 @@ class ExtractTab:
         relations, examples = wb.to_predict(session)
         engine = self._engine(session)
 
-        def job():
-            index = engine.index(relations, examples)
-            # threshold 0: every pair keeps its best relation here; the slider filters (no second model call)
-            return engine.extractor.with_index(index).extract(text, threshold=0.0)
+        def predict(instances):
+            return engine.extractor.with_index(engine.index(relations, examples)).predict_batch(instances)
 
         t0 = time.perf_counter()
         try:
-            result = wb.model.call(job)
+            plan = wb.model.call(plan_extraction, text)
+            predictions, total = [], len(plan.instances)
+            t1 = time.perf_counter()
+            for start in range(0, total, EXTRACT_CHUNK):
+                predictions += wb.model.call(predict, plan.instances[start : start + EXTRACT_CHUNK])
+                if progress:
+                    progress(len(predictions), total)
         except EntityModelError as e:
             raise BadInput(sentence_case(str(e))) from None
         except ValueError as e:  # the library names the problem: no sentence, fewer than two entities …
             raise BadInput(sentence_case(str(e))) from None
+        # threshold 0: every pair keeps its best relation here; the slider filters (no second model call)
+        result = finish_extraction(plan, predictions, 0.0, (time.perf_counter() - t1) * 1e3)
         return extraction_data(result, (time.perf_counter() - t0) * 1e3), session
 
     @user_errors
-    def extract_and_show(self, text: str, threshold: float, session: dict, request: gr.Request = None):
+    def extract_and_show(self, text: str, threshold: float, session: dict, request: gr.Request = None,
+                         progress=gr.Progress()):
         """"Extract all": returns (entities highlight, graph, table, status, extraction state, session)."""
         threshold = check_threshold(threshold)
-        data, session = self.run_extraction(text, session, request)
+        progress(0, desc="Finding the entities")
+        data, session = self.run_extraction(
+            text, session, request, lambda done, total: progress(done / total, desc=f"Predicting pairs: {done} of {total}"))
         for message in data["warnings"]:
             warn(message)
         return (chips_value(data["text"], data["entities"]), *self.views(data, threshold), data, session)
@@ -316,8 +330,9 @@ def _chip_span(sentence: str, chip_spans: list, evt) -> tuple[int, int] | None:
 
 
 def triples_table(data: dict, triples: list[dict]) -> pd.DataFrame:
+    """One row per triple, numbered from 1 like the sentences (a row click reads its position, not this number)."""
     return pd.DataFrame([[n, p["head_text"], p["label"], p["tail_text"], round(p["score"], 3), p["sentence"] + 1]
-                         for n, p in enumerate(triples)], columns=TABLE_COLUMNS)
+                         for n, p in enumerate(triples, start=1)], columns=TABLE_COLUMNS)
 
 
 def status_text(data: dict, triples: list[dict], threshold: float) -> str:

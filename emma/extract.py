@@ -170,31 +170,36 @@ def plan_pairs(sentences: list[tuple[int, int]], entities: list[EntitySpan]) -> 
     return pairs, warnings
 
 
-def extract(extractor: "Extractor", text: str, entities: Sequence[EntitySpan | tuple[int, int]] | None = None,
-            threshold: float | None = None, top_k: int | None = None) -> Extraction:
-    """All relations between entities of the same sentence of `text` (see the module docstring).
+@dataclass
+class ExtractionPlan:
+    """A text read for extraction, before any relation is predicted: what `plan_extraction` gives `finish_extraction`.
 
-    Args:
-        extractor: a loaded `Extractor` with its relations set.
-        entities: EntitySpans or (start, end) character spans (end exclusive); None: suggested by the NER.
-        threshold: pairs scoring below it get no relation; None: the checkpoint's `extract_threshold`.
-        top_k: recall scores kept per pair (None: all relations, what the workbench's charts show).
+    Attributes:
+        text, sentences, entities: as in `Extraction`.
+        pairs: [(sentence index, head, tail)] to predict, in sentence then text order.
+        instances: the marked instance of each of `pairs`, in the same order.
+        warnings: what a cap left out, or why nothing could be paired.
+        entities_ms: the time taken to find the entities (the NER) and the pairs.
+    """
+
+    text: str
+    sentences: list[tuple[int, int]]
+    entities: list[EntitySpan]
+    pairs: list[tuple[int, EntitySpan, EntitySpan]]
+    instances: list
+    warnings: list[str]
+    entities_ms: float
+
+
+def plan_extraction(text: str, entities: Sequence[EntitySpan | tuple[int, int]] | None = None) -> ExtractionPlan:
+    """The sentences, entities (suggested by the NER unless given) and marked pairs of `text` (see `extract`).
 
     Raises:
-        ValueError: the text is empty or too long, it has no sentence, fewer than two entities were
-            found or given, or there are no relations to choose from.
-        EntityModelError: entities must be suggested but the NER package is missing or not the pinned one.
+        ValueError / EntityModelError: as `extract`.
     """
     t0 = time.perf_counter()
     check_text(text)
-    if threshold is None:
-        threshold = extractor.config.extract_threshold
-    if not 0.0 <= float(threshold) <= 1.0:
-        raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
-    if len(extractor.index) == 0:
-        raise ValueError("no relations to choose from; add some with set_relations or add_relation")
     found = suggest_entities(text) if entities is None else entity_spans(text, entities)
-    t1 = time.perf_counter()
     sentences = split_sentences(text, [x.span for x in found])
     if not sentences:
         raise ValueError("the text has no sentence (no word in it)")
@@ -213,12 +218,56 @@ def extract(extractor: "Extractor", text: str, entities: Sequence[EntitySpan | t
             kept.append((i, h, t))
         except DataError:  # an entity without a word character cannot be marked
             continue
-    predictions = extractor.predict_batch(instances, top_k=top_k) if instances else []
-    t2 = time.perf_counter()
-    pairs = [PairPrediction(h, t, i, p, p.label if not (threshold > 0 and p.score < threshold) else None) for (i, h, t), p in zip(kept, predictions)]
+    return ExtractionPlan(text, sentences, found, kept, instances, warnings, (time.perf_counter() - t0) * 1e3)
+
+
+def finish_extraction(plan: ExtractionPlan, predictions: Sequence["Prediction"], threshold: float,
+                      predict_ms: float) -> Extraction:
+    """The `Extraction` of `plan` from the predictions of its instances (in order): pairs scoring below `threshold`
+    get no relation."""
+    if len(predictions) != len(plan.instances):
+        raise ValueError(f"{len(predictions)} predictions for {len(plan.instances)} pairs")
+    pairs = [PairPrediction(h, t, i, p, p.label if not (threshold > 0 and p.score < threshold) else None)
+             for (i, h, t), p in zip(plan.pairs, predictions)]
     triples = [Triple(p.head.text, p.relation, p.tail.text, float(p.score), p.head.span, p.tail.span, p.sentence, n,
                       p.head.label, p.tail.label)
                for n, p in enumerate(pairs) if p.relation is not None]
     triples.sort(key=lambda x: -x.score)
-    timings = {"entities": (t1 - t0) * 1e3, "predict": (t2 - t1) * 1e3, "total": (time.perf_counter() - t0) * 1e3}
-    return Extraction(text, sentences, found, pairs, triples, float(threshold), warnings, timings)
+    timings = {"entities": plan.entities_ms, "predict": predict_ms, "total": plan.entities_ms + predict_ms}
+    return Extraction(plan.text, plan.sentences, plan.entities, pairs, triples, float(threshold), list(plan.warnings), timings)
+
+
+def check_threshold(extractor: "Extractor", threshold: float | None) -> float:
+    """`threshold`, or the checkpoint's `extract_threshold` for None; ValueError outside [0, 1]."""
+    if threshold is None:
+        threshold = extractor.config.extract_threshold
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
+    return float(threshold)
+
+
+def extract(extractor: "Extractor", text: str, entities: Sequence[EntitySpan | tuple[int, int]] | None = None,
+            threshold: float | None = None, top_k: int | None = None) -> Extraction:
+    """All relations between entities of the same sentence of `text` (see the module docstring).
+
+    `plan_extraction`, one `Extractor.predict_batch` over its pairs, then `finish_extraction`: a caller that must
+    interleave other work or show progress (the workbench) runs the three steps itself, predicting in chunks.
+
+    Args:
+        extractor: a loaded `Extractor` with its relations set.
+        entities: EntitySpans or (start, end) character spans (end exclusive); None: suggested by the NER.
+        threshold: pairs scoring below it get no relation; None: the checkpoint's `extract_threshold`.
+        top_k: recall scores kept per pair (None: all relations, what the workbench's charts show).
+
+    Raises:
+        ValueError: the text is empty or too long, it has no sentence, fewer than two entities were
+            found or given, or there are no relations to choose from.
+        EntityModelError: entities must be suggested but the NER package is missing or not the pinned one.
+    """
+    threshold = check_threshold(extractor, threshold)
+    if len(extractor.index) == 0:
+        raise ValueError("no relations to choose from; add some with set_relations or add_relation")
+    plan = plan_extraction(text, entities)
+    t0 = time.perf_counter()
+    predictions = extractor.predict_batch(plan.instances, top_k=top_k) if plan.instances else []
+    return finish_extraction(plan, predictions, threshold, (time.perf_counter() - t0) * 1e3)

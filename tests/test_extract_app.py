@@ -50,6 +50,7 @@ def test_extract_all_shows_graph_table_and_filters_by_the_slider_without_the_mod
     assert len(data["pairs"]) == 8 and len(table) == 8  # threshold 0: every pair keeps its best relation
     assert status.startswith("5 entities in 2 sentences, 8 pairs predicted; 8 with a relation at threshold 0.00.")
     assert list(table.columns) == ["#", "head", "relation", "tail", "score", "sentence"]
+    assert list(table["#"]) == list(range(1, 9)) and set(table["sentence"]) == {1, 2}  # both numbered from 1
     assert set(table["relation"]) <= set(wb.relations(session))  # the session's relations in force
     labels = [t for t in graph.data if t.name == "relations"][0]
     assert list(labels.customdata) == list(range(8))  # each edge label carries its row number
@@ -63,6 +64,25 @@ def test_extract_all_shows_graph_table_and_filters_by_the_slider_without_the_mod
 
 
 @needs_ner
+@needs_ner
+def test_a_long_text_is_predicted_in_chunks_with_progress_and_the_same_answers(tabs, session, wb, monkeypatch):
+    """Each chunk of pairs is its own job of the model's thread (other users' predictions go in between), and the
+    pairs come out as one batched `extract` gives them."""
+    import app.extract_tab as extract_module
+
+    extract, _ = tabs
+    monkeypatch.setattr(extract_module, "EXTRACT_CHUNK", 3)
+    jobs, calls = [], wb.model.call
+    monkeypatch.setattr(wb.model, "call", lambda fn, *a: jobs.append(fn) or calls(fn, *a))
+    seen = []
+    data, _ = extract.run_extraction(TEXT, session, progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(3, 8), (6, 8), (8, 8)] and len(jobs) == 1 + 3  # the entities, then three chunks of pairs
+    whole = wb.engine.extractor.with_index(wb.engine.index(wb.relations(session))).extract(TEXT, threshold=0.0)
+    assert [(p["head_text"], p["tail_text"], p["label"]) for p in data["pairs"]] == \
+        [(p.head.text, p.tail.text, p.prediction.label) for p in whole.pairs]
+    assert [p["score"] for p in data["pairs"]] == pytest.approx([p.score for p in whole.pairs], abs=1e-5)
+
+
 def test_a_clicked_row_or_edge_opens_its_pair_in_the_predict_tab(tabs, session):
     extract, predict = tabs
     *_, data, session = extract.extract_and_show(TEXT, 0.0, session)
