@@ -37,6 +37,11 @@ def check_length(sentence: str) -> None:
         raise BadInput(f"The sentence has {len(sentence)} characters; the workbench takes at most {MAX_SENTENCE_CHARS}.")
 
 
+def predicted_hint(record: dict) -> str:
+    """The marking hint once a prediction is on show ("Ready: press Predict" would ask for what was just done)."""
+    return f"Predicted: {record['label']}. Judge it below, or change the sentence or entities and press Predict again."
+
+
 @dataclass
 class PredictParts:
     """The Predict tab's components that other tabs and the page load use."""
@@ -227,7 +232,7 @@ class PredictTab:
                          request: gr.Request = None):
         """The Predict button: `predict` and `show_prediction` in one round trip (the page waits for one event, not two)."""
         record, session = self.predict(sentence, head, tail, spans, session, request)
-        return (record, session, *self.show_prediction(session, request))
+        return (record, session, *self.show_prediction(session, request), predicted_hint(record))
 
     def show_prediction(self, session: dict, request: gr.Request = None):
         """Everything the Predict tab shows about the last prediction, and a cleared feedback form."""
@@ -293,7 +298,7 @@ class PredictTab:
         self._wire_marking(parts, *buttons)
         panels = [marked, label, summary, recall_plot, why, rerank, attention_plot, latency, correct_relation, verdict, note, feedback_status]
         self.parts, self.predict_inputs = parts, [sentence, head, tail, spans, session]
-        self.predict_outputs = [prediction_json, session, *panels]
+        self.predict_outputs = [prediction_json, session, *panels, hint]
         # Progress and a refusal ("the head entity does not occur…") show on the Prediction panel alone: the toast
         # says what is wrong, and the other eleven panels keep what they showed instead of each saying "Error".
         self.predict_event = dict(**MODEL, **PRIVATE, show_progress_on=label)

@@ -315,7 +315,10 @@ class RelationsTab:
             return session, prior
         new = without_user_relation(session, name)
         name = " ".join((name or "").split())
-        status = f"Deleted '{name}'; {len(wb.relations(new))} relations in force."
+        kept = wb.store.example_counts(session["owner"]).get(name, 0)
+        # No "are you sure?": a delete is undone by Add (the boxes keep the name and description), examples included.
+        status = (f"Deleted '{name}'; {len(wb.relations(new))} relations in force. Add puts it back"
+                  + (f", with its {plural(kept, 'labelled example')} (kept meanwhile)." if kept else "."))
 
         def write(db):
             delete_user_relation(db, new["owner"], name)

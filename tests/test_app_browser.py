@@ -119,6 +119,7 @@ def test_browser_mark_add_relation_predict_feedback_then_the_label_counts(tiny_e
             record_property("predict_click_to_all_panels_ms", round(panels_ms))
             assert shown_ms < 5000 and panels_ms < 10000, (shown_ms, panels_ms)
             expect(page.locator("#summary textarea")).to_have_value(re.compile(r"^Predicted '"))
+            expect(page.locator("#mark-hint textarea")).to_have_value(re.compile(r"^Predicted: "))
             expect(page.locator("#rerank")).to_contain_text("✔ predicted")
             expect(page.locator("#latency")).to_contain_text("ms")
             predicted = page.locator("#summary textarea").input_value().split("'")[1]

@@ -185,6 +185,12 @@ def test_predict_matches_the_library(wb, session, tiny_extractor):
     assert record["score"] == pytest.approx(direct.score, abs=1e-5)
 
 
+def test_predict_button_fills_every_output_and_the_hint_says_what_was_predicted(wb, session):
+    record, session, *panels, hint = wb.predict_and_show(SENTENCE, "Apple", "Steve Jobs", {}, session)
+    assert len(panels) == len(wb.show_prediction(session)) and panels[2].startswith("Predicted '")
+    assert hint.startswith(f"Predicted: {record['label']}.") and session["last"]["label"] == record["label"]
+
+
 def test_show_prediction_builds_every_panel(wb, session):
     _, session = predict(wb, session)
     marked, label, summary, recall_fig, why, table, attention_fig, latency, dropdown, verdict, note, status = wb.show_prediction(session)
@@ -273,6 +279,7 @@ def test_edit_and_delete_relation(wb, session):
         wb.edit_relation("boss", "x", session)
     session, status = wb.delete_relation("employer", session)
     assert session["user"] == {} and wb.store.user_relations("user:ann") == {}
+    assert status == "Deleted 'employer'; 4 relations in force. Add puts it back."
     with pytest.raises(gr.Error, match="no relation named"):
         wb.delete_relation("employer", session)
 
@@ -780,7 +787,8 @@ def test_an_example_of_a_relation_not_in_force_is_kept_and_ignored(wb, session):
 def test_an_example_of_a_deleted_relation_says_so(wb, session):
     _, session = predict(wb, session)
     session, _ = wb.feedback("wrong", "started by", None, session)  # a new relation, taught by this sentence
-    session, _ = wb.delete_relation("started by", session)
+    session, status = wb.delete_relation("started by", session)
+    assert status.endswith("Add puts it back, with its 1 labelled example (kept meanwhile).")
     _, _, _, _, examples = wb.relation_views("", session)
     assert examples.loc[0, "relation"] == "started by"
     assert examples.loc[0, "in force"] == "no: its relation is deleted; used again if you add it back"
