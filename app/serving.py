@@ -184,10 +184,11 @@ class ModelWorker:
 
 
 def _batch_pays(job) -> bool:
-    """Whether waiting for company can pay for `job`: not for a prediction on an extractor that runs one text at a
-    time (int8, `Extractor.__init__`), where a batch shares no arithmetic and the wait would only delay it."""
+    """Whether waiting for company can pay for `job`: only for a prediction on an extractor that batches. Not for a
+    `call` (it runs alone: an extraction's chunk, an encoding), nor for an extractor that runs one text at a time
+    (int8, `Extractor.__init__`), where a batch shares no arithmetic; there the wait would only delay it."""
     (kind, payload), _ = job
-    return not (kind == "predict" and payload.engine.extractor.batch_size == 1)
+    return kind == "predict" and payload.engine.extractor.batch_size != 1
 
 
 def _settle(future: Future, fn) -> None:
