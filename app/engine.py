@@ -173,7 +173,7 @@ class Engine:
         lowered = built_in if len(built_in) < len(relations) else []
         bare = [name for name, text in relations.items() if text == name]  # no description: scored by its examples
         index = RelationIndex.build(list(relations), rows, examples=grouped, undescribed=bare,
-                                    offsets=self.extractor.seen_offsets(lowered))
+                                    offsets=self.extractor.seen_offsets(lowered), levels=self.extractor.example_levels)
         with self._lock:
             self._indexes[key] = index
             while len(self._indexes) > MAX_CACHED_INDEXES:

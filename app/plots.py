@@ -50,7 +50,8 @@ def recall_html(record: dict, bars: int = RECALL_BARS) -> str:
     Plain HTML (no plotting library): the page draws it in a few milliseconds. The axis is zoomed to
     the scores shown, since a trained model's cosines often sit close together. When a shown relation
     has labelled examples, two marks on its row show recall's sources apart: the description's cosine
-    (a bar) and the examples' (a diamond); the bar itself is their mix."""
+    (a bar) and the examples' (a diamond); the bar itself is their mix, lowered toward the descriptions'
+    level (`emma.index.ExampleLevels`)."""
     recall = record["recall"][: max(bars, len(record["candidates"]))]
     candidates = set(record["candidates"])
     parts = record.get("recall_parts") or {}
@@ -84,6 +85,9 @@ def recall_html(record: dict, bars: int = RECALL_BARS) -> str:
     what = ("recall score: description cosine mixed with the examples' cosine, which counts "
             f"n / (n + {EXAMPLES_LIKE_DESCRIPTION}) for a relation with n labelled examples (n counted up to {EXAMPLES_COUNTED})"
             if with_examples else "cosine similarity of sentence and description (the recall score)")
+    if with_examples and (share := record.get("example_level_share")):
+        what += (f", then lowered by {share:.0%} of how far such mixes run above descriptions' cosines (so the bar "
+                 "need not lie between its two marks)")
     lowered = {o for name, _ in recall if (o := offsets.get(name))}
     if lowered:
         what += (f"; ↓ = a catalogue relation, scored {-min(lowered):.2f} below that beside relations of yours, so that it "

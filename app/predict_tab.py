@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from emma import DataError, instance_from_text, spans_overlap
-from emma.index import EXAMPLES_COUNTED, EXAMPLES_LIKE_DESCRIPTION
+from emma.index import EXAMPLES_COUNTED, EXAMPLES_LIKE_DESCRIPTION, LEVEL_SHARE
 
 from . import plots
 from .engine import MAX_SENTENCE_CHARS
@@ -213,7 +213,8 @@ class PredictTab:
             raise BadInput(sentence_case(str(e))) from None
         timings = {**prediction.timings_ms, "total": (time.perf_counter() - t0) * 1e3}
         record = prediction_record(sentence, h, t, instance, prediction, relations, engine.checkpoint_id, timings, warnings_,
-                                   n_examples=len(examples))
+                                   n_examples=len(examples),
+                                   level_share=LEVEL_SHARE if engine.extractor.example_levels is not None else 0.0)
         # A new session dict rather than a deep copy: only "last" changes, and the old prediction it held (every
         # relation's scores and weights) is the costly part to copy; the rest is shared, never changed in place.
         return public_record(record), {**session, "last": record}

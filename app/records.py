@@ -38,10 +38,12 @@ def bracketed(tokens, head, tail) -> str:
 
 
 def prediction_record(sentence, head, tail, instance, prediction, relations, checkpoint, timings, warnings_,
-                      n_examples: int = 0) -> dict:
+                      n_examples: int = 0, level_share: float = 0.0) -> dict:
     """Everything about one prediction, as plain JSON-able data (kept in the session, stored with feedback).
 
-    `n_examples`: how many of the owner's labelled examples (of relations in force) recall used."""
+    `n_examples`: how many of the owner's labelled examples (of relations in force) recall used; `level_share`: how
+    much of the gap to the descriptions' level recall took off a mixed score (`emma.index.ExampleLevels`; 0 without
+    levels)."""
     rank = {name: i + 1 for i, (name, _) in enumerate(prediction.recall)}
     scores = dict(prediction.recall)
     cls_rank = {}
@@ -96,6 +98,7 @@ def prediction_record(sentence, head, tail, instance, prediction, relations, che
                              "cosine": float(cos)} for inst, cos in near]
                      for name, near in prediction.examples.items() if near},
         "n_examples": n_examples,
+        "example_level_share": level_share,
         "n_relations": len(relations),
         "relations": dict(relations),
         "checkpoint": checkpoint,

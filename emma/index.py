@@ -36,6 +36,23 @@ dev mean of six domains / FewRel val_wiki):
     K examples per bare relation    1            5            20
     prototype alone                 19.5 / 77.5  23.2 / 76.8  24.7 / 76.1
     name mixed in at n / (n + 5)    24.7 / 81.5  26.6 / 85.9  25.8 / 81.0
+
+Where some relations have examples and the rest none (a user labels a few relations of the catalogue), the mix of a
+relation with examples runs higher over sentences of other relations than a description's cosine does, so it took
+their sentences. With the checkpoint's `ExampleLevels` (the mean score of other relations' sentences by count n,
+measured on its training relations: `python -m research example-levels`), recall takes half of that gap
+(`LEVEL_SHARE`) off a relation's mix. The shift depends on a relation's own count only, so one labelled relation
+keeps what its examples say, and where every relation has as many examples nothing changes, the fused decision
+included. All of the gap gains more where half the relations are labelled but costs up to a point where every one is
+(a rare relation has fewer examples than K, and its lower mix kept it from taking sentences); giving the mix the
+descriptions' spread too gains most in the first case but changes the fused decision in the second. `python -m
+research.bare_relations_probe --levels`: recall top-1 macro F1 of all relations, mean of draws 0-2, CrossRE dev mean
+of six domains / FewRel val_wiki:
+
+    examples for                     every relation, K = 5 / 20        half of them, K = 5 / 20
+    the mix alone                    33.6 / 88.2    36.4 / 87.9        26.9 / 84.3    26.1 / 79.8
+    half of the gap off (shipped)    33.6 / 88.2    36.6 / 87.9        27.0 / 85.5    27.4 / 83.1
+    all of the gap off               32.8 / 88.2    35.8 / 87.9        27.3 / 86.5    27.4 / 84.5
 """
 
 from __future__ import annotations
@@ -51,6 +68,7 @@ from .data import Instance
 
 EXAMPLES_LIKE_DESCRIPTION = 5  # the number of examples that count as much as the description
 EXAMPLES_COUNTED = 20  # more examples than this sharpen the prototype but weigh no more against the description
+LEVEL_SHARE = 0.5  # how much of the gap to the descriptions' level `ExampleLevels` take off a mixed score (module docstring)
 
 
 def example_weight(n):
@@ -58,6 +76,54 @@ def example_weight(n):
     examples. `n` may be a tensor of counts (the training objective mixes as recall does)."""
     m = n.clamp(max=EXAMPLES_COUNTED) if isinstance(n, torch.Tensor) else min(n, EXAMPLES_COUNTED)
     return m / (m + EXAMPLES_LIKE_DESCRIPTION)
+
+
+@dataclass(frozen=True)
+class ExampleLevels:
+    """Where recall scores of sentences of *other* relations sit, by a relation's number of examples n: their mean for
+    n = 0 (the description's cosine alone) and for the mix at a few counts above. An instance's cosine with a
+    prototype runs higher than with a description, so beside relations without examples a relation with some took
+    their sentences; recall lowers each mixed score by `LEVEL_SHARE` of the gap (`shift`). Measured once per
+    checkpoint on its own training relations (`python -m research example-levels`) and kept in its config
+    (`EmmaConfig.example_levels`).
+
+    Attributes:
+        counts: increasing example counts, the first 0.
+        means: the mean score at each count.
+    """
+
+    counts: tuple[int, ...]
+    means: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if not (len(self.counts) == len(self.means) >= 2) or self.counts[0] != 0:
+            raise ValueError("example levels need the count 0 and at least one count above, each with its mean score")
+        if any(b <= a for a, b in zip(self.counts, self.counts[1:])) or not all(abs(m) <= 1 for m in self.means):
+            raise ValueError("example level counts must increase and every mean must be a cosine, between -1 and 1")
+
+    @classmethod
+    def from_config(cls, levels: Mapping[str, float]) -> "ExampleLevels | None":
+        """From `EmmaConfig.example_levels` ({"n": mean}); None when empty (checkpoints measured before)."""
+        if not levels:
+            return None
+        items = sorted((int(n), float(m)) for n, m in levels.items())
+        return cls(tuple(n for n, _ in items), tuple(m for _, m in items))
+
+    def to_config(self) -> dict[str, float]:
+        return {str(n): round(m, 5) for n, m in zip(self.counts, self.means)}
+
+    def shift(self, n: torch.Tensor, share: float = LEVEL_SHARE) -> torch.Tensor:
+        """What to add to the mixed scores of relations with counts `n` (any shape): `share` of the way from the mean
+        of n examples to a description's alone (1: all the way); exactly 0 where n = 0. Counts between two measured
+        ones are interpolated, counts above the last take the last."""
+        counts = torch.tensor(self.counts, dtype=torch.float32, device=n.device)
+        means = torch.tensor(self.means, dtype=torch.float32, device=n.device)
+        x = n.float().clamp(max=counts[-1]).reshape(-1)
+        hi = torch.searchsorted(counts, x).clamp(1, len(counts) - 1)
+        lo = hi - 1
+        t = ((x - counts[lo]) / (counts[hi] - counts[lo])).clamp(0, 1)
+        mean = (means[lo] * (1 - t) + means[hi] * t).reshape(n.shape)
+        return (share * (self.means[0] - mean)).masked_fill(n == 0, 0.0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -143,7 +209,9 @@ class RelationIndex:
     offsets: Mapping[str, float] = field(default_factory=dict)  # added to a relation's recall score (see `with_offsets`)
     vectors: torch.Tensor | None = None  # (N, 3d) unit description rows
     prototypes: torch.Tensor | None = None  # (N, 3d) unit mean of each relation's examples, 0 without
+    levels: ExampleLevels | None = None  # lowers a mixed score toward the descriptions' level; None: the mix as it is
     _weights: torch.Tensor | None = None  # (N,) each relation's example weight w
+    _level: torch.Tensor | None = None  # (N,) each relation's `levels` shift
     _shift: torch.Tensor | None = None  # (N,) `offsets` by row; None when there are none
     _positions: dict[str, int] = field(default_factory=dict, repr=False)
 
@@ -155,6 +223,7 @@ class RelationIndex:
         examples: Mapping[str, Sequence[ExampleRow]] | None = None,
         undescribed: Sequence[str] = (),
         offsets: Mapping[str, float] | None = None,
+        levels: ExampleLevels | None = None,
     ) -> "RelationIndex":
         """An index over `names` (distinct) with their `rows`, in that order.
 
@@ -163,6 +232,8 @@ class RelationIndex:
             undescribed: relations whose row encodes only their name; recall mixes that row's cosine with
                 their examples' as for a description (module docstring), and each needs at least one example.
             offsets: {relation: added to its recall score}; relations not in `names` are ignored.
+            levels: the checkpoint's `ExampleLevels`, which lower a relation's mixed score toward the level of a
+                description alone (module docstring); None leaves the mix as it is.
         """
         names, rows = tuple(names), tuple(rows)
         assert len(names) == len(rows), f"{len(names)} names for {len(rows)} rows"
@@ -176,18 +247,21 @@ class RelationIndex:
         if bare:
             raise ValueError(f"relation {bare[0]!r} has neither a description nor examples")
         if not rows:
-            return cls()
+            return cls(levels=levels)
         vectors = torch.stack([r.vector for r in rows])  # (N, 3d)
         prototypes, weights = torch.zeros_like(vectors), torch.zeros(len(names), device=vectors.device)
+        counts = torch.zeros(len(names), device=vectors.device)
         for i, name in enumerate(names):
             if name in examples:
                 prototypes[i] = F.normalize(torch.stack([e.vector for e in examples[name]]).mean(0), dim=-1)
                 weights[i] = example_weight(len(examples[name]))
+                counts[i] = len(examples[name])
+        level = levels.shift(counts) if levels is not None and examples else None
         known = set(names)
         offsets = {n: float(o) for n, o in (offsets or {}).items() if o and n in known}
         shift = torch.tensor([offsets.get(n, 0.0) for n in names], device=vectors.device) if offsets else None
-        return cls(names, rows, examples, frozenset(undescribed), offsets, vectors, prototypes, weights, shift,
-                   {n: i for i, n in enumerate(names)})
+        return cls(names, rows, examples, frozenset(undescribed), offsets, vectors, prototypes, levels, weights, level,
+                   shift, {n: i for i, n in enumerate(names)})
 
     def __len__(self) -> int:
         return len(self.names)
@@ -216,25 +290,27 @@ class RelationIndex:
         for name, new in (examples or {}).items():
             merged[name] = merged.get(name, ()) + tuple(new)
         still_bare = (self.undescribed - replaced) | set(undescribed)
-        return RelationIndex.build(names_after, [r for _, r in kept] + list(rows), merged, still_bare, self.offsets)
+        return RelationIndex.build(names_after, [r for _, r in kept] + list(rows), merged, still_bare, self.offsets,
+                                   self.levels)
 
     def without(self, name: str) -> "RelationIndex":
         """This index less relation `name` and its examples; KeyError if absent."""
         i = self.position(name)
         examples = {n: e for n, e in self.examples.items() if n != name}
         return RelationIndex.build(self.names[:i] + self.names[i + 1 :], self.rows[:i] + self.rows[i + 1 :],
-                                   examples, self.undescribed - {name}, self.offsets)
+                                   examples, self.undescribed - {name}, self.offsets, self.levels)
 
     def with_examples(self, name: str, rows: Sequence[ExampleRow]) -> "RelationIndex":
         """This index with `rows` added to relation `name`'s examples."""
         examples = {**self.examples, name: self.examples.get(name, ()) + tuple(rows)}
-        return RelationIndex.build(self.names, self.rows, examples, self.undescribed, self.offsets)
+        return RelationIndex.build(self.names, self.rows, examples, self.undescribed, self.offsets, self.levels)
 
     def without_examples(self, name: str, instances: Sequence[Instance] | None = None) -> "RelationIndex":
         """This index without `instances` (None: all; matched by sentence and spans) among relation `name`'s examples."""
         drop = None if instances is None else {i.pair for i in instances}
         kept = () if drop is None else tuple(e for e in self.examples.get(name, ()) if e.instance.pair not in drop)
-        return RelationIndex.build(self.names, self.rows, {**self.examples, name: kept}, self.undescribed, self.offsets)
+        return RelationIndex.build(self.names, self.rows, {**self.examples, name: kept}, self.undescribed, self.offsets,
+                                   self.levels)
 
     def with_offsets(self, offsets: Mapping[str, float]) -> "RelationIndex":
         """This index with `offsets` ({relation: added to its recall score}) in place of its own.
@@ -243,7 +319,7 @@ class RelationIndex:
         for the same fit, so a sentence of a new relation goes to a trained one; a negative offset
         of the trained relations (`EmmaConfig.seen_margin`, chosen on dev) evens that out.
         """
-        return RelationIndex.build(self.names, self.rows, self.examples, self.undescribed, offsets)
+        return RelationIndex.build(self.names, self.rows, self.examples, self.undescribed, offsets, self.levels)
 
     def scores(self, queries: torch.Tensor) -> RecallScores:
         """(B, 3d) instance vectors → (B, N) cosines with descriptions and prototypes, and their mix (float32, exact)."""
@@ -254,6 +330,8 @@ class RelationIndex:
         examples = q @ self.prototypes.T  # (B, N)
         w = self._weights  # (N,): 0 exactly for the relations without examples
         combined = (1 - w) * description + w * examples
+        if self._level is not None:
+            combined = combined + self._level
         return RecallScores(self._shifted(combined), description, examples.masked_fill(w == 0, float("nan")))
 
     def description_share(self, rows: Sequence[int]) -> float:

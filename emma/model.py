@@ -14,7 +14,7 @@ logits, and the arg-max is the prediction.
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel
 
 from .choices import CLASSIFIER_FEATURES, CLASSIFIER_HEADS, DECISIONS, DESCRIPTION_POOLINGS, check_choice
+from .index import ExampleLevels
 
 # Keys of checkpoints written before they were retired, with the one value that still loads.
 _RETIRED_KEYS = {"classifier_hidden": 0, "version": 1, "markers": ["[E_h]", "[/E_h]", "[E_t]", "[/E_t]"]}
@@ -57,6 +58,11 @@ class EmmaConfig:
             in force beside new ones (`Extractor.set_relations(..., seen=...)`), so trained relations do
             not take the new ones' sentences (generalized zero-shot; chosen on CrossRE dev by
             `python -m research gzsl`); 0.0 for checkpoints written before it was measured.
+        example_levels: {"n": mean} of recall scores of other relations' sentences for relations with n labelled
+            examples (`emma.index.ExampleLevels`, measured on the checkpoint's training relations by `python -m
+            research example-levels`); recall lowers a relation's mixed score by part of the gap to the level of
+            a description alone with them (`emma.index.LEVEL_SHARE`). Empty (checkpoints written before it was
+            measured): the mix as it is.
 
     `EmmaConfig.paper()` is the paper's architecture (concat head over h[CLS], the classifier decides).
     """
@@ -73,6 +79,7 @@ class EmmaConfig:
     decision: str = "fused"
     extract_threshold: float = 0.0
     seen_margin: float = 0.0
+    example_levels: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def paper(cls, **changes) -> "EmmaConfig":
@@ -92,6 +99,7 @@ class EmmaConfig:
             raise ValueError(f"extract_threshold must be between 0 and 1, got {self.extract_threshold}")
         if not 0.0 <= self.seen_margin < 1.0:
             raise ValueError(f"seen_margin must be in [0, 1), got {self.seen_margin}")
+        ExampleLevels.from_config(self.example_levels)  # raises ValueError on a malformed table
         if self.max_length < 8 or self.max_description_length < 3:
             raise ValueError(f"max_length={self.max_length} / max_description_length={self.max_description_length} too small")
 

@@ -37,7 +37,7 @@ from .checkpoint import load_checkpoint
 from .choices import DECISIONS, check_choice
 from .data import Instance, Span
 from .features import collate_instances, collate_pairs, collate_single, encode_descriptions, encode_instances, instance_from_text
-from .index import DescriptionRow, ExampleRow, Recalled, RelationIndex, recall
+from .index import DescriptionRow, ExampleLevels, ExampleRow, Recalled, RelationIndex, recall
 from .model import Emma
 from .precision import autocast, quantize_encoders, resolve_precision
 
@@ -171,7 +171,7 @@ class Extractor:
             # it is evaluated from a file or typed in. So int8 encodes one text at a time and reranks one
             # sentence (its k pairs) at a time, at the cost of its batched throughput (README "Speed").
             self.batch_size, self.rerank_batch_size = 1, 1
-        self.index = RelationIndex()
+        self.index = RelationIndex(levels=self.example_levels)
         self.checkpoint: str = ""
 
     @classmethod
@@ -208,7 +208,13 @@ class Extractor:
         """
         _check_relations(relations)
         self.index = RelationIndex.build(list(relations), self.encode_descriptions(list(relations.values()), progress),
-                                         offsets=self.seen_offsets(seen))
+                                         offsets=self.seen_offsets(seen), levels=self.example_levels)
+
+    @property
+    def example_levels(self) -> ExampleLevels | None:
+        """The checkpoint's `ExampleLevels` (None if it has none): every index built for it lowers mixed scores
+        toward the descriptions' level with them."""
+        return ExampleLevels.from_config(self.config.example_levels)
 
     def seen_offsets(self, seen: Iterable[str]) -> dict[str, float]:
         """{relation: −seen_margin} for the relations in `seen` (the offsets `set_relations` applies)."""

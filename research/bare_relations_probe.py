@@ -16,15 +16,25 @@ Recall top-1 macro F1 over all relations, and over the bare and the described on
 `--mixed` scores the workbench's usual case with descriptions everywhere: every other relation has K examples, the rest
 none. Two rules for a relation with examples:
 
-    shipped:  (1 − w)·cos(description) + w·cos(prototype), w = n / (n + 5)
+    mix alone: (1 − w)·cos(description) + w·cos(prototype), w = n / (n + 5) (shipped before)
     centred:  the same with cos(prototype) moved, per sentence, by the mean description cosine minus the mean prototype
               cosine over the relations with examples (so that the two sources share a level before they mix)
     scaled:   cos(prototype) given, per sentence, the mean and spread of the description cosines over those relations
     by count: cos(prototype) − c(n), c(n) the mean gap between prototype and description cosines of sentences of other
               relations, for prototypes of n examples, measured once on FewRel's training relations (`count_levels`):
               a level that does not depend on how many relations have examples
+    by count, spread: cos(prototype) given the mean and spread of description cosines, both measured there as c(n)
+    mean and spread: the mix given the mean and spread of description cosines of sentences of other relations, both
+              measured per count on all 64 training relations (`research.example_levels`): where every relation has
+              n examples, no recall ranking changes
+    mean x0.5 (shipped): the mix moved half of the way to that mean alone (`emma.index.ExampleLevels`, `LEVEL_SHARE`)
 
-    python -m research.bare_relations_probe [--mixed] [--checkpoint C]
+`--levels` chooses the share and the kind: recall top-1 macro F1 of all relations with every relation labelled (up to
+K examples each, as the K-shot tables: rare relations have fewer, and relations with fewer examples are rarer) and
+with every other one labelled (as `--mixed`), the mix moved 0, 1/4, 1/2, 3/4 or all of the way to the descriptions'
+mean, or to their mean and spread.
+
+    python -m research.bare_relations_probe [--mixed | --levels] [--checkpoint C]
 """
 
 from __future__ import annotations
@@ -39,14 +49,19 @@ import torch
 import emma
 from emma.evaluate import label_counts, macro_prf_counts
 
-from . import DATA_DIR
+from emma.index import ExampleLevels
+
+from . import DATA_DIR, example_levels
 from .examples_probe import draws, encode_set, prototypes
 from .fewshot import FewShotSet, load_sets
 
 SHOTS = (1, 5, 20)
 SEEDS = (0, 1, 2)
 RULES = ("prototype alone", "name as description")
-MIXED_RULES = ("shipped", "centred", "scaled", "by count")
+MIXED_RULES = ("mix alone", "centred", "scaled", "by count", "by count, spread", "mean and spread", "mean x0.5 (shipped)")
+LEVEL_SHOTS = (1, 5, 10, 20)
+SHARES = (0.0, 0.25, 0.5, 0.75, 1.0)  # `--levels`: how far the levels move a mixed score (`emma.index.LEVEL_SHARE`)
+LEVEL_KINDS = ("mean", "mean and spread")
 LEVEL_RELATIONS, LEVEL_SCORED = 24, 20  # FewRel training relations and sentences each for `count_levels`
 
 
@@ -109,9 +124,9 @@ def set_scores(ex: emma.Extractor, fs) -> dict[str, list[float]]:
     return out
 
 
-def count_levels(ex: emma.Extractor) -> dict[int, float]:
-    """{n: mean cos(sentence, prototype of n examples) − cos(sentence, description) over sentences of other relations},
-    for n in `SHOTS`, on `LEVEL_RELATIONS` of FewRel's training relations (the checkpoint's own; never an evaluated set)."""
+def count_levels(ex: emma.Extractor) -> dict[int, dict]:
+    """{n: {"gap": mean cos(sentence, prototype of n examples) − cos(sentence, description), "d" and "p": (mean, standard
+    deviation) of each cosine}} over sentences of other relations, for n in `SHOTS`, on `LEVEL_RELATIONS` of FewRel's training relations (the checkpoint's own; never an evaluated set)."""
     fewrel = DATA_DIR / "fewrel"
     rows = emma.read_instances(fewrel / "partial" / "train_wiki_partial_union.json.gz")
     relations = sorted({i.relation for i in rows})[:LEVEL_RELATIONS]
@@ -127,13 +142,29 @@ def count_levels(ex: emma.Extractor) -> dict[int, float]:
     for k in SHOTS:
         drawn = draws(pool, encoded.names, k, seed=0)
         proto = encoded.scored @ prototypes(encoded.pool, drawn, len(encoded.names)).T
-        levels[k] = float((proto - encoded.desc)[other].mean())
+        d, p = encoded.desc[other], proto[other]
+        levels[k] = {"gap": float((p - d).mean()), "d": (float(d.mean()), float(d.std())), "p": (float(p.mean()), float(p.std()))}
     return levels
 
 
-def mixed_scores(ex: emma.Extractor, fs, levels: dict[int, float]) -> dict[str, list[float]]:
+def moved(mix: torch.Tensor, counts: torch.Tensor, stats: dict[int, tuple[float, float]], share: float,
+          spread: bool) -> torch.Tensor:
+    """(B, N) `mix` moved `share` of the way to the descriptions' mean score on other relations' sentences (shipped:
+    `emma.index.ExampleLevels.shift`), or to their mean and spread (`spread`), by each relation's count (0: unmoved);
+    `stats` from `research.example_levels.measure_stats`."""
+    ns = tuple(stats)
+    means = ExampleLevels(ns, tuple(m for m, _ in stats.values()))
+    if not spread:
+        return mix + means.shift(counts, share)
+    sds = ExampleLevels(ns, tuple(sd for _, sd in stats.values()))
+    m, sd = means.means[0] - means.shift(counts, 1.0), sds.means[0] - sds.shift(counts, 1.0)  # interpolated at `counts`
+    full = (mix - m) / sd * sds.means[0] + means.means[0]
+    return mix + share * (full - mix)
+
+
+def mixed_scores(ex: emma.Extractor, fs, levels: dict[int, dict], stats: dict[int, tuple[float, float]]) -> dict[str, list[float]]:
     """{"K{k} {rule} {all|with examples|without}": [F1 per draw and half]} for one set (`--mixed`), `levels` from
-    `count_levels`."""
+    `count_levels`, `stats` from `research.example_levels.measure_stats`."""
     encoded = encode_set(ex, fs)
     out: dict[str, list[float]] = {}
     for k, proto, counts, has in labelled_halves(encoded, fs):
@@ -142,33 +173,77 @@ def mixed_scores(ex: emma.Extractor, fs, levels: dict[int, float]) -> dict[str, 
         level = (d.mean(1) - p.mean(1))[:, None]  # (B, 1)
         scaled = (proto - p.mean(1, keepdim=True)) / p.std(1, keepdim=True).clamp(min=1e-6) * d.std(1, keepdim=True) \
             + d.mean(1, keepdim=True)
-        for rule, examples in (("shipped", proto), ("centred", proto + level), ("scaled", scaled), ("by count", proto - levels[k])):
+        lv = levels[k]
+        (md, sd), (mp, sp) = lv["d"], lv["p"]
+        for rule, examples in (("mix alone", proto), ("centred", proto + level), ("scaled", scaled),
+                               ("by count", proto - lv["gap"]), ("by count, spread", (proto - mp) / sp * sd + md)):
             scores = (1 - w) * encoded.desc + w * torch.where(has[None], examples, encoded.desc)
             add_f1(out, f"K{k} {rule}", scores, encoded, has, ("with examples", "without"))
+        mix = (1 - w) * encoded.desc + w * torch.where(has[None], proto, encoded.desc)
+        n = torch.where(has, counts, torch.zeros_like(counts))
+        for rule, share, spread in (("mean and spread", 1.0, True), ("mean x0.5 (shipped)", emma.index.LEVEL_SHARE, False)):
+            add_f1(out, f"K{k} {rule}", moved(mix, n, stats, share, spread), encoded, has, ("with examples", "without"))
     return out
 
 
-def print_table(means: dict[str, dict[str, float]], rules: tuple[str, ...], groups: tuple[str, ...]) -> None:
+def level_scores(ex: emma.Extractor, fs, stats: dict[int, tuple[float, float]]) -> dict[str, list[float]]:
+    """{"{every|half} K{k} {kind} {share}": [recall top-1 macro F1 per draw (and half)]} for one set (`--levels`): every
+    relation with up to K examples (the K-shot tables; a rare relation has fewer), or every other one with K and the
+    rest none (as `--mixed`), the mixed scores moved each share of `SHARES` of the way to the descriptions' mean, or
+    mean and spread (`LEVEL_KINDS`, `moved`)."""
+    encoded = encode_set(ex, fs)
+    names, out = encoded.names, {}
+
+    def add(key: str, proto: torch.Tensor, counts: torch.Tensor) -> None:
+        w = emma.index.example_weight(counts)
+        mix = (1 - w) * encoded.desc + w * torch.where(counts[None] > 0, proto, encoded.desc)
+        for kind in LEVEL_KINDS:
+            for share in SHARES:
+                picked = [names[j] for j in moved(mix, counts, stats, share, kind != "mean").argmax(1).tolist()]
+                out.setdefault(f"{key} {kind} {share}", []).append(emma.macro_prf(encoded.gold, picked)["f1"])
+
+    for k in LEVEL_SHOTS:
+        for seed in SEEDS:
+            drawn = draws(fs.pool, names, k, seed)
+            add(f"every K{k}", encoded.scored @ prototypes(encoded.pool, drawn, len(names)).T,
+                torch.tensor([float(len(drawn.get(n, []))) for n in range(len(names))]))
+    for k, proto, counts, has in labelled_halves(encoded, fs):
+        add(f"half K{k}", proto, torch.where(has, counts, torch.zeros_like(counts)))
+    return out
+
+
+def print_levels_table(means: dict[str, dict[str, float]]) -> None:
     crossre = [name for name in means if name.startswith("crossre")]
-    print(f"\n| K | rule | CrossRE mean: {' / '.join(groups)} | FewRel val_wiki: {' / '.join(groups)} |\n|---|---|---|---|")
-    for k in SHOTS:
-        for rule in rules:
-            cells = [" / ".join(f"{statistics.mean(means[s][f'K{k} {rule} {g}'] for s in group_sets):.1f}" for g in groups)
-                     for group_sets in (crossre, ["fewrel-val"])]
-            print(f"| {k} | {rule} | {cells[0]} | {cells[1]} |")
+    print("\n| relations with examples | K | moved to the descriptions' | share | CrossRE mean | FewRel val_wiki |\n"
+          "|---|---|---|---|---|---|")
+    for setting, shots in (("every", LEVEL_SHOTS), ("half", SHOTS)):
+        for k in shots:
+            for kind in LEVEL_KINDS:
+                for share in SHARES:
+                    key = f"{setting} K{k} {kind} {share}"
+                    cells = [statistics.mean(means[s][key] for s in group) for group in (crossre, ["fewrel-val"])]
+                    print(f"| {setting} | {k} | {kind} | {share} | {cells[0]:.1f} | {cells[1]:.1f} |")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mixed", action="store_true", help="described relations, every other one with examples")
+    parser.add_argument("--levels", action="store_true", help="how far the example levels should move a mixed score")
     parser.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the shipped one)")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     ex = emma.Extractor.load(args.checkpoint)
+    if args.levels:
+        stats = example_levels.measure_stats(ex)
+        means = {fs.name: {key: statistics.mean(v) for key, v in level_scores(ex, fs, stats).items()}
+                 for fs in load_sets(DATA_DIR)}
+        print_levels_table(means)
+        return
     if args.mixed:
-        levels = count_levels(ex)
-        print("levels by count:", {k: round(v, 3) for k, v in levels.items()}, flush=True)
-        score, rules, groups = (lambda ex_, fs_: mixed_scores(ex_, fs_, levels)), MIXED_RULES, ("all", "with examples", "without")
+        levels, stats = count_levels(ex), example_levels.measure_stats(ex)
+        print("levels by count:", levels, "\nlevels of the mix (mean, spread):", stats, flush=True)
+        score, rules, groups = ((lambda ex_, fs_: mixed_scores(ex_, fs_, levels, stats)), MIXED_RULES,
+                                ("all", "with examples", "without"))
     else:
         score, rules, groups = set_scores, RULES, ("all", "bare", "described")
     means: dict[str, dict[str, float]] = {}

@@ -1,4 +1,4 @@
-"""Command line: ``python -m research bench | experiment | table | fewshot | fewshot-table | transfer | transfer-table | transfer-grid | transfer-grid-table | train-recipe | gzsl | gzsl-table | gzsl-split | finetune-compare | finetune-blend | finetune-table | finetune-sweep | finetune-sweep-table | workbench-finetune | ui-latency | loadtest | crashtest | extraction | extraction-latency | probe | probe-table | probe-sweep``.
+"""Command line: ``python -m research bench | experiment | table | example-levels | fewshot | fewshot-table | transfer | transfer-table | transfer-grid | transfer-grid-table | train-recipe | gzsl | gzsl-table | gzsl-split | finetune-compare | finetune-blend | finetune-table | finetune-sweep | finetune-sweep-table | workbench-finetune | ui-latency | loadtest | crashtest | extraction | extraction-latency | probe | probe-table | probe-sweep``.
 
 The library's own commands (train, evaluate, predict, portable) are ``python -m emma``. Paths default
 to this repository's results/, runs/ and ../shared/data, whatever the working directory; user errors
@@ -248,12 +248,35 @@ def fewshot(checkpoint, data_dir, results, shots, seeds, sets, precision, split)
     run(checkpoint, data_dir, results, list(shots), list(seeds), list(sets) or None, precision, split)
 
 
+@cli.command("example-levels")
+@click.option("--checkpoint", type=click.Path(), help="Checkpoint folder (default: the shipped one).")
+@click.option("--set-config", is_flag=True, help="Write the levels into the checkpoint's config.json (example_levels).")
+@click.option("--precision", type=click.Choice(INFERENCE_PRECISIONS), default="auto", show_default=True)
+def example_levels(checkpoint, set_config, precision) -> None:
+    """Where recall scores of other relations' sentences sit, for descriptions alone and mixed with n examples.
+
+    Measured on FewRel's training relations; recall lowers a relation's mixed score toward a description's level with
+    them (`emma.index.ExampleLevels`).
+
+    Example:
+
+        python -m research example-levels --checkpoint checkpoints/emma-minilm --set-config
+    """
+    import torch
+
+    from .example_levels import main
+
+    torch.set_num_threads(2)
+    levels = main(checkpoint, set_config, precision)
+    click.echo(json.dumps(levels.to_config()))
+
+
 @cli.command("fewshot-table")
 @click.option("--results", type=click.Path(exists=True, path_type=Path), default=FEWSHOT, show_default="results/fewshot.jsonl")
 @click.option("--split", type=click.Choice(["dev", "test"]), default="dev", show_default=True)
 @click.option("--checkpoint", "checkpoint_id", default="emma-minilm", show_default=True,
               help="Only the runs of the checkpoint whose id starts with this.")
-@click.option("--rule", default=None, help="How the runs weighed examples (default: the shipped rule; 'n/(n+5), classifier 1-w': before the cap on n; 'n/(n+5)': before the classifier's share; 0.5: the fixed weight before that).")
+@click.option("--rule", default=None, help="How the runs weighed examples (default: that of the latest run with examples; 'min(n,20)/(min(n,20)+5), classifier 1-w': before the example levels, with them ', levels x0.5' added; 'n/(n+5), classifier 1-w': before the cap on n; 'n/(n+5)': before the classifier's share; 0.5: the fixed weight before that).")
 @click.option("--precision", type=click.Choice([p for p in INFERENCE_PRECISIONS if p != "auto"]), default=None,
               help="Only the runs scored at this precision (default: all; records hold the precision `auto` chose).")
 @click.option("--output", type=click.Path(), help="Write the markdown here too.")
@@ -264,11 +287,11 @@ def fewshot_table(results, split, checkpoint_id, rule, precision, output) -> Non
 
         python -m research fewshot-table --output results/FEWSHOT.md
     """
-    from .fewshot import EXAMPLE_RULE, table
+    from .fewshot import table
     from .jsonl import read
 
     records = [r for r in read(results) if precision is None or r["precision"] == precision]
-    text = table(records, split, checkpoint_id, rule or EXAMPLE_RULE)
+    text = table(records, split, checkpoint_id, rule)
     _emit(text, output)
 
 

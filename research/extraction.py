@@ -35,6 +35,8 @@ import torch
 import emma
 from emma.extract import MAX_ENTITIES_PER_SENTENCE
 
+from . import write_config_value
+
 MAX_PAIRS_PER_DOMAIN = 4000
 GRID = [round(i * 0.005, 3) for i in range(201)]
 SIGNALS = ("score", "recall")  # the decision rule's score of the label; recall's top-1 cosine
@@ -182,7 +184,7 @@ def run(checkpoint: str | None, data: Path, results: Path, cache_dir: Path, prec
     if figure:
         pr_figure(rows, chosen, figure)
     if set_config:
-        write_threshold(checkpoint, chosen)
+        write_config_value(checkpoint, "extract_threshold", chosen)
     return summary
 
 
@@ -243,16 +245,6 @@ def pr_figure(rows: list[dict], chosen: float, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.write_html(str(path.with_suffix(".html")), include_plotlyjs="cdn")
     fig.write_image(str(path.with_suffix(".png")))
-
-
-def write_threshold(checkpoint: str | None, threshold: float) -> None:
-    """Set `extract_threshold` in a checkpoint's config.json (its weights are not touched)."""
-    folder = Path(checkpoint) if checkpoint else emma.DEFAULT_CHECKPOINT
-    config = json.loads((folder / "config.json").read_text())
-    config["extract_threshold"] = threshold
-    tmp = folder / "config.json.tmp"
-    tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    tmp.replace(folder / "config.json")
 
 
 # A 5-sentence paragraph whose suggested entities make about 20 ordered pairs within sentences.

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 import emma
-from emma.index import EXAMPLES_COUNTED, EXAMPLES_LIKE_DESCRIPTION
+from emma.index import EXAMPLES_COUNTED, EXAMPLES_LIKE_DESCRIPTION, LEVEL_SHARE
 
 from .jsonl import append, read
 
@@ -36,6 +36,14 @@ _m = f"min(n,{EXAMPLES_COUNTED})"
 EXAMPLE_RULE = f"{_m}/({_m}+{EXAMPLES_LIKE_DESCRIPTION}), classifier 1-w"
 UNCAPPED_RULE = f"n/(n+{EXAMPLES_LIKE_DESCRIPTION}), classifier 1-w"
 EARLIER_RULE = "0.5"  # records without "example_rule": the fixed weight used before
+LEVELS = f", levels x{LEVEL_SHARE}"  # added to the rule of runs whose checkpoint moves mixed scores to the descriptions' level
+
+
+def rule_of(extractor: emma.Extractor) -> str:
+    """The example rule `extractor` scores with: `EXAMPLE_RULE`, with `LEVELS` when its checkpoint has example levels
+    (`emma.index.ExampleLevels`; where every relation has K examples they change no recall ranking, only how far the
+    fused decision trusts recall)."""
+    return EXAMPLE_RULE + (LEVELS if extractor.example_levels is not None else "")
 
 
 def scored_rule(record: dict) -> str:
@@ -105,7 +113,7 @@ def run_one(extractor: emma.Extractor, fs: FewShotSet, shots: int, seed: int) ->
             "decision": report["decision"], "n_instances": report["n_instances"],
             "wall_time_s": round(time.perf_counter() - start, 1),
             "budget": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, no training",
-            "example_rule": EXAMPLE_RULE}
+            "example_rule": rule_of(extractor)}
 
 
 def run(checkpoint: str | None, data: Path, results: Path, shots: list[int], seeds: list[int],
@@ -118,7 +126,7 @@ def run(checkpoint: str | None, data: Path, results: Path, shots: list[int], see
     for fs in load_sets(data, names, crossre_split=split):
         for k in shots:
             for seed in (seeds if k else seeds[:1]):
-                if (fs.name, k, seed, model, extractor.precision, split, EXAMPLE_RULE if k else None) in done:
+                if (fs.name, k, seed, model, extractor.precision, split, rule_of(extractor) if k else None) in done:
                     continue
                 record = {**run_one(extractor, fs, k, seed), "split": split}
                 append(results, record)
@@ -126,11 +134,14 @@ def run(checkpoint: str | None, data: Path, results: Path, shots: list[int], see
                       f"(recall {record['recall_only']:.2f}) in {record['wall_time_s']} s", flush=True)
 
 
-def table(records: list[dict], split: str = "dev", checkpoint: str | None = None, rule: str = EXAMPLE_RULE) -> str:
+def table(records: list[dict], split: str = "dev", checkpoint: str | None = None, rule: str | None = None) -> str:
     """Markdown: macro F1 of the shipped rule (recall-only in brackets) per set and K, mean over seeds, for the
-    example weighting `rule` and the checkpoint whose id starts with `checkpoint` (None: the records must hold one)."""
-    records = [r for r in records if r.get("split", "dev") == split and example_rule(r) in (None, rule)
-               and (checkpoint is None or r["checkpoint"].startswith(checkpoint))]
+    example weighting `rule` (None: that of the latest run with examples, e.g. with the checkpoint's levels) and the
+    checkpoint whose id starts with `checkpoint` (None: the records must hold one)."""
+    records = [r for r in records if r.get("split", "dev") == split and (checkpoint is None or r["checkpoint"].startswith(checkpoint))]
+    if rule is None:
+        rule = next((example_rule(r) for r in reversed(records) if r["shots"]), EXAMPLE_RULE)
+    records = [r for r in records if example_rule(r) in (None, rule)]
     checkpoints = sorted({r["checkpoint"] for r in records})
     if len(checkpoints) > 1:
         raise ValueError(f"the records hold {len(checkpoints)} checkpoints ({', '.join(checkpoints)}): choose one")

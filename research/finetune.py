@@ -40,7 +40,7 @@ from emma.evaluate import REPORT_RULES
 from emma.finetune import FinetuneConfig, finetune
 from emma.train import blend_toward
 
-from .fewshot import CROSSRE_DOMAINS, EXAMPLE_RULE, scored_rule, use_relations
+from .fewshot import CROSSRE_DOMAINS, rule_of, scored_rule, use_relations
 from .jsonl import append, read
 from .protocol import dataset_files, fewrel_pool, split_file
 
@@ -111,6 +111,7 @@ def run(checkpoint: str, data: Path, results: Path, domains: list[str], recipes:
     descriptions = emma.read_descriptions(crossre / "descriptions.json")
     check, check_descriptions = fewrel_check(data, fewrel_cap)
     base = emma.Extractor.load(checkpoint)
+    rule = rule_of(base)  # a fine-tune keeps its start's example levels
     fewrel_before = fused(base, check, check_descriptions)
     for domain in domains:
         dev, drawn = labelled_rows(crossre, domain, rows, seed)
@@ -118,7 +119,7 @@ def run(checkpoint: str, data: Path, results: Path, domains: list[str], recipes:
         zero = fused(base, dev, descriptions)
         examples_only = fused(base, dev, descriptions, drawn)
         for recipe in recipes:
-            if (domain, recipe, rows, seed, EXAMPLE_RULE) in done:
+            if (domain, recipe, rows, seed, rule) in done:
                 continue
             output = runs / f"finetune-{domain}-{recipe}-{rows}-{seed}"
             shutil.rmtree(output, ignore_errors=True)
@@ -132,7 +133,7 @@ def run(checkpoint: str, data: Path, results: Path, domains: list[str], recipes:
                       "rows": len(labelled), "relations": len(drawn), "checkpoint": emma.checkpoint_id(checkpoint),
                       "zero_shot": zero, "examples_only": examples_only, "fewrel_ori_before": fewrel_before,
                       **tuned_scores(tuned, dev, descriptions, drawn, check, check_descriptions),
-                      "fewrel_cap": fewrel_cap, "finetune_minutes": minutes, "example_rule": EXAMPLE_RULE,
+                      "fewrel_cap": fewrel_cap, "finetune_minutes": minutes, "example_rule": rule,
                       "held_back_before": report.before.get("emma_fused"), "held_back_after": report.after.get("emma_fused"),
                       "improved": report.improved, "chance_better": report.chance_better,
                       "held_back_sentences": report.held_back_sentences,
@@ -216,7 +217,7 @@ def sweep(checkpoint: str, data: Path, results: Path, domains: list[str], traini
                                   "seed": seed, "rows": len(labelled), "checkpoint": emma.checkpoint_id(checkpoint),
                                   "zero_shot": zero, "examples_only": examples_only[seed], "fewrel_ori_before": fewrel_before,
                                   **tuned_scores(blended, dev, descriptions, drawn, check, check_descriptions),
-                                  "fewrel_cap": fewrel_cap, "finetune_minutes": trained_minutes, "example_rule": EXAMPLE_RULE,
+                                  "fewrel_cap": fewrel_cap, "finetune_minutes": trained_minutes, "example_rule": rule_of(base),
                                   "budget": f"{device_name()}, precision {blended.precision}, config {config}"}
                     append(results, record)
                     print(f"{domain} {training} draw {seed} blend {share}: examples {examples_only[seed]} → fine-tuned + "

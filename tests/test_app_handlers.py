@@ -748,6 +748,9 @@ def test_a_judged_sentence_is_an_example_at_once(wb, session, tiny_extractor):
         assert "[HEAD Apple]" in why and "[TAIL Steve Jobs]" in why and "cosine" in why
     chart = plots.recall_html(record)
     assert "description cosine" in chart and "examples' cosine" in chart and chart.count("class='emma-mark emma-ex'") == 1
+    # The tiny checkpoint has no example levels: the chart does not say the score was moved; with levels it says how far.
+    assert record["example_level_share"] == 0.0 and "lowered by" not in chart
+    assert "then lowered by 50% of how far" in plots.recall_html({**record, "example_level_share": 0.5})
     # The Relations tab counts it.
     _, table, count, _, examples = wb.relation_views("", session)
     assert dict(zip(table["relation"], table["examples"]))[label] == 1 and "1 labelled example** of 1 relation." in count

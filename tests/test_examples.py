@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from emma.data import Instance
-from emma.index import EXAMPLES_COUNTED, example_weight
+from emma.index import EXAMPLES_COUNTED, LEVEL_SHARE, ExampleLevels, example_weight
 from emma.pipeline import Extractor, fuse
 
 
@@ -189,3 +189,64 @@ def test_description_fits_say_which_description_ranks_each_example_first():
     # B's recall scores lowered by 0.9: its description no longer takes A's first two examples.
     assert index.with_offsets({"B": -0.9}).description_fits() == [DescriptionFit("A", 4, 4, ())]
     assert RelationIndex.build(["A"], [row(1.0, 0.0, 0.0)]).description_fits() == []  # no examples, nothing to check
+
+
+LEVELS = {"0": 0.30, "1": 0.31, "5": 0.40, "20": 0.45}
+
+
+def test_example_levels_take_part_of_the_gap_to_the_descriptions_level_off_a_mixed_score():
+    levels = ExampleLevels.from_config(LEVELS)
+    full = levels.shift(torch.tensor([0.0, 5.0, 20.0, 60.0, 3.0]), share=1.0)
+    assert full[0].item() == 0.0  # no examples: the description's cosine untouched
+    assert full[1].item() == pytest.approx(0.30 - 0.40, abs=1e-6) and full[2].item() == pytest.approx(0.30 - 0.45, abs=1e-6)
+    assert full[3].item() == pytest.approx(0.30 - 0.45, abs=1e-6)  # past the last count: the last
+    assert full[4].item() == pytest.approx(0.30 - (0.31 + 0.40) / 2, abs=1e-6)  # 3 examples: halfway between 1 and 5
+    assert levels.shift(torch.tensor([5.0])).item() == pytest.approx(LEVEL_SHARE * (0.30 - 0.40), abs=1e-6)
+    assert levels.shift(torch.tensor(5.0)).shape == ()  # any shape, a single count too
+    assert ExampleLevels.from_config(levels.to_config()) == levels and ExampleLevels.from_config({}) is None
+
+
+@pytest.mark.parametrize("bad", [{"1": 0.3, "5": 0.4}, {"0": 0.3}, {"0": 0.3, "5": 1.5}, {"0": 0.3, "5": float("nan")}])
+def test_malformed_example_levels_are_refused_when_a_config_is_made(bad):
+    from emma.model import EmmaConfig
+
+    with pytest.raises(ValueError, match="example level"):
+        EmmaConfig(example_levels=bad)
+
+
+def test_recall_puts_each_mixed_score_on_the_descriptions_level(tiny_extractor, toy_instances):
+    """With the checkpoint's levels, a relation's mix (1 − w)·desc + w·proto plus its count's shift, and a relation
+    without examples keeps its description's cosine; when all relations have as many examples, no ranking changes."""
+    ex = tiny_extractor
+    shots = {"born in": toy_instances[3:5], "capital of": toy_instances[6:7]}
+    for relation, instances in shots.items():
+        ex.add_examples(relation, instances)
+    query = toy_instances[5]
+    plain = dict(ex.predict_tokens(query.tokens, query.head, query.tail).recall)
+    ex.config.example_levels = LEVELS
+    ex.set_relations(ex.relations)  # a new index reads the checkpoint's levels …
+    for relation, instances in shots.items():
+        ex.add_examples(relation, instances)
+    levels = ExampleLevels.from_config(LEVELS)
+    assert ex.index.levels == levels
+    levelled = ex.predict_tokens(query.tokens, query.head, query.tail)
+    for name, score in levelled.recall:
+        shift = float(levels.shift(torch.tensor(float(len(shots.get(name, ()))))))
+        assert score == pytest.approx(plain[name] + shift, abs=1e-5) and (shift < 0) == (name in shots)
+    assert levelled.recall_parts["born in"][1] is not None  # the two sources shown as they are
+    ex.add_examples("capital of", toy_instances[7:8])  # … and keeps them as examples come and go
+    assert ex.index.levels == levels
+
+
+def test_one_labelled_relation_keeps_what_its_examples_say_under_the_levels(tiny_extractor, toy_instances):
+    """The levels depend on a relation's own count only: with one relation labelled, its examples still count (a rule
+    fitted per sentence over the labelled relations would give it its description's score)."""
+    ex = tiny_extractor
+    ex.config.example_levels = LEVELS
+    ex.set_relations(ex.relations)
+    query = toy_instances[5]
+    before = dict(ex.predict_tokens(query.tokens, query.head, query.tail).recall)
+    ex.add_examples("born in", [query])  # the sentence itself: its prototype cosine is 1
+    after = dict(ex.predict_tokens(query.tokens, query.head, query.tail).recall)
+    assert after["born in"] > before["born in"]
+    assert all(after[n] == pytest.approx(before[n], abs=1e-6) for n in after if n != "born in")

@@ -64,7 +64,6 @@ def test_extract_all_shows_graph_table_and_filters_by_the_slider_without_the_mod
 
 
 @needs_ner
-@needs_ner
 def test_a_long_text_is_predicted_in_chunks_with_progress_and_the_same_answers(tabs, session, wb, monkeypatch):
     """Each chunk of pairs is its own job of the model's thread (other users' predictions go in between), and the
     pairs come out as one batched `extract` gives them."""
@@ -83,6 +82,7 @@ def test_a_long_text_is_predicted_in_chunks_with_progress_and_the_same_answers(t
     assert [p["score"] for p in data["pairs"]] == pytest.approx([p.score for p in whole.pairs], abs=1e-5)
 
 
+@needs_ner
 def test_a_clicked_row_or_edge_opens_its_pair_in_the_predict_tab(tabs, session):
     extract, predict = tabs
     *_, data, session = extract.extract_and_show(TEXT, 0.0, session)

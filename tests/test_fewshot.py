@@ -60,6 +60,10 @@ def test_the_table_keeps_checkpoints_and_example_rules_apart():
     assert "| crossre-ai | 10.0 (10.0) | 30.0 (30.0) |" in shipped  # K = 0 counts for every rule
     assert "| crossre-ai | 10.0 (10.0) | 20.0 (20.0) |" in before
     assert "50.0" not in shipped + before
+    # By default the rule of the latest run with examples: a checkpoint given example levels since shows its new runs.
+    records.append(record("a@1", 5, 40.0, EXAMPLE_RULE + ", levels x0.5"))
+    assert "| crossre-ai | 10.0 (10.0) | 40.0 (40.0) |" in table(records, checkpoint="a")
+    assert "| crossre-ai | 10.0 (10.0) | 30.0 (30.0) |" in table(records, checkpoint="a", rule=EXAMPLE_RULE)
 
 
 def test_the_table_command_can_keep_one_precision(tmp_path):
@@ -79,3 +83,11 @@ def test_the_table_command_can_keep_one_precision(tmp_path):
     assert both.exit_code == 0 and one.exit_code == 0, both.output + one.output
     assert "| crossre-ai | 11.0 ± 1.4 (11.0) | 20.0 (20.0) |" in both.output
     assert "| crossre-ai | 12.0 (12.0) | 20.0 (20.0) |" in one.output
+
+
+def test_a_run_names_the_levels_when_its_checkpoint_has_them(tiny_extractor):
+    from research.fewshot import LEVELS, rule_of
+
+    assert rule_of(tiny_extractor) == EXAMPLE_RULE
+    tiny_extractor.config.example_levels = {"0": 0.3, "5": 0.4}
+    assert rule_of(tiny_extractor) == EXAMPLE_RULE + LEVELS
