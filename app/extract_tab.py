@@ -240,7 +240,9 @@ class ExtractTab:
         pick, pick_btn = gr.JSON(visible=False), gr.Button(visible="hidden", elem_id="extract-pick")
         data = gr.State(None)
         shown = [graph, table, status]
-        extract_btn.click(self.extract_and_show, [text, threshold, session], [entities, *shown, data, session], **MODEL, **PRIVATE)
+        # Progress on the graph alone (one bar where the result will be, not one on every panel).
+        extract_btn.click(self.extract_and_show, [text, threshold, session], [entities, *shown, data, session], **MODEL, **PRIVATE,
+                          show_progress_on=graph)
         gr.Button(visible=False).click(self.extract_api, [text, session], [gr.JSON(visible=False), session], api_name="extract", **MODEL)
         threshold.release(self.views, [data, threshold], shown, **QUIET)
         graph.change(None, js=BIND_GRAPH_CLICK, **QUIET)
@@ -339,7 +341,7 @@ def status_text(data: dict, triples: list[dict], threshold: float) -> str:
     t = data["timings_ms"]
     lines = [f"{len(data['entities'])} entities in {len(data['sentences'])} sentences, {len(data['pairs'])} pairs predicted; "
              f"{len(triples)} with a relation at threshold {threshold:.2f}.",
-             f"Took {t['wall']:.0f} ms (entities {t['entities']:.0f} ms, predictions {t['predict']:.0f} ms)."]
+             f"The model took {t['wall']:.0f} ms (entities {t['entities']:.0f} ms, predictions {t['predict']:.0f} ms)."]
     lines += data["warnings"]
     return "\n".join(lines)
 
@@ -397,5 +399,5 @@ def graph_figure(data: dict, triples: list[dict]) -> go.Figure:
                              hovertext=label_hover, hoverinfo="text", showlegend=False, name="relations"))
     fig.update_layout(height=560, template="plotly_white", margin=dict(l=20, r=20, t=30, b=20), clickmode="event",
                       xaxis=dict(visible=False, range=[-1.4, 1.4]), yaxis=dict(visible=False, range=[-1.3, 1.35], scaleanchor="x"),
-                      title=dict(text=f"{len(triples)} relations among {n} entities", font=dict(size=14)))
+                      title=dict(text=f"{len(triples)} relations among {n} entity names (one node per name)", font=dict(size=14)))
     return fig

@@ -16,7 +16,7 @@ import pandas as pd
 
 from emma import relation_text
 
-from .predict_tab import PredictParts
+from .predict_tab import PredictParts, predicted_here
 from .records import feedback_row, write_feedback_exports
 from .session import BadInput, check_relation, resolve_entities, shown, with_user_relation
 from .storage import add_user_relation, forget_requests, insert_feedback, other_examples, replace_example
@@ -65,15 +65,6 @@ def page_request_id(record: dict, verdict: str, label: str | None, note: str | N
         return None
     judged = json.dumps([verdict, label, note], ensure_ascii=False).encode("utf-8")
     return prefix + hashlib.sha256(judged).hexdigest()[:16]
-
-
-def predicted_here(record: dict, sentence: str, head: str, tail: str, spans: dict | None) -> bool:
-    """Whether the sentence and entities in the boxes are those of prediction `record`."""
-    try:
-        marks = resolve_entities(sentence, head, tail, spans)
-    except BadInput:
-        return False
-    return sentence == record["sentence"] and marks == (tuple(record["head"]), tuple(record["tail"]))
 
 
 class FeedbackTab:

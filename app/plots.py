@@ -86,8 +86,8 @@ def recall_html(record: dict, bars: int = RECALL_BARS) -> str:
             f"n / (n + {EXAMPLES_LIKE_DESCRIPTION}) for a relation with n labelled examples (n counted up to {EXAMPLES_COUNTED})"
             if with_examples else "cosine similarity of sentence and description (the recall score)")
     if with_examples and (share := record.get("example_level_share")):
-        what += (f", then lowered by {share:.0%} of how far such mixes run above descriptions' cosines (so the bar "
-                 "need not lie between its two marks)")
+        what += (f"; examples match any sentence a little better than descriptions do, so the score is lowered by "
+                 f"{share:.0%} of that usual difference, and the bar need not lie between its two marks")
     lowered = {o for name, _ in recall if (o := offsets.get(name))}
     if lowered:
         what += (f"; ↓ = a catalogue relation, scored {-min(lowered):.2f} below that beside relations of yours, so that it "

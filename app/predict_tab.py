@@ -37,9 +37,18 @@ def check_length(sentence: str) -> None:
         raise BadInput(f"The sentence has {len(sentence)} characters; the workbench takes at most {MAX_SENTENCE_CHARS}.")
 
 
+def predicted_here(record: dict, sentence: str, head: str, tail: str, spans: dict | None) -> bool:
+    """Whether the sentence and entities in the boxes are those of prediction `record`."""
+    try:
+        marks = resolve_entities(sentence, head, tail, spans)
+    except BadInput:
+        return False
+    return sentence == record["sentence"] and marks == (tuple(record["head"]), tuple(record["tail"]))
+
+
 def predicted_hint(record: dict) -> str:
     """The marking hint once a prediction is on show ("Ready: press Predict" would ask for what was just done)."""
-    return f"Predicted: {record['label']}. Judge it below, or change the sentence or entities and press Predict again."
+    return f"Predicted: {record['label']}. Judge it under \"Was it right?\", or change the sentence or entities and press Predict again."
 
 
 @dataclass
@@ -145,11 +154,16 @@ class PredictTab:
     def explain_on(self, trigger, fn, inputs: list, tabs: gr.Tabs, **kwargs) -> None:
         """Wire `trigger(fn, inputs)` (returning `opened(...)`) to mark a pair here, then run the Predict button's handler."""
         outputs = [self.parts.sentence, self.parts.head, self.parts.tail, self.parts.spans, self.parts.marked, self.parts.hint, tabs]
-        trigger(fn, inputs, outputs, **QUIET, **kwargs).success(self.predict_and_show, self.predict_inputs, self.predict_outputs,
-                                                                **self.predict_event)
+        p = self.parts
+        # The boxes' own previews run as `fn` fills them, maybe after the prediction: the last word on the hint is
+        # a preview that sees the new prediction.
+        trigger(fn, inputs, outputs, **QUIET, **kwargs).success(
+            self.predict_and_show, self.predict_inputs, self.predict_outputs, **self.predict_event).then(
+            self.preview, [p.sentence, p.head, p.tail, p.spans, self.predict_inputs[-1]], [p.marked, p.hint], **QUIET)
 
-    def preview(self, sentence: str, head: str, tail: str, spans: dict | None) -> tuple[dict, str]:
-        """The marked sentence and a hint (no toasts: this runs while the user types)."""
+    def preview(self, sentence: str, head: str, tail: str, spans: dict | None, session: dict | None = None) -> tuple[dict, str]:
+        """The marked sentence and a hint (no toasts: this runs while the user types); with the `session`, the hint
+        says what was predicted when the boxes hold its last prediction."""
         sentence = sentence or ""
         if not sentence.strip():
             return highlighted("", None, None), "Type or paste a sentence, or pick an example below."
@@ -165,6 +179,9 @@ class PredictTab:
         except BadInput as e:
             # The hint box shows plain text; the message was HTML-escaped for toasts.
             return highlighted(sentence, *self._partial_marks(sentence, head, tail, spans)), html.unescape(str(e))
+        last = (session or {}).get("last")
+        if last and predicted_here(last, sentence, head, tail, spans):
+            return highlighted(sentence, h, t), predicted_hint(last)
         hint = "Ready: press Predict."
         n = self.wb.engine.count_pieces(sentence)
         if n > self.wb.engine.sentence_window:
@@ -296,7 +313,7 @@ class PredictTab:
             )
         recall_plot, why, rerank, attention_plot, prediction_json = self._explain_panels()
         parts = PredictParts(sentence, head, tail, spans, marked, hint, verdict, correct_relation, note, feedback_btn, feedback_status)
-        self._wire_marking(parts, *buttons)
+        self._wire_marking(parts, session, *buttons)
         panels = [marked, label, summary, recall_plot, why, rerank, attention_plot, latency, correct_relation, verdict, note, feedback_status]
         self.parts, self.predict_inputs = parts, [sentence, head, tail, spans, session]
         self.predict_outputs = [prediction_json, session, *panels, hint]
@@ -348,7 +365,7 @@ class PredictTab:
             prediction_json = gr.JSON(elem_id="prediction-json")
         return recall_plot, why, rerank, attention_plot, prediction_json
 
-    def _wire_marking(self, p: PredictParts, head_btn, tail_btn, clear_btn, _predict_btn) -> None:
+    def _wire_marking(self, p: PredictParts, session: gr.State, head_btn, tail_btn, clear_btn, _predict_btn) -> None:
         # The selection travels with the click (READ_SELECTION); this JSON box is only its slot.
         selection = gr.JSON(visible=False)
         marks = [p.head, p.tail, p.spans, p.marked, p.hint]
@@ -360,14 +377,17 @@ class PredictTab:
         # wherever its marked span no longer holds that text (`resolve_entity`), so the extra runs after a handler
         # sets these boxes only redraw the marks from the same values.
         for box in (p.sentence, p.head, p.tail):
-            box.change(self.preview, [p.sentence, p.head, p.tail, p.spans], [p.marked, p.hint], trigger_mode="always_last", **QUIET)
+            box.change(self.preview, [p.sentence, p.head, p.tail, p.spans, session], [p.marked, p.hint], trigger_mode="always_last",
+                       **QUIET)
 
 
 HELP_RECALL = f"""**Stage 1, recall.** The sentence (with its two entities) and every relation description are turned
 into vectors; each bar is how similar the sentence is to one description (for a relation with n labelled examples, mixed
 with the examples' similarity, which counts n / (n + {EXAMPLES_LIKE_DESCRIPTION}): a single example little,
-{EXAMPLES_LIKE_DESCRIPTION} as much as the description, {EXAMPLES_COUNTED} or more {EXAMPLES_COUNTED // EXAMPLES_LIKE_DESCRIPTION} times as much; the markers show both).
-The orange top-k go to stage 2."""
+{EXAMPLES_LIKE_DESCRIPTION} examples as much as the description, {EXAMPLES_COUNTED} or more {EXAMPLES_COUNTED // EXAMPLES_LIKE_DESCRIPTION} times as much; the markers show both;
+examples match any sentence a little better than descriptions do, so such a relation's score is lowered by part of
+that difference, and beside relations of your own the catalogue's are lowered a little, so that they do not take
+your relations' sentences: the chart's footnote gives the figures). The orange top-k go to stage 2."""
 
 HELP_WHY = """**Why: your labelled examples.** Every sentence you judged (Correct, or Wrong with the correct relation) is an
 example of its relation and counts at once: recall mixes the description's similarity with the examples'. For the top

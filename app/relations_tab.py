@@ -154,7 +154,7 @@ class RelationsTab:
             in_force = self.wb.relations(session)
             off = sum(n for r, n in counts.items() if r not in in_force)
             text += (f" **{plural(sum(counts.values()), 'labelled example')}** of {plural(len(counts), 'relation')}"
-                     + (f" ({off} of relations not in force: kept, and ignored until you switch them on)." if off else "."))
+                     + (f" ({plural(off, 'example')} of relations not in force: kept, and ignored until you switch them on)." if off else "."))
         return text
 
     def user_relations_view(self, session: dict) -> pd.DataFrame:

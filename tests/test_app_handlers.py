@@ -191,6 +191,14 @@ def test_predict_button_fills_every_output_and_the_hint_says_what_was_predicted(
     assert hint.startswith(f"Predicted: {record['label']}.") and session["last"]["label"] == record["label"]
 
 
+def test_the_preview_says_predicted_while_the_boxes_hold_the_last_prediction(wb, session):
+    record, session, *_ = wb.predict_and_show(SENTENCE, "Apple", "Steve Jobs", {}, session)
+    assert wb.preview(SENTENCE, "Apple", "Steve Jobs", {}, session)[1].startswith(f"Predicted: {record['label']}.")
+    assert wb.preview(SENTENCE, "Apple", "1976", {}, session)[1] == "Ready: press Predict."  # another tail
+    assert wb.preview(SENTENCE + " !", "Apple", "Steve Jobs", {}, session)[1] == "Ready: press Predict."
+    assert wb.preview(SENTENCE, "Apple", "Steve Jobs", {})[1] == "Ready: press Predict."  # no session: nothing known
+
+
 def test_show_prediction_builds_every_panel(wb, session):
     _, session = predict(wb, session)
     marked, label, summary, recall_fig, why, table, attention_fig, latency, dropdown, verdict, note, status = wb.show_prediction(session)
@@ -749,8 +757,8 @@ def test_a_judged_sentence_is_an_example_at_once(wb, session, tiny_extractor):
     chart = plots.recall_html(record)
     assert "description cosine" in chart and "examples' cosine" in chart and chart.count("class='emma-mark emma-ex'") == 1
     # The tiny checkpoint has no example levels: the chart does not say the score was moved; with levels it says how far.
-    assert record["example_level_share"] == 0.0 and "lowered by" not in chart
-    assert "then lowered by 50% of how far" in plots.recall_html({**record, "example_level_share": 0.5})
+    assert record["example_level_share"] == 0.0 and "usual difference" not in chart
+    assert "lowered by 50% of that usual difference" in plots.recall_html({**record, "example_level_share": 0.5})
     # The Relations tab counts it.
     _, table, count, _, examples = wb.relation_views("", session)
     assert dict(zip(table["relation"], table["examples"]))[label] == 1 and "1 labelled example** of 1 relation." in count
