@@ -33,6 +33,7 @@ from .session import BadInput, sentence_case
 from .workbench import MODEL, PRIVATE, QUIET, Workbench, lenient, user_errors, warn
 
 TABLE_COLUMNS = ["#", "head", "relation", "tail", "score", "sentence"]
+MAX_GRAPH_EDGES = 40  # the graph draws the best ones; more overlap into a tangle whose labels cannot be clicked apart
 EXTRACT_CHUNK = 32  # pairs per job of the model's thread: a long paragraph lets other users' predictions in between
 EXAMPLE_PARAGRAPH = ("Marie Curie was born in Warsaw, then part of the Russian Empire. She moved to Paris to study at the "
                      "University of Paris. In 1895 she married Pierre Curie, a French physicist. Together with Henri "
@@ -364,16 +365,18 @@ def graph_figure(data: dict, triples: list[dict]) -> go.Figure:
     Nodes sit on a circle in text order; an edge is an arrow from head to tail, bent a little to one
     side so that the two directions of a pair do not overlap, with its relation written at the bend.
     """
-    names = list(dict.fromkeys(e["text"] for e in data["entities"]))
     if not triples:
         fig = placeholder_graph()
         fig.layout.annotations[0].text = "No relation above the threshold: lower it to see more."
         return fig
+    drawn = triples[:MAX_GRAPH_EDGES]  # best first; a long paragraph's hundred edges would only tangle
+    linked = {p[role] for p in drawn for role in ("head_text", "tail_text")}
+    names = [m for m in dict.fromkeys(e["text"] for e in data["entities"]) if m in linked]  # text order
     n = len(names)
     pos = {name: (math.cos(2 * math.pi * i / n + math.pi / 2), math.sin(2 * math.pi * i / n + math.pi / 2)) for i, name in enumerate(names)}
     fig = go.Figure()
     label_x, label_y, label_text, label_hover, label_ids = [], [], [], [], []
-    for number, p in enumerate(triples):
+    for number, p in enumerate(drawn):
         (x0, y0), (x1, y1) = pos[p["head_text"]], pos[p["tail_text"]]
         if (x0, y0) == (x1, y1):
             continue  # the same name as head and tail (two mentions): shown in the table only
@@ -399,5 +402,7 @@ def graph_figure(data: dict, triples: list[dict]) -> go.Figure:
                              hovertext=label_hover, hoverinfo="text", showlegend=False, name="relations"))
     fig.update_layout(height=560, template="plotly_white", margin=dict(l=20, r=20, t=30, b=20), clickmode="event",
                       xaxis=dict(visible=False, range=[-1.4, 1.4]), yaxis=dict(visible=False, range=[-1.3, 1.35], scaleanchor="x"),
-                      title=dict(text=f"{len(triples)} relations among {n} entity names (one node per name)", font=dict(size=14)))
+                      title=dict(text=(f"{len(triples)} relations among {n} entity names (one node per name)" if len(drawn) == len(triples) else
+                                      f"The best {len(drawn)} of {len(triples)} relations (the table lists all), among {n} entity names"),
+                                 font=dict(size=14)))
     return fig

@@ -173,6 +173,21 @@ def test_the_graph_draws_one_labelled_edge_per_triple_and_user_text_is_escaped()
     assert "No relation above the threshold" in graph_figure(data, above(data, 0.95)).layout.annotations[0].text
 
 
+def test_a_long_texts_graph_draws_its_best_relations_and_only_their_entities(monkeypatch):
+    import app.extract_tab as extract_module
+
+    monkeypatch.setattr(extract_module, "MAX_GRAPH_EDGES", 2)
+    names = ["A", "B", "C", "D"]
+    data = {"entities": [{"text": m, "label": "", "start": i, "end": i + 1} for i, m in enumerate(names)],
+            "pairs": [{"head_text": h, "tail_text": t, "label": "r", "score": s, "sentence": 0}
+                      for h, t, s in (("A", "B", 0.5), ("C", "D", 0.9), ("B", "C", 0.8))]}
+    fig = graph_figure(data, above(data, 0.0))
+    labels = [t for t in fig.data if t.name == "relations"][0]
+    assert list(labels.customdata) == [0, 1]  # the two best, numbered as their table rows (C→D, B→C)
+    assert list([t for t in fig.data if t.name == "entities"][0].text) == ["B", "C", "D"]  # A has no edge drawn
+    assert fig.layout.title.text.startswith("The best 2 of 3 relations")
+
+
 def test_the_workbench_has_an_extract_tab_and_an_extract_api(wb):
     from app.layout import build_demo
 
