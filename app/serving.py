@@ -42,7 +42,8 @@ MAX_BATCH = 16  # sentences per model call
 # while several users are active the worker waits up to GATHER_MS for as many jobs as there were
 # users active in the last RECENT_S: a batch's own, plus those whose jobs came in while it ran
 # (counting the batch alone, 8 users settled into batches of 6 and 2). Measured in README "Load"
-# (python -m research loadtest). An extractor that runs one text at a time is never waited for (`_batch_pays`).
+# (python -m research loadtest). A call (an extraction's chunk of pairs) and an extractor that runs one text at a time
+# are never waited for (`_batch_pays`).
 GATHER_MS = 50.0
 RECENT_S = 1.0
 
