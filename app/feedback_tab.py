@@ -18,7 +18,7 @@ from emma import relation_text
 
 from .predict_tab import PredictParts, predicted_here
 from .records import feedback_row, write_feedback_exports
-from .session import BadInput, check_relation, resolve_entities, shown, with_user_relation
+from .session import BadInput, check_relation, shown, with_user_relation
 from .storage import add_user_relation, forget_requests, insert_feedback, other_examples, replace_example
 from .workbench import DB, PRIVATE, QUIET, Workbench, lenient, user_errors
 

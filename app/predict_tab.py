@@ -154,12 +154,11 @@ class PredictTab:
     def explain_on(self, trigger, fn, inputs: list, tabs: gr.Tabs, **kwargs) -> None:
         """Wire `trigger(fn, inputs)` (returning `opened(...)`) to mark a pair here, then run the Predict button's handler."""
         outputs = [self.parts.sentence, self.parts.head, self.parts.tail, self.parts.spans, self.parts.marked, self.parts.hint, tabs]
-        p = self.parts
         # The boxes' own previews run as `fn` fills them, maybe after the prediction: the last word on the hint is
-        # a preview that sees the new prediction.
+        # a preview that sees the new prediction (the preview reads what Predict reads).
         trigger(fn, inputs, outputs, **QUIET, **kwargs).success(
             self.predict_and_show, self.predict_inputs, self.predict_outputs, **self.predict_event).then(
-            self.preview, [p.sentence, p.head, p.tail, p.spans, self.predict_inputs[-1]], [p.marked, p.hint], **QUIET)
+            self.preview, self.predict_inputs, [self.parts.marked, self.parts.hint], **QUIET)
 
     def preview(self, sentence: str, head: str, tail: str, spans: dict | None, session: dict | None = None) -> tuple[dict, str]:
         """The marked sentence and a hint (no toasts: this runs while the user types); with the `session`, the hint
