@@ -53,7 +53,7 @@ from emma.index import ExampleLevels
 
 from . import DATA_DIR, example_levels
 from .examples_probe import draws, encode_set, prototypes
-from .fewshot import FewShotSet, load_sets
+from .fewshot import load_sets
 
 SHOTS = (1, 5, 20)
 SEEDS = (0, 1, 2)
@@ -127,20 +127,12 @@ def set_scores(ex: emma.Extractor, fs) -> dict[str, list[float]]:
 def count_levels(ex: emma.Extractor) -> dict[int, dict]:
     """{n: {"gap": mean cos(sentence, prototype of n examples) − cos(sentence, description), "d" and "p": (mean, standard
     deviation) of each cosine}} over sentences of other relations, for n in `SHOTS`, on `LEVEL_RELATIONS` of FewRel's training relations (the checkpoint's own; never an evaluated set)."""
-    fewrel = DATA_DIR / "fewrel"
-    rows = emma.read_instances(fewrel / "partial" / "train_wiki_partial_union.json.gz")
-    relations = sorted({i.relation for i in rows})[:LEVEL_RELATIONS]
-    descriptions = emma.read_descriptions(fewrel / "relation_description" / "relation_description_processed.json")
-    capped = emma.cap_per_relation([i for i in rows if i.relation in relations], LEVEL_SCORED + max(SHOTS), seed=7)
-    scored = emma.cap_per_relation(capped, LEVEL_SCORED, seed=8)
-    taken = {id(i) for i in scored}
-    pool = [i for i in capped if id(i) not in taken]
-    fs = FewShotSet("fewrel-train", {r: descriptions[r] for r in relations}, scored, pool)
+    fs = example_levels.training_set(DATA_DIR, LEVEL_RELATIONS, LEVEL_SCORED)  # a pool of max(COUNTS) ≥ max(SHOTS)
     encoded = encode_set(ex, fs)
     other = torch.tensor([[g != r for r in encoded.names] for g in encoded.gold])  # (B, N)
     levels = {}
     for k in SHOTS:
-        drawn = draws(pool, encoded.names, k, seed=0)
+        drawn = draws(fs.pool, encoded.names, k, seed=0)
         proto = encoded.scored @ prototypes(encoded.pool, drawn, len(encoded.names)).T
         d, p = encoded.desc[other], proto[other]
         levels[k] = {"gap": float((p - d).mean()), "d": (float(d.mean()), float(d.std())), "p": (float(p.mean()), float(p.std()))}

@@ -29,17 +29,18 @@ SCORED = 20  # sentences of each relation that are scored
 SEEDS = (0, 1, 2)
 
 
-def training_set(data_dir=None) -> FewShotSet:
-    """FewRel's training relations: `SCORED` sentences each to score, and `max(COUNTS)` others to draw examples from
-    (`data_dir` None: ../shared/data)."""
+def training_set(data_dir=None, relations: int | None = None, scored: int = SCORED) -> FewShotSet:
+    """FewRel's training relations (the first `relations` by id; None: all): `scored` sentences each to score, and
+    `max(COUNTS)` others to draw examples from (`data_dir` None: ../shared/data)."""
     fewrel = (data_dir or DATA_DIR) / "fewrel"
     rows = emma.read_instances(fewrel / "partial" / "train_wiki_partial_union.json.gz")
     descriptions = emma.read_descriptions(fewrel / "relation_description" / "relation_description_processed.json")
-    relations = sorted({i.relation for i in rows})
-    capped = emma.cap_per_relation(rows, SCORED + max(COUNTS), seed=7)
-    scored = emma.cap_per_relation(capped, SCORED, seed=8)
-    taken = {id(i) for i in scored}
-    return FewShotSet("fewrel-train", {r: descriptions[r] for r in relations}, scored,
+    names = sorted({i.relation for i in rows})[:relations]
+    kept = set(names)
+    capped = emma.cap_per_relation([i for i in rows if i.relation in kept], scored + max(COUNTS), seed=7)
+    scored_rows = emma.cap_per_relation(capped, scored, seed=8)
+    taken = {id(i) for i in scored_rows}
+    return FewShotSet("fewrel-train", {r: descriptions[r] for r in names}, scored_rows,
                       [i for i in capped if id(i) not in taken])
 
 
