@@ -27,12 +27,14 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from emma import EntityModelError, split_sentences, suggest_entities
-from emma.extract import MAX_TEXT_CHARS, finish_extraction, plan_extraction
+from emma.extract import MAX_TEXT_CHARS, both_ways, finish_extraction, plan_extraction
 
 from .session import BadInput, sentence_case
 from .workbench import MODEL, PRIVATE, QUIET, Workbench, lenient, user_errors, warn
 
-TABLE_COLUMNS = ["#", "head", "relation", "tail", "score", "sentence"]
+TABLE_COLUMNS = ["#", "head", "relation", "tail", "score", "sentence", "both ways"]
+TABLE_WIDTHS = ["5%", "22%", "22%", "22%", "9%", "10%", "10%"]  # names get the room; numbers and the mark are short
+BOTH_WAYS = "↔"  # the reversed pair has the same relation: the direction is the model's guess
 MAX_GRAPH_EDGES = 40  # the graph draws the best ones; more overlap into a tangle whose labels cannot be clicked apart
 EXTRACT_CHUNK = 32  # pairs per job of the model's thread: a long paragraph lets other users' predictions in between
 EXAMPLE_PARAGRAPH = ("Marie Curie was born in Warsaw, then part of the Russian Empire. She moved to Paris to study at the "
@@ -198,7 +200,8 @@ class ExtractTab:
         return {"threshold": threshold, "sentences": [data["text"][s:e] for s, e in data["sentences"]],
                 "entities": [{"text": e["text"], "label": e["label"], "start": e["start"], "end": e["end"]} for e in data["entities"]],
                 "triples": [{"head": p["head_text"], "relation": p["label"], "tail": p["tail_text"], "score": p["score"],
-                             "head_span": p["head"], "tail_span": p["tail"], "sentence": p["sentence"]} for p in triples],
+                             "head_span": p["head"], "tail_span": p["tail"], "sentence": p["sentence"], "both_ways": p["both_ways"]}
+                            for p in triples],
                 "pairs": len(data["pairs"]), "warnings": data["warnings"], "timings_ms": data["timings_ms"]}, session
 
     @user_errors
@@ -237,7 +240,7 @@ class ExtractTab:
         graph = gr.Plot(placeholder_graph(), label="Entities and relations (click an edge's label to explain it)",
                         elem_id="extract-graph")
         table = gr.Dataframe(pd.DataFrame(columns=TABLE_COLUMNS), label="Triples (click a row to explain it)",
-                             interactive=False, elem_id="extract-table", wrap=True)
+                             interactive=False, elem_id="extract-table", wrap=True, column_widths=TABLE_WIDTHS)
         pick, pick_btn = gr.JSON(visible=False), gr.Button(visible="hidden", elem_id="extract-pick")
         data = gr.State(None)
         shown = [graph, table, status]
@@ -298,9 +301,11 @@ def extraction_data(result, wall_ms: float) -> dict:
 
 
 def above(data: dict, threshold: float) -> list[dict]:
-    """The pairs with a relation at `threshold`, best score first (the table's and the graph's order)."""
+    """The pairs with a relation at `threshold`, best score first (the table's and the graph's order), each with
+    "both_ways": whether its reversed pair has the same relation at this threshold too (`emma.extract.both_ways`)."""
     kept = [p for p in data["pairs"] if not (threshold > 0 and p["score"] < threshold)]
-    return sorted(kept, key=lambda p: -p["score"])
+    two = both_ways([(p["sentence"], p["head"], p["tail"], p["label"]) for p in kept])
+    return sorted(({**p, "both_ways": b} for p, b in zip(kept, two)), key=lambda p: -p["score"])
 
 
 def _picked(pick: str, data: dict | None, threshold: float) -> dict | None:
@@ -334,7 +339,8 @@ def _chip_span(sentence: str, chip_spans: list, evt) -> tuple[int, int] | None:
 
 def triples_table(data: dict, triples: list[dict]) -> pd.DataFrame:
     """One row per triple, numbered from 1 like the sentences (a row click reads its position, not this number)."""
-    return pd.DataFrame([[n, p["head_text"], p["label"], p["tail_text"], round(p["score"], 3), p["sentence"] + 1]
+    return pd.DataFrame([[n, p["head_text"], p["label"], p["tail_text"], round(p["score"], 3), p["sentence"] + 1,
+                          BOTH_WAYS if p["both_ways"] else ""]
                          for n, p in enumerate(triples, start=1)], columns=TABLE_COLUMNS)
 
 
@@ -343,6 +349,10 @@ def status_text(data: dict, triples: list[dict], threshold: float) -> str:
     lines = [f"{len(data['entities'])} entities in {len(data['sentences'])} sentences, {len(data['pairs'])} pairs predicted; "
              f"{len(triples)} with a relation at threshold {threshold:.2f}.",
              f"The model took {t['wall']:.0f} ms (entities {t['entities']:.0f} ms, predictions {t['predict']:.0f} ms)."]
+    two = sum(p["both_ways"] for p in triples)
+    if two:
+        lines.append(f"{two} of them also hold the other way round ({BOTH_WAYS} in the table): the model often cannot "
+                     f"tell a relation's direction, so check which way those go.")
     lines += data["warnings"]
     return "\n".join(lines)
 
@@ -391,7 +401,8 @@ def graph_figure(data: dict, triples: list[dict]) -> go.Figure:
         label_x.append(mx)
         label_y.append(my)
         label_text.append(_e(p["label"], 24))
-        label_hover.append(f"{_e(p['head_text'])} → {_e(p['label'])} → {_e(p['tail_text'])}<br>score {p['score']:.3f}")
+        label_hover.append(f"{_e(p['head_text'])} → {_e(p['label'])} → {_e(p['tail_text'])}<br>score {p['score']:.3f}"
+                           + ("<br>also predicted the other way round: direction unsure" if p["both_ways"] else ""))
         label_ids.append(number)
     fig.add_trace(go.Scatter(x=[pos[m][0] for m in names], y=[pos[m][1] for m in names], mode="markers+text", text=[_e(m) for m in names],
                              textposition="top center", marker=dict(size=18, color="#1a73e8"), hoverinfo="text",

@@ -73,6 +73,8 @@ class Triple:
         sentence: index into `Extraction.sentences`.
         pair: index into `Extraction.pairs` (the prediction that explains this triple).
         head_label, tail_label: the entities' NER types ("" when given by hand).
+        both_ways: the reversed pair has the same relation at the threshold too. The model hardly tells a relation's
+            direction apart (results/EXTRACTION.md, last section), so such a triple's direction is a guess.
     """
 
     head: str
@@ -85,11 +87,19 @@ class Triple:
     pair: int
     head_label: str = ""
     tail_label: str = ""
+    both_ways: bool = False
 
     def to_dict(self) -> dict:
         return {"head": self.head, "relation": self.relation, "tail": self.tail, "score": self.score,
                 "head_span": list(self.head_span), "tail_span": list(self.tail_span), "sentence": self.sentence,
-                "head_label": self.head_label, "tail_label": self.tail_label}
+                "head_label": self.head_label, "tail_label": self.tail_label, "both_ways": self.both_ways}
+
+
+def both_ways(triples: Sequence[tuple[int, Sequence[int], Sequence[int], str]]) -> list[bool]:
+    """For each (sentence, head span, tail span, relation) of `triples`, whether the reversed pair of the same sentence
+    is among them with the same relation (`Triple.both_ways`)."""
+    kept = {(i, tuple(h), tuple(t), r) for i, h, t, r in triples}
+    return [(i, tuple(t), tuple(h), r) in kept for i, h, t, r in triples]
 
 
 @dataclass
@@ -229,9 +239,11 @@ def finish_extraction(plan: ExtractionPlan, predictions: Sequence["Prediction"],
         raise ValueError(f"{len(predictions)} predictions for {len(plan.instances)} pairs")
     pairs = [PairPrediction(h, t, i, p, p.label if not (threshold > 0 and p.score < threshold) else None)
              for (i, h, t), p in zip(plan.pairs, predictions)]
+    found = [(n, p) for n, p in enumerate(pairs) if p.relation is not None]
+    reversed_too = both_ways([(p.sentence, p.head.span, p.tail.span, p.relation) for _, p in found])
     triples = [Triple(p.head.text, p.relation, p.tail.text, float(p.score), p.head.span, p.tail.span, p.sentence, n,
-                      p.head.label, p.tail.label)
-               for n, p in enumerate(pairs) if p.relation is not None]
+                      p.head.label, p.tail.label, two)
+               for (n, p), two in zip(found, reversed_too)]
     triples.sort(key=lambda x: -x.score)
     timings = {"entities": plan.entities_ms, "predict": predict_ms, "total": plan.entities_ms + predict_ms}
     return Extraction(plan.text, plan.sentences, plan.entities, pairs, triples, float(threshold), list(plan.warnings), timings)

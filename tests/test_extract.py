@@ -70,6 +70,17 @@ def test_a_pair_below_the_threshold_gets_no_relation(tiny_extractor):
     assert all(t.score >= cut for t in some.triples)
 
 
+def test_a_triple_whose_reversed_pair_has_the_same_relation_says_so(tiny_extractor):
+    result = tiny_extractor.extract(TEXT, entities=GIVEN, threshold=0.0)
+    by_pair = {(t.sentence, t.head_span, t.tail_span): t for t in result.triples}
+    for t in result.triples:
+        reverse = by_pair.get((t.sentence, t.tail_span, t.head_span))
+        assert t.both_ways == (reverse is not None and reverse.relation == t.relation)
+    assert any(t.both_ways for t in result.triples)  # the tiny model gives some pair one relation both ways
+    assert extract_module.both_ways([(0, (0, 1), (2, 3), "r"), (0, (2, 3), (0, 1), "r"), (0, (0, 1), (4, 5), "r"),
+                                     (1, (4, 5), (0, 1), "r"), (0, (4, 5), (0, 1), "q")]) == [True, True, False, False, False]
+
+
 def test_the_default_threshold_is_the_checkpoints(tiny_extractor):
     assert tiny_extractor.config.extract_threshold == 0.0
     tiny_extractor.config = dataclasses.replace(tiny_extractor.config, extract_threshold=1.0)
@@ -209,7 +220,7 @@ def test_cli_extract_writes_one_json_line_per_text(tiny_checkpoint, tmp_path):
     assert first["line"] == 1 and first["pairs"] == 6 and len(first["triples"]) == 6
     assert {(t["head"], t["tail"]) for t in first["triples"]} >= {("Apple", "Steve Jobs"), ("Steve Jobs", "Cupertino")}
     assert set(first["triples"][0]) == {"head", "relation", "tail", "score", "head_span", "tail_span", "sentence",
-                                        "head_label", "tail_label"}
+                                        "head_label", "tail_label", "both_ways"}
     assert third == {"line": 3, "error": "no entities were found in the text; mark at least two by hand", "triples": []}
 
 

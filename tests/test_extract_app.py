@@ -9,7 +9,7 @@ import pytest
 
 from app.catalogue import Catalogue, load_examples
 from app.engine import Engine
-from app.extract_tab import ExtractTab, above, graph_figure, triples_table
+from app.extract_tab import ExtractTab, above, graph_figure, status_text, triples_table
 from app.predict_tab import PredictTab
 from app.storage import Store
 from app.workbench import Workbench
@@ -49,7 +49,7 @@ def test_extract_all_shows_graph_table_and_filters_by_the_slider_without_the_mod
     assert [e["entity"] for e in entities["entities"]] == ["ORG", "PERSON", "GPE", "ORG", "GPE"]
     assert len(data["pairs"]) == 8 and len(table) == 8  # threshold 0: every pair keeps its best relation
     assert status.startswith("5 entities in 2 sentences, 8 pairs predicted; 8 with a relation at threshold 0.00.")
-    assert list(table.columns) == ["#", "head", "relation", "tail", "score", "sentence"]
+    assert list(table.columns) == ["#", "head", "relation", "tail", "score", "sentence", "both ways"]
     assert list(table["#"]) == list(range(1, 9)) and set(table["sentence"]) == {1, 2}  # both numbered from 1
     assert set(table["relation"]) <= set(wb.relations(session))  # the session's relations in force
     labels = [t for t in graph.data if t.name == "relations"][0]
@@ -108,6 +108,9 @@ def test_the_http_extract_returns_triples_above_the_checkpoints_threshold(tabs, 
     assert out["sentences"] == ["Apple was founded by Steve Jobs in Cupertino.", "Microsoft is based in Redmond."]
     t = out["triples"][0]
     assert TEXT[slice(*t["head_span"])] == t["head"] and TEXT[slice(*t["tail_span"])] == t["tail"]
+    keyed = {(x["sentence"], tuple(x["head_span"]), tuple(x["tail_span"])): x["relation"] for x in out["triples"]}
+    assert [x["both_ways"] for x in out["triples"]] == [
+        keyed.get((x["sentence"], tuple(x["tail_span"]), tuple(x["head_span"]))) == x["relation"] for x in out["triples"]]
 
 
 @pytest.mark.parametrize("text, message", [
@@ -162,8 +165,10 @@ def test_chips_mark_head_then_tail_and_typing_still_works(tabs):
 
 def test_the_graph_draws_one_labelled_edge_per_triple_and_user_text_is_escaped():
     data = {"entities": [{"text": "<b>A</b>", "label": "ORG", "start": 0, "end": 8}, {"text": "B", "label": "", "start": 9, "end": 10}],
-            "pairs": [{"head_text": "<b>A</b>", "tail_text": "B", "label": "r<i>", "score": 0.9, "sentence": 0},
-                      {"head_text": "B", "tail_text": "<b>A</b>", "label": "s", "score": 0.6, "sentence": 0}]}
+            "pairs": [{"head_text": "<b>A</b>", "tail_text": "B", "head": [0, 8], "tail": [9, 10], "label": "r<i>", "score": 0.9,
+                       "sentence": 0},
+                      {"head_text": "B", "tail_text": "<b>A</b>", "head": [9, 10], "tail": [0, 8], "label": "s", "score": 0.6,
+                       "sentence": 0}]}
     triples = above(data, 0.5)
     fig = graph_figure(data, triples)
     labels = [t for t in fig.data if t.name == "relations"][0]
@@ -173,13 +178,33 @@ def test_the_graph_draws_one_labelled_edge_per_triple_and_user_text_is_escaped()
     assert "No relation above the threshold" in graph_figure(data, above(data, 0.95)).layout.annotations[0].text
 
 
+def test_a_triple_that_also_holds_the_other_way_round_is_marked_at_the_threshold_shown():
+    data = {"entities": [{"text": "Marie Curie", "label": "PERSON", "start": 0, "end": 11},
+                         {"text": "1867", "label": "DATE", "start": 24, "end": 28}],
+            "sentences": [[0, 29]], "warnings": [],
+            "timings_ms": {"wall": 10.0, "entities": 1.0, "predict": 9.0},
+            "pairs": [{"head_text": "Marie Curie", "tail_text": "1867", "head": [0, 11], "tail": [24, 28],
+                       "label": "date of birth", "score": 0.99, "sentence": 0},
+                      {"head_text": "1867", "tail_text": "Marie Curie", "head": [24, 28], "tail": [0, 11],
+                       "label": "date of birth", "score": 0.9, "sentence": 0}]}
+    both = above(data, 0.5)
+    assert [p["both_ways"] for p in both] == [True, True]
+    assert list(triples_table(data, both)["both ways"]) == ["↔", "↔"]
+    assert "2 of them also hold the other way round" in status_text(data, both, 0.5)
+    assert "direction unsure" in [t for t in graph_figure(data, both).data if t.name == "relations"][0].hovertext[0]
+    one = above(data, 0.95)  # the reversed triple is below this threshold: nothing to doubt
+    assert [p["both_ways"] for p in one] == [False]
+    assert list(triples_table(data, one)["both ways"]) == [""] and "other way round" not in status_text(data, one, 0.95)
+
+
 def test_a_long_texts_graph_draws_its_best_relations_and_only_their_entities(monkeypatch):
     import app.extract_tab as extract_module
 
     monkeypatch.setattr(extract_module, "MAX_GRAPH_EDGES", 2)
     names = ["A", "B", "C", "D"]
     data = {"entities": [{"text": m, "label": "", "start": i, "end": i + 1} for i, m in enumerate(names)],
-            "pairs": [{"head_text": h, "tail_text": t, "label": "r", "score": s, "sentence": 0}
+            "pairs": [{"head_text": h, "tail_text": t, "head": [names.index(h)] * 2, "tail": [names.index(t)] * 2, "label": "r",
+                       "score": s, "sentence": 0}
                       for h, t, s in (("A", "B", 0.5), ("C", "D", 0.9), ("B", "C", 0.8))]}
     fig = graph_figure(data, above(data, 0.0))
     labels = [t for t in fig.data if t.name == "relations"][0]
