@@ -248,7 +248,8 @@ class ExtractTab:
         extract_btn.click(self.extract_and_show, [text, threshold, session], [entities, *shown, data, session], **MODEL, **PRIVATE,
                           show_progress_on=graph)
         gr.Button(visible=False).click(self.extract_api, [text, session], [gr.JSON(visible=False), session], api_name="extract", **MODEL)
-        threshold.release(self.views, [data, threshold], shown, **QUIET)
+        # Any change re-filters (a drag, the arrow keys, a number typed in its box): no model call, the last one wins.
+        threshold.change(self.views, [data, threshold], shown, trigger_mode="always_last", **QUIET)
         graph.change(None, js=BIND_GRAPH_CLICK, **QUIET)
         def picked(pick_, data_, threshold_):
             return self.open_pair(predict, pick_, data_, threshold_)

@@ -20,7 +20,7 @@ from .predict_tab import PredictParts, predicted_here
 from .records import feedback_row, write_feedback_exports
 from .session import BadInput, check_relation, shown, with_user_relation
 from .storage import add_user_relation, forget_requests, insert_feedback, other_examples, replace_example
-from .workbench import DB, PRIVATE, QUIET, Workbench, lenient, user_errors
+from .workbench import DB, PRIVATE, QUIET, Workbench, lenient, user_errors, warn
 
 VERDICTS = ("correct", "wrong")
 MAX_NOTE_CHARS = 2000
@@ -129,16 +129,22 @@ class FeedbackTab:
 
         return self.wb.once(session, request_id, "feedback", write)
 
-    @user_errors
     def feedback_on_screen(self, verdict: str, correct_relation: str | None, note: str | None, sentence: str, head: str,
                            tail: str, spans: dict | None, session: dict, request: gr.Request = None) -> tuple[dict, str]:
         """The page's Save feedback: `feedback`, refused when the sentence or entities on screen are no longer the
-        ones last predicted (the panels still show that prediction, and the judgement would be saved against it)."""
-        record = self.wb.owned(session, request).get("last")
-        if record and not predicted_here(record, sentence, head, tail, spans):
-            raise BadInput("The sentence or its entities changed since the last prediction: press Predict, then judge "
-                           "the prediction it shows.")
-        return self.feedback(verdict, correct_relation, note, session, "", request)
+        ones last predicted (the panels still show that prediction, and the judgement would be saved against it).
+        A refusal is a toast and "Not saved: …" in the status line under the button, which the next prediction clears
+        (an error event would leave its mark there)."""
+        try:
+            record = self.wb.owned(session, request).get("last")
+            if record and not predicted_here(record, sentence, head, tail, spans):
+                raise BadInput("The sentence or its entities changed since the last prediction: press Predict, then "
+                               "judge the prediction it shows.")
+            return self.feedback(verdict, correct_relation, note, session, "", request)
+        except (BadInput, gr.Error) as e:
+            message = str(e) if isinstance(e, BadInput) else e.message
+            warn(message)
+            return gr.skip(), f"Not saved: {message}"
 
     def _correct_relation(self, session: dict, record: dict, label: str | None,
                           relations: dict[str, str]) -> tuple[dict, str | None, bool]:

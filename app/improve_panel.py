@@ -69,8 +69,8 @@ class ImprovePanel:
         usable = {rel for rel, n in Counter(r.relation for r in rows).items() if n >= MIN_ROWS_PER_RELATION}
         if len(usable) < MIN_RELATIONS:
             raise BadInput(f"Label at least {MIN_ROWS_PER_RELATION} sentences of each of at least {MIN_RELATIONS} relations "
-                           f"switched on first (you have {len(rows)} labelled sentences of relations in force, "
-                           f"{len(usable)} relation(s) with {MIN_ROWS_PER_RELATION} or more).")
+                           f"switched on first (you have {plural(len(rows), 'labelled sentence')} of relations in force, "
+                           f"{plural(len(usable), 'relation')} with {MIN_ROWS_PER_RELATION} or more).")
         used = [r for r in rows if r.relation in usable]
         capped = len(in_force) - len(rows)
         left_out = len(labelled) - len(used) - capped

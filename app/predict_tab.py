@@ -20,7 +20,7 @@ from emma.index import EXAMPLES_COUNTED, EXAMPLES_LIKE_DESCRIPTION, LEVEL_SHARE
 from . import plots
 from .engine import MAX_SENTENCE_CHARS
 from .records import dataset_label_text, prediction_record, public_record, summary_text
-from .session import BadInput, has_visible, highlighted, holds, resolve_entities, resolve_entity, selection_span, sentence_case
+from .session import BadInput, ambiguity_note, has_visible, highlighted, holds, resolve_entities, resolve_entity, selection_span, sentence_case
 from .workbench import API_PREDICTIONS, MODEL, PRIVATE, QUIET, Workbench, lenient, user_errors, warn
 
 # Runs in the browser before the Head/Tail handler: the selection of the sentence box replaces the
@@ -186,6 +186,8 @@ class PredictTab:
         if n > self.wb.engine.sentence_window:
             hint = (f"Ready, but the sentence has {n} word pieces and the model reads {self.wb.engine.sentence_window}: "
                     "only the words nearest the entities are used.")
+        if note := ambiguity_note(sentence, head, tail, spans):
+            hint += " " + note
         return highlighted(sentence, h, t), hint
 
     @staticmethod
@@ -247,15 +249,22 @@ class PredictTab:
 
     def predict_and_show(self, sentence: str, head: str, tail: str, spans: dict | None, session: dict,
                          request: gr.Request = None):
-        """The Predict button: `predict` and `show_prediction` in one round trip (the page waits for one event, not two)."""
-        record, session = self.predict(sentence, head, tail, spans, session, request)
+        """The Predict button: `predict` and `show_prediction` in one round trip (the page waits for one event, not two).
+
+        A refusal is a toast and "Not predicted: …" in the hint, and the panels are cleared: the last prediction, of
+        another sentence or other entities, must not stay on show as if it answered this one."""
+        try:
+            record, session = self.predict(sentence, head, tail, spans, session, request)
+        except gr.Error as e:
+            warn(e.message)
+            return (None, session, gr.skip(), *cleared_panels(f"Not predicted: {e.message}"), f"Not predicted: {e.message}")
         return (record, session, *self.show_prediction(session, request), predicted_hint(record))
 
     def show_prediction(self, session: dict, request: gr.Request = None):
         """Everything the Predict tab shows about the last prediction, and a cleared feedback form."""
         record = self.wb.owned(session, request).get("last")
         if not record:
-            return (None, None, "", None, "", plots.rerank_table(None), None, "", gr.update(), None, "", "")
+            return (None, *cleared_panels(""))
         label_value = ({c["relation"]: c["deciding_score"] for c in record["candidates_detail"]} if record["reranked"]
                        else record["label"])
         summary = summary_text(record)
@@ -378,6 +387,13 @@ class PredictTab:
         for box in (p.sentence, p.head, p.tail):
             box.change(self.preview, [p.sentence, p.head, p.tail, p.spans, session], [p.marked, p.hint], trigger_mode="always_last",
                        **QUIET)
+
+
+def cleared_panels(summary: str) -> tuple:
+    """The panels after the marked sentence (Prediction to feedback status) with no prediction on show; `summary` goes
+    where the prediction is put in words."""
+    return (None, summary, plots.placeholder("Recall scores appear here after Predict."), "", plots.rerank_table(None),
+            plots.placeholder("Attention weights appear here after Predict."), "", gr.update(), None, "", "")
 
 
 HELP_RECALL = f"""**Stage 1, recall.** The sentence (with its two entities) and every relation description are turned

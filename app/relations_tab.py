@@ -42,7 +42,7 @@ from .storage import (
     replace_user_relations,
     upsert_user_relation,
 )
-from .workbench import DB, MODEL, PRIVATE, QUIET, Workbench, user_errors, warn
+from .workbench import DB, MODEL, PRIVATE, QUIET, Workbench, clears_first, user_errors, warn
 
 MAX_IMPORTED_EXAMPLES = 2000  # per import file
 IMPORT_CHUNK = 64  # examples encoded per turn of the model's thread
@@ -144,7 +144,8 @@ class RelationsTab:
         text = (f"**{n_cat + n_user} relations in force**: {n_cat} of {total} catalogue relations "
                 f"and {n_user} of your own{shown_part}.")
         if waiting:
-            text += f" {plural(len(waiting), 'relation')} of yours without a description wait for a first labelled example."
+            text += (f" {plural(len(waiting), 'relation')} of yours without a description "
+                     f"{'waits' if len(waiting) == 1 else 'wait'} for a first labelled example.")
         if n_user and n_cat >= CROWDED_CATALOGUE:
             # Measured with the default catalogue on: a user's own relations win few of their sentences (results/GZSL.md).
             text += (f" Every relation in force competes for each sentence, and catalogue relations near yours take many of"
@@ -511,6 +512,8 @@ class RelationsTab:
 
     def _wire_examples(self, panel: dict, session: gr.State, refresh: dict) -> None:
         panel["table"].select(self.pick_example, [session], [panel["id"]], **QUIET)
+        for trigger in (panel["remove"].click, panel["import"].upload):
+            clears_first(trigger, panel["status"])
         panel["remove"].click(self.remove_example, [panel["id"], session, panel["request_id"]], [session, panel["status"]],
                               api_name="remove_example", **DB).success(**refresh)
         panel["check"].click(self.description_fit, [session], [panel["fit_summary"], panel["fit"]], **MODEL, **PRIVATE)
@@ -544,6 +547,8 @@ class RelationsTab:
 
     def _wire_own_relations(self, form: dict, session: gr.State, refresh: dict) -> None:
         name, description, status, request_id = form["name"], form["description"], form["status"], form["request_id"]
+        for trigger in (form["add"].click, form["edit"].click, form["delete"].click, form["import"].upload):
+            clears_first(trigger, status)
         for button, handler, api_name in ((form["add"], self.add_relation, "add_relation"),
                                           (form["edit"], self.edit_relation, "edit_relation")):
             button.click(handler, [name, description, session, request_id], [session, status], api_name=api_name,

@@ -16,12 +16,13 @@ from __future__ import annotations
 import copy
 import gzip
 import html
+import re
 import unicodedata
 import zlib
 from pathlib import Path
 from typing import Collection
 
-from emma import DataError, EntityWithinOther, find_entity, instance_from_text, relation_text, spans_overlap
+from emma import NO_RELATION, DataError, EntityWithinOther, find_entity, instance_from_text, relation_text, spans_overlap
 
 from .catalogue import Catalogue
 
@@ -131,10 +132,22 @@ def check_relation(session: dict, catalogue: Catalogue, name: str, description: 
                        "or say in words how the head entity relates to the tail entity.")
     if len(description) > MAX_DESCRIPTION_CHARS:
         raise BadInput(f"The description is longer than {MAX_DESCRIPTION_CHARS} characters.")
+    if name.casefold() == NO_RELATION:
+        raise BadInput(f"{shown(name)} is reserved: corpora and exports use it for \"none of these\"; choose another name.")
     if name in catalogue.by_label:
         raise BadInput(f"{shown(name)} is a catalogue relation; choose another name for your own.")
+    # Names that differ only in capitals would compete for the same sentences under two labels.
+    twin = next((other for other in (*catalogue.by_label, *session["user"]) if other != name
+                 and other.casefold() == name.casefold()), None)
+    if twin is not None and twin in catalogue.by_label:
+        raise BadInput(f"{shown(name)} differs from the catalogue relation {shown(twin)} only in capitals; choose "
+                       f"another name for your own.")
+    if twin is not None and not (editing and name in session["user"]):
+        raise BadInput(f"You already have {shown(twin)}, which differs from {shown(name)} only in capitals; "
+                       f"{'edit it' if editing else 'press Save changes to edit it'} under that name, or choose another.")
     if editing and name not in session["user"]:
-        raise BadInput(f"You have no relation named {shown(name)} to edit.")
+        raise BadInput(f"You have no relation named {shown(name)} to edit (a relation cannot be renamed: delete it and "
+                       f"add it under the new name; its labelled examples stay with the old name).")
     if not editing and name in session["user"]:
         raise BadInput(f"You already have a relation named {shown(name)}; press Save changes to edit it.")
     if not editing and len(session["user"]) >= MAX_USER_RELATIONS:
@@ -272,6 +285,21 @@ def selection_span(text: str, index: list[int] | tuple[int, int], value: str | N
 def holds(sentence: str, typed: str, span) -> bool:
     """Whether a marked `span` still holds the entity string `typed` (the test `resolve_entity` applies)."""
     return bool(span) and bool((typed or "").strip()) and sentence[span[0]:span[1]].strip() == typed.strip()
+
+
+def ambiguity_note(sentence: str, head: str, tail: str, spans: dict | None) -> str:
+    """A sentence for the hint when a typed (not selected) entity occurs more than once: which occurrence is used and how
+    to pick another; "" otherwise."""
+    notes = []
+    for role, typed in (("head", head), ("tail", tail)):
+        typed = (typed or "").strip()
+        if not typed or holds(sentence, typed, (spans or {}).get(role)):
+            continue
+        n = len(re.findall(re.escape(typed), sentence, re.IGNORECASE))
+        if n > 1:
+            notes.append(f"{shown(typed)} occurs {n} times; the {role} is the one marked above (to use another, select "
+                         f"it and press {role.capitalize()}).")
+    return " ".join(notes)
 
 
 def resolve_entity(sentence: str, role: str, typed: str, marked, avoid: tuple[int, int] | None = None) -> tuple[int, int]:

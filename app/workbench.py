@@ -74,6 +74,12 @@ def lenient(component):
     return component
 
 
+def clears_first(trigger, status) -> None:
+    """Blank the `status` line in the browser the moment `trigger` fires, before its handler answers: a refused action
+    (its toast) must not leave an earlier action's "Added …" on show as if it were this one's outcome."""
+    trigger(None, None, [status], js="() => ''", **QUIET)
+
+
 def warn(message: str) -> None:
     """A recoverable problem: a yellow toast in the UI, a Python warning elsewhere."""
     gr.Warning(message)

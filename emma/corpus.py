@@ -128,7 +128,7 @@ def read_corpus(path: str | Path, relations: Collection[str] | None = None, max_
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise ValueError(f"{path.name} is not UTF-8 text") from None
+        raise ValueError(f"the file {path.name} is not UTF-8 text") from None
     return parse_corpus(text, relations, max_records, name=path.name)
 
 

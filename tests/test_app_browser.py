@@ -65,7 +65,7 @@ def test_browser_mark_add_relation_predict_feedback_then_the_label_counts(tiny_e
             page.keyboard.insert_text("word " * 500)
             expect(page.locator("#mark-hint textarea")).to_have_value("The sentence is longer than 2000 characters; shorten it.")
             # A pasted sentence (no key pressed) is previewed: the first example's entities are not in it, and a
-            # Predict anyway is refused in a toast with only the Prediction panel marked, not every panel.
+            # Predict anyway is refused in a toast and in words, with no panel marked "Error".
             sentence.click()
             page.keyboard.press("Control+A")
             page.keyboard.insert_text(SENTENCE)
@@ -73,8 +73,8 @@ def test_browser_mark_add_relation_predict_feedback_then_the_label_counts(tiny_e
             expect(page.locator("#marked")).to_contain_text(SENTENCE)
             page.click("#predict")
             expect(page.locator(".toast-body")).to_contain_text("does not occur in the sentence")
-            expect(page.locator("#label").get_by_text("Error", exact=True)).to_have_count(1)
-            for panel in ("summary", "marked", "recall-plot", "verdict"):
+            expect(page.locator("#summary textarea")).to_have_value(re.compile(r"^Not predicted: The head entity"))
+            for panel in ("label", "summary", "marked", "recall-plot", "verdict"):
                 expect(page.locator(f"#{panel}").get_by_text("Error", exact=True)).to_have_count(0)
             page.locator("#head textarea").click()  # an entity pasted into its box is previewed too
             page.keyboard.press("Control+A")
@@ -103,6 +103,12 @@ def test_browser_mark_add_relation_predict_feedback_then_the_label_counts(tiny_e
             page.click("#add-relation")
             expect(page.locator("#relation-status textarea")).to_have_value("Added 'works at'; 136 relations in force.")
             expect(page.locator("#user-relations")).to_contain_text("works at")
+            # Adding it again is refused in a toast, and the status line no longer shows the first Add's outcome.
+            page.locator("#rel-name textarea").fill("Works At")
+            page.click("#add-relation")
+            expect(page.locator(".toast-body").last).to_contain_text("differs from 'Works At' only in capitals")
+            expect(page.locator("#relation-status textarea")).to_have_value("")
+            page.locator("#rel-name textarea").fill("works at")
 
             # Predict and wait for the charts.
             # Timestamps: click → prediction shown → every panel drawn (one event, one round trip).

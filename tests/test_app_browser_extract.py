@@ -54,6 +54,13 @@ def test_browser_paste_extract_click_an_edge_and_a_row_then_see_attention(tiny_e
             graph_ms = (time.perf_counter() - t0) * 1e3
             expect(page.locator("#extract-entities")).to_contain_text("PERSON")
             expect(page.locator("#extract-table")).to_contain_text("Steve Jobs")
+            # A threshold typed into the slider's box re-filters at Enter (no need to leave the box), and back.
+            box = page.locator("#extract-threshold input[type=number]")
+            for typed, shown in (("1", "1.00"), ("0", "0.00")):
+                box.fill(typed)
+                box.press("Enter")
+                expect(page.locator("#extract-status textarea")).to_have_value(
+                    re.compile(rf"; \d+ with a relation at threshold {re.escape(shown)}\."))
 
             # Click an edge's label in the graph: its pair opens in the Predict tab and is explained.
             label = page.locator("#extract-graph .scatterlayer .trace").last.locator("path.point").first

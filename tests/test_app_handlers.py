@@ -191,6 +191,26 @@ def test_predict_button_fills_every_output_and_the_hint_says_what_was_predicted(
     assert hint.startswith(f"Predicted: {record['label']}.") and session["last"]["label"] == record["label"]
 
 
+def test_a_refused_prediction_clears_the_panels_of_the_last_one(wb, session):
+    record, session, *_ = wb.predict_and_show(SENTENCE, "Apple", "Steve Jobs", {}, session)
+    with pytest.warns(UserWarning, match="does not occur in the sentence"):
+        shown, after, marked, label, summary, recall, *rest, hint = wb.predict_and_show(SENTENCE, "Apple", "Wozniak", {},
+                                                                                         session)
+    assert shown is None and label is None and recall.startswith("<p class='emma-placeholder'>")
+    assert summary.startswith("Not predicted: The tail entity") and hint == summary
+    assert isinstance(marked, type(gr.skip())) and after["last"] == session["last"]  # the marks are the preview's
+
+
+def test_the_preview_says_which_occurrence_of_a_typed_entity_is_used(wb):
+    sentence = "Paris is nice and Paris is big and France likes Paris."
+    marked, hint = wb.preview(sentence, "Paris", "France", {})
+    assert hint == ("Ready: press Predict. 'Paris' occurs 3 times; the head is the one marked above (to use another, "
+                    "select it and press Head).")
+    assert [e for e in marked["entities"] if e["entity"] == "HEAD"][0]["start"] == 0
+    # A selected occurrence is what the user chose: nothing to point out.
+    assert wb.preview(sentence, "Paris", "France", {"head": [18, 23]})[1] == "Ready: press Predict."
+
+
 def test_the_preview_says_predicted_while_the_boxes_hold_the_last_prediction(wb, session):
     record, session, *_ = wb.predict_and_show(SENTENCE, "Apple", "Steve Jobs", {}, session)
     assert wb.preview(SENTENCE, "Apple", "Steve Jobs", {}, session)[1].startswith(f"Predicted: {record['label']}.")
@@ -271,6 +291,9 @@ def test_relation_text_is_name_colon_description(wb, session):
     ("birthplace", "most specific known birth location of a person", "already has this description"),
     ("employer2", "person who works for this organization", "already has this description"),
     ("employer", "other words", "already have a relation named"),
+    ("Born In", "anything", "differs from the catalogue relation 'born in' only in capitals"),
+    ("EMPLOYER", "other words", "You already have 'employer', which differs from 'EMPLOYER' only in capitals; press Save"),
+    ("No_Relation", "never", "is reserved: corpora and exports use it for \"none of these\""),
 ])
 def test_add_relation_refuses_bad_input_and_saves_nothing(wb, session, name, description, message):
     session, _ = wb.add_relation("employer", "person who works for this organization", session)
@@ -283,8 +306,10 @@ def test_edit_and_delete_relation(wb, session):
     session, _ = wb.add_relation("employer", "person who works for this organization", session)
     session, status = wb.edit_relation("employer", "organization that pays this person", session)
     assert status.startswith("Updated") and session["user"]["employer"] == "organization that pays this person"
-    with pytest.raises(gr.Error, match="no relation named 'boss'"):
+    with pytest.raises(gr.Error, match="no relation named 'boss' to edit .a relation cannot be renamed: delete it"):
         wb.edit_relation("boss", "x", session)
+    with pytest.raises(gr.Error, match="You already have 'employer', which differs from 'Employer' only in capitals; edit it"):
+        wb.edit_relation("Employer", "x", session)
     session, status = wb.delete_relation("employer", session)
     assert session["user"] == {} and wb.store.user_relations("user:ann") == {}
     assert status == "Deleted 'employer'; 4 relations in force. Add puts it back."
@@ -444,13 +469,17 @@ def test_the_page_saves_feedback_only_on_the_sentence_it_predicted(wb, session):
     # missing from the sentence. Each is refused, and nothing is saved against the prediction of before.
     for sentence, head, tail, marks in [("Microsoft was founded by Bill Gates .", "Microsoft", "Bill Gates", {}),
                                         (SENTENCE, "Steve Jobs", "Apple", {}), (SENTENCE, "Apple", "Wozniak", spans)]:
-        with pytest.raises(gr.Error, match="changed since the last prediction: press Predict"):
-            wb.feedback_on_screen("correct", None, None, sentence, head, tail, marks, session)
+        # A toast and the status line under the button say so (an error event would leave a mark there for good).
+        with pytest.warns(UserWarning, match="changed since the last prediction: press Predict"):
+            kept, status = wb.feedback_on_screen("correct", None, None, sentence, head, tail, marks, session)
+        assert status.startswith("Not saved: The sentence or its entities changed") and isinstance(kept, type(gr.skip()))
     assert wb.store.count_feedback() == 0
     _, status = wb.feedback_on_screen("correct", None, None, SENTENCE, "Apple", "Steve Jobs", spans, session)
     assert status.startswith("Saved feedback #1: correct") and wb.store.feedback().iloc[0]["sentence"] == SENTENCE
-    with pytest.raises(gr.Error, match="Predict a relation first"):  # no prediction yet: the form's own message
-        wb.feedback_on_screen("correct", None, None, SENTENCE, "Apple", "Steve Jobs", {}, wb.open_session("user:bob"))
+    with pytest.warns(UserWarning, match="Predict a relation first"):  # no prediction yet: the form's own message
+        _, status = wb.feedback_on_screen("correct", None, None, SENTENCE, "Apple", "Steve Jobs", {},
+                                          wb.open_session("user:bob"))
+    assert status.startswith("Not saved: Predict a relation first")
 
 
 def test_a_double_click_saves_one_judgement_and_a_changed_one_saves_again(wb, session):
@@ -862,7 +891,7 @@ def test_a_relation_without_a_description_waits_for_its_first_example(wb, sessio
     assert "has no description, so it takes part from its first labelled example" in status
     assert "capital city of" not in wb.relations(session)
     _, _, count, mine, _ = wb.relation_views("", session)
-    assert "1 relation of yours without a description wait" in count and "0 of your own" in count
+    assert "1 relation of yours without a description waits" in count and "0 of your own" in count
     assert mine.loc[0, "description"] == "none: waiting for a first example"
     record, session = predict(wb, session)  # predictions work meanwhile, without it
     assert "capital city of" not in session["last"]["relations"]

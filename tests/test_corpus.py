@@ -188,3 +188,10 @@ def test_cohen_kappa_hand_computed():
     assert cohen_kappa(["x", "x"], ["x", "x"]) is None and cohen_kappa([], []) is None
     with pytest.raises(ValueError):
         cohen_kappa(["x"], [])
+
+
+def test_a_file_that_is_not_utf8_is_named_as_given(tmp_path):
+    path = tmp_path / "Binary.jsonl"
+    path.write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(ValueError, match=r"^the file Binary\.jsonl is not UTF-8 text$"):
+        read_corpus(path)
