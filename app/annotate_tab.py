@@ -160,8 +160,10 @@ class AnnotateTab:
             corpus = read_corpus(path, relations=ctx.relations, max_records=MAX_QUEUE_ITEMS)
         except ValueError as e:
             raise BadInput(f"{str(e)[0].upper()}{str(e)[1:]}.") from None
-        if not corpus.records:
-            raise BadInput(f"No instance could be imported. {self._bad_text(corpus.bad, 5)}")
+        if not corpus.records:  # a toast: plain sentences, not the report's Markdown list
+            reasons = "; ".join(html.escape(str(b)) for b in corpus.bad[:5])
+            more = f"; and {len(corpus.bad) - 5} more" if len(corpus.bad) > 5 else ""
+            raise BadInput(f"No instance could be imported: {reasons}{more}.")
         items = [{"tokens": r.instance.tokens, "head": r.instance.head, "tail": r.instance.tail, "line": r.line, "text": r.text,
                   "head_chars": r.head_chars, "tail_chars": r.tail_chars, "gold": r.label} for r in corpus.records]
         try:
@@ -548,9 +550,11 @@ class AnnotateTab:
 
         view = [annotation, sentence, progress, suggestion_md, ordering, *candidates]
         request_id = gr.Textbox("", visible=False, label="request_id")
+        # Progress and a refusal show on the report alone, not on each of the queue's panels.
         upload.upload(self.import_file, [upload, name, shared, annotation, session], [report, queues, *view],
-                      api_name="import_queue", **MODEL)
-        sample.click(self.import_examples, [annotation, session], [report, queues, *view], **MODEL, **PRIVATE)
+                      api_name="import_queue", show_progress_on=report, **MODEL)
+        sample.click(self.import_examples, [annotation, session], [report, queues, *view], show_progress_on=report, **MODEL,
+                     **PRIVATE)
         queues.input(self.open_queue, [queues, ordering, annotation, session], view, **MODEL, **QUIET)
         ordering.input(self.open_queue, [queues, ordering, annotation, session], view, **MODEL, **QUIET)
         hidden = gr.Textbox("", visible=False)

@@ -6,6 +6,7 @@ owner at once.
 
 from __future__ import annotations
 
+import html
 import json
 from dataclasses import dataclass
 from fractions import Fraction
@@ -14,7 +15,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from emma import DataError, DescriptionFit, read_instances, relation_text
+from emma import DescriptionFit, read_corpus, relation_text
 from emma.index import EXAMPLES_COUNTED, EXAMPLES_LIKE_DESCRIPTION
 
 from .session import (
@@ -397,8 +398,8 @@ class RelationsTab:
 
     @user_errors
     def import_examples(self, path: str | None, session: dict, request_id: str = "", request: gr.Request = None) -> tuple[dict, str]:
-        """Add labelled sentences from a file (the Feedback tab's feedback.jsonl, FewRel JSON, any format
-        `emma.read_instances` reads) as examples of relations in force; all or nothing. Returns (session, status)."""
+        """Add labelled sentences from a file (the Feedback tab's feedback.jsonl, FewRel JSON, any format the Annotate
+        tab imports: `emma.read_corpus`) as examples of relations in force; all or nothing. Returns (session, status)."""
         wb = self.wb
         session = wb.current(session, request)
         prior = wb.replay(session, request_id, "import_examples")
@@ -408,12 +409,17 @@ class RelationsTab:
             raise BadInput("Choose a file of labelled sentences to import.")
         check_import_size(Path(path))
         try:
-            instances = read_instances(path)
-        except DataError as e:  # invalid spans, missing fields: the reader names the record
-            message = str(e).replace(str(path), "the file")
-            raise BadInput(sentence_case(message)) from None
-        except (OSError, UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: JSON nested too deep
-            raise BadInput("The file is not a labelled-sentence file (JSON or JSONL with tokens, head, tail and relation).") from None
+            corpus = read_corpus(path)
+        except (OSError, ValueError) as e:  # an empty file, not UTF-8
+            raise BadInput(sentence_case(str(e).replace(str(path), "the file"))) from None
+        if corpus.bad:  # all or nothing: the first bad record, by line
+            raise BadInput(f"Nothing was imported: {html.escape(str(corpus.bad[0]))}"
+                           + (f" (and {plural(len(corpus.bad) - 1, 'more bad record')})" if len(corpus.bad) > 1 else "") + ".")
+        for record in corpus.records:
+            if record.negative:
+                raise BadInput(f"Nothing was imported: line {record.line} is marked \"none of these\"; an example needs "
+                               f"the relation it is an example of.")
+        instances = [r.instance for r in corpus.records]
         in_force = wb.relations(session)
         mine = {(tuple(e["tokens"]), tuple(e["head"]), tuple(e["tail"])): e["relation"] for e in wb.store.examples(session["owner"])}
         seen = set()
@@ -490,7 +496,8 @@ class RelationsTab:
         gr.Markdown("**Your labelled examples.** Every prediction you judge (Correct, or Wrong with the correct relation) "
                     "becomes an example of that relation and counts from your next prediction; judging the same sentence "
                     "again replaces its example. Examples of a relation not in force are kept and ignored until you switch "
-                    "it on. You can also import labelled sentences (the Feedback tab's feedback.jsonl, or FewRel JSON).",
+                    "it on. You can also import labelled sentences (the Feedback tab's feedback.jsonl, FewRel JSON, or any file "
+                    "the Annotate tab imports, each record with its relation).",
                     elem_classes="panel-help")
         panel = dict(table=gr.Dataframe(label="Your labelled examples (newest first; click a row to pick it)", interactive=False,
                                         elem_id="examples-table", wrap=True, max_height=360))

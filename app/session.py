@@ -208,7 +208,8 @@ def with_enabled(session: dict, catalogue: Catalogue, enabled: list[str]) -> dic
 
 
 def parse_relation_set(data: object, catalogue: Catalogue) -> tuple[list[str], dict[str, str]]:
-    """Read an imported relation set: {name: description} (as exported) or pid2name {id: [name, description]}.
+    """Read an imported relation set: {name: description} (as exported; "" or the bare name for a relation defined by its
+    labelled examples) or pid2name {id: [name, description]}.
 
     Returns (catalogue labels to enable, {name: description} of the user's relations). A name whose
     text equals its catalogue entry's enables that entry; anything else becomes a user relation, one
@@ -226,15 +227,18 @@ def parse_relation_set(data: object, catalogue: Catalogue) -> tuple[list[str], d
         else:
             raise BadInput(f"The entry {shown(key)} should map to a description string.")
         name = " ".join(name.split())
-        if not has_visible(name) or not has_visible(description):
-            raise BadInput(f"The entry {shown(key)} has an empty name or description.")
+        if not has_visible(name):
+            raise BadInput(f"The entry {shown(key)} has an empty name.")
         description = description.strip()
+        if description and not has_visible(description):
+            raise BadInput(f"The entry {shown(key)} has a description with no visible characters; leave it \"\" for a "
+                           f"relation defined by its labelled examples.")
         if description.lower().startswith(name.lower() + ":"):  # exported sets hold "name: description"
             description = description[len(name) + 1 :].strip()
             if not has_visible(description):
                 raise BadInput(f"The entry {shown(key)} has an empty description.")
         elif " ".join(description.split()).lower() == name.lower():
-            description = ""  # exported as its bare name: a relation defined by its labelled examples
+            description = ""  # exported as its bare name: a relation defined by its labelled examples (or given as "")
         text = relation_text(name, description)
         entry = catalogue.by_label.get(name)
         if entry is not None and entry.text in (text, value if isinstance(value, str) else None):

@@ -174,7 +174,7 @@ def _values(text: str, corpus: Corpus) -> Iterator[tuple[int | None, object]]:
             return
         except (json.JSONDecodeError, RecursionError):  # RecursionError: nested too deep for the parser
             pass  # not one JSON list: read it line by line
-    if stripped.startswith("{") and "\n" in stripped.strip():
+    if stripped.startswith("{"):  # one JSON object (FewRel's dict, often on one line, or one record), else JSONL
         try:
             whole = json.loads(stripped)
         except (json.JSONDecodeError, RecursionError):

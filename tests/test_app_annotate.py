@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import time
 
@@ -183,6 +184,17 @@ def test_import_refuses_a_file_with_nothing_to_import(tab, tmp_path, content, me
     with pytest.raises(gr.Error, match=message):
         tab.import_file(str(path), "", False, None, tab.wb.open_session("user:ann"), Request("ann"))
     assert tab.wb.store.queues("user:ann") == []
+
+
+def test_the_reasons_nothing_was_imported_read_as_plain_sentences(tab, tmp_path):
+    path = tmp_path / "f.jsonl"
+    path.write_text('{"text": "Ann met Bob.", "head": [0, 50], "tail": [8, 11]}\n'
+                    '{"text": "Ann met Bob.", "head": [0, 3], "tail": [0, 1]}\n')
+    with pytest.raises(gr.Error) as refused:
+        tab.import_file(str(path), "", False, None, tab.wb.open_session("user:ann"), Request("ann"))
+    message = refused.value.message
+    assert re.match(r"^No instance could be imported: line 1: .*\[0, 50\].*; line 2: .*\.$", message), message
+    assert "\\" not in message and "\n" not in message  # no Markdown escapes, no list: the toast shows it as it is
 
 
 def test_import_with_no_relation_in_force_is_refused_and_writes_nothing(tab, tmp_path):

@@ -540,6 +540,13 @@ def test_a_relation_defined_by_examples_survives_export_and_import(wb, session):
     bad.write_text(json.dumps({"x": "x:"}))
     with pytest.raises(gr.Error, match="empty description"):
         wb.import_relations(str(bad), wb.open_session("user:carl"))
+    # Written by hand as "" (as the form allows), it is one too, waiting for its first example.
+    bad.write_text(json.dumps({"mentor": "", "taught at": "taught at"}))
+    carl, status = wb.import_relations(str(bad), wb.open_session("user:carl"))
+    assert wb.store.user_relations("user:carl") == {"mentor": "", "taught at": ""} and status.startswith("Imported")
+    bad.write_text(json.dumps({"mentor": "\u200b"}))
+    with pytest.raises(gr.Error, match="no visible characters; leave it"):
+        wb.import_relations(str(bad), wb.open_session("user:dora"))
 
 
 @pytest.mark.parametrize("call, message", [
@@ -925,15 +932,19 @@ def test_import_examples_all_or_nothing(wb, session, tmp_path):
     cases = [
         ((paris, {**rome, "relation": "sibling"}), "'sibling' is not a relation in force"),
         ((paris, paris), "with the same entities twice"),
-        ((paris, {**rome, "tail": [5, 9]}), r"The file: record 2: tail span \[5, 9\] is outside the 7 tokens"),
-        ((paris, {**rome, "head": [5, 6]}), "head and tail are the same span"),
+        ((paris, {**rome, "tail": [5, 9]}), r"Nothing was imported: line 2: tail span \[5, 9\] is outside the 7 tokens"),
+        ((paris, {**rome, "head": [5, 6]}), "line 2: head and tail are the same span"),
+        ((paris, {"text": "Rome is in Italy.", "head": [0, 4], "tail": [11, 16], "relation": None, "negative": True}),
+         'line 2 is marked "none of these"; an example needs the relation'),
     ]
     for lines, message in cases:
         with pytest.raises(gr.Error, match=message) as e:
             wb.import_examples(jsonl(*lines), session)
         assert str(tmp_path) not in str(e.value)
         assert wb.store.examples("user:ann") == []
-    session, status = wb.import_examples(jsonl(paris, rome), session)
+    # The Annotate tab's formats are read here too: a sentence as text with character spans.
+    rome_text = {"text": "Rome is the capital of Italy.", "head": [0, 4], "tail": [23, 28], "relation": "capital of"}
+    session, status = wb.import_examples(jsonl(paris, rome_text), session)
     assert status == "Imported 2 labelled examples of 1 relation, used from your next prediction."
     assert [r["feedback_id"] for r in wb.store.examples("user:ann")] == [None, None]
     with pytest.raises(gr.Error, match="is already an example of 'capital of'"):
