@@ -642,7 +642,8 @@ def confusion_figure(gold: list[str], predicted: list[str], labels: list[str]) -
     names = [html.escape(label) for label in labels]
     fig = go.Figure(go.Heatmap(z=z, x=names, y=names, colorscale="Blues", text=z, texttemplate="%{text}",
                                hovertemplate="file: %{y}<br>suggested: %{x}<br>%{z} items<extra></extra>"))
-    fig.update_layout(height=max(300, 40 * len(labels) + 120), margin=dict(l=10, r=10, t=10, b=10),
+    # The top margin leaves room for the plot's label, which Gradio draws over the figure's top left corner.
+    fig.update_layout(height=max(300, 40 * len(labels) + 150), margin=dict(l=10, r=10, t=40, b=10),
                       xaxis_title="suggested", yaxis_title="in the file", yaxis_autorange="reversed")
     return fig
 

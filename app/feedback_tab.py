@@ -28,7 +28,7 @@ MAX_TABLE_ROWS = 500  # rows the Feedback tab lists (newest first)
 MAX_EXPORT_ROWS = 20000  # rows one export may hold
 MAX_QUERY_CHARS = 200
 MAX_EXAMPLES = 10000  # labelled examples per owner
-COLUMNS = ["id", "created", "verdict", "sentence", "head_text", "tail_text", "predicted", "score", "user_label", "note", "checkpoint"]
+COLUMNS = ["number", "created", "verdict", "sentence", "head_text", "tail_text", "predicted", "score", "user_label", "note", "checkpoint"]
 
 
 NEW_RELATION = (" '{label}' is a new relation of yours, defined by this example alone; label more sentences of it, "
@@ -121,10 +121,10 @@ class FeedbackTab:
                 forget_requests(db, owner, forget)
             # Insert only: a relation of this name saved meanwhile (by another tab) keeps its description.
             added = created and add_user_relation(db, owner, label, "", label_text)
-            feedback_id = insert_feedback(db, row, record["relations"])
+            feedback_id, number = insert_feedback(db, row, record["relations"])
             full = bool(label) and other_examples(db, owner, words, head, tail) >= MAX_EXAMPLES
             before = replace_example(db, owner, words, head, tail, None if full else label, feedback_id)
-            status = f"Saved feedback #{feedback_id}: {verdict} ({what}).{example_status(label, before, in_force, full)}"
+            status = f"Saved feedback #{number}: {verdict} ({what}).{example_status(label, before, in_force, full)}"
             return status + (NEW_RELATION.format(label=label) if added and not full else "")
 
         return self.wb.once(session, request_id, "feedback", write)

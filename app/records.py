@@ -205,7 +205,7 @@ def write_feedback_exports(frame: pd.DataFrame, folder: Path, store: Store) -> l
                 "relation": label,
                 "head": [hs, he],
                 "tail": [ts, te],
-                "feedback_id": int(row["id"]),
+                "feedback_number": int(row["number"]),  # the owner's own number, as the Feedback tab shows it
             }, ensure_ascii=False) + "\n")
             text = row["user_label_description"]
             if not isinstance(text, str) or not text:
@@ -215,7 +215,8 @@ def write_feedback_exports(frame: pd.DataFrame, folder: Path, store: Store) -> l
             if isinstance(text, str) and text:
                 descriptions.setdefault(label, text)
     descs.write_text(json.dumps(descriptions, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    spreadsheet_safe(frame).to_csv(csv_path, index=False, quoting=csv.QUOTE_NONNUMERIC)
+    # Without the row id, shared by every user: "number" is the owner's own (with "owner", unique in an admin's export).
+    spreadsheet_safe(frame.drop(columns=["id"])).to_csv(csv_path, index=False, quoting=csv.QUOTE_NONNUMERIC)
     return [jsonl, descs, csv_path]
 
 

@@ -177,9 +177,9 @@ class RelationsTab:
                 return "yes"
             return "no: kept, ignored until switched on" if relation in known else "no: its relation is deleted; used again if you add it back"
 
-        rows = [{"#": e["id"], "relation": e["relation"], "sentence": bracketed(e["tokens"], e["head"], e["tail"]),
+        rows = [{"#": e["number"], "relation": e["relation"], "sentence": bracketed(e["tokens"], e["head"], e["tail"]),
                  "in force": state(e["relation"]),
-                 "from feedback": f"#{e['feedback_id']}" if e["feedback_id"] else "imported"}
+                 "from feedback": f"#{e['feedback_number']}" if e["feedback_id"] else "imported"}
                 for e in reversed(self.wb.store.examples(session["owner"]))]
         return pd.DataFrame(rows, columns=["#", "relation", "sentence", "in force", "from feedback"])
 
@@ -205,7 +205,7 @@ class RelationsTab:
     def pick_example(self, session: dict, evt: gr.SelectData, request: gr.Request = None) -> str:
         """Clicking a row of your examples puts its number into the remove box."""
         row = evt.row_value or []
-        mine = {str(e["id"]) for e in self.wb.store.examples(self.wb.owned(session, request)["owner"])}
+        mine = {str(e["number"]) for e in self.wb.store.examples(self.wb.owned(session, request)["owner"])}
         return str(row[0]) if row and str(row[0]) in mine else ""
 
     def pick_user_relation(self, session: dict, evt: gr.SelectData, request: gr.Request = None) -> tuple[str, str]:

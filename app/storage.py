@@ -189,6 +189,29 @@ def m005_model_versions(db: Database) -> None:
     db["model_choice"].create({"owner": str, "name": str, "updated": str}, pk="owner")
 
 
+@migrations()
+def m006_numbers_per_owner(db: Database) -> None:
+    """Feedback rows and examples numbered per owner (1, 2, …): the numbers a user sees and removes by. Row ids are
+    shared by every user, so "Saved feedback #9" on a first judgement told a user how many rows others had saved."""
+    for table in ("feedback", "examples"):
+        db[table].add_column("number", int)
+        db.execute(f"update {table} set number = (select count(*) from {table} t "
+                   f"where t.owner is {table}.owner and t.id <= {table}.id)")
+        db[table].create_index(["owner", "number"], unique=True)
+    db["numbers"].create({"owner": str, "kind": str, "last": int}, pk=("owner", "kind"))  # the last number given
+
+
+def next_number(db: Database, table: str, owner: str | None) -> int:
+    """The owner's next number in `table` ("feedback" or "examples"), inside the write transaction. Never given twice,
+    even after the latest row is removed: a retried "remove example #3" must not remove a newer #3."""
+    key = owner or ""
+    row = db.execute("select last from numbers where owner = ? and kind = ?", [key, table]).fetchone()
+    last = row[0] if row else db.execute(f"select coalesce(max(number), 0) from {table} where owner is ?",
+                                         [owner]).fetchone()[0]
+    db.execute("insert or replace into numbers (owner, kind, last) values (?, ?, ?)", [key, table, last + 1])
+    return last + 1
+
+
 class RequestIdReused(ValueError):
     """A client request id already used by the same owner for another action."""
 
@@ -328,7 +351,7 @@ class Store:
     def add_feedback(self, row: dict, relations: dict[str, str]) -> int:
         """Insert one feedback row and its relation set (stored once per distinct set); returns the row id."""
         with self.transaction() as db:
-            return insert_feedback(db, row, relations)
+            return insert_feedback(db, row, relations)[0]
 
     def relation_set(self, set_id: str) -> dict[str, str]:
         with self.connect() as db:
@@ -367,9 +390,13 @@ class Store:
     # ------------------------------------------------------------------ labelled examples
 
     def examples(self, owner: str) -> list[dict]:
-        """The owner's examples, oldest first: {id, relation, tokens, head, tail, created, feedback_id} (JSON decoded)."""
+        """The owner's examples, oldest first: {id, number, relation, tokens, head, tail, created, feedback_id,
+        feedback_number} (JSON decoded; `number` and `feedback_number` are the owner's own, as shown)."""
         with self.connect() as db:
-            rows = db["examples"].rows_where("owner = ?", [owner], order_by="id")
+            cursor = db.execute("select e.*, f.number as feedback_number from examples e left join feedback f "
+                                "on f.id = e.feedback_id where e.owner = ? order by e.id", [owner])
+            names = [c[0] for c in cursor.description]
+            rows = [dict(zip(names, values)) for values in cursor.fetchall()]
             return [{**r, "tokens": json.loads(r["tokens"]), "head": json.loads(r["head"]), "tail": json.loads(r["tail"])}
                     for r in rows]
 
@@ -584,7 +611,7 @@ def replace_example(db: Database, owner: str, tokens: list[str], head: list[int]
     db.execute(f"delete from examples where {where}", key)
     if relation:
         db["examples"].insert({"owner": owner, "relation": relation, "tokens": key[1], "head": key[2], "tail": key[3],
-                               "created": now(), "feedback_id": feedback_id})
+                               "created": now(), "feedback_id": feedback_id, "number": next_number(db, "examples", owner)})
     return old[0] if old else None
 
 
@@ -592,12 +619,13 @@ def count_examples(db: Database, owner: str, relation: str) -> int:
     return db.execute("select count(*) from examples where owner = ? and relation = ?", [owner, relation]).fetchone()[0]
 
 
-def delete_example(db: Database, owner: str, example_id: int) -> str | None:
-    """Delete one of the owner's examples; returns its relation (None: the owner has no such example)."""
-    rows = list(db["examples"].rows_where("owner = ? and id = ?", [owner, example_id]))
+def delete_example(db: Database, owner: str, number: int) -> str | None:
+    """Delete the owner's example with this number (theirs, as shown); returns its relation (None: they have no such
+    example)."""
+    rows = list(db["examples"].rows_where("owner = ? and number = ?", [owner, number]))
     if not rows:
         return None
-    db.execute("delete from examples where owner = ? and id = ?", [owner, example_id])
+    db.execute("delete from examples where owner = ? and number = ?", [owner, number])
     return rows[0]["relation"]
 
 
@@ -630,7 +658,8 @@ def delete_user_relation(db: Database, owner: str, name: str) -> None:
     db.execute("delete from user_relations where owner = ? and name = ?", [owner, name])
 
 
-def insert_feedback(db: Database, row: dict, relations: dict[str, str]) -> int:
+def insert_feedback(db: Database, row: dict, relations: dict[str, str]) -> tuple[int, int]:
+    """Insert one feedback row and its relation set; returns (row id, the owner's number for it)."""
     set_id = relation_set_id(relations)
     db["relation_sets"].insert(
         {"id": set_id, "relations": json.dumps(relations, ensure_ascii=False), "size": len(relations), "created": now()},
@@ -638,8 +667,10 @@ def insert_feedback(db: Database, row: dict, relations: dict[str, str]) -> int:
         ignore=True,
     )
     table = db["feedback"]
-    table.insert({**row, "relation_set_id": set_id, "n_relations": len(relations), "created": row.get("created") or now()})
-    return table.last_pk
+    number = next_number(db, "feedback", row.get("owner"))
+    table.insert({**row, "relation_set_id": set_id, "n_relations": len(relations), "created": row.get("created") or now(),
+                  "number": number})
+    return table.last_pk, number
 
 
 # ---------------------------------------------------------------------- annotation queues (inside a transaction)

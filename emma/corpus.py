@@ -179,7 +179,8 @@ def _values(text: str, corpus: Corpus) -> Iterator[tuple[int | None, object]]:
             whole = json.loads(stripped)
         except (json.JSONDecodeError, RecursionError):
             whole = None
-        if isinstance(whole, dict) and whole and all(isinstance(v, list) for v in whole.values()):
+        if isinstance(whole, dict) and whole and all(isinstance(v, list) and v and all(isinstance(x, dict) for x in v)
+                                                     for v in whole.values()):  # not a record's own lists of tokens
             for relation, items in whole.items():  # FewRel: {relation: [records]}
                 for item in items:
                     yield None, {**item, "relation": relation} if isinstance(item, dict) else item

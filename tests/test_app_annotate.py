@@ -461,7 +461,7 @@ def test_json_nested_too_deep_is_a_bad_record_not_a_crash(tab, tmp_path):
     report, *_ = tab.import_file(str(path), "", False, None, tab.wb.open_session("user:ann"), Request("ann"))
     assert "nested too deeply" in report and len(tab.wb.store.queues("user:ann")) == 1
     relations = RelationsTab(tab.wb)
-    with pytest.raises(gr.Error, match="not a labelled-sentence file"):
+    with pytest.raises(gr.Error, match="Nothing was imported: line 1: JSON nested too deeply to read"):
         relations.import_examples(str(path), tab.wb.open_session("user:ann"), "", Request("ann"))
     with pytest.raises(gr.Error, match="not valid JSON"):
         relations.import_relations(str(path), tab.wb.open_session("user:ann"), "", Request("ann"))

@@ -848,18 +848,18 @@ def test_remove_example(wb, session):
     label, _, session = _label_wrong(wb, session)
     [row] = wb.store.examples("user:ann")
     bob = wb.open_session("user:bob")
-    with pytest.raises(gr.Error, match=f"You have no example #{row['id']}."):
-        wb.remove_example(str(row["id"]), bob)
+    with pytest.raises(gr.Error, match=f"You have no example #{row['number']}."):
+        wb.remove_example(str(row["number"]), bob)
     for bad in ("", "abc", "-1", None, "1" * 20):
         with pytest.raises(gr.Error, match="Give the number of one of your examples"):
             wb.remove_example(bad, session)
-    _, status = wb.remove_example(f"#{row['id']}", session)
-    assert status == f"Removed example #{row['id']} of '{label}'." and wb.store.examples("user:ann") == []
+    _, status = wb.remove_example(f"#{row['number']}", session)
+    assert status == f"Removed example #{row['number']} of '{label}'." and wb.store.examples("user:ann") == []
     record, _ = predict(wb, session, SIMILAR)
     assert record["n_examples"] == 0
 
     class Select:
-        row_value = [row["id"], label, "…"]
+        row_value = [row["number"], label, "…"]
 
     assert wb.pick_example(session, Select()) == ""  # gone: nothing to pick
 
@@ -914,7 +914,7 @@ def test_a_relation_without_a_description_waits_for_its_first_example(wb, sessio
     assert session["last"]["relations"]["capital city of"] == "capital city of" and record["recall_parts"]["capital city of"][1] is not None
     # Without its example it is out of force again, and says so.
     [row] = wb.store.examples("user:ann")
-    _, status = wb.remove_example(str(row["id"]), session)
+    _, status = wb.remove_example(str(row["number"]), session)
     assert status.endswith("'capital city of' has no description and no examples left: it is out of force until you label one.")
     assert "capital city of" not in wb.relations(session)
     _, session = predict(wb, session)

@@ -195,3 +195,13 @@ def test_a_file_that_is_not_utf8_is_named_as_given(tmp_path):
     path.write_bytes(b"\xff\xfe\x00bad")
     with pytest.raises(ValueError, match=r"^the file Binary\.jsonl is not UTF-8 text$"):
         read_corpus(path)
+
+
+def test_a_fewrel_dict_on_one_line_is_read_and_a_one_line_record_is_not_taken_for_one(tmp_path):
+    path = tmp_path / "val.json"
+    path.write_text(json.dumps({"P1": [{"tokens": ["Ann", "met", "Bob"], "h": ["ann", "Q1", [[0]]], "t": ["bob", "Q2", [[2]]]}]}))
+    corpus = read_corpus(path)
+    assert [r.label for r in corpus.records] == ["P1"] and corpus.format == "fewrel" and not corpus.bad
+    path.write_text(json.dumps({"tokens": ["a", "b", "c"], "head": [0, 1], "tail": [2, 3]}))  # every value a list
+    corpus = read_corpus(path)
+    assert [r.instance.tokens for r in corpus.records] == [("a", "b", "c")] and not corpus.bad
