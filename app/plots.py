@@ -137,7 +137,7 @@ def _marked_html(tokens, head, tail) -> str:
 
 
 RERANK_COLUMNS = ["relation", "recall rank", "recall score", "classifier rank", "classifier probability",
-                  "combined (classifier × recall)", "final"]
+                  "combined (classifier × recall, rescaled to sum to 1)", "final"]
 
 
 def rerank_table(record: dict | None) -> pd.DataFrame:
@@ -155,7 +155,7 @@ def rerank_table(record: dict | None) -> pd.DataFrame:
             "recall score": round(c["recall_score"], 4),
             "classifier rank": c["classifier_rank"] if c["classifier_rank"] is not None else "–",
             "classifier probability": round(c["probability"], 4) if c["probability"] is not None else "–",
-            "combined (classifier × recall)": round(c["combined"], 4) if c.get("combined") is not None else "–",
+            "combined (classifier × recall, rescaled to sum to 1)": round(c["combined"], 4) if c.get("combined") is not None else "–",
             "final": "✔ predicted" if c["relation"] == record["label"] else "",
         })
     return pd.DataFrame(rows, columns=RERANK_COLUMNS)

@@ -471,8 +471,10 @@ class RelationsTab:
                 catalogue = gr.CheckboxGroup(label="Switched on (tick to use a relation in predictions)", elem_id="catalogue")
             with gr.Column(scale=2):
                 form = self._own_relations_form()
+        # Widths so that the short columns' headers do not wrap letter by letter beside the long descriptions.
         catalogue_table = gr.Dataframe(label="Catalogue relations matching the search", interactive=False,
-                                       elem_id="catalogue-table", wrap=True, max_height=420)
+                                       elem_id="catalogue-table", wrap=True, max_height=420,
+                                       column_widths=["5%", "20%", "10%", "7%", "9%", "49%"])
         examples = self._examples_panel()
         views = [catalogue, catalogue_table, relation_count, form["user_table"], examples["table"]]
         shown_query = gr.State("")  # the query `catalogue` was built for (see `catalogue_view_of`)
@@ -544,7 +546,7 @@ class RelationsTab:
         # An optional idempotency key for API clients (the page leaves it empty).
         form["request_id"] = gr.Textbox("", visible=False, label="request_id")
         form["user_table"] = gr.Dataframe(label="Your relations (click a row to edit it)", interactive=False,
-                                          elem_id="user-relations", wrap=True)
+                                          elem_id="user-relations", wrap=True, column_widths=["22%", "14%", "32%", "32%"])
         with gr.Row():
             form["import"] = gr.UploadButton("Import relation set (JSON)", file_types=[".json"], size="sm",
                                              elem_id="import-relations")

@@ -35,6 +35,7 @@ import emma
 from emma.data import by_relation
 
 from . import DATA_DIR, RUNS_DIR
+from .direction_probe import direction_scores
 from .extraction import GRID, gold_triples, pairs, sample, sentences
 
 DOMAINS = ("news", "ai", "science", "literature", "politics", "music")
@@ -119,8 +120,8 @@ def direction_counts(records: dict[str, dict]) -> dict:
 
 
 def fewrel_swapped(checkpoint: str | None, precision: str, data: Path, per_relation: int = 40, seed: int = 0) -> dict:
-    """FewRel val_wiki with its 16 relations in force: accuracy as given, and with head and tail swapped (how often the
-    swapped sentence still gets its gold relation), and how often the gold relation's cosine is higher as given."""
+    """FewRel val_wiki with its 16 relations in force: `research.direction_probe.direction_scores` of `per_relation`
+    sentences each (drawn with `seed`)."""
     import random
 
     val = emma.read_instances(data / "fewrel" / "val_wiki.json")
@@ -130,15 +131,7 @@ def fewrel_swapped(checkpoint: str | None, precision: str, data: Path, per_relat
     descriptions = emma.read_descriptions(data / "fewrel" / "relation_description" / "fewrel_relation_description.json")
     extractor = emma.Extractor.load(checkpoint, precision=precision)
     extractor.set_relations({r: descriptions[r] for r in sorted(by)})
-    swapped = [emma.Instance(i.tokens, i.tail, i.head, i.relation) for i in items]
-    given = extractor.predict_batch(items, top_k=len(by))
-    turned = extractor.predict_batch(swapped, top_k=len(by))
-    n = len(items)
-    return {"sentences": n,
-            "gold as given": round(100 * sum(p.label == i.relation for i, p in zip(items, given)) / n, 1),
-            "gold when swapped": round(100 * sum(p.label == i.relation for i, p in zip(items, turned)) / n, 1),
-            "gold cosine higher as given": round(100 * sum(dict(p.recall)[i.relation] > dict(q.recall)[i.relation]
-                                                          for i, p, q in zip(items, given, turned)) / n, 1)}
+    return {"sentences": len(items), **{k: round(v, 1) for k, v in direction_scores(extractor, items).items()}}
 
 
 def prf(record: dict, triples: list[dict]) -> tuple[float, float, float]:
