@@ -9,6 +9,7 @@ next prediction uses it. One example per sentence and spans: judging it again re
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 
 import gradio as gr
@@ -144,7 +145,7 @@ class FeedbackTab:
         except (BadInput, gr.Error) as e:
             message = str(e) if isinstance(e, BadInput) else e.message
             warn(message)
-            return gr.skip(), f"Not saved: {message}"
+            return gr.skip(), f"Not saved: {html.unescape(message)}"  # the status line shows plain text, the toast HTML
 
     def _correct_relation(self, session: dict, record: dict, label: str | None,
                           relations: dict[str, str]) -> tuple[dict, str | None, bool]:

@@ -257,7 +257,8 @@ class PredictTab:
             record, session = self.predict(sentence, head, tail, spans, session, request)
         except gr.Error as e:
             warn(e.message)
-            return (None, session, gr.skip(), *cleared_panels(f"Not predicted: {e.message}"), f"Not predicted: {e.message}")
+            said = f"Not predicted: {html.unescape(e.message)}"  # text boxes show plain text; the toast's is HTML-escaped
+            return (None, session, gr.skip(), *cleared_panels(said), said)
         return (record, session, *self.show_prediction(session, request), predicted_hint(record))
 
     def show_prediction(self, session: dict, request: gr.Request = None):

@@ -197,7 +197,7 @@ def test_a_refused_prediction_clears_the_panels_of_the_last_one(wb, session):
         shown, after, marked, label, summary, recall, *rest, hint = wb.predict_and_show(SENTENCE, "Apple", "Wozniak", {},
                                                                                          session)
     assert shown is None and label is None and recall.startswith("<p class='emma-placeholder'>")
-    assert summary.startswith("Not predicted: The tail entity") and hint == summary
+    assert summary == "Not predicted: The tail entity 'Wozniak' does not occur in the sentence." and hint == summary
     assert isinstance(marked, type(gr.skip())) and after["last"] == session["last"]  # the marks are the preview's
 
 
