@@ -261,9 +261,13 @@ class ExtractTab:
         predict.explain_on(table.select, row, [data, threshold], tabs)
 
 
-HELP = """**Extract everything in a paragraph.** The English NER suggests the entities; every ordered pair of entities in the
-same sentence is predicted at once with your relations in force, and a pair whose score (classifier × recall) is below the
-threshold gets no relation. Click an edge or a row to see why in the Predict tab."""
+HELP = """**Extract everything in a paragraph.** The English NER suggests the entities (dates and places included); every
+ordered pair of entities in the same sentence is predicted at once with your relations in force, and a pair whose score
+(classifier × recall) is below the threshold gets no relation. The score says how much the model prefers its relation to
+the other relations in force, not how likely the triple is to be true: the model has no "no relation" answer, so most
+pairs of a paragraph get one, often confidently, and the threshold keeps only the surest. Expect to check what it
+finds (↔: the same relation predicted both ways round, where the direction is a guess). Click an edge or a row to see
+why in the Predict tab."""
 
 
 # ---------------------------------------------------------------------- plain data and figures
