@@ -161,21 +161,34 @@ def rerank_table(record: dict | None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=RERANK_COLUMNS)
 
 
+def whole_words(tokens: list[str], weights: list[float]) -> list[tuple[str, float]]:
+    """Word pieces joined into words ("he ##ide ##gger" → "heidegger"), each with the sum of its pieces' weights: a
+    virtual entity's weights are a distribution over the pieces, so a word's share is the sum of its pieces'."""
+    out: list[tuple[str, float]] = []
+    for token, w in zip(tokens, weights):
+        if token.startswith("##") and out:
+            out[-1] = (out[-1][0] + token[2:], out[-1][1] + w)
+        else:
+            out.append((token, w))
+    return out
+
+
 def attention_html(record: dict) -> str:
-    """Per candidate, the description's word pieces twice: shaded by the head virtual entity's weight, then
-    the tail's (darker = more weight, one scale for all; the exact weight on hover). Plain HTML."""
+    """Per candidate, the description's words twice: shaded by the head virtual entity's weight, then the tail's
+    (darker = more weight, one scale for all; the exact weight on hover). Plain HTML."""
     cands = record["candidates_detail"]
     rgb = ",".join(str(int(DESCRIPTION_COLOR[i:i + 2], 16)) for i in (1, 3, 5))  # description words, in the description's colour
-    zmax = max((max(w) for c in cands for w in (c["attention"]["head"], c["attention"]["tail"]) if w), default=1.0) or 1.0
+    roles = [[("head entity", whole_words(c["attention"]["tokens"], c["attention"]["head"])),
+              ("tail entity", whole_words(c["attention"]["tokens"], c["attention"]["tail"]))] for c in cands]
+    zmax = max((w for per in roles for _, words in per for _, w in words), default=1.0) or 1.0
     out = ["<div class='emma-chart'><div class='emma-title'>Which description words each virtual entity attends to "
            f"(darker = more weight; darkest = {zmax:.3f})</div>"]
-    for c in cands:
+    for c, per in zip(cands, roles):
         prob = f", classifier p = {c['probability']:.2f}" if c["probability"] is not None else ""
         out.append(f"<div class='emma-candidate'><b>{c['recall_rank']}. {_t(c['relation'])}</b>{prob}")
-        att = c["attention"]
-        for role, weights in (("head entity", att["head"]), ("tail entity", att["tail"])):
+        for role, weighted in per:
             words = []
-            for token, w in zip(att["tokens"], weights):
+            for token, w in weighted:
                 alpha = w / zmax
                 ink = "#fff" if alpha > 0.55 else "inherit"
                 words.append(f"<span class='emma-word' style='background:rgba({rgb},{alpha:.2f});border-color:rgba({rgb},0.25);color:{ink}' "

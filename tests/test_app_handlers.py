@@ -671,7 +671,15 @@ def test_recall_chart_draws_the_shown_scores_on_a_zoomed_axis(wb, session):
     assert f"{shown[0][1]:.3f}" in chart and "★" in chart
     att = plots.attention_html(record)
     assert att.count("class='emma-candidate'") == len(record["candidates_detail"])
-    assert att.count("head entity ·") == att.count("tail entity ·") == sum(len(c["attention"]["tokens"]) for c in record["candidates_detail"])
+    words = [plots.whole_words(c["attention"]["tokens"], c["attention"]["head"]) for c in record["candidates_detail"]]
+    assert att.count("head entity ·") == att.count("tail entity ·") == sum(len(w) for w in words)
+    assert not any(word.startswith("##") for per in words for word, _ in per)
+
+
+def test_attention_shows_words_with_the_sum_of_their_pieces_weights():
+    assert plots.whole_words(["martin", "he", "##ide", "##gger", ":"], [0.1, 0.2, 0.3, 0.1, 0.3]) == [
+        ("martin", 0.1), ("heidegger", 0.2 + 0.3 + 0.1), (":", 0.3)]
+    assert plots.whole_words(["##x", "y"], [0.5, 0.5]) == [("##x", 0.5), ("y", 0.5)]  # nothing to join it to
 
 
 def test_load_finds_the_owner(wb):
