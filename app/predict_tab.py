@@ -187,7 +187,7 @@ class PredictTab:
             hint = (f"Ready, but the sentence has {n} word pieces and the model reads {self.wb.engine.sentence_window}: "
                     "only the words nearest the entities are used.")
         if note := ambiguity_note(sentence, head, tail, spans):
-            hint += " " + note
+            hint += " " + html.unescape(note)  # the hint box shows plain text
         return highlighted(sentence, h, t), hint
 
     @staticmethod
@@ -251,14 +251,14 @@ class PredictTab:
                          request: gr.Request = None):
         """The Predict button: `predict` and `show_prediction` in one round trip (the page waits for one event, not two).
 
-        A refusal is a toast and "Not predicted: …" in the hint, and the panels are cleared: the last prediction, of
-        another sentence or other entities, must not stay on show as if it answered this one."""
+        A refusal is a toast and "Not predicted: …" in the hint, and the panels are cleared and the last prediction
+        forgotten: it must not stay on show, nor be judged by Save feedback, as if it answered this sentence."""
         try:
             record, session = self.predict(sentence, head, tail, spans, session, request)
         except gr.Error as e:
             warn(e.message)
             said = f"Not predicted: {html.unescape(e.message)}"  # text boxes show plain text; the toast's is HTML-escaped
-            return (None, session, gr.skip(), *cleared_panels(said), said)
+            return (None, {**self.wb.owned(session, request), "last": None}, gr.skip(), *cleared_panels(said), said)
         return (record, session, *self.show_prediction(session, request), predicted_hint(record))
 
     def show_prediction(self, session: dict, request: gr.Request = None):
@@ -326,8 +326,8 @@ class PredictTab:
         panels = [marked, label, summary, recall_plot, why, rerank, attention_plot, latency, correct_relation, verdict, note, feedback_status]
         self.parts, self.predict_inputs = parts, [sentence, head, tail, spans, session]
         self.predict_outputs = [prediction_json, session, *panels, hint]
-        # Progress and a refusal ("the head entity does not occur…") show on the Prediction panel alone: the toast
-        # says what is wrong, and the other eleven panels keep what they showed instead of each saying "Error".
+        # Progress shows on the Prediction panel alone, not on each of the twelve; a refusal is no error event
+        # (`predict_and_show` clears the panels and says why), so no panel is left marked "Error".
         self.predict_event = dict(**MODEL, **PRIVATE, show_progress_on=label)
         buttons[-1].click(self.predict_and_show, self.predict_inputs, self.predict_outputs, **self.predict_event)
         # The /predict API returns the prediction alone; its button never shows (the page uses predict_and_show).

@@ -417,8 +417,9 @@ class RelationsTab:
                            + (f" (and {plural(len(corpus.bad) - 1, 'more bad record')})" if len(corpus.bad) > 1 else "") + ".")
         for record in corpus.records:
             if record.negative:
-                raise BadInput(f"Nothing was imported: line {record.line} is marked \"none of these\"; an example needs "
-                               f"the relation it is an example of.")
+                where = f"line {record.line}" if record.line is not None else "a record"
+                raise BadInput(f"Nothing was imported: {where} is marked \"none of these\"; an example needs the "
+                               f"relation it is an example of.")
         instances = [r.instance for r in corpus.records]
         in_force = wb.relations(session)
         mine = {(tuple(e["tokens"]), tuple(e["head"]), tuple(e["tail"])): e["relation"] for e in wb.store.examples(session["owner"])}

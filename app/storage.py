@@ -193,23 +193,23 @@ def m005_model_versions(db: Database) -> None:
 def m006_numbers_per_owner(db: Database) -> None:
     """Feedback rows and examples numbered per owner (1, 2, …): the numbers a user sees and removes by. Row ids are
     shared by every user, so "Saved feedback #9" on a first judgement told a user how many rows others had saved."""
+    db["numbers"].create({"owner": str, "kind": str, "last": int}, pk=("owner", "kind"))  # the last number given
     for table in ("feedback", "examples"):
         db[table].add_column("number", int)
-        db.execute(f"update {table} set number = (select count(*) from {table} t "
-                   f"where t.owner is {table}.owner and t.id <= {table}.id)")
+        db.execute(f"with r as (select id, row_number() over (partition by owner order by id) as n from {table}) "
+                   f"update {table} set number = (select n from r where r.id = {table}.id)")
         db[table].create_index(["owner", "number"], unique=True)
-    db["numbers"].create({"owner": str, "kind": str, "last": int}, pk=("owner", "kind"))  # the last number given
+        db.execute(f"insert into numbers (owner, kind, last) select owner, '{table}', max(number) from {table} "
+                   f"group by owner")
 
 
-def next_number(db: Database, table: str, owner: str | None) -> int:
+def next_number(db: Database, table: str, owner: str) -> int:
     """The owner's next number in `table` ("feedback" or "examples"), inside the write transaction. Never given twice,
     even after the latest row is removed: a retried "remove example #3" must not remove a newer #3."""
-    key = owner or ""
-    row = db.execute("select last from numbers where owner = ? and kind = ?", [key, table]).fetchone()
-    last = row[0] if row else db.execute(f"select coalesce(max(number), 0) from {table} where owner is ?",
-                                         [owner]).fetchone()[0]
-    db.execute("insert or replace into numbers (owner, kind, last) values (?, ?, ?)", [key, table, last + 1])
-    return last + 1
+    row = db.execute("select last from numbers where owner = ? and kind = ?", [owner, table]).fetchone()
+    number = (row[0] if row else 0) + 1
+    db.execute("insert or replace into numbers (owner, kind, last) values (?, ?, ?)", [owner, table, number])
+    return number
 
 
 class RequestIdReused(ValueError):

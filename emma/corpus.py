@@ -179,11 +179,11 @@ def _values(text: str, corpus: Corpus) -> Iterator[tuple[int | None, object]]:
             whole = json.loads(stripped)
         except (json.JSONDecodeError, RecursionError):
             whole = None
-        if isinstance(whole, dict) and whole and all(isinstance(v, list) and v and all(isinstance(x, dict) for x in v)
-                                                     for v in whole.values()):  # not a record's own lists of tokens
-            for relation, items in whole.items():  # FewRel: {relation: [records]}
+        values = list(whole.values()) if isinstance(whole, dict) else []
+        if any(values) and all(isinstance(v, list) and all(isinstance(x, dict) for x in v) for v in values):
+            for relation, items in whole.items():  # FewRel: {relation: [records]}; not a record's own lists of tokens
                 for item in items:
-                    yield None, {**item, "relation": relation} if isinstance(item, dict) else item
+                    yield None, {**item, "relation": relation}
             return
         if isinstance(whole, dict):
             yield text[:offset].count("\n") + 1, whole

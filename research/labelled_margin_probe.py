@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-from pathlib import Path
 
 import emma
 from emma.index import example_weight

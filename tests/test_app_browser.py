@@ -106,7 +106,7 @@ def test_browser_mark_add_relation_predict_feedback_then_the_label_counts(tiny_e
             # Adding it again is refused in a toast, and the status line no longer shows the first Add's outcome.
             page.locator("#rel-name textarea").fill("Works At")
             page.click("#add-relation")
-            expect(page.locator(".toast-body").last).to_contain_text("differs from 'Works At' only in capitals")
+            expect(page.locator(".toast-body").filter(has_text="differs from 'Works At' only in capitals")).to_have_count(1)
             expect(page.locator("#relation-status textarea")).to_have_value("")
             page.locator("#rel-name textarea").fill("works at")
 
@@ -150,7 +150,9 @@ def test_browser_mark_add_relation_predict_feedback_then_the_label_counts(tiny_e
             # Saving now would judge the last prediction, still on show, of the sentence before: refused until Predict.
             page.locator("#verdict").get_by_text("Correct").click()
             page.click("#submit-feedback")
-            expect(page.locator(".toast-body")).to_contain_text("changed since the last prediction")
+            expect(page.locator(".toast-body").filter(has_text="changed since the last prediction")).to_have_count(1)
+            expect(page.locator("#feedback-status textarea")).to_have_value(
+                re.compile(r"^Not saved: The sentence or its entities changed since the last prediction"))
             t0 = time.perf_counter()
             page.click("#predict")
             expect(page.locator("#why")).to_contain_text("[HEAD Apple] was founded by [TAIL Steve Jobs] in 1976 in California .")

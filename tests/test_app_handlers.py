@@ -198,7 +198,9 @@ def test_a_refused_prediction_clears_the_panels_of_the_last_one(wb, session):
                                                                                          session)
     assert shown is None and label is None and recall.startswith("<p class='emma-placeholder'>")
     assert summary == "Not predicted: The tail entity 'Wozniak' does not occur in the sentence." and hint == summary
-    assert isinstance(marked, type(gr.skip())) and after["last"] == session["last"]  # the marks are the preview's
+    assert isinstance(marked, type(gr.skip()))  # the marks are the preview's
+    # The last prediction is forgotten: Save feedback cannot judge it while the panels are blank.
+    assert after["last"] is None and session["last"] is not None
 
 
 def test_the_preview_says_which_occurrence_of_a_typed_entity_is_used(wb):
@@ -591,6 +593,10 @@ def test_feedback_view_filters_and_exports(wb, session, tmp_path):
     descs = emma.read_descriptions(descriptions)
     assert set(descs) == {i.relation for i in instances}
     assert len(pd.read_csv(csv_file)) == 3 and set(pd.read_csv(csv_file)["note"]) == {"'=HYPERLINK(\"http://x\")"}
+    # ann's own numbers, never the row ids every user shares (bob's row is one of them).
+    assert list(shown["number"]) == [3, 2, 1] and "id" not in pd.read_csv(csv_file).columns
+    assert sorted(pd.read_csv(csv_file)["number"]) == [1, 2, 3]
+    assert sorted(json.loads(x)["feedback_number"] for x in jsonl.read_text().splitlines()) == [1, 2]  # the rows with a known relation
 
 
 def test_two_switches_at_once_both_stand(tmp_path):
@@ -853,16 +859,20 @@ def test_an_example_of_a_deleted_relation_says_so(wb, session):
 
 
 def test_remove_example(wb, session):
+    _label_wrong(wb, wb.open_session("user:bob"))  # bob's example is row 1: ann's first is her #1 in row 2
     label, _, session = _label_wrong(wb, session)
     [row] = wb.store.examples("user:ann")
-    bob = wb.open_session("user:bob")
-    with pytest.raises(gr.Error, match=f"You have no example #{row['number']}."):
-        wb.remove_example(str(row["number"]), bob)
+    assert (row["number"], row["id"]) == (1, 2)
+    examples = wb.relation_views("", session)[4]
+    assert list(examples["#"]) == [1] and list(examples["from feedback"]) == ["#1"]  # her numbers, as she sees them
+    with pytest.raises(gr.Error, match="You have no example #2."):
+        wb.remove_example("2", session)  # the row id is no number of hers
     for bad in ("", "abc", "-1", None, "1" * 20):
         with pytest.raises(gr.Error, match="Give the number of one of your examples"):
             wb.remove_example(bad, session)
-    _, status = wb.remove_example(f"#{row['number']}", session)
-    assert status == f"Removed example #{row['number']} of '{label}'." and wb.store.examples("user:ann") == []
+    _, status = wb.remove_example("#1", session)
+    assert status == f"Removed example #1 of '{label}'." and wb.store.examples("user:ann") == []
+    assert len(wb.store.examples("user:bob")) == 1  # bob's #1 is his own
     record, _ = predict(wb, session, SIMILAR)
     assert record["n_examples"] == 0
 

@@ -152,7 +152,7 @@ def test_attacker_under_auth_gets_nothing_of_another_user(tiny_extractor, tmp_pa
                                  "rows": 12, "held_back": 3, "report": "{}"})
         before = snapshot(store, ["user:ann"])
         assert A_NOTE in before
-        a_examples = [str(e["id"]) for e in store.examples("user:ann")]
+        a_examples = [str(e["number"]) for e in store.examples("user:ann")]
         assert len(a_examples) == 2 and "Quuxley" in json.dumps(store.examples("user:ann"))
 
         with httpx.Client(base_url=url, timeout=60) as bob:
@@ -272,9 +272,9 @@ def test_feedback_of_others_is_never_listed_or_exported(tiny_extractor, tmp_path
     assert_uninfluenced(after)
     assert after["recall"] == fresh["recall"] and after["label"] == fresh["label"]
     assert relations.relation_views("", session, bob)[4].empty and "labelled" not in relations.relation_views("", session, bob)[2]
-    assert relations.pick_example(session, type("Select", (), {"row_value": [a_example["id"]]})(), bob) == ""
-    with pytest.raises(gr.Error, match=f"You have no example #{a_example['id']}"):
-        relations.remove_example(str(a_example["id"]), session, request=bob)
+    assert relations.pick_example(session, type("Select", (), {"row_value": [a_example["number"]]})(), bob) == ""
+    with pytest.raises(gr.Error, match=f"You have no example #{a_example['number']}"):
+        relations.remove_example(str(a_example["number"]), session, request=bob)
     assert wb.store.examples("user:ann") == [a_example]
     session, _ = relations.add_relation(A_RELATION, A_DESCRIPTION, session, request=ann)
     assert predict.show_prediction(session, bob)[2] == ""

@@ -48,3 +48,8 @@ def test_an_older_database_gets_numbers_per_owner_in_the_order_rows_were_saved(t
     assert [e["number"] for e in store.examples("user:bob")] == [1]
     store.add_feedback({**ROW, "owner": "user:bob"}, {"r": "r: x"})
     assert sorted(store.feedback(owner="user:bob")["number"]) == [1, 2]
+    # The counter starts where the backfill ended: bob's removed #1 is not given to his next example.
+    with store.transaction() as db:
+        assert delete_example(db, "user:bob", 1) == "r"
+        replace_example(db, "user:bob", ["Cy", "met", "Di"], [0, 1], [2, 3], "q")
+    assert [e["number"] for e in store.examples("user:bob")] == [2]
