@@ -202,6 +202,9 @@ def test_a_fewrel_dict_on_one_line_is_read_and_a_one_line_record_is_not_taken_fo
     path.write_text(json.dumps({"P1": [{"tokens": ["Ann", "met", "Bob"], "h": ["ann", "Q1", [[0]]], "t": ["bob", "Q2", [[2]]]}]}))
     corpus = read_corpus(path)
     assert [r.label for r in corpus.records] == ["P1"] and corpus.format == "fewrel" and not corpus.bad
+    fewrel = json.loads(path.read_text())
+    path.write_text(json.dumps({**fewrel, "P2": []}))  # a relation without instances
+    assert [r.label for r in read_corpus(path).records] == ["P1"]
     path.write_text(json.dumps({"tokens": ["a", "b", "c"], "head": [0, 1], "tail": [2, 3]}))  # every value a list
     corpus = read_corpus(path)
     assert [r.instance.tokens for r in corpus.records] == [("a", "b", "c")] and not corpus.bad
