@@ -36,6 +36,12 @@ NEW_RELATION = (" '{label}' is a new relation of yours, defined by this example 
                 "or describe it on the Relations tab, to make it surer.")
 
 
+def shown_time(stamp) -> str:
+    """A stored ISO time ("2026-12-06T09:53:10.123+00:00") as "2026-12-06 09:53 UTC"; anything else as it is."""
+    text = str(stamp or "")
+    return f"{text[:10]} {text[11:16]} UTC" if len(text) >= 16 and text[10] == "T" and text.endswith("+00:00") else text
+
+
 def example_status(label: str | None, before: str | None, in_force: bool, full: bool) -> str:
     """What a judgement did to the sentence's labelled example, as a sentence for the status line."""
     if full:
@@ -170,7 +176,8 @@ class FeedbackTab:
     def feedback_view(self, verdict: str, contains: str, everyone: bool, session: dict, request: gr.Request = None) -> pd.DataFrame:
         """The caller's feedback rows (everyone's for an admin who asks), newest first; owner ids only for admins."""
         frame = self._frame(verdict, contains, everyone, session, request, MAX_TABLE_ROWS)
-        frame = frame.assign(score=frame["score"].round(3))  # the exports keep the full value
+        # Shown rounded and as "2026-12-06 09:53 UTC" (the exports keep the full values).
+        frame = frame.assign(score=frame["score"].round(3), created=frame["created"].map(shown_time))
         return frame[COLUMNS + ["owner"] if everyone else COLUMNS].fillna("")
 
     def _frame(self, verdict, contains, everyone, session, request, limit: int) -> pd.DataFrame:

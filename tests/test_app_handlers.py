@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -595,6 +596,8 @@ def test_feedback_view_filters_and_exports(wb, session, tmp_path):
     assert len(pd.read_csv(csv_file)) == 3 and set(pd.read_csv(csv_file)["note"]) == {"'=HYPERLINK(\"http://x\")"}
     # ann's own numbers, never the row ids every user shares (bob's row is one of them).
     assert list(shown["number"]) == [3, 2, 1] and "id" not in pd.read_csv(csv_file).columns
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", t) for t in shown["created"])  # the export keeps ISO
+    assert all("T" in t for t in pd.read_csv(csv_file)["created"])
     assert sorted(pd.read_csv(csv_file)["number"]) == [1, 2, 3]
     numbered = sorted(json.loads(x)["feedback_number"] for x in jsonl.read_text().splitlines())
     assert numbered == [1, 2]  # the rows with a known relation
@@ -665,8 +668,6 @@ def test_charts_keep_quotes_in_user_text_inside_their_attributes(wb, session):
 
 
 def test_recall_chart_draws_the_shown_scores_on_a_zoomed_axis(wb, session):
-    import re
-
     _, session = predict(wb, session)
     record = session["last"]
     chart = plots.recall_html(record)
