@@ -178,7 +178,7 @@ class FeedbackTab:
         frame = self._frame(verdict, contains, everyone, session, request, MAX_TABLE_ROWS)
         # Shown rounded and as "2026-12-06 09:53 UTC" (the exports keep the full values).
         frame = frame.assign(score=frame["score"].round(3), created=frame["created"].map(shown_time))
-        return frame[COLUMNS + ["owner"] if everyone else COLUMNS].fillna("")
+        return frame[["owner"] + COLUMNS if everyone else COLUMNS].fillna("")  # an admin reads whose row first
 
     def _frame(self, verdict, contains, everyone, session, request, limit: int) -> pd.DataFrame:
         if everyone and not self.wb.identity.is_admin(request):
