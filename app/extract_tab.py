@@ -26,7 +26,7 @@ import gradio as gr
 import pandas as pd
 import plotly.graph_objects as go
 
-from emma import EntityModelError, split_sentences, suggest_entities
+from emma import EntityModelError, suggest_entities
 from emma.extract import MAX_TEXT_CHARS, both_ways, finish_extraction, plan_extraction
 
 from .session import BadInput, sentence_case

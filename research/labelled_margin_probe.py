@@ -7,9 +7,8 @@ one example (weight 1/6 in the mix) did not turn "born in" from `residence` to `
 
 The setting is `research gzsl --whole-catalogue --margin-on catalogue` (the 80 FewRel and 55 other default catalogue
 relations, lowered by δ, beside the 16 CrossRE types as the user's own), plus labelled examples: `--labelled` FewRel
-relations of the catalogue (drawn with the seed) get K examples each from the FewRel pool, never a scored sentence;
-with `--crossre-shots` the CrossRE types get that many from CrossRE train too (a user who labels their own relations
-as well). Each rule is scored on the same sentences, fused decision:
+relations of the catalogue (drawn with the seed) get K examples each from the FewRel pool, never a scored sentence.
+Each rule is scored on the same sentences, fused decision:
 
 - `every catalogue relation` (shipped): the margin on every catalogue relation, labelled or not;
 - `by the description's share`: a labelled catalogue relation's margin × (1 − w), w its examples' weight in the mix
@@ -19,7 +18,7 @@ as well). Each rule is scored on the same sentences, fused decision:
 Reported: accuracy on the labelled relations' sentences, on the other catalogue (FewRel) relations' sentences, on the
 CrossRE sentences, and the share of CrossRE sentences a labelled catalogue relation takes.
 
-    python -m research.labelled_margin_probe --shots 1,5 [--crossre-shots 5] [--labelled 10] [--seeds 0,1,2]
+    python -m research.labelled_margin_probe --shots 1,5 [--labelled 10] [--seeds 0,1,2]
 """
 
 from __future__ import annotations
@@ -32,7 +31,6 @@ import emma
 from emma.index import example_weight
 
 from . import DATA_DIR, REPO_ROOT
-from .fewshot import CROSSRE_DOMAINS
 from .gzsl import CROSSRE_PREFIX, accuracy, candidates, instances
 from .protocol import fewrel_pool
 
@@ -57,16 +55,12 @@ def offsets(relations: dict[str, str], counts: dict[str, int], margin: float, ru
 
 
 def run_seed(extractor: emma.Extractor, relations: dict[str, str], trained: set[str], seen, unseen, shots: int,
-             crossre_shots: int, labelled: int, seed: int) -> dict[str, dict]:
+             labelled: int, seed: int) -> dict[str, dict]:
     rng = random.Random(seed)
     chosen = sorted(rng.sample(sorted(trained), labelled))
     scored = {i.pair for i in seen}
     pool = [i for i in fewrel_pool(DATA_DIR) if i.relation in chosen and i.pair not in scored]
     examples = emma.draw_shots(pool, shots, seed=seed)
-    if crossre_shots:
-        train = [emma.Instance(i.tokens, i.head, i.tail, CROSSRE_PREFIX + i.relation) for d in CROSSRE_DOMAINS
-                 for i in emma.read_instances(DATA_DIR / "crossre" / f"{d}-train.jsonl")]
-        examples.update(emma.draw_shots(train, crossre_shots, seed=seed))
     base = extractor.index
     for name, rows in examples.items():
         extractor.add_examples(name, rows)
@@ -91,7 +85,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--shots", default="1,5")
-    parser.add_argument("--crossre-shots", type=int, default=0)
     parser.add_argument("--labelled", type=int, default=10)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--seen-per-relation", type=int, default=10)
@@ -102,12 +95,11 @@ def main() -> None:
     extractor.set_relations(relations, progress=True)
     seen, unseen = instances(DATA_DIR, trained, args.seen_per_relation, args.unseen_per_domain)
     print(f"{len(relations)} relations, {len(seen)} catalogue and {len(unseen)} CrossRE sentences, δ = "
-          f"{extractor.config.seen_margin}, {args.labelled} catalogue relations labelled, CrossRE types with "
-          f"{args.crossre_shots} examples; mean of seeds {args.seeds}")
+          f"{extractor.config.seen_margin}, {args.labelled} catalogue relations labelled; mean of seeds {args.seeds}")
     print("| K | rule | labelled relations | other catalogue | CrossRE | CrossRE taken by labelled |")
     print("|---|---|---|---|---|---|")
     for shots in [int(x) for x in args.shots.split(",")]:
-        runs = [run_seed(extractor, relations, trained, seen, unseen, shots, args.crossre_shots, args.labelled, int(s))
+        runs = [run_seed(extractor, relations, trained, seen, unseen, shots, args.labelled, int(s))
                 for s in args.seeds.split(",")]
         for rule in RULES:
             cells = [statistics.mean(r[rule][k] for r in runs) for k in runs[0][rule]]
