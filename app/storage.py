@@ -393,10 +393,8 @@ class Store:
         """The owner's examples, oldest first: {id, number, relation, tokens, head, tail, created, feedback_id,
         feedback_number} (JSON decoded; `number` and `feedback_number` are the owner's own, as shown)."""
         with self.connect() as db:
-            cursor = db.execute("select e.*, f.number as feedback_number from examples e left join feedback f "
-                                "on f.id = e.feedback_id where e.owner = ? order by e.id", [owner])
-            names = [c[0] for c in cursor.description]
-            rows = [dict(zip(names, values)) for values in cursor.fetchall()]
+            rows = db.query("select e.*, f.number as feedback_number from examples e left join feedback f "
+                            "on f.id = e.feedback_id where e.owner = ? order by e.id", [owner])
             return [{**r, "tokens": json.loads(r["tokens"]), "head": json.loads(r["head"]), "tail": json.loads(r["tail"])}
                     for r in rows]
 

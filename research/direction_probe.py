@@ -55,22 +55,21 @@ def one_way(instances: list[emma.Instance]) -> list[emma.Instance]:
     return [i for i in instances if (i.tokens, i.tail, i.head) not in pairs]
 
 
-def checkpoint(recipe: str, per_relation: int, seed: int) -> Path:
+def checkpoint(recipe: str, per_relation: int, seed: int, split: emma.Split, pool: list[emma.Instance]) -> Path:
     """The recipe's model, trained now unless its folder is done (the transfer grid's folder and budget)."""
     if recipe == SHIPPED:
         return Path(emma.DEFAULT_CHECKPOINT)
     folder = RUNS_DIR / "transfer-grid" / f"{recipe}_n{per_relation}_recall_s{seed}"
-    split = m15_split(DATA_DIR)
-    instances, descriptions = training_set(DATA_DIR, fewrel_pool(DATA_DIR), split, per_relation, False)
+    instances, descriptions = training_set(DATA_DIR, pool, split, per_relation, False)
     train(config_for(recipe, per_relation, False, seed), instances, descriptions, folder, resume=True)
     return folder
 
 
-def measure(folder: Path, per_relation: int) -> dict[str, dict[str, float]]:
+def measure(folder: Path, per_relation: int, split: emma.Split, pool: list[emma.Instance]) -> dict[str, dict[str, float]]:
+    """`direction_scores` of the model in `folder` on the split's test relations (FewRel, from `pool`) and CrossRE dev."""
     extractor = emma.Extractor.load(str(folder))
-    split = m15_split(DATA_DIR)
     test = set(split.test)
-    fewrel = emma.cap_per_relation([i for i in fewrel_pool(DATA_DIR) if i.relation in test], per_relation, seed=0)
+    fewrel = emma.cap_per_relation([i for i in pool if i.relation in test], per_relation, seed=0)
     extractor.set_relations({r: t for r, t in emma.read_descriptions(dataset_files("fewrel", DATA_DIR)[1]).items() if r in test})
     out = {"FewRel m15 test": direction_scores(extractor, fewrel)}
     extractor.set_relations(emma.read_descriptions(DATA_DIR / "crossre" / "descriptions.json"))
@@ -86,6 +85,7 @@ def main() -> None:
     parser.add_argument("--per-relation", type=int, default=100, help="training instances per relation")
     parser.add_argument("--scored-per-relation", type=int, default=40, help="FewRel test sentences per relation")
     args = parser.parse_args()
+    split, pool = m15_split(DATA_DIR), fewrel_pool(DATA_DIR)  # read once for every recipe and seed
     print("| recipe | seeds | FewRel: gold as given | gold when swapped | cosine higher as given | "
           "CrossRE: gold as given | gold when swapped | cosine higher as given |")
     print("|---|---|---|---|---|---|---|---|")
@@ -94,7 +94,8 @@ def main() -> None:
         runs = []
         for seed in seeds:
             t0 = time.perf_counter()
-            runs.append(measure(checkpoint(recipe, args.per_relation, seed), args.scored_per_relation))
+            folder = checkpoint(recipe, args.per_relation, seed, split, pool)
+            runs.append(measure(folder, args.scored_per_relation, split, pool))
             print(f"  {recipe} seed {seed}: {runs[-1]} ({time.perf_counter() - t0:.0f} s)", flush=True)
         cells = [statistics.mean(r[where][f] for r in runs) for where in ("FewRel m15 test", "CrossRE dev") for f in FIGURES]
         print(f"| {recipe} | {','.join(str(s) for s in seeds) if seeds != [None] else '–'} | "

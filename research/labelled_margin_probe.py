@@ -54,13 +54,14 @@ def offsets(relations: dict[str, str], counts: dict[str, int], margin: float, ru
     return out
 
 
-def run_seed(extractor: emma.Extractor, relations: dict[str, str], trained: set[str], seen, unseen, shots: int,
-             labelled: int, seed: int) -> dict[str, dict]:
+def run_seed(extractor: emma.Extractor, relations: dict[str, str], trained: set[str], seen, unseen,
+             pool: list[emma.Instance], shots: int, labelled: int, seed: int) -> dict[str, dict]:
+    """Each rule's accuracies with `shots` examples (from `pool`, FewRel) for `labelled` catalogue relations drawn by
+    `seed`."""
     rng = random.Random(seed)
     chosen = sorted(rng.sample(sorted(trained), labelled))
     scored = {i.pair for i in seen}
-    pool = [i for i in fewrel_pool(DATA_DIR) if i.relation in chosen and i.pair not in scored]
-    examples = emma.draw_shots(pool, shots, seed=seed)
+    examples = emma.draw_shots([i for i in pool if i.relation in chosen and i.pair not in scored], shots, seed=seed)
     base = extractor.index
     for name, rows in examples.items():
         extractor.add_examples(name, rows)
@@ -94,12 +95,13 @@ def main() -> None:
     relations, trained = candidates(DATA_DIR, CATALOGUE, whole_catalogue=True)
     extractor.set_relations(relations, progress=True)
     seen, unseen = instances(DATA_DIR, trained, args.seen_per_relation, args.unseen_per_domain)
+    pool = fewrel_pool(DATA_DIR)  # read once: every draw takes its examples from it
     print(f"{len(relations)} relations, {len(seen)} catalogue and {len(unseen)} CrossRE sentences, δ = "
           f"{extractor.config.seen_margin}, {args.labelled} catalogue relations labelled; mean of seeds {args.seeds}")
     print("| K | rule | labelled relations | other catalogue | CrossRE | CrossRE taken by labelled |")
     print("|---|---|---|---|---|---|")
     for shots in [int(x) for x in args.shots.split(",")]:
-        runs = [run_seed(extractor, relations, trained, seen, unseen, shots, args.labelled, int(s))
+        runs = [run_seed(extractor, relations, trained, seen, unseen, pool, shots, args.labelled, int(s))
                 for s in args.seeds.split(",")]
         for rule in RULES:
             cells = [statistics.mean(r[rule][k] for r in runs) for k in runs[0][rule]]
